@@ -18,7 +18,7 @@ every trainable parameter and the input.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,9 @@ from engine.ops.base import OP_REGISTRY, ForwardContext, Op, Shape
 INPUT = "input"
 _ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _RESERVED = {"id", "op", "inputs"}
+
+
+BackwardRule = Callable[["Node", np.ndarray, "Trace"], "list[np.ndarray | None] | None"]
 
 
 @dataclass
@@ -88,7 +91,10 @@ class Graph:
         nodes = spec.get("nodes")
         if not isinstance(nodes, list) or not nodes:
             raise SpecError(None, "nodes must be a non-empty list of node objects")
-        self.spec = {"input_shape": list(input_shape), "nodes": [dict(n) if isinstance(n, Mapping) else n for n in nodes]}
+        self.spec = {
+            "input_shape": list(input_shape),
+            "nodes": [dict(n) if isinstance(n, Mapping) else n for n in nodes],
+        }
         self.input_shape: Shape = tuple(input_shape)
         self.nodes: list[Node] = []
         self.by_id: dict[str, Node] = {}
@@ -201,7 +207,8 @@ class Graph:
         ctx = ForwardContext(training=training, rng=rng if rng is not None else np.random.default_rng(0))
         trace = Trace(activations={INPUT: x}, output_id=self.output_id)
         for node in self.nodes:
-            out, cache = node.op.forward([trace.activations[i] for i in node.inputs], self._node_params(node, params), ctx)
+            inputs = [trace.activations[i] for i in node.inputs]
+            out, cache = node.op.forward(inputs, self._node_params(node, params), ctx)
             trace.activations[node.id] = out
             if keep_caches:
                 trace.caches[node.id] = cache
@@ -210,11 +217,21 @@ class Graph:
                 break
         return trace
 
-    def backward(self, trace: Trace, seeds: Mapping[str, np.ndarray]) -> Gradients:
+    def backward(
+        self,
+        trace: Trace,
+        seeds: Mapping[str, np.ndarray],
+        stop_at: str | None = None,
+        rule: BackwardRule | None = None,
+    ) -> Gradients:
         """Chain rule from seed gradients ``{node_id: d(scalar)/d(activation)}`` back to the input.
 
         Returns the gradient of the scalar with respect to every activation upstream of a seed,
         every trainable parameter (zeros for parameters the scalar does not depend on) and the input.
+        ``stop_at`` ends the pass once that node's gradient is complete (nodes listed before it are
+        skipped, so the input's gradient is then zero). ``rule(node, dout, trace)`` may replace an op's
+        backward: it returns the gradients of the node's inputs, or None to use the op's own
+        (Guided Backpropagation's modified ReLU uses this).
         """
         if not trace.caches:
             raise ValueError("this trace kept no caches: run forward(..., keep_caches=True) before backward")
@@ -228,10 +245,16 @@ class Graph:
             grads[node_id] = np.array(seed, dtype=trace.activations[node_id].dtype)
         param_grads: dict[str, np.ndarray] = {}
         for node in reversed(self.nodes):
+            if node.id == stop_at:
+                break
             dout = grads.get(node.id)
             if dout is None or node.id not in trace.caches:
                 continue
-            dinputs, dparams = node.op.backward(dout, trace.caches[node.id])
+            replaced = rule(node, dout, trace) if rule is not None else None
+            if replaced is not None:
+                dinputs, dparams = replaced, {}
+            else:
+                dinputs, dparams = node.op.backward(dout, trace.caches[node.id])
             for name, dx in zip(node.inputs, dinputs):
                 if dx is None:
                     continue

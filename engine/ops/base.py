@@ -134,7 +134,9 @@ class Op:
         return dict(self.attrs)
 
     # --- per batch --------------------------------------------------------------------------
-    def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext) -> tuple[np.ndarray, Any]:
+    def forward(
+        self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext
+    ) -> tuple[np.ndarray, Any]:
         raise NotImplementedError
 
     def backward(self, dout: np.ndarray, cache: Any) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
