@@ -1,0 +1,1 @@
+"""Configuration shared by the whole app."""

@@ -1,0 +1,55 @@
+"""Settings from the environment (``CNN_VIS_*``), read once behind the ``get_settings()`` dependency.
+
+Every setting has a default that works on a laptop; override it with an environment variable,
+e.g. ``CNN_VIS_DATA_DIR=/var/lib/cnn-visualiser`` or ``CNN_VIS_CORS_ORIGINS=http://localhost:3000,https://x.org``.
+Tests override ``get_settings`` through ``app.dependency_overrides``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+ENV_PREFIX = "CNN_VIS_"
+MB = 1024 * 1024
+
+
+class Settings(BaseModel):
+    """What the app may do and where it keeps its data."""
+
+    data_dir: Path = Field(Path("data"), description="uploaded models, converted weights and caches live here")
+    max_upload_bytes: int = Field(20 * MB, gt=0, description="largest image or .npy tensor accepted, in bytes")
+    max_model_bytes: int = Field(100 * MB, gt=0, description="largest ONNX model accepted, in bytes")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="largest decoded image (width × height)")
+    max_tensor_elements: int = Field(8_000_000, gt=0, description="largest input tensor, in elements")
+    run_cache_size: int = Field(16, ge=1, description="how many forward passes (runs) each worker keeps in memory")
+    host: str = Field("127.0.0.1", description="address `cnn-visualiser serve` binds to")
+    port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
+    workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Settings from ``CNN_VIS_<NAME>`` variables (lists comma-separated); unknown names are ignored."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = [o.strip() for o in raw.split(",") if o.strip()] if name == "cors_origins" else raw
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"invalid setting in the environment: {problems}") from exc
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings.from_env()

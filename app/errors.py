@@ -1,0 +1,89 @@
+"""Every error the API returns is JSON ``{"detail": "<what was wrong and what would work>", ...}``.
+
+Bad input is a 4xx (413 too large, 415 not a format we read, 422 readable but unusable, 404 unknown
+id), never a 500. Engine errors carry the user's terms already: ``SpecError`` names the node at fault
+(also returned as ``"node"``), ``ShapeError`` and ``WeightsError`` say which shapes or names disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from engine.errors import EngineError, ShapeError, SpecError, WeightsError
+
+log = logging.getLogger("cnn_visualiser.api")
+
+
+class ApiError(Exception):
+    """An error for the API's caller: an HTTP status, a message and optional extra JSON fields."""
+
+    def __init__(self, status_code: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.extra = extra
+
+
+def not_found(what: str, name: str, known: list[str] | None = None) -> ApiError:
+    """A 404 naming what was asked for and, when short enough, what exists."""
+    hint = ""
+    if known is not None:
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        hint = f"; known {what}s: {listed}" if known else f"; there are no {what}s"
+    return ApiError(404, f"no {what} '{name}'{hint}")
+
+
+def error_json(status_code: int, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=jsonable_encoder({"detail": detail, **extra}))
+
+
+def _describe_validation(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        where = ".".join(loc) or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "the request does not match the schema (see /docs): " + "; ".join(parts)
+
+
+async def handle_api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return error_json(exc.status_code, exc.detail, **exc.extra)
+
+
+async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    return error_json(422, _describe_validation(errors), errors=errors)
+
+
+async def handle_spec_error(request: Request, exc: SpecError) -> JSONResponse:
+    return error_json(422, str(exc), node=exc.node_id, reason=exc.reason)
+
+
+async def handle_engine_error(request: Request, exc: EngineError) -> JSONResponse:
+    kind = {ShapeError: "shape", WeightsError: "weights"}.get(type(exc), "engine")
+    return error_json(422, str(exc), kind=kind)
+
+
+async def handle_memory_error(request: Request, exc: MemoryError) -> JSONResponse:
+    return error_json(413, "the request needs more memory than this server has: send a smaller input or batch")
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_json(500, f"internal error ({type(exc).__name__}); this is a bug in cnn-visualiser, please report it")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers above on ``app``."""
+    app.add_exception_handler(ApiError, handle_api_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(SpecError, handle_spec_error)
+    app.add_exception_handler(EngineError, handle_engine_error)
+    app.add_exception_handler(MemoryError, handle_memory_error)
+    app.add_exception_handler(Exception, handle_unexpected)

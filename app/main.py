@@ -1,0 +1,55 @@
+"""``create_app()`` builds the FastAPI app: the API under /api, the pages, /static and error handlers.
+
+Run it with ``cnn-visualiser serve`` (app/cli.py) or ``uvicorn app.main:app``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.api.main import api_router
+from app.core.config import Settings, get_settings
+from app.errors import install_error_handlers
+
+DESCRIPTION = """\
+What happens inside a convolutional neural network, over HTTP: the architecture of every model (shapes,
+parameters, multiply-accumulates, receptive fields), predictions, every feature map, attention maps,
+receptive fields of single units, the output-size arithmetic and a sliding-window playground.
+
+Every endpoint that takes an image also takes a raw input tensor as a `.npy` body
+(`Content-Type: application/x-npy`). Every error is JSON `{"detail": "..."}` saying what was wrong and
+what would work.
+"""
+
+
+def find_dir(name: str) -> Path:
+    """The repository's ``static/`` or ``templates/``: next to the ``app`` package, else in the working directory."""
+    beside_package = Path(__file__).resolve().parents[1] / name
+    return beside_package if beside_package.is_dir() else Path.cwd() / name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. ``settings`` defaults to the environment's (``CNN_VIS_*``)."""
+    settings = settings or get_settings()
+    app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION)
+    app.state.settings = settings
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.include_router(api_router)
+    app.mount("/static", StaticFiles(directory=find_dir("static"), check_dir=False), name="static")
+    app.state.templates = Jinja2Templates(directory=find_dir("templates"))
+    if importlib.util.find_spec("app.web.pages") is not None:
+        app.include_router(importlib.import_module("app.web.pages").router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,28 @@
+"""GET /api/health, the error format, and the docs."""
+
+from __future__ import annotations
+
+
+def test_health_says_ok(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_unknown_path_is_json_404(client):
+    response = client.get("/api/no-such-thing")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert "detail" in response.json()
+
+
+def test_openapi_schema_lists_health(client):
+    schema = client.get("/openapi.json").json()
+    assert "/api/health" in schema["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_home_page_answers(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]

@@ -1,0 +1,36 @@
+"""Settings from the environment and the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import cli
+from app.core.config import Settings
+
+
+def test_settings_read_prefixed_environment(tmp_path):
+    settings = Settings.from_env({"CNN_VIS_DATA_DIR": str(tmp_path), "CNN_VIS_PORT": "9001",
+                                  "CNN_VIS_CORS_ORIGINS": "http://a.test, http://b.test", "OTHER": "x"})
+    assert settings.data_dir == tmp_path
+    assert settings.port == 9001
+    assert settings.cors_origins == ["http://a.test", "http://b.test"]
+
+
+def test_bad_setting_names_the_variable():
+    with pytest.raises(ValueError, match="CNN_VIS_PORT"):
+        Settings.from_env({"CNN_VIS_PORT": "eighty"})
+
+
+def test_serve_passes_arguments_to_uvicorn(monkeypatch):
+    calls = {}
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.update(target=target, **kwargs))
+    cli.main(["serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "2"])
+    assert calls["target"] == "app.main:create_app" and calls["factory"] is True
+    assert (calls["host"], calls["port"], calls["workers"]) == ("0.0.0.0", 8123, 2)
+
+
+def test_cli_needs_a_command():
+    with pytest.raises(SystemExit):
+        cli.main([])
