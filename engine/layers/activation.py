@@ -1,0 +1,138 @@
+"""Elementwise activations as forward/backward pairs.
+
+Every ``*_forward(x, ...)`` takes ``x`` of any shape, e.g. ``(N, C, H, W)``, and returns
+``(out, cache)`` with ``out`` of the same shape and dtype; every ``*_backward(dout, cache)``
+returns ``dx`` of that shape. At the kinks (where the derivative does not exist) the gradient is
+the one PyTorch's autograd gives, so that comparisons with PyTorch are exact:
+
+=============  ======================================  =========================================
+function       forward                                 gradient at the kinks (as PyTorch)
+=============  ======================================  =========================================
+relu           max(x, 0)                               0 at x = 0
+relu6          min(max(x, 0), 6)                       0 at x = 0 and at x = 6 (``hardtanh``)
+leaky_relu     x if x > 0 else negative_slope * x      negative_slope at x = 0
+clip           min(max(x, min), max)                   1 at x = min and at x = max (``clamp``)
+hardsigmoid    clip(alpha * x + beta, 0, 1)            0 where alpha * x + beta is 0 or 1
+hardswish      x * clip(x / 6 + 1/2, 0, 1)             0 at x = -3, 1 at x = 3
+=============  ======================================  =========================================
+
+``hardsigmoid`` takes ONNX's ``alpha`` and ``beta``; the defaults 1/6 and 1/2 give PyTorch's
+``x / 6 + 1/2`` (clipped). ``sigmoid`` is evaluated without overflow for large ``|x|``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = max(x, 0)``. x: any shape."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    x = cache
+    return dout * (x > 0)
+
+
+def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = min(max(x, 0), 6)``, as in MobileNet and EfficientNet-Lite. x: any shape."""
+    return np.clip(x, 0, 6).astype(x.dtype, copy=False), x
+
+
+def relu6_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    x = cache
+    return dout * ((x > 0) & (x < 6))
+
+
+def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01) -> tuple[np.ndarray, Any]:
+    """``out = x`` where ``x > 0``, else ``negative_slope * x``. x: any shape."""
+    slope = np.asarray(negative_slope, dtype=x.dtype)
+    return np.where(x > 0, x, x * slope), (x, slope)
+
+
+def leaky_relu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    x, slope = cache
+    return np.where(x > 0, dout, dout * slope)
+
+
+def clip_forward(x: np.ndarray, min: float | None = None, max: float | None = None) -> tuple[np.ndarray, Any]:
+    """``out = min(max(x, min), max)``; ``None`` leaves that side open (ONNX's Clip). x: any shape."""
+    lo = -np.inf if min is None else min
+    hi = np.inf if max is None else max
+    return np.clip(x, lo, hi).astype(x.dtype, copy=False), (x, lo, hi)
+
+
+def clip_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    x, lo, hi = cache
+    return dout * ((x >= lo) & (x <= hi))
+
+
+def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = 1 / (1 + exp(-x))``, computed from ``exp(-|x|)`` so that it never overflows. x: any shape."""
+    z = np.exp(-np.abs(x))
+    out = np.where(x >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype, copy=False)
+    return out, out
+
+
+def sigmoid_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    out = cache
+    return dout * out * (1 - out)
+
+
+def tanh_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = tanh(x)``. x: any shape."""
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    out = cache
+    return dout * (1 - out * out)
+
+
+def silu_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = x * sigmoid(x)`` (SiLU, also called swish). x: any shape."""
+    s, _ = sigmoid_forward(x)
+    return x * s, (x, s)
+
+
+def silu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    x, s = cache
+    return dout * s * (1 + x * (1 - s))
+
+
+def hardsigmoid_forward(x: np.ndarray, alpha: float = 1 / 6, beta: float = 0.5) -> tuple[np.ndarray, Any]:
+    """``out = clip(alpha * x + beta, 0, 1)`` (ONNX HardSigmoid; PyTorch's with the defaults). x: any shape."""
+    a = np.asarray(alpha, dtype=x.dtype)
+    z = x * a + np.asarray(beta, dtype=x.dtype)
+    return np.clip(z, 0, 1).astype(x.dtype, copy=False), (z, a)
+
+
+def hardsigmoid_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    z, a = cache
+    return dout * ((z > 0) & (z < 1)) * a
+
+
+def hardswish_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = x * clip(x / 6 + 1/2, 0, 1)`` (MobileNetV3's h-swish). x: any shape."""
+    gate = np.clip(x / np.asarray(6, dtype=x.dtype) + np.asarray(0.5, dtype=x.dtype), 0, 1)
+    return x * gate, x
+
+
+def hardswish_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    x = cache
+    middle = x / np.asarray(3, dtype=x.dtype) + np.asarray(0.5, dtype=x.dtype)
+    slope = np.where(x <= -3, 0, np.where(x < 3, middle, 1)).astype(x.dtype, copy=False)
+    return dout * slope
+
+
+def identity_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``out = x`` (ONNX Identity; a named no-op a visualiser can still point at). x: any shape."""
+    return x, None
+
+
+def identity_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    return dout
