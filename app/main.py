@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.middleware import BodyLimitMiddleware
 
 DESCRIPTION = """\
 What happens inside a convolutional neural network, over HTTP: the architecture of every model (shapes,
@@ -35,12 +36,27 @@ def find_dir(name: str) -> Path:
     return beside_package if beside_package.is_dir() else Path.cwd() / name
 
 
+MULTIPART_SLACK = 1024 * 1024  # form fields and multipart boundaries around the file itself
+
+
+def body_limits(settings: Settings):
+    """``scope -> (limit, what)``: ONNX uploads may be larger than images and tensors."""
+
+    def limit_for(scope: dict) -> tuple[int, str]:
+        if scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == "/api/models":
+            return settings.max_model_bytes + MULTIPART_SLACK, "an ONNX model"
+        return settings.max_upload_bytes + MULTIPART_SLACK, "an image, a tensor or a JSON body"
+
+    return limit_for
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to the environment's (``CNN_VIS_*``)."""
     settings = settings or get_settings()
     app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])

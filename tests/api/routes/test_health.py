@@ -26,3 +26,20 @@ def test_home_page_answers(client):
     response = client.get("/")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+def test_oversized_body_is_413_before_reading(client, settings):
+    too_big = b"0" * (settings.max_upload_bytes + 2 * 1024 * 1024)
+    response = client.post("/api/arithmetic/output-size", content=too_big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "bytes" in response.json()["detail"]
+
+
+def test_oversized_streamed_body_is_413(client, settings):
+    def chunks():  # no Content-Length: counted while it streams
+        for _ in range(4):
+            yield b"0" * (settings.max_upload_bytes // 2 + 1024 * 1024)
+
+    response = client.post("/api/arithmetic/output-size", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413

@@ -1,0 +1,74 @@
+"""A cap on request bodies, enforced while they stream in (never read a whole oversized body first)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+Scope = dict[str, Any]
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Answer 413 as soon as a request's body exceeds ``limit_for(scope)`` bytes.
+
+    A declared ``Content-Length`` above the limit is refused before a byte is read; a chunked body
+    is counted as it arrives and refused the moment it passes the limit.
+    """
+
+    def __init__(self, app: Any, limit_for: Callable[[Scope], tuple[int, str]]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, what = self.limit_for(scope)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit, what, int(declared))
+            return
+        state = {"received": 0, "started": False, "refused": False}
+
+        async def limited_receive() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    if not state["started"]:
+                        state["refused"] = True
+                        await self._refuse(send, limit, what, None)
+                    raise _BodyTooLargeError
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if state["refused"]:
+                return  # the 413 has been sent; whatever the app answers after it is dropped
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLargeError:
+            if not state["refused"]:
+                raise
+        except Exception:
+            if not state["refused"]:
+                raise
+
+    @staticmethod
+    async def _refuse(send: Any, limit: int, what: str, declared: int | None) -> None:
+        size = f" ({declared:,} bytes)" if declared is not None else ""
+        detail = (f"the request body{size} is larger than the {limit:,} bytes this server accepts for {what}: "
+                  "send a smaller file (downscale the image or crop the tensor)")
+        body = json.dumps({"detail": detail, "limit_bytes": limit}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
