@@ -1,0 +1,266 @@
+"""Receptive fields of every node of a graph, after Araujo, Norris & Sim, "Computing Receptive Fields
+of Convolutional Neural Networks", Distill 2019.
+
+Per spatial axis, relative to the graph's input, a node has a receptive-field size ``r``, an
+effective stride ``S`` and an effective padding ``P``. Starting from the input (r₀ = 1, S₀ = 1,
+P₀ = 0), an op with kernel k, stride s, padding p (before) and dilation d gives::
+
+    k' = d·(k − 1) + 1          (the span of the dilated kernel)
+    r_l = r_{l−1} + (k' − 1)·S_{l−1}
+    S_l = S_{l−1}·s
+    P_l = P_{l−1} + p·S_{l−1}
+
+Unit ``i`` of the node then reads input positions ``i·S − P`` to ``i·S − P + r − 1`` (the part below
+0 or past the end is padding), centred on ``i·S − P + (r − 1)/2``.
+
+Several paths (add, mul, concat) are handled as in the article: when every path has the same
+effective stride and the same centre offset ``(r − 1)/2 − P`` (the graph is *aligned*), the node
+takes the largest ``r`` (and its ``P``); otherwise there is no single receptive field and
+:func:`receptive_fields` raises a SpecError naming the node. An op whose geometry is GLOBAL
+(linear, global pooling, flatten of positions, spatial softmax) gives units that see the whole
+input. Transposed convolutions are not covered by the article: such nodes (and those after them)
+are marked ``undefined`` with the reason, rather than given a wrong number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from engine.errors import EngineError, SpecError
+from engine.graph import INPUT, Graph
+from engine.ops.base import GLOBAL, IDENTITY, AxisGeometry
+
+Status = Literal["local", "global", "undefined", "constant"]
+
+LOCAL: Status = "local"  # units read a sliding window of the input: ``axes`` hold r, S, P
+WHOLE: Status = "global"  # every unit depends on every input position
+UNDEFINED: Status = "undefined"  # no receptive field in the article's sense; ``reason`` says why
+CONSTANT: Status = "constant"  # does not depend on the input at all
+
+
+def axis_names(n: int) -> tuple[str, ...]:
+    """PyTorch's names for the spatial axes: (L,), (H, W), (D, H, W)."""
+    return {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(n, tuple(f"axis {i}" for i in range(n)))
+
+
+@dataclass(frozen=True)
+class AxisRF:
+    """Receptive field along one spatial axis: size ``r``, effective stride ``S``, effective padding ``P``."""
+
+    size: int
+    stride: int
+    padding: int
+
+    @property
+    def centre_offset(self) -> float:
+        """Unit ``i`` is centred on input position ``i·S + centre_offset`` (= ``(r − 1)/2 − P``)."""
+        return (self.size - 1) / 2 - self.padding
+
+    def then(self, g: AxisGeometry) -> AxisRF:
+        """This receptive field after one more op of geometry ``g`` (the article's recurrences)."""
+        return AxisRF(
+            size=self.size + (g.effective_kernel - 1) * self.stride,
+            stride=self.stride * g.stride,
+            padding=self.padding + g.padding * self.stride,
+        )
+
+
+@dataclass(frozen=True)
+class NodeRF:
+    """The receptive field of one node's units.
+
+    ``axes`` has one entry per spatial axis when ``status`` is "local" (None otherwise);
+    ``reason`` explains the other statuses in plain words. ``input_size`` is the graph input's
+    spatial size and ``spatial_shape`` the node's, both per spatial axis.
+    """
+
+    node_id: str
+    status: Status
+    axes: tuple[AxisRF, ...] | None
+    reason: str
+    input_size: tuple[int, ...]
+    spatial_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        names = axis_names(len(self.input_size))
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "axes": None if self.axes is None else [{"axis": name, **asdict(a)} for name, a in zip(names, self.axes)],
+        }
+
+
+def _describe(rf: AxisRF) -> str:
+    sign = "+" if rf.centre_offset >= 0 else "−"
+    return (f"r = {rf.size}, S = {rf.stride}, P = {rf.padding}: centres at {rf.stride}·i {sign} "
+            f"{abs(rf.centre_offset):g}")
+
+
+def _spatial_of(shape: tuple[int, ...], n: int, fallback: tuple[int, ...]) -> tuple[int, ...]:
+    """The last ``n`` axes of a per-sample shape (channels first); ``fallback`` when they were collapsed."""
+    if n == 0:
+        return ()
+    return tuple(shape[-n:]) if len(shape) - 1 >= n else fallback
+
+
+def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]) -> NodeRF:
+    """Combine the receptive fields of a node's inputs (before the node's own geometry)."""
+    out_shape = tuple(node.output_shape)
+    reading = [p for p in parents if p.status != CONSTANT]
+    if not reading:
+        return NodeRF(node.id, CONSTANT, None, "does not depend on the input", input_size, (), out_shape)
+    for status in (WHOLE, UNDEFINED):
+        hit = next((p for p in reading if p.status == status), None)
+        if hit is not None:
+            return NodeRF(node.id, status, None, hit.reason, input_size, (), out_shape)
+    if len(reading) == 1:
+        return reading[0]
+    spatial = _spatial_of(out_shape, n, reading[0].spatial_shape)
+    names = axis_names(n)
+    for p in reading:
+        if p.spatial_shape != spatial:
+            return NodeRF(node.id, UNDEFINED, None,
+                          f"'{node.id}' broadcasts '{p.node_id}' (positions {list(p.spatial_shape)}) over positions "
+                          f"{list(spatial)}, so its units do not slide together with the other inputs'",
+                          input_size, (), out_shape)
+    first = reading[0]
+    assert first.axes is not None
+    merged = list(first.axes)
+    for p in reading[1:]:
+        assert p.axes is not None
+        for a, (mine, theirs) in enumerate(zip(merged, p.axes)):
+            if mine.stride != theirs.stride or mine.centre_offset != theirs.centre_offset:
+                what = "effective strides" if mine.stride != theirs.stride else "centres"
+                raise SpecError(
+                    node.id,
+                    f"its inputs are not aligned on axis {names[a]}, so its units have no single receptive field "
+                    f"(Araujo et al., 2019): the {what} differ. Along the path through '{first.node_id}' "
+                    f"{_describe(first.axes[a])}; through '{p.node_id}' {_describe(theirs)}. Make the paths' strides "
+                    "and paddings agree (an even kernel needs asymmetric padding to keep centres in line)",
+                )
+            if theirs.size > mine.size:
+                merged[a] = theirs
+    return NodeRF(node.id, LOCAL, tuple(merged), "", input_size, spatial, out_shape)
+
+
+def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]) -> NodeRF:
+    merged = _merge(node, parents, n, input_size)
+    out_shape = tuple(node.output_shape)
+    if merged.status == CONSTANT:
+        return NodeRF(node.id, CONSTANT, None, merged.reason, input_size, (), out_shape)
+    geometry = node.op.geometry()
+    if geometry == GLOBAL:
+        reason = f"every unit of '{node.id}' ({node.op.op}) depends on every position of its input"
+        if merged.status == WHOLE:
+            return NodeRF(node.id, WHOLE, None, merged.reason, input_size, (), out_shape)
+        # positions that each read part of the input, all mixed: the union is the whole input
+        return NodeRF(node.id, WHOLE, None, reason + ", hence on the whole input", input_size, (), out_shape)
+    if merged.status != LOCAL:
+        return NodeRF(node.id, merged.status, None, merged.reason, input_size, (), out_shape)
+    assert merged.axes is not None
+    spatial = _spatial_of(out_shape, n, merged.spatial_shape)
+    if geometry == IDENTITY:
+        return NodeRF(node.id, LOCAL, merged.axes, "", input_size, spatial, out_shape)
+    if not isinstance(geometry, Sequence) or len(geometry) != n:
+        return NodeRF(node.id, UNDEFINED, None,
+                      f"'{node.id}' ({node.op.op}) slides over {len(geometry)} axes but its input has {n}",
+                      input_size, (), out_shape)
+    if any(g.transposed for g in geometry):
+        return NodeRF(node.id, UNDEFINED, None,
+                      f"'{node.id}' is a transposed convolution: receptive fields through transposed convolutions "
+                      "are not covered by Araujo et al. (2019) (one output unit reads a varying number of input "
+                      "units), so no r, S, P is given",
+                      input_size, (), out_shape)
+    axes = tuple(rf.then(g) for rf, g in zip(merged.axes, geometry))
+    return NodeRF(node.id, LOCAL, axes, "", input_size, spatial, out_shape)
+
+
+def receptive_fields(graph: Graph) -> dict[str, NodeRF]:
+    """The receptive field of every node (and of ``"input"``), in graph order.
+
+    Raises SpecError naming the node where the paths of a misaligned graph meet.
+    """
+    n = len(graph.input_shape) - 1
+    input_size = tuple(graph.input_shape[1:])
+    result = {INPUT: NodeRF(INPUT, LOCAL, tuple(AxisRF(1, 1, 0) for _ in range(n)), "", input_size, input_size,
+                            tuple(graph.input_shape))}
+    for node in graph.nodes:
+        result[node.id] = _node_rf(node, [result[i] for i in node.inputs], n, input_size)
+    return result
+
+
+@dataclass(frozen=True)
+class AxisBox:
+    """One axis of a unit's input-space box, inclusive; ``start``/``end`` may lie in the padding."""
+
+    axis: str
+    start: int
+    end: int
+    clipped_start: int
+    clipped_end: int
+    centre: float
+    padding_before: int  # positions of the box before the input (read as padding)
+    padding_after: int  # positions of the box past the input's end
+
+
+@dataclass(frozen=True)
+class UnitBox:
+    """Where one unit of a node looks in the input: a box per spatial axis, and a plain-words note."""
+
+    node_id: str
+    index: tuple[int, ...]  # spatial position of the unit
+    axes: tuple[AxisBox, ...]
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _spatial_index(rf: NodeRF, index: Sequence[int]) -> tuple[int, ...]:
+    """Accept a spatial index (one int per spatial axis) or a full per-sample index (channel first)."""
+    index = tuple(int(i) for i in index)
+    n = len(rf.input_size)
+    full = len(rf.output_shape)
+    if len(index) == full and full != n:
+        if any(not 0 <= i < s for i, s in zip(index, rf.output_shape)):
+            raise EngineError(f"unit {list(index)} is outside node '{rf.node_id}' of shape {list(rf.output_shape)}")
+        return index[-n:] if full - 1 >= n and n else (0,) * n
+    if len(index) != n:
+        raise EngineError(f"give the unit of '{rf.node_id}' as {n} spatial indices ({', '.join(axis_names(n))}) "
+                          f"or a full index into its shape {list(rf.output_shape)}; got {list(index)}")
+    shape = rf.spatial_shape if rf.status == LOCAL else (1,) * n
+    if rf.status == LOCAL and any(not 0 <= i < s for i, s in zip(index, shape)):
+        raise EngineError(f"unit {list(index)} is outside node '{rf.node_id}', whose positions are "
+                          f"{' × '.join(map(str, shape))}")
+    return index
+
+
+def unit_box(rf: NodeRF, index: Sequence[int]) -> UnitBox:
+    """The input-space box and centre of unit ``index`` of the node ``rf`` describes.
+
+    Per axis: ``start = i·S − P``, ``end = start + r − 1``, ``centre = i·S − P + (r − 1)/2``, and
+    the box clipped to the input. With dilation the box is the bounding box of what is read.
+    """
+    spatial = _spatial_index(rf, index)
+    names = axis_names(len(rf.input_size))
+    if rf.status == WHOLE:
+        axes = tuple(AxisBox(name, 0, w - 1, 0, w - 1, (w - 1) / 2, 0, 0) for name, w in zip(names, rf.input_size))
+        return UnitBox(rf.node_id, spatial, axes, f"the whole input: {rf.reason}")
+    if rf.status != LOCAL or rf.axes is None:
+        raise EngineError(f"node '{rf.node_id}' has no receptive-field box: {rf.reason}")
+    boxes = []
+    for name, i, a, w in zip(names, spatial, rf.axes, rf.input_size):
+        start = i * a.stride - a.padding
+        end = start + a.size - 1
+        boxes.append(AxisBox(name, start, end, max(start, 0), min(end, w - 1), start + (a.size - 1) / 2,
+                             max(0, -start), max(0, end - (w - 1))))
+    padded = [b for b in boxes if b.padding_before or b.padding_after]
+    note = ""
+    if padded:
+        parts = [f"{b.axis}: {b.padding_before} before and {b.padding_after} past the end" for b in padded]
+        note = ("the box extends into the padding (" + "; ".join(parts) + "); the clipped box is the part "
+                "inside the input")
+    return UnitBox(rf.node_id, spatial, tuple(boxes), note)
