@@ -13,6 +13,7 @@ F×F×D, W_out×H_out×K out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -243,7 +244,8 @@ def _suggestions(
             out.append(Suggestion("padding", (t // 2, t // 2), f"padding {t // 2} on each side (total {t})",
                                   size_of(W, S, t // 2, t // 2)))
             break
-    divisors = [s for s in range(1, numerator + 1) if numerator % s == 0]
+    small = [s for s in range(1, math.isqrt(numerator) + 1) if numerator % s == 0]
+    divisors = sorted({*small, *(numerator // s for s in small)})
     below = [s for s in divisors if s < S]
     above = [s for s in divisors if s > S]
     for s in ([below[-1]] if below else []) + ([above[0]] if above else []):

@@ -178,17 +178,24 @@ def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ..
     return NodeRF(node.id, LOCAL, axes, "", input_size, spatial, out_shape)
 
 
-def receptive_fields(graph: Graph) -> dict[str, NodeRF]:
+def receptive_fields(graph: Graph, strict: bool = True) -> dict[str, NodeRF]:
     """The receptive field of every node (and of ``"input"``), in graph order.
 
-    Raises SpecError naming the node where the paths of a misaligned graph meet.
+    Raises SpecError naming the node where the paths of a misaligned graph meet; with
+    ``strict=False`` that node (and what follows from it) is marked "undefined" with the reason.
     """
     n = len(graph.input_shape) - 1
     input_size = tuple(graph.input_shape[1:])
     result = {INPUT: NodeRF(INPUT, LOCAL, tuple(AxisRF(1, 1, 0) for _ in range(n)), "", input_size, input_size,
                             tuple(graph.input_shape))}
     for node in graph.nodes:
-        result[node.id] = _node_rf(node, [result[i] for i in node.inputs], n, input_size)
+        try:
+            result[node.id] = _node_rf(node, [result[i] for i in node.inputs], n, input_size)
+        except SpecError as error:
+            if strict:
+                raise
+            result[node.id] = NodeRF(node.id, UNDEFINED, None, f"'{node.id}': {error.reason}", input_size, (),
+                                     tuple(node.output_shape))
     return result
 
 

@@ -1,0 +1,116 @@
+"""Per-node analysis of a graph: what each node is, what it outputs, what it costs and what it sees.
+
+This is what ``GET /api/models/{id}`` and ``POST /api/architecture/analyze`` return. Nothing is
+re-derived here: shapes, parameter counts and MACs come from the ops, receptive fields from
+``engine.receptive_field``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.graph import Graph
+from engine.receptive_field import NodeRF, axis_names, receptive_fields
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples as lists, NumPy scalars and arrays as Python numbers and lists, recursively."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """One node: op, inputs, canonical attributes, output shape (no batch axis), cost and receptive field."""
+
+    id: str
+    op: str
+    inputs: list[str]
+    attributes: dict[str, Any]
+    output_shape: tuple[int, ...]
+    params: int  # trainable parameters
+    buffers: int  # values kept but not trained (batch norm's running statistics)
+    macs: int  # multiply-accumulates for one sample
+    receptive_field: NodeRF
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "op": self.op,
+            "inputs": list(self.inputs),
+            "attributes": jsonable(self.attributes),
+            "output_shape": list(self.output_shape),
+            "params": self.params,
+            "buffers": self.buffers,
+            "macs": self.macs,
+            "receptive_field": self.receptive_field.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Every node's summary, in graph order, and the totals."""
+
+    input_shape: tuple[int, ...]
+    output_id: str
+    nodes: list[NodeSummary]
+    total_params: int
+    total_buffers: int
+    total_macs: int
+    spatial_axes: tuple[str, ...]  # names of the receptive-field axes, e.g. ("H", "W")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_shape": list(self.input_shape),
+            "output_id": self.output_id,
+            "spatial_axes": list(self.spatial_axes),
+            "nodes": [n.to_dict() for n in self.nodes],
+            "totals": {"params": self.total_params, "buffers": self.total_buffers, "macs": self.total_macs},
+        }
+
+
+def analyze(graph: Graph, strict: bool = True) -> Analysis:
+    """Summarise every node of ``graph``.
+
+    With ``strict`` (the default) a misaligned multi-path graph raises the SpecError of
+    ``receptive_fields`` naming the node; with ``strict=False`` that node's receptive field is
+    marked "undefined" and the rest is still reported.
+    """
+    rfs = receptive_fields(graph, strict=strict)
+    summaries = []
+    for node in graph.nodes:
+        shapes = node.op.param_shapes()
+        trainable = set(node.op.trainable_names)
+        params = sum(math.prod(s) for name, s in shapes.items() if name in trainable)
+        buffers = sum(math.prod(s) for name, s in shapes.items() if name not in trainable)
+        summaries.append(NodeSummary(
+            id=node.id,
+            op=node.op.op,
+            inputs=list(node.inputs),
+            attributes=node.op.describe(),
+            output_shape=tuple(node.output_shape),
+            params=int(params),
+            buffers=int(buffers),
+            macs=int(node.op.macs()),
+            receptive_field=rfs[node.id],
+        ))
+    return Analysis(
+        input_shape=tuple(graph.input_shape),
+        output_id=graph.output_id,
+        nodes=summaries,
+        total_params=sum(s.params for s in summaries),
+        total_buffers=sum(s.buffers for s in summaries),
+        total_macs=sum(s.macs for s in summaries),
+        spatial_axes=axis_names(len(graph.input_shape) - 1),
+    )
