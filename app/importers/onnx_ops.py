@@ -1,0 +1,578 @@
+"""One converter per ONNX operator: ONNX node -> engine spec node(s), with weights.
+
+Each converter reads its node's inputs from the ``ImportContext`` (run-time values or constants),
+emits engine nodes and records its outputs, or raises ``NodeError`` saying why this use of the
+operator has no engine equivalent. ONNX counts the batch axis in its axes and shapes; the engine's
+shapes leave it out (its ``dim`` attributes count it, as PyTorch's do).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from app.importers.onnx_import import ImportContext, NodeError, PendingPad, Value, attributes, prod
+from engine.ops import OP_REGISTRY
+from engine.padding import same_padding
+
+Pairs = list[list[int]]
+_FLOAT_MAX = float(np.finfo(np.float32).max)
+
+
+# --- padding ----------------------------------------------------------------------------------
+def _spatial_pads(attrs: dict, nd: int, kernel: list[int], stride: list[int], dilation: list[int],
+                  in_sizes: list[int]) -> tuple[Pairs, str]:
+    """ONNX ``auto_pad`` / ``pads`` as one ``[before, after]`` pair per spatial axis, and the auto_pad mode."""
+    auto = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto == "NOTSET":
+        pads = list(attrs.get("pads", [0] * 2 * nd))
+        if len(pads) != 2 * nd:
+            raise NodeError(f"pads has {len(pads)} values; a {nd}-D op needs {2 * nd} (all begins, then all ends)")
+        if any(p < 0 for p in pads):
+            raise NodeError(f"negative pads {pads} (cropping) have no engine equivalent")
+        return [[pads[i], pads[i + nd]] for i in range(nd)], auto
+    if auto == "VALID":
+        return [[0, 0] for _ in range(nd)], auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pairs = [list(same_padding(n, k, s, d)) for n, k, s, d in zip(in_sizes, kernel, stride, dilation)]
+        if auto == "SAME_LOWER":  # the odd pixel goes before
+            pairs = [[after, before] for before, after in pairs]
+        return pairs, auto
+    raise NodeError(f"auto_pad '{auto}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+
+
+def _with_folded_pad(pairs: Pairs, pad: PendingPad | None) -> Pairs:
+    if pad is None:
+        return pairs
+    return [[b + pb, a + pa] for (b, a), (pb, pa) in zip(pairs, pad.pairs)]
+
+
+def _padded_sizes(x: Value, pad: PendingPad | None) -> list[int]:
+    sizes = list(x.shape[1:])
+    if pad is not None:
+        sizes = [n + b + a for n, (b, a) in zip(sizes, pad.pairs)]
+    return sizes
+
+
+def _per_axis(attrs: dict, key: str, nd: int, default: int) -> list[int]:
+    values = list(attrs.get(key, [default] * nd))
+    if len(values) != nd:
+        raise NodeError(f"{key} has {len(values)} values for {nd} spatial axes")
+    return [int(v) for v in values]
+
+
+def _spatial_input(cx: ImportContext, node: onnx.NodeProto, nd: int) -> tuple[Value, PendingPad | None]:
+    x, pad = cx.value_or_pad(node.input[0], node)
+    if x.rank != nd + 2:
+        raise NodeError(f"a {nd}-D {node.op_type} needs an input [N, C, {nd} spatial axes], got rank {x.rank}")
+    return x, pad
+
+
+def _fold_note(cx: ImportContext, pad: PendingPad | None, node_id: str) -> None:
+    if pad is not None:
+        cx.notes.append(f"Pad node '{pad.node_name}' {pad.pairs} folded into the padding of '{node_id}'")
+
+
+# --- convolutions -----------------------------------------------------------------------------
+def convert_conv(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    weight = cx.const(node, 1, "the weight W")
+    bias = cx.optional_const(node, 2, "the bias B")
+    nd = weight.ndim - 2
+    if nd not in (1, 2, 3):
+        raise NodeError(f"its weight has shape {list(weight.shape)}: a {nd}-D convolution; the engine has "
+                          "conv1d, conv2d and conv3d")
+    x, pad = _spatial_input(cx, node, nd)
+    if pad is not None and pad.value != 0:
+        raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; only zero padding "
+                          "folds into a convolution")
+    kernel = list(weight.shape[2:])
+    if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
+        raise NodeError(f"kernel_shape {list(attrs['kernel_shape'])} does not match its weight {list(weight.shape)}")
+    stride = _per_axis(attrs, "strides", nd, 1)
+    dilation = _per_axis(attrs, "dilations", nd, 1)
+    pairs, auto = _spatial_pads(attrs, nd, kernel, stride, dilation, _padded_sizes(x, pad))
+    padding = "same" if auto == "SAME_UPPER" and pad is None else _with_folded_pad(pairs, pad)
+    spec = {"out_channels": int(weight.shape[0]), "kernel_size": kernel, "stride": stride, "padding": padding,
+            "dilation": dilation, "groups": int(attrs.get("group", 1)), "bias": bias is not None}
+    params = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    cx.values[node.output[0]] = cx.emit(node_id, f"conv{nd}d", spec, [x.node_id], params)
+    _fold_note(cx, pad, node_id)
+
+
+def convert_conv_transpose(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    weight = cx.const(node, 1, "the weight W")
+    bias = cx.optional_const(node, 2, "the bias B")
+    nd = weight.ndim - 2
+    op = f"conv_transpose{nd}d"
+    if op not in OP_REGISTRY:
+        available = ", ".join(sorted(name for name in OP_REGISTRY if name.startswith("conv_transpose")))
+        raise NodeError(f"a {nd}-D transposed convolution; the engine has {available}")
+    x = cx.value(node.input[0], node)
+    if x.rank != nd + 2:
+        raise NodeError(f"a {nd}-D ConvTranspose needs an input [N, C, {nd} spatial axes], got rank {x.rank}")
+    groups = int(attrs.get("group", 1))
+    kernel = list(weight.shape[2:])
+    if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
+        raise NodeError(f"kernel_shape {list(attrs['kernel_shape'])} does not match its weight {list(weight.shape)}")
+    stride = _per_axis(attrs, "strides", nd, 1)
+    dilation = _per_axis(attrs, "dilations", nd, 1)
+    output_padding = _per_axis(attrs, "output_padding", nd, 0)
+    in_sizes = list(x.shape[1:])
+    auto = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+    if "output_shape" in attrs or auto in ("SAME_UPPER", "SAME_LOWER"):
+        # ONNX: total = stride·(in − 1) + output_padding + dilation·(kernel − 1) + 1 − output_shape,
+        # split with the odd pixel at the end for SAME_UPPER, at the beginning otherwise.
+        if "output_shape" in attrs:
+            wanted = [int(v) for v in attrs["output_shape"]][-nd:]
+        else:
+            wanted = [n * s for n, s in zip(in_sizes, stride)]
+        padding = []
+        for n, k, s, d, op_, out in zip(in_sizes, kernel, stride, dilation, output_padding, wanted):
+            total = s * (n - 1) + op_ + d * (k - 1) + 1 - out
+            if total < 0:
+                raise NodeError(f"output_shape {wanted} is larger than the transposed convolution can make "
+                                  "without output_padding; give output_padding instead")
+            upper = auto == "SAME_UPPER"
+            padding.append([total // 2, total - total // 2] if upper else [total - total // 2, total // 2])
+    elif auto == "VALID":
+        padding = [[0, 0] for _ in range(nd)]
+    else:
+        padding, _ = _spatial_pads(attrs, nd, kernel, stride, dilation, in_sizes)
+    spec = {"out_channels": int(weight.shape[1]) * groups, "kernel_size": kernel, "stride": stride,
+            "padding": padding, "output_padding": output_padding, "dilation": dilation, "groups": groups,
+            "bias": bias is not None}
+    params = {"weight": weight} | ({"bias": bias} if bias is not None else {})
+    cx.values[node.output[0]] = cx.emit(node_id, op, spec, [x.node_id], params)
+
+
+# --- pooling ----------------------------------------------------------------------------------
+def _only_first_output_used(cx: ImportContext, node: onnx.NodeProto, what: str) -> None:
+    for name in node.output[1:]:
+        if name and (name in cx.consumers or name in cx.graph_outputs):
+            raise NodeError(f"its output '{name}' ({what}) is used; the engine computes only the main output")
+
+
+def _pool(cx: ImportContext, node: onnx.NodeProto, node_id: str, kind: str) -> None:
+    attrs = attributes(node)
+    kernel = [int(k) for k in attrs.get("kernel_shape", [])]
+    nd = len(kernel)
+    if nd not in (1, 2, 3):
+        raise NodeError(f"kernel_shape {kernel}: the engine pools over 1, 2 or 3 spatial axes")
+    _only_first_output_used(cx, node, "the argmax indices")
+    x, pad = _spatial_input(cx, node, nd)
+    stride = _per_axis(attrs, "strides", nd, 1)  # ONNX's default stride is 1, not the kernel
+    dilation = _per_axis(attrs, "dilations", nd, 1)
+    ceil_mode = bool(attrs.get("ceil_mode", 0))
+    pairs, _ = _spatial_pads(attrs, nd, kernel, stride, dilation, _padded_sizes(x, pad))
+    if kind == "max":
+        if pad is not None and not (pad.value == -math.inf or (pad.value <= 0 and x.nonnegative)):
+            raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; max pooling pads "
+                              "with −inf, so the Pad folds in only for -inf, or for 0 after a ReLU-like op")
+        spec = {"kernel_size": kernel, "stride": stride, "padding": _with_folded_pad(pairs, pad),
+                "dilation": dilation, "ceil_mode": ceil_mode}
+        op = f"max_pool{nd}d"
+    else:
+        if any(d != 1 for d in dilation):
+            raise NodeError(f"dilations {dilation}: the engine's average pooling has no dilation")
+        count_include_pad = bool(attrs.get("count_include_pad", 0))  # ONNX's default is 0, PyTorch's True
+        if pad is not None and (pad.value != 0 or not count_include_pad or ceil_mode):
+            raise NodeError(f"it reads Pad node '{pad.node_name}'; a Pad folds into average pooling only for "
+                              "zero padding with count_include_pad=1 and ceil_mode=0 (then both count the zeros)")
+        spec = {"kernel_size": kernel, "stride": stride, "padding": _with_folded_pad(pairs, pad),
+                "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
+        op = f"avg_pool{nd}d"
+    cx.values[node.output[0]] = cx.emit(node_id, op, spec, [x.node_id], nonnegative=x.nonnegative)
+    _fold_note(cx, pad, node_id)
+
+
+def convert_max_pool(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    _pool(cx, node, node_id, "max")
+
+
+def convert_average_pool(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    _pool(cx, node, node_id, "avg")
+
+
+def convert_global_average_pool(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    x = cx.value(node.input[0], node)
+    if x.rank < 3:
+        raise NodeError(f"its input has no spatial axes (rank {x.rank})")
+    out = cx.emit(node_id, "global_avg_pool", {}, [x.node_id], nonnegative=x.nonnegative)
+    # ONNX keeps the pooled axes as 1s: (N, C, 1, 1). The engine gives (N, C); a later consumer
+    # that needs the 1s gets a reshape (a Flatten does not).
+    out.onnx_shape = (x.shape[0],) + (1,) * (x.rank - 2)
+    cx.values[node.output[0]] = out
+
+
+def convert_global_max_pool(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    x = cx.value(node.input[0], node)
+    nd = x.rank - 2
+    if nd not in (1, 2, 3):
+        raise NodeError(f"its input has rank {x.rank}; the engine pools over 1, 2 or 3 spatial axes")
+    size = list(x.shape[1:])
+    cx.values[node.output[0]] = cx.emit(node_id, f"max_pool{nd}d", {"kernel_size": size, "stride": size},
+                                        [x.node_id], nonnegative=x.nonnegative)
+
+
+# --- normalisation, activations ---------------------------------------------------------------
+def convert_batch_norm(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    if attrs.get("training_mode", 0):
+        raise NodeError("training_mode=1; export the model in evaluation mode (model.eval())")
+    _only_first_output_used(cx, node, "a training statistic")
+    x = cx.value(node.input[0], node)
+    params = {"weight": cx.const(node, 1, "scale"), "bias": cx.const(node, 2, "B"),
+              "running_mean": cx.const(node, 3, "input_mean"), "running_var": cx.const(node, 4, "input_var")}
+    # ONNX's momentum weighs the old running statistic, PyTorch's the new batch statistic.
+    spec = {"eps": float(attrs.get("epsilon", 1e-5)), "momentum": round(1.0 - float(attrs.get("momentum", 0.9)), 9)}
+    cx.values[node.output[0]] = cx.emit(node_id, "batch_norm", spec, [x.node_id], params)
+
+
+def _elementwise(op: str, attrs_from: Callable[[dict], dict] | None = None,
+                 nonnegative: bool = False) -> Callable[[ImportContext, onnx.NodeProto, str], None]:
+    def convert(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+        x = cx.raw_value(node.input[0], node)
+        spec = attrs_from(attributes(node)) if attrs_from else {}
+        out = cx.emit(node_id, op, spec, [x.node_id], nonnegative=nonnegative or (op == "identity" and x.nonnegative))
+        out.onnx_shape = x.onnx_shape  # elementwise: whatever shape ONNX sees stays
+        cx.values[node.output[0]] = out
+
+    convert.__doc__ = f"ONNX elementwise op -> engine '{op}'."
+    return convert
+
+
+def convert_clip(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    if cx.opset < 11:
+        attrs = attributes(node)
+        lo, hi = attrs.get("min"), attrs.get("max")
+    else:
+        lo_array = cx.optional_const(node, 1, "min")
+        hi_array = cx.optional_const(node, 2, "max")
+        lo = None if lo_array is None else float(np.asarray(lo_array).reshape(-1)[0])
+        hi = None if hi_array is None else float(np.asarray(hi_array).reshape(-1)[0])
+    lo = None if lo is None or lo <= -_FLOAT_MAX else float(lo)
+    hi = None if hi is None or hi >= _FLOAT_MAX else float(hi)
+    x = cx.raw_value(node.input[0], node)
+    out = cx.emit(node_id, "clip", {"min": lo, "max": hi}, [x.node_id],
+                  nonnegative=(lo is not None and lo >= 0) or (x.nonnegative and (hi is None or hi >= 0)))
+    out.onnx_shape = x.onnx_shape
+    cx.values[node.output[0]] = out
+
+
+def convert_softmax(cx: ImportContext, node: onnx.NodeProto, node_id: str, op: str = "softmax") -> None:
+    x = cx.value(node.input[0], node)
+    full = (0, *x.shape)  # ONNX shape, batch axis first (its size does not matter here)
+    rank = len(full)
+    axis = int(attributes(node).get("axis", 1 if cx.opset < 13 else -1))
+    if not -rank <= axis < rank:
+        raise NodeError(f"axis {axis} is out of range for an input of rank {rank}")
+    axis %= rank
+    if axis == 0:
+        raise NodeError("axis 0 is the batch axis: a softmax over it would mix samples")
+    if cx.opset >= 13 or all(d == 1 for d in full[axis + 1:]):
+        cx.values[node.output[0]] = cx.emit(node_id, op, {"dim": axis}, [x.node_id], nonnegative=op == "softmax")
+        return
+    # Before opset 13, Softmax flattens axes axis.. into one and normalises over all of them.
+    flat = cx.emit(cx.new_id(f"{node_id}_flat"), "reshape",
+                   {"shape": [*full[1:axis], prod(full[axis:])]}, [x.node_id])
+    soft = cx.emit(node_id, op, {"dim": axis}, [flat.node_id])
+    cx.values[node.output[0]] = cx.emit(cx.new_id(f"{node_id}_unflat"), "reshape", {"shape": list(full[1:])},
+                                        [soft.node_id], nonnegative=op == "softmax")
+    cx.notes.append(f"Softmax '{node.name}' (opset {cx.opset}, axis {axis}) normalises over axes {axis}..{rank - 1} "
+                    f"together: imported as reshape, softmax, reshape")
+
+
+def convert_log_softmax(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    convert_softmax(cx, node, node_id, op="log_softmax")
+
+
+def convert_dropout(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    _only_first_output_used(cx, node, "the dropout mask")
+    if cx.opset < 12:
+        ratio = float(attributes(node).get("ratio", 0.5))
+    else:
+        given = cx.optional_const(node, 1, "ratio")
+        ratio = 0.5 if given is None else float(np.asarray(given).reshape(-1)[0])
+        training = cx.optional_const(node, 2, "training_mode")
+        if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+            raise NodeError("training_mode is true; export the model in evaluation mode (model.eval())")
+    x = cx.raw_value(node.input[0], node)
+    out = cx.emit(node_id, "dropout", {"p": ratio}, [x.node_id], nonnegative=x.nonnegative)
+    out.onnx_shape = x.onnx_shape
+    cx.values[node.output[0]] = out
+
+
+# --- merges -----------------------------------------------------------------------------------
+_NUMPY_BINARY = {"Add": np.add, "Mul": np.multiply, "Sub": np.subtract, "Div": np.divide}
+
+
+def _const_operand(c: np.ndarray, rank: int) -> np.ndarray:
+    """A constant operand laid out for the engine: without the batch axis, broadcasting as in ONNX."""
+    c = np.asarray(c, dtype=np.float32)
+    if c.ndim > rank:
+        raise NodeError(f"a constant of rank {c.ndim} cannot broadcast onto a tensor of rank {rank}")
+    if c.ndim == rank:
+        if c.shape[0] != 1:
+            raise NodeError(f"a constant of shape {list(c.shape)} varies along the batch axis")
+        c = c[0]
+    return c
+
+
+def _binary(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    a_name, b_name = node.input[0], node.input[1]
+    fold = _NUMPY_BINARY[node.op_type]
+    if cx.is_const(a_name) and cx.is_const(b_name):
+        cx.consts[node.output[0]] = fold(cx.consts[a_name], cx.consts[b_name])
+        return
+    op = "add" if node.op_type in ("Add", "Sub") else "mul"
+    if cx.is_const(a_name) or cx.is_const(b_name):
+        const_first = cx.is_const(a_name)
+        if const_first and node.op_type in ("Sub", "Div"):
+            raise NodeError(f"constant {node.op_type.lower()} tensor (the constant first) has no single engine op")
+        x = cx.value(b_name if const_first else a_name, node)
+        c = _const_operand(cx.consts[a_name if const_first else b_name], x.rank)
+        if node.op_type == "Sub":
+            c = -c
+        elif node.op_type == "Div":
+            c = 1.0 / c
+        k = cx.emit_constant(node_id, c)
+        inputs = [k.node_id, x.node_id] if const_first else [x.node_id, k.node_id]
+    else:
+        if node.op_type in ("Sub", "Div"):
+            raise NodeError(f"{node.op_type} of two computed tensors has no engine op (add and mul only)")
+        a, b = cx.value(a_name, node), cx.value(b_name, node)
+        if a.rank != b.rank:
+            raise NodeError(f"ranks {a.rank} and {b.rank} differ: broadcasting would align a batch axis with "
+                              "another axis")
+        inputs = [a.node_id, b.node_id]
+    cx.values[node.output[0]] = cx.emit(node_id, op, {}, inputs)
+
+
+def convert_concat(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    names = [n for n in node.input if n]
+    axis = int(attributes(node)["axis"])
+    if all(cx.is_const(n) for n in names):
+        cx.consts[node.output[0]] = np.concatenate([cx.consts[n] for n in names], axis=axis)
+        return
+    values = [cx.value(n, node) for n in names]
+    rank = values[0].rank
+    if not -rank <= axis < rank:
+        raise NodeError(f"axis {axis} is out of range for inputs of rank {rank}")
+    axis %= rank
+    if axis == 0:
+        raise NodeError("axis 0 joins along the batch axis, which would mix samples")
+    cx.values[node.output[0]] = cx.emit(node_id, "concat", {"dim": axis}, [v.node_id for v in values],
+                                        nonnegative=all(v.nonnegative for v in values))
+
+
+# --- shapes -----------------------------------------------------------------------------------
+def convert_flatten(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    x = cx.raw_value(node.input[0], node)
+    sample = x.onnx_shape if x.onnx_shape is not None else x.shape
+    rank = len(sample) + 1
+    axis = int(attributes(node).get("axis", 1))
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0 or prod(sample[:axis - 1]) != 1:
+        raise NodeError(f"axis {axis} of [N, {', '.join(map(str, sample))}] would fold other axes into the "
+                          "batch axis; only Flatten that keeps the batch axis (axis=1) is supported")
+    if x.shape == (prod(sample),):
+        cx.values[node.output[0]] = Value(x.node_id, x.shape, None, x.nonnegative)  # already flat
+        return
+    cx.values[node.output[0]] = cx.emit(node_id, "flatten", {"start_dim": 1}, [x.node_id], nonnegative=x.nonnegative)
+
+
+def convert_reshape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    if cx.is_const(node.input[0]):
+        shape = cx.const(node, 1, "shape") if len(node.input) > 1 else np.asarray(attrs["shape"])
+        data = cx.consts[node.input[0]]
+        target = [data.shape[i] if s == 0 and not attrs.get("allowzero", 0) else s for i, s in enumerate(shape)]
+        cx.consts[node.output[0]] = data.reshape(target)
+        return
+    x = cx.raw_value(node.input[0], node)
+    shape = [int(s) for s in (cx.const(node, 1, "shape") if cx.opset >= 5 else attrs["shape"])]
+    sample = list(x.onnx_shape if x.onnx_shape is not None else x.shape)
+    full = ["N", *sample]
+    if not shape:
+        raise NodeError("an empty target shape would drop the batch axis")
+    if not attrs.get("allowzero", 0):
+        for i, s in enumerate(shape):
+            if s == 0:
+                if i >= len(full):
+                    raise NodeError(f"shape {shape} copies axis {i} (a 0), but the input has only {len(full)} axes")
+                shape[i] = -2 if i == 0 else full[i]  # -2 marks "the batch axis, copied"
+    first, rest = shape[0], shape[1:]
+    total = prod(sample)
+    known = prod(s for s in rest if s != -1)
+    if first == -1:
+        keeps_batch = -1 not in rest and known == total
+    else:
+        keeps_batch = first == -2 or (first == 1 and cx.static_batch in (1, None)) or first == cx.static_batch
+    if not keeps_batch or rest.count(-1) > 1 or (-1 not in rest and known != total) or (known and total % known):
+        raise NodeError(f"target shape {[s if s != -2 else 0 for s in shape]} does not keep the batch axis of "
+                          f"the input [N, {', '.join(map(str, sample))}]: the engine reshapes each sample, "
+                          "so the first axis must stay the batch (0, -1 or the batch size)")
+    if -1 in rest:
+        rest[rest.index(-1)] = total // known
+    if tuple(rest) == x.shape:
+        cx.values[node.output[0]] = Value(x.node_id, x.shape, None, x.nonnegative)  # the engine holds it already
+        return
+    cx.values[node.output[0]] = cx.emit(node_id, "reshape", {"shape": rest}, [x.node_id], nonnegative=x.nonnegative)
+
+
+# --- fully connected --------------------------------------------------------------------------
+def _features(cx: ImportContext, node: onnx.NodeProto) -> Value:
+    x = cx.value(node.input[0], node)
+    if len(x.shape) != 1:
+        raise NodeError(f"its input has shape [N, {', '.join(map(str, x.shape))}]; the engine's linear layer "
+                          "takes [N, features]: put a Flatten before it")
+    return x
+
+
+def convert_gemm(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    if attrs.get("transA", 0):
+        raise NodeError("transA=1 transposes the batch axis away; the engine's linear layer keeps it")
+    x = _features(cx, node)
+    b = cx.const(node, 1, "B")
+    c = cx.optional_const(node, 2, "C")
+    if b.ndim != 2:
+        raise NodeError(f"B has shape {list(b.shape)}; Gemm's B is a matrix")
+    weight = (b if attrs.get("transB", 0) else b.T) * float(attrs.get("alpha", 1.0))
+    out_features = weight.shape[0]
+    params = {"weight": weight}
+    if c is not None:
+        try:
+            bias = np.broadcast_to(c, (1, out_features))[0]
+        except ValueError:
+            raise NodeError(f"C has shape {list(c.shape)}; only a bias per output, ({out_features},) or "
+                              f"(1, {out_features}), maps to the engine's linear layer") from None
+        params["bias"] = bias * float(attrs.get("beta", 1.0))
+    spec = {"out_features": int(out_features), "bias": c is not None}
+    cx.values[node.output[0]] = cx.emit(node_id, "linear", spec, [x.node_id], params)
+
+
+def convert_matmul(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    if cx.is_const(node.input[0]):
+        raise NodeError("the constant is on the left (constant @ tensor); the engine's linear layer computes "
+                          "tensor @ weight")
+    x = _features(cx, node)
+    b = cx.const(node, 1, "B")
+    if b.ndim != 2:
+        raise NodeError(f"B has shape {list(b.shape)}; only [N, K] @ [K, M] maps to a linear layer")
+    params = {"weight": b.T}
+    out = node.output[0]
+    users = cx.consumers.get(out, [])
+    if len(users) == 1 and out not in cx.graph_outputs and users[0][1].op_type == "Add":
+        index, add = users[0]
+        other = add.input[1] if add.input[0] == out else add.input[0]
+        bias = cx.consts.get(other)
+        if bias is not None and bias.shape in ((b.shape[1],), (1, b.shape[1])):
+            params["bias"] = bias.reshape(-1)
+            cx.absorbed[index] = node_id
+            cx.notes.append(f"MatMul '{node.name}' and Add '{add.name}' (its bias) merged into linear '{node_id}'")
+    spec = {"out_features": int(b.shape[1]), "bias": "bias" in params}
+    cx.values[out] = cx.emit(node_id, "linear", spec, [x.node_id], params)
+
+
+# --- constants, identity, padding -------------------------------------------------------------
+def convert_constant(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attr = node.attribute[0] if len(node.attribute) == 1 else None
+    if attr is None:
+        raise NodeError("a Constant needs exactly one value attribute")
+    if attr.name == "value":
+        value = numpy_helper.to_array(attr.t)
+    elif attr.name in ("value_float", "value_int"):
+        value = np.asarray(attr.f if attr.name == "value_float" else attr.i)
+    elif attr.name in ("value_floats", "value_ints"):
+        value = np.asarray(list(attr.floats if attr.name == "value_floats" else attr.ints))
+    else:
+        raise NodeError(f"a Constant given as {attr.name} has no engine equivalent")
+    cx.consts[node.output[0]] = value
+
+
+def convert_identity(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    if cx.is_const(node.input[0]):
+        cx.consts[node.output[0]] = cx.consts[node.input[0]]
+        return
+    _elementwise("identity")(cx, node, node_id)
+
+
+def convert_pad(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    mode = attrs.get("mode", "constant")
+    if mode != "constant":
+        raise NodeError(f"mode '{mode}'; only constant padding (folded into the next Conv or pool) is supported")
+    if cx.opset < 11:
+        pads = [int(p) for p in attrs.get("pads", attrs.get("paddings", []))]
+        value = float(attrs.get("value", 0.0))
+        axes = None
+    else:
+        pads = [int(p) for p in cx.const(node, 1, "pads")]
+        given = cx.optional_const(node, 2, "constant_value")
+        value = 0.0 if given is None else float(np.asarray(given).reshape(-1)[0])
+        axes_array = cx.optional_const(node, 3, "axes")
+        axes = None if axes_array is None else [int(a) for a in axes_array]
+    source = node.input[0]
+    inner = cx.pending_pads.get(source)
+    x = cx.value(inner.source if inner else source, node)
+    rank = x.rank
+    if axes is not None:  # pads given for some axes only
+        full = [0] * (2 * rank)
+        for i, axis in enumerate(axes):
+            full[axis % rank], full[axis % rank + rank] = pads[i], pads[i + len(axes)]
+        pads = full
+    if len(pads) != 2 * rank:
+        raise NodeError(f"pads has {len(pads)} values for an input of rank {rank} (needs {2 * rank})")
+    if any(p < 0 for p in pads):
+        raise NodeError(f"negative pads {pads} crop the tensor; cropping has no engine equivalent")
+    if any(pads[i] or pads[i + rank] for i in (0, 1)):
+        raise NodeError(f"pads {pads} pad the batch or channel axis; only spatial padding can be folded into "
+                          "the next Conv or pool")
+    pairs = tuple((pads[i], pads[i + rank]) for i in range(2, rank))
+    if inner is not None:
+        if inner.value != value:
+            raise NodeError(f"it pads the output of Pad '{inner.node_name}' with a different value")
+        pairs = tuple((b + ib, a + ia) for (b, a), (ib, ia) in zip(pairs, inner.pairs))
+        source = inner.source
+    cx.pending_pads[node.output[0]] = PendingPad(source, pairs, value, node.name or node_id)
+
+
+CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
+    "Conv": convert_conv,
+    "ConvTranspose": convert_conv_transpose,
+    "MaxPool": convert_max_pool,
+    "AveragePool": convert_average_pool,
+    "GlobalAveragePool": convert_global_average_pool,
+    "GlobalMaxPool": convert_global_max_pool,
+    "BatchNormalization": convert_batch_norm,
+    "Relu": _elementwise("relu", nonnegative=True),
+    "LeakyRelu": _elementwise("leaky_relu", lambda a: {"negative_slope": float(a.get("alpha", 0.01))}),
+    "Clip": convert_clip,
+    "Sigmoid": _elementwise("sigmoid", nonnegative=True),
+    "Tanh": _elementwise("tanh"),
+    "HardSigmoid": _elementwise("hardsigmoid", lambda a: {"alpha": float(a.get("alpha", 0.2)),
+                                                          "beta": float(a.get("beta", 0.5))}, nonnegative=True),
+    "HardSwish": _elementwise("hardswish"),
+    "Add": _binary,
+    "Sub": _binary,
+    "Mul": _binary,
+    "Div": _binary,
+    "Concat": convert_concat,
+    "Flatten": convert_flatten,
+    "Reshape": convert_reshape,
+    "Gemm": convert_gemm,
+    "MatMul": convert_matmul,
+    "Softmax": convert_softmax,
+    "LogSoftmax": convert_log_softmax,
+    "Dropout": convert_dropout,
+    "Identity": convert_identity,
+    "Constant": convert_constant,
+    "Pad": convert_pad,
+}
