@@ -51,3 +51,19 @@ def test_op_is_seeded_and_checks_p():
     np.testing.assert_array_equal(graph.forward(x, {}).output, x)
     with pytest.raises(SpecError, match="p is the probability of dropping a value and must be from 0 to 1"):
         Graph({"input_shape": [5], "nodes": [{"id": "drop", "op": "dropout", "p": 1.5}]})
+
+
+def test_same_scaling_as_pytorch(torch_or_skip):
+    """The masks differ (different generators), but survivors are scaled alike and the gradient follows the mask."""
+    torch = torch_or_skip
+    x = np.linspace(1, 2, 400).reshape(4, 100)
+    t = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.dropout(t, p=0.25, training=True)
+    ref.backward(torch.ones_like(ref))
+    theirs_kept = ref.detach().numpy() != 0
+    out, mask = dropout_forward(x, 0.25, training=True, rng=np.random.default_rng(0))
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], x[kept] / 0.75, rtol=1e-12)
+    np.testing.assert_allclose(ref.detach().numpy()[theirs_kept], x[theirs_kept] / 0.75, rtol=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), theirs_kept / 0.75, rtol=1e-12)
+    np.testing.assert_allclose(dropout_backward(np.ones_like(x), mask), kept / 0.75, rtol=1e-12)
