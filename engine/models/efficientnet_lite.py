@@ -232,29 +232,36 @@ def load_params(graph: Graph, cache_dir: str | Path | None = None) -> dict[str, 
     return params
 
 
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet-1k class names, index = logit index (shipped in ``imagenet_classes.json``)."""
+def imagenet_classes() -> list[dict[str, Any]]:
+    """The 1000 ImageNet-1k classes in logit order: ``{"index", "wnid", "label", "wordnet"}`` each."""
     with open(Path(__file__).with_name("imagenet_classes.json"), encoding="utf-8") as f:
-        data = json.load(f)
-    labels = [c["label"] for c in data["classes"]]
-    if len(labels) != NUM_CLASSES:
-        raise WeightsError(f"imagenet_classes.json has {len(labels)} classes, expected {NUM_CLASSES}")
-    return labels
+        classes = json.load(f)["classes"]
+    if [c["index"] for c in classes] != list(range(NUM_CLASSES)):
+        raise WeightsError(f"imagenet_classes.json must list classes 0..{NUM_CLASSES - 1} in order")
+    return classes
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 short class names ("tabby", "tiger cat", ...), index = logit index."""
+    return [c["label"] for c in imagenet_classes()]
 
 
 def load_bundle(cache_dir: str | Path | None = None) -> ModelBundle:
     """EfficientNet-Lite0 ready to run: graph, converted weights, labels, preprocessing."""
     graph = Graph(build_spec())
+    classes = imagenet_classes()
     return ModelBundle(
         id=MODEL_ID,
         name="EfficientNet-Lite0",
         task="imagenet classification",
         graph=graph,
         params=load_params(graph, cache_dir),
-        labels=imagenet_labels(),
+        labels=[c["label"] for c in classes],
         preprocessing=PREPROCESSING,
         source=WEIGHTS_SOURCE,
         description=("A mobile ImageNet classifier (4.7 M parameters, 75% top-1): a stem conv, 16 inverted-"
                      "bottleneck blocks with 3×3 and 5×5 depthwise convolutions, ReLU6, and a 1280-channel head."),
         cam_layer="head.relu6",
+        # per class: WordNet id and every WordNet synonym ("tabby, tabby cat"), for tooltips and search
+        extra={"wnids": [c["wnid"] for c in classes], "wordnet_names": [c["wordnet"] for c in classes]},
     )

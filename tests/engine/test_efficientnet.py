@@ -174,6 +174,10 @@ def test_labels_are_the_1000_imagenet_classes_in_logit_order():
     assert len(labels) == len(set(labels)) == 1000
     assert labels[0] == "tench" and labels[281] == "tabby" and labels[285] == "Egyptian cat"
     assert labels[817] == "sports car" and labels[999] == "toilet tissue"
+    classes = effnet.imagenet_classes()
+    assert classes[281] == {"index": 281, "wnid": "n02123045", "label": "tabby", "wordnet": "tabby, tabby cat"}
+    wnids = [c["wnid"] for c in classes]
+    assert wnids == sorted(wnids)  # ImageNet's logit order is the sorted WordNet ids
 
 
 # --- against PyTorch -------------------------------------------------------------------------------
@@ -224,3 +228,4 @@ def test_cat_photo_gets_a_cat_class_in_its_top_3(bundle, cat_pixels):
     names = [bundle.labels[i] for i in top3]
     assert any(i in CAT_CLASSES for i in top3), f"top 3 of the cat photo: {names}"
     assert bundle.cam_layer == "head.relu6" and bundle.cam_layer in bundle.graph.by_id
+    assert bundle.extra["wordnet_names"][top3[0]].startswith(bundle.labels[top3[0]])
