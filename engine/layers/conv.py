@@ -1,0 +1,267 @@
+"""Convolution (1D, 2D, 3D) and transposed convolution: forward/backward pairs.
+
+Conventions are PyTorch's: ``x: (N, C, *S)`` (NCL, NCHW, NCDHW), weights ``w: (K, C / groups, *k)``,
+cross-correlation (the kernel is not flipped), and for spatial axis ``a``
+
+    out_a = floor((S_a + pad_before_a + pad_after_a - dilation_a * (k_a - 1) - 1) / stride_a) + 1
+
+``padding`` is the canonical form of ``engine.padding``: one ``(before, after)`` pair per axis.
+
+How it is computed (the fast path; ``engine.layers.naive`` has the loop version the tests compare with):
+
+* general: the patch matrix of each group, ``(C/groups * prod(k), prod(out))``, built one kernel
+  offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
+  matrix product per group (and sample);
+* 1x1 kernels with stride 1: the input itself is the patch matrix, no copy;
+* depthwise (``groups == C`` and one input channel per group): ``prod(k)`` multiply-adds of shifted,
+  strided views of the input with per-channel weights, no patch matrix at all.
+
+Backward uses the same three paths: ``dw`` is ``dout @ patches^T``, ``dx`` is ``w^T @ dout`` added back
+onto the input by ``col2im`` (one strided slice per kernel offset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.layers.im2col import col2im, im2col, pad_input, tap_slices, unpad
+
+Pads = Sequence[tuple[int, int]]
+
+
+def conv_output_sizes(
+    padded_sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> tuple[int, ...]:
+    """``floor((S_padded - dilation * (k - 1) - 1) / stride) + 1`` per axis."""
+    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(padded_sizes, kernel, stride, dilation))
+
+
+def _is_depthwise(c_in: int, w: np.ndarray, groups: int) -> bool:
+    return groups == c_in and w.shape[1] == 1 and groups > 1
+
+
+def _is_pointwise(kernel: Sequence[int], stride: Sequence[int], padded: Sequence[int], out: Sequence[int]) -> bool:
+    return all(k == 1 for k in kernel) and all(s == 1 for s in stride) and tuple(padded) == tuple(out)
+
+
+def _bcast(values: np.ndarray, ndim: int) -> np.ndarray:
+    """``values: (K,)`` shaped to broadcast over ``(N, K, *spatial)`` with ``ndim`` spatial axes."""
+    return values.reshape((1, -1) + (1,) * ndim)
+
+
+# --- the three kernels of a convolution on an already padded input --------------------------------
+def conv_padded(
+    xp: np.ndarray, w: np.ndarray, stride: Sequence[int], dilation: Sequence[int], groups: int
+) -> np.ndarray:
+    """Convolution without padding or bias. xp: (N, C, *S), w: (K, C/groups, *k) -> (N, K, *out)."""
+    n, c = xp.shape[:2]
+    k_out, c_group = w.shape[:2]
+    kernel = w.shape[2:]
+    out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
+    spatial = len(kernel)
+    if _is_depthwise(c, w, groups):
+        multiplier = k_out // c
+        if multiplier > 1:  # output channel k reads input channel k // multiplier
+            xp = np.repeat(xp, multiplier, axis=1)
+        taps = w.reshape(k_out, -1)
+        out = np.empty((n, k_out, *out_sizes), dtype=np.result_type(xp, w))
+        tmp = np.empty_like(out)
+        for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
+            view = xp[(slice(None), slice(None), *window)]
+            if t == 0:
+                np.multiply(view, _bcast(taps[:, 0], spatial), out=out)
+            else:
+                np.multiply(view, _bcast(taps[:, t], spatial), out=tmp)
+                out += tmp
+        return out
+    positions = int(np.prod(out_sizes))
+    if _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):
+        cols = xp.reshape(n, groups, c_group, positions)
+    else:
+        cols = im2col(xp, kernel, stride, dilation, out_sizes).reshape(n, groups, -1, positions)
+    weights = w.reshape(groups, k_out // groups, -1)
+    # groups == 1: (K, C*taps) @ (N, C*taps, P), one BLAS call per sample
+    out = np.matmul(weights[0], cols[:, 0]) if groups == 1 else np.matmul(weights, cols)
+    return out.reshape(n, k_out, *out_sizes)
+
+
+def conv_padded_input_grad(
+    dout: np.ndarray,
+    w: np.ndarray,
+    padded_sizes: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> np.ndarray:
+    """d loss / d xp of ``conv_padded``. dout: (N, K, *out), w: (K, C/groups, *k) -> (N, C, *padded_sizes).
+
+    Output positions beyond ``dout``'s extent are never read (the transposed convolution relies on it).
+    """
+    n, k_out = dout.shape[:2]
+    c_group = w.shape[1]
+    c = c_group * groups
+    kernel = w.shape[2:]
+    out_sizes = dout.shape[2:]
+    spatial = len(kernel)
+    if _is_depthwise(c, w, groups):
+        multiplier = k_out // c
+        taps = w.reshape(k_out, -1)
+        dxp = np.zeros((n, k_out, *padded_sizes), dtype=np.result_type(dout, w))
+        tmp = np.empty_like(dout, dtype=dxp.dtype)
+        for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
+            np.multiply(dout, _bcast(taps[:, t], spatial), out=tmp)
+            dxp[(slice(None), slice(None), *window)] += tmp
+        if multiplier > 1:
+            dxp = dxp.reshape(n, c, multiplier, *padded_sizes).sum(axis=2)
+        return dxp
+    positions = int(np.prod(out_sizes))
+    weights_t = w.reshape(groups, k_out // groups, -1).transpose(0, 2, 1)  # (G, C/G * taps, K/G)
+    douts = dout.reshape(n, groups, k_out // groups, positions)
+    dcols = np.matmul(weights_t[0], douts[:, 0])[:, None] if groups == 1 else np.matmul(weights_t, douts)
+    if _is_pointwise(kernel, stride, padded_sizes, out_sizes):
+        return dcols.reshape(n, c, *padded_sizes)
+    return col2im(dcols.reshape(n, c, -1, *out_sizes), padded_sizes, kernel, stride, dilation)
+
+
+def conv_padded_weight_grad(
+    xp: np.ndarray, dout: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int
+) -> np.ndarray:
+    """d loss / d w of ``conv_padded``. xp: (N, C, *S), dout: (N, K, *out) -> (K, C/groups, *kernel)."""
+    n, c = xp.shape[:2]
+    k_out = dout.shape[1]
+    out_sizes = dout.shape[2:]
+    spatial = len(kernel)
+    if groups == c and k_out % c == 0 and groups > 1:  # depthwise: one channel per group
+        multiplier = k_out // c
+        if multiplier > 1:
+            xp = np.repeat(xp, multiplier, axis=1)
+        dw = np.empty((k_out, int(np.prod(kernel))), dtype=np.result_type(xp, dout))
+        axes = (0, *range(2, 2 + spatial))
+        for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
+            dw[:, t] = np.sum(xp[(slice(None), slice(None), *window)] * dout, axis=axes)
+        return dw.reshape(k_out, 1, *kernel)
+    positions = int(np.prod(out_sizes))
+    c_group = c // groups
+    if _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):
+        cols = xp.reshape(n, groups, c_group, positions)
+    else:
+        cols = im2col(xp, kernel, stride, dilation, out_sizes).reshape(n, groups, -1, positions)
+    douts = dout.reshape(n, groups, k_out // groups, positions)
+    dw = np.matmul(douts, cols.swapaxes(-1, -2)).sum(axis=0)  # (G, K/G, C/G * taps)
+    return dw.reshape(k_out, c_group, *kernel)
+
+
+# --- convolution ----------------------------------------------------------------------------------
+def conv_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    stride: Sequence[int],
+    padding: Pads,
+    dilation: Sequence[int],
+    groups: int = 1,
+) -> tuple[np.ndarray, Any]:
+    """Convolution (cross-correlation) in 1, 2 or 3 spatial dimensions, as ``torch.nn.functional.convNd``.
+
+    Inputs:
+      x: (N, C, *S)              S = (L,), (H, W) or (D, H, W)
+      w: (K, C / groups, *k)
+      b: (K,) or None
+      stride, dilation: one int per spatial axis; padding: one (before, after) pair per axis
+      groups: C and K are split into ``groups`` independent convolutions (``groups == C``: depthwise)
+    Returns:
+      out: (N, K, *out) with out_a = floor((S_a + before_a + after_a - dilation_a * (k_a - 1) - 1) / stride_a) + 1
+      cache: for ``conv_backward``
+    """
+    xp = pad_input(x, padding)
+    out = conv_padded(xp, w, stride, dilation, groups)
+    if b is not None:
+        out += _bcast(b, len(stride))
+    return out, (xp, x.shape[2:], w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``conv_forward``. dout: (N, K, *out) -> dx: (N, C, *S), dw: (K, C/groups, *k), db: (K,) or None."""
+    xp, sizes, w, has_bias, stride, padding, dilation, groups = cache
+    dxp = conv_padded_input_grad(dout, w, xp.shape[2:], stride, dilation, groups)
+    dx = unpad(dxp, padding, sizes)
+    dw = conv_padded_weight_grad(xp, dout, w.shape[2:], stride, dilation, groups)
+    db = dout.sum(axis=(0, *range(2, dout.ndim))) if has_bias else None
+    return dx, dw, db
+
+
+# --- transposed convolution -----------------------------------------------------------------------
+def conv_transpose_output_sizes(
+    in_sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Pads,
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """``(S - 1) * stride - before - after + dilation * (k - 1) + output_padding + 1`` per axis."""
+    return tuple(
+        (n - 1) * s - b - a + d * (k - 1) + op + 1
+        for n, k, s, (b, a), op, d in zip(in_sizes, kernel, stride, padding, output_padding, dilation)
+    )
+
+
+def conv_transpose_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    stride: Sequence[int],
+    padding: Pads,
+    output_padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int = 1,
+) -> tuple[np.ndarray, Any]:
+    """Transposed convolution, as ``torch.nn.functional.conv_transposeNd`` (any number of spatial axes).
+
+    It is the gradient of a convolution with respect to its input: every input pixel scatters
+    ``x[n, c, i] * w[c, k, j]`` onto output position ``i * stride + j * dilation - before``.
+
+    Inputs:
+      x: (N, C, *S)
+      w: (C, K / groups, *k)      (PyTorch's layout: in_channels first)
+      b: (K,) or None
+      padding: one (before, after) pair per axis, removed from the full output;
+      output_padding: extra size added after the last position, per axis (< stride or < dilation)
+    Returns:
+      out: (N, K, *out) with out_a = (S_a - 1) * stride_a - before_a - after_a + dilation_a * (k_a - 1)
+                                    + output_padding_a + 1
+    """
+    kernel = w.shape[2:]
+    axes = zip(x.shape[2:], kernel, stride, output_padding, dilation)
+    full = tuple((n - 1) * s + d * (k - 1) + 1 + op for n, k, s, op, d in axes)
+    yfull = conv_padded_input_grad(x, w, full, stride, dilation, groups)
+    sizes = tuple(f - bf - af for f, (bf, af) in zip(full, padding))
+    out = np.ascontiguousarray(unpad(yfull, padding, sizes))
+    if b is not None:
+        out += _bcast(b, len(stride))
+    return out, (x, w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+def conv_transpose_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``conv_transpose_forward``: dout: (N, K, *out) -> dx: (N, C, *S), dw: (C, K/groups, *k), db."""
+    x, w, has_bias, stride, padding, dilation, groups = cache
+    kernel = w.shape[2:]
+    dfull = pad_input(dout, padding)
+    dx = conv_padded(dfull, w, stride, dilation, groups)
+    dx = dx[(slice(None), slice(None), *(slice(0, n) for n in x.shape[2:]))]  # output_padding >= stride adds rows
+    dw = conv_padded_weight_grad(dfull, x, kernel, stride, dilation, groups)
+    db = dout.sum(axis=(0, *range(2, dout.ndim))) if has_bias else None
+    return np.ascontiguousarray(dx), dw, db
+
+
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, dilation, groups=1):
+    """``conv_transpose_forward`` for x: (N, C, H, W) (the name the spec's op uses)."""
+    if x.ndim != 4:
+        raise ValueError(f"conv_transpose2d takes x: (N, C, H, W), got shape {x.shape}")
+    return conv_transpose_forward(x, w, b, stride, padding, output_padding, dilation, groups)
+
+
+conv_transpose2d_backward = conv_transpose_backward
