@@ -7,7 +7,7 @@ The hand-worked tests build small graphs from stand-in ops that only declare the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -334,6 +334,12 @@ def test_brute_force_2d_conv_pool_chain():
         assert (rows.min(), rows.max(), cols.min(), cols.max()) == (
             h.clipped_start, h.clipped_end, w.clipped_start, w.clipped_end), index
         assert len(rows) == (h.clipped_end - h.clipped_start + 1) * (w.clipped_end - w.clipped_start + 1)
+    # negative control: a receptive field one too small on H gives a box the gradient disagrees with
+    wrong = replace(rf, axes=(AxisRF(7, 2, 3), rf.axes[1]))
+    grads = graph.backward(trace, graph.unit_seed(trace, "c2", (0, 3, 1)))
+    rows, _ = np.nonzero(grads.input[0, 0])
+    h = unit_box(wrong, (3, 1)).axes[0]
+    assert (rows.min(), rows.max()) != (h.clipped_start, h.clipped_end)
 
 
 def test_real_graph_transposed_and_global_ops():
