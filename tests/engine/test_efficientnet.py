@@ -219,6 +219,20 @@ def test_logits_match_pytorch(bundle, reference, torch_or_skip, cat_pixels):
     assert (trace.output.argmax(1) == logits.argmax(1)).all()
 
 
+@pytest.mark.torch
+def test_the_comparison_notices_symmetric_padding(bundle, reference, torch_or_skip):
+    """Negative control: PyTorch-style symmetric padding on the stem alone moves the logits well past 1e-3."""
+    torch = torch_or_skip
+    spec = effnet.build_spec()
+    stem = next(n for n in spec["nodes"] if n["id"] == "stem.conv")
+    stem["padding"] = 1  # (1, 1) instead of TensorFlow's (0, 1)
+    x = np.random.default_rng(1).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    wrong = Graph(spec).forward(x, bundle.params, keep_caches=False).output
+    with torch.no_grad():
+        logits = reference(torch.from_numpy(x)).numpy()
+    assert np.abs(wrong - logits).max() > 1e-2
+
+
 # --- a sensible classifier ------------------------------------------------------------------------
 
 def test_cat_photo_gets_a_cat_class_in_its_top_3(bundle, cat_pixels):
