@@ -279,6 +279,8 @@ def load_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint {path.name}: {exc}") from exc
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"checkpoint {path.name} is a damaged zip file: {exc}") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"checkpoint {path.name} nests containers too deeply to read") from exc
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:

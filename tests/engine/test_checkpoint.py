@@ -177,6 +177,17 @@ def test_truncated_and_inconsistent_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "other.pkl")
 
 
+def test_absurdly_nested_containers_are_refused(tmp_path):
+    path = tmp_path / "deep.pth"
+    with open(path, "wb") as f:
+        for header in (MAGIC_NUMBER, 1001, {"little_endian": True}):
+            f.write(pickle.dumps(header, protocol=2))
+        f.write(b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b".")  # [[[[...]]]] 200,000 deep
+        f.write(pickle.dumps([], protocol=2))
+    with pytest.raises(CheckpointError, match="too deeply"):
+        load_checkpoint(path)
+
+
 def test_state_dict_requires_named_tensors(tmp_path):
     path = _legacy_file(tmp_path / "list.pth", [1, 2], {})
     with pytest.raises(CheckpointError, match="not a state dict"):
