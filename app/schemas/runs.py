@@ -62,4 +62,5 @@ class ActivationsResponse(BaseModel):
     nodes: list[NodeActivation] = Field(..., description="the input first, then every node in graph order")
     classes: list[ClassScore] | None = Field(
         None, description="top classes when the model's output is class scores (as from /predict)")
-    elapsed_ms: float = Field(..., description="time to compute the forward pass (0 when cached)")
+    elapsed_ms: float = Field(..., description="time the forward pass took when the run was computed")
+    cached: bool = Field(..., description="the run was already in this worker's cache")

@@ -1,0 +1,171 @@
+"""Models: list, architecture, predict, activations, forward, upload (ONNX) and delete."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from app.api.deps import ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, SettingsDep
+from app.errors import ApiError
+from app.schemas.models import ModelCreated, ModelDetail, ModelList, PredictResponse
+from app.schemas.runs import ActivationsResponse, NodeActivation
+from app.services.architecture import architecture_of
+from app.services.inputs import INPUT_OPENAPI, prepare_input
+from app.services.models import PREPROCESSING_PRESETS, StoredModel, num_classes, takes_images
+from app.services.predictions import top_classes
+from app.services.tensors import NPY_MEDIA_TYPE, parse_npy, to_npy
+from app.services.tiles import tile_layout
+from engine.graph import INPUT
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
+
+
+def summarise(model: StoredModel) -> dict:
+    """The fields of ModelSummary for ``model``."""
+    bundle, graph = model.bundle, model.graph
+    images = takes_images(graph)
+    return {
+        "id": model.id, "name": bundle.name, "task": bundle.task, "description": bundle.description,
+        "builtin": model.builtin, "input_shape": list(graph.input_shape), "num_classes": num_classes(graph),
+        "source": bundle.source, "takes_images": images,
+        "preprocessing": bundle.preprocessing.as_dict() if images else None,
+        "attention_node": bundle.attention_node, "cam_layer": bundle.cam_layer,
+        "param_count": graph.param_count(), "version": model.version,
+    }
+
+
+@router.get("", response_model=ModelList)
+def list_models(store: ModelStoreDep) -> ModelList:
+    """Every model: built-in ones (loaded on first use), then uploaded ones."""
+    return ModelList(models=[summarise(store.get(model_id)) for model_id in store.ids()])
+
+
+@router.get("/{model_id}", response_model=ModelDetail)
+def read_model(model: ModelDep) -> ModelDetail:
+    """The architecture: per node its op, attributes, inputs, output shape, parameters, MACs, receptive field."""
+    return ModelDetail(**summarise(model), labels=list(model.bundle.labels), architecture=architecture_of(model.graph))
+
+
+@router.post("/{model_id}/predict", response_model=PredictResponse, openapi_extra=INPUT_OPENAPI)
+def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep, top_k: TopK = 5
+                      ) -> PredictResponse:
+    """The top-k classes for an image (multipart field `image`) or a .npy tensor."""
+    prepared = prepare_input(model_input, model, settings.max_upload_bytes, settings.max_image_pixels,
+                             settings.max_tensor_elements)
+    start = time.perf_counter()
+    trace = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False)
+    elapsed = (time.perf_counter() - start) * 1000
+    return PredictResponse(model_id=model.id, classes=top_classes(model, trace.output[0], top_k),
+                           input_shape=list(prepared.x.shape), elapsed_ms=elapsed)
+
+
+def node_activation(run_id: str, node_id: str, op: str, activation: np.ndarray, stats: dict) -> NodeActivation:
+    base = f"/api/runs/{run_id}/nodes/{node_id}"
+    return NodeActivation(id=node_id, op=op, shape=list(activation.shape[1:]), **stats, png_url=f"{base}.png",
+                          npy_url=f"{base}.npy", layout=tile_layout(tuple(activation.shape[1:])))
+
+
+@router.post("/{model_id}/activations", response_model=ActivationsResponse, openapi_extra=INPUT_OPENAPI)
+def create_activations(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep, runs: RunStoreDep,
+                       top_k: TopK = 5) -> ActivationsResponse:
+    """Run the model on an input: a run id, and per node its shape, statistics and feature-map URLs."""
+    prepared = prepare_input(model_input, model, settings.max_upload_bytes, settings.max_image_pixels,
+                             settings.max_tensor_elements)
+    run, cached = runs.create(model, prepared.x)
+    nodes = [node_activation(run.run_id, INPUT, "input", run.input, runs.stats(run, INPUT))]
+    for node in model.graph.nodes:
+        act = run.activations[node.id]
+        nodes.append(node_activation(run.run_id, node.id, node.op.op, act, runs.stats(run, node.id)))
+    output = run.activations[model.graph.output_id][0]
+    classes = top_classes(model, output, top_k) if output.ndim == 1 else None
+    return ActivationsResponse(model_id=model.id, run_id=run.run_id, input_shape=list(run.input.shape), nodes=nodes,
+                               classes=classes, elapsed_ms=run.elapsed_ms, cached=cached)
+
+
+@router.post("/{model_id}/forward", response_class=Response, openapi_extra={
+    "requestBody": {"required": True, "content": {NPY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                    "description": "the input tensor, [N, *input_shape] or [*input_shape], written by numpy.save"},
+    "responses": {"200": {"content": {NPY_MEDIA_TYPE: {}},
+                          "description": "the output (or the chosen node's activation) as float32 .npy, "
+                                         "batch axis included"}}})
+def create_forward(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep,
+                   node: Annotated[str | None, Query(description="return this node's activation instead of the "
+                                                                 "output")] = None) -> Response:
+    """A .npy tensor in, the output (or one node's activation) out as .npy, for tools that preprocess themselves."""
+    if model_input.kind != "tensor":
+        raise ApiError(415, "POST /forward takes a .npy tensor (Content-Type: application/x-npy); "
+                            "for images use /predict or /activations")
+    x = parse_npy(model_input.data, settings.max_tensor_elements)
+    expected = list(model.graph.input_shape)
+    if x.ndim == len(expected):
+        x = x[None]
+    if node is not None and node not in model.graph.by_id:
+        raise ApiError(404, f"model '{model.id}' has no node '{node}': GET /api/models/{model.id} lists them")
+    if x.ndim == len(expected) + 1 and list(x.shape[1:]) == expected:
+        activations_size = x.shape[0] * sum(int(np.prod(n.output_shape)) for n in model.graph.nodes)
+        if activations_size > 50 * settings.max_tensor_elements:
+            raise ApiError(413, f"a batch of {x.shape[0]} needs {activations_size:,} activation values on this "
+                                "model: send a smaller batch")
+    start = time.perf_counter()
+    trace = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node)
+    elapsed = (time.perf_counter() - start) * 1000
+    out = trace.activations[node or model.graph.output_id]
+    return Response(to_npy(out), media_type=NPY_MEDIA_TYPE,
+                    headers={"X-Shape": json.dumps(list(out.shape)), "X-Elapsed-Ms": f"{elapsed:.1f}",
+                             "Content-Disposition": f'attachment; filename="{node or "output"}.npy"'})
+
+
+def parse_labels(text: str | None) -> list[str] | None:
+    """Labels as a JSON list of strings, or one per line; None when not given."""
+    if text is None or not text.strip():
+        return None
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            labels = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ApiError(422, f"labels look like JSON but do not parse ({exc.msg}): send a JSON list of "
+                                "strings, or one label per line") from exc
+        if not isinstance(labels, list) or not all(isinstance(label, str | int) for label in labels):
+            raise ApiError(422, "labels must be a JSON list of strings, or one label per line")
+        return [str(label) for label in labels]
+    return [line.strip() for line in stripped.splitlines()]
+
+
+@router.post("", response_model=ModelCreated, status_code=201)
+def create_model(
+    response: Response,
+    store: ModelStoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="the .onnx model file (at most 100 MB)")],
+    name: Annotated[str | None, Form(max_length=200, description="display name (default: the ONNX graph's name)")
+                    ] = None,
+    labels: Annotated[str | None, Form(description="class names: a JSON list, or one per line")] = None,
+    preprocessing: Annotated[Literal["imagenet", "unit", "symmetric"], Form(
+        description="how images are normalised for this model: " + "; ".join(
+            f"{k}: {v['text']}" for k, v in PREPROCESSING_PRESETS.items()))] = "imagenet",
+) -> ModelCreated:
+    """Upload an ONNX model: imported into the engine's graph, stored in the data directory, kept across restarts."""
+    data = file.file.read(settings.max_model_bytes + 1)
+    if len(data) > settings.max_model_bytes:
+        raise ApiError(413, f"the model file is larger than {settings.max_model_bytes:,} bytes: "
+                            "upload a smaller model (fewer or float16-free float32 weights)")
+    if not data:
+        raise ApiError(422, "the uploaded file is empty: send the .onnx file in multipart field 'file'")
+    model, created = store.add_onnx(data, file.filename, name, parse_labels(labels), preprocessing)
+    if not created:
+        response.status_code = 200
+    return ModelCreated(**summarise(model), created=created, onnx=model.bundle.extra.get("onnx", {}))
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response)
+def delete_model(model_id: str, store: ModelStoreDep) -> Response:
+    """Delete an uploaded model (built-in models cannot be deleted)."""
+    store.delete(model_id)
+    return Response(status_code=204)

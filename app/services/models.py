@@ -1,0 +1,252 @@
+"""The model store: built-in models from ``engine.models.registry`` and ONNX models uploaded by users.
+
+Uploaded models live under ``<data dir>/models/<id>/`` as ``spec.json`` + ``weights.npz`` +
+``meta.json``, so they survive restarts and every worker process sees them. An uploaded model's
+id is a hash of the ONNX file, so uploading the same file twice gives the same model.
+Loaded models are cached per process (a few at a time); a model deleted by another worker is
+noticed because its directory is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import ApiError, not_found
+from engine.graph import Graph
+from engine.models.bundle import ModelBundle, Preprocessing
+from engine.models.weights import load_weights, save_weights
+
+UPLOAD_PREFIX = "onnx-"
+
+#: how an uploaded model's pixels are normalised; shorter side resized to ``ratio * size``, centre crop ``size``
+PREPROCESSING_PRESETS: dict[str, dict[str, Any]] = {
+    "imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "ratio": 256 / 224,
+                 "text": "ImageNet mean/std (torchvision's convention), shorter side to 8/7 of the size, centre crop"},
+    "unit": {"mean": (0.0,), "std": (1.0,), "ratio": 1.0, "text": "pixels in [0, 1], resized and centre-cropped"},
+    "symmetric": {"mean": (0.5,), "std": (0.5,), "ratio": 1.0, "text": "pixels in [-1, 1], resized and centre-cropped"},
+}
+
+
+@dataclass
+class StoredModel:
+    """A loaded model and what identifies its exact weights (part of every run id)."""
+
+    bundle: ModelBundle
+    version: str
+    builtin: bool
+
+    @property
+    def id(self) -> str:
+        return self.bundle.id
+
+    @property
+    def graph(self) -> Graph:
+        return self.bundle.graph
+
+
+def builtin_loaders(cache_dir: Path) -> dict[str, Callable[[], ModelBundle]]:
+    """Built-in model id -> loader, from ``engine.models.registry`` (converted weights cached in ``cache_dir``)."""
+    from engine.models import registry
+
+    return {entry.id: (lambda model_id=entry.id: registry.load_model(model_id, cache_dir))
+            for entry in registry.list_models()}
+
+
+def fingerprint(graph: Graph, params: Mapping[str, np.ndarray]) -> str:
+    """A short hash of a model's spec and weights: runs of different weights never share an id."""
+    digest = hashlib.sha256(json.dumps(graph.spec, sort_keys=True, default=str).encode())
+    for name in sorted(params):
+        value = np.ascontiguousarray(params[name], dtype=np.float32)
+        digest.update(name.encode() + str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def num_classes(graph: Graph) -> int | None:
+    """K when the model's output is a vector of K class scores, else None."""
+    shape = graph.nodes[-1].output_shape
+    return int(shape[0]) if len(shape) == 1 else None
+
+
+def uploaded_preprocessing(input_shape: tuple[int, ...], preset: str) -> Preprocessing:
+    """Preprocessing for an uploaded model that takes ``(C, S, S)`` images, C = 1 (grey) or 3 (RGB)."""
+    settings = PREPROCESSING_PRESETS[preset]
+    channels, size = input_shape[0], input_shape[-1]
+    mean, std = settings["mean"], settings["std"]
+    if len(mean) == 1:
+        mean, std = mean * channels, std * channels
+    elif channels == 1:
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    return Preprocessing(resize=round(size * settings["ratio"]), crop=size, mean=tuple(mean), std=tuple(std),
+                         grayscale=channels == 1)
+
+
+def takes_images(graph: Graph) -> bool:
+    """True when the input is a square (C, S, S) image with 1 or 3 channels (else only .npy tensors)."""
+    shape = graph.input_shape
+    return len(shape) == 3 and shape[0] in (1, 3) and shape[1] == shape[2]
+
+
+class ModelStore:
+    """Built-in and uploaded models, loaded on demand and cached (``cache_size`` uploaded models per process)."""
+
+    def __init__(self, data_dir: Path, builtins: Mapping[str, Callable[[], ModelBundle]] | None = None,
+                 cache_size: int = 4) -> None:
+        self.models_dir = Path(data_dir) / "models"
+        self.builtins = dict(builtin_loaders(Path(data_dir) / "cache") if builtins is None else builtins)
+        self.cache_size = cache_size
+        self._builtin_cache: dict[str, StoredModel] = {}
+        self._uploaded_cache: OrderedDict[str, StoredModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    # --- reading -------------------------------------------------------------------------------
+    def ids(self) -> list[str]:
+        """Built-in ids first (in registry order), then uploaded ones (oldest first)."""
+        return list(self.builtins) + self.uploaded_ids()
+
+    def uploaded_ids(self) -> list[str]:
+        if not self.models_dir.is_dir():
+            return []
+        found = [(p.stat().st_mtime, p.name) for p in self.models_dir.iterdir()
+                 if p.name.startswith(UPLOAD_PREFIX) and (p / "meta.json").is_file()]
+        return [name for _, name in sorted(found)]
+
+    def get(self, model_id: str) -> StoredModel:
+        """The model, loaded once per process; 404 naming the known ids if there is none."""
+        if model_id in self.builtins:
+            return self._get_builtin(model_id)
+        directory = self.models_dir / model_id
+        if model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and (directory / "meta.json").is_file():
+            return self._get_uploaded(model_id, directory)
+        with self._lock:
+            self._uploaded_cache.pop(model_id, None)
+        raise not_found("model", model_id, self.ids())
+
+    def _load_lock(self, model_id: str) -> threading.Lock:
+        with self._lock:
+            return self._loading.setdefault(model_id, threading.Lock())
+
+    def _get_builtin(self, model_id: str) -> StoredModel:
+        cached = self._builtin_cache.get(model_id)
+        if cached is not None:
+            return cached
+        with self._load_lock(model_id):  # one thread loads (EfficientNet converts its weights once), others wait
+            cached = self._builtin_cache.get(model_id)
+            if cached is None:
+                bundle = self.builtins[model_id]()
+                version = str(bundle.extra.get("version") or fingerprint(bundle.graph, bundle.params))
+                cached = self._builtin_cache[model_id] = StoredModel(bundle, version, builtin=True)
+        return cached
+
+    def _get_uploaded(self, model_id: str, directory: Path) -> StoredModel:
+        with self._lock:
+            cached = self._uploaded_cache.get(model_id)
+            if cached is not None:
+                self._uploaded_cache.move_to_end(model_id)
+                return cached
+        with self._load_lock(model_id):
+            meta = json.loads((directory / "meta.json").read_text())
+            spec = json.loads((directory / "spec.json").read_text())
+            graph = Graph(spec)
+            params = load_weights(directory / "weights.npz", graph)
+            bundle = ModelBundle(
+                id=model_id, name=meta["name"], task=meta["task"], graph=graph, params=params, labels=meta["labels"],
+                preprocessing=Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
+                                               for k, v in meta["preprocessing"].items()}),
+                source=meta["source"], description=meta.get("description", ""),
+                extra={"onnx": meta.get("info", {}), "uploaded_at": meta.get("uploaded_at")})
+            stored = StoredModel(bundle, meta["version"], builtin=False)
+        with self._lock:
+            self._uploaded_cache[model_id] = stored
+            while len(self._uploaded_cache) > self.cache_size:
+                self._uploaded_cache.popitem(last=False)
+        return stored
+
+    # --- writing -------------------------------------------------------------------------------
+    def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
+                 preset: str = "imagenet") -> tuple[StoredModel, bool]:
+        """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id)."""
+        from app.importers.onnx_import import OnnxImportError, import_onnx
+
+        digest = hashlib.sha256(data).hexdigest()
+        model_id = UPLOAD_PREFIX + digest[:12]
+        if (self.models_dir / model_id / "meta.json").is_file():
+            return self.get(model_id), False
+        try:
+            spec, params, info = import_onnx(data, name=name)
+        except OnnxImportError as exc:
+            raise ApiError(422, str(exc), problems=exc.problems,
+                           unsupported=[{"op_type": op, "node": node} for op, node in exc.unsupported]) from exc
+        graph = Graph(spec)
+        graph.check_params(params)
+        classes = num_classes(graph)
+        if labels is not None and classes is not None and len(labels) != classes:
+            raise ApiError(422, f"{len(labels)} labels were given but the model has {classes} outputs: "
+                                f"give exactly {classes} labels (one per line, or a JSON list), or none")
+        if labels is None:
+            labels = [f"class {i}" for i in range(classes)] if classes else []
+        preprocessing = uploaded_preprocessing(graph.input_shape, preset) if takes_images(graph) else None
+        display_name = name or info.get("name") or (filename or "ONNX model")
+        meta = {
+            "id": model_id, "name": display_name, "task": "uploaded ONNX model",
+            "source": f"uploaded ONNX file {filename or ''} (sha256 {digest[:16]}…)".replace("  ", " "),
+            "labels": labels, "version": digest[:16], "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "preprocessing": (preprocessing or Preprocessing(0, 0, (0.0,), (1.0,))).as_dict(),
+            "preprocessing_preset": preset if preprocessing else None,
+            "description": PREPROCESSING_PRESETS[preset]["text"] if preprocessing else
+            "input is not a square 1- or 3-channel image: send .npy tensors",
+            "info": info,
+        }
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.models_dir))
+        try:
+            (staging / "spec.json").write_text(json.dumps(spec))
+            save_weights(staging / "weights.npz", params)
+            (staging / "meta.json").write_text(json.dumps(meta, default=str))
+            with contextlib.suppress(OSError):  # OSError: another request stored the same file meanwhile
+                os.rename(staging, self.models_dir / model_id)  # atomic: other workers see all or nothing
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return self.get(model_id), True
+
+    def delete(self, model_id: str) -> None:
+        """Remove an uploaded model; built-ins are refused with 403 (409 would suggest it could work later)."""
+        if model_id in self.builtins:
+            raise ApiError(403, f"'{model_id}' is a built-in model and cannot be deleted; only uploaded models "
+                                f"(ids starting with '{UPLOAD_PREFIX}') can")
+        directory = self.models_dir / model_id
+        if not (model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and directory.is_dir()):
+            raise not_found("model", model_id, self.ids())
+        trash = Path(tempfile.mkdtemp(prefix=".delete-", dir=self.models_dir))
+        os.rename(directory, trash / model_id)
+        shutil.rmtree(trash, ignore_errors=True)
+        with self._lock:
+            self._uploaded_cache.pop(model_id, None)
+
+
+_stores: dict[Path, ModelStore] = {}
+_stores_lock = threading.Lock()
+
+
+def model_store_for(data_dir: Path) -> ModelStore:
+    """One store per data directory per process."""
+    key = Path(data_dir).resolve()
+    with _stores_lock:
+        if key not in _stores:
+            _stores[key] = ModelStore(key)
+        return _stores[key]

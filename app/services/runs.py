@@ -1,0 +1,185 @@
+"""Runs: one forward pass of one model on one input, content-addressed and cached.
+
+A run's id is a hash of the model id, the model's version (a fingerprint of its weights) and the
+preprocessed input tensor. The input itself is kept on disk under ``<data dir>/runs/`` (bounded,
+oldest removed first), so any worker process can recompute a run it has never seen, and a
+restarted server still answers old links. Activations are kept in a per-process LRU bounded by
+entry count and bytes, so memory stays flat however many runs are made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import ApiError
+from app.services.models import ModelStore, StoredModel
+from engine.graph import INPUT
+
+RUN_ID_LENGTH = 32
+
+
+@dataclass
+class Run:
+    """Every node's activation for one input (batch of one), plus statistics computed once."""
+
+    run_id: str
+    model_id: str
+    version: str
+    activations: dict[str, np.ndarray]
+    elapsed_ms: float
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.activations.values())
+
+    @property
+    def input(self) -> np.ndarray:
+        return self.activations[INPUT]
+
+
+def make_run_id(model: StoredModel, x: np.ndarray) -> str:
+    """Hash of model id, model version and the preprocessed input (float32 bytes and shape)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    digest = hashlib.sha256(f"{model.id}\0{model.version}\0{list(x.shape)}\0".encode())
+    digest.update(x.tobytes())
+    return digest.hexdigest()[:RUN_ID_LENGTH]
+
+
+def activation_stats(a: np.ndarray) -> dict[str, float]:
+    a64 = a.astype(np.float64, copy=False)
+    return {"min": float(a64.min()), "max": float(a64.max()), "mean": float(a64.mean()), "std": float(a64.std()),
+            "zero_fraction": float(np.count_nonzero(a64 == 0) / a64.size)}
+
+
+class RunStore:
+    """Runs in memory (LRU, at most ``max_runs`` and ``max_bytes``) and their inputs on disk (``max_files``)."""
+
+    def __init__(self, directory: Path, max_runs: int = 8, max_bytes: int = 512 * 1024 * 1024,
+                 max_files: int = 500) -> None:
+        self.directory = Path(directory)
+        self.max_runs = max_runs
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- memory ----------------------------------------------------------------------------------
+    def _remember(self, run: Run) -> None:
+        with self._lock:
+            self._runs[run.run_id] = run
+            self._runs.move_to_end(run.run_id)
+            total = sum(r.nbytes for r in self._runs.values())
+            while len(self._runs) > 1 and (len(self._runs) > self.max_runs or total > self.max_bytes):
+                _, dropped = self._runs.popitem(last=False)
+                total -= dropped.nbytes
+
+    def _cached(self, run_id: str) -> Run | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None:
+                self._runs.move_to_end(run_id)
+            return run
+
+    def cached_count(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    # --- disk --------------------------------------------------------------------------------------
+    def _path(self, run_id: str) -> Path:
+        return self.directory / f"{run_id}.npz"
+
+    def _save_input(self, run_id: str, model: StoredModel, x: np.ndarray) -> None:
+        path = self._path(run_id)
+        if path.exists():
+            os.utime(path)
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, model_id=np.array(model.id), version=np.array(model.version))
+        handle, temporary = tempfile.mkstemp(prefix=".run-", dir=self.directory)
+        with os.fdopen(handle, "wb") as f:
+            f.write(buffer.getvalue())
+        os.replace(temporary, path)  # atomic: a worker reading it sees all or nothing
+        self._prune_disk()
+
+    def _prune_disk(self) -> None:
+        files = sorted(self.directory.glob("*.npz"), key=lambda p: p.stat().st_mtime)
+        for stale in files[: max(0, len(files) - self.max_files)]:
+            stale.unlink(missing_ok=True)
+
+    def _load_input(self, run_id: str) -> tuple[str, str, np.ndarray] | None:
+        path = self._path(run_id)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return str(data["model_id"]), str(data["version"]), data["x"].astype(np.float32)
+        except (OSError, KeyError, ValueError):
+            return None
+
+    # --- the API -----------------------------------------------------------------------------------
+    def create(self, model: StoredModel, x: np.ndarray) -> tuple[Run, bool]:
+        """The run of ``model`` on ``x: (1, *input_shape)`` and whether it came from the cache."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        run_id = make_run_id(model, x)
+        run = self._cached(run_id)
+        cached = run is not None
+        if run is None:
+            run = self._compute(run_id, model, x)
+        self._save_input(run_id, model, x)
+        return run, cached
+
+    def _compute(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
+        start = time.perf_counter()
+        trace = model.graph.forward(x, model.bundle.params, keep_caches=False)
+        elapsed = (time.perf_counter() - start) * 1000
+        run = Run(run_id, model.id, model.version, trace.activations, elapsed)
+        self._remember(run)
+        return run
+
+    def get(self, run_id: str, models: ModelStore) -> Run:
+        """A run by id: from memory, or recomputed from its stored input (404 when neither is possible)."""
+        run = self._cached(run_id)
+        if run is not None:
+            return run
+        if len(run_id) != RUN_ID_LENGTH or not all(c in "0123456789abcdef" for c in run_id):
+            raise ApiError(404, f"'{run_id}' is not a run id (32 hex digits from POST /api/models/{{id}}/activations)")
+        stored = self._load_input(run_id)
+        if stored is None:
+            raise ApiError(404, f"run '{run_id}' is unknown or has expired: create it again with "
+                                "POST /api/models/{model_id}/activations")
+        model_id, version, x = stored
+        model = models.get(model_id)
+        if model.version != version:
+            raise ApiError(410, f"run '{run_id}' was made with another version of model '{model_id}', which has "
+                                "changed since: create the run again")
+        return self._compute(run_id, model, x)
+
+    def stats(self, run: Run, node_id: str) -> dict[str, float]:
+        if node_id not in run.stats:
+            run.stats[node_id] = activation_stats(run.activations[node_id])
+        return run.stats[node_id]
+
+
+_stores: dict[Path, RunStore] = {}
+_stores_lock = threading.Lock()
+
+
+def run_store_for(data_dir: Path, max_runs: int, max_bytes: int) -> RunStore:
+    """One run store per data directory per process."""
+    key = Path(data_dir).resolve() / "runs"
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = RunStore(key, max_runs, max_bytes)
+        store.max_runs, store.max_bytes = max_runs, max_bytes
+        return store

@@ -1,0 +1,115 @@
+"""POST /api/models/{id}/activations and GET /api/runs/{run_id}/nodes/{node_id}.png | .npy | .json."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from app.services.runs import run_store_for
+from tests.api.conftest import npy_bytes, npy_load, png_bytes, tiny_bundle
+
+NPY = {"content-type": "application/x-npy"}
+
+
+def make_run(client, seed: int = 0):
+    x = np.random.default_rng(seed).standard_normal((1, 1, 12, 12)).astype(np.float32)
+    response = client.post("/api/models/tiny/activations", content=npy_bytes(x), headers=NPY)
+    assert response.status_code == 200, response.text
+    return x, response.json()
+
+
+def test_activations_list_every_node_with_true_statistics(client):
+    x, data = make_run(client)
+    bundle = tiny_bundle()
+    trace = bundle.graph.forward(x, bundle.params)
+    assert len(data["run_id"]) == 32 and data["model_id"] == "tiny" and data["cached"] is False
+    nodes = {n["id"]: n for n in data["nodes"]}
+    assert list(nodes) == ["input", "conv1", "relu1", "pool1", "conv2", "relu2", "flatten", "fc"]
+    for node_id, node in nodes.items():
+        act = trace.activations[node_id][0]
+        assert node["shape"] == list(act.shape)
+        np.testing.assert_allclose([node["min"], node["max"], node["mean"], node["std"]],
+                                   [act.min(), act.max(), act.mean(), act.std()], rtol=1e-5, atol=1e-6)
+        assert node["zero_fraction"] == np.count_nonzero(act == 0) / act.size
+        assert node["png_url"] == f"/api/runs/{data['run_id']}/nodes/{node_id}.png"
+    assert nodes["relu1"]["zero_fraction"] > 0.2  # ReLU of a random conv: many zeros
+    assert nodes["conv1"]["layout"]["tiles"] == 4 and nodes["conv1"]["layout"]["tile_width"] == 12
+    assert len(data["classes"]) == 3
+
+
+def test_same_input_same_run_id_and_cached(client):
+    _, first = make_run(client, seed=1)
+    _, second = make_run(client, seed=1)
+    _, other = make_run(client, seed=2)
+    assert first["run_id"] == second["run_id"] != other["run_id"]
+    assert second["cached"] is True
+
+
+def test_npy_is_the_raw_activation(client):
+    x, data = make_run(client)
+    bundle = tiny_bundle()
+    expected = bundle.graph.forward(x, bundle.params).activations["conv1"]
+    response = client.get(f"/api/runs/{data['run_id']}/nodes/conv1.npy")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
+    got = npy_load(response.content)
+    assert got.dtype == np.float32 and got.shape == (1, 4, 12, 12)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_png_tiles_every_channel_at_the_layout_position(client):
+    x, data = make_run(client)
+    bundle = tiny_bundle()
+    act = bundle.graph.forward(x, bundle.params).activations["conv1"][0]
+    response = client.get(f"/api/runs/{data['run_id']}/nodes/conv1.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    layout = json.loads(response.headers["x-tile-layout"])
+    image = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert image.shape == (layout["height"], layout["width"])
+    assert layout["columns"] * layout["rows"] >= 4
+    meta = client.get(f"/api/runs/{data['run_id']}/nodes/conv1.json").json()
+    for c in range(4):
+        row, col = divmod(c, layout["columns"])
+        top, left = row * (layout["tile_height"] + layout["gap"]), col * (layout["tile_width"] + layout["gap"])
+        tile = image[top:top + 12, left:left + 12].astype(np.float64)
+        low, high = meta["layout"]["ranges"][c]
+        assert (low, high) == (float(act[c].min()), float(act[c].max()))
+        np.testing.assert_allclose(low + tile / 255 * (high - low), act[c], atol=(high - low) / 255 + 1e-6)
+
+
+def test_run_is_recomputed_by_a_worker_that_never_saw_it(client, settings):
+    x, data = make_run(client, seed=7)
+    run_store_for(settings.data_dir, settings.run_cache_size, settings.run_cache_mb * 2**20)._runs.clear()
+    response = client.get(f"/api/runs/{data['run_id']}/nodes/relu2.npy")
+    assert response.status_code == 200
+    bundle = tiny_bundle()
+    expected = bundle.graph.forward(x, bundle.params).activations["relu2"]
+    np.testing.assert_array_equal(npy_load(response.content), expected)
+
+
+def test_cache_stays_bounded(client, settings):
+    for seed in range(settings.run_cache_size + 3):
+        make_run(client, seed=100 + seed)
+    store = run_store_for(settings.data_dir, settings.run_cache_size, settings.run_cache_mb * 2**20)
+    assert store.cached_count() <= settings.run_cache_size
+
+
+def test_image_input_and_layer_scale(client):
+    response = client.post("/api/models/tiny/activations", files={"image": ("a.png", png_bytes(), "image/png")})
+    assert response.status_code == 200
+    run_id = response.json()["run_id"]
+    layer = client.get(f"/api/runs/{run_id}/nodes/conv2.json?scale=layer").json()
+    assert len({tuple(r) for r in layer["layout"]["ranges"]}) == 1
+    assert client.get(f"/api/runs/{run_id}/nodes/fc.png").status_code == 200  # a vector: one 1 x 3 tile
+    assert client.get(f"/api/runs/{run_id}/nodes/input.png").status_code == 200
+
+
+def test_unknown_run_and_node(client):
+    _, data = make_run(client)
+    unknown_node = client.get(f"/api/runs/{data['run_id']}/nodes/conv9.png")
+    assert unknown_node.status_code == 404 and "conv1" in unknown_node.json()["detail"]
+    assert client.get("/api/runs/0123456789abcdef0123456789abcdef/nodes/conv1.png").status_code == 404
+    assert client.get("/api/runs/not-a-run/nodes/conv1.npy").status_code == 404
+    assert client.get(f"/api/runs/{data['run_id']}/nodes/conv1.png?scale=log").status_code == 422
