@@ -166,7 +166,7 @@ def test_check_params_lists_missing_extra_and_misshaped():
         graph.check_params(params)
     text = str(info.value)
     assert "missing: conv1.bias" in text and "extra: conv9.weight" in text
-    assert "fc.weight: expected [4, 108], got [4, 3]" in text
+    assert "fc.weight: expected [4, 54], got [4, 3]" in text
 
 
 def test_parameter_count_is_worked_out_by_hand():
