@@ -355,3 +355,24 @@ def test_real_graph_transposed_and_global_ops():
     assert rfs["c"].axes == (AxisRF(3, 1, 1), AxisRF(3, 1, 1))
     assert rfs["up"].status == "undefined"
     assert rfs["flat"].status == rfs["fc"].status == "global"
+
+
+def test_brute_force_aligned_residual_block():
+    _needs_ops("conv2d", "add")
+    from engine.graph import Graph
+
+    graph = Graph({"input_shape": [1, 12, 12], "nodes": [
+        {"id": "c1", "op": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},      # r 3, S 1, P 1
+        {"id": "a", "op": "conv2d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1},  # r 5, S 2, P 2
+        {"id": "b", "op": "conv2d", "inputs": ["c1"], "out_channels": 2, "kernel_size": 1, "stride": 2},  # r 3 S 2 P 1
+        {"id": "sum", "op": "add", "inputs": ["a", "b"]}]})  # offsets (5-1)/2 - 2 = 0 and (3-1)/2 - 1 = 0: r 5
+    rf = receptive_fields(graph)["sum"]
+    assert rf.axes == (AxisRF(5, 2, 2), AxisRF(5, 2, 2))
+    params = {k: np.abs(v) + 0.1 for k, v in graph.init_params(0).items()}
+    trace = graph.forward(np.ones((1, 1, 12, 12)), params)
+    for index in [(0, 0), (2, 3), (5, 5)]:
+        grads = graph.backward(trace, graph.unit_seed(trace, "sum", (1, *index)))
+        rows, cols = np.nonzero(grads.input[0, 0])
+        h, w = unit_box(rf, index).axes
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (
+            h.clipped_start, h.clipped_end, w.clipped_start, w.clipped_end), index
