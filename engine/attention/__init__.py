@@ -28,7 +28,9 @@ from engine.attention.common import (
 )
 from engine.attention.occlusion import occlusion
 from engine.attention.resize import resize_bilinear
+from engine.errors import EngineError
 from engine.graph import INPUT, Graph
+from engine.receptive_field import receptive_fields, unit_box
 
 __all__ = ["METHODS", "AttributionError", "AttributionMap", "MethodInfo", "explain", "resize_bilinear"]
 
@@ -197,11 +199,10 @@ def _effective_rf(graph: Graph, params: dict, x: np.ndarray, layer: str | None, 
     grads = graph.backward(trace, {layer: seed})
     raw = np.abs(grads.input[0]).sum(axis=0)
     extras: dict[str, Any] = {"unit": list(unit), "layer_shape": [channels, height, width]}
+    rf = receptive_fields(graph, strict=False)[layer]
     try:
-        from engine.receptive_field import unit_receptive_field
-
-        extras["theoretical"] = unit_receptive_field(graph, layer, unit[1:])
-    except (ImportError, AttributeError, ValueError) as exc:
+        extras["theoretical"] = unit_box(rf, unit[1:]).to_dict()
+    except EngineError as exc:  # e.g. a transposed convolution upstream: no theoretical box
         extras["theoretical_unavailable"] = str(exc)
     return _result("effective_rf", None, layer, raw, hw, normalize_unsigned, signed=False, score=None,
                    extras=extras)

@@ -193,6 +193,8 @@ def test_effective_receptive_field_of_a_3x3_conv_unit_is_its_window():
     nonzero = np.argwhere(result.input_map > 0)
     # two stacked 3x3 convs: unit (1, 1) reads rows/cols 1..5 of the input
     assert nonzero.min(axis=0).tolist() == [1, 1] and nonzero.max(axis=0).tolist() == [5, 5]
+    box = result.extras["theoretical"]["axes"]
+    assert [(a["start"], a["end"]) for a in box] == [(1, 5), (1, 5)]
 
 
 def test_unknown_method_target_and_layer_are_refused_clearly():
