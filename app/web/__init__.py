@@ -1,1 +1,1 @@
-"""The HTML pages (the front-end engineer's; this is a minimal placeholder they take over)."""
+"""The browser front-end's page routes (templates/ + static/); every number on a page comes from /api."""

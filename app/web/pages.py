@@ -1,6 +1,13 @@
-"""Page routes. Minimal placeholder: renders templates/index.html once it exists, else points to the API docs."""
+"""Page routes: each renders one template from ``templates/``; the page's ES module asks /api for the numbers.
+
+The pages hold no data of their own. Their view state (model, image, layer, sliders) lives in the URL's
+query string, read and written by ``static/js/state.js``, so any view can be shared as a link.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -8,14 +15,56 @@ from fastapi.responses import HTMLResponse
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
-@router.get("/", response_class=HTMLResponse)
-def read_index(request: Request) -> HTMLResponse:
-    """The home page."""
+@dataclass(frozen=True)
+class Page:
+    """One page of the front-end: its path, its route name, its titles, its template and its ES module."""
+
+    path: str
+    endpoint: str
+    title: str
+    nav: str
+    template: str
+    script: str
+
+
+PAGES = [
+    Page("/", "read_explorer", "Explorer", "Explorer", "explorer.html", "js/explorer.js"),
+    Page("/arithmetic", "read_arithmetic", "Output-size arithmetic", "Arithmetic", "arithmetic.html",
+         "js/arithmetic.js"),
+    Page("/receptive-fields", "read_receptive_fields", "Receptive fields", "Receptive fields",
+         "receptive_fields.html", "js/receptive_fields.js"),
+    Page("/attention", "read_attention", "Attention", "Attention", "attention.html", "js/attention.js"),
+    Page("/upload", "read_upload", "Bring your own model", "Your model", "upload.html", "js/upload.js"),
+]
+
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "static" / "samples"
+SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+
+
+def sample_images() -> list[dict[str, str]]:
+    """The sample photos shipped in ``static/samples/`` (their sources are in its SOURCES.md), by file name."""
+    if not SAMPLES_DIR.is_dir():
+        return []
+    files = sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+    return [{"file": p.name, "name": p.stem.replace("_", " ").replace("-", " ")} for p in files]
+
+
+def render(request: Request, page: Page) -> HTMLResponse:
+    """The page's template with the shared nav; ``app.state.templates`` is set by ``app.main.create_app``."""
     templates = request.app.state.templates
-    try:
-        templates.get_template("index.html")
-    except Exception:  # the front-end is not there yet
-        return HTMLResponse('<!doctype html><title>cnn-visualiser</title><h1>cnn-visualiser</h1>'
-                            '<p>The pages are not installed yet; the REST API is documented at '
-                            '<a href="/docs">/docs</a>.</p>')
-    return templates.TemplateResponse(request=request, name="index.html", context={})
+    return templates.TemplateResponse(request=request, name=page.template,
+                                      context={"page": page, "pages": PAGES, "samples": sample_images()})
+
+
+def _route(page: Page):
+    def read_page(request: Request) -> HTMLResponse:
+        return render(request, page)
+
+    read_page.__name__ = page.endpoint
+    read_page.__doc__ = f"The {page.title} page."
+    return read_page
+
+
+for _page in PAGES:
+    router.add_api_route(_page.path, _route(_page), methods=["GET"], response_class=HTMLResponse,
+                         name=_page.endpoint)
