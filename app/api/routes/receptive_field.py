@@ -1,0 +1,82 @@
+"""POST /api/models/{model_id}/receptive-field: a unit's box and centre in the input, and its effective field."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from fastapi import APIRouter
+from PIL import Image
+
+from app.api.deps import ModelDep, ModelStoreDep, RunStoreDep
+from app.errors import ApiError
+from app.schemas.receptive_field import EffectiveField, ReceptiveFieldRequest, ReceptiveFieldResponse
+from app.services.models import StoredModel
+from engine.errors import EngineError
+from engine.receptive_field import receptive_fields, unit_box
+
+router = APIRouter(prefix="/models", tags=["receptive fields"])
+
+MAX_VALUES = 4096
+
+
+def png_data_url(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def effective_field(model: StoredModel, x: np.ndarray, node_id: str, index: list[int], input_name: str
+                    ) -> EffectiveField:
+    """|d unit / d input| summed over input channels (the unit, or the sum over channels at a position)."""
+    graph = model.graph
+    trace = graph.forward(x, model.bundle.params, keep_caches=True, stop_at=node_id)
+    act = trace.activations[node_id]
+    seed = np.zeros_like(act)
+    if len(index) == act.ndim - 1:
+        seed[(0, *index)] = 1
+    else:  # a spatial position: every channel there
+        seed[(0, slice(None), *index)] = 1
+    grad = graph.backward(trace, {node_id: seed}).input[0]
+    magnitude = np.abs(grad.astype(np.float64)).sum(axis=0) if grad.ndim > 1 else np.abs(grad.astype(np.float64))
+    top = float(magnitude.max())
+    nonzero = np.nonzero(magnitude)
+    box = [(int(ax.min()), int(ax.max())) for ax in nonzero] if top > 0 else None
+    picture = magnitude if magnitude.ndim == 2 else magnitude.reshape(1, -1)
+    grey = (np.clip(picture / top, 0, 1) * 255 + 0.5).astype(np.uint8) if top > 0 else picture.astype(np.uint8)
+    values = picture.round(8).tolist() if picture.size <= MAX_VALUES and magnitude.ndim == 2 else None
+    return EffectiveField(input=input_name, shape=list(magnitude.shape), max_abs=top, nonzero_box=box,
+                          png=png_data_url(grey), values=values)
+
+
+@router.post("/{model_id}/receptive-field", response_model=ReceptiveFieldResponse)
+def read_receptive_field(request: ReceptiveFieldRequest, model: ModelDep, runs: RunStoreDep, models: ModelStoreDep
+                         ) -> ReceptiveFieldResponse:
+    """The unit's box and centre in the input (Araujo et al., 2019), and its effective receptive field."""
+    graph = model.graph
+    if request.node not in graph.by_id:
+        known = ", ".join(n.id for n in graph.nodes[:40])
+        raise ApiError(404, f"model '{model.id}' has no node '{request.node}'; its nodes: {known}")
+    rf = receptive_fields(graph, strict=False)[request.node]
+    box = unit_box(rf, request.index)  # EngineError (422) for an index outside the node
+    spatial = list(box.index)
+    effective = None
+    if request.effective:
+        shape = graph.by_id[request.node].output_shape
+        full = len(request.index) == len(shape)
+        if full and any(not 0 <= i < n for i, n in zip(request.index, shape)):
+            raise EngineError(f"unit {request.index} is outside node '{request.node}' of shape {list(shape)}")
+        if not full and len(shape) < 2:
+            raise EngineError(f"node '{request.node}' has shape {list(shape)}: give a full index")
+        if request.run_id is not None:
+            run = runs.get(request.run_id, models)
+            if run.model_id != model.id:
+                raise ApiError(422, f"run '{request.run_id}' belongs to model '{run.model_id}', not '{model.id}'")
+            x, name = run.input, f"run {request.run_id}"
+        else:
+            x, name = np.zeros((1, *graph.input_shape), dtype=np.float32), "zeros"
+        effective = effective_field(model, x, request.node, list(request.index) if full else spatial, name)
+    return ReceptiveFieldResponse(model_id=model.id, node=request.node, index=spatial,
+                                  receptive_field=rf.to_dict(), box=[b.__dict__ for b in box.axes], note=box.note,
+                                  effective=effective)

@@ -1,0 +1,59 @@
+"""A unit's receptive field in the input: its box, centre, and effective receptive field."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.schemas.models import ReceptiveFieldInfo
+
+
+class ReceptiveFieldRequest(BaseModel):
+    """Which unit: a node and an index into its activation."""
+
+    node: str = Field(..., description="node id", examples=["conv2"])
+    index: list[int] = Field(..., min_length=1, max_length=4,
+                             description="the unit: spatial position ([y, x] in 2D) or a full index ([c, y, x]); "
+                                         "with a spatial position the effective map is for the sum over channels",
+                             examples=[[3, 7, 7]])
+    run_id: str | None = Field(None, description="compute the effective receptive field on this run's input "
+                                                 "(default: an all-zero input, the mean image after normalisation)")
+    effective: bool = Field(True, description="also compute the effective receptive field (one backward pass)")
+
+
+class AxisBox(BaseModel):
+    """The unit's box along one axis, inclusive; start/end may lie in the padding."""
+
+    axis: str = Field(..., examples=["H"])
+    start: int = Field(..., description="first input position read (negative: in the padding)", examples=[-1])
+    end: int = Field(..., description="last input position read", examples=[6])
+    clipped_start: int = Field(..., description="start clipped to the input", examples=[0])
+    clipped_end: int = Field(..., description="end clipped to the input", examples=[6])
+    centre: float = Field(..., description="i·S − P + (r − 1)/2", examples=[2.5])
+    padding_before: int = Field(..., description="positions of the box before the input")
+    padding_after: int = Field(..., description="positions of the box past the input's end")
+
+
+class EffectiveField(BaseModel):
+    """The gradient of the unit with respect to the input: which pixels actually move it, and how much."""
+
+    input: str = Field(..., description="'run <id>' or 'zeros': the input the gradient was taken at")
+    shape: list[int] = Field(..., description="the map's spatial shape (the input's)", examples=[[28, 28]])
+    max_abs: float = Field(..., description="largest |gradient| (summed over input channels)")
+    nonzero_box: list[tuple[int, int]] | None = Field(
+        ..., description="per axis, the [first, last] positions with non-zero gradient (null if all zero)",
+        examples=[[[0, 6], [4, 11]]])
+    png: str = Field(..., description="the |gradient| map as a greyscale PNG data URL (white = max_abs)")
+    values: list[list[float]] | None = Field(
+        None, description="the |gradient| map itself, for maps of at most 4096 positions (2D inputs)")
+
+
+class ReceptiveFieldResponse(BaseModel):
+    """Where one unit looks in the input."""
+
+    model_id: str
+    node: str
+    index: list[int] = Field(..., description="the unit's spatial position")
+    receptive_field: ReceptiveFieldInfo
+    box: list[AxisBox]
+    note: str = Field("", description="e.g. that the box extends into the padding")
+    effective: EffectiveField | None = None
