@@ -93,15 +93,32 @@ def _plural(n: int, nouns: tuple[str, str]) -> str:
     return f"{n} {nouns[0] if n == 1 else nouns[1]}"
 
 
-def _sliding_size(in_size: int, span: int, stride: int, pad_before: int, pad_after: int, ceil_mode: bool) -> int:
-    """The bare formula (no checks, no words): windows of ``span`` positions over the padded axis."""
-    numerator = in_size + pad_before + pad_after - span
+def output_length(
+    in_size: int, kernel: int, stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """The bare convolution/pooling formula for one axis: no checks, no words (for hot paths).
+
+    ``⌊(in + before + after − dilation·(kernel − 1) − 1) / stride⌋ + 1``, or with ``ceil_mode``
+    ``⌈…⌉ + 1`` minus one if the last window would start at or past ``in + before`` (PyTorch).
+    Zero or less when the kernel does not fit; :func:`output_size` checks and explains.
+    """
+    numerator = in_size + padding[0] + padding[1] - dilation * (kernel - 1) - 1
     if not ceil_mode:
         return numerator // stride + 1
     size = -(-numerator // stride) + 1
-    if (size - 1) * stride >= in_size + pad_before:  # PyTorch: the last window must start inside input or left pad
+    if (size - 1) * stride >= in_size + padding[0]:  # the last window must start inside the input or left pad
         size -= 1
     return size
+
+
+def transposed_output_length(
+    in_size: int, kernel: int, stride: int = 1, padding: tuple[int, int] = (0, 0), dilation: int = 1,
+    output_padding: int = 0,
+) -> int:
+    """The bare transposed-convolution formula for one axis (no checks):
+    ``(in − 1)·stride − before − after + dilation·(kernel − 1) + output_padding + 1``."""
+    return (in_size - 1) * stride - padding[0] - padding[1] + dilation * (kernel - 1) + output_padding + 1
 
 
 def output_size(
@@ -164,7 +181,7 @@ def _sliding(
     numerator = padded - span
     value = Fraction(numerator, S)
     exact = numerator % S == 0
-    size = _sliding_size(W, span, S, pb, pa, ceil_mode)
+    size = output_length(W, K, S, (pb, pa), D, ceil_mode)
 
     lo, hi = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
     formula = f"{lo}({symbol} − D·(K − 1) − 1 + P_before + P_after) / S{hi} + 1"
@@ -230,7 +247,7 @@ def _suggestions(
     out: list[Suggestion] = []
 
     def size_of(w: int, s: int, b: int, a: int) -> int:
-        return _sliding_size(w, span, s, b, a, ceil_mode)
+        return output_length(w, K, s, (b, a), D, ceil_mode)
 
     out.append(Suggestion("padding", (pb, pa + add),
                           f"padding {add} more on one side, e.g. [{pb}, {pa + add}] (total {total + add})",
@@ -264,7 +281,7 @@ def _transposed(W: int, K: int, S: int, pb: int, pa: int, D: int, op: int, symbo
         raise EngineError(f"output_padding must be smaller than the stride or the dilation (here < {max(S, D)}), "
                           f"got {op}: it picks one of the {max(S, D)} sizes that map to the same input")
     span = D * (K - 1) + 1
-    size = (W - 1) * S - pb - pa + D * (K - 1) + op + 1
+    size = transposed_output_length(W, K, S, (pb, pa), D, op)
     if size < 1:
         raise EngineError(f"padding {pb} + {pa} crops more than the transposed convolution produces "
                           f"({(W - 1) * S + span + op}): the output would be empty. Use less padding "

@@ -219,3 +219,22 @@ def test_pool_sizes_match_torch_with_ceil_mode(torch_or_skip):
         assert mine.size == theirs, (W, K, S, P, D, ceil)
         assert not mine.notes
         checked += 1
+
+
+def test_bare_formulas_agree_with_the_engine_layers():
+    from engine.arithmetic import output_length, transposed_output_length
+    from engine.layers.conv import conv_output_sizes, conv_transpose_output_sizes
+    from engine.layers.pool import pool_output_size
+
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        W, K, S, D = (int(v) for v in (rng.integers(1, 30), rng.integers(1, 6), rng.integers(1, 5), rng.integers(1, 4)))
+        pads = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+        if W + sum(pads) < D * (K - 1) + 1:
+            continue
+        ceil = bool(rng.integers(0, 2))
+        assert output_length(W, K, S, pads, D) == conv_output_sizes([W + sum(pads)], [K], [S], [D])[0]
+        assert output_length(W, K, S, pads, D, ceil) == pool_output_size(W, K, S, pads, D, ceil)
+        op = int(rng.integers(0, max(S, D)))
+        assert transposed_output_length(W, K, S, pads, D, op) == conv_transpose_output_sizes(
+            [W], [K], [S], [pads], [op], [D])[0]
