@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.graph import Graph
+from engine.arithmetic import OutputSize, output_size
+from engine.errors import EngineError
+from engine.graph import Graph, Node
+from engine.ops.base import AxisGeometry
 from engine.receptive_field import NodeRF, axis_names, receptive_fields
 
 
@@ -43,6 +46,8 @@ class NodeSummary:
     buffers: int  # values kept but not trained (batch norm's running statistics)
     macs: int  # multiply-accumulates for one sample
     receptive_field: NodeRF
+    #: sliding-window nodes (conv, pool, transposed conv): the output-size formula per spatial axis
+    shape_arithmetic: list[OutputSize] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +60,31 @@ class NodeSummary:
             "buffers": self.buffers,
             "macs": self.macs,
             "receptive_field": self.receptive_field.to_dict(),
+            "shape_arithmetic": None if self.shape_arithmetic is None else [
+                {"axis": name, **jsonable(a.to_dict())}
+                for name, a in zip(axis_names(len(self.shape_arithmetic)), self.shape_arithmetic)],
         }
+
+
+def shape_arithmetic(node: Node) -> list[OutputSize] | None:
+    """The output-size formula of a sliding-window node per spatial axis, with its numbers (else None)."""
+    geometry = node.op.geometry()
+    attrs = node.op.describe()
+    if not isinstance(geometry, list) or not all(isinstance(g, AxisGeometry) for g in geometry):
+        return None
+    n = len(geometry)
+    pads, in_sizes = attrs.get("padding"), node.op.input_shapes[0][-n:]
+    if pads is None or len(pads) != n or len(in_sizes) != n:
+        return None
+    transposed = any(g.transposed for g in geometry)
+    kind = "transposed" if transposed else "pool" if "pool" in node.op.op else "conv"
+    output_padding = attrs.get("output_padding", (0,) * n) if transposed else (0,) * n
+    ceil_mode = bool(attrs.get("ceil_mode", False)) and kind == "pool"
+    try:
+        return [output_size(size, g.kernel, g.stride, tuple(pad), g.dilation, kind, ceil_mode, extra, axis=name)
+                for size, g, pad, extra, name in zip(in_sizes, geometry, pads, output_padding, axis_names(n))]
+    except EngineError:  # the op accepted what the formula refuses: show nothing rather than a wrong formula
+        return None
 
 
 @dataclass(frozen=True)
@@ -104,6 +133,7 @@ def analyze(graph: Graph, strict: bool = True) -> Analysis:
             buffers=int(buffers),
             macs=int(node.op.macs()),
             receptive_field=rfs[node.id],
+            shape_arithmetic=shape_arithmetic(node),
         ))
     return Analysis(
         input_shape=tuple(graph.input_shape),

@@ -106,3 +106,41 @@ def test_param_counts_match_torch(torch_or_skip):
         theirs = sum(p.numel() for p in module.parameters())
         assert by_id[node_id].params == theirs, (node_id, by_id[node_id].params, theirs)
     assert by_id["bn"].buffers == modules["bn"].running_mean.numel() + modules["bn"].running_var.numel()
+
+
+def test_shape_arithmetic_per_sliding_node():
+    by_id = {n.id: n for n in analyze(Graph(SPEC)).nodes}
+    c1 = by_id["c1"].shape_arithmetic
+    # (8 - 1*(3-1) - 1 + 1 + 1) / 1 + 1 = 8
+    assert [a.size for a in c1] == [8, 8]
+    assert c1[0].worked == "⌊(8 − 1·(3 − 1) − 1 + 1 + 1) / 1⌋ + 1 = ⌊7 / 1⌋ + 1 = 7 + 1 = 8"
+    assert by_id["p1"].shape_arithmetic[1].formula.startswith("⌊(W − ")
+    assert by_id["gap"].shape_arithmetic is None and by_id["r1"].shape_arithmetic is None
+    data = analyze(Graph(SPEC)).to_dict()["nodes"][3]["shape_arithmetic"]
+    assert data[0]["axis"] == "H" and data[0]["size"] == 4
+
+
+def test_shape_arithmetic_kinds():
+    graph = Graph({"input_shape": [1, 9, 9], "nodes": [
+        {"id": "p", "op": "max_pool2d", "kernel_size": 2, "ceil_mode": True},   # (9 - 2) / 2 = 3.5 -> ceil 4 + 1 = 5
+        {"id": "t", "op": "conv_transpose2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1,
+         "output_padding": 1}]})                                                  # (5-1)*2 - 2 + 2 + 1 + 1 = 10
+    by_id = {n.id: n for n in analyze(graph).nodes}
+    assert [a.size for a in by_id["p"].shape_arithmetic] == [5, 5]
+    assert not by_id["p"].shape_arithmetic[0].exact
+    assert [a.size for a in by_id["t"].shape_arithmetic] == [10, 10]
+
+
+def test_builtin_specs_agree_with_the_formula():
+    from engine.models import digits, efficientnet_lite
+
+    for spec in (digits.classic_spec(), digits.resnet_spec(), digits.lab_spec(), efficientnet_lite.build_spec()):
+        analysis = analyze(Graph(spec))
+        checked = 0
+        for node in analysis.nodes:
+            if node.shape_arithmetic is not None:
+                n = len(node.shape_arithmetic)
+                assert tuple(a.size for a in node.shape_arithmetic) == node.output_shape[-n:], node.id
+                checked += 1
+            assert node.receptive_field.status in ("local", "global"), node.id
+        assert checked >= 2
