@@ -30,6 +30,9 @@ from engine.ops import OP_REGISTRY
 
 _ID_OK = re.compile(r"[^A-Za-z0-9_.\-]+")
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+#: stands for a dynamic batch size in shapes computed while importing (Shape -> Gather -> Concat -> Reshape);
+#: any arithmetic on it gives a value no valid shape holds, so such a shape is refused, never misread
+BATCH_SIZE = -(2**40) - 17
 
 
 class OnnxImportError(ValueError):

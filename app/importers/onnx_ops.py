@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from app.importers.onnx_import import ImportContext, NodeError, PendingPad, Value, attributes, prod
+from app.importers.onnx_import import BATCH_SIZE, ImportContext, NodeError, PendingPad, Value, attributes, prod
 from engine.ops import OP_REGISTRY
 from engine.padding import same_padding
 
@@ -387,27 +387,40 @@ def convert_flatten(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> No
     cx.values[node.output[0]] = cx.emit(node_id, "flatten", {"start_dim": 1}, [x.node_id], nonnegative=x.nonnegative)
 
 
+def _reshaped(cx: ImportContext, x: Value, shape: list[int], node_id: str) -> Value:
+    """``x`` reshaped to the engine shape ``shape`` (no batch axis, resolved): an alias if nothing changes."""
+    if tuple(shape) == x.shape:
+        return Value(x.node_id, x.shape, None, x.nonnegative)  # the engine holds it so already
+    return cx.emit(node_id, "reshape", {"shape": list(shape)}, [x.node_id], nonnegative=x.nonnegative)
+
+
 def convert_reshape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     attrs = attributes(node)
+    given = cx.const(node, 1, "shape") if cx.opset >= 5 else np.asarray(attrs["shape"])
     if cx.is_const(node.input[0]):
-        shape = cx.const(node, 1, "shape") if len(node.input) > 1 else np.asarray(attrs["shape"])
         data = cx.consts[node.input[0]]
-        target = [data.shape[i] if s == 0 and not attrs.get("allowzero", 0) else s for i, s in enumerate(shape)]
+        target = [data.shape[i] if s == 0 and not attrs.get("allowzero", 0) else s for i, s in enumerate(given)]
         cx.consts[node.output[0]] = data.reshape(target)
         return
     x = cx.raw_value(node.input[0], node)
-    shape = [int(s) for s in (cx.const(node, 1, "shape") if cx.opset >= 5 else attrs["shape"])]
+    shape = [int(s) for s in given]
     sample = list(x.onnx_shape if x.onnx_shape is not None else x.shape)
     full = ["N", *sample]
     if not shape:
         raise NodeError("an empty target shape would drop the batch axis")
+    if shape[0] == BATCH_SIZE:
+        shape[0] = -2  # -2 marks "the batch axis, kept"
     if not attrs.get("allowzero", 0):
         for i, s in enumerate(shape):
             if s == 0:
                 if i >= len(full):
                     raise NodeError(f"shape {shape} copies axis {i} (a 0), but the input has only {len(full)} axes")
-                shape[i] = -2 if i == 0 else full[i]  # -2 marks "the batch axis, copied"
+                shape[i] = -2 if i == 0 else full[i]
     first, rest = shape[0], shape[1:]
+    written = ["N" if s == -2 else s for s in shape]
+    if any(s < -1 for s in rest):
+        raise NodeError(f"target shape {written} computes an axis from the batch size; the engine reshapes each "
+                        "sample on its own, so only the first axis may depend on the batch")
     total = prod(sample)
     known = prod(s for s in rest if s != -1)
     if first == -1:
@@ -415,15 +428,101 @@ def convert_reshape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> No
     else:
         keeps_batch = first == -2 or (first == 1 and cx.static_batch in (1, None)) or first == cx.static_batch
     if not keeps_batch or rest.count(-1) > 1 or (-1 not in rest and known != total) or (known and total % known):
-        raise NodeError(f"target shape {[s if s != -2 else 0 for s in shape]} does not keep the batch axis of "
-                          f"the input [N, {', '.join(map(str, sample))}]: the engine reshapes each sample, "
-                          "so the first axis must stay the batch (0, -1 or the batch size)")
+        raise NodeError(f"target shape {written} does not keep the batch axis of the input "
+                        f"[N, {', '.join(map(str, sample))}]: the engine reshapes each sample, so the first axis "
+                        "must stay the batch (0, -1 or the batch size) and the rest hold the sample's values")
     if -1 in rest:
         rest[rest.index(-1)] = total // known
-    if tuple(rest) == x.shape:
-        cx.values[node.output[0]] = Value(x.node_id, x.shape, None, x.nonnegative)  # the engine holds it already
+    cx.values[node.output[0]] = _reshaped(cx, x, rest, node_id)
+
+
+def _axes(cx: ImportContext, node: onnx.NodeProto, rank: int) -> list[int] | None:
+    """Squeeze/Unsqueeze ``axes`` (an attribute before opset 13, an input after), sorted, in ``0..rank-1``."""
+    if cx.opset < 13:
+        axes = attributes(node).get("axes")
+    else:
+        given = cx.optional_const(node, 1, "axes")
+        axes = None if given is None else np.atleast_1d(given).tolist()
+    return None if axes is None else sorted(int(a) % rank for a in axes)
+
+
+def _axes_number(cx: ImportContext, node: onnx.NodeProto) -> int:
+    if cx.opset < 13:
+        return len(attributes(node).get("axes", []))
+    return 0 if len(node.input) < 2 else np.atleast_1d(cx.const(node, 1, "axes")).size
+
+
+def convert_unsqueeze(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    if cx.is_const(node.input[0]):
+        data = cx.consts[node.input[0]]
+        axes = _axes(cx, node, data.ndim + _axes_number(cx, node)) or []
+        cx.consts[node.output[0]] = np.expand_dims(data, tuple(axes)) if axes else data
         return
-    cx.values[node.output[0]] = cx.emit(node_id, "reshape", {"shape": rest}, [x.node_id], nonnegative=x.nonnegative)
+    x = cx.raw_value(node.input[0], node)
+    axes = _axes(cx, node, x.rank + _axes_number(cx, node))
+    if not axes:
+        raise NodeError("axes are missing")
+    if axes[0] == 0:
+        raise NodeError("axis 0 would put a new axis before the batch axis")
+    full: list[int | str] = ["N", *(x.onnx_shape if x.onnx_shape is not None else x.shape)]
+    for axis in axes:  # ascending, so each index is already in the output's numbering
+        full.insert(axis, 1)
+    cx.values[node.output[0]] = _reshaped(cx, x, [int(d) for d in full[1:]], node_id)
+
+
+def convert_squeeze(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    if cx.is_const(node.input[0]):
+        data = cx.consts[node.input[0]]
+        axes = _axes(cx, node, max(data.ndim, 1))
+        cx.consts[node.output[0]] = np.squeeze(data, axis=None if axes is None else tuple(axes))
+        return
+    x = cx.raw_value(node.input[0], node)
+    shape = list(x.onnx_shape if x.onnx_shape is not None else x.shape)
+    axes = _axes(cx, node, x.rank)
+    if axes is None:
+        axes = [i for i, d in enumerate(shape, 1) if d == 1]  # every axis of size 1 except the batch
+    if 0 in axes:
+        raise NodeError("squeezing axis 0 would remove the batch axis")
+    if any(shape[a - 1] != 1 for a in axes):
+        raise NodeError(f"axes {axes} of [N, {', '.join(map(str, shape))}] are not all of size 1")
+    kept = [d for i, d in enumerate(shape, 1) if i not in axes]
+    if not kept:
+        raise NodeError("squeezing every axis after the batch leaves no sample shape; the engine needs one")
+    cx.values[node.output[0]] = _reshaped(cx, x, kept, node_id)
+
+
+# --- shape arithmetic on constants ------------------------------------------------------------
+def convert_shape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """The shape of a run-time tensor is known when importing, except a dynamic batch (``BATCH_SIZE``)."""
+    if cx.is_const(node.input[0]):
+        shape = list(cx.consts[node.input[0]].shape)
+    else:
+        x = cx.raw_value(node.input[0], node)
+        batch = cx.static_batch if cx.static_batch is not None else BATCH_SIZE
+        shape = [batch, *(x.onnx_shape if x.onnx_shape is not None else x.shape)]
+    attrs = attributes(node)
+    start, end = attrs.get("start", 0), attrs.get("end")
+    cx.consts[node.output[0]] = np.array(shape[start:end], dtype=np.int64)
+
+
+def _shape_arithmetic_only(cx: ImportContext, node: onnx.NodeProto) -> None:
+    if not cx.is_const(node.input[0]):
+        raise NodeError(f"the engine takes {node.op_type} only in shape arithmetic on constants (Shape -> Gather "
+                        "-> Concat -> Reshape), not on a tensor computed from the input")
+
+
+def convert_gather(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    _shape_arithmetic_only(cx, node)
+    data = cx.const(node, 0, "data")
+    indices = cx.const(node, 1, "indices")
+    cx.consts[node.output[0]] = np.take(data, indices, axis=int(attributes(node).get("axis", 0)))
+
+
+def convert_cast(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    _shape_arithmetic_only(cx, node)
+    data = cx.const(node, 0, "input")
+    to = onnx.helper.tensor_dtype_to_np_dtype(int(attributes(node)["to"]))
+    cx.consts[node.output[0]] = data.astype(to)
 
 
 # --- fully connected --------------------------------------------------------------------------
@@ -567,6 +666,11 @@ CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
     "Concat": convert_concat,
     "Flatten": convert_flatten,
     "Reshape": convert_reshape,
+    "Squeeze": convert_squeeze,
+    "Unsqueeze": convert_unsqueeze,
+    "Shape": convert_shape,
+    "Gather": convert_gather,
+    "Cast": convert_cast,
     "Gemm": convert_gemm,
     "MatMul": convert_matmul,
     "Softmax": convert_softmax,

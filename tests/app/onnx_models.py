@@ -26,6 +26,7 @@ class Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.name = name
+        self.output_shape: list[int | str] | None = None  # for outputs shape inference cannot work out
         self._count = 0
 
     def weight(self, shape: tuple[int, ...], name: str | None = None, scale: float = 0.5,
@@ -58,7 +59,7 @@ class Builder:
             helper.make_graph(
                 self.nodes, self.name,
                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.input_shape), *(extra_inputs or [])],
-                [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                [helper.make_tensor_value_info(o, TensorProto.FLOAT, self.output_shape) for o in outputs],
                 self.initializers,
             ),
             opset_imports=[helper.make_opsetid("", self.opset)],
