@@ -115,7 +115,11 @@ def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]
     for status in (WHOLE, UNDEFINED):
         hit = next((p for p in reading if p.status == status), None)
         if hit is not None:
-            return NodeRF(node.id, status, None, hit.reason, input_size, (), out_shape)
+            reason = hit.reason
+            if status == WHOLE and len(reading) > 1:
+                reason = (f"'{node.id}' combines its inputs with '{hit.node_id}', whose units see the whole input "
+                          f"({reason})")
+            return NodeRF(node.id, status, None, reason, input_size, (), out_shape)
     if len(reading) == 1:
         return reading[0]
     spatial = _spatial_of(out_shape, n, reading[0].spatial_shape)

@@ -178,7 +178,8 @@ def test_gating_by_a_global_branch_is_global():
     g = (_Graph((4, 8, 8)).slide("c", k=3, p=1)
          .other("gap", "global_avg_pool", GLOBAL, ["c"], (4, 1, 1))
          .other("gate", "mul", IDENTITY, ["c", "gap"], (4, 8, 8)))
-    assert receptive_fields(g)["gate"].status == "global"
+    gate = receptive_fields(g)["gate"]
+    assert gate.status == "global" and "'gate' combines its inputs with 'gap'" in gate.reason
 
 
 def test_constant_operands_do_not_count():
