@@ -119,6 +119,9 @@ class ImportContext:
         self._ids.add(candidate)
         return candidate
 
+    def release_id(self, node_id: str) -> None:
+        self._ids.discard(node_id)
+
     # --- values -------------------------------------------------------------------------------
     def is_const(self, name: str) -> bool:
         return name in self.consts
@@ -130,7 +133,7 @@ class ImportContext:
             raise NodeError(f"{what} (input {position}) is missing")
         if name not in self.consts:
             raise NodeError(f"{what} ('{name}') is computed while the model runs; the engine needs it "
-                              "stored in the model (an initializer or a Constant)")
+                            "stored in the model (an initializer or a Constant)")
         return self.consts[name]
 
     def optional_const(self, node: onnx.NodeProto, position: int, what: str) -> np.ndarray | None:
@@ -143,11 +146,11 @@ class ImportContext:
         if name in self.pending_pads:
             pad = self.pending_pads[name]
             raise NodeError(f"it reads the output of Pad node '{pad.node_name}'. The engine has no padding op "
-                              "of its own: constant padding can only be folded into the padding of a Conv, "
-                              "MaxPool or AveragePool that reads it, and this node is none of those")
+                            "of its own: constant padding can only be folded into the padding of a Conv, "
+                            "MaxPool or AveragePool that reads it, and this node is none of those")
         if name in self.consts:
             raise NodeError(f"input '{name}' is a constant, but the engine can only apply "
-                              f"{consumer.op_type} to a tensor computed from the model's input")
+                            f"{consumer.op_type} to a tensor computed from the model's input")
         if name not in self.values:
             raise NodeError(f"input '{name}' is not produced by any earlier node")
         return self.values[name]
@@ -378,6 +381,8 @@ def import_onnx(data: bytes | str | os.PathLike,
             del cx.spec_nodes[before:]
             continue
         node_map[label] = [n["id"] for n in cx.spec_nodes[before:]]
+        if node_id not in node_map[label]:
+            cx.release_id(node_id)  # a folded node (Constant, Pad, Shape, ...) does not keep its name
 
     if not problems and output_name not in broken:
         try:

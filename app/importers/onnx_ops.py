@@ -85,11 +85,11 @@ def convert_conv(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     nd = weight.ndim - 2
     if nd not in (1, 2, 3):
         raise NodeError(f"its weight has shape {list(weight.shape)}: a {nd}-D convolution; the engine has "
-                          "conv1d, conv2d and conv3d")
+                        "conv1d, conv2d and conv3d")
     x, pad = _spatial_input(cx, node, nd)
     if pad is not None and pad.value != 0:
         raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; only zero padding "
-                          "folds into a convolution")
+                        "folds into a convolution")
     kernel = list(weight.shape[2:])
     if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
         raise NodeError(f"kernel_shape {list(attrs['kernel_shape'])} does not match its weight {list(weight.shape)}")
@@ -137,7 +137,7 @@ def convert_conv_transpose(cx: ImportContext, node: onnx.NodeProto, node_id: str
             total = s * (n - 1) + op_ + d * (k - 1) + 1 - out
             if total < 0:
                 raise NodeError(f"output_shape {wanted} is larger than the transposed convolution can make "
-                                  "without output_padding; give output_padding instead")
+                                "without output_padding; give output_padding instead")
             upper = auto == "SAME_UPPER"
             padding.append([total // 2, total - total // 2] if upper else [total - total // 2, total // 2])
     elif auto == "VALID":
@@ -173,7 +173,7 @@ def _pool(cx: ImportContext, node: onnx.NodeProto, node_id: str, kind: str) -> N
     if kind == "max":
         if pad is not None and not (pad.value == -math.inf or (pad.value <= 0 and x.nonnegative)):
             raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; max pooling pads "
-                              "with −inf, so the Pad folds in only for -inf, or for 0 after a ReLU-like op")
+                            "with −inf, so the Pad folds in only for -inf, or for 0 after a ReLU-like op")
         spec = {"kernel_size": kernel, "stride": stride, "padding": _with_folded_pad(pairs, pad),
                 "dilation": dilation, "ceil_mode": ceil_mode}
         op = f"max_pool{nd}d"
@@ -183,7 +183,7 @@ def _pool(cx: ImportContext, node: onnx.NodeProto, node_id: str, kind: str) -> N
         count_include_pad = bool(attrs.get("count_include_pad", 0))  # ONNX's default is 0, PyTorch's True
         if pad is not None and (pad.value != 0 or not count_include_pad or ceil_mode):
             raise NodeError(f"it reads Pad node '{pad.node_name}'; a Pad folds into average pooling only for "
-                              "zero padding with count_include_pad=1 and ceil_mode=0 (then both count the zeros)")
+                            "zero padding with count_include_pad=1 and ceil_mode=0 (then both count the zeros)")
         spec = {"kernel_size": kernel, "stride": stride, "padding": _with_folded_pad(pairs, pad),
                 "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
         op = f"avg_pool{nd}d"
@@ -349,7 +349,7 @@ def _binary(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
         a, b = cx.value(a_name, node), cx.value(b_name, node)
         if a.rank != b.rank:
             raise NodeError(f"ranks {a.rank} and {b.rank} differ: broadcasting would align a batch axis with "
-                              "another axis")
+                            "another axis")
         inputs = [a.node_id, b.node_id]
     cx.values[node.output[0]] = cx.emit(node_id, op, {}, inputs)
 
@@ -380,7 +380,7 @@ def convert_flatten(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> No
     axis = axis + rank if axis < 0 else axis
     if axis == 0 or prod(sample[:axis - 1]) != 1:
         raise NodeError(f"axis {axis} of [N, {', '.join(map(str, sample))}] would fold other axes into the "
-                          "batch axis; only Flatten that keeps the batch axis (axis=1) is supported")
+                        "batch axis; only Flatten that keeps the batch axis (axis=1) is supported")
     if x.shape == (prod(sample),):
         cx.values[node.output[0]] = Value(x.node_id, x.shape, None, x.nonnegative)  # already flat
         return
@@ -519,10 +519,12 @@ def convert_gather(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> Non
 
 
 def convert_cast(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    to = int(attributes(node)["to"])
+    if not cx.is_const(node.input[0]) and to == onnx.TensorProto.FLOAT:
+        _elementwise("identity")(cx, node, node_id)  # run-time tensors are float32 already
+        return
     _shape_arithmetic_only(cx, node)
-    data = cx.const(node, 0, "input")
-    to = onnx.helper.tensor_dtype_to_np_dtype(int(attributes(node)["to"]))
-    cx.consts[node.output[0]] = data.astype(to)
+    cx.consts[node.output[0]] = cx.consts[node.input[0]].astype(onnx.helper.tensor_dtype_to_np_dtype(to))
 
 
 # --- fully connected --------------------------------------------------------------------------
@@ -530,7 +532,7 @@ def _features(cx: ImportContext, node: onnx.NodeProto) -> Value:
     x = cx.value(node.input[0], node)
     if len(x.shape) != 1:
         raise NodeError(f"its input has shape [N, {', '.join(map(str, x.shape))}]; the engine's linear layer "
-                          "takes [N, features]: put a Flatten before it")
+                        "takes [N, features]: put a Flatten before it")
     return x
 
 
@@ -551,7 +553,7 @@ def convert_gemm(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
             bias = np.broadcast_to(c, (1, out_features))[0]
         except ValueError:
             raise NodeError(f"C has shape {list(c.shape)}; only a bias per output, ({out_features},) or "
-                              f"(1, {out_features}), maps to the engine's linear layer") from None
+                            f"(1, {out_features}), maps to the engine's linear layer") from None
         params["bias"] = bias * float(attrs.get("beta", 1.0))
     spec = {"out_features": int(out_features), "bias": c is not None}
     cx.values[node.output[0]] = cx.emit(node_id, "linear", spec, [x.node_id], params)
@@ -560,7 +562,7 @@ def convert_gemm(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
 def convert_matmul(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     if cx.is_const(node.input[0]):
         raise NodeError("the constant is on the left (constant @ tensor); the engine's linear layer computes "
-                          "tensor @ weight")
+                        "tensor @ weight")
     x = _features(cx, node)
     b = cx.const(node, 1, "B")
     if b.ndim != 2:
@@ -633,7 +635,7 @@ def convert_pad(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
         raise NodeError(f"negative pads {pads} crop the tensor; cropping has no engine equivalent")
     if any(pads[i] or pads[i + rank] for i in (0, 1)):
         raise NodeError(f"pads {pads} pad the batch or channel axis; only spatial padding can be folded into "
-                          "the next Conv or pool")
+                        "the next Conv or pool")
     pairs = tuple((pads[i], pads[i + rank]) for i in range(2, rank))
     if inner is not None:
         if inner.value != value:

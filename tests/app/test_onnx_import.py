@@ -180,6 +180,7 @@ case("softmax_opset11_axis2_coerced")(_unary("Softmax", opset=11, axis=2))
 case("softmax_opset11_last_axis")(_unary("Softmax", opset=11, axis=-1))
 case("log_softmax_opset13")(_unary("LogSoftmax", opset=13, axis=1))
 case("identity")(_unary("Identity"))
+case("cast_to_float_is_identity")(_unary("Cast", to=1))
 
 
 @case("dropout_opset10_ratio_attribute")
@@ -416,12 +417,14 @@ def test_node_ids_weights_and_info() -> None:
     y = b.node("Conv", ["x", b.weight((4, 3, 3, 3)), b.weight((4,))], name="/features/0/Conv", pads=[1, 1, 1, 1])
     y = b.node("Relu", [y], name="")                         # unnamed: <op>_<index>
     y = b.node("Relu", [y], name="9lives")                   # cannot start an id: <op>_<index>
+    b.node("Constant", [], name="relu_5", value_float=1.0)    # folded: its name stays free
     y = b.node("Relu", [y], name="features_0_Conv")          # clashes with the sanitised first name
+    y = b.node("Relu", [y], name="relu_5")
     y = b.node("Flatten", [y], name="input")                 # 'input' is reserved
     model = b.build(b.node("Gemm", [y, b.weight((2, 256)), b.weight((2,))], name="fc", transB=1))
     spec, params, info = import_onnx(model)
     ids = [n["id"] for n in spec["nodes"]]
-    assert ids == ["features_0_Conv", "relu_1", "relu_2", "features_0_Conv_2", "input_2", "fc"]
+    assert ids == ["features_0_Conv", "relu_1", "relu_2", "features_0_Conv_2", "relu_5", "input_2", "fc"]
     assert sorted(params) == ["fc.bias", "fc.weight", "features_0_Conv.bias", "features_0_Conv.weight"]
     assert all(p.dtype == np.float32 for p in params.values())
     assert params["fc.weight"].shape == (2, 256)
