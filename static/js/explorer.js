@@ -1,0 +1,314 @@
+// The explorer: pick a model and an image; the network appears as columns of layer volumes with every
+// feature map; play animates the forward pass layer by layer; lecture mode shows one layer at a time.
+import { api, clearError, showError } from "./api.js";
+import { Animator, bindAnimatorControls } from "./animator.js";
+import { drawBars } from "./bars.js";
+import { SCALES, legend } from "./colormap.js";
+import { DetailView } from "./detail.js";
+import { DrawingPad, acceptImages } from "./inputs.js";
+import { TITLES, lesson } from "./lessons.js";
+import { architecture, archNodes, fillModelSelect, inputChannels } from "./models.js";
+import { NetworkView } from "./network.js";
+import { bindControl, createState } from "./state.js";
+
+const $ = (id) => document.getElementById(id);
+const DEFAULTS = { model: "", sample: "", scale: "viridis", filter: "auto", lecture: false, layer: "", unit: [] };
+const HIDDEN_IN_MAIN = new Set(["batch_norm", "dropout", "identity", "constant"]);
+
+let models = [];
+let arch = null;
+let archById = new Map();
+let run = null; // the API's activations answer
+let visible = []; // run nodes shown, in order
+let startedAt = 0;
+let firstMapLogged = false;
+let currentInput = null; // { blob, name }
+
+const detail = new DetailView({
+  panel: $("detail"), body: $("detail-body"), canvas: $("unit-canvas"), caption: $("unit-caption"),
+  title: $("detail-title"),
+  onUnit: (unit) => selectUnit(unit),
+});
+
+const network = new NetworkView($("network"), {
+  onSelect: (column, hit) => selectUnit({ node: column.node.id, ...hit }),
+  onLoaded: (column) => {
+    if (!firstMapLogged && column.node.id !== "input") {
+      firstMapLogged = true;
+      const ms = performance.now() - startedAt;
+      window.cnnVis.firstFeatureMapMs = ms;
+      const server = run?.elapsed_ms ? `forward pass ${Math.round(run.elapsed_ms)} ms on the server; ` : "";
+      $("timing").textContent = `${server}first feature maps on screen ${Math.round(ms)} ms after the image was chosen.`;
+    }
+    if (state.values.unit.length) refreshHighlight();
+  },
+});
+window.cnnVis = { firstFeatureMapMs: null, network };
+
+// --- state ------------------------------------------------------------------------------------------
+const state = createState(DEFAULTS, (changed) => {
+  controls.forEach((show) => show());
+  if (changed.includes("model")) {
+    loadModel().catch((err) => showError(err));
+    return;
+  }
+  if (changed.includes("sample") && state.values.sample) runSample(state.values.sample);
+  if (changed.includes("scale")) {
+    network.setScale(state.values.scale);
+    legend($("scale-legend"), state.values.scale);
+    detail.setScale(state.values.scale);
+  }
+  if (changed.includes("filter")) renderNetwork();
+  if (changed.includes("lecture")) applyLecture();
+  if (changed.includes("layer") && !changed.includes("filter")) syncStepFromLayer();
+});
+
+$("scale").replaceChildren(...Object.entries(SCALES).map(([value, label]) => new Option(label, value)));
+const controls = [
+  bindControl(state, "scale", $("scale"), { event: "change" }),
+  bindControl(state, "filter", $("filter"), { event: "change", parse: (el) => el.value }),
+];
+legend($("scale-legend"), state.values.scale);
+network.scale = state.values.scale;
+
+$("model").addEventListener("change", () => state.set({ model: $("model").value, layer: "", unit: [] }, { push: true }));
+
+// --- models -----------------------------------------------------------------------------------------
+async function init() {
+  try {
+    const filled = await fillModelSelect($("model"), state.values.model);
+    models = filled.models;
+    if (!filled.chosen) {
+      showError("the server offers no models yet");
+      return;
+    }
+    state.set({ model: filled.chosen }, { silent: true });
+    await loadModel();
+  } catch (err) {
+    showError(err, "loading the models");
+  }
+}
+
+async function loadModel() {
+  const id = state.values.model;
+  $("model").value = id;
+  const model = models.find((m) => m.id === id);
+  arch = await architecture(id);
+  archById = new Map(archNodes(arch).map((n) => [n.id, n]));
+  const info = model ?? arch;
+  $("model-info").textContent = [info.task, info.input_shape && `input ${info.input_shape.join("×")}`,
+    info.num_classes && `${info.num_classes} classes`, info.source].filter(Boolean).join(" · ");
+  const digits = inputChannels(info) === 1;
+  $("draw-box").hidden = !digits;
+  run = null;
+  if (state.values.sample) await runSample(state.values.sample);
+  else if (currentInput) await runImage(currentInput.blob, currentInput.name);
+  else if (!digits) {
+    const first = document.querySelector("#samples .sample");
+    if (first) state.set({ sample: first.dataset.file });
+  } else {
+    $("network").innerHTML = '<p class="muted empty-note">Draw a digit (left), or pick a photo.</p>';
+  }
+}
+
+// --- inputs -----------------------------------------------------------------------------------------
+document.querySelectorAll("#samples .sample").forEach((button) => {
+  button.addEventListener("click", () => {
+    if (state.values.sample === button.dataset.file) runSample(button.dataset.file);
+    else state.set({ sample: button.dataset.file, unit: [] }, { push: true });
+  });
+});
+
+async function runSample(file) {
+  document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === file)));
+  try {
+    startedAt = performance.now();
+    const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
+    await runImage(blob, file, { keepStart: true });
+  } catch (err) {
+    showError(err, `sample ${file}`);
+  }
+}
+
+acceptImages({
+  fileInput: $("file"),
+  dropTarget: document.body,
+  onImage: (blob, name) => {
+    state.set({ sample: "", unit: [] });
+    document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
+    runImage(blob, name);
+  },
+});
+
+const pad = new DrawingPad($("draw"), { onStroke: () => classifyDrawing() });
+$("draw-clear").addEventListener("click", () => pad.clear());
+$("draw-run").addEventListener("click", () => classifyDrawing());
+let drawTimer = null;
+function classifyDrawing() {
+  if (pad.empty) return;
+  clearTimeout(drawTimer);
+  drawTimer = setTimeout(async () => {
+    state.set({ sample: "" });
+    runImage(await pad.toBlob28(), "your drawing");
+  }, 150);
+}
+
+/** Send an image to the model: every node's activation, then the columns and the prediction. */
+async function runImage(blob, name, { keepStart = false } = {}) {
+  if (!keepStart) startedAt = performance.now();
+  firstMapLogged = false;
+  window.cnnVis.firstFeatureMapMs = null;
+  currentInput = { blob, name };
+  clearError();
+  const preview = $("input-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(blob);
+  preview.classList.toggle("pixelated", name === "your drawing");
+  $("input-figure").hidden = false;
+  $("input-caption").textContent = name;
+  const form = new FormData();
+  form.append("image", blob, name.includes(".") ? name : `${name}.png`);
+  try {
+    run = await api(`/api/models/${encodeURIComponent(state.values.model)}/activations`, {
+      body: form, label: "Running the network…",
+    });
+  } catch (err) {
+    showError(err, `running ${state.values.model} on ${name}`);
+    return;
+  }
+  renderNetwork();
+  if (run.classes) drawBars($("predictions"), run.classes);
+  else predict(blob, name);
+}
+
+async function predict(blob, name) {
+  const form = new FormData();
+  form.append("image", blob, name.includes(".") ? name : `${name}.png`);
+  try {
+    const answer = await api(`/api/models/${encodeURIComponent(state.values.model)}/predict`, { body: form, label: "Predicting…" });
+    drawBars($("predictions"), answer.classes ?? answer.top ?? answer);
+  } catch (err) {
+    showError(err, "predicting");
+  }
+}
+
+// --- the network ------------------------------------------------------------------------------------
+function filterMode() {
+  if (state.values.filter !== "auto") return state.values.filter;
+  return (run?.nodes.length ?? 0) > 40 ? "main" : "all";
+}
+
+function renderNetwork() {
+  if (!run) return;
+  const consumers = new Map();
+  for (const node of archNodes(arch)) for (const input of node.inputs ?? []) {
+    consumers.set(input, [...(consumers.get(input) ?? []), node.id]);
+  }
+  const mode = filterMode();
+  $("filter").value = mode;
+  const last = run.nodes[run.nodes.length - 1]?.id;
+  visible = run.nodes.filter((node) => {
+    if (mode === "all" || node.id === "input" || node.id === last) return true;
+    if (HIDDEN_IN_MAIN.has(node.op)) return false;
+    // a convolution straight into batch norm is shown after its normalisation and activation
+    const next = consumers.get(node.id) ?? [];
+    if (node.op.startsWith("conv") && next.length === 1 && archById.get(next[0])?.op === "batch_norm") return false;
+    return true;
+  });
+  network.show(run, visible, archById);
+  const wanted = state.values.layer;
+  animator.setSteps(visible.length, Math.max(0, visible.findIndex((n) => n.id === wanted)));
+  if (!wanted && !state.values.lecture) {
+    network.clearStep();
+    state.set({ layer: "" }, { silent: true });
+  }
+  applyLecture();
+  const unit = state.values.unit;
+  if (unit.length >= 2) {
+    const [node, channel, y, x] = unit;
+    selectUnit({ node, channel: Number(channel), y: y === undefined ? null : Number(y), x: x === undefined ? null : Number(x) }, { fromState: true });
+  } else {
+    detail.close();
+  }
+}
+
+// --- play and lecture mode --------------------------------------------------------------------------
+function renderLayer(index) {
+  const node = visible[index];
+  if (!node) return;
+  network.setStep(index, { reveal: animator.playing || state.values.lecture });
+  const archNode = archById.get(node.id) ?? { op: node.op, output_shape: node.shape };
+  const inputs = (archNode.inputs ?? []).map((id) => run.nodes.find((n) => n.id === id)?.shape);
+  $("lesson-title").textContent = `${index + 1}. ${TITLES[node.op] ?? node.op} · ${node.id}`;
+  $("lesson-text").textContent = lesson({ ...archNode, op: node.op, output_shape: node.shape }, node, inputs[0]);
+  if (state.values.layer !== node.id) state.set({ layer: node.id }, { silent: true });
+}
+
+const animator = new Animator({ figure: $("network"), render: renderLayer, interval: 900 });
+bindAnimatorControls(animator, $("toolbar"));
+const baseToggle = animator.onPlayChange;
+animator.onPlayChange = (playing) => {
+  baseToggle(playing);
+  $("lesson").hidden = !(playing || state.values.lecture);
+  if (!playing && !state.values.lecture && animator.step >= animator.count - 1) network.clearStep();
+};
+
+function syncStepFromLayer() {
+  const index = visible.findIndex((n) => n.id === state.values.layer);
+  if (index >= 0 && index !== animator.step) animator.goto(index);
+}
+
+function applyLecture() {
+  const on = state.values.lecture;
+  document.body.classList.toggle("lecture", on);
+  $("lecture").setAttribute("aria-pressed", String(on));
+  $("lesson").hidden = !(on || animator.playing);
+  if (on && visible.length) animator.goto(Math.max(0, visible.findIndex((n) => n.id === state.values.layer)));
+}
+
+$("lecture").addEventListener("click", () => state.set({ lecture: !state.values.lecture }, { push: true }));
+document.addEventListener("keydown", (event) => {
+  if (event.target.closest?.("input, select, textarea, canvas#draw, canvas#unit-canvas")) return;
+  if (event.key === "ArrowRight" || event.key === "PageDown") {
+    event.preventDefault();
+    animator.pause();
+    animator.next();
+  } else if (event.key === "ArrowLeft" || event.key === "PageUp") {
+    event.preventDefault();
+    animator.pause();
+    animator.prev();
+  } else if (event.key === "Escape" && state.values.lecture) {
+    state.set({ lecture: false });
+  } else if ((event.key === " " || event.key === "k") && event.target === document.body) {
+    event.preventDefault();
+    animator.toggle();
+  }
+});
+
+// --- units: receptive field and the operation detail ------------------------------------------------
+async function selectUnit(unit, { fromState = false } = {}) {
+  const column = network.byId.get(unit.node);
+  if (!column) return;
+  if (!fromState) state.set({ unit: [unit.node, unit.channel, ...(unit.y === null ? [] : [unit.y, unit.x])] }, { push: true });
+  await network.load(column);
+  detail.open({ model: state.values.model, arch, archById, run, column, unit, scale: state.values.scale });
+  refreshHighlight();
+}
+
+async function refreshHighlight() {
+  const [node, channel, y, x] = state.values.unit;
+  if (!node || y === undefined) {
+    network.highlight(null, null);
+    return;
+  }
+  const boxes = await detail.fieldBoxes({ node, channel: Number(channel), y: Number(y), x: Number(x) });
+  network.highlight(boxes, { node, channel: Number(channel), y: Number(y), x: Number(x) });
+}
+
+$("detail-close").addEventListener("click", () => {
+  detail.close();
+  state.set({ unit: [] });
+  network.highlight(null, null);
+});
+
+init();

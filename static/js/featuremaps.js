@@ -1,0 +1,78 @@
+// Feature maps arrive from the API as one greyscale PNG per node with every channel tiled into it, plus the
+// tile layout (rows, columns, tile size, gap; per-tile value ranges in the PNG's X-Tile-Layout header).
+// The page keeps the grey pixels and paints them with the chosen colour scale.
+import { api } from "./api.js";
+import { recolor } from "./colormap.js";
+
+/** Fetch a node's tiled PNG -> { grey: ImageData, layout } (layout from the header when present). */
+export async function loadTiles(url, layout, { signal } = {}) {
+  const response = await api(url, { as: "response", signal, label: "Fetching feature maps…" });
+  const header = response.headers.get("X-Tile-Layout");
+  let fullLayout = layout;
+  if (header) {
+    try {
+      fullLayout = { ...layout, ...JSON.parse(header) };
+    } catch {
+      // keep the layout from the JSON answer
+    }
+  }
+  const blob = await response.blob();
+  const bitmap = await createImageBitmap(blob);
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  const grey = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  bitmap.close?.();
+  return { grey, layout: fullLayout };
+}
+
+/** A vector's tiles (one 1-pixel-high strip) re-flowed into a near-square block, so it can be seen. */
+export function reflowVector(grey) {
+  const n = grey.width * grey.height;
+  const columns = Math.ceil(Math.sqrt(n));
+  const rows = Math.ceil(n / columns);
+  const out = new ImageData(columns, rows);
+  for (let i = 0; i < n; i += 1) {
+    out.data.set(grey.data.subarray(i * 4, i * 4 + 4), i * 4);
+  }
+  for (let i = n; i < columns * rows; i += 1) out.data.set([255, 255, 255, 0], i * 4);
+  return out;
+}
+
+/** Paint grey ImageData onto a canvas with a colour scale (the grey data is not modified). */
+export function paint(canvas, grey, scaleName) {
+  canvas.width = grey.width;
+  canvas.height = grey.height;
+  const copy = new ImageData(new Uint8ClampedArray(grey.data), grey.width, grey.height);
+  recolor(copy, scaleName);
+  canvas.getContext("2d").putImageData(copy, 0, 0);
+}
+
+/** Which tile (channel) and which unit in it a pixel of the tiled image falls on, or null on a gap. */
+export function tileAt(layout, px, py) {
+  const stepX = layout.tile_width + layout.gap;
+  const stepY = layout.tile_height + layout.gap;
+  const column = Math.floor(px / stepX);
+  const row = Math.floor(py / stepY);
+  const x = Math.floor(px - column * stepX);
+  const y = Math.floor(py - row * stepY);
+  const channel = row * layout.columns + column;
+  if (x >= layout.tile_width || y >= layout.tile_height || channel >= layout.tiles || column >= layout.columns) return null;
+  return { channel, y, x };
+}
+
+/** The pixel rectangle of a tile. */
+export function tileRect(layout, channel) {
+  const column = channel % layout.columns;
+  const row = Math.floor(channel / layout.columns);
+  return { x: column * (layout.tile_width + layout.gap), y: row * (layout.tile_height + layout.gap), w: layout.tile_width, h: layout.tile_height };
+}
+
+/** Whether a canvas shows anything other than one flat colour (used to wait for real pixels). */
+export function isBlank(canvas) {
+  const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+  for (let i = 4; i < data.length; i += 4) {
+    if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) return false;
+  }
+  return true;
+}

@@ -1,0 +1,76 @@
+// What each kind of layer does, in the lecture's words. Numbers in the sentences come from the API's
+// architecture (attributes, shapes) and run statistics; nothing here computes a shape.
+
+const dims = (shape) => (shape && shape.length ? shape.join(" × ") : "");
+const pct = (x) => `${Math.round(100 * x)}%`;
+
+function attr(node, name) {
+  const a = node?.attributes?.[name] ?? node?.attrs?.[name] ?? node?.params?.[name];
+  if (Array.isArray(a)) {
+    const flat = a.flat(Infinity);
+    return flat.every((v) => v === flat[0]) ? flat[0] : a.map((v) => (Array.isArray(v) ? `[${v.join(", ")}]` : v)).join("×");
+  }
+  return a;
+}
+
+export const TITLES = {
+  input: "Input", conv1d: "Convolution", conv2d: "Convolution", conv3d: "Convolution",
+  conv_transpose2d: "Transposed convolution", max_pool1d: "Max pooling", max_pool2d: "Max pooling",
+  max_pool3d: "Max pooling", avg_pool1d: "Average pooling", avg_pool2d: "Average pooling", avg_pool3d: "Average pooling",
+  global_avg_pool: "Global average pooling", linear: "Fully connected", flatten: "Flatten", reshape: "Reshape",
+  batch_norm: "Batch normalisation", dropout: "Dropout", relu: "ReLU", relu6: "ReLU6", leaky_relu: "Leaky ReLU",
+  sigmoid: "Sigmoid", tanh: "Tanh", silu: "SiLU", hardswish: "Hard swish", hardsigmoid: "Hard sigmoid", clip: "Clip",
+  softmax: "Softmax", add: "Add (skip connection)", mul: "Multiply (gating)", concat: "Concatenate",
+  spatial_softmax: "Attention weights", attention_pool: "Attention pooling", identity: "Identity", constant: "Constant",
+};
+
+/** One or two sentences about a node for lecture mode. `node`: architecture entry; `stats`: run statistics. */
+export function lesson(node, stats, inputShape) {
+  const op = node.op;
+  const out = dims(node.output_shape ?? stats?.shape);
+  const inp = dims(inputShape);
+  const zeros = stats ? ` ${pct(stats.zero_fraction)} of its ${out} numbers are exactly zero.` : "";
+  if (op === "input") {
+    return `The image as the network sees it: a volume of numbers, ${out} (channels × height × width). ` +
+      "A CNN's neurons are arranged the same way, in 2D maps stacked into 3D volumes.";
+  }
+  if (op.startsWith("conv_transpose")) {
+    return `A transposed convolution spreads each input number over a window, growing ${inp} into ${out}.`;
+  }
+  if (op.startsWith("conv")) {
+    const k = attr(node, "kernel_size");
+    const s = attr(node, "stride") ?? 1;
+    const groups = attr(node, "groups") ?? 1;
+    const channels = node.output_shape?.[0];
+    const depthwise = groups > 1 && inputShape && groups === inputShape[0];
+    return `Convolutional layer: each neuron sees only a ${k}×${k} window of the previous layer (local connectivity: ` +
+      `its receptive field)${depthwise ? ", of one channel only (depthwise)" : ", across all its channels"}. ` +
+      `All neurons of one map share one filter (weight sharing), sliding with stride ${s}; ` +
+      `${channels} filters give ${channels} maps: ${inp} → ${out}. Click a neuron to see its sum.`;
+  }
+  if (op.startsWith("max_pool") || op.startsWith("avg_pool")) {
+    const k = attr(node, "kernel_size");
+    const kind = op.startsWith("max") ? "the largest" : "the average";
+    return `Pooling layer: down-sampling. A ${k}×${k} window slides over each map separately and keeps ${kind} ` +
+      `number: ${inp} → ${out}. The depth stays; there are no weights to learn.`;
+  }
+  if (op === "global_avg_pool") return `Global average pooling: each whole map becomes one number, its average: ${inp} → ${out}.`;
+  if (op === "linear") {
+    return `Fully connected layer: every one of its ${out} neurons is connected to every one of the ${inp} inputs, ` +
+      "with its own weight for each: a weighted sum plus a bias.";
+  }
+  if (op === "flatten" || op === "reshape") return `The volume ${inp} is laid out as one long vector of ${out} numbers, ready for a fully connected layer.`;
+  if (op === "batch_norm") return "Batch normalisation (a training tip): each channel has its mean removed and is scaled by its standard deviation, then shifted and scaled by two learned numbers.";
+  if (op === "dropout") return "Dropout (regularisation): in training it drops random neurons; here, at inference, it passes everything through.";
+  if (["relu", "relu6", "leaky_relu", "clip"].includes(op)) {
+    return `Activation ${TITLES[op]}: negative numbers become ${op === "leaky_relu" ? "small" : "zero"}${op === "relu6" ? ", and numbers above 6 become 6" : ""}. It works on every number separately, so the shape stays ${out}.${zeros}`;
+  }
+  if (["sigmoid", "tanh", "silu", "hardswish", "hardsigmoid"].includes(op)) return `Activation ${TITLES[op]}, applied to every number separately; the shape stays ${out}.`;
+  if (op === "softmax") return "Softmax turns the scores into probabilities: exponentiate each, then divide by their sum, so they are positive and add up to 1.";
+  if (op === "add") return "Skip connection (ResNet): the block's input is added to its output, so the block only has to learn a correction, and gradients flow straight back.";
+  if (op === "mul") return "Gating: two volumes multiplied number by number.";
+  if (op === "concat") return `Concatenation: the inputs' maps are stacked into one volume of ${out}.`;
+  if (op === "spatial_softmax") return "Attention: a softmax over positions turns a score map into weights that add up to 1: where the network looks.";
+  if (op === "attention_pool") return "Attention pooling: each feature is averaged over positions weighted by the attention map: a weighted sum that shows which parts drove the decision.";
+  return `${TITLES[op] ?? op}: ${inp} → ${out}.`;
+}

@@ -1,0 +1,217 @@
+// The network as columns of layer volumes: per node its name, op, shape (a small cuboid: a stack of
+// channels) and every channel's feature map, tiled. Maps load lazily as their column scrolls into view.
+import { showError } from "./api.js";
+import { loadTiles, paint, reflowVector, tileAt, tileRect } from "./featuremaps.js";
+import { TITLES } from "./lessons.js";
+
+const NS = "http://www.w3.org/2000/svg";
+
+function miniVolume(shape) {
+  // a cuboid whose depth grows with the channel count (log scale), width/height with the map size
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 64 40");
+  svg.setAttribute("width", "64");
+  svg.setAttribute("height", "40");
+  svg.setAttribute("aria-hidden", "true");
+  const [c, h, w] = shape.length === 3 ? shape : shape.length === 1 ? [shape[0], 1, 1] : [shape[0], 1, shape[shape.length - 1]];
+  const side = Math.max(4, Math.min(26, 4 + 3 * Math.log2(Math.max(h, w))));
+  const hh = Math.max(4, Math.min(26, 4 + 3 * Math.log2(Math.max(1, h))));
+  const d = Math.max(2, Math.min(30, 2 + 3 * Math.log2(c)));
+  const x = 4;
+  const y = 36 - hh;
+  const dx = d * 0.7;
+  const dy = -d * 0.5;
+  const poly = (points, fill) => {
+    const p = document.createElementNS(NS, "polygon");
+    p.setAttribute("points", points);
+    p.setAttribute("fill", fill);
+    p.setAttribute("stroke", "#2b3445");
+    p.setAttribute("stroke-width", "0.8");
+    svg.append(p);
+  };
+  poly(`${x},${y} ${x + dx},${y + dy} ${x + side + dx},${y + dy} ${x + side},${y}`, "#e6effb");
+  poly(`${x + side},${y} ${x + side + dx},${y + dy} ${x + side + dx},${y + hh + dy} ${x + side},${y + hh}`, "#a9c4ea");
+  poly(`${x},${y} ${x + side},${y} ${x + side},${y + hh} ${x},${y + hh}`, "#cfe0f7");
+  return svg;
+}
+
+export function shapeText(shape) {
+  return shape.join(" × ");
+}
+
+export class NetworkView {
+  constructor(container, { onSelect = () => {}, onLoaded = () => {} } = {}) {
+    this.container = container;
+    this.onSelect = onSelect;
+    this.onLoaded = onLoaded;
+    this.columns = [];
+    this.byId = new Map();
+    this.scale = "viridis";
+    this.generation = 0;
+    this.observer = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        if (entry.isIntersecting) this.load(this.byId.get(entry.target.dataset.node));
+      }
+    }, { root: container, rootMargin: "0px 600px 0px 600px" });
+  }
+
+  /** Lay out one column per node of a run. `nodes`: the run's node list; `archById`: architecture entries. */
+  show(run, nodes, archById) {
+    this.generation += 1;
+    this.observer.disconnect();
+    this.run = run;
+    this.columns = [];
+    this.byId.clear();
+    const fragment = document.createDocumentFragment();
+    nodes.forEach((node, index) => {
+      const column = this.makeColumn(node, archById.get(node.id), index);
+      this.columns.push(column);
+      this.byId.set(node.id, column);
+      fragment.append(column.element);
+    });
+    this.container.replaceChildren(fragment);
+    for (const column of this.columns) this.observer.observe(column.element);
+  }
+
+  makeColumn(node, arch, index) {
+    const element = document.createElement("article");
+    element.className = "layer";
+    element.dataset.node = node.id;
+    element.dataset.index = String(index);
+    const header = document.createElement("header");
+    const title = document.createElement("h3");
+    title.textContent = node.id;
+    const op = document.createElement("span");
+    op.className = "op";
+    op.textContent = TITLES[node.op] ?? node.op;
+    const shape = document.createElement("span");
+    shape.className = "shape mono";
+    shape.textContent = shapeText(node.shape);
+    header.append(miniVolume(node.shape), title, op, shape);
+    const figure = document.createElement("div");
+    figure.className = "maps";
+    const canvas = document.createElement("canvas");
+    canvas.className = "tiles";
+    canvas.width = 1;
+    canvas.height = 1;
+    canvas.tabIndex = 0;
+    const vector = node.shape.length === 1;
+    canvas.setAttribute("aria-label", `${node.id}: ${vector ? `${node.shape[0]} numbers` : `${node.layout.tiles} feature maps of ${node.layout.tile_height}×${node.layout.tile_width}`}; click one to inspect it`);
+    const overlay = document.createElement("canvas");
+    overlay.className = "overlay";
+    overlay.setAttribute("aria-hidden", "true");
+    figure.append(canvas, overlay);
+    const stats = document.createElement("p");
+    stats.className = "stats small muted";
+    stats.textContent = `${node.min.toFixed(2)} … ${node.max.toFixed(2)}` +
+      (node.zero_fraction > 0.01 ? ` · ${Math.round(node.zero_fraction * 100)}% zeros` : "");
+    element.append(header, figure, stats);
+    const column = { node, arch, element, canvas, overlay, vector, grey: null, layout: node.layout, loading: null };
+    canvas.addEventListener("click", (event) => this.pick(column, event));
+    canvas.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        this.onSelect(column, { channel: 0, y: 0, x: 0 });
+      }
+    });
+    return column;
+  }
+
+  pick(column, event) {
+    if (!column.grey) return;
+    const rect = column.canvas.getBoundingClientRect();
+    const px = ((event.clientX - rect.left) / rect.width) * column.canvas.width;
+    const py = ((event.clientY - rect.top) / rect.height) * column.canvas.height;
+    if (column.vector) {
+      const index = Math.floor(py) * column.canvas.width + Math.floor(px);
+      if (index < column.node.shape[0]) this.onSelect(column, { channel: index, y: null, x: null });
+      return;
+    }
+    const hit = tileAt(column.layout, px, py);
+    if (hit) this.onSelect(column, hit);
+  }
+
+  /** Fetch and paint a column's maps (once); resolves when painted. */
+  load(column) {
+    if (!column || column.loading) return column?.loading;
+    const generation = this.generation;
+    column.element.classList.add("loading");
+    column.loading = loadTiles(column.node.png_url, column.node.layout).then(({ grey, layout }) => {
+      if (generation !== this.generation) return;
+      column.layout = layout;
+      column.grey = column.vector ? reflowVector(grey) : grey;
+      paint(column.canvas, column.grey, this.scale);
+      column.overlay.width = column.canvas.width;
+      column.overlay.height = column.canvas.height;
+      column.element.classList.remove("loading");
+      column.element.classList.add("loaded");
+      this.onLoaded(column);
+    }).catch((err) => {
+      column.loading = null;
+      column.element.classList.remove("loading");
+      showError(err, `feature maps of ${column.node.id}`);
+    });
+    return column.loading;
+  }
+
+  setScale(name) {
+    this.scale = name;
+    for (const column of this.columns) if (column.grey) paint(column.canvas, column.grey, name);
+  }
+
+  /** Show columns up to `index` (later ones dimmed), mark `index` as current, and bring it into view. */
+  setStep(index, { reveal = true } = {}) {
+    this.columns.forEach((column, i) => {
+      column.element.classList.toggle("current", i === index);
+      column.element.classList.toggle("pending", reveal && i > index);
+      column.element.classList.toggle("previous", i === index - 1);
+    });
+    const current = this.columns[index];
+    if (current) {
+      this.load(current);
+      current.element.scrollIntoView({ behavior: window.matchMedia?.("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "nearest", inline: "center" });
+    }
+  }
+
+  clearStep() {
+    for (const column of this.columns) column.element.classList.remove("current", "pending", "previous");
+  }
+
+  /**
+   * Outline boxes on every tile of some columns: `boxes` maps node id -> {y: [start, end], x: [start, end]}
+   * (inclusive, in that layer's own units); `unit` marks the selected unit {node, channel, y, x}.
+   */
+  highlight(boxes, unit) {
+    for (const column of this.columns) {
+      const ctx = column.overlay.getContext("2d");
+      ctx.clearRect(0, 0, column.overlay.width, column.overlay.height);
+      column.element.classList.toggle("in-field", Boolean(boxes?.[column.node.id]));
+      if (!column.grey || column.vector) continue;
+      const box = boxes?.[column.node.id];
+      const lineWidth = Math.max(1, column.canvas.width / 160);
+      if (box) {
+        ctx.strokeStyle = "#e8a317";
+        ctx.fillStyle = "rgba(232, 163, 23, 0.25)";
+        ctx.lineWidth = lineWidth;
+        for (let c = 0; c < column.layout.tiles; c += 1) {
+          const t = tileRect(column.layout, c);
+          const y0 = Math.max(0, box.y[0]);
+          const y1 = Math.min(column.layout.tile_height - 1, box.y[1]);
+          const x0 = Math.max(0, box.x[0]);
+          const x1 = Math.min(column.layout.tile_width - 1, box.x[1]);
+          if (y1 < y0 || x1 < x0) continue;
+          ctx.fillRect(t.x + x0, t.y + y0, x1 - x0 + 1, y1 - y0 + 1);
+          ctx.strokeRect(t.x + x0, t.y + y0, x1 - x0 + 1, y1 - y0 + 1);
+        }
+      }
+      if (unit && unit.node === column.node.id && unit.y !== null) {
+        const t = tileRect(column.layout, unit.channel);
+        ctx.strokeStyle = "#1f5fbf";
+        ctx.lineWidth = lineWidth * 2;
+        ctx.strokeRect(t.x - lineWidth, t.y - lineWidth, t.w + 2 * lineWidth, t.h + 2 * lineWidth);
+        ctx.fillStyle = "#b3261e";
+        ctx.fillRect(t.x + unit.x, t.y + unit.y, 1, 1);
+      }
+    }
+  }
+}

@@ -1,0 +1,1 @@
+// page module (being written)

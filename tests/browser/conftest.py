@@ -1,0 +1,109 @@
+"""Fixtures for the end-to-end tests: a real uvicorn server on a free port and Debian's chromium via Playwright.
+
+The whole module is skipped where /usr/bin/chromium or the playwright package is absent (never
+``playwright install``: it would download a browser). The server runs with a fresh data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: browser tests skipped")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium (/usr/bin/chromium) is not installed: browser tests skipped",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real uvicorn server running the app with a temporary data directory."""
+    port = _free_port()
+    data_dir = tmp_path_factory.mktemp("data")
+    env = {**os.environ, "CNN_VIS_DATA_DIR": str(data_dir)}
+    # the converted ImageNet weights are a cache: reuse the repository's if it exists, to keep tests fast
+    shared_cache = REPO / "data" / "cache"
+    if shared_cache.is_dir():
+        (data_dir / "cache").symlink_to(shared_cache, target_is_directory=True)
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError("the server did not start:\n" + (data_dir / "server.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class ConsoleLog:
+    """Console errors and uncaught page errors seen while a test ran."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def check(self) -> None:
+        assert not self.errors, "the page logged errors:\n" + "\n".join(self.errors)
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh 1280×720 page (a projector's size) that records console errors; ``page.console.check()``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, base_url=server)
+    page = context.new_page()
+    console = ConsoleLog()
+    page.on("console", lambda msg: console.errors.append(f"console.{msg.type}: {msg.text}")
+            if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: console.errors.append(f"uncaught: {exc}"))
+    page.console = console
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
