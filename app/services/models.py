@@ -113,11 +113,12 @@ class ModelStore:
         self._uploaded_cache: OrderedDict[str, StoredModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._temporary: dict[str, StoredModel] = {}  # in memory only, e.g. networks trained in the training lab
 
     # --- reading -------------------------------------------------------------------------------
     def ids(self) -> list[str]:
         """Built-in ids first (in registry order), then uploaded ones (oldest first)."""
-        return list(self.builtins) + self.uploaded_ids()
+        return list(self.builtins) + self.uploaded_ids() + list(self._temporary)
 
     def uploaded_ids(self) -> list[str]:
         if not self.models_dir.is_dir():
@@ -130,6 +131,8 @@ class ModelStore:
         """The model, loaded once per process; 404 naming the known ids if there is none."""
         if model_id in self.builtins:
             return self._get_builtin(model_id)
+        if model_id in self._temporary:
+            return self._temporary[model_id]
         directory = self.models_dir / model_id
         if model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and (directory / "meta.json").is_file():
             return self._get_uploaded(model_id, directory)
@@ -178,6 +181,13 @@ class ModelStore:
         return stored
 
     # --- writing -------------------------------------------------------------------------------
+    def add_temporary(self, bundle: ModelBundle) -> StoredModel:
+        """Keep ``bundle`` in memory as a model until the process ends (listed last; not a built-in)."""
+        stored = StoredModel(bundle, fingerprint(bundle.graph, bundle.params), builtin=False)
+        with self._lock:
+            self._temporary[bundle.id] = stored
+        return stored
+
     def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
                  preset: str = "imagenet") -> tuple[StoredModel, bool]:
         """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id)."""
@@ -229,6 +239,8 @@ class ModelStore:
         if model_id in self.builtins:
             raise ApiError(403, f"'{model_id}' is a built-in model and cannot be deleted; only uploaded models "
                                 f"(ids starting with '{UPLOAD_PREFIX}') can")
+        if self._temporary.pop(model_id, None) is not None:
+            return
         directory = self.models_dir / model_id
         if not (model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and directory.is_dir()):
             raise not_found("model", model_id, self.ids())
