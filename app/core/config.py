@@ -28,6 +28,9 @@ class Settings(BaseModel):
     max_tensor_elements: int = Field(8_000_000, gt=0, description="largest input tensor, in elements")
     run_cache_size: int = Field(8, ge=1, description="how many forward passes (runs) each worker keeps in memory")
     run_cache_mb: int = Field(512, ge=1, description="memory the runs kept by each worker may take, in MiB")
+    training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once per worker (more: 429)")
+    training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in memory per worker (oldest "
+                                                         "finished ones are forgotten first)")
     host: str = Field("127.0.0.1", description="address `cnn-visualiser serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
     workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")
