@@ -169,7 +169,16 @@ def _pool(cx: ImportContext, node: onnx.NodeProto, node_id: str, kind: str) -> N
     stride = _per_axis(attrs, "strides", nd, 1)  # ONNX's default stride is 1, not the kernel
     dilation = _per_axis(attrs, "dilations", nd, 1)
     ceil_mode = bool(attrs.get("ceil_mode", 0))
-    pairs, _ = _spatial_pads(attrs, nd, kernel, stride, dilation, _padded_sizes(x, pad))
+    pairs, auto = _spatial_pads(attrs, nd, kernel, stride, dilation, _padded_sizes(x, pad))
+    if auto.startswith("SAME") and any(d != 1 for d in dilation):
+        raise NodeError(f"auto_pad {auto} with dilations {dilation}: onnxruntime pads as if the kernel were not "
+                        "dilated, the ONNX spec as if it were, so the result is ambiguous; export with explicit pads")
+    if auto.startswith("SAME"):
+        for n, k, s in zip(_padded_sizes(x, pad), kernel, stride):
+            if (-(-n // s) - 1) * s + k - n < 0:
+                raise NodeError(f"auto_pad {auto} with kernel {k} smaller than stride {s} on an axis of {n}: "
+                                "ONNX's formula gives negative padding there (onnxruntime refuses it); export with "
+                                "explicit pads")
     if kind == "max":
         if pad is not None and not (pad.value == -math.inf or (pad.value <= 0 and x.nonnegative)):
             raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; max pooling pads "

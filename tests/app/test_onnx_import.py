@@ -388,6 +388,49 @@ def test_matches_onnxruntime(name: str) -> None:
     assert diff <= TOLERANCE, f"{name}: engine vs onnxruntime max abs difference {diff:.3g} > {TOLERANCE}\n{spec}"
 
 
+def test_random_sweep_of_conv_and_pool_parameters() -> None:
+    """Seeded random kernel/stride/padding/dilation/auto_pad/ceil_mode/count_include_pad combinations:
+    each either matches onnxruntime or is refused with a reason (never a silent mismatch)."""
+    rng = np.random.default_rng(2024)
+    matched, refused = 0, []
+    for trial in range(150):
+        op = ["MaxPool", "AveragePool", "Conv"][trial % 3]
+        size, k, s = int(rng.integers(3, 10)), int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        d = int(rng.integers(1, 3)) if op != "AveragePool" else 1
+        attrs: dict = {"strides": [s, s]}
+        auto = ["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"][int(rng.integers(0, 5))]
+        if auto == "NOTSET":
+            attrs["pads"] = [int(rng.integers(0, (d * (k - 1) + 1) // 2 + 1)) for _ in range(4)]
+        else:
+            attrs["auto_pad"] = auto
+        if op != "AveragePool":
+            attrs["dilations"] = [d, d]
+        b = Builder(["N", 2, size, size + 1], seed=trial)
+        if op == "Conv":
+            y = b.node("Conv", ["x", b.weight((3, 2, k, k)), b.weight((3,))], **attrs)
+        else:
+            attrs |= {"kernel_shape": [k, k], "ceil_mode": int(rng.integers(0, 2))}
+            if op == "AveragePool":
+                attrs["count_include_pad"] = int(rng.integers(0, 2))
+            y = b.node(op, ["x"], **attrs)
+        try:
+            model = b.build(y)
+            reference = run_onnxruntime(model, b.sample())
+        except Exception:  # onnxruntime (or the checker) refuses this combination itself: nothing to compare
+            continue
+        try:
+            spec, params, _ = import_onnx(model)
+        except OnnxImportError as error:
+            refused.append(f"{op} {attrs}: {error}")
+            continue
+        mine = Graph(spec).forward(b.sample(), params, keep_caches=False).output
+        assert mine.shape == reference.shape and np.abs(mine - reference).max() <= TOLERANCE, \
+            f"{op} on [2, 2, {size}, {size + 1}] with {attrs}: engine {mine.shape} vs onnxruntime {reference.shape}"
+        matched += 1
+    print(f"matched {matched}, refused {len(refused)}")
+    assert matched >= 100 and len(refused) <= 15, (matched, refused)
+
+
 def test_comparison_can_fail() -> None:
     """Negative control: a slightly wrong weight is caught at this tolerance."""
     builder, output = CASES["small_cnn"]()
