@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -18,6 +22,7 @@ from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
+from app.services.models import model_store_for
 
 DESCRIPTION = """\
 What happens inside a convolutional neural network, over HTTP: the architecture of every model (shapes,
@@ -50,10 +55,27 @@ def body_limits(settings: Settings):
     return limit_for
 
 
+def preload_models(settings: Settings) -> None:
+    """Load (and on first run convert) every built-in model, so the first request does not wait for it."""
+    store = model_store_for(settings.data_dir)
+    for model_id in store.builtins:
+        try:
+            store.get(model_id)
+        except Exception:  # a broken model must not stop the others; its requests will report the error
+            logging.getLogger("cnn_visualiser").exception("could not preload model '%s'", model_id)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to the environment's (``CNN_VIS_*``)."""
     settings = settings or get_settings()
-    app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.preload:
+            threading.Thread(target=preload_models, args=(settings,), name="preload-models", daemon=True).start()
+        yield
+
+    app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))

@@ -31,6 +31,11 @@ class Settings(BaseModel):
     training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once per worker (more: 429)")
     training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in memory per worker (oldest "
                                                          "finished ones are forgotten first)")
+    compute_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1,
+                               description="forward/backward passes run at once per worker; others queue "
+                                           "(bounds memory under load)")
+    compute_wait_s: float = Field(120.0, gt=0, description="how long a request may queue for a compute slot (then 503)")
+    preload: bool = Field(True, description="load the built-in models in the background at start-up")
     host: str = Field("127.0.0.1", description="address `cnn-visualiser serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
     workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")

@@ -16,6 +16,8 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,8 +68,9 @@ class RunStore:
     """Runs in memory (LRU, at most ``max_runs`` and ``max_bytes``) and their inputs on disk (``max_files``)."""
 
     def __init__(self, directory: Path, max_runs: int = 8, max_bytes: int = 512 * 1024 * 1024,
-                 max_files: int = 500) -> None:
+                 max_files: int = 500, compute: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
         self.directory = Path(directory)
+        self.compute = compute
         self.max_runs = max_runs
         self.max_bytes = max_bytes
         self.max_files = max_files
@@ -139,8 +142,9 @@ class RunStore:
         return run, cached
 
     def _compute(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
-        start = time.perf_counter()
-        trace = model.graph.forward(x, model.bundle.params, keep_caches=False)
+        with self.compute():
+            start = time.perf_counter()
+            trace = model.graph.forward(x, model.bundle.params, keep_caches=False)
         elapsed = (time.perf_counter() - start) * 1000
         run = Run(run_id, model.id, model.version, trace.activations, elapsed)
         self._remember(run)
@@ -174,12 +178,13 @@ _stores: dict[Path, RunStore] = {}
 _stores_lock = threading.Lock()
 
 
-def run_store_for(data_dir: Path, max_runs: int, max_bytes: int) -> RunStore:
+def run_store_for(data_dir: Path, max_runs: int, max_bytes: int,
+                  compute: Callable[[], AbstractContextManager[None]] = nullcontext) -> RunStore:
     """One run store per data directory per process."""
     key = Path(data_dir).resolve() / "runs"
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
             store = _stores[key] = RunStore(key, max_runs, max_bytes)
-        store.max_runs, store.max_bytes = max_runs, max_bytes
+        store.max_runs, store.max_bytes, store.compute = max_runs, max_bytes, compute
         return store

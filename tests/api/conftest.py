@@ -47,7 +47,8 @@ def tiny_bundle() -> ModelBundle:
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", max_upload_bytes=2 * 1024 * 1024, max_model_bytes=4 * 1024 * 1024,
-                    max_image_pixels=4_000_000, max_tensor_elements=1_000_000, run_cache_size=4)
+                    max_image_pixels=4_000_000, max_tensor_elements=1_000_000, run_cache_size=4, preload=False,
+                    compute_slots=2, compute_wait_s=30)
 
 
 @pytest.fixture

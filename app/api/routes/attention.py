@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query
 
-from app.api.deps import ModelDep, ModelInputDep, SettingsDep
+from app.api.deps import ComputeDep, ModelDep, ModelInputDep, SettingsDep
 from app.errors import ApiError
 from app.schemas.attention import AttentionResponse, MethodInfo, MethodList
 from app.services.inputs import INPUT_OPENAPI, prepare_input
@@ -37,6 +37,7 @@ def create_attention(
     model: ModelDep,
     model_input: ModelInputDep,
     settings: SettingsDep,
+    compute: ComputeDep,
     method: Annotated[str, Query(description="an attribution method (GET /api/attention/methods)")] = "gradcam",
     target: Annotated[int | None, Query(ge=0, description="class to explain (default: the top prediction)")] = None,
     layer: Annotated[str | None, Query(description="node id (default: the model's CAM layer)")] = None,
@@ -66,9 +67,10 @@ def create_attention(
         options["attention_node"] = model.bundle.attention_node
     if info.uses_layer and layer is None:
         layer = model.bundle.cam_layer
-    start = time.perf_counter()
-    result = explain(graph, model.bundle.params, prepared.x, method, target=target, layer=layer, **options)
-    elapsed = (time.perf_counter() - start) * 1000
+    with compute():
+        start = time.perf_counter()
+        result = explain(graph, model.bundle.params, prepared.x, method, target=target, layer=layer, **options)
+        elapsed = (time.perf_counter() - start) * 1000
     picture = prepared.picture if prepared.picture is not None else picture_of(
         prepared.x[0], model.bundle.preprocessing if takes_images(graph) else None)
     upsampled = np.asarray(result.input_map_normalized, dtype=np.float64)

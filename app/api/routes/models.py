@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, SettingsDep
+from app.api.deps import ComputeDep, ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, SettingsDep
 from app.errors import ApiError
 from app.schemas.models import ModelCreated, ModelDetail, ModelList, PredictResponse
 from app.schemas.runs import ActivationsResponse, NodeActivation
@@ -53,15 +53,16 @@ def read_model(model: ModelDep) -> ModelDetail:
 
 
 @router.post("/{model_id}/predict", response_model=PredictResponse, openapi_extra=INPUT_OPENAPI)
-def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep, top_k: TopK = 5
-                      ) -> PredictResponse:
+def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep, compute: ComputeDep,
+                      top_k: TopK = 5) -> PredictResponse:
     """The top-k classes for an image (multipart field `image`) or a .npy tensor."""
     prepared = prepare_input(model_input, model, settings.max_upload_bytes, settings.max_image_pixels,
                              settings.max_tensor_elements)
-    start = time.perf_counter()
-    trace = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False)
-    elapsed = (time.perf_counter() - start) * 1000
-    return PredictResponse(model_id=model.id, classes=top_classes(model, trace.output[0], top_k),
+    with compute():
+        start = time.perf_counter()
+        output = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False).output[0]
+        elapsed = (time.perf_counter() - start) * 1000
+    return PredictResponse(model_id=model.id, classes=top_classes(model, output, top_k),
                            input_shape=list(prepared.x.shape), elapsed_ms=elapsed)
 
 
@@ -94,7 +95,7 @@ def create_activations(model: ModelDep, model_input: ModelInputDep, settings: Se
     "responses": {"200": {"content": {NPY_MEDIA_TYPE: {}},
                           "description": "the output (or the chosen node's activation) as float32 .npy, "
                                          "batch axis included"}}})
-def create_forward(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep,
+def create_forward(model: ModelDep, model_input: ModelInputDep, settings: SettingsDep, compute: ComputeDep,
                    node: Annotated[str | None, Query(description="return this node's activation instead of the "
                                                                  "output")] = None) -> Response:
     """A .npy tensor in, the output (or one node's activation) out as .npy, for tools that preprocess themselves."""
@@ -112,10 +113,10 @@ def create_forward(model: ModelDep, model_input: ModelInputDep, settings: Settin
         if activations_size > 50 * settings.max_tensor_elements:
             raise ApiError(413, f"a batch of {x.shape[0]} needs {activations_size:,} activation values on this "
                                 "model: send a smaller batch")
-    start = time.perf_counter()
-    trace = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node)
-    elapsed = (time.perf_counter() - start) * 1000
-    out = trace.activations[node or model.graph.output_id]
+    with compute():
+        start = time.perf_counter()
+        out = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node).output
+        elapsed = (time.perf_counter() - start) * 1000
     return Response(to_npy(out), media_type=NPY_MEDIA_TYPE,
                     headers={"X-Shape": json.dumps(list(out.shape)), "X-Elapsed-Ms": f"{elapsed:.1f}",
                              "Content-Disposition": f'attachment; filename="{node or "output"}.npy"'})

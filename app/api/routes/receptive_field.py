@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter
 from PIL import Image
 
-from app.api.deps import ModelDep, ModelStoreDep, RunStoreDep
+from app.api.deps import ComputeDep, ModelDep, ModelStoreDep, RunStoreDep
 from app.errors import ApiError
 from app.schemas.receptive_field import EffectiveField, ReceptiveFieldRequest, ReceptiveFieldResponse
 from app.services.models import StoredModel
@@ -51,8 +51,8 @@ def effective_field(model: StoredModel, x: np.ndarray, node_id: str, index: list
 
 
 @router.post("/{model_id}/receptive-field", response_model=ReceptiveFieldResponse)
-def read_receptive_field(request: ReceptiveFieldRequest, model: ModelDep, runs: RunStoreDep, models: ModelStoreDep
-                         ) -> ReceptiveFieldResponse:
+def read_receptive_field(request: ReceptiveFieldRequest, model: ModelDep, runs: RunStoreDep, models: ModelStoreDep,
+                         compute: ComputeDep) -> ReceptiveFieldResponse:
     """The unit's box and centre in the input (Araujo et al., 2019), and its effective receptive field."""
     graph = model.graph
     if request.node not in graph.by_id:
@@ -76,7 +76,8 @@ def read_receptive_field(request: ReceptiveFieldRequest, model: ModelDep, runs: 
             x, name = run.input, f"run {request.run_id}"
         else:
             x, name = np.zeros((1, *graph.input_shape), dtype=np.float32), "zeros"
-        effective = effective_field(model, x, request.node, list(request.index) if full else spatial, name)
+        with compute():
+            effective = effective_field(model, x, request.node, list(request.index) if full else spatial, name)
     return ReceptiveFieldResponse(model_id=model.id, node=request.node, index=spatial,
                                   receptive_field=rf.to_dict(), box=[b.__dict__ for b in box.axes], note=box.note,
                                   effective=effective)
