@@ -136,8 +136,10 @@ def convert_conv_transpose(cx: ImportContext, node: onnx.NodeProto, node_id: str
         for n, k, s, d, op_, out in zip(in_sizes, kernel, stride, dilation, output_padding, wanted):
             total = s * (n - 1) + op_ + d * (k - 1) + 1 - out
             if total < 0:
-                raise NodeError(f"output_shape {wanted} is larger than the transposed convolution can make "
-                                "without output_padding; give output_padding instead")
+                asked = "output_shape" if "output_shape" in attrs else f"auto_pad {auto} (output = input × stride)"
+                raise NodeError(f"{asked} asks for output {wanted}, larger than this transposed convolution makes "
+                                "(negative padding, which the engine cannot express); export with explicit pads "
+                                "and output_padding")
             upper = auto == "SAME_UPPER"
             padding.append([total // 2, total - total // 2] if upper else [total - total // 2, total // 2])
     elif auto == "VALID":

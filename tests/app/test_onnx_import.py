@@ -431,6 +431,43 @@ def test_random_sweep_of_conv_and_pool_parameters() -> None:
     assert matched >= 100 and len(refused) <= 15, (matched, refused)
 
 
+def test_random_sweep_of_conv_transpose_parameters() -> None:
+    """As above for ConvTranspose: strides, dilations, groups, pads + output_padding, output_shape, auto_pad."""
+    rng = np.random.default_rng(7)
+    matched, refused = 0, []
+    for trial in range(100):
+        size, k = int(rng.integers(2, 7)), int(rng.integers(1, 5))
+        s, d = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        group, per_group = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        attrs: dict = {"strides": [s, s], "dilations": [d, d], "group": group}
+        mode = ["pads", "pads", "output_shape", "SAME_UPPER", "SAME_LOWER", "VALID"][trial % 6]
+        if mode == "pads":
+            attrs["pads"] = [int(rng.integers(0, k)) for _ in range(4)]
+            attrs["output_padding"] = [int(rng.integers(0, max(s, d))) for _ in range(2)]
+        elif mode == "output_shape":
+            attrs["output_shape"] = [size * s + int(rng.integers(-1, 2)), (size + 1) * s]
+        else:
+            attrs["auto_pad"] = mode
+        b = Builder(["N", 4, size, size + 1], seed=trial)
+        y = b.node("ConvTranspose", ["x", b.weight((4, per_group, k, k)), b.weight((per_group * group,))], **attrs)
+        try:
+            model = b.build(y)
+            reference = run_onnxruntime(model, b.sample())
+        except Exception:  # onnxruntime refuses this combination itself
+            continue
+        try:
+            spec, params, _ = import_onnx(model)
+        except OnnxImportError as error:
+            refused.append(f"{attrs}: {error}")
+            continue
+        mine = Graph(spec).forward(b.sample(), params, keep_caches=False).output
+        assert mine.shape == reference.shape and np.abs(mine - reference).max() <= TOLERANCE, \
+            f"ConvTranspose on [2, 4, {size}, {size + 1}] with {attrs}: engine {mine.shape} vs {reference.shape}"
+        matched += 1
+    print(f"matched {matched}, refused {len(refused)}")
+    assert matched >= 60 and len(refused) <= 15, (matched, refused)
+
+
 def test_comparison_can_fail() -> None:
     """Negative control: a slightly wrong weight is caught at this tolerance."""
     builder, output = CASES["small_cnn"]()
@@ -551,6 +588,10 @@ def test_unsupported_uses_of_known_operators_are_all_listed() -> None:
     (lambda b: b.node("Reshape", ["x", b.node("Concat", [b.const(np.array([0, 6], np.int64)), b.node(
         "Gather", [b.node("Shape", ["x"]), b.const(np.array([0], np.int64))])], axis=0)]), "from the batch size"),
     (lambda b: b.node("Unsqueeze", ["x", b.const(np.array([0], np.int64))]), "before the batch axis"),
+    (lambda b: b.node("MaxPool", ["x"], kernel_shape=[2, 2], dilations=[2, 2], auto_pad="SAME_UPPER"),
+     "the result is ambiguous"),
+    (lambda b: b.node("AveragePool", ["x"], kernel_shape=[1, 1], strides=[3, 3], auto_pad="SAME_UPPER",
+                      ceil_mode=1), "negative padding"),
     (lambda b: b.node("BatchNormalization", ["x", *[b.weight((3,)) for _ in range(4)]], outputs=["bn", "m", "v"],
                       training_mode=1)[0], "evaluation mode"),
 ])
