@@ -17,6 +17,7 @@ import base64
 import io
 import itertools
 import logging
+import math
 import secrets
 import threading
 import time
@@ -50,6 +51,11 @@ class Message:
     seq: int
     event: str
     data: dict[str, Any]
+
+
+def finite(value: float | None) -> float | None:
+    """``value``, or None when it is missing, NaN or infinite (JSON has no NaN)."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def png_data_url(rgb_or_grey: np.ndarray) -> str:
@@ -291,8 +297,8 @@ class JobManager:
         loss, accuracy = evaluate(job.graph, trainer.params, train[0][:EPOCH0_TRAIN_SAMPLES],
                                   train[1][:EPOCH0_TRAIN_SAMPLES])
         test_loss, test_accuracy = evaluate(job.graph, trainer.params, *test)
-        point = EpochPoint(epoch=0, loss=loss, accuracy=accuracy, test_loss=test_loss, test_accuracy=test_accuracy,
-                           elapsed=0.0)
+        point = EpochPoint(epoch=0, loss=finite(loss), accuracy=accuracy, test_loss=finite(test_loss),
+                           test_accuracy=test_accuracy, elapsed=0.0)
         with job.lock:
             job.epochs.append(point)
         job.post("epoch", point.model_dump())
@@ -314,8 +320,8 @@ class JobManager:
                            "batches": event.batches, "lr": event.lr, **progress})
 
     def _record_epoch(self, job: TrainingJobState, event: Progress) -> None:
-        point = EpochPoint(epoch=event.epoch, loss=event.loss, accuracy=event.accuracy, test_loss=event.test_loss,
-                           test_accuracy=event.test_accuracy, elapsed=event.elapsed)
+        point = EpochPoint(epoch=event.epoch, loss=finite(event.loss), accuracy=event.accuracy,
+                           test_loss=finite(event.test_loss), test_accuracy=event.test_accuracy, elapsed=event.elapsed)
         with job.lock:
             job.epochs.append(point)
             job.progress.update(epoch=event.epoch, step=event.step, elapsed=event.elapsed, eta=event.eta)
@@ -342,7 +348,8 @@ class JobManager:
             "feature_maps": [png_data_url(grey(m)) for m in maps],
             "sample": {"image": png_data_url(grey(x[0, 0])), "label": label,
                        "predicted": int(probabilities.argmax()),
-                       "probabilities": [round(float(p), 4) for p in probabilities]},
+                       "probabilities": [round(p, 4) if (p := finite(q)) is not None else None
+                                         for q in probabilities]},
         })
 
     # --- the finished network as a model -------------------------------------------------------

@@ -1,0 +1,148 @@
+"""The training lab: a job's settings (each toggle one of the lecture's training tips), its state and its events."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+
+#: field -> (lowest, highest) allowed; the error message quotes the range
+RANGES: dict[str, tuple[float, float]] = {
+    "depth": (1, 8),
+    "dropout_p": (0.05, 0.9),
+    "weight_decay": (1e-6, 0.1),
+    "lr": (1e-5, 1.0),
+    "batch_size": (4, 512),
+    "epochs": (1, 20),
+    "train_size": (100, 8000),
+    "test_size": (100, 2000),
+    "seed": (0, 2**31 - 1),
+}
+
+
+def _bounds(name: str) -> dict:
+    low, high = RANGES[name]
+    return {"json_schema_extra": {"minimum": low, "maximum": high}}
+
+
+class TrainingSettings(BaseModel):
+    """What to train and how. Bad values give 422 naming the field and its allowed range."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str | None = Field(None, max_length=60, description="a label for the job (default: from the settings)",
+                             examples=["plain, no batch norm"])
+    network: Literal["classic", "deep"] = Field(
+        "classic", description="'classic': the LeNet-style digit network (2 convolutions; pre-trained weights "
+                               "exist); 'deep': 2 × depth + 2 convolutions 3x3, where skip connections matter")
+    depth: int = Field(4, description="deep network only: blocks of two convolutions, 1 to 8", **_bounds("depth"))
+    batch_norm: bool = Field(False, description="batch normalisation after every convolution (tip: batch norm)")
+    skip_connections: bool = Field(False, description="deep network only: add each block's input to its output, "
+                                                      "as in ResNet (tip: skip connections)")
+    dropout: bool = Field(False, description="dropout before the classifier (tip: regularisation)")
+    dropout_p: float = Field(0.3, description="probability of zeroing a feature when dropout is on, 0.05 to 0.9",
+                             **_bounds("dropout_p"))
+    l2: bool = Field(False, description="L2 weight decay on conv and linear weights (tip: regularisation)")
+    weight_decay: float = Field(5e-4, description="L2 strength when l2 is on (PyTorch's weight_decay), 1e-6 to 0.1",
+                                **_bounds("weight_decay"))
+    pretrained: bool = Field(False, description="start from the shipped pre-trained weights and fine-tune "
+                                                "(classic network only) instead of from scratch (tip: pre-training)")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="'sgd': SGD with momentum 0.9; 'adam': Adam "
+                                                                 "(betas 0.9, 0.999)")
+    lr: float = Field(0.01, description="learning rate, 1e-5 to 1 (try 0.01 to 0.05 for SGD, 0.001 for Adam)",
+                      **_bounds("lr"))
+    batch_size: int = Field(64, description="digits per step, 4 to 512", **_bounds("batch_size"))
+    epochs: int = Field(3, description="passes over the training digits, 1 to 20", **_bounds("epochs"))
+    train_size: int = Field(2000, description="training digits used (of the 8,000 shipped), 100 to 8000",
+                            **_bounds("train_size"))
+    test_size: int = Field(1000, description="test digits evaluated after every epoch (of the 2,000), 100 to 2000",
+                           **_bounds("test_size"))
+    seed: int = Field(0, description="initialisation, shuffling and dropout: the same seed gives the same run",
+                      **_bounds("seed"))
+
+    @field_validator(*RANGES)
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        low, high = RANGES[info.field_name]
+        if not low <= value <= high:
+            raise ValueError(f"{info.field_name} must be from {low:g} to {high:g}, got {value:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _deep_only(self) -> TrainingSettings:
+        if self.network == "classic" and self.skip_connections:
+            raise ValueError("skip_connections needs network 'deep': the classic network has only two "
+                             "convolutions, too shallow for skip connections to matter")
+        if self.network == "deep" and self.pretrained:
+            raise ValueError("pretrained needs network 'classic': pre-trained weights are shipped for the classic "
+                             "network only; train the deep network from scratch")
+        return self
+
+
+class EpochPoint(BaseModel):
+    """Loss and accuracy after an epoch; epoch 0 is the network before training (both in inference mode)."""
+
+    epoch: int
+    loss: float | None = Field(None, description="training loss: mean over the epoch's batches (training mode)")
+    accuracy: float | None = Field(None, description="training accuracy, fraction correct")
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    elapsed: float = Field(..., description="seconds since the job started training")
+
+
+class BatchPoint(BaseModel):
+    """The running training loss and accuracy within an epoch, after a batch."""
+
+    step: int = Field(..., description="batches done since the start")
+    x: float = Field(..., description="position in epochs (epoch - 1 + batch / batches), for plotting")
+    loss: float
+    accuracy: float
+
+
+class JobProgress(BaseModel):
+    """Where a job is."""
+
+    epoch: int = 0
+    epochs: int
+    step: int = 0
+    steps: int = Field(..., description="batches in the whole run")
+    elapsed: float = Field(0.0, description="seconds spent training")
+    eta: float | None = Field(None, description="estimated seconds left (null until a batch is timed)")
+
+
+JobStatus = Literal["running", "done", "cancelled", "failed"]
+
+
+class TrainingJob(BaseModel):
+    """A training job: its settings, status, progress and curves."""
+
+    id: str = Field(..., examples=["a1b2c3d4"])
+    name: str
+    status: JobStatus
+    settings: TrainingSettings
+    network: str = Field(..., description="the network trained, in words")
+    param_count: int
+    pretrained_params: list[str] = Field(default_factory=list,
+                                         description="parameters copied from the shipped weights (fine-tuning)")
+    created_at: str
+    progress: JobProgress
+    epochs: list[EpochPoint] = Field(default_factory=list, description="epoch 0 (before training), 1, 2, ...")
+    batches: list[BatchPoint] = Field(default_factory=list, description="running training curve (thinned)")
+    error: str | None = Field(None, description="why the job failed")
+    model_id: str | None = Field(None, description="set once the network is opened as a model (POST .../model)")
+    events_url: str = Field(..., description="server-sent events of this job")
+
+
+class TrainingJobList(BaseModel):
+    """Every job kept by this server process, newest first."""
+
+    jobs: list[TrainingJob]
+    running: int = Field(..., description="jobs training now")
+    max_running: int = Field(..., description="at most this many train at once; more gives 429")
+
+
+class TrainedModel(BaseModel):
+    """The finished network, registered as a model until the server restarts."""
+
+    model_id: str = Field(..., examples=["trained-a1b2c3d4"])
+    explorer_url: str = Field(..., description="the explorer page with this model open")
