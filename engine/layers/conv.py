@@ -22,6 +22,7 @@ onto the input by ``col2im`` (one strided slice per kernel offset).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,22 +62,11 @@ def conv_padded(
     k_out, c_group = w.shape[:2]
     kernel = w.shape[2:]
     out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
-    spatial = len(kernel)
     if _is_depthwise(c, w, groups):
         multiplier = k_out // c
         if multiplier > 1:  # output channel k reads input channel k // multiplier
             xp = np.repeat(xp, multiplier, axis=1)
-        taps = w.reshape(k_out, -1)
-        out = np.empty((n, k_out, *out_sizes), dtype=np.result_type(xp, w))
-        tmp = np.empty_like(out)
-        for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
-            view = xp[(slice(None), slice(None), *window)]
-            if t == 0:
-                np.multiply(view, _bcast(taps[:, 0], spatial), out=out)
-            else:
-                np.multiply(view, _bcast(taps[:, t], spatial), out=tmp)
-                out += tmp
-        return out
+        return depthwise_padded(xp, w.reshape(k_out, -1), kernel, stride, dilation)
     positions = int(np.prod(out_sizes))
     if _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):
         cols = xp.reshape(n, groups, c_group, positions)
@@ -86,6 +76,48 @@ def conv_padded(
     # groups == 1: (K, C*taps) @ (N, C*taps, P), one BLAS call per sample
     out = np.matmul(weights[0], cols[:, 0]) if groups == 1 else np.matmul(weights, cols)
     return out.reshape(n, k_out, *out_sizes)
+
+
+def depthwise_padded(
+    xp: np.ndarray, taps: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> np.ndarray:
+    """Depthwise convolution of a padded input: xp: (N, C, *S), taps: (C, prod(k)) -> (N, C, *out).
+
+    One multiply-add per kernel offset of a whole shifted view of the input by one weight per channel.
+    To make every view one contiguous run per channel (long, fast inner loops instead of short strided
+    rows), the input is first split by stride phase (``xp[..., p::stride]``, a single copy when stride is 1),
+    each phase flattened over its spatial axes, and the output computed on a "wide" grid whose rows are
+    as long as the phase's: offset ``j`` then reads ``phase[(j * dilation) % stride]`` from flat position
+    ``sum((j * dilation) // stride * row_stride)`` on. The wide grid's extra columns are cut off at the end.
+    """
+    n, c = xp.shape[:2]
+    rows = n * c
+    out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
+    phase_sizes = [-(-size // s) for size, s in zip(xp.shape[2:], stride)]
+    phase_sizes[0] += 1  # one spare row: the wide grid's last row runs past the phase's end
+    starts = list(itertools.product(*(range(s) for s in stride)))
+    phases = np.zeros((len(starts), rows, *phase_sizes), dtype=xp.dtype)
+    for i, start in enumerate(starts):
+        part = xp[(slice(None), slice(None), *(slice(p, None, s) for p, s in zip(start, stride)))]
+        phases[(i, slice(None), *(slice(0, m) for m in part.shape[2:]))] = part.reshape(rows, *part.shape[2:])
+    phases = phases.reshape(len(starts), rows, -1)
+    row_strides = [int(np.prod(phase_sizes[a + 1:])) for a in range(len(phase_sizes))]
+    length = out_sizes[0] * row_strides[0]
+    weights = np.tile(taps.astype(xp.dtype, copy=False), (n, 1))  # (N * C, taps): one weight per row
+    out = np.empty((rows, length), dtype=xp.dtype)
+    tmp = np.empty_like(out)
+    for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
+        reach = [j * d for j, d in zip(offsets, dilation)]
+        phase = starts.index(tuple(r % s for r, s in zip(reach, stride)))
+        begin = sum((r // s) * rs for r, s, rs in zip(reach, stride, row_strides))
+        view = phases[phase, :, begin:begin + length]
+        if t == 0:
+            np.multiply(view, weights[:, :1], out=out)
+        else:
+            np.multiply(view, weights[:, t:t + 1], out=tmp)
+            out += tmp
+    wide = out.reshape(n, c, out_sizes[0], *phase_sizes[1:])
+    return np.ascontiguousarray(wide[(slice(None), slice(None), slice(None), *(slice(0, m) for m in out_sizes[1:]))])
 
 
 def conv_padded_input_grad(
