@@ -33,6 +33,8 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 #: stands for a dynamic batch size in shapes computed while importing (Shape -> Gather -> Concat -> Reshape);
 #: any arithmetic on it gives a value no valid shape holds, so such a shape is refused, never misread
 BATCH_SIZE = -(2**40) - 17
+#: graph names exporters write whatever the model is: not worth showing as the model's name
+_EXPORTER_GRAPH_NAMES = {"", "torch_jit", "torch-jit-export", "main_graph", "tf2onnx", "graph", "model"}
 
 
 class OnnxImportError(ValueError):
@@ -319,7 +321,8 @@ def import_onnx(data: bytes | str | os.PathLike,
     """Read an ONNX model into ``(spec, params, info)``.
 
     ``data``: the ``.onnx`` file's bytes, or its path. ``name``: a display name (default: the ONNX
-    graph's name, else the file name).
+    graph's name unless it is an exporter's stock name such as ``main_graph``, else the file name,
+    else None).
 
     ``spec`` builds with ``engine.graph.Graph(spec)``; ``params`` are float32 arrays keyed
     ``"<node id>.<name>"``. ``info`` (JSON-serialisable) holds ``name``, ``producer``, ``opset``,
@@ -409,8 +412,9 @@ def import_onnx(data: bytes | str | os.PathLike,
 
     kept = {n["id"] for n in spec["nodes"]}
     from_file = None if isinstance(data, bytes | bytearray | memoryview) else os.path.basename(os.fspath(data))
+    graph_name = model.graph.name if model.graph.name not in _EXPORTER_GRAPH_NAMES else None
     info = {
-        "name": name or model.graph.name or from_file or "ONNX model",
+        "name": name or graph_name or from_file,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "opset": opset,
         "ir_version": int(model.ir_version),

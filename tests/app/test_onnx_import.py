@@ -520,8 +520,12 @@ def test_reads_a_path(tmp_path) -> None:
     builder, output = CASES["relu"]()
     path = tmp_path / "relu.onnx"
     path.write_bytes(builder.build(output))
-    spec, _, _ = import_onnx(path)
-    assert spec["nodes"][0]["op"] == "relu"
+    spec, _, info = import_onnx(path)
+    assert spec["nodes"][0]["op"] == "relu" and info["name"] == "test"
+    builder.name = "main_graph"  # an exporter's stock name says nothing: the file name is used
+    path.write_bytes(builder.build(output))
+    assert import_onnx(path)[2]["name"] == "relu.onnx"
+    assert import_onnx(path.read_bytes())[2]["name"] is None
 
 
 def test_same_upper_stays_same_and_same_lower_is_explicit() -> None:
