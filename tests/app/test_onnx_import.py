@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime", reason="onnxruntime (a test-only reference) is not installed")
 
 from app.importers import OnnxImportError, import_onnx
 from engine.graph import Graph
