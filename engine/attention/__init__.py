@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.attention import cam as cams
 from engine.attention import gradients as grad_methods
+from engine.attention.budget import plan
 from engine.attention.common import (
     AttributionError,
     AttributionMap,
@@ -90,18 +91,20 @@ _LAYER_CAMS = {
 
 
 def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: str, target: int | None = None,
-            layer: str | None = None, **options: Any) -> AttributionMap:
+            layer: str | None = None, max_macs: int | None = None, **options: Any) -> AttributionMap:
     """Run ``method`` on ``x: (1, C, H, W)`` for class ``target`` (default: the top prediction) at node
     ``layer`` (default: the last spatial layer before pooling; ignored by gradient methods).
 
     Options: ``batch_size``; Score-CAM ``max_channels``; SmoothGrad ``samples``, ``noise_level``;
     Integrated Gradients ``steps``; occlusion ``window``, ``stride``, ``baseline``; learned attention
     ``attention_node``; effective receptive field ``unit`` (channel, row, column; default: every channel
-    at the centre).
+    at the centre). ``max_macs`` bounds the work (see ``budget.plan``): many-pass defaults shrink to fit
+    it and explicit options beyond it are refused.
     """
     if method not in METHODS:
         raise AttributionError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
     check_single_input(graph, x)
+    options = plan(graph, method, options, max_macs, layer)
     hw = input_hw(graph)
     info = METHODS[method]
     extras: dict[str, Any] = {}

@@ -234,3 +234,20 @@ def test_bilinear_resize_matches_pytorch(torch_or_skip):
     theirs = torch.nn.functional.interpolate(torch.from_numpy(maps)[None], size=(224, 160), mode="bilinear",
                                              align_corners=False)[0].numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-10)
+
+
+def test_a_work_budget_shrinks_many_pass_defaults_and_refuses_explicit_excess():
+    from engine.attention.budget import graph_macs, plan
+
+    graph = Graph(NET1)
+    per_pass = graph_macs(graph)  # conv 2*1*4 = 8 MACs + linear 2*2 = 4 MACs
+    assert per_pass == 12
+    # Integrated Gradients costs 2 + 3 * steps units: 20 units allow 6 steps
+    assert plan(graph, "integrated_gradients", {}, max_macs=20 * per_pass)["steps"] == 6
+    assert plan(graph, "integrated_gradients", {}, max_macs=None)["steps"] == 64
+    with pytest.raises(AttributionError, match="use steps <= 6"):
+        plan(graph, "integrated_gradients", {"steps": 7}, max_macs=20 * per_pass)
+    with pytest.raises(AttributionError, match="larger stride"):
+        plan(graph, "occlusion", {"window": 1, "stride": 1}, max_macs=3 * per_pass)  # 4 windows + 1 > 3
+    result = explain(graph, NET1_PARAMS, X1, "integrated_gradients", max_macs=20 * per_pass)
+    assert result.extras["steps"] == 6
