@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
+from app.core.memory import limit_malloc_arenas
 from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
 from app.services.models import model_store_for
@@ -68,6 +69,7 @@ def preload_models(settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to the environment's (``CNN_VIS_*``)."""
     settings = settings or get_settings()
+    limit_malloc_arenas(settings.malloc_arenas)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

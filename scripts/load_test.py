@@ -146,6 +146,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--rounds", type=int, default=2, help="bursts of requests (memory must not grow between)")
     parser.add_argument("--data-dir", default=str(ROOT / "data"), help="server data dir (holds the weight cache)")
     args = parser.parse_args()
 
@@ -168,25 +169,29 @@ def main() -> int:
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            results = list(pool.map(lambda _: predict(url, body, content_type), range(args.requests)))
-        wall = time.perf_counter() - start
+        results, rss_after, wall = [], [], 0.0
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                results += list(pool.map(lambda _: predict(url, body, content_type), range(args.requests)))
+            wall += time.perf_counter() - start
+            rss_after.append(rss_mb(server.process.pid))
         done.set()
         watcher.join()
-        rss_after = rss_mb(server.process.pid)
 
     latencies = [r[0] * 1000 for r in results]
     errors = [r for r in results if r[1] != 200]
     labels = {r[2] for r in results if r[1] == 200}
-    print(f"{args.requests} predict requests on {MODEL}, {args.concurrency} at once, {args.workers} worker(s), "
+    print(f"{args.rounds} x {args.requests} predict requests on {MODEL}, {args.concurrency} at once, "
+          f"{args.workers} worker(s), "
           f"640x480 JPEG, {os.cpu_count()} CPUs")
     print(f"errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else "") + f"; top-1 labels: {sorted(labels)}")
     print(f"latency ms: p50 {percentile(latencies, 50):.0f}, p90 {percentile(latencies, 90):.0f}, "
           f"p99 {percentile(latencies, 99):.0f}, max {max(latencies):.0f}, mean {statistics.mean(latencies):.0f}")
-    print(f"throughput: {args.requests / wall:.2f} requests/s over {wall:.1f} s")
+    print(f"throughput: {len(results) / wall:.2f} requests/s over {wall:.1f} s")
+    after = ", ".join(f"{r:.0f}" for r in rss_after)
     print(f"server resident memory MB: at start {rss_start:.0f}, after warm-up {rss_before:.0f}, "
-          f"peak {max(peak):.0f}, after {rss_after:.0f}")
+          f"peak {max(peak):.0f}, after each round {after}")
     return 1 if errors else 0
 
 

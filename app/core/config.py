@@ -35,6 +35,8 @@ class Settings(BaseModel):
                                description="forward/backward passes run at once per worker; others queue "
                                            "(bounds memory under load)")
     compute_wait_s: float = Field(120.0, gt=0, description="how long a request may queue for a compute slot (then 503)")
+    malloc_arenas: int = Field(2, ge=0, description="cap on glibc malloc arenas (bounds memory under concurrent "
+                                                  "load; 0 leaves the C library's default)")
     preload: bool = Field(True, description="load the built-in models in the background at start-up")
     host: str = Field("127.0.0.1", description="address `cnn-visualiser serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")

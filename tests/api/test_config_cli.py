@@ -34,3 +34,13 @@ def test_serve_passes_arguments_to_uvicorn(monkeypatch):
 def test_cli_needs_a_command():
     with pytest.raises(SystemExit):
         cli.main([])
+
+
+def test_malloc_arenas_are_capped_on_glibc():
+    import platform
+
+    from app.core.memory import limit_malloc_arenas
+
+    applied = limit_malloc_arenas(2)
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert limit_malloc_arenas(0) is False
