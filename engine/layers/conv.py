@@ -13,11 +13,12 @@ How it is computed (the fast path; ``engine.layers.naive`` has the loop version 
   offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
   matrix product per group (and sample);
 * 1x1 kernels with stride 1: the input itself is the patch matrix, no copy;
-* depthwise (``groups == C`` and one input channel per group): ``prod(k)`` multiply-adds of shifted,
-  strided views of the input with per-channel weights, no patch matrix at all.
+* depthwise (``groups == C`` and one input channel per group): one small product per channel,
+  ``(1, prod(k)) @ (prod(k), positions)``, over patch rows cut as long contiguous runs from the input
+  split by stride phase (see ``depthwise_padded``), a few channels at a time: no giant patch matrix.
 
-Backward uses the same three paths: ``dw`` is ``dout @ patches^T``, ``dx`` is ``w^T @ dout`` added back
-onto the input by ``col2im`` (one strided slice per kernel offset).
+Backward: ``dw`` is ``dout @ patches^T``, ``dx`` is ``w^T @ dout`` added back onto the input by ``col2im``
+(one strided slice per kernel offset); depthwise backward multiplies and adds shifted, strided views.
 """
 
 from __future__ import annotations
@@ -78,17 +79,21 @@ def conv_padded(
     return out.reshape(n, k_out, *out_sizes)
 
 
+_DEPTHWISE_CHUNK = 1 << 18  # patch elements per chunk of channels (1 MiB in float32): stays in cache
+
+
 def depthwise_padded(
     xp: np.ndarray, taps: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
 ) -> np.ndarray:
     """Depthwise convolution of a padded input: xp: (N, C, *S), taps: (C, prod(k)) -> (N, C, *out).
 
-    One multiply-add per kernel offset of a whole shifted view of the input by one weight per channel.
-    To make every view one contiguous run per channel (long, fast inner loops instead of short strided
-    rows), the input is first split by stride phase (``xp[..., p::stride]``, a single copy when stride is 1),
-    each phase flattened over its spatial axes, and the output computed on a "wide" grid whose rows are
-    as long as the phase's: offset ``j`` then reads ``phase[(j * dilation) % stride]`` from flat position
-    ``sum((j * dilation) // stride * row_stride)`` on. The wide grid's extra columns are cut off at the end.
+    Each channel is its own small matrix product, ``(1, prod(k)) @ (prod(k), positions)``, over a patch
+    matrix of that channel alone. To build the patch rows from long contiguous runs (not short strided
+    image rows), the input is split by stride phase (``xp[..., p::stride]``; one phase when stride is 1)
+    and each phase flattened over its spatial axes; the output is computed on a "wide" grid whose rows
+    are as long as the phase's, so that kernel offset ``j`` reads ``phase[(j * dilation) % stride]`` as one
+    run starting at flat position ``sum((j * dilation) // stride * row_stride)``. The wide grid's extra
+    columns are cut off at the end. Channels go in chunks so that the patch matrix stays in cache.
     """
     n, c = xp.shape[:2]
     rows = n * c
@@ -103,19 +108,21 @@ def depthwise_padded(
     phases = phases.reshape(len(starts), rows, -1)
     row_strides = [int(np.prod(phase_sizes[a + 1:])) for a in range(len(phase_sizes))]
     length = out_sizes[0] * row_strides[0]
-    weights = np.tile(taps.astype(xp.dtype, copy=False), (n, 1))  # (N * C, taps): one weight per row
-    out = np.empty((rows, length), dtype=xp.dtype)
-    tmp = np.empty_like(out)
-    for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
+    reads = []  # per kernel offset: which phase, and where its run begins
+    for offsets in itertools.product(*(range(k) for k in kernel)):
         reach = [j * d for j, d in zip(offsets, dilation)]
         phase = starts.index(tuple(r % s for r, s in zip(reach, stride)))
-        begin = sum((r // s) * rs for r, s, rs in zip(reach, stride, row_strides))
-        view = phases[phase, :, begin:begin + length]
-        if t == 0:
-            np.multiply(view, weights[:, :1], out=out)
-        else:
-            np.multiply(view, weights[:, t:t + 1], out=tmp)
-            out += tmp
+        reads.append((phase, sum((r // s) * rs for r, s, rs in zip(reach, stride, row_strides))))
+
+    weights = np.tile(taps.astype(xp.dtype, copy=False), (n, 1))[:, None, :]  # (N * C, 1, taps)
+    out = np.empty((rows, 1, length), dtype=xp.dtype)
+    chunk = max(1, min(rows, _DEPTHWISE_CHUNK // (len(reads) * length)))
+    patches = np.empty((chunk, len(reads), length), dtype=xp.dtype)
+    for r0 in range(0, rows, chunk):
+        r1 = min(rows, r0 + chunk)
+        for t, (phase, begin) in enumerate(reads):
+            patches[:r1 - r0, t] = phases[phase, r0:r1, begin:begin + length]
+        np.matmul(weights[r0:r1], patches[:r1 - r0], out=out[r0:r1])
     wide = out.reshape(n, c, out_sizes[0], *phase_sizes[1:])
     return np.ascontiguousarray(wide[(slice(None), slice(None), slice(None), *(slice(0, m) for m in out_sizes[1:]))])
 
