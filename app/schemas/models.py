@@ -113,6 +113,26 @@ class ModelDetail(ModelSummary):
     architecture: Architecture
 
 
+class ParamInfo(BaseModel):
+    """One parameter (or buffer) of a model."""
+
+    name: str = Field(..., description="'<node id>.<param name>'", examples=["conv1.weight"])
+    node: str = Field(..., examples=["conv1"])
+    shape: list[int] = Field(..., description="e.g. (out_channels, in_channels / groups, kh, kw) for a conv weight",
+                             examples=[[8, 1, 5, 5]])
+    trainable: bool = Field(..., description="false for buffers (batch norm's running statistics)")
+    min: float
+    max: float
+    npy_url: str = Field(..., examples=["/api/models/digits_classic/params/conv1.weight.npy"])
+
+
+class ParamList(BaseModel):
+    """Every parameter and buffer of a model, in node order."""
+
+    model_id: str
+    params: list[ParamInfo]
+
+
 class PredictResponse(BaseModel):
     """The top-k classes for one input."""
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app.api.deps import ComputeDep, ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, SettingsDep
 from app.errors import ApiError
-from app.schemas.models import ModelCreated, ModelDetail, ModelList, PredictResponse
+from app.schemas.models import ModelCreated, ModelDetail, ModelList, ParamInfo, ParamList, PredictResponse
 from app.schemas.runs import ActivationsResponse, NodeActivation
 from app.services.architecture import architecture_of
 from app.services.inputs import INPUT_OPENAPI, prepare_input
@@ -50,6 +50,31 @@ def list_models(store: ModelStoreDep) -> ModelList:
 def read_model(model: ModelDep) -> ModelDetail:
     """The architecture: per node its op, attributes, inputs, output shape, parameters, MACs, receptive field."""
     return ModelDetail(**summarise(model), labels=list(model.bundle.labels), architecture=architecture_of(model.graph))
+
+
+@router.get("/{model_id}/params", response_model=ParamList)
+def list_params(model: ModelDep) -> ParamList:
+    """Every parameter and buffer: name, node, shape, range, and where to fetch its values."""
+    trainable = set(model.graph.trainable_names())
+    params = []
+    for name, shape in model.graph.param_shapes().items():
+        value = model.bundle.params[name]
+        params.append(ParamInfo(name=name, node=name.rsplit(".", 1)[0], shape=list(shape), trainable=name in trainable,
+                                min=float(value.min()) if value.size else 0.0,
+                                max=float(value.max()) if value.size else 0.0,
+                                npy_url=f"/api/models/{model.id}/params/{name}.npy"))
+    return ParamList(model_id=model.id, params=params)
+
+
+@router.get("/{model_id}/params/{name}.npy", response_class=Response,
+            responses={200: {"content": {NPY_MEDIA_TYPE: {}}, "description": "the parameter as float32 .npy"}})
+def read_param(model: ModelDep, name: str) -> Response:
+    """One parameter's values (e.g. conv1.weight, shape (K, C / groups, kh, kw)) as float32 .npy."""
+    if name not in model.bundle.params:
+        raise ApiError(404, f"model '{model.id}' has no parameter '{name}': GET /api/models/{model.id}/params "
+                            "lists them")
+    return Response(to_npy(model.bundle.params[name]), media_type=NPY_MEDIA_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{name}.npy"'})
 
 
 @router.post("/{model_id}/predict", response_model=PredictResponse, openapi_extra=INPUT_OPENAPI)

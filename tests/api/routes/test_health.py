@@ -43,3 +43,31 @@ def test_oversized_streamed_body_is_413(client, settings):
     response = client.post("/api/arithmetic/output-size", content=chunks(),
                            headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+def test_unexpected_errors_are_json_without_a_traceback(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    app = create_app(settings)
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/boom")
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert "secret internals" not in detail and "Traceback" not in detail and "bug" in detail
+
+
+def test_every_api_operation_is_documented(client):
+    schema = client.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/api/") or path.startswith("/api/training"):
+            continue
+        for method, operation in operations.items():
+            assert operation.get("description") or operation.get("summary"), (method, path)
+            assert operation["operationId"], (method, path)

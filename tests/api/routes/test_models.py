@@ -187,3 +187,17 @@ def test_forward_refuses_images_and_unknown_nodes(client):
     wrong = client.post("/api/models/tiny/forward", content=npy_bytes(np.zeros((1, 2, 12, 12), np.float32)),
                         headers=NPY)
     assert wrong.status_code == 422
+
+
+def test_params_are_listed_and_served(client):
+    bundle = tiny_bundle()
+    data = client.get("/api/models/tiny/params").json()
+    names = [p["name"] for p in data["params"]]
+    assert names == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"]
+    conv1 = data["params"][0]
+    assert conv1["shape"] == [4, 1, 3, 3] and conv1["node"] == "conv1" and conv1["trainable"] is True
+    assert conv1["min"] == float(bundle.params["conv1.weight"].min())
+    response = client.get(conv1["npy_url"])
+    np.testing.assert_array_equal(npy_load(response.content), bundle.params["conv1.weight"])
+    missing = client.get("/api/models/tiny/params/conv1.gamma.npy")
+    assert missing.status_code == 404 and "params" in missing.json()["detail"]
