@@ -38,7 +38,8 @@ const network = new NetworkView($("network"), {
       const ms = performance.now() - startedAt;
       window.cnnVis.firstFeatureMapMs = ms;
       const server = run?.elapsed_ms ? `forward pass ${Math.round(run.elapsed_ms)} ms on the server; ` : "";
-      $("timing").textContent = `${server}first feature maps on screen ${Math.round(ms)} ms after the image was chosen.`;
+      $("timing").textContent = `${server}answer after ${Math.round(window.cnnVis.responseMs)} ms; ` +
+        `first feature maps on screen ${Math.round(ms)} ms after the image was chosen.`;
     }
     if (state.values.unit.length) refreshHighlight();
   },
@@ -154,10 +155,13 @@ function classifyDrawing() {
 }
 
 /** Send an image to the model: every node's activation, then the columns and the prediction. */
+let runToken = 0;
 async function runImage(blob, name, { keepStart = false } = {}) {
+  const token = ++runToken; // a newer image wins: answers to older requests are dropped
   if (!keepStart) startedAt = performance.now();
-  firstMapLogged = false;
+  firstMapLogged = true; // until this image's columns exist: maps of the previous image still arriving don't count
   window.cnnVis.firstFeatureMapMs = null;
+  window.cnnVis.responseMs = null;
   currentInput = { blob, name };
   clearError();
   const preview = $("input-preview");
@@ -168,14 +172,19 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   $("input-caption").textContent = name;
   const form = new FormData();
   form.append("image", blob, name.includes(".") ? name : `${name}.png`);
+  let answer;
   try {
-    run = await api(`/api/models/${encodeURIComponent(state.values.model)}/activations`, {
+    answer = await api(`/api/models/${encodeURIComponent(state.values.model)}/activations`, {
       body: form, label: "Running the network…",
     });
   } catch (err) {
-    showError(err, `running ${state.values.model} on ${name}`);
+    if (token === runToken) showError(err, `running ${state.values.model} on ${name}`);
     return;
   }
+  if (token !== runToken) return;
+  run = answer;
+  firstMapLogged = false;
+  window.cnnVis.responseMs = performance.now() - startedAt;
   renderNetwork();
   if (run.classes) drawBars($("predictions"), run.classes);
   else predict(blob, name);
@@ -215,6 +224,19 @@ function renderNetwork() {
     if (node.op.startsWith("conv") && next.length === 1 && archById.get(next[0])?.op === "batch_norm") return false;
     return true;
   });
+  // in "main" mode a convolution's batch norm and activation share one column: note what it stands for
+  const shown = new Set(visible.map((n) => n.id));
+  visible = visible.map((node) => {
+    const chain = [];
+    let id = node.id;
+    for (;;) {
+      const inputs = archById.get(id)?.inputs ?? [];
+      if (inputs.length !== 1 || inputs[0] === "input" || shown.has(inputs[0])) break;
+      chain.unshift(inputs[0]);
+      id = inputs[0];
+    }
+    return chain.length ? { ...node, chain } : node;
+  });
   network.show(run, visible, archById);
   const wanted = state.values.layer;
   animator.setSteps(visible.length, Math.max(0, visible.findIndex((n) => n.id === wanted)));
@@ -237,10 +259,18 @@ function renderLayer(index) {
   const node = visible[index];
   if (!node) return;
   network.setStep(index, { reveal: animator.playing || state.values.lecture });
-  const archNode = archById.get(node.id) ?? { op: node.op, output_shape: node.shape };
+  // a collapsed column (convolution → batch norm → activation) is explained by its first node, then the rest
+  const head = node.chain ? archById.get(node.chain[0]) : archById.get(node.id);
+  const archNode = head ?? { op: node.op, output_shape: node.shape };
   const inputs = (archNode.inputs ?? []).map((id) => run.nodes.find((n) => n.id === id)?.shape);
-  $("lesson-title").textContent = `${index + 1}. ${TITLES[node.op] ?? node.op} · ${node.id}`;
-  $("lesson-text").textContent = lesson({ ...archNode, op: node.op, output_shape: node.shape }, node, inputs[0]);
+  const ops = [...(node.chain ?? []).map((id) => archById.get(id)?.op), node.op];
+  $("lesson-title").textContent = `${index + 1}. ${ops.map((op) => TITLES[op] ?? op).join(" → ")} · ${node.id}`;
+  let text = lesson({ ...archNode, output_shape: archNode.output_shape ?? node.shape }, node, inputs[0]);
+  if (node.chain) {
+    const rest = ops.slice(1).map((op) => TITLES[op] ?? op).join(" and ");
+    text += ` Then ${rest}, number by number (shown here: the result after ${TITLES[node.op] ?? node.op}).`;
+  }
+  $("lesson-text").textContent = text;
   if (state.values.layer !== node.id) state.set({ layer: node.id }, { silent: true });
 }
 

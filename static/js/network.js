@@ -60,6 +60,7 @@ export class NetworkView {
     this.generation += 1;
     this.observer.disconnect();
     this.run = run;
+    this.archById = archById;
     this.columns = [];
     this.byId.clear();
     const fragment = document.createDocumentFragment();
@@ -71,6 +72,14 @@ export class NetworkView {
     });
     this.container.replaceChildren(fragment);
     for (const column of this.columns) this.observer.observe(column.element);
+    // the first columns are on screen at once: fetch them now rather than after the observer's first callback,
+    // the first layer's maps before the input's (they are what the user waits for)
+    const [input, first, ...rest] = this.columns;
+    Promise.resolve(first && this.load(first)).finally(() => [input, ...rest.slice(0, 3)].forEach((c) => this.load(c)));
+  }
+
+  archOp(id) {
+    return this.archById?.get(id)?.op ?? id;
   }
 
   makeColumn(node, arch, index) {
@@ -83,7 +92,8 @@ export class NetworkView {
     title.textContent = node.id;
     const op = document.createElement("span");
     op.className = "op";
-    op.textContent = TITLES[node.op] ?? node.op;
+    op.textContent = [...(node.chain ?? []).map((id) => TITLES[this.archOp(id)] ?? this.archOp(id)), TITLES[node.op] ?? node.op]
+      .map((t) => t.replace("Batch normalisation", "BN")).join(" → ");
     const shape = document.createElement("span");
     shape.className = "shape mono";
     shape.textContent = shapeText(node.shape);
@@ -202,6 +212,13 @@ export class NetworkView {
           if (y1 < y0 || x1 < x0) continue;
           ctx.fillRect(t.x + x0, t.y + y0, x1 - x0 + 1, y1 - y0 + 1);
           ctx.strokeRect(t.x + x0, t.y + y0, x1 - x0 + 1, y1 - y0 + 1);
+          const ring = column.canvas.width / 25;
+          if (Math.max(x1 - x0, y1 - y0) + 1 < ring) {
+            // a field a few pixels wide would vanish at column size: ring it so it can be found
+            ctx.beginPath();
+            ctx.arc(t.x + (x0 + x1 + 1) / 2, t.y + (y0 + y1 + 1) / 2, ring, 0, 2 * Math.PI);
+            ctx.stroke();
+          }
         }
       }
       if (unit && unit.node === column.node.id && unit.y !== null) {

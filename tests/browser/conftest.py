@@ -90,8 +90,10 @@ class ConsoleLog:
     def __init__(self) -> None:
         self.errors: list[str] = []
 
-    def check(self) -> None:
-        assert not self.errors, "the page logged errors:\n" + "\n".join(self.errors)
+    def check(self, ignore: tuple[str, ...] | list[str] = ()) -> None:
+        """Fail on any error logged, except those containing one of ``ignore`` (expected refusals)."""
+        errors = [e for e in self.errors if not any(part in e for part in ignore)]
+        assert not errors, "the page logged errors:\n" + "\n".join(errors)
 
 
 @pytest.fixture

@@ -1,0 +1,437 @@
+// The training lab: two run forms (A and B) -> one state object in the URL -> training jobs on the server
+// (POST /api/training/jobs), followed through server-sent events. Every number drawn comes from the events;
+// the curves of both runs share one pair of charts. Request and event shapes: app/schemas/training.py and
+// app/api/routes/training.py.
+import { api, clearError, showError } from "./api.js";
+import { createState } from "./state.js";
+
+const $ = (id) => document.getElementById(id);
+const RUNS = ["a", "b"];
+const COLORS = { a: "#1f5fbf", b: "#c2410c" };
+
+// one run's settings, as the API names them (TrainingSettings)
+const RUN_DEFAULTS = {
+  network: "classic", depth: 4, batch_norm: false, skip_connections: false, dropout: false, dropout_p: 0.3,
+  l2: false, weight_decay: 0.0005, pretrained: false, optimizer: "sgd", lr: 0.05, batch_size: 64, epochs: 3,
+  train_size: 2000, seed: 0,
+};
+
+const DEFAULTS = { compare: false, a_job: "", b_job: "" };
+for (const run of RUNS) for (const [key, value] of Object.entries(RUN_DEFAULTS)) DEFAULTS[`${run}_${key}`] = value;
+
+// ready-made comparisons: what A and B differ in, and what to look for
+const PRESETS = {
+  skip: {
+    a: { network: "deep", depth: 6, lr: 0.05 },
+    b: { network: "deep", depth: 6, lr: 0.05, skip_connections: true },
+    note: "Two 14-convolution networks, identical but for the skip connections. Without them the gradient fades on "
+      + "its way back through the layers and the plain network hardly learns; with them it trains at once.",
+  },
+  bn: {
+    a: { network: "deep", depth: 4, lr: 0.05 },
+    b: { network: "deep", depth: 4, lr: 0.05, batch_norm: true },
+    note: "The same 10-convolution network with and without batch normalisation: with it, the loss falls sooner "
+      + "and more steadily at the same learning rate.",
+  },
+  pretrained: {
+    a: { network: "classic", train_size: 500, epochs: 3 },
+    b: { network: "classic", train_size: 500, epochs: 3, pretrained: true },
+    note: "500 digits only. The pre-trained network starts where the other hopes to end (look at epoch 0); "
+      + "fine-tuning keeps it there.",
+  },
+  regularisation: {
+    a: { network: "classic", train_size: 200, epochs: 15, lr: 0.05 },
+    b: { network: "classic", train_size: 200, epochs: 15, lr: 0.05, l2: true, weight_decay: 0.005, dropout: true,
+      dropout_p: 0.5 },
+    note: "200 digits, 15 epochs: enough to memorise them. Watch the gap between training accuracy (dashed) and "
+      + "test accuracy (solid): regularisation keeps it smaller.",
+  },
+};
+
+const state = createState(DEFAULTS, onStateChange);
+const runs = { a: emptyRun(), b: emptyRun() };
+let drawQueued = false;
+
+function emptyRun() {
+  return { job: null, epochs: [], batches: [], status: "idle", progress: null, source: null };
+}
+
+// --- forms <-> state ----------------------------------------------------------------------------------
+function controls(run) {
+  return [...$(`form-${run}`).querySelectorAll("[data-key]")];
+}
+
+function readControl(el) {
+  if (el.type === "checkbox") return el.checked;
+  const fallback = RUN_DEFAULTS[el.dataset.key];
+  return typeof fallback === "number" ? Number(el.value) : el.value;
+}
+
+function showControls() {
+  for (const run of RUNS) {
+    for (const el of controls(run)) {
+      const value = state.values[`${run}_${el.dataset.key}`];
+      if (el.type === "checkbox") el.checked = Boolean(value);
+      else el.value = String(value);
+    }
+    const network = state.values[`${run}_network`];
+    for (const el of $(`form-${run}`).querySelectorAll("[data-only]")) el.hidden = el.dataset.only !== network;
+    $(`${run}-depth-out`).textContent = `${state.values[`${run}_depth`]} (${2 * state.values[`${run}_depth`] + 2} conv)`;
+    $(`${run}-epochs-out`).textContent = state.values[`${run}_epochs`];
+    $(`${run}-weight_decay`).disabled = !state.values[`${run}_l2`];
+    $(`${run}-dropout_p`).disabled = !state.values[`${run}_dropout`];
+  }
+  const compare = state.values.compare;
+  $("compare").checked = compare;
+  $("panel-b").hidden = !compare;
+  $("pictures-b").hidden = !compare;
+  $("both-row").hidden = !compare;
+}
+
+function onStateChange() {
+  showControls();
+  queueDraw();
+}
+
+function settingsFor(run) {
+  const s = {};
+  for (const key of Object.keys(RUN_DEFAULTS)) s[key] = state.values[`${run}_${key}`];
+  // the toggles that do not apply to this network are hidden; do not send them
+  if (s.network === "classic") s.skip_connections = false;
+  if (s.network === "deep") s.pretrained = false;
+  return s;
+}
+
+function applyPreset(name) {
+  const preset = PRESETS[name];
+  const patch = { compare: true };
+  for (const run of RUNS) {
+    for (const [key, value] of Object.entries({ ...RUN_DEFAULTS, ...preset[run] })) patch[`${run}_${key}`] = value;
+  }
+  state.set(patch, { push: true });
+  $("preset-note").textContent = `${preset.note} Press “Train A and B together”.`;
+}
+
+// --- jobs ------------------------------------------------------------------------------------------------
+function isRunning(run) {
+  return runs[run].status === "running";
+}
+
+async function startRun(run) {
+  if (isRunning(run)) return;
+  clearError();
+  let job;
+  try {
+    job = await api("/api/training/jobs", { json: settingsFor(run), label: `Starting run ${run.toUpperCase()}…` });
+  } catch (err) {
+    showError(err, `Run ${run.toUpperCase()} did not start`);
+    return;
+  }
+  state.set({ [`${run}_job`]: job.id });
+  follow(run, job);
+}
+
+function follow(run, job) {
+  runs[run].source?.close();
+  const data = (runs[run] = emptyRun());
+  data.job = job;
+  data.status = job.status;
+  data.progress = job.progress;
+  showStatus(run);
+  queueDraw();
+  const source = new EventSource(job.events_url);
+  data.source = source;
+  source.addEventListener("epoch", (e) => {
+    const point = JSON.parse(e.data);
+    data.epochs = data.epochs.filter((p) => p.epoch !== point.epoch).concat([point]);
+    queueDraw();
+  });
+  source.addEventListener("batch", (e) => {
+    const point = JSON.parse(e.data);
+    if (!data.batches.length || data.batches[data.batches.length - 1].step < point.step) data.batches.push(point);
+    data.progress = { ...data.progress, ...point };
+    showStatus(run);
+    queueDraw();
+  });
+  source.addEventListener("images", (e) => showPictures(run, JSON.parse(e.data)));
+  source.addEventListener("end", (e) => {
+    source.close();
+    const final = JSON.parse(e.data);
+    data.status = final.status;
+    data.progress = final.progress;
+    data.job = { ...data.job, ...final };
+    showStatus(run);
+    queueDraw();
+    if (final.status === "failed") showError(final.error, `Run ${run.toUpperCase()} failed`);
+  });
+  source.addEventListener("error", () => {
+    // the browser reconnects by itself (resuming after the last event); only a closed stream is final
+    if (source.readyState === EventSource.CLOSED && data.status === "running") {
+      showError(`lost the connection to run ${run.toUpperCase()}'s progress; reload the page to follow it again`);
+    }
+  });
+}
+
+async function cancelRun(run) {
+  const job = runs[run].job;
+  if (!job || !isRunning(run)) return;
+  try {
+    await api(`/api/training/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE", label: "Stopping…" });
+  } catch (err) {
+    showError(err, `Stopping run ${run.toUpperCase()}`);
+  }
+}
+
+async function openInExplorer(run) {
+  const job = runs[run].job;
+  if (!job) return;
+  try {
+    const answer = await api(`/api/training/jobs/${encodeURIComponent(job.id)}/model`, {
+      method: "POST", label: "Registering the trained network…",
+    });
+    window.location.assign(answer.explorer_url);
+  } catch (err) {
+    showError(err, `Opening run ${run.toUpperCase()} in the explorer`);
+  }
+}
+
+async function resume(run) {
+  const id = state.values[`${run}_job`];
+  if (!id) return;
+  try {
+    follow(run, await api(`/api/training/jobs/${encodeURIComponent(id)}`, { label: "Loading the run…" }));
+  } catch (err) {
+    if (err.status === 404) {
+      // results are kept until the server restarts: an old link points to a job that is gone
+      state.set({ [`${run}_job`]: "" });
+      $(`${run}-status`).textContent = "The run in this link is no longer on the server (it restarted). Train again.";
+    } else {
+      showError(err, `Loading run ${run.toUpperCase()}`);
+    }
+  }
+}
+
+// --- status, pictures ------------------------------------------------------------------------------------
+function seconds(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 60) return `${Math.ceil(s)} s`;
+  return `${Math.floor(s / 60)} min ${String(Math.ceil(s % 60)).padStart(2, "0")} s`;
+}
+
+function showStatus(run) {
+  const data = runs[run];
+  const p = data.progress || {};
+  const bar = $(`${run}-progress`);
+  bar.value = p.steps ? p.step / p.steps : 0;
+  const words = {
+    idle: "Not started.",
+    running: `Training: epoch ${p.epoch || 0} of ${p.epochs}, step ${p.step || 0} of ${p.steps}; `
+      + `about ${seconds(p.eta)} left.`,
+    done: `Done in ${seconds(p.elapsed)}.`,
+    cancelled: `Stopped after ${p.step} of ${p.steps} steps.`,
+    failed: `Failed: ${data.job?.error || "see the message above"}`,
+  };
+  $(`${run}-status`).textContent = words[data.status] || data.status;
+  $(`${run}-start`).disabled = data.status === "running";
+  $(`${run}-cancel`).disabled = data.status !== "running";
+  $(`${run}-open`).disabled = data.status !== "done";
+  const form = $(`form-${run}`);
+  form.classList.toggle("running", data.status === "running");
+  form.setAttribute("aria-busy", data.status === "running" ? "true" : "false");
+}
+
+function fillThumbs(box, urls, label) {
+  while (box.children.length > urls.length) box.lastChild.remove();
+  urls.forEach((url, i) => {
+    let img = box.children[i];
+    if (!img) {
+      img = document.createElement("img");
+      img.alt = `${label} ${i}`;
+      box.append(img);
+    }
+    if (img.getAttribute("src") !== url) img.src = url;
+  });
+}
+
+function showPictures(run, pictures) {
+  fillThumbs($(`${run}-filters`), pictures.filters, "filter");
+  fillThumbs($(`${run}-maps`), pictures.feature_maps, "feature map");
+  $(`${run}-filter-layer`).textContent = `(${pictures.filter_layer}, ${pictures.filters.length} filters)`;
+  $(`${run}-feature-layer`).textContent = `(${pictures.feature_layer})`;
+  $(`${run}-pictures-when`).textContent = pictures.step ? `after ${pictures.step} steps (epoch ${pictures.x.toFixed(1)})`
+    : "before training";
+  const sample = pictures.sample;
+  const img = $(`${run}-sample`);
+  img.src = sample.image;
+  img.alt = `a handwritten ${sample.label}`;
+  const confidence = sample.probabilities[sample.predicted];
+  $(`${run}-prediction`).textContent = `label ${sample.label}; predicted ${sample.predicted}`
+    + (confidence === null ? "" : ` (${Math.round(confidence * 100)} %)`);
+}
+
+// --- charts (drawn from the runs' points) ------------------------------------------------------------------
+function queueDraw() {
+  if (drawQueued) return;
+  drawQueued = true;
+  requestAnimationFrame(() => {
+    drawQueued = false;
+    drawCharts();
+    showSummary();
+  });
+}
+
+function shownRuns() {
+  return RUNS.filter((run) => (run === "a" || state.values.compare) && runs[run].job);
+}
+
+function seriesFor(metric) {
+  const series = [];
+  for (const run of shownRuns()) {
+    const data = runs[run];
+    const testKey = `test_${metric}`;
+    const start = data.epochs.find((p) => p.epoch === 0);
+    const training = (start && start[metric] !== null ? [{ x: 0, y: start[metric] }] : [])
+      .concat(data.batches.map((b) => ({ x: b.x, y: b[metric] })));
+    series.push({ color: COLORS[run], dashed: true, points: training });
+    const test = data.epochs.filter((p) => p[testKey] !== null).map((p) => ({ x: p.epoch, y: p[testKey] }));
+    series.push({ color: COLORS[run], dashed: false, markers: true, points: test });
+  }
+  return series;
+}
+
+function drawChart(canvas, series, { yMax, yStep, format, xMax }) {
+  const dpr = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || canvas.width;
+  const height = canvas.clientHeight || canvas.height;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const pad = { left: 48, right: 12, top: 10, bottom: 32 };
+  const w = width - pad.left - pad.right;
+  const h = height - pad.top - pad.bottom;
+  const X = (x) => pad.left + (x / xMax) * w;
+  const Y = (y) => pad.top + h - (Math.min(y, yMax) / yMax) * h;
+
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.strokeStyle = "#d5d9e0";
+  ctx.fillStyle = "#4a5261";
+  ctx.lineWidth = 1;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (let y = 0; y <= yMax + 1e-9; y += yStep) {
+    ctx.beginPath();
+    ctx.moveTo(pad.left, Y(y));
+    ctx.lineTo(pad.left + w, Y(y));
+    ctx.stroke();
+    ctx.fillText(format(y), pad.left - 6, Y(y));
+  }
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  const every = Math.max(1, Math.ceil(xMax / 10));
+  for (let x = 0; x <= xMax; x += every) ctx.fillText(String(x), X(x), pad.top + h + 4);
+  ctx.fillText("epoch", pad.left + w / 2, pad.top + h + 17);
+
+  for (const s of series) {
+    if (!s.points.length) continue;
+    ctx.strokeStyle = s.color;
+    ctx.fillStyle = s.color;
+    ctx.lineWidth = s.dashed ? 1.5 : 2.5;
+    ctx.setLineDash(s.dashed ? [5, 4] : []);
+    ctx.beginPath();
+    s.points.forEach((p, i) => (i ? ctx.lineTo(X(p.x), Y(p.y)) : ctx.moveTo(X(p.x), Y(p.y))));
+    ctx.stroke();
+    ctx.setLineDash([]);
+    if (s.markers) {
+      for (const p of s.points) {
+        ctx.beginPath();
+        ctx.arc(X(p.x), Y(p.y), 3.5, 0, 2 * Math.PI);
+        ctx.fill();
+      }
+    }
+  }
+}
+
+function drawCharts() {
+  const shown = shownRuns();
+  const xMax = Math.max(1, ...shown.map((run) => runs[run].job.settings.epochs));
+  const lossSeries = seriesFor("loss");
+  // the loss axis: 0 to the highest point rounded up to a half (at most 5: a diverging run is clipped)
+  const highest = Math.max(0.5, ...lossSeries.flatMap((s) => s.points.map((p) => p.y)));
+  const lossMax = Math.min(5, Math.ceil(highest * 2) / 2);
+  drawChart($("loss-chart"), lossSeries, { yMax: lossMax, yStep: lossMax > 2.5 ? 1 : 0.5, xMax,
+    format: (y) => y.toFixed(1) });
+  drawChart($("accuracy-chart"), seriesFor("accuracy"), { yMax: 1, yStep: 0.25, xMax,
+    format: (y) => `${Math.round(y * 100)} %` });
+  const described = shown.map((run) => {
+    const last = runs[run].epochs[runs[run].epochs.length - 1];
+    return last ? `run ${run.toUpperCase()} epoch ${last.epoch}: test loss ${last.test_loss?.toFixed(3)}, `
+      + `test accuracy ${Math.round((last.test_accuracy || 0) * 100)} %` : `run ${run.toUpperCase()}: no epoch yet`;
+  });
+  $("loss-chart").setAttribute("aria-label", `Loss per epoch. ${described.join("; ") || "No run yet."}`);
+  $("accuracy-chart").setAttribute("aria-label", `Accuracy per epoch. ${described.join("; ") || "No run yet."}`);
+}
+
+function cell(text, numeric = false) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (numeric) td.className = "num";
+  return td;
+}
+
+function showSummary() {
+  const body = $("summary").querySelector("tbody");
+  body.replaceChildren();
+  for (const run of shownRuns()) {
+    const data = runs[run];
+    const lastEpoch = data.epochs[data.epochs.length - 1] || {};
+    const lastBatch = data.batches[data.batches.length - 1];
+    const trainLoss = lastBatch ? lastBatch.loss : lastEpoch.loss;
+    const trainAcc = lastBatch ? lastBatch.accuracy : lastEpoch.accuracy;
+    const fmt = (v, pct = false) => (v === null || v === undefined ? "–" : pct ? `${(v * 100).toFixed(1)} %` : v.toFixed(3));
+    const tr = document.createElement("tr");
+    const name = document.createElement("th");
+    name.scope = "row";
+    name.innerHTML = `<span class="run-key run-${run}" aria-hidden="true"></span>`;
+    name.append(`${run.toUpperCase()}: ${data.job.name}`);
+    tr.append(name, cell(data.status), cell(`${lastEpoch.epoch ?? 0} / ${data.job.settings.epochs}`, true),
+      cell(fmt(trainLoss), true), cell(fmt(lastEpoch.test_loss), true), cell(fmt(trainAcc, true), true),
+      cell(fmt(lastEpoch.test_accuracy, true), true),
+      cell(data.status === "running" ? seconds(data.progress?.eta) : "–", true));
+    body.append(tr);
+  }
+}
+
+// --- wiring ------------------------------------------------------------------------------------------------
+for (const run of RUNS) {
+  for (const el of controls(run)) {
+    const event = el.type === "checkbox" || el.tagName === "SELECT" ? "change" : "input";
+    el.addEventListener(event, () => {
+      const value = readControl(el);
+      if (typeof value === "number" && !Number.isFinite(value)) return;
+      state.set({ [`${run}_${el.dataset.key}`]: value });
+    });
+  }
+  $(`form-${run}`).addEventListener("submit", (e) => {
+    e.preventDefault();
+    startRun(run);
+  });
+  $(`${run}-cancel`).addEventListener("click", () => cancelRun(run));
+  $(`${run}-open`).addEventListener("click", () => openInExplorer(run));
+}
+$("compare").addEventListener("change", () => state.set({ compare: $("compare").checked }, { push: true }));
+$("start-both").addEventListener("click", async () => {
+  await startRun("a");
+  await startRun("b");
+});
+for (const button of document.querySelectorAll("[data-preset]")) {
+  button.addEventListener("click", () => applyPreset(button.dataset.preset));
+}
+window.addEventListener("resize", queueDraw);
+window.addEventListener("beforeunload", () => RUNS.forEach((run) => runs[run].source?.close()));
+
+showControls();
+RUNS.forEach(showStatus);
+queueDraw();
+RUNS.forEach(resume);

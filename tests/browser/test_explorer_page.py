@@ -1,0 +1,116 @@
+"""The explorer in a real browser: an uploaded photo runs through EfficientNet-Lite0 and every column draws maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+pytestmark = pytest.mark.browser
+
+SAMPLES = Path(__file__).resolve().parents[2] / "static" / "samples"
+
+# Whether a canvas shows more than one flat colour: real feature maps, not an empty or failed paint.
+CANVAS_HAS_PICTURE = """canvas => {
+  const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const colours = new Set();
+  for (let i = 0; i < data.length; i += 4 * 7) colours.add(data[i] * 65536 + data[i + 1] * 256 + data[i + 2]);
+  return canvas.width > 1 && colours.size > 8;
+}"""
+
+
+def first_maps_ready(page, timeout: float = 30_000) -> None:
+    page.wait_for_function("window.cnnVis && window.cnnVis.firstFeatureMapMs !== null", timeout=timeout)
+
+
+@pytest.fixture
+def fresh_photo(tmp_path: Path) -> Path:
+    """A photo the server has not seen (runs are cached by content): the cat sample, mirrored."""
+    path = tmp_path / "mirrored-cat.jpg"
+    ImageOps.mirror(Image.open(SAMPLES / "cat.jpg").convert("RGB")).save(path, quality=90)
+    return path
+
+
+def test_upload_draws_feature_maps_fast(page, fresh_photo):
+    page.goto("/")
+    first_maps_ready(page)  # the first sample runs on its own; then the user uploads a photo
+    page.set_input_files("#file", str(fresh_photo))
+    page.wait_for_function("window.cnnVis.firstFeatureMapMs === null")
+    first_maps_ready(page)
+    elapsed = page.evaluate("window.cnnVis.firstFeatureMapMs")
+    answer = page.evaluate("window.cnnVis.responseMs")
+    print(f"\nImageNet model: first feature maps on screen {elapsed:.0f} ms after the upload, API answer after "
+          f"{answer:.0f} ms "
+          f"({page.locator('#timing').inner_text()})")
+    assert elapsed < 5000, f"first feature maps took {elapsed:.0f} ms"
+    assert page.locator("#input-caption").inner_text() == "mirrored-cat.jpg"
+    assert "cat" in page.locator("#predictions").inner_text()
+    loaded = page.locator(".layer.loaded canvas.tiles")
+    assert loaded.count() >= 3
+    for canvas in loaded.all()[:4]:
+        assert canvas.evaluate(CANVAS_HAS_PICTURE)
+    page.console.check()
+
+
+def test_colour_scale_recolours_without_a_new_request(page):
+    page.goto("/?sample=cat.jpg&scale=gray")
+    first_maps_ready(page)
+    canvas = page.locator('.layer[data-node="stem.relu6"] canvas.tiles')
+    canvas.wait_for()
+    page.wait_for_selector('.layer.loaded[data-node="stem.relu6"]')
+    grey_pixel = canvas.evaluate("c => Array.from(c.getContext('2d').getImageData(20, 20, 1, 1).data)")
+    assert grey_pixel[0] == grey_pixel[1] == grey_pixel[2]
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.select_option("#scale", "magma")
+    page.wait_for_function("c => { const d = c.getContext('2d').getImageData(20, 20, 1, 1).data; "
+                           "return !(d[0] === d[1] && d[1] === d[2]); }", arg=canvas.element_handle())
+    assert not [u for u in requests if "/api/" in u]
+    assert "scale=magma" in page.url
+    page.console.check()
+
+
+def test_clicking_a_unit_explains_it_and_outlines_its_receptive_field(page):
+    page.goto("/?sample=cat.jpg&filter=all")
+    page.wait_for_selector('.layer.loaded[data-node="stem.conv"]')
+    tiles = page.locator('.layer[data-node="stem.conv"] canvas.tiles')
+    box = tiles.bounding_box()
+    tiles.click(position={"x": 10, "y": 10})  # inside the first map (channel 0)
+    page.wait_for_selector("#detail:not([hidden])")
+    page.wait_for_function("document.querySelector('#detail-body').textContent.includes('Receptive field')")
+    body = page.locator("#detail-body").inner_text()
+    assert "3×3 patch of the input" in body  # the stem is a 3×3 convolution on the image
+    assert "unit [0," in page.locator("#detail-title").inner_text()
+    assert "unit=stem.conv%2C0" in page.url or "unit=stem.conv,0" in page.url
+    # the unit's receptive field is outlined on the input column
+    page.wait_for_selector('.layer.in-field[data-node="input"]')
+    overlay_painted = page.locator('.layer[data-node="input"] canvas.overlay').evaluate(
+        "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v > 0)")
+    assert overlay_painted
+    assert box is not None
+    # keyboard: move the unit to the right in the detail map
+    page.locator("#unit-canvas").focus()
+    title = page.locator("#detail-title").inner_text()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("t => document.querySelector('#detail-title').textContent !== t", arg=title)
+    page.console.check(ignore=["404"])
+
+
+def test_lecture_mode_steps_with_the_arrow_keys(page):
+    page.goto("/?sample=cat.jpg")
+    first_maps_ready(page)
+    page.get_by_role("button", name="Lecture mode").click()
+    assert "lecture=1" in page.url
+    page.wait_for_selector("#lesson:not([hidden])")
+    assert "Input" in page.locator("#lesson-title").inner_text()
+    page.locator("body").press("ArrowRight")
+    page.wait_for_function("document.querySelector('#lesson-title').textContent.startsWith('2.')")
+    assert page.locator("#lesson-title").inner_text().startswith("2. Convolution → Batch normalisation → ReLU6")
+    assert "weight sharing" in page.locator("#lesson-text").inner_text()
+    current = page.locator(".layer.current")
+    assert current.count() == 1 and current.is_visible()
+    page.wait_for_selector(".layer.current.loaded")
+    page.locator("body").press("ArrowLeft")
+    page.wait_for_function("document.querySelector('#lesson-title').textContent.startsWith('1.')")
+    page.console.check()
