@@ -35,6 +35,7 @@ PAGES = [
          "receptive_fields.html", "js/receptive_fields.js"),
     Page("/attention", "read_attention", "Attention", "Attention", "attention.html", "js/attention.js"),
     Page("/upload", "read_upload", "Bring your own model", "Your model", "upload.html", "js/upload.js"),
+    Page("/training", "read_training", "Training lab", "Training lab", "training.html", "js/training.js"),
 ]
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "static" / "samples"
