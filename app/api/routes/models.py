@@ -23,6 +23,8 @@ from engine.graph import INPUT
 
 router = APIRouter(prefix="/models", tags=["models"])
 
+#: a forward pass keeps every activation: a batch may hold this many activation values per allowed input element
+ACTIVATIONS_PER_TENSOR_ELEMENT = 16
 TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
 
 
@@ -134,10 +136,12 @@ def create_forward(model: ModelDep, model_input: ModelInputDep, settings: Settin
     if node is not None and node not in model.graph.by_id:
         raise ApiError(404, f"model '{model.id}' has no node '{node}': GET /api/models/{model.id} lists them")
     if x.ndim == len(expected) + 1 and list(x.shape[1:]) == expected:
-        activations_size = x.shape[0] * sum(int(np.prod(n.output_shape)) for n in model.graph.nodes)
-        if activations_size > 50 * settings.max_tensor_elements:
-            raise ApiError(413, f"a batch of {x.shape[0]} needs {activations_size:,} activation values on this "
-                                "model: send a smaller batch")
+        per_sample = sum(int(np.prod(n.output_shape)) for n in model.graph.nodes)
+        limit = ACTIVATIONS_PER_TENSOR_ELEMENT * settings.max_tensor_elements
+        if x.shape[0] * per_sample > limit:
+            raise ApiError(413, f"a batch of {x.shape[0]} needs {x.shape[0] * per_sample:,} activation values on this "
+                                f"model, more than the {limit:,} allowed: send batches of at most "
+                                f"{max(1, limit // per_sample)}")
     with compute():
         start = time.perf_counter()
         out = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node).output

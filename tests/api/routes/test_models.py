@@ -201,3 +201,30 @@ def test_params_are_listed_and_served(client):
     np.testing.assert_array_equal(npy_load(response.content), bundle.params["conv1.weight"])
     missing = client.get("/api/models/tiny/params/conv1.gamma.npy")
     assert missing.status_code == 404 and "params" in missing.json()["detail"]
+
+
+def test_forward_refuses_a_batch_whose_activations_would_not_fit(settings):
+    from fastapi.testclient import TestClient
+
+    from app.api.deps import get_model_store
+    from app.core.config import get_settings
+    from app.main import create_app
+    from app.services.models import ModelStore
+    from engine.graph import Graph
+    from engine.models.bundle import ModelBundle, Preprocessing
+
+    spec = {"input_shape": [1, 12, 12], "nodes": [{"id": "wide", "op": "conv2d", "out_channels": 64, "kernel_size": 1}]}
+    graph = Graph(spec)  # 64 activation values per input value: more than the 16 allowed
+    bundle = ModelBundle(id="wide", name="wide", task="test", graph=graph, params=graph.init_params(0), labels=[],
+                         preprocessing=Preprocessing(12, 12, (0.0,), (1.0,), grayscale=True), source="test")
+    app = create_app(settings)
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[get_model_store] = lambda: ModelStore(settings.data_dir, builtins={"wide": lambda: bundle})
+    batch = 16 * settings.max_tensor_elements // (64 * 144) + 1  # 1,737 samples: 250,128 input values, within limits
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/api/models/wide/forward", content=npy_bytes(np.zeros((batch, 1, 12, 12), np.uint8)),
+                               headers=NPY)
+        assert response.status_code == 413 and "batches of at most 1736" in response.json()["detail"]
+        ok = client.post("/api/models/wide/forward", content=npy_bytes(np.zeros((batch - 1, 1, 12, 12), np.uint8)),
+                         headers=NPY)
+        assert ok.status_code == 200 and npy_load(ok.content).shape == (batch - 1, 64, 12, 12)
