@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"])
+                           allow_headers=["*"], expose_headers=["X-Tile-Layout", "X-Shape", "X-Elapsed-Ms"])
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=find_dir("static"), check_dir=False), name="static")
     app.state.templates = Jinja2Templates(directory=find_dir("templates"))

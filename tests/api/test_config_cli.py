@@ -44,3 +44,19 @@ def test_malloc_arenas_are_capped_on_glibc():
     applied = limit_malloc_arenas(2)
     assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     assert limit_malloc_arenas(0) is False
+
+
+def test_cors_origins_from_settings(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    allowed = settings.model_copy(update={"cors_origins": ["http://lecture.example"]})
+    with TestClient(create_app(allowed)) as client:
+        preflight = client.options("/api/health", headers={"Origin": "http://lecture.example",
+                                                            "Access-Control-Request-Method": "GET"})
+        assert preflight.headers["access-control-allow-origin"] == "http://lecture.example"
+        other = client.get("/api/health", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
+    with TestClient(create_app(settings)) as client:  # no origins configured: no CORS headers at all
+        assert "access-control-allow-origin" not in client.get("/api/health", headers={"Origin": "http://a.b"}).headers
