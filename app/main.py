@@ -36,6 +36,21 @@ what would work.
 """
 
 
+TAGS = [
+    {"name": "models", "description": "The built-in and uploaded models: architecture, weights, predictions, "
+                                      "activations, tensors in and out, ONNX upload."},
+    {"name": "runs", "description": "One forward pass, content-addressed: every node's feature maps as a tiled PNG, "
+                                    "raw .npy, or layout and statistics."},
+    {"name": "attention", "description": "Which parts of the input drove the decision: CAMs, gradients, occlusion, "
+                                         "learned attention."},
+    {"name": "receptive fields", "description": "Where one unit looks in the input: box, centre, effective field."},
+    {"name": "arithmetic", "description": "The output-size formula with your numbers, and why it must be whole."},
+    {"name": "architecture", "description": "Shapes, parameters, MACs and receptive fields of any graph spec."},
+    {"name": "playground", "description": "A convolution or pooling on a small grid, every window step."},
+    {"name": "health", "description": "Is the server up."},
+]
+
+
 def find_dir(name: str) -> Path:
     """The repository's ``static/`` or ``templates/``: next to the ``app`` package, else in the working directory."""
     beside_package = Path(__file__).resolve().parents[1] / name
@@ -77,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threading.Thread(target=preload_models, args=(settings,), name="preload-models", daemon=True).start()
         yield
 
-    app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=TAGS)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))
