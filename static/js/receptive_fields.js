@@ -1,1 +1,335 @@
-// page module (being written)
+// Receptive fields: per-layer r, S, P from the API (a built-in model's architecture, or any graph spec sent to
+// /api/architecture/analyze), the centre neuron's field drawn on the input, growing layer by layer.
+import { api, clearError, showError } from "./api.js";
+import { Animator, bindAnimatorControls } from "./animator.js";
+import { TITLES } from "./lessons.js";
+import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
+import { fieldOf, perAxis, unitSpan } from "./receptive.js";
+import { createState } from "./state.js";
+
+const $ = (id) => document.getElementById(id);
+const NS = "http://www.w3.org/2000/svg";
+
+const EXAMPLE = {
+  input_shape: [1, 28, 28],
+  nodes: [
+    { id: "conv1", op: "conv2d", out_channels: 8, kernel_size: 5, padding: 2 },
+    { id: "relu1", op: "relu" },
+    { id: "pool1", op: "max_pool2d", kernel_size: 2, stride: 2 },
+    { id: "conv2", op: "conv2d", out_channels: 16, kernel_size: 5 },
+    { id: "relu2", op: "relu" },
+    { id: "pool2", op: "max_pool2d", kernel_size: 2, stride: 2 },
+    { id: "flatten", op: "flatten" },
+    { id: "fc", op: "linear", out_features: 10 },
+  ],
+};
+const EXAMPLE_BRANCH = {
+  input_shape: [3, 32, 32],
+  nodes: [
+    { id: "stem", op: "conv2d", out_channels: 16, kernel_size: 3, padding: 1 },
+    { id: "a", op: "conv2d", out_channels: 16, kernel_size: 3, padding: 1 },
+    { id: "b", op: "conv2d", out_channels: 16, kernel_size: 3, padding: 1 },
+    { id: "skip", op: "add", inputs: ["stem", "b"] },
+    { id: "down", op: "conv2d", out_channels: 32, kernel_size: 3, stride: 2, padding: 1 },
+    { id: "dilated", op: "conv2d", out_channels: 32, kernel_size: 3, dilation: 2, padding: 2 },
+    { id: "pool", op: "global_avg_pool" },
+  ],
+};
+
+const state = createState({ source: "model", model: "", layer: "", spec: "" }, (changed) => {
+  showSource();
+  if (changed.includes("source") || changed.includes("model") || changed.includes("spec")) load();
+  else if (changed.includes("layer")) selectLayer(state.values.layer);
+});
+
+let arch = null; // the API's Architecture
+let steps = []; // nodes where the field changes, for the picture
+let background = null;
+
+/** A spec as text: one node per line, so it reads like a layer list. */
+function specText(spec) {
+  const nodes = spec.nodes.map((node) => `    ${JSON.stringify(node)}`).join(",\n");
+  return `{\n  "input_shape": ${JSON.stringify(spec.input_shape)},\n  "nodes": [\n${nodes}\n  ]\n}`;
+}
+
+function showSource() {
+  const spec = state.values.source === "spec";
+  $("source-model").checked = !spec;
+  $("source-spec").checked = spec;
+  $("model-control").hidden = spec;
+  $("spec-control").hidden = !spec;
+}
+
+document.querySelectorAll('input[name="source"]').forEach((radio) => {
+  radio.addEventListener("change", () => state.set({ source: radio.value, layer: "" }, { push: true }));
+});
+$("model").addEventListener("change", () => state.set({ model: $("model").value, layer: "" }, { push: true }));
+$("analyze").addEventListener("click", () => {
+  const text = $("spec").value;
+  if (text === state.values.spec) load();
+  else state.set({ spec: text, layer: "" }, { push: true });
+});
+$("example").addEventListener("click", () => {
+  $("spec").value = specText(EXAMPLE);
+  state.set({ spec: $("spec").value, layer: "" }, { push: true });
+});
+$("example-branch").addEventListener("click", () => {
+  $("spec").value = specText(EXAMPLE_BRANCH);
+  state.set({ spec: $("spec").value, layer: "" }, { push: true });
+});
+
+async function load() {
+  clearError();
+  try {
+    if (state.values.source === "spec") {
+      if (!state.values.spec) {
+        $("spec").value = specText(EXAMPLE);
+        state.set({ spec: $("spec").value }, { silent: true });
+      }
+      $("spec").value = state.values.spec;
+      let spec;
+      try {
+        spec = JSON.parse(state.values.spec);
+      } catch (err) {
+        throw new Error(`the spec is not valid JSON (${err.message}): check the brackets, quotes and commas`);
+      }
+      arch = await api("/api/architecture/analyze", { json: spec, label: "Analysing the architecture…" });
+      background = null;
+    } else {
+      const { chosen, models } = await fillModelSelect($("model"), state.values.model);
+      if (chosen !== state.values.model) state.set({ model: chosen }, { silent: true });
+      const detail = await architecture(chosen);
+      arch = detail.architecture;
+      const model = models.find((m) => m.id === chosen);
+      background = await sampleBackground(model);
+    }
+    render();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function sampleBackground(model) {
+  // a photo under the fields for image models (centre-cropped like the preprocessing); none for tensors
+  const sample = $("rf-page").dataset.sample;
+  if (!model?.takes_images || (model.input_shape?.[0] ?? 3) !== 3 || !sample) return null;
+  const image = new Image();
+  image.src = sample;
+  try {
+    await image.decode();
+    return image;
+  } catch {
+    return null;
+  }
+}
+
+function render() {
+  const archById = new Map(arch.nodes.map((n) => [n.id, n]));
+  const axes = arch.spatial_axes.length;
+  // the table: every node
+  const rows = [{ id: "input", op: "input", output_shape: arch.input_shape, attributes: {}, params: 0, macs: 0 }, ...arch.nodes];
+  $("rf-table").tBodies[0].replaceChildren(...rows.map((node, i) => {
+    const field = fieldOf(archById, node.id, axes);
+    const attrs = nodeAttributes(node);
+    const local = field.status === "local";
+    const tr = document.createElement("tr");
+    tr.dataset.node = node.id;
+    tr.tabIndex = 0;
+    const cells = [
+      String(i), node.id, TITLES[node.op] ?? node.op, node.output_shape.join(" × "),
+      fmtAttr(attrs.kernel_size), fmtAttr(attrs.stride),
+      local ? perAxis(field, "size") : field.status, local ? perAxis(field, "stride") : "", local ? perAxis(field, "padding") : "",
+      node.params.toLocaleString(), node.macs.toLocaleString(),
+    ];
+    cells.forEach((text, c) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (c >= 6) td.className = "num";
+      if (c === 6 && !local) td.title = field.reason;
+      tr.append(td);
+    });
+    tr.addEventListener("click", () => state.set({ layer: node.id }));
+    tr.addEventListener("keydown", (e) => { if (e.key === "Enter") state.set({ layer: node.id }); });
+    return tr;
+  }));
+  $("totals").textContent = `${arch.nodes.length} nodes · ${arch.totals.params.toLocaleString()} parameters · ` +
+    `${arch.totals.macs.toLocaleString()} multiply-accumulates per input · axes ${arch.spatial_axes.join(", ")}`;
+  // the picture: the input, then every node whose field differs from its input's
+  steps = [rows[0]];
+  let previous = "";
+  for (const node of arch.nodes) {
+    const field = fieldOf(archById, node.id, axes);
+    const key = field.status === "local" ? JSON.stringify(field.axes) : field.status;
+    if (key !== previous && field.status !== "undefined") steps.push(node);
+    previous = key;
+  }
+  const wanted = state.values.layer;
+  animator.setSteps(steps.length, Math.max(0, steps.findIndex((n) => n.id === wanted)));
+  if (wanted && !steps.some((n) => n.id === wanted)) {
+    state.set({ layer: wanted }, { silent: true });
+    selectLayer(wanted);
+  }
+}
+
+function fmtAttr(value) {
+  if (value === undefined || value === null) return "";
+  if (!Array.isArray(value)) return String(value);
+  return value.every((v) => v === value[0]) ? String(value[0]) : value.join("×");
+}
+
+function centreBox(node, archById) {
+  // the field of the centre neuron of a node (per axis [start, end] in input positions), or the whole input
+  const field = fieldOf(archById, node.id, arch.spatial_axes.length);
+  const spatial = arch.input_shape.slice(1);
+  if (field.status !== "local") return { global: true, y: [0, spatial[0] - 1], x: [0, (spatial[1] ?? 1) - 1] };
+  const out = node.output_shape.slice(1);
+  const [fy, fx] = field.axes.length === 1 ? [null, field.axes[0]] : field.axes;
+  const cy = Math.floor(((out[0] ?? 1) - 1) / 2);
+  const cx = Math.floor(((out[out.length - 1] ?? 1) - 1) / 2);
+  return {
+    y: fy ? unitSpan(fy, cy) : [0, 0], x: unitSpan(fx, cx), centre: fy ? [cy, cx] : [cx], field,
+  };
+}
+
+function renderStep(index) {
+  const archById = new Map(arch.nodes.map((n) => [n.id, n]));
+  const node = steps[index];
+  if (!node) return;
+  if (state.values.layer !== node.id) state.set({ layer: node.id }, { silent: true });
+  highlightRow(node.id);
+  drawPicture(index, archById);
+  drawGrowth(index, archById);
+}
+
+function highlightRow(id) {
+  for (const tr of $("rf-table").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.node === id);
+  // scroll the table (not the page) to the row
+  const row = [...$("rf-table").tBodies[0].rows].find((tr) => tr.dataset.node === id);
+  const box = row?.closest(".table-scroll");
+  if (row && box && (row.offsetTop < box.scrollTop || row.offsetTop > box.scrollTop + box.clientHeight - row.offsetHeight)) {
+    box.scrollTop = row.offsetTop - box.clientHeight / 2;
+  }
+}
+
+function selectLayer(id) {
+  const index = steps.findIndex((n) => n.id === id);
+  if (index >= 0) {
+    animator.goto(index);
+    return;
+  }
+  // a node whose field equals an earlier step's: show that step's picture, but name this node
+  const archById = new Map(arch.nodes.map((n) => [n.id, n]));
+  const node = arch.nodes.find((n) => n.id === id);
+  if (!node) return;
+  const position = arch.nodes.indexOf(node);
+  const before = steps.filter((s) => s.id === "input" || arch.nodes.indexOf(s) <= position);
+  animator.step = Math.max(0, before.length - 1);
+  highlightRow(id);
+  drawPicture(animator.step, archById, node);
+}
+
+function drawPicture(index, archById, named = null) {
+  const canvas = $("field-canvas");
+  const ctx = canvas.getContext("2d");
+  const [H, W] = arch.input_shape.length >= 3 ? arch.input_shape.slice(1, 3) : [1, arch.input_shape[1]];
+  const boxes = steps.slice(0, index + 1).map((node) => ({ node, box: centreBox(node, archById) }));
+  const lo = Math.min(0, ...boxes.flatMap(({ box }) => [box.y[0], box.x[0]]));
+  const hi = Math.max(H - 1, W - 1, ...boxes.flatMap(({ box }) => [box.y[1], box.x[1]]));
+  const span = hi - lo + 1;
+  const scale = canvas.width / span;
+  const px = (v) => (v - lo) * scale;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#eef0f4";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  // the input itself
+  if (background) {
+    const side = Math.min(background.naturalWidth, background.naturalHeight);
+    ctx.drawImage(background, (background.naturalWidth - side) / 2, (background.naturalHeight - side) / 2, side, side, px(0), px(0), W * scale, H * scale);
+    ctx.fillStyle = "rgba(255, 255, 255, 0.35)";
+    ctx.fillRect(px(0), px(0), W * scale, H * scale);
+  } else {
+    ctx.fillStyle = "#1d2333";
+    ctx.fillRect(px(0), px(0), W * scale, H * scale);
+    if (scale >= 4) {
+      ctx.strokeStyle = "rgba(255, 255, 255, 0.12)";
+      ctx.lineWidth = 1;
+      for (let i = 0; i <= Math.max(H, W); i += 1) {
+        ctx.beginPath(); ctx.moveTo(px(i), px(0)); ctx.lineTo(px(i), px(H)); ctx.stroke();
+        ctx.beginPath(); ctx.moveTo(px(0), px(i)); ctx.lineTo(px(W), px(i)); ctx.stroke();
+      }
+    }
+  }
+  ctx.strokeStyle = "#2b3445";
+  ctx.setLineDash([]);
+  ctx.strokeRect(px(0), px(0), W * scale, H * scale);
+  // every earlier field faint, the current one bold
+  boxes.forEach(({ box }, i) => {
+    const current = i === boxes.length - 1;
+    ctx.setLineDash(box.global ? [6, 4] : []);
+    ctx.lineWidth = current ? 3 : 1.5;
+    ctx.strokeStyle = current ? "#e8a317" : "rgba(232, 163, 23, 0.55)";
+    ctx.fillStyle = current ? "rgba(232, 163, 23, 0.22)" : "rgba(0, 0, 0, 0)";
+    const x = px(box.x[0]);
+    const y = px(box.y[0]);
+    const w = (box.x[1] - box.x[0] + 1) * scale;
+    const h = (box.y[1] - box.y[0] + 1) * scale;
+    ctx.fillRect(x, y, w, h);
+    ctx.strokeRect(x, y, w, h);
+  });
+  ctx.setLineDash([]);
+  const { node, box } = boxes[boxes.length - 1];
+  const shown = named ?? node;
+  const where = box.global
+    ? "sees the whole input: every input position can change it"
+    : `(neuron ${box.centre.join(", ")}) sees input rows ${box.y[0]}…${box.y[1]} and columns ${box.x[0]}…${box.x[1]}` +
+      (box.y[0] < 0 || box.x[0] < 0 || box.y[1] >= H || box.x[1] >= W ? " (part of it is padding, outside the image)" : "");
+  const field = box.field;
+  const numbers = field ? `r = ${perAxis(field, "size")}, S = ${perAxis(field, "stride")}, P = ${perAxis(field, "padding")}. ` : "";
+  $("field-text").innerHTML = `<strong>${shown.id}</strong> (${TITLES[shown.op] ?? shown.op}, output ${shown.output_shape.join(" × ")}): ` +
+    `${numbers}Its centre neuron ${where}.`;
+  $("picture-caption").textContent = `The ${H}×${W} input${lo < 0 ? " with the padding around it" : ""}; orange: the field of each layer's centre neuron, the current layer's filled.`;
+}
+
+function drawGrowth(index, archById) {
+  const svg = $("growth");
+  svg.replaceChildren();
+  const width = svg.clientWidth || 500;
+  const height = 190;
+  const sizes = steps.map((node) => {
+    const field = fieldOf(archById, node.id, arch.spatial_axes.length);
+    return field.status === "local" ? Math.max(...field.axes.map((a) => a.size)) : null;
+  });
+  const inputSize = Math.max(...arch.input_shape.slice(1));
+  const top = Math.max(inputSize, ...sizes.filter((s) => s !== null));
+  const barWidth = Math.max(2, (width - 40) / steps.length - 2);
+  const y = (v) => height - 22 - (v / top) * (height - 40);
+  const add = (name, attrs, text) => {
+    const el = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    if (text !== undefined) el.textContent = text;
+    svg.append(el);
+    return el;
+  };
+  add("line", { x1: 30, x2: width, y1: y(inputSize), y2: y(inputSize), stroke: "#8a1414", "stroke-dasharray": "4 3" });
+  add("text", { x: 32, y: y(inputSize) - 4, "font-size": 11, fill: "#8a1414" }, `input size ${inputSize}`);
+  steps.forEach((node, i) => {
+    const r = sizes[i] ?? top;
+    const bar = add("rect", {
+      x: 34 + i * (barWidth + 2), y: y(r), width: barWidth, height: Math.max(1, height - 22 - y(r)),
+      fill: i === index ? "#e8a317" : sizes[i] === null ? "#c9ced8" : "#1f5fbf", opacity: i > index ? 0.3 : 1,
+    });
+    const title = document.createElementNS(NS, "title");
+    title.textContent = `${node.id}: r = ${sizes[i] ?? "whole input"}`;
+    bar.append(title);
+    bar.style.cursor = "pointer";
+    bar.addEventListener("click", () => { animator.pause(); animator.goto(i); });
+  });
+  add("text", { x: 0, y: 12, "font-size": 11, fill: "#4a5261" }, "r");
+  add("text", { x: 34, y: height - 6, "font-size": 11, fill: "#4a5261" }, "layers where the field changes →");
+}
+
+const animator = new Animator({ figure: $("picture-panel"), render: renderStep, interval: 900 });
+bindAnimatorControls(animator, $("picture-controls"));
+
+showSource();
+load();

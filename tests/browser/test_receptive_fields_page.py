@@ -1,0 +1,75 @@
+"""The receptive-fields page in a real browser: per-layer r, S, P for a model and for a typed graph spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def row_cells(page, node: str) -> list[str]:
+    return page.locator(f'#rf-table tr[data-node="{node}"] td').all_inner_texts()
+
+
+def test_builtin_model_table_and_picture(page):
+    page.goto("/receptive-fields")
+    page.wait_for_selector('#rf-table tr[data-node="stem.conv"]')
+    # EfficientNet-Lite0's stem: 3×3 convolution, stride 2, TF "same" padding (0 before): r 3, S 2, P 0
+    cells = row_cells(page, "stem.conv")
+    assert cells[4:9] == ["3", "2", "3", "2", "0"]
+    assert page.locator("#field-text").inner_text().startswith("input")
+    page.locator("#picture-controls").get_by_role("button", name="Next ▶").click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('stem.conv')")
+    assert "r = 3, S = 2, P = 0" in page.locator("#field-text").inner_text()
+    assert "layer=stem.conv" in page.url
+    assert page.locator('#rf-table tr.selected[data-node="stem.conv"]').count() == 1
+    assert page.locator("#growth rect").count() > 5
+    page.console.check()
+
+
+# Hand-worked (Araujo et al. recurrences, r_l = r_{l-1} + (k_l − 1)·S_{l-1}, S_l = S_{l-1}·s_l,
+# P_l = P_{l-1} + p_l·S_{l-1}):
+#   conv 3×3 s1 p1: r = 1 + 2·1 = 3,  S = 1, P = 0 + 1·1 = 1
+#   pool 2×2 s2:    r = 3 + 1·1 = 4,  S = 2, P = 1
+#   conv 3×3 s1 p0: r = 4 + 2·2 = 8,  S = 2, P = 1
+SPEC = {"input_shape": [1, 16, 16], "nodes": [
+    {"id": "c1", "op": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+    {"id": "p1", "op": "max_pool2d", "kernel_size": 2, "stride": 2},
+    {"id": "c2", "op": "conv2d", "out_channels": 2, "kernel_size": 3},
+]}
+
+
+def test_typed_spec_is_analysed(page):
+    page.goto("/receptive-fields")
+    page.wait_for_selector('#rf-table tr[data-node="stem.conv"]')
+    page.get_by_label("a graph spec I type or paste").check()
+    page.locator("#spec").fill(json.dumps(SPEC))
+    page.get_by_role("button", name="Analyse").click()
+    page.wait_for_selector('#rf-table tr[data-node="c2"]')
+    assert row_cells(page, "c1")[6:9] == ["3", "1", "1"]
+    assert row_cells(page, "p1")[6:9] == ["4", "2", "1"]
+    assert row_cells(page, "c2")[6:9] == ["8", "2", "1"]
+    assert "source=spec" in page.url
+    # the link restores the same view
+    page.goto(page.url)
+    page.wait_for_selector('#rf-table tr[data-node="c2"]')
+    page.locator('#rf-table tr[data-node="c2"]').click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('c2')")
+    # centre neuron of c2 (6×6 output): index 2; box 2·2 − 1 = 3 … 3 + 8 − 1 = 10
+    assert "rows 3…10 and columns 3…10" in page.locator("#field-text").inner_text()
+    page.console.check()
+
+
+def test_a_broken_spec_shows_the_api_message(page):
+    page.goto("/receptive-fields?source=spec")
+    page.wait_for_selector('#rf-table tr[data-node="conv1"]')
+    bad = {"input_shape": [1, 8, 8], "nodes": [{"id": "big", "op": "conv2d", "out_channels": 1, "kernel_size": 11}]}
+    page.locator("#spec").fill(json.dumps(bad))
+    page.get_by_role("button", name="Analyse").click()
+    page.wait_for_selector("#error:not([hidden])")
+    assert "big" in page.locator("#error-text").inner_text()
+    page.locator("#spec").fill("{not json")
+    page.get_by_role("button", name="Analyse").click()
+    page.wait_for_function("document.querySelector('#error-text').textContent.includes('not valid JSON')")
