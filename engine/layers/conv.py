@@ -60,7 +60,7 @@ def conv_padded(
 ) -> np.ndarray:
     """Convolution without padding or bias. xp: (N, C, *S), w: (K, C/groups, *k) -> (N, K, *out)."""
     n, c = xp.shape[:2]
-    k_out, c_group = w.shape[:2]
+    k_out = w.shape[0]
     kernel = w.shape[2:]
     out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
     if _is_depthwise(c, w, groups):
@@ -68,15 +68,41 @@ def conv_padded(
         if multiplier > 1:  # output channel k reads input channel k // multiplier
             xp = np.repeat(xp, multiplier, axis=1)
         return depthwise_padded(xp, w.reshape(k_out, -1), kernel, stride, dilation)
-    positions = int(np.prod(out_sizes))
+    cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
+    weights = w.reshape(groups, k_out // groups, -1)  # (G, K/G, C/G * taps)
+    out = np.matmul(weights[0], cols[0]) if groups == 1 else np.matmul(weights, cols)  # (G, K/G, N * P)
+    return _batch_first(out.reshape(k_out, n, *out_sizes))
+
+
+def _patch_matrices(
+    xp: np.ndarray,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    out_sizes: Sequence[int],
+    groups: int,
+) -> np.ndarray:
+    """Each group's patch matrix: xp: (N, C, *S) -> (groups, C/groups * prod(k), N * prod(out)).
+
+    A 1x1 kernel with stride 1 needs no patches: the input is its own patch matrix (no copy when N = 1).
+    """
+    n, c = xp.shape[:2]
     if _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):
-        cols = xp.reshape(n, groups, c_group, positions)
+        cols = xp.reshape(n, c, -1).swapaxes(0, 1)
     else:
-        cols = im2col(xp, kernel, stride, dilation, out_sizes).reshape(n, groups, -1, positions)
-    weights = w.reshape(groups, k_out // groups, -1)
-    # groups == 1: (K, C*taps) @ (N, C*taps, P), one BLAS call per sample
-    out = np.matmul(weights[0], cols[:, 0]) if groups == 1 else np.matmul(weights, cols)
-    return out.reshape(n, k_out, *out_sizes)
+        cols = im2col(xp, kernel, stride, dilation, out_sizes)
+    return cols.reshape(groups, -1, n * int(np.prod(out_sizes)))
+
+
+def _batch_first(y: np.ndarray) -> np.ndarray:
+    """(C, N, *S) -> (N, C, *S), contiguous (free when N = 1)."""
+    return y.reshape(1, *y.shape[:1], *y.shape[2:]) if y.shape[1] == 1 else np.ascontiguousarray(y.swapaxes(0, 1))
+
+
+def _channels_first(y: np.ndarray, groups: int) -> np.ndarray:
+    """(N, C, *S) -> (groups, C/groups, N * prod(S)) (free when N = 1)."""
+    n, c = y.shape[:2]
+    return y.reshape(n, c, -1).swapaxes(0, 1).reshape(groups, c // groups, -1)
 
 
 _DEPTHWISE_CHUNK = 1 << 18  # patch elements per chunk of channels (1 MiB in float32): stays in cache
@@ -156,20 +182,19 @@ def conv_padded_input_grad(
         if multiplier > 1:
             dxp = dxp.reshape(n, c, multiplier, *padded_sizes).sum(axis=2)
         return dxp
-    positions = int(np.prod(out_sizes))
     weights_t = w.reshape(groups, k_out // groups, -1).transpose(0, 2, 1)  # (G, C/G * taps, K/G)
-    douts = dout.reshape(n, groups, k_out // groups, positions)
-    dcols = np.matmul(weights_t[0], douts[:, 0])[:, None] if groups == 1 else np.matmul(weights_t, douts)
+    douts = _channels_first(dout, groups)  # (G, K/G, N * P)
+    dcols = np.matmul(weights_t[0], douts[0]) if groups == 1 else np.matmul(weights_t, douts)
     if _is_pointwise(kernel, stride, padded_sizes, out_sizes):
-        return dcols.reshape(n, c, *padded_sizes)
-    return col2im(dcols.reshape(n, c, -1, *out_sizes), padded_sizes, kernel, stride, dilation)
+        return _batch_first(dcols.reshape(c, n, *padded_sizes))
+    return col2im(dcols.reshape(c, -1, n, *out_sizes), padded_sizes, kernel, stride, dilation)
 
 
 def conv_padded_weight_grad(
     xp: np.ndarray, dout: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int
 ) -> np.ndarray:
     """d loss / d w of ``conv_padded``. xp: (N, C, *S), dout: (N, K, *out) -> (K, C/groups, *kernel)."""
-    n, c = xp.shape[:2]
+    c = xp.shape[1]
     k_out = dout.shape[1]
     out_sizes = dout.shape[2:]
     spatial = len(kernel)
@@ -182,15 +207,10 @@ def conv_padded_weight_grad(
         for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
             dw[:, t] = np.sum(xp[(slice(None), slice(None), *window)] * dout, axis=axes)
         return dw.reshape(k_out, 1, *kernel)
-    positions = int(np.prod(out_sizes))
-    c_group = c // groups
-    if _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):
-        cols = xp.reshape(n, groups, c_group, positions)
-    else:
-        cols = im2col(xp, kernel, stride, dilation, out_sizes).reshape(n, groups, -1, positions)
-    douts = dout.reshape(n, groups, k_out // groups, positions)
-    dw = np.matmul(douts, cols.swapaxes(-1, -2)).sum(axis=0)  # (G, K/G, C/G * taps)
-    return dw.reshape(k_out, c_group, *kernel)
+    cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
+    douts = _channels_first(dout, groups)  # (G, K/G, N * P)
+    dw = np.matmul(douts, cols.swapaxes(-1, -2))  # (G, K/G, C/G * taps)
+    return dw.reshape(k_out, c // groups, *kernel)
 
 
 # --- convolution ----------------------------------------------------------------------------------

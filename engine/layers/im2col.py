@@ -54,15 +54,16 @@ def im2col(
 ) -> np.ndarray:
     """Patch tensor of a padded input.
 
-    xp: (N, C, *S) -> cols: (N, C, prod(kernel), *out_sizes), with
-    ``cols[n, c, t, *o] = xp[n, c, *(j_t * dilation + o * stride)]``. Reshaped to
-    ``(N, C * prod(kernel), prod(out_sizes))`` it is the patch matrix of the convolution.
+    xp: (N, C, *S) -> cols: (C, prod(kernel), N, *out_sizes), with
+    ``cols[c, t, n, *o] = xp[n, c, *(j_t * dilation + o * stride)]``. Reshaped to
+    ``(C * prod(kernel), N * prod(out_sizes))`` it is the patch matrix of the convolution: one row per
+    (channel, kernel offset), one column per output position of every sample.
     """
     n, c = xp.shape[:2]
     taps = int(np.prod(kernel))
-    cols = np.empty((n, c, taps, *out_sizes), dtype=xp.dtype)
+    cols = np.empty((c, taps, n, *out_sizes), dtype=xp.dtype)
     for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
-        cols[:, :, t] = xp[(slice(None), slice(None), *window)]
+        cols[:, t] = xp[(slice(None), slice(None), *window)].swapaxes(0, 1)
     return cols
 
 
@@ -75,11 +76,11 @@ def col2im(
 ) -> np.ndarray:
     """The adjoint of ``im2col``: every patch entry added back where it was read from.
 
-    dcols: (N, C, prod(kernel), *out) -> dxp: (N, C, *padded_sizes)
+    dcols: (C, prod(kernel), N, *out) -> dxp: (N, C, *padded_sizes)
     """
-    n, c = dcols.shape[:2]
+    c, _, n = dcols.shape[:3]
     out_sizes = dcols.shape[3:]
     dxp = np.zeros((n, c, *padded_sizes), dtype=dcols.dtype)
     for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
-        dxp[(slice(None), slice(None), *window)] += dcols[:, :, t]
+        dxp[(slice(None), slice(None), *window)] += dcols[:, t].swapaxes(0, 1)
     return dxp
