@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from engine.errors import EngineError, ShapeError, SpecError, WeightsError
 
@@ -61,6 +62,14 @@ async def handle_validation_error(request: Request, exc: RequestValidationError)
     return error_json(422, _describe_validation(errors), errors=errors)
 
 
+async def handle_http_exception(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors, as JSON; a body it cannot parse (400) is unusable input: 422, saying what to send."""
+    if exc.status_code == 400:
+        return error_json(422, f"the request body cannot be parsed ({exc.detail}): send well-formed JSON, or a "
+                               "multipart form as `curl -F field=@file` writes it (see /docs)")
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+
+
 async def handle_spec_error(request: Request, exc: SpecError) -> JSONResponse:
     return error_json(422, str(exc), node=exc.node_id, reason=exc.reason)
 
@@ -83,6 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(SpecError, handle_spec_error)
     app.add_exception_handler(EngineError, handle_engine_error)
     app.add_exception_handler(MemoryError, handle_memory_error)

@@ -228,3 +228,11 @@ def test_forward_refuses_a_batch_whose_activations_would_not_fit(settings):
         ok = client.post("/api/models/wide/forward", content=npy_bytes(np.zeros((batch - 1, 1, 12, 12), np.uint8)),
                          headers=NPY)
         assert ok.status_code == 200 and npy_load(ok.content).shape == (batch - 1, 64, 12, 12)
+
+
+def test_malformed_multipart_is_422(client):
+    for content_type in ["multipart/form-data", "multipart/form-data; boundary=xyz"]:
+        for path in ["/api/models/tiny/predict", "/api/models"]:
+            response = client.post(path, content=b"garbage", headers={"content-type": content_type})
+            assert response.status_code == 422, (path, content_type, response.text)
+            assert "multipart" in response.json()["detail"]
