@@ -96,7 +96,9 @@ def prepare_input(model_input: ModelInput, model: StoredModel, max_bytes: int, m
             picture = prepare_image(model_input.data, model.bundle.preprocessing, max_bytes, max_pixels)
         except ImageError as exc:
             raise ApiError(exc.status_code, str(exc)) from exc
-        return PreparedInput(model.bundle.preprocessing.normalize(picture), picture)
+        x = model.bundle.preprocessing.normalize(picture)
+        graph.check_input(x)  # a preprocessing that does not fit the model: ShapeError, 422
+        return PreparedInput(x, picture)
     x = parse_npy(model_input.data, max_elements)
     if x.ndim == len(expected):
         x = x[None]
