@@ -46,6 +46,21 @@ def manager(fake_pretrained):
 
 
 @pytest.fixture
+def make_manager():
+    """JobManagers made by a test, all shut down after it."""
+    made: list[JobManager] = []
+
+    def make(**kwargs) -> JobManager:
+        made.append(JobManager(**kwargs))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.shutdown(timeout=30)
+    assert not training_threads(), "a training thread outlived its test"
+
+
+@pytest.fixture
 def lab(client, manager):
     client.app.dependency_overrides[get_job_manager] = lambda: manager
     return client
@@ -266,18 +281,18 @@ def test_pretrained_starts_from_the_shipped_weights(lab, manager, fake_pretraine
     assert np.array_equal(state.initial_params["bn1.weight"], np.ones(8, dtype=np.float32))
 
 
-def test_pretrained_weights_missing_is_503(client):
+def test_pretrained_weights_missing_is_503(client, make_manager):
     def missing(model_id):
         raise FileNotFoundError(f"the pre-trained weights of {model_id} are not installed")
 
-    manager = JobManager(pretrained_source=missing)
+    manager = make_manager(pretrained_source=missing)
     client.app.dependency_overrides[get_job_manager] = lambda: manager
     response = client.post("/api/training/jobs", json={**QUICK, "pretrained": True})
     assert response.status_code == 503 and "digits_classic are not installed" in response.json()["detail"]
     assert manager.jobs() == []
 
 
-def test_a_diverging_run_fails_with_a_message(client):
+def test_a_diverging_run_fails_with_a_message(client, make_manager):
     """A NaN loss stops the job with the engine's advice instead of streaming garbage."""
     def poisoned(split, limit):
         x, y = load_mnist(split, limit=limit)
@@ -285,14 +300,13 @@ def test_a_diverging_run_fails_with_a_message(client):
         x[5] = np.nan
         return x, y
 
-    manager = JobManager(data_loader=poisoned)
+    manager = make_manager(data_loader=poisoned)
     client.app.dependency_overrides[get_job_manager] = lambda: manager
     job_id = client.post("/api/training/jobs", json=QUICK).json()["id"]
     events = read_events(client, job_id)
     end = events[-1][2]
     assert end["status"] == "failed" and "the loss became nan" in end["error"]
     assert client.post(f"/api/training/jobs/{job_id}/model").status_code == 409
-    manager.shutdown()
 
 
 # --- the result as a model ------------------------------------------------------------------------
