@@ -108,7 +108,9 @@ async function loadModel() {
     const first = document.querySelector("#samples .sample");
     if (first) state.set({ sample: first.dataset.file });
   } else {
-    $("network").innerHTML = '<p class="muted empty-note">Draw a digit (left), or pick a photo.</p>';
+    // a digit to start from, so the network is never empty; the user draws over it or clears it
+    pad.drawText("3");
+    runImage(await pad.toBlob28(), "your drawing");
   }
 }
 

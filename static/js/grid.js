@@ -8,7 +8,8 @@ const fmt = (v) => {
   const a = Math.abs(v);
   if (a >= 100) return v.toFixed(0);
   if (a >= 10) return v.toFixed(1);
-  return v.toFixed(2);
+  if (a >= 0.095 || a === 0) return v.toFixed(2);
+  return v.toFixed(3); // small weights and products keep a significant digit
 };
 
 export const formatNumber = fmt;

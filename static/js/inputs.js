@@ -86,6 +86,18 @@ export class DrawingPad {
     this.empty = true;
   }
 
+  /** Write a digit in a thick font, as a starting point to draw over (MNIST-like: centred, white on black). */
+  drawText(text) {
+    this.clear();
+    const { ctx, canvas } = this;
+    ctx.fillStyle = "#fff";
+    ctx.font = `bold ${Math.round(canvas.height * 0.72)}px system-ui, sans-serif`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, canvas.width / 2, canvas.height * 0.54);
+    this.empty = false;
+  }
+
   /** The drawing scaled to 28×28 (the digit models' input size) as a PNG blob. */
   toBlob28() {
     const small = document.createElement("canvas");
