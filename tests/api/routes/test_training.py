@@ -387,3 +387,19 @@ def test_event_stream_sends_heartbeats_while_quiet(manager):
 
     chunks = asyncio.run(asyncio.wait_for(consume(), timeout=10))
     assert chunks[0].startswith("retry:") and ": keep-alive\n\n" in chunks
+
+
+def test_fine_tuning_from_the_really_shipped_weights(client, make_manager):
+    """The default source reads engine/models/weights/digits_classic.npz: epoch 0 is already a trained network."""
+    from app.services.training_networks import shipped_weights
+    from engine.models.digits import CLASSIC_ID, weights_path
+
+    if not weights_path(CLASSIC_ID).is_file():
+        pytest.skip("the shipped digits_classic weights are not installed")
+    manager = make_manager()
+    client.app.dependency_overrides[get_job_manager] = lambda: manager
+    job = client.post("/api/training/jobs", json={**QUICK, "epochs": 1, "pretrained": True}).json()
+    assert job["pretrained_params"] == list(shipped_weights(CLASSIC_ID))
+    wait_finished(manager, job["id"])
+    start = client.get(f"/api/training/jobs/{job['id']}").json()["epochs"][0]
+    assert start["test_accuracy"] > 0.95 and start["test_loss"] < 0.2
