@@ -23,13 +23,13 @@ Backward: ``dw`` is ``dout @ patches^T``, ``dx`` is ``w^T @ dout`` added back on
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from engine.layers.im2col import col2im, im2col, pad_input, tap_slices, unpad
+from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_phases
+from engine.layers.im2col import col2im, im2col, pad_input, unpad
 
 Pads = Sequence[tuple[int, int]]
 
@@ -67,7 +67,8 @@ def conv_padded(
         multiplier = k_out // c
         if multiplier > 1:  # output channel k reads input channel k // multiplier
             xp = np.repeat(xp, multiplier, axis=1)
-        return depthwise_padded(xp, w.reshape(k_out, -1), kernel, stride, dilation)
+        plan = plan_phases(xp.shape[2:], kernel, stride, dilation, out_sizes)
+        return depthwise_forward(xp, w.reshape(k_out, -1), plan)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     weights = w.reshape(groups, k_out // groups, -1)  # (G, K/G, C/G * taps)
     out = np.matmul(weights[0], cols[0]) if groups == 1 else np.matmul(weights, cols)  # (G, K/G, N * P)
@@ -105,54 +106,6 @@ def _channels_first(y: np.ndarray, groups: int) -> np.ndarray:
     return y.reshape(n, c, -1).swapaxes(0, 1).reshape(groups, c // groups, -1)
 
 
-_DEPTHWISE_CHUNK = 1 << 18  # patch elements per chunk of channels (1 MiB in float32): stays in cache
-
-
-def depthwise_padded(
-    xp: np.ndarray, taps: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
-) -> np.ndarray:
-    """Depthwise convolution of a padded input: xp: (N, C, *S), taps: (C, prod(k)) -> (N, C, *out).
-
-    Each channel is its own small matrix product, ``(1, prod(k)) @ (prod(k), positions)``, over a patch
-    matrix of that channel alone. To build the patch rows from long contiguous runs (not short strided
-    image rows), the input is split by stride phase (``xp[..., p::stride]``; one phase when stride is 1)
-    and each phase flattened over its spatial axes; the output is computed on a "wide" grid whose rows
-    are as long as the phase's, so that kernel offset ``j`` reads ``phase[(j * dilation) % stride]`` as one
-    run starting at flat position ``sum((j * dilation) // stride * row_stride)``. The wide grid's extra
-    columns are cut off at the end. Channels go in chunks so that the patch matrix stays in cache.
-    """
-    n, c = xp.shape[:2]
-    rows = n * c
-    out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
-    phase_sizes = [-(-size // s) for size, s in zip(xp.shape[2:], stride)]
-    phase_sizes[0] += 1  # one spare row: the wide grid's last row runs past the phase's end
-    starts = list(itertools.product(*(range(s) for s in stride)))
-    phases = np.zeros((len(starts), rows, *phase_sizes), dtype=xp.dtype)
-    for i, start in enumerate(starts):
-        part = xp[(slice(None), slice(None), *(slice(p, None, s) for p, s in zip(start, stride)))]
-        phases[(i, slice(None), *(slice(0, m) for m in part.shape[2:]))] = part.reshape(rows, *part.shape[2:])
-    phases = phases.reshape(len(starts), rows, -1)
-    row_strides = [int(np.prod(phase_sizes[a + 1:])) for a in range(len(phase_sizes))]
-    length = out_sizes[0] * row_strides[0]
-    reads = []  # per kernel offset: which phase, and where its run begins
-    for offsets in itertools.product(*(range(k) for k in kernel)):
-        reach = [j * d for j, d in zip(offsets, dilation)]
-        phase = starts.index(tuple(r % s for r, s in zip(reach, stride)))
-        reads.append((phase, sum((r // s) * rs for r, s, rs in zip(reach, stride, row_strides))))
-
-    weights = np.tile(taps.astype(xp.dtype, copy=False), (n, 1))[:, None, :]  # (N * C, 1, taps)
-    out = np.empty((rows, 1, length), dtype=xp.dtype)
-    chunk = max(1, min(rows, _DEPTHWISE_CHUNK // (len(reads) * length)))
-    patches = np.empty((chunk, len(reads), length), dtype=xp.dtype)
-    for r0 in range(0, rows, chunk):
-        r1 = min(rows, r0 + chunk)
-        for t, (phase, begin) in enumerate(reads):
-            patches[:r1 - r0, t] = phases[phase, r0:r1, begin:begin + length]
-        np.matmul(weights[r0:r1], patches[:r1 - r0], out=out[r0:r1])
-    wide = out.reshape(n, c, out_sizes[0], *phase_sizes[1:])
-    return np.ascontiguousarray(wide[(slice(None), slice(None), slice(None), *(slice(0, m) for m in out_sizes[1:]))])
-
-
 def conv_padded_input_grad(
     dout: np.ndarray,
     w: np.ndarray,
@@ -170,15 +123,19 @@ def conv_padded_input_grad(
     c = c_group * groups
     kernel = w.shape[2:]
     out_sizes = dout.shape[2:]
-    spatial = len(kernel)
     if _is_depthwise(c, w, groups):
         multiplier = k_out // c
-        taps = w.reshape(k_out, -1)
-        dxp = np.zeros((n, k_out, *padded_sizes), dtype=np.result_type(dout, w))
-        tmp = np.empty_like(dout, dtype=dxp.dtype)
-        for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
-            np.multiply(dout, _bcast(taps[:, t], spatial), out=tmp)
-            dxp[(slice(None), slice(None), *window)] += tmp
+        if all(s == 1 for s in stride):
+            # stride 1: the input gradient is itself a depthwise correlation, of the zero-padded dout with
+            # the flipped kernel (the fast forward path); padded size = out + dilation * (k - 1)
+            pads = [(d * (k - 1), p - o) for d, k, p, o in zip(dilation, kernel, padded_sizes, out_sizes)]
+            dpad = pad_input(dout, pads)
+            flipped = w[(slice(None), slice(None), *(slice(None, None, -1),) * len(kernel))].reshape(k_out, -1)
+            plan = plan_phases(dpad.shape[2:], kernel, stride, dilation, padded_sizes)
+            dxp = depthwise_forward(dpad, flipped, plan)
+        else:
+            plan = plan_phases(padded_sizes, kernel, stride, dilation, out_sizes)
+            dxp = depthwise_input_grad(dout, w.reshape(k_out, -1), plan)
         if multiplier > 1:
             dxp = dxp.reshape(n, c, multiplier, *padded_sizes).sum(axis=2)
         return dxp
@@ -197,15 +154,11 @@ def conv_padded_weight_grad(
     c = xp.shape[1]
     k_out = dout.shape[1]
     out_sizes = dout.shape[2:]
-    spatial = len(kernel)
     if groups == c and k_out % c == 0 and groups > 1:  # depthwise: one channel per group
         multiplier = k_out // c
         if multiplier > 1:
             xp = np.repeat(xp, multiplier, axis=1)
-        dw = np.empty((k_out, int(np.prod(kernel))), dtype=np.result_type(xp, dout))
-        axes = (0, *range(2, 2 + spatial))
-        for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
-            dw[:, t] = np.sum(xp[(slice(None), slice(None), *window)] * dout, axis=axes)
+        dw = depthwise_weight_grad(xp, dout, plan_phases(xp.shape[2:], kernel, stride, dilation, out_sizes))
         return dw.reshape(k_out, 1, *kernel)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     douts = _channels_first(dout, groups)  # (G, K/G, N * P)
