@@ -168,16 +168,20 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   clearError();
   const preview = $("input-preview");
   if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(blob);
+  if (name.toLowerCase().endsWith(".npy")) preview.removeAttribute("src");
+  else preview.src = URL.createObjectURL(blob);
   preview.classList.toggle("pixelated", name === "your drawing");
   $("input-figure").hidden = false;
   $("input-caption").textContent = name;
+  // a .npy file is a raw input tensor (for models that do not take images); anything else is an image
+  const tensor = name.toLowerCase().endsWith(".npy");
   const form = new FormData();
   form.append("image", blob, name.includes(".") ? name : `${name}.png`);
   let answer;
   try {
     answer = await api(`/api/models/${encodeURIComponent(state.values.model)}/activations`, {
-      body: form, label: "Running the network…",
+      body: tensor ? blob : form, headers: tensor ? { "Content-Type": "application/x-npy" } : {},
+      label: "Running the network…",
     });
   } catch (err) {
     if (token === runToken) showError(err, `running ${state.values.model} on ${name}`);

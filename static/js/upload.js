@@ -1,1 +1,132 @@
-// page module (being written)
+// Bring your own model: upload an ONNX file to POST /api/models, show what the importer found (or every
+// unsupported operator it refused), and link to the pages that explore it.
+import { ApiError, api, clearError, showError } from "./api.js";
+import { architecture, forgetModels, listModels } from "./models.js";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+function links(model) {
+  const id = encodeURIComponent(model.id);
+  const explorer = el("a", { class: "button", href: `/?model=${id}`, text: "Explore it" });
+  const row = el("p", { class: "button-row" }, explorer,
+    el("a", { class: "button secondary", href: `/receptive-fields?model=${id}`, text: "Receptive fields" }));
+  if (model.takes_images) row.append(el("a", { class: "button secondary", href: `/attention?model=${id}`, text: "Attention maps" }));
+  return row;
+}
+
+function describe(model, arch) {
+  const ops = new Map();
+  for (const node of arch?.architecture?.nodes ?? []) ops.set(node.op, (ops.get(node.op) ?? 0) + 1);
+  const facts = [
+    `id ${model.id}`, `input ${model.input_shape.join("×")}`,
+    model.num_classes ? `${model.num_classes} outputs` : "output is not a class vector",
+    `${model.param_count.toLocaleString()} parameters`,
+  ];
+  const parts = [el("p", {}, el("strong", { text: model.name }), ` · ${facts.join(" · ")}`)];
+  if (ops.size) parts.push(el("p", { class: "small", text: `Layers: ${[...ops].map(([op, n]) => `${n} × ${op}`).join(", ")}` }));
+  if (!model.takes_images) {
+    parts.push(el("p", { class: "callout info", text: "Its input is not a square 1- or 3-channel image, so it takes raw .npy tensors: in the explorer, upload a .npy file of that shape." }));
+  }
+  const notes = model.onnx?.notes ?? [];
+  if (notes.length) parts.push(el("ul", { class: "small muted" }, ...notes.map((n) => el("li", { text: String(n) }))));
+  parts.push(links(model));
+  return parts;
+}
+
+let chosenFile = null;
+function choose(file) {
+  chosenFile = file;
+  $("onnx-chosen").textContent = file ? `${file.name} (${(file.size / 1024).toFixed(1)} KB)` : "or drop it here (at most 100 MB)";
+}
+
+$("onnx-file").addEventListener("change", () => choose($("onnx-file").files?.[0] ?? null));
+const drop = $("onnx-drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  const file = e.dataTransfer?.files?.[0];
+  if (file) choose(file);
+});
+
+$("upload-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearError();
+  const result = $("upload-result");
+  if (!chosenFile) {
+    showError("choose an .onnx file first");
+    return;
+  }
+  const data = new FormData();
+  data.append("file", chosenFile, chosenFile.name);
+  if ($("onnx-name").value.trim()) data.append("name", $("onnx-name").value.trim());
+  if ($("onnx-labels").value.trim()) data.append("labels", $("onnx-labels").value);
+  data.append("preprocessing", document.querySelector('input[name="preprocessing"]:checked').value);
+  $("upload-button").disabled = true;
+  result.replaceChildren(el("p", { class: "muted", text: `Importing ${chosenFile.name}…` }));
+  try {
+    const model = await api("/api/models", { body: data, label: "Importing the model…" });
+    forgetModels();
+    const arch = await architecture(model.id).catch(() => null);
+    result.replaceChildren(
+      el("p", { class: "badge ok", text: model.created ? "Imported" : "Already here (the same file was uploaded before)" }),
+      ...describe(model, arch));
+    await listUploaded();
+  } catch (err) {
+    const items = err instanceof ApiError ? err.body?.unsupported ?? [] : [];
+    result.replaceChildren(el("p", { class: "callout", text: err instanceof ApiError ? err.detail : String(err) }));
+    if (items.length) {
+      result.append(el("table", { class: "data" },
+        el("thead", {}, el("tr", {}, el("th", { text: "unsupported operator" }), el("th", { text: "ONNX node" }))),
+        el("tbody", {}, ...items.map((u) => el("tr", {}, el("td", { text: u.op_type }), el("td", { text: u.node }))))));
+    }
+    showError(err, "importing the model");
+  } finally {
+    $("upload-button").disabled = false;
+  }
+});
+
+async function listUploaded() {
+  const box = $("uploaded");
+  try {
+    const models = (await listModels()).filter((m) => !m.builtin);
+    if (!models.length) {
+      box.replaceChildren(el("p", { class: "small muted", text: "None yet." }));
+      return;
+    }
+    box.replaceChildren(...models.map((model) => {
+      const remove = el("button", { type: "button", class: "secondary", text: "Delete", "aria-label": `Delete ${model.name}` });
+      remove.addEventListener("click", async () => {
+        if (!window.confirm(`Delete ${model.name} from this server?`)) return;
+        try {
+          await api(`/api/models/${encodeURIComponent(model.id)}`, { method: "DELETE", as: "response", label: "Deleting…" });
+          forgetModels();
+          await listUploaded();
+        } catch (err) {
+          showError(err, "deleting");
+        }
+      });
+      const row = links(model);
+      row.append(remove);
+      return el("div", { class: "uploaded-model" },
+        el("p", {}, el("strong", { text: model.name }), ` · ${model.input_shape.join("×")} · ${model.param_count.toLocaleString()} parameters`),
+        row);
+    }));
+  } catch (err) {
+    showError(err, "listing the models");
+  }
+}
+
+listUploaded();

@@ -1,0 +1,79 @@
+"""Bring your own model in a real browser: an ONNX upload is imported, then explored like a built-in model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+onnx = pytest.importorskip("onnx", reason="onnx is not installed: upload tests skipped")
+helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+
+CANVAS_HAS_PICTURE = """canvas => {
+  const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const colours = new Set();
+  for (let i = 0; i < data.length; i += 4) colours.add(data[i] * 65536 + data[i + 1] * 256 + data[i + 2]);
+  return canvas.width > 1 && colours.size > 4;
+}"""
+
+
+def tiny_cnn(path: Path, extra_nodes: list | None = None) -> Path:
+    """Conv 3×3 (4 maps) → ReLU → MaxPool 2 → Flatten → Gemm (5 classes) on 3×16×16 inputs, random weights."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b1"),
+               numpy_helper.from_array(rng.normal(0, 0.3, (5, 4 * 8 * 8)).astype(np.float32), "w2"),
+               numpy_helper.from_array(np.zeros(5, np.float32), "b2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc", transB=1)]
+    output = "y"
+    for node in extra_nodes or []:
+        nodes.append(node)
+        output = node.output[0]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])]
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)]
+    graph = helper.make_graph(nodes, "tiny_cnn", inputs, outputs, weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_onnx_upload_can_be_explored(page, tmp_path):
+    model_file = tiny_cnn(tmp_path / "tiny.onnx")
+    page.goto("/upload")
+    page.set_input_files("#onnx-file", str(model_file))
+    page.fill("#onnx-name", "Tiny test CNN")
+    page.fill("#onnx-labels", "zero\none\ntwo\nthree\nfour")
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_selector("#upload-result .badge.ok")
+    result = page.locator("#upload-result").inner_text()
+    assert "Tiny test CNN" in result and "input 3×16×16" in result and "5 outputs" in result
+    assert "1 × conv2d" in result and "1 × linear" in result
+    page.locator("#uploaded").get_by_text("Tiny test CNN").wait_for()
+    # explore it like a built-in model: a photo runs through it and every column draws its maps
+    page.locator("#upload-result").get_by_role("link", name="Explore it").click()
+    page.wait_for_url("**/?model=onnx-*")
+    page.wait_for_function("window.cnnVis && window.cnnVis.firstFeatureMapMs !== null", timeout=30_000)
+    assert page.locator("#model option:checked").inner_text().startswith("Tiny test CNN")
+    page.wait_for_selector('.layer.loaded[data-node="conv"]')
+    assert page.locator('.layer[data-node="conv"] canvas.tiles').evaluate(CANVAS_HAS_PICTURE)
+    assert page.locator(".layer").count() == 6  # input, conv, relu, pool, flat, fc
+    labels = page.locator("#predictions .bar-label").all_inner_texts()
+    assert sorted(labels) == ["four", "one", "three", "two", "zero"]
+    page.console.check()
+
+
+def test_unsupported_operators_are_listed(page, tmp_path):
+    extra = [helper.make_node("Erf", ["y"], ["e"], name="mystery_erf")]
+    model_file = tiny_cnn(tmp_path / "erf.onnx", extra)
+    page.goto("/upload")
+    page.set_input_files("#onnx-file", str(model_file))
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Erf" in page.locator("#error-text").inner_text()
+    assert "mystery_erf" in page.locator("#upload-result").inner_text()
