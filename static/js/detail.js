@@ -298,9 +298,9 @@ export class DetailView {
     const figure = el("div", { class: "op-figure" });
     const controls = el("div", { class: "button-row" },
       el("button", { type: "button", "data-action": "first", "aria-label": "First step", text: "« First" }),
-      el("button", { type: "button", "data-action": "prev", text: "◀ Prev" }),
+      el("button", { type: "button", "data-action": "prev", "aria-label": "Previous step", text: "◀ Prev" }),
       el("button", { type: "button", "data-action": "play", "aria-pressed": "false", text: "▶ Play" }),
-      el("button", { type: "button", "data-action": "next", text: "Next ▶" }),
+      el("button", { type: "button", "data-action": "next", "aria-label": "Next step", text: "Next ▶" }),
       el("button", { type: "button", "data-action": "last", "aria-label": "Last step", text: "Last »" }),
       el("span", { "data-role": "step-label", class: "small muted" }));
     const stage = el("div", { class: "op-stage" });

@@ -33,7 +33,7 @@ def fresh_photo(tmp_path: Path) -> Path:
 
 
 def test_upload_draws_feature_maps_fast(page, fresh_photo):
-    page.goto("/")
+    page.goto("/?model=efficientnet_lite0")
     first_maps_ready(page)  # the first sample runs on its own; then the user uploads a photo
     page.set_input_files("#file", str(fresh_photo))
     page.wait_for_function("window.cnnVis.firstFeatureMapMs === null")
@@ -54,7 +54,7 @@ def test_upload_draws_feature_maps_fast(page, fresh_photo):
 
 
 def test_colour_scale_recolours_without_a_new_request(page):
-    page.goto("/?sample=cat.jpg&scale=gray")
+    page.goto("/?model=efficientnet_lite0&sample=cat.jpg&scale=gray")
     first_maps_ready(page)
     canvas = page.locator('.layer[data-node="stem.relu6"] canvas.tiles')
     canvas.wait_for()
@@ -72,7 +72,7 @@ def test_colour_scale_recolours_without_a_new_request(page):
 
 
 def test_clicking_a_unit_explains_it_and_outlines_its_receptive_field(page):
-    page.goto("/?sample=cat.jpg&filter=all")
+    page.goto("/?model=efficientnet_lite0&sample=cat.jpg&filter=all")
     page.wait_for_selector('.layer.loaded[data-node="stem.conv"]')
     tiles = page.locator('.layer[data-node="stem.conv"] canvas.tiles')
     box = tiles.bounding_box()
@@ -98,7 +98,7 @@ def test_clicking_a_unit_explains_it_and_outlines_its_receptive_field(page):
 
 
 def test_lecture_mode_steps_with_the_arrow_keys(page):
-    page.goto("/?sample=cat.jpg")
+    page.goto("/?model=efficientnet_lite0&sample=cat.jpg")
     first_maps_ready(page)
     page.get_by_role("button", name="Lecture mode").click()
     assert "lecture=1" in page.url
@@ -113,4 +113,51 @@ def test_lecture_mode_steps_with_the_arrow_keys(page):
     page.wait_for_selector(".layer.current.loaded")
     page.locator("body").press("ArrowLeft")
     page.wait_for_function("document.querySelector('#lesson-title').textContent.startsWith('1.')")
+    page.console.check()
+
+
+def test_drawing_a_digit_classifies_it(page):
+    page.goto("/?model=digits_classic")
+    first_maps_ready(page)  # the page starts from a written "3"
+    assert page.locator("#predictions .bar-label").first.inner_text() == "3"
+    page.get_by_role("button", name="Clear").click()
+    pad = page.locator("#draw").bounding_box()
+    page.mouse.move(pad["x"] + pad["width"] * 0.5, pad["y"] + pad["height"] * 0.15)
+    page.mouse.down()
+    page.mouse.move(pad["x"] + pad["width"] * 0.5, pad["y"] + pad["height"] * 0.85, steps=12)
+    page.mouse.up()  # a vertical stroke: a "1"
+    page.wait_for_function("document.querySelector('#predictions .bar-label').textContent === '1'")
+    assert page.locator('.layer.loaded[data-node="conv1"] canvas.tiles').evaluate(CANVAS_HAS_PICTURE)
+    page.console.check()
+
+
+def unit_detail(page, unit: str) -> str:
+    page.goto(f"/?model=digits_classic&unit={unit}")
+    page.wait_for_selector("#detail:not([hidden])")
+    page.wait_for_selector("#detail-body .badge", timeout=20_000)
+    return page.locator("#detail-body").inner_text()
+
+
+def test_convolution_unit_is_explained_with_the_real_numbers(page):
+    unit_detail(page, "conv2,5,4,4")
+    # first step: channel 0 of pool1 under the 5×5 window, the kernel, the products
+    page.locator("#detail").get_by_role("button", name="First step").click()
+    stage = page.locator("#detail .op-stage")
+    assert stage.inner_text().startswith("Input channel 0 (1 of 8)")
+    assert stage.locator(".grid").count() == 3 and stage.locator(".grid").first.locator(".cell").count() == 25
+    page.locator("#detail").get_by_role("button", name="Last step").click()
+    # the sum over the 8 channels plus the bias, recomputed from the API's numbers, equals the engine's value
+    page.locator("#detail").get_by_role("button", name="Previous step").click()
+    page.wait_for_selector("#detail .op-stage .badge.ok")
+    assert "matches the engine's value" in stage.inner_text()
+    page.locator("#detail").get_by_role("button", name="Last step").click()
+    assert "ReLU: max(0," in stage.inner_text()
+    page.console.check()
+
+
+def test_pooling_and_fully_connected_units(page):
+    body = unit_detail(page, "pool1,0,5,5")
+    assert "max of the window" in body and "matches the engine's value" in body
+    body = unit_detail(page, "fc,3")
+    assert "all 400 numbers of flatten" in body and "matches the engine's value" in body
     page.console.check()
