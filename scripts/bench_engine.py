@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import os
 import re
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the children")
+    parser.add_argument("--engine-only", action="store_true", help="time the engine alone, without PyTorch")
     parser.add_argument("--worker", nargs=4, metavar=("FOLDER", "NAME", "RUNS", "WARMUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -172,6 +174,9 @@ def main() -> None:
     from engine.graph import Graph
 
     env = child_env(args.threads, args.keep_openblas_env)
+    have_torch = not args.engine_only and importlib.util.find_spec("torch") is not None
+    if not have_torch and not args.engine_only:
+        print("PyTorch is not installed: timing the engine alone (pip install torch==2.13.0 for the comparison)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
         folder = Path(tmp)
@@ -189,17 +194,20 @@ def main() -> None:
             medians: dict[tuple[str, str], list[float]] = {}
             for _ in range(args.rounds):
                 mine = run_child([sys.executable, str(Path(__file__).resolve()), "--worker", *common], env)
-                theirs = run_child([sys.executable, str(TORCH_SCRIPT), *common], env)
-                for side, result in (("engine", mine), ("torch", theirs)):
+                sides = [("engine", mine)]
+                if have_torch:
+                    theirs = run_child([sys.executable, str(TORCH_SCRIPT), *common], env)
+                    sides.append(("torch", theirs))
+                for side, result in sides:
                     for clock in ("wall", "cpu"):
                         medians.setdefault((side, clock), []).append(statistics.median(result["times"][clock]))
             out_mine = np.load(folder / f"{name}_engine_out.npy")
-            out_theirs = np.load(folder / f"{name}_torch_out.npy")
+            out_theirs = np.load(folder / f"{name}_torch_out.npy") if have_torch else out_mine
             scale = float(np.max(np.abs(out_theirs)))
             error = float(np.max(np.abs(out_mine - out_theirs))) / max(scale, 1e-30)
             best = {key: min(values) for key, values in medians.items()}
             rows.append((name, macs, best, error))
-            print(f"{name}: engine [{mine['info']}], torch [{theirs['info']}]")
+            print(f"{name}: engine [{mine['info']}]" + (f", torch [{theirs['info']}]" if have_torch else ""))
             for key, values in sorted(medians.items()):
                 print(f"  {key[0]:>6} {key[1]:>4} ms per round: {[round(t * 1e3, 1) for t in values]}", flush=True)
 
@@ -207,6 +215,12 @@ def main() -> None:
     print(f"\nforward pass, batch 1, float32, {args.threads} thread(s): best of {args.rounds} rounds of the median "
           f"of {args.runs} runs after {args.warmup} warm-up;")
     print(f"ratio on {clock} time; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if not have_torch:
+        print(f"{'network':<14}{'GMACs':>7}{'engine ms':>11}{'wall ms':>10}")
+        for name, macs, best, _ in rows:
+            cpu_ms, wall_ms = best["engine", clock] * 1e3, best["engine", "wall"] * 1e3
+            print(f"{name:<14}{macs / 1e9:>7.3f}{cpu_ms:>11.1f}{wall_ms:>10.1f}")
+        return
     print(f"{'network':<14}{'GMACs':>7}{'engine ms':>11}{'torch ms':>10}{'ratio':>7}{'goal':>7}"
           f"{'wall: engine':>14}{'torch':>7}{'ratio':>7}{'max rel. diff':>15}")
     failed = False
