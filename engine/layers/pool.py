@@ -61,21 +61,30 @@ def _layout(
 
 
 # --- max pooling ----------------------------------------------------------------------------------
+def _defaults(kernel: Sequence[int], stride: Sequence[int] | None, padding: Pads | None):
+    """PyTorch's defaults: stride = kernel, no padding."""
+    stride = tuple(kernel) if stride is None else tuple(stride)
+    padding = ((0, 0),) * len(kernel) if padding is None else tuple(tuple(p) for p in padding)
+    return stride, padding
+
+
 def max_pool_forward(
     x: np.ndarray,
     kernel: Sequence[int],
-    stride: Sequence[int],
-    padding: Pads,
+    stride: Sequence[int] | None = None,
+    padding: Pads | None = None,
     dilation: Sequence[int] | None = None,
     ceil_mode: bool = False,
 ) -> tuple[np.ndarray, Any]:
     """Max pooling, as ``torch.nn.functional.max_poolNd``.
 
     Inputs:
-      x: (N, C, *S);  kernel, stride, dilation: one int per spatial axis; padding: (before, after) per axis
+      x: (N, C, *S);  kernel, stride (default: kernel), dilation (default 1): one int per spatial axis;
+      padding: (before, after) per axis (default none)
     Returns:
       out: (N, C, *out), out_a = floor_or_ceil((S_a + before + after - dilation * (k - 1) - 1) / stride) + 1
     """
+    stride, padding = _defaults(kernel, stride, padding)
     dilation = tuple(dilation) if dilation is not None else (1,) * len(kernel)
     out_sizes, pads = _layout(x, kernel, stride, padding, dilation, ceil_mode)
     xp = pad_input(x, pads, value=-np.inf)
@@ -129,18 +138,20 @@ def _avg_divisor(
 def avg_pool_forward(
     x: np.ndarray,
     kernel: Sequence[int],
-    stride: Sequence[int],
-    padding: Pads,
+    stride: Sequence[int] | None = None,
+    padding: Pads | None = None,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
 ) -> tuple[np.ndarray, Any]:
     """Average pooling, as ``torch.nn.functional.avg_poolNd``.
 
     Inputs:
-      x: (N, C, *S);  kernel, stride: one int per spatial axis; padding: (before, after) per axis
+      x: (N, C, *S);  kernel, stride (default: kernel): one int per spatial axis;
+      padding: (before, after) per axis (default none)
     Returns:
       out: (N, C, *out), out_a = floor_or_ceil((S_a + before + after - k) / stride) + 1
     """
+    stride, padding = _defaults(kernel, stride, padding)
     ones = (1,) * len(kernel)
     out_sizes, pads = _layout(x, kernel, stride, padding, ones, ceil_mode)
     xp = pad_input(x, pads)

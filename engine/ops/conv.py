@@ -14,20 +14,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engine.arithmetic import output_length, transposed_output_length
 from engine.layers.conv import conv_backward, conv_forward, conv_transpose_backward, conv_transpose_forward
 from engine.ops.base import REQUIRED, AxisGeometry, ForwardContext, Op, Shape, register_op
 from engine.padding import normalize_padding, per_axis
 
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 SHAPE_NAMES = {1: "(C, L)", 2: "(C, H, W)", 3: "(C, D, H, W)"}
-
-
-def _conv_out_size(size: int, kernel: int, stride: int, padding: tuple[int, int], dilation: int) -> int:
-    """``floor((size + before + after - dilation * (kernel - 1) - 1) / stride) + 1`` (one axis).
-
-    Private until the ops share ``engine.arithmetic.output_size`` (the same formula, with explanations).
-    """
-    return (size + padding[0] + padding[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def check_int(op: Op, name: str, minimum: int = 1) -> int:
@@ -126,8 +119,8 @@ class ConvNd(_ConvBase):
         self.padding = normalize_padding(self.attrs["padding"], self.spatial, self.kernel, self.stride,
                                          self.dilation, self.in_sizes, self.node_id)
         check_window_fits(self, self.in_sizes, self.kernel, self.dilation, self.padding, self.spatial)
-        self.out_sizes = tuple(_conv_out_size(*a) for a in zip(self.in_sizes, self.kernel, self.stride,
-                                                                 self.padding, self.dilation))
+        self.out_sizes = tuple(output_length(*a) for a in zip(self.in_sizes, self.kernel, self.stride,
+                                                               self.padding, self.dilation))
         return (self.out_channels, *self.out_sizes)
 
     def param_shapes(self) -> dict[str, Shape]:
@@ -205,11 +198,8 @@ class ConvTranspose2d(_ConvBase):
                 raise self.fail(f"output_padding {op_} along the {axis} must be smaller than the stride {s} or the "
                                 f"dilation {d} (it only picks one of the output sizes a strided convolution maps "
                                 "onto the same input size)")
-        self.out_sizes = tuple(
-            (size - 1) * s - b - a + d * (k - 1) + op_ + 1
-            for size, k, s, (b, a), op_, d in zip(self.in_sizes, self.kernel, self.stride, self.padding,
-                                                  self.output_padding, self.dilation)
-        )
+        self.out_sizes = tuple(transposed_output_length(*a) for a in zip(
+            self.in_sizes, self.kernel, self.stride, self.padding, self.dilation, self.output_padding))
         for axis, size, (b, a) in zip(AXIS_NAMES[n], self.out_sizes, self.padding):
             if size < 1:
                 raise self.fail(f"padding {b} + {a} removes the whole output along the {axis} (it would be {size} "

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engine.arithmetic import output_length
 from engine.layers.pool import (
     avg_pool_backward,
     avg_pool_forward,
@@ -21,7 +22,6 @@ from engine.layers.pool import (
     global_avg_pool_forward,
     max_pool_backward,
     max_pool_forward,
-    pool_output_size,
 )
 from engine.ops.base import GLOBAL, REQUIRED, AxisGeometry, ForwardContext, Op, Shape, register_op
 from engine.ops.conv import AXIS_NAMES, check_bool, check_window_fits, spatial_input
@@ -49,7 +49,7 @@ class _PoolNd(Op):
                 raise self.fail(f"padding {list(pair)} along the {axis} is more than half the window ({span} pixels): "
                                 f"at most {span // 2} is allowed, as in PyTorch, so that every window covers the input")
         check_window_fits(self, self.in_sizes, self.kernel, self.dilation, self.padding, n)
-        self.out_sizes = tuple(pool_output_size(*a, self.ceil_mode) for a in zip(
+        self.out_sizes = tuple(output_length(*a, self.ceil_mode) for a in zip(
             self.in_sizes, self.kernel, self.stride, self.padding, self.dilation))
         for axis, size, k, s, (before, _), d, out in zip(AXIS_NAMES[n], self.in_sizes, self.kernel, self.stride,
                                                         self.padding, self.dilation, self.out_sizes):

@@ -35,9 +35,9 @@ X44 = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)  # x[i, j] = 4 i + j
 
 
 def test_max_and_avg_pool_hand_worked():
-    out, _ = max_pool_forward(X44, (2, 2), (2, 2), NO_PAD2)
+    out, _ = max_pool_forward(X44, (2, 2))  # stride defaults to the kernel, as in PyTorch
     np.testing.assert_array_equal(out[0, 0], [[5, 7], [13, 15]])
-    out, _ = avg_pool_forward(X44, (2, 2), (2, 2), NO_PAD2)
+    out, _ = avg_pool_forward(X44, (2, 2))
     np.testing.assert_array_equal(out[0, 0], [[2.5, 4.5], [10.5, 12.5]])
     # 3x3 windows, stride 1: max is the bottom-right corner, mean the centre
     out, _ = max_pool_forward(X44, (3, 3), (1, 1), NO_PAD2)
