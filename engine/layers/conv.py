@@ -9,16 +9,16 @@ cross-correlation (the kernel is not flipped), and for spatial axis ``a``
 
 How it is computed (the fast path; ``engine.layers.naive`` has the loop version the tests compare with):
 
-* general: the patch matrix of each group, ``(C/groups * prod(k), prod(out))``, built one kernel
+* general: the patch matrix of each group, ``(C/groups * prod(k), N * prod(out))``, built one kernel
   offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
-  matrix product per group (and sample);
-* 1x1 kernels with stride 1: the input itself is the patch matrix, no copy;
-* depthwise (``groups == C`` and one input channel per group): one small product per channel,
-  ``(1, prod(k)) @ (prod(k), positions)``, over patch rows cut as long contiguous runs from the input
-  split by stride phase (see ``depthwise_padded``), a few channels at a time: no giant patch matrix.
+  matrix product per group;
+* 1x1 kernels with stride 1: the input itself is the patch matrix, no copy (for N = 1);
+* depthwise (``groups == C``, one input channel per group): one small product per channel over patch
+  rows cut as long contiguous runs from the input split by stride phase (``engine.layers.depthwise``).
 
-Backward: ``dw`` is ``dout @ patches^T``, ``dx`` is ``w^T @ dout`` added back onto the input by ``col2im``
-(one strided slice per kernel offset); depthwise backward multiplies and adds shifted, strided views.
+Backward: ``dw = dout @ patches^T`` and ``dpatches = w^T @ dout``, added back onto the input by ``col2im``
+(one strided slice per kernel offset). Depthwise: the same per channel; with stride 1 the input gradient
+is the forward correlation of the zero-padded ``dout`` with the flipped kernel.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray,
     """Gradients of ``conv_forward``. dout: (N, K, *out) -> dx: (N, C, *S), dw: (K, C/groups, *k), db: (K,) or None."""
     xp, sizes, w, has_bias, stride, padding, dilation, groups = cache
     dxp = conv_padded_input_grad(dout, w, xp.shape[2:], stride, dilation, groups)
-    dx = unpad(dxp, padding, sizes)
+    dx = np.ascontiguousarray(unpad(dxp, padding, sizes))
     dw = conv_padded_weight_grad(xp, dout, w.shape[2:], stride, dilation, groups)
     db = dout.sum(axis=(0, *range(2, dout.ndim))) if has_bias else None
     return dx, dw, db
