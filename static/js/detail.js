@@ -95,13 +95,16 @@ export class DetailView {
   }
 
   /** Show unit `unit` ({node, channel, y, x}) of `column` (a NetworkView column) for a run. */
-  async open({ model, arch, archById, run, column, unit, scale }) {
+  async open({ model, arch, archById, run, column, unit, scale, explain }) {
     this.scale = scale;
     this.animator?.pause();
     this.context = { model, arch, archById, run, column, unit };
     this.panel.hidden = false;
     const node = column.node;
-    const archNode = archById.get(node.id) ?? { op: node.op, inputs: [] };
+    // a column that stands for convolution → batch norm → activation is explained from its convolution
+    const head = explain ? run.nodes.find((n) => n.id === explain) : null;
+    const explained = head ?? node;
+    const archNode = archById.get(explained.id) ?? { op: explained.op, inputs: [] };
     const where = unit.y === null ? `[${unit.channel}]` : `[${unit.channel}, ${unit.y}, ${unit.x}]`;
     this.title.textContent = `${TITLES[node.op] ?? node.op} · ${node.id} · unit ${where}`;
     this.drawMap();
@@ -111,7 +114,8 @@ export class DetailView {
       const parts = [el("p", { html: `This neuron's value: <strong class="mono">${fmt(value)}</strong>` })];
       parts.push(this.fieldText(node.id, unit));
       this.body.replaceChildren(...parts);
-      const view = await this.opView(archNode, node, unit, value);
+      const view = await this.opView(archNode, explained, { ...unit, node: explained.id },
+        head ? await this.valueOf(explained.id, unit) : value);
       if (this.context?.unit !== unit) return;
       if (view) this.body.append(view);
     } catch (err) {

@@ -13,7 +13,9 @@ import { bindControl, createState } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 const DEFAULTS = { model: "", sample: "", scale: "viridis", filter: "auto", lecture: false, layer: "", unit: [] };
-const HIDDEN_IN_MAIN = new Set(["batch_norm", "dropout", "identity", "constant"]);
+// in "main" mode these pass-through nodes share the column of the activation after them
+const FOLDED = new Set(["batch_norm", "dropout", "identity"]);
+const ACTIVATIONS = new Set(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip"]);
 
 let models = [];
 let arch = null;
@@ -224,10 +226,12 @@ function renderNetwork() {
   const last = run.nodes[run.nodes.length - 1]?.id;
   visible = run.nodes.filter((node) => {
     if (mode === "all" || node.id === "input" || node.id === last) return true;
-    if (HIDDEN_IN_MAIN.has(node.op)) return false;
-    // a convolution straight into batch norm is shown after its normalisation and activation
+    if (node.op === "constant") return false;
+    // a convolution, its batch norm and its activation make one column, shown after the last of them
     const next = consumers.get(node.id) ?? [];
-    if (node.op.startsWith("conv") && next.length === 1 && archById.get(next[0])?.op === "batch_norm") return false;
+    const nextOp = next.length === 1 ? archById.get(next[0])?.op : null;
+    if (node.op.startsWith("conv") && (nextOp === "batch_norm" || ACTIVATIONS.has(nextOp))) return false;
+    if (FOLDED.has(node.op) && (ACTIVATIONS.has(nextOp) || FOLDED.has(nextOp))) return false;
     return true;
   });
   // in "main" mode a convolution's batch norm and activation share one column: note what it stands for
@@ -327,7 +331,8 @@ async function selectUnit(unit, { fromState = false } = {}) {
   if (!column) return;
   if (!fromState) state.set({ unit: [unit.node, unit.channel, ...(unit.y === null ? [] : [unit.y, unit.x])] }, { push: true });
   await network.load(column);
-  detail.open({ model: state.values.model, arch, archById, run, column, unit, scale: state.values.scale });
+  detail.open({ model: state.values.model, arch, archById, run, column, unit, scale: state.values.scale,
+    explain: column.node.chain?.[0] });
   refreshHighlight();
 }
 

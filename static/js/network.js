@@ -198,10 +198,10 @@ export class NetworkView {
       column.element.classList.toggle("in-field", Boolean(boxes?.[column.node.id]));
       if (!column.grey || column.vector) continue;
       const box = boxes?.[column.node.id];
-      const lineWidth = Math.max(1, column.canvas.width / 160);
+      const lineWidth = Math.max(1.5, column.canvas.width / 110);
       if (box) {
-        ctx.strokeStyle = "#e8a317";
-        ctx.fillStyle = "rgba(232, 163, 23, 0.25)";
+        ctx.strokeStyle = "#ffb000";
+        ctx.fillStyle = "rgba(255, 176, 0, 0.3)";
         ctx.lineWidth = lineWidth;
         for (let c = 0; c < column.layout.tiles; c += 1) {
           const t = tileRect(column.layout, c);
@@ -214,9 +214,14 @@ export class NetworkView {
           ctx.strokeRect(t.x + x0, t.y + y0, x1 - x0 + 1, y1 - y0 + 1);
           const ring = column.canvas.width / 25;
           if (Math.max(x1 - x0, y1 - y0) + 1 < ring) {
-            // a field a few pixels wide would vanish at column size: ring it so it can be found
+            // a field a few pixels wide would vanish at column size: ring it (dark under orange) so it can be found
             ctx.beginPath();
             ctx.arc(t.x + (x0 + x1 + 1) / 2, t.y + (y0 + y1 + 1) / 2, ring, 0, 2 * Math.PI);
+            ctx.strokeStyle = "rgba(0, 0, 0, 0.7)";
+            ctx.lineWidth = lineWidth * 2.2;
+            ctx.stroke();
+            ctx.strokeStyle = "#ffb000";
+            ctx.lineWidth = lineWidth;
             ctx.stroke();
           }
         }

@@ -1,0 +1,102 @@
+"""Take the README's screenshots of every page: ``python scripts/screenshots.py [--out docs/screenshots]``.
+
+Starts the app on a free port with a temporary data directory, drives Debian's chromium
+(/usr/bin/chromium) with Playwright at 1280×720 (a projector's size), and writes one PNG per view.
+Never downloads a browser: without /usr/bin/chromium it stops with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+# (file name, path, what to wait for, optional script run before the shot, full page?)
+VIEWS = [
+    ("explorer.png", "/?model=efficientnet_lite0&sample=cat.jpg&unit=stem.relu6,5,56,60",
+     "#detail-body .op-stage, #detail-body .step-text", None, False),
+    ("explorer-digits-convolution.png", "/?model=digits_classic&unit=conv2,5,4,4",
+     "#detail .op-stage .grid", "document.querySelector('#detail [data-action=first]').click();"
+     "document.querySelector('#detail [data-action=next]').click();"
+     "document.querySelector('#detail').scrollIntoView()", True),
+    ("explorer-lecture-mode.png", "/?model=digits_classic&lecture=1&layer=conv2", ".layer.current.loaded", None, False),
+    ("arithmetic.png", "/arithmetic?size=8&stride=3&step=3", "#input-grid .cell.window", None, True),
+    ("receptive-fields.png", "/receptive-fields?source=spec&layer=pool2", "#rf-table tr.selected", None, True),
+    ("attention.png", "/attention?model=efficientnet_lite0&sample=cat.jpg&compare=gradcam,layercam,saliency",
+     '.map-card.done[data-method="saliency"]', None, False),
+    ("attention-learned.png", "/attention?model=digits_resnet&sample=cat.jpg&method=learned_attention",
+     '.map-card.done[data-method="learned_attention"]', None, True),
+    ("upload.png", "/upload", "#uploaded", None, False),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server stopped while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"the server did not answer {url} within {timeout:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    args = parser.parse_args()
+    if not CHROMIUM.exists():
+        raise SystemExit("Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="cnn-vis-shots-") as data_dir:
+        cache = REPO / "data" / "cache"
+        if cache.is_dir():  # reuse converted weights
+            os.symlink(cache, Path(data_dir) / "cache")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=REPO, env={**os.environ, "CNN_VIS_DATA_DIR": data_dir})
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{base}/api/health", server)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 720}, base_url=base)
+                for name, path, selector, script, full_page in VIEWS:
+                    page.goto(path)
+                    page.wait_for_selector(selector, timeout=60_000)
+                    if script:
+                        page.evaluate(script)
+                    page.wait_for_timeout(600)  # let images decode and transitions settle
+                    page.screenshot(path=args.out / name, full_page=full_page)
+                    print(f"{args.out / name}")
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
