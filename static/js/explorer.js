@@ -303,6 +303,7 @@ function applyLecture() {
   document.body.classList.toggle("lecture", on);
   $("lecture").setAttribute("aria-pressed", String(on));
   $("lesson").hidden = !(on || animator.playing);
+  if (on) window.scrollTo(0, 0);
   if (on && visible.length) animator.goto(Math.max(0, visible.findIndex((n) => n.id === state.values.layer)));
 }
 

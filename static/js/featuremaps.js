@@ -39,12 +39,26 @@ export function reflowVector(grey) {
   return out;
 }
 
-/** Paint grey ImageData onto a canvas with a colour scale (the grey data is not modified). */
-export function paint(canvas, grey, scaleName) {
+/**
+ * Paint grey ImageData onto a canvas with a colour scale (the grey data is not modified). With a tile `layout`,
+ * the gaps between tiles are left transparent, so they do not read as the scale's lowest colour.
+ */
+export function paint(canvas, grey, scaleName, layout = null) {
   canvas.width = grey.width;
   canvas.height = grey.height;
   const copy = new ImageData(new Uint8ClampedArray(grey.data), grey.width, grey.height);
   recolor(copy, scaleName);
+  if (layout && layout.gap > 0) {
+    const stepX = layout.tile_width + layout.gap;
+    const stepY = layout.tile_height + layout.gap;
+    for (let y = 0; y < grey.height; y += 1) {
+      const rowGap = y % stepY >= layout.tile_height;
+      for (let x = 0; x < grey.width; x += 1) {
+        const tile = Math.floor(y / stepY) * layout.columns + Math.floor(x / stepX);
+        if (rowGap || x % stepX >= layout.tile_width || tile >= layout.tiles) copy.data[(y * grey.width + x) * 4 + 3] = 0;
+      }
+    }
+  }
   canvas.getContext("2d").putImageData(copy, 0, 0);
 }
 

@@ -150,7 +150,7 @@ export class NetworkView {
       if (generation !== this.generation) return;
       column.layout = layout;
       column.grey = column.vector ? reflowVector(grey) : grey;
-      paint(column.canvas, column.grey, this.scale);
+      paint(column.canvas, column.grey, this.scale, column.vector ? null : layout);
       column.overlay.width = column.canvas.width;
       column.overlay.height = column.canvas.height;
       column.element.classList.remove("loading");
@@ -166,7 +166,7 @@ export class NetworkView {
 
   setScale(name) {
     this.scale = name;
-    for (const column of this.columns) if (column.grey) paint(column.canvas, column.grey, name);
+    for (const column of this.columns) if (column.grey) paint(column.canvas, column.grey, name, column.vector ? null : column.layout);
   }
 
   /** Show columns up to `index` (later ones dimmed), mark `index` as current, and bring it into view. */
@@ -179,7 +179,10 @@ export class NetworkView {
     const current = this.columns[index];
     if (current) {
       this.load(current);
-      current.element.scrollIntoView({ behavior: window.matchMedia?.("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "nearest", inline: "center" });
+      // scroll the row of columns only (scrollIntoView would scroll the page too)
+      const left = current.element.offsetLeft - (this.container.clientWidth - current.element.clientWidth) / 2;
+      const smooth = !window.matchMedia?.("(prefers-reduced-motion: reduce)").matches;
+      this.container.scrollTo({ left: Math.max(0, left), behavior: smooth ? "smooth" : "auto" });
     }
   }
 
