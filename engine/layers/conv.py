@@ -64,15 +64,25 @@ def conv_padded(
     kernel = w.shape[2:]
     out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
     if _is_depthwise(c, w, groups):
-        multiplier = k_out // c
-        if multiplier > 1:  # output channel k reads input channel k // multiplier
-            xp = np.repeat(xp, multiplier, axis=1)
-        plan = plan_phases(xp.shape[2:], kernel, stride, dilation, out_sizes)
-        return depthwise_forward(xp, w.reshape(k_out, -1), plan)
+        return _depthwise(xp, w, None, stride, dilation)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     weights = w.reshape(groups, k_out // groups, -1)  # (G, K/G, C/G * taps)
     out = np.matmul(weights[0], cols[0]) if groups == 1 else np.matmul(weights, cols)  # (G, K/G, N * P)
     return _batch_first(out.reshape(k_out, n, *out_sizes))
+
+
+def _depthwise(
+    x: np.ndarray, w: np.ndarray, pads: Pads | None, stride: Sequence[int], dilation: Sequence[int]
+) -> np.ndarray:
+    """Depthwise convolution of x: (N, C, *S) padded by ``pads`` (None: already padded) -> (N, K, *out)."""
+    k_out, kernel = w.shape[0], w.shape[2:]
+    multiplier = k_out // x.shape[1]
+    if multiplier > 1:  # output channel k reads input channel k // multiplier
+        x = np.repeat(x, multiplier, axis=1)
+    pads = pads if pads is not None else ((0, 0),) * len(kernel)
+    padded = [n + b + a for n, (b, a) in zip(x.shape[2:], pads)]
+    plan = plan_phases(padded, kernel, stride, dilation, conv_output_sizes(padded, kernel, stride, dilation))
+    return depthwise_forward(x, w.reshape(k_out, -1), plan, pads)
 
 
 def _patch_matrices(
@@ -129,10 +139,10 @@ def conv_padded_input_grad(
             # stride 1: the input gradient is itself a depthwise correlation, of the zero-padded dout with
             # the flipped kernel (the fast forward path); padded size = out + dilation * (k - 1)
             pads = [(d * (k - 1), p - o) for d, k, p, o in zip(dilation, kernel, padded_sizes, out_sizes)]
-            dpad = pad_input(dout, pads)
             flipped = w[(slice(None), slice(None), *(slice(None, None, -1),) * len(kernel))].reshape(k_out, -1)
-            plan = plan_phases(dpad.shape[2:], kernel, stride, dilation, padded_sizes)
-            dxp = depthwise_forward(dpad, flipped, plan)
+            dpadded = [o + b + a for o, (b, a) in zip(out_sizes, pads)]
+            plan = plan_phases(dpadded, kernel, stride, dilation, padded_sizes)
+            dxp = depthwise_forward(dout, flipped, plan, pads)
         else:
             plan = plan_phases(padded_sizes, kernel, stride, dilation, out_sizes)
             dxp = depthwise_input_grad(dout, w.reshape(k_out, -1), plan)
@@ -148,18 +158,28 @@ def conv_padded_input_grad(
 
 
 def conv_padded_weight_grad(
-    xp: np.ndarray, dout: np.ndarray, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int
+    xp: np.ndarray,
+    dout: np.ndarray,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    pads: Pads | None = None,
 ) -> np.ndarray:
-    """d loss / d w of ``conv_padded``. xp: (N, C, *S), dout: (N, K, *out) -> (K, C/groups, *kernel)."""
+    """d loss / d w of ``conv_padded``. xp: (N, C, *S) padded (or to be padded by ``pads``),
+    dout: (N, K, *out) -> (K, C/groups, *kernel)."""
     c = xp.shape[1]
     k_out = dout.shape[1]
     out_sizes = dout.shape[2:]
+    pads = pads if pads is not None else ((0, 0),) * len(kernel)
     if groups == c and k_out % c == 0 and groups > 1:  # depthwise: one channel per group
         multiplier = k_out // c
         if multiplier > 1:
             xp = np.repeat(xp, multiplier, axis=1)
-        dw = depthwise_weight_grad(xp, dout, plan_phases(xp.shape[2:], kernel, stride, dilation, out_sizes))
+        padded = [n + b + a for n, (b, a) in zip(xp.shape[2:], pads)]
+        dw = depthwise_weight_grad(xp, dout, plan_phases(padded, kernel, stride, dilation, out_sizes), pads)
         return dw.reshape(k_out, 1, *kernel)
+    xp = pad_input(xp, pads)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     douts = _channels_first(dout, groups)  # (G, K/G, N * P)
     dw = np.matmul(douts, cols.swapaxes(-1, -2))  # (G, K/G, C/G * taps)
@@ -188,19 +208,26 @@ def conv_forward(
       out: (N, K, *out) with out_a = floor((S_a + before_a + after_a - dilation_a * (k_a - 1) - 1) / stride_a) + 1
       cache: for ``conv_backward``
     """
-    xp = pad_input(x, padding)
-    out = conv_padded(xp, w, stride, dilation, groups)
+    if _is_depthwise(x.shape[1], w, groups):  # pads while splitting by stride phase: no padded copy
+        xp, out = None, _depthwise(x, w, padding, stride, dilation)
+    else:
+        xp = pad_input(x, padding)
+        out = conv_padded(xp, w, stride, dilation, groups)
     if b is not None:
         out += _bcast(b, len(stride))
-    return out, (xp, x.shape[2:], w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
+    return out, (x, xp, w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
 def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv_forward``. dout: (N, K, *out) -> dx: (N, C, *S), dw: (K, C/groups, *k), db: (K,) or None."""
-    xp, sizes, w, has_bias, stride, padding, dilation, groups = cache
-    dxp = conv_padded_input_grad(dout, w, xp.shape[2:], stride, dilation, groups)
-    dx = np.ascontiguousarray(unpad(dxp, padding, sizes))
-    dw = conv_padded_weight_grad(xp, dout, w.shape[2:], stride, dilation, groups)
+    x, xp, w, has_bias, stride, padding, dilation, groups = cache
+    padded = [n + b + a for n, (b, a) in zip(x.shape[2:], padding)]
+    dxp = conv_padded_input_grad(dout, w, padded, stride, dilation, groups)
+    dx = np.ascontiguousarray(unpad(dxp, padding, x.shape[2:]))
+    if xp is None:  # depthwise: pads again while splitting by phase
+        dw = conv_padded_weight_grad(x, dout, w.shape[2:], stride, dilation, groups, pads=padding)
+    else:
+        dw = conv_padded_weight_grad(xp, dout, w.shape[2:], stride, dilation, groups)
     db = dout.sum(axis=(0, *range(2, dout.ndim))) if has_bias else None
     return dx, dw, db
 

@@ -20,13 +20,16 @@ input channels first when there are several output channels per input channel).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-CHUNK_ELEMENTS = 1 << 18  # patch elements per chunk of channels (1 MiB in float32)
+CHUNK_ELEMENTS = 1 << 19  # patch elements per chunk of channels (2 MiB in float32, about L2's size)
+
+Pads = Sequence[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,18 @@ def plan_phases(
     out_sizes: Sequence[int],
 ) -> PhasePlan:
     """The phase split and the reads of every kernel offset (row-major, as the weights are laid out)."""
+    as_ints = [tuple(int(v) for v in values) for values in (padded_sizes, kernel, stride, dilation, out_sizes)]
+    return _plan_phases(*as_ints)
+
+
+@functools.lru_cache(maxsize=512)
+def _plan_phases(
+    padded_sizes: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    out_sizes: tuple[int, ...],
+) -> PhasePlan:
     phase_sizes = [-(-size // s) for size, s in zip(padded_sizes, stride)]
     phase_sizes[0] += 1  # the wide grid's last row runs past the phase's end
     row_strides = [int(np.prod(phase_sizes[a + 1:])) for a in range(len(phase_sizes))]
@@ -75,14 +90,26 @@ def _phase_view(start: Sequence[int], stride: Sequence[int]) -> tuple[slice, ...
     return (slice(None), slice(None), *(slice(p, None, s) for p, s in zip(start, stride)))
 
 
-def split_phases(xp: np.ndarray, plan: PhasePlan) -> np.ndarray:
-    """xp: (N, C, *S) -> (phases, N * C, flat phase size), zero beyond the input."""
-    rows = xp.shape[0] * xp.shape[1]
-    phases = np.zeros((len(plan.starts), rows, *plan.phase_sizes), dtype=xp.dtype)
+def split_phases(x: np.ndarray, plan: PhasePlan, pads: Pads | None = None) -> np.ndarray:
+    """x: (N, C, *S) -> (phases, N * C, flat phase size) of x padded by ``pads`` (zeros elsewhere).
+
+    Padding and splitting happen in one copy: phase ``p`` holds padded positions ``p + m * stride``,
+    which are input positions ``p + m * stride - before`` where those fall inside the input.
+    """
+    n, c = x.shape[:2]
+    pads = pads if pads is not None else ((0, 0),) * (x.ndim - 2)
+    phases = np.empty((len(plan.starts), n, c, *plan.phase_sizes), dtype=x.dtype)
     for i, start in enumerate(plan.starts):
-        part = xp[_phase_view(start, plan.stride)]
-        phases[(i, slice(None), *(slice(0, m) for m in part.shape[2:]))] = part.reshape(rows, *part.shape[2:])
-    return phases.reshape(len(plan.starts), rows, -1)
+        target, source = [i, slice(None), slice(None)], [slice(None), slice(None)]
+        for axis, (p, s, (before, _), size) in enumerate(zip(start, plan.stride, pads, x.shape[2:])):
+            first = max(0, -(-(before - p) // s))  # first m whose position p + m * s - before is >= 0
+            last = max(first, -(-(size + before - p) // s))  # one past the last m inside the input
+            target.append(slice(first, last))
+            source.append(slice(p + first * s - before, size, s))
+            for outside in (slice(0, first), slice(last, None)):  # padding: zero the slabs around the input
+                phases[(i, slice(None), slice(None), *(slice(None),) * axis, outside)] = 0
+        phases[tuple(target)] = x[tuple(source)]
+    return phases.reshape(len(plan.starts), n * c, -1)
 
 
 def merge_phases(phases: np.ndarray, plan: PhasePlan, n: int, c: int) -> np.ndarray:
@@ -129,10 +156,10 @@ def _row_taps(taps: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
     return np.tile(taps.astype(dtype, copy=False), (n, 1))
 
 
-def depthwise_forward(xp: np.ndarray, taps: np.ndarray, plan: PhasePlan) -> np.ndarray:
-    """xp: (N, C, *S) padded, taps: (C, T) -> out: (N, C, *out)."""
+def depthwise_forward(xp: np.ndarray, taps: np.ndarray, plan: PhasePlan, pads: Pads | None = None) -> np.ndarray:
+    """xp: (N, C, *S) padded (or to be padded by ``pads``), taps: (C, T) -> out: (N, C, *out)."""
     n, c = xp.shape[:2]
-    phases = split_phases(xp, plan)
+    phases = split_phases(xp, plan, pads)
     weights = _row_taps(taps, n, xp.dtype)[:, None, :]  # (N * C, 1, T)
     out = np.empty((n * c, 1, plan.length), dtype=xp.dtype)
     buffer = None
@@ -143,10 +170,10 @@ def depthwise_forward(xp: np.ndarray, taps: np.ndarray, plan: PhasePlan) -> np.n
     return from_wide(out, plan, n, c)
 
 
-def depthwise_weight_grad(xp: np.ndarray, dout: np.ndarray, plan: PhasePlan) -> np.ndarray:
-    """xp: (N, C, *S) padded, dout: (N, C, *out) -> dtaps: (C, T), summed over the batch."""
+def depthwise_weight_grad(xp: np.ndarray, dout: np.ndarray, plan: PhasePlan, pads: Pads | None = None) -> np.ndarray:
+    """xp: (N, C, *S) padded (or to be padded by ``pads``), dout: (N, C, *out) -> dtaps: (C, T), batch summed."""
     n, c = xp.shape[:2]
-    phases = split_phases(xp, plan)
+    phases = split_phases(xp, plan, pads)
     dwide = to_wide(dout, plan)[:, :, None]  # (N * C, L, 1)
     dtaps = np.empty((n * c, len(plan.reads), 1), dtype=np.result_type(xp, dout))
     buffer = None
