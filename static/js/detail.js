@@ -8,24 +8,10 @@ import { paint, tileRect } from "./featuremaps.js";
 import { Grid, formatNumber as fmt } from "./grid.js";
 import { TITLES } from "./lessons.js";
 import { archNodes, nodeAttributes } from "./models.js";
-import { at, parseNpy } from "./npy.js";
+import { at, fetchNpy } from "./npy.js";
 
 const ELEMENTWISE = new Set(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid",
   "clip", "identity", "dropout", "batch_norm"]);
-const npyCache = new Map();
-
-/** A run's node activation (or a model parameter) as a parsed .npy, fetched once. */
-export function fetchNpy(url, label = "Fetching numbers…") {
-  if (!npyCache.has(url)) {
-    const promise = api(url, { as: "arrayBuffer", label }).then(parseNpy).catch((err) => {
-      npyCache.delete(url);
-      throw err;
-    });
-    npyCache.set(url, promise);
-  }
-  return npyCache.get(url);
-}
-
 /** A model's parameter, e.g. ("conv1", "weight"); null when this server does not serve parameters. */
 async function fetchParam(modelId, nodeId, name) {
   try {
@@ -95,6 +81,29 @@ export class DetailView {
   }
 
   /** Show unit `unit` ({node, channel, y, x}) of `column` (a NetworkView column) for a run. */
+  /**
+   * The prediction's probabilities: softmax over the model's output scores, recomputed from the output's numbers
+   * and checked against the API's probabilities (`classes`: the API's top classes).
+   */
+  async openSoftmax({ model, arch, archById, run, column, classes, scale }) {
+    this.scale = scale;
+    this.animator?.pause();
+    const best = classes[0];
+    const unit = { node: column.node.id, channel: best.index, y: null, x: null };
+    this.context = { model, arch, archById, run, column, unit };
+    this.panel.hidden = false;
+    this.title.textContent = `Softmax · from the scores of ${column.node.id} to probabilities`;
+    this.drawMap();
+    this.body.replaceChildren(el("p", { class: "muted", text: "Fetching the numbers…" }));
+    try {
+      const view = await this.softmaxView({ inputs: [column.node.id] }, { op: "softmax", shape: column.node.shape }, unit,
+        best.probability);
+      if (this.context?.unit === unit) this.body.replaceChildren(view);
+    } catch (err) {
+      this.body.replaceChildren(el("p", { class: "callout", text: err instanceof ApiError ? err.detail : String(err.message ?? err) }));
+    }
+  }
+
   async open({ model, arch, archById, run, column, unit, scale, explain }) {
     this.scale = scale;
     this.animator?.pause();
@@ -533,7 +542,8 @@ export class DetailView {
     return el("div", {},
       el("p", { class: "small", text: `Softmax: e to the power of each score (minus the largest, ${fmt(top)}, for stability), divided by their sum ${fmt(total)}: positive numbers that add up to 1.` }),
       table,
-      el("p", { class: "step-text", html: `${what} ${index}: ${fmt(exps[index])} / ${fmt(total)} = <span class="result">${fmt(mine)}</span>` }),
+      el("p", { class: "step-text", html: `${what} ${index}${what === "class" && labels[index] ? ` (${labels[index]})` : ""}: ` +
+        `${fmt(exps[index])} / ${fmt(total)} = <span class="result">${fmt(mine)}</span>` }),
       checkLine(mine, value));
   }
 

@@ -196,6 +196,7 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   renderNetwork();
   if (run.classes) drawBars($("predictions"), run.classes);
   else predict(blob, name);
+  $("explain-softmax").hidden = !run.classes;
 }
 
 async function predict(blob, name) {
@@ -247,7 +248,7 @@ function renderNetwork() {
     }
     return chain.length ? { ...node, chain } : node;
   });
-  network.show(run, visible, archById);
+  network.show(run, visible, archById, arch?.labels ?? []);
   const wanted = state.values.layer;
   animator.setSteps(visible.length, Math.max(0, visible.findIndex((n) => n.id === wanted)));
   if (!wanted && !state.values.lecture) {
@@ -346,6 +347,16 @@ async function refreshHighlight() {
   const boxes = await detail.fieldBoxes({ node, channel: Number(channel), y: Number(y), x: Number(x) });
   network.highlight(boxes, { node, channel: Number(channel), y: Number(y), x: Number(x) });
 }
+
+$("explain-softmax").addEventListener("click", async () => {
+  const output = run?.nodes[run.nodes.length - 1];
+  const column = output && network.byId.get(output.id);
+  if (!column || !run.classes) return;
+  await network.load(column);
+  state.set({ unit: [] });
+  await detail.openSoftmax({ model: state.values.model, arch, archById, run, column, classes: run.classes, scale: state.values.scale });
+  $("detail").scrollIntoView({ block: "nearest" });
+});
 
 $("detail-close").addEventListener("click", () => {
   detail.close();

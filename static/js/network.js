@@ -2,7 +2,11 @@
 // channels) and every channel's feature map, tiled. Maps load lazily as their column scrolls into view.
 import { showError } from "./api.js";
 import { loadTiles, paint, reflowVector, tileAt, tileRect } from "./featuremaps.js";
+import { formatNumber } from "./grid.js";
 import { TITLES } from "./lessons.js";
+import { fetchNpy } from "./npy.js";
+
+const NEURON_LIST_MAX = 64; // vectors up to this length are drawn as labelled neurons
 
 const NS = "http://www.w3.org/2000/svg";
 
@@ -56,7 +60,8 @@ export class NetworkView {
   }
 
   /** Lay out one column per node of a run. `nodes`: the run's node list; `archById`: architecture entries. */
-  show(run, nodes, archById) {
+  show(run, nodes, archById, labels = []) {
+    this.labels = labels;
     this.generation += 1;
     this.observer.disconnect();
     this.run = run;
@@ -155,13 +160,48 @@ export class NetworkView {
       column.overlay.height = column.canvas.height;
       column.element.classList.remove("loading");
       column.element.classList.add("loaded");
-      this.onLoaded(column);
+      if (column.vector && column.node.shape[0] <= NEURON_LIST_MAX) return this.drawNeurons(column);
+      return undefined;
+    }).then(() => {
+      if (generation === this.generation && column.grey) this.onLoaded(column);
     }).catch((err) => {
       column.loading = null;
       column.element.classList.remove("loading");
       showError(err, `feature maps of ${column.node.id}`);
     });
     return column.loading;
+  }
+
+  /** A short vector (a fully connected layer's output, the class scores) as a column of labelled neurons. */
+  async drawNeurons(column) {
+    const values = await fetchNpy(column.node.npy_url);
+    const data = Array.from(values.data);
+    const top = Math.max(1e-9, ...data.map(Math.abs));
+    const last = this.run.nodes[this.run.nodes.length - 1]?.id === column.node.id;
+    const best = data.indexOf(Math.max(...data));
+    const list = document.createElement("ol");
+    list.className = "neurons";
+    list.start = 0;
+    data.forEach((v, i) => {
+      const item = document.createElement("li");
+      item.tabIndex = 0;
+      item.className = i === best && last ? "best" : "";
+      const label = last && this.labels[i] !== undefined ? this.labels[i] : String(i);
+      item.innerHTML = '<span class="neuron-label"></span><span class="neuron-bar"><span></span></span><span class="neuron-value mono"></span>';
+      item.querySelector(".neuron-label").textContent = label;
+      const bar = item.querySelector(".neuron-bar span");
+      bar.style.width = `${(Math.abs(v) / top) * 100}%`;
+      bar.style.background = v >= 0 ? "#d6604d" : "#4393c3";
+      item.querySelector(".neuron-value").textContent = formatNumber(v);
+      item.title = `${column.node.id}[${i}] = ${v}`;
+      const pick = () => this.onSelect(column, { channel: i, y: null, x: null });
+      item.addEventListener("click", pick);
+      item.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(); } });
+      list.append(item);
+    });
+    column.element.querySelector(".maps").replaceChildren(list);
+    column.element.classList.add("neuron-column");
+    list.setAttribute("aria-label", `${column.node.id}: ${data.length} neurons; press Enter on one to see how it was computed`);
   }
 
   setScale(name) {

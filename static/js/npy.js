@@ -1,3 +1,5 @@
+import { api } from "./api.js";
+
 // Read NumPy's .npy format (version 1-3, little-endian float32/float64/int/uint8, C order), as the API's
 // `/api/runs/{run}/nodes/{node}.npy` serves raw activations.
 
@@ -47,4 +49,18 @@ export function toNpy(data, shape) {
   out.set([...header].map((c) => c.charCodeAt(0)), 10);
   out.set(new Uint8Array(Float32Array.from(data).buffer), 10 + header.length);
   return out;
+}
+
+const cache = new Map();
+
+/** A run's node activation (or a model parameter) as a parsed .npy, fetched once per page. */
+export function fetchNpy(url, label = "Fetching numbers…") {
+  if (!cache.has(url)) {
+    const promise = api(url, { as: "arrayBuffer", label }).then(parseNpy).catch((err) => {
+      cache.delete(url);
+      throw err;
+    });
+    cache.set(url, promise);
+  }
+  return cache.get(url);
 }
