@@ -72,9 +72,14 @@ def conv_padded(
 
 
 def _depthwise(
-    x: np.ndarray, w: np.ndarray, pads: Pads | None, stride: Sequence[int], dilation: Sequence[int]
+    x: np.ndarray,
+    w: np.ndarray,
+    pads: Pads | None,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    bias: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Depthwise convolution of x: (N, C, *S) padded by ``pads`` (None: already padded) -> (N, K, *out)."""
+    """Depthwise convolution (+ bias) of x: (N, C, *S) padded by ``pads`` (None: already padded) -> (N, K, *out)."""
     k_out, kernel = w.shape[0], w.shape[2:]
     multiplier = k_out // x.shape[1]
     if multiplier > 1:  # output channel k reads input channel k // multiplier
@@ -82,7 +87,7 @@ def _depthwise(
     pads = pads if pads is not None else ((0, 0),) * len(kernel)
     padded = [n + b + a for n, (b, a) in zip(x.shape[2:], pads)]
     plan = plan_phases(padded, kernel, stride, dilation, conv_output_sizes(padded, kernel, stride, dilation))
-    return depthwise_forward(x, w.reshape(k_out, -1), plan, pads)
+    return depthwise_forward(x, w.reshape(k_out, -1), plan, pads, bias)
 
 
 def _patch_matrices(
@@ -209,12 +214,12 @@ def conv_forward(
       cache: for ``conv_backward``
     """
     if _is_depthwise(x.shape[1], w, groups):  # pads while splitting by stride phase: no padded copy
-        xp, out = None, _depthwise(x, w, padding, stride, dilation)
+        xp, out = None, _depthwise(x, w, padding, stride, dilation, b)
     else:
         xp = pad_input(x, padding)
         out = conv_padded(xp, w, stride, dilation, groups)
-    if b is not None:
-        out += _bcast(b, len(stride))
+        if b is not None:
+            out += _bcast(b, len(stride))
     return out, (x, xp, w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 

@@ -130,11 +130,13 @@ def to_wide(y: np.ndarray, plan: PhasePlan) -> np.ndarray:
     return wide.reshape(n * c, plan.length)
 
 
-def from_wide(wide: np.ndarray, plan: PhasePlan, n: int, c: int) -> np.ndarray:
-    """(N * C, wide length) -> (N, C, *out), contiguous."""
+def from_wide(wide: np.ndarray, plan: PhasePlan, n: int, c: int, bias: np.ndarray | None = None) -> np.ndarray:
+    """(N * C, wide length) -> (N, C, *out), contiguous, plus ``bias: (C,)`` if given (in the same pass)."""
     grid = wide.reshape(n, c, *plan.wide_shape)
-    inside = (slice(None), slice(None), slice(None), *(slice(0, m) for m in plan.out_sizes[1:]))
-    return np.ascontiguousarray(grid[inside])
+    inside = grid[(slice(None), slice(None), slice(None), *(slice(0, m) for m in plan.out_sizes[1:]))]
+    if bias is None:
+        return np.ascontiguousarray(inside)
+    return np.add(inside, bias.astype(wide.dtype, copy=False).reshape((1, c) + (1,) * len(plan.out_sizes)))
 
 
 def _chunks(rows: int, plan: PhasePlan):
@@ -156,8 +158,10 @@ def _row_taps(taps: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
     return np.tile(taps.astype(dtype, copy=False), (n, 1))
 
 
-def depthwise_forward(xp: np.ndarray, taps: np.ndarray, plan: PhasePlan, pads: Pads | None = None) -> np.ndarray:
-    """xp: (N, C, *S) padded (or to be padded by ``pads``), taps: (C, T) -> out: (N, C, *out)."""
+def depthwise_forward(
+    xp: np.ndarray, taps: np.ndarray, plan: PhasePlan, pads: Pads | None = None, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """xp: (N, C, *S) padded (or to be padded by ``pads``), taps: (C, T), bias: (C,) or None -> (N, C, *out)."""
     n, c = xp.shape[:2]
     phases = split_phases(xp, plan, pads)
     weights = _row_taps(taps, n, xp.dtype)[:, None, :]  # (N * C, 1, T)
@@ -167,7 +171,7 @@ def depthwise_forward(xp: np.ndarray, taps: np.ndarray, plan: PhasePlan, pads: P
         if buffer is None:
             buffer = np.empty((r1 - r0, len(plan.reads), plan.length), dtype=xp.dtype)
         np.matmul(weights[r0:r1], _patches(phases, plan, r0, r1, buffer), out=out[r0:r1])
-    return from_wide(out, plan, n, c)
+    return from_wide(out, plan, n, c, bias)
 
 
 def depthwise_weight_grad(xp: np.ndarray, dout: np.ndarray, plan: PhasePlan, pads: Pads | None = None) -> np.ndarray:
