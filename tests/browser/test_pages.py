@@ -72,3 +72,11 @@ def test_back_button_restores_the_previous_view(page):
     page.wait_for_function("document.querySelector('#out-size').textContent === '2 × 2'")
     assert page.locator("#stride").input_value() == "3"
     page.console.check()
+
+
+@pytest.mark.parametrize(("path", "ready"), PAGES)
+def test_page_fits_a_narrow_laptop_window(page, path, ready):
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.goto(path)
+    page.wait_for_selector(ready, timeout=30_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
