@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.memory import limit_malloc_arenas
+from app.docs_ui import has_local_assets, install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
 from app.services.models import model_store_for
@@ -92,8 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threading.Thread(target=preload_models, args=(settings,), name="preload-models", daemon=True).start()
         yield
 
+    offline_docs = has_local_assets()
     app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  openapi_tags=TAGS)
+                  openapi_tags=TAGS, docs_url=None if offline_docs else "/docs", redoc_url=None)
+    if offline_docs:
+        install_docs(app)
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))

@@ -71,3 +71,12 @@ def test_every_api_operation_is_documented(client):
         for method, operation in operations.items():
             assert operation.get("description") or operation.get("summary"), (method, path)
             assert operation["operationId"], (method, path)
+
+
+def test_docs_page_is_served_without_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text and "/docs-assets/swagger-ui-bundle.js" in page.text
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200

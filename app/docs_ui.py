@@ -1,0 +1,43 @@
+"""The interactive API manual at /docs, with Swagger UI's files served by the app (no CDN, works offline).
+
+FastAPI's default /docs page loads Swagger UI from a CDN; in a lecture hall without a network it
+would be blank. When ``app/docs_assets/`` holds the files (it ships in the repository), /docs uses
+them; otherwise FastAPI's default page is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS = Path(__file__).resolve().parent / "docs_assets"
+ASSETS_URL = "/docs-assets"
+REQUIRED = ("swagger-ui-bundle.js", "swagger-ui.css")
+
+
+def has_local_assets() -> bool:
+    return all((ASSETS / name).is_file() for name in REQUIRED)
+
+
+def install_docs(app: FastAPI, docs_url: str = "/docs") -> None:
+    """Serve /docs from the local Swagger UI files (call on an app created with ``docs_url=None``)."""
+    app.mount(ASSETS_URL, StaticFiles(directory=ASSETS), name="docs-assets")
+    oauth2_url = docs_url + "/oauth2-redirect"
+
+    @app.get(docs_url, include_in_schema=False)
+    def read_docs() -> HTMLResponse:
+        """The interactive API manual."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API",
+                                   oauth2_redirect_url=oauth2_url,
+                                   swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png")
+
+    @app.get(oauth2_url, include_in_schema=False)
+    def read_docs_oauth2_redirect() -> HTMLResponse:
+        """Swagger UI's OAuth2 redirect page (unused by this API, kept for completeness)."""
+        return get_swagger_ui_oauth2_redirect_html()
