@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_phases
+from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_depthwise
 from engine.layers.im2col import col2im, im2col, pad_input, unpad
 
 Pads = Sequence[tuple[int, int]]
@@ -86,7 +86,7 @@ def _depthwise(
         x = np.repeat(x, multiplier, axis=1)
     pads = pads if pads is not None else ((0, 0),) * len(kernel)
     padded = [n + b + a for n, (b, a) in zip(x.shape[2:], pads)]
-    plan = plan_phases(padded, kernel, stride, dilation, conv_output_sizes(padded, kernel, stride, dilation))
+    plan = plan_depthwise(padded, kernel, stride, dilation, conv_output_sizes(padded, kernel, stride, dilation))
     return depthwise_forward(x, w.reshape(k_out, -1), plan, pads, bias)
 
 
@@ -146,10 +146,10 @@ def conv_padded_input_grad(
             pads = [(d * (k - 1), p - o) for d, k, p, o in zip(dilation, kernel, padded_sizes, out_sizes)]
             flipped = w[(slice(None), slice(None), *(slice(None, None, -1),) * len(kernel))].reshape(k_out, -1)
             dpadded = [o + b + a for o, (b, a) in zip(out_sizes, pads)]
-            plan = plan_phases(dpadded, kernel, stride, dilation, padded_sizes)
+            plan = plan_depthwise(dpadded, kernel, stride, dilation, padded_sizes)
             dxp = depthwise_forward(dout, flipped, plan, pads)
         else:
-            plan = plan_phases(padded_sizes, kernel, stride, dilation, out_sizes)
+            plan = plan_depthwise(padded_sizes, kernel, stride, dilation, out_sizes)
             dxp = depthwise_input_grad(dout, w.reshape(k_out, -1), plan)
         if multiplier > 1:
             dxp = dxp.reshape(n, c, multiplier, *padded_sizes).sum(axis=2)
@@ -182,7 +182,7 @@ def conv_padded_weight_grad(
         if multiplier > 1:
             xp = np.repeat(xp, multiplier, axis=1)
         padded = [n + b + a for n, (b, a) in zip(xp.shape[2:], pads)]
-        dw = depthwise_weight_grad(xp, dout, plan_phases(padded, kernel, stride, dilation, out_sizes), pads)
+        dw = depthwise_weight_grad(xp, dout, plan_depthwise(padded, kernel, stride, dilation, out_sizes), pads)
         return dw.reshape(k_out, 1, *kernel)
     xp = pad_input(xp, pads)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
