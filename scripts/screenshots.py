@@ -87,6 +87,8 @@ def main() -> None:
                 for name, path, selector, script, full_page in VIEWS:
                     page.goto(path)
                     page.wait_for_selector(selector, timeout=60_000)
+                    if full_page:  # sticky bars would be painted mid-page in a full-page shot
+                        page.add_style_tag(content=".site-header, .toolbar { position: static !important; }")
                     if script:
                         page.evaluate(script)
                     page.wait_for_timeout(600)  # let images decode and transitions settle

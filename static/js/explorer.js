@@ -330,7 +330,11 @@ document.addEventListener("keydown", (event) => {
 // --- units: receptive field and the operation detail ------------------------------------------------
 async function selectUnit(unit, { fromState = false } = {}) {
   const column = network.byId.get(unit.node);
-  if (!column) return;
+  if (!column) {
+    // a node folded away in "main" mode: show every node, which selects it again
+    if (run?.nodes.some((n) => n.id === unit.node) && filterMode() !== "all") state.set({ filter: "all" });
+    return;
+  }
   if (!fromState) state.set({ unit: [unit.node, unit.channel, ...(unit.y === null ? [] : [unit.y, unit.x])] }, { push: true });
   await network.load(column);
   detail.open({ model: state.values.model, arch, archById, run, column, unit, scale: state.values.scale,

@@ -53,7 +53,7 @@ export class Grid {
     const cols = (values[0]?.length ?? 0) + pad[2] + pad[3];
     const finite = values.flat().filter((v) => v !== null && Number.isFinite(v));
     this.scale = scale ?? Math.max(1e-9, ...finite.map(Math.abs));
-    this.element.style.gridTemplateColumns = `repeat(${cols}, var(--cell))`;
+    this.element.style.gridTemplateColumns = `repeat(${cols}, minmax(var(--cell), max-content))`;
     this.element.dataset.rows = String(rows);
     this.element.dataset.cols = String(cols);
     const cells = [];
