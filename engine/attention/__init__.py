@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.attention import cam as cams
 from engine.attention import gradients as grad_methods
-from engine.attention.budget import plan
+from engine.attention.budget import occlusion_default, plan
 from engine.attention.common import (
     AttributionError,
     AttributionMap,
@@ -160,8 +160,9 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
     elif method == "guided_backprop":
         raw = grad_methods.guided_backprop(graph, params, x, target)
     else:
-        raw, extras = occlusion(graph, params, x, target, window=int(options.get("window", max(hw) // 8 or 1)),
-                                stride=int(options.get("stride", max(hw) // 16 or 1)),
+        default_window, default_stride = occlusion_default(graph)
+        raw, extras = occlusion(graph, params, x, target, window=int(options.get("window", default_window)),
+                                stride=int(options.get("stride", default_stride)),
                                 baseline=float(options.get("baseline", 0.0)), batch_size=batch_size)
     normalizer = normalize_signed if info.signed else normalize_unsigned
     return _result(method, target, INPUT, raw, hw, normalizer, signed=info.signed, score=score, extras=extras)

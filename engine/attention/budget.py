@@ -58,6 +58,8 @@ def plan(graph: Graph, method: str, options: dict[str, Any], max_macs: int | Non
         return options
     units = _FIXED.get(method, 2)
     if method == "occlusion":
+        if "window" not in options and "stride" not in options:
+            options.update(_occlusion_defaults(graph, budget_units))
         units = 1 + _occlusion_windows(graph, options)
     if units > budget_units:
         if method == "occlusion":
@@ -68,10 +70,26 @@ def plan(graph: Graph, method: str, options: dict[str, Any], max_macs: int | Non
     return options
 
 
+def occlusion_default(graph: Graph) -> tuple[int, int]:
+    """The default window and stride: an eighth and a sixteenth of the input's larger side."""
+    side = max(graph.input_shape[1:3])
+    return side // 8 or 1, side // 16 or 1
+
+
+def _occlusion_defaults(graph: Graph, budget_units: float) -> dict[str, int]:
+    """The default window and stride, doubled together until the occluded copies fit the budget."""
+    window, stride = occlusion_default(graph)
+    side = max(graph.input_shape[1:3])
+    while 1 + _occlusion_windows(graph, {"window": window, "stride": stride}) > budget_units and window < side:
+        window, stride = min(window * 2, side), min(stride * 2, side)
+    return {"window": window, "stride": stride}
+
+
 def _occlusion_windows(graph: Graph, options: dict[str, Any]) -> int:
     height, width = graph.input_shape[1:3]
-    window = int(options.get("window", max(height, width) // 8 or 1))
-    stride = max(int(options.get("stride", max(height, width) // 16 or 1)), 1)
+    default_window, default_stride = occlusion_default(graph)
+    window = int(options.get("window", default_window))
+    stride = max(int(options.get("stride", default_stride)), 1)
 
     def count(size: int) -> int:
         if window > size:

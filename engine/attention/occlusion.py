@@ -19,9 +19,9 @@ def occlusion(graph: Graph, params: dict, x: np.ndarray, target: int, window: in
     helps the class). Windows slide by ``stride`` and the last one is aligned with the far edge so that
     every pixel is covered. Occluded copies run as batches."""
     _, _, height, width = x.shape
-    if not (1 <= window <= min(height, width)) or stride < 1:
-        raise AttributionError(f"occlusion window must be 1..{min(height, width)} and stride >= 1, "
-                               f"got window {window}, stride {stride}")
+    if not (1 <= window <= min(height, width)) or not (1 <= stride <= window):
+        raise AttributionError(f"occlusion needs a window of 1..{min(height, width)} pixels and a stride of 1 up to "
+                               f"the window (so that every pixel is covered), got window {window}, stride {stride}")
     starts_y = _starts(height, window, stride)
     starts_x = _starts(width, window, stride)
     if len(starts_y) * len(starts_x) > MAX_WINDOWS:

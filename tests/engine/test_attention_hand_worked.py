@@ -251,3 +251,20 @@ def test_a_work_budget_shrinks_many_pass_defaults_and_refuses_explicit_excess():
         plan(graph, "occlusion", {"window": 1, "stride": 1}, max_macs=3 * per_pass)  # 4 windows + 1 > 3
     result = explain(graph, NET1_PARAMS, X1, "integrated_gradients", max_macs=20 * per_pass)
     assert result.extras["steps"] == 6
+
+
+def test_occlusion_defaults_grow_to_fit_the_budget_and_gaps_are_refused():
+    from engine.attention.budget import graph_macs, plan
+
+    spec = {"input_shape": [1, 32, 32], "nodes": [
+        {"id": "c", "op": "conv2d", "out_channels": 2, "kernel_size": 3},
+        {"id": "gap", "op": "global_avg_pool"},
+        {"id": "fc", "op": "linear", "out_features": 2}]}
+    graph = Graph(spec)
+    # defaults: window 4, stride 2 -> 15 x 15 = 225 copies; a budget of 20 passes doubles them to window 16,
+    # stride 8 -> 3 x 3 = 9 copies (window 8, stride 4 would make 7 x 7 = 49)
+    options = plan(graph, "occlusion", {}, max_macs=20 * graph_macs(graph))
+    assert options == {"window": 16, "stride": 8}
+    with pytest.raises(AttributionError, match="stride of 1 up to the window"):
+        explain(graph, graph.init_params(), np.zeros((1, 1, 32, 32), dtype=np.float32), "occlusion",
+                window=2, stride=4)

@@ -69,7 +69,8 @@ def create_attention(
         layer = model.bundle.cam_layer
     with compute():
         start = time.perf_counter()
-        result = explain(graph, model.bundle.params, prepared.x, method, target=target, layer=layer, **options)
+        result = explain(graph, model.bundle.params, prepared.x, method, target=target, layer=layer,
+                         max_macs=int(settings.max_attention_gmacs * 1e9), **options)
         elapsed = (time.perf_counter() - start) * 1000
     picture = prepared.picture if prepared.picture is not None else picture_of(
         prepared.x[0], model.bundle.preprocessing if takes_images(graph) else None)

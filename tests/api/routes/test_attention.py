@@ -8,6 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from engine.attention.budget import graph_macs
 from tests.api.conftest import npy_bytes, png_bytes, tiny_bundle
 
 NPY = {"content-type": "application/x-npy"}
@@ -69,3 +70,15 @@ def test_attention_refusals(client):
     assert no_attention.status_code == 422
     greedy = client.post("/api/models/tiny/attention?method=smoothgrad&samples=100000", content=x, headers=NPY)
     assert greedy.status_code == 422
+
+
+def test_many_pass_methods_stay_within_the_work_budget(client, settings):
+    per_pass = graph_macs(tiny_bundle().graph)
+    settings.max_attention_gmacs = 20 * per_pass / 1e9  # room for 20 passes of the tiny model
+    x = npy_bytes(np.zeros((1, 12, 12), np.float32))
+    # Integrated Gradients costs 2 + 3 * steps passes: the default shrinks to 6 steps
+    fitted = client.post("/api/models/tiny/attention?method=integrated_gradients", content=x, headers=NPY)
+    assert fitted.status_code == 200, fitted.text
+    assert fitted.json()["extras"]["steps"] == 6
+    too_many = client.post("/api/models/tiny/attention?method=integrated_gradients&steps=32", content=x, headers=NPY)
+    assert too_many.status_code == 422 and "use steps <= 6" in too_many.json()["detail"]
