@@ -13,8 +13,8 @@ How it is computed (the fast path; ``engine.layers.naive`` has the loop version 
   offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
   matrix product per group;
 * 1x1 kernels with stride 1: the input itself is the patch matrix, no copy (for N = 1);
-* depthwise (``groups == C``, one input channel per group): one small product per channel over patch
-  rows cut as long contiguous runs from the input split by stride phase (``engine.layers.depthwise``).
+* depthwise (``groups == C``, one input channel per group): per channel, small products over ``kw``
+  shifted copies of the input rows, read as long contiguous runs (``engine.layers.depthwise``).
 
 Backward: ``dw = dout @ patches^T`` and ``dpatches = w^T @ dout``, added back onto the input by ``col2im``
 (one strided slice per kernel offset). Depthwise: the same per channel; with stride 1 the input gradient
