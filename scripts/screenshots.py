@@ -35,7 +35,7 @@ VIEWS = [
     ("receptive-fields.png", "/receptive-fields?source=spec&layer=pool2", "#rf-table tr.selected", None, True),
     ("attention.png", "/attention?model=efficientnet_lite0&sample=cat.jpg&compare=gradcam,layercam,saliency",
      '.map-card.done[data-method="saliency"]', None, False),
-    ("attention-learned.png", "/attention?model=digits_resnet&sample=cat.jpg&method=learned_attention",
+    ("attention-learned.png", "/attention?model=digits_resnet&method=learned_attention&compare=gradcam",
      '.map-card.done[data-method="learned_attention"]', None, True),
     ("upload.png", "/upload", "#uploaded", None, False),
 ]

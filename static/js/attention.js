@@ -3,7 +3,7 @@
 // slider, and several methods can be compared side by side.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { Grid } from "./grid.js";
-import { acceptImages } from "./inputs.js";
+import { DrawingPad, acceptImages } from "./inputs.js";
 import { architecture, fillModelSelect } from "./models.js";
 import { bindControl, createState } from "./state.js";
 
@@ -59,6 +59,16 @@ acceptImages({
     afterImage();
   },
 });
+const pad = new DrawingPad($("draw"), {
+  onStroke: async () => {
+    image = { blob: await pad.toBlob28(), name: "your drawing" };
+    markSample("");
+    state.set({ sample: "" });
+    afterImage();
+  },
+});
+$("draw-clear").addEventListener("click", () => pad.clear());
+
 $("learned").addEventListener("click", () => state.set({ method: "learned_attention" }, { push: true }));
 
 function markSample(file) {
@@ -142,9 +152,16 @@ async function loadModel() {
   $("layer").replaceChildren(new Option(`the model's default (${model.cam_layer ?? "last spatial layer"})`, ""),
     ...spatial.map((n) => new Option(`${n.id} · ${n.op} · ${n.output_shape.join("×")}`, n.id)));
   $("layer").value = state.values.layer;
+  const digits = (model.input_shape?.[0] ?? 3) === 1;
+  $("draw-box").hidden = !digits;
   if (state.values.sample) await loadSample(state.values.sample);
   else if (image) await afterImage();
-  else {
+  else if (digits) {
+    // a digit to start from; the user draws over it or clears it
+    pad.drawText("3");
+    image = { blob: await pad.toBlob28(), name: "your drawing" };
+    await afterImage();
+  } else {
     const first = document.querySelector("#samples .sample");
     if (first) state.set({ sample: first.dataset.file });
   }

@@ -37,11 +37,13 @@ def test_overlay_appears_with_opacity_slider(page):
 
 
 def test_methods_side_by_side_and_learned_attention(page):
-    page.goto("/attention?model=digits_resnet&sample=cat.jpg&method=learned_attention")
+    page.goto("/attention?model=digits_resnet&method=learned_attention")  # starts from a written "3"
     card = wait_for_card(page, "learned_attention")
     page.wait_for_function(IMAGE_LOADED, arg=card.locator("img.heat").element_handle())
     # the network's own attention weights are a softmax over the 7×7 positions: they add up to 1
     assert "add up to 1.000" in page.locator("#layer-map-caption").inner_text()
+    assert page.locator("#draw-box").is_visible()
+    assert page.locator("#target option").first.inner_text() == "the top prediction (3)"  # the written 3 is read
     assert page.locator("#layer-grid .cell").count() == 49
     page.get_by_label("Grad-CAM", exact=True).check()
     wait_for_card(page, "gradcam")
