@@ -9,6 +9,9 @@ import { Grid, formatNumber as fmt } from "./grid.js";
 import { TITLES } from "./lessons.js";
 import { archNodes, nodeAttributes } from "./models.js";
 import { at, fetchNpy } from "./npy.js";
+import { fieldOf, perAxis } from "./receptive.js";
+
+const fieldCache = new Map();
 
 const ELEMENTWISE = new Set(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid",
   "clip", "identity", "dropout", "batch_norm"]);
@@ -52,12 +55,6 @@ function checkLine(computed, engine) {
     class: `badge ${ok ? "ok" : "warn"}`,
     text: ok ? `matches the engine's value ${fmt(engine)} ✓` : `the engine computed ${fmt(engine)} (difference ${fmt(computed - engine)})`,
   });
-}
-
-/** Receptive field (r, S, P per spatial axis) of a node from the architecture; "input" is r = 1, S = 1, P = 0. */
-function fieldOf(archById, nodeId, axes) {
-  if (nodeId === "input") return { status: "local", axes: Array.from({ length: axes }, () => ({ size: 1, stride: 1, padding: 0 })) };
-  return archById.get(nodeId)?.receptive_field ?? { status: "undefined", reason: "not in the architecture" };
 }
 
 export class DetailView {
@@ -121,7 +118,7 @@ export class DetailView {
     try {
       const value = await this.valueOf(node.id, unit);
       const parts = [el("p", { html: `This neuron's value: <strong class="mono">${fmt(value)}</strong>` })];
-      parts.push(this.fieldText(node.id, unit));
+      parts.push(await this.fieldBlock(node.id, unit));
       this.body.replaceChildren(...parts);
       const view = await this.opView(archNode, explained, { ...unit, node: explained.id },
         head ? await this.valueOf(explained.id, unit) : value);
@@ -197,7 +194,25 @@ export class DetailView {
   }
 
   // --- receptive field --------------------------------------------------------------------------------
-  fieldText(nodeId, unit) {
+  /** The API's receptive field of a unit: its box in the input per axis (and, if asked, the effective field). */
+  unitField(nodeId, unit, effective = false) {
+    const { model, run } = this.context;
+    const index = [unit.channel, unit.y, unit.x];
+    const key = `${model}|${nodeId}|${index}|${effective ? run.run_id : ""}`;
+    if (!fieldCache.has(key)) {
+      const request = api(`/api/models/${encodeURIComponent(model)}/receptive-field`, {
+        json: { node: nodeId, index, effective, run_id: effective ? run.run_id : null },
+        label: effective ? "Computing the effective receptive field…" : "Locating the receptive field…",
+      }).catch((err) => {
+        fieldCache.delete(key);
+        throw err;
+      });
+      fieldCache.set(key, request);
+    }
+    return fieldCache.get(key);
+  }
+
+  async fieldBlock(nodeId, unit) {
     const { archById, arch } = this.context;
     const axes = arch?.architecture?.spatial_axes ?? ["H", "W"];
     const field = fieldOf(archById, nodeId, axes.length);
@@ -207,26 +222,55 @@ export class DetailView {
         : field.reason || "";
       return el("p", { class: "small", text: reason });
     }
-    const box = this.inputBox(nodeId, unit);
-    const [rh, rw] = field.axes.map((a) => a.size);
-    return el("p", {
+    const answer = await this.unitField(nodeId, unit);
+    const [bh, bw] = answer.box;
+    const block = el("div", { class: "field-block" });
+    block.append(el("p", {
       class: "small",
-      html: `<strong>Receptive field:</strong> this neuron sees only a ${rh}×${rw} patch of the input, rows ` +
-        `${box.y[0]}…${box.y[1]} and columns ${box.x[0]}…${box.x[1]} (outlined in orange on every earlier layer; ` +
-        "values outside the image are padding). Its neighbours see patches shifted by " +
-        `${field.axes.map((a) => a.stride).join("×")} pixels (the effective stride).`,
+      html: `<strong>Receptive field:</strong> this neuron sees only a ${field.axes.map((a) => a.size).join("×")} patch ` +
+        `of the input, rows ${bh.start}…${bh.end} and columns ${bw.start}…${bw.end} (outlined in orange on every ` +
+        "earlier layer). Its neighbours see patches shifted by " +
+        `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${answer.note}.` : ""}`,
+    }));
+    const button = el("button", { type: "button", class: "secondary small-button", text: "Which pixels actually move it? (effective receptive field)" });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const full = await this.unitField(nodeId, unit, true);
+        button.replaceWith(this.effectiveFigure(full));
+      } catch (err) {
+        button.replaceWith(el("p", { class: "callout", text: err instanceof ApiError ? err.detail : String(err) }));
+      }
     });
+    block.append(button);
+    return block;
   }
 
-  inputBox(nodeId, unit) {
-    const { archById } = this.context;
-    const field = fieldOf(archById, nodeId, 2);
-    const [fy, fx] = field.axes;
-    // the unit's input-space box: unit i starts at i·S − P and spans r positions (API: r, S, P per axis)
-    return {
-      y: [unit.y * fy.stride - fy.padding, unit.y * fy.stride - fy.padding + fy.size - 1],
-      x: [unit.x * fx.stride - fx.padding, unit.x * fx.stride - fx.padding + fx.size - 1],
-    };
+  /** The effective receptive field (|d unit / d input|) with the theoretical box drawn on it. */
+  effectiveFigure(answer) {
+    const effective = answer.effective;
+    const [H, W] = effective.shape;
+    const [bh, bw] = answer.box;
+    const frame = el("div", { class: "erf-frame" });
+    const image = el("img", { src: effective.png, alt: "effective receptive field: bright pixels move this neuron most" });
+    const box = el("div", { class: "erf-box", title: "the theoretical receptive field" });
+    box.style.left = `${(bw.clipped_start / W) * 100}%`;
+    box.style.top = `${(bh.clipped_start / H) * 100}%`;
+    box.style.width = `${((bw.clipped_end - bw.clipped_start + 1) / W) * 100}%`;
+    box.style.height = `${((bh.clipped_end - bh.clipped_start + 1) / H) * 100}%`;
+    frame.append(image, box);
+    const nonzero = effective.nonzero_box;
+    if (!nonzero) {
+      return el("p", { class: "callout info", text: "No input pixel moves this neuron here: its gradient is zero " +
+        "everywhere (typically a neuron that ReLU has set to zero, which stays zero under small changes)." });
+    }
+    const caption = el("p", {
+      class: "small muted",
+      text: "Brightness: how much each input pixel changes this neuron (|gradient|, on this image); orange: the " +
+        "theoretical field. The influence fades towards the edges: the effective field is smaller than r." +
+        ` Non-zero gradient in rows ${nonzero[0][0]}…${nonzero[0][1]}, columns ${nonzero[1][0]}…${nonzero[1][1]}.`,
+    });
+    return el("figure", { class: "erf" }, frame, caption);
   }
 
   /**
@@ -253,7 +297,8 @@ export class DetailView {
       for (const id of ancestors) boxes[id] = { y: [0, 1e9], x: [0, 1e9] };
       return boxes;
     }
-    const box = this.inputBox(unit.node, unit);
+    const [bh, bw] = (await this.unitField(unit.node, unit)).box;
+    const box = { y: [bh.start, bh.end], x: [bw.start, bw.end] };
     for (const id of ancestors) {
       const f = fieldOf(archById, id, 2);
       if (f.status !== "local") continue;

@@ -161,3 +161,16 @@ def test_pooling_and_fully_connected_units(page):
     body = unit_detail(page, "fc,3")
     assert "all 400 numbers of flatten" in body and "matches the engine's value" in body
     page.console.check()
+
+
+def test_effective_receptive_field_beside_the_theoretical_one(page):
+    body = unit_detail(page, "conv1,2,14,14")
+    # conv1: 5×5 kernel, padding 2: unit (14, 14) reads rows and columns 12…16 (from the API's box)
+    assert "5×5 patch of the input, rows 12…16 and columns 12…16" in body
+    page.get_by_role("button", name="Which pixels actually move it? (effective receptive field)").click()
+    figure = page.locator("#detail figure.erf")
+    figure.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth === 28", arg=figure.locator("img").element_handle())
+    # a convolution's gradient is its kernel: non-zero exactly inside the theoretical 5×5 box
+    assert "Non-zero gradient in rows 12…16, columns 12…16" in figure.inner_text()
+    page.console.check()
