@@ -14,13 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin cnnvis
 
 # Only the runtime dependencies from pyproject.toml (no test tools); sources are removed after install.
-# Swagger UI's files (app/docs_assets, for an offline /docs) are copied beside the installed package.
+# Swagger UI's files (app/docs_assets, for an offline /docs) are package data of `app`.
 COPY pyproject.toml README.md /src/
 COPY engine /src/engine
 COPY app /src/app
-RUN pip install /src \
-    && cp -r /src/app/docs_assets "$(python -c 'import app, os; print(os.path.dirname(app.__file__))')/" \
-    && rm -rf /src
+RUN pip install /src && rm -rf /src
 
 # The front-end is served from the working directory's static/ and templates/.
 WORKDIR /srv/cnn-visualiser
