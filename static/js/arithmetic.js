@@ -5,6 +5,7 @@ import { Animator, bindAnimatorControls } from "./animator.js";
 import { Grid, formatNumber } from "./grid.js";
 import { bindControl, createState } from "./state.js";
 import { drawVolumes } from "./volume.js";
+import { VolumeWindow } from "./volume_window.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -184,6 +185,7 @@ function renderStep(index) {
 }
 
 const animator = new Animator({ figure: $("window-panel"), render: renderStep, interval: 600 });
+const volumeWindow = new VolumeWindow($("volume-window"));
 bindAnimatorControls(animator, $("window-panel"));
 $("speed").addEventListener("change", () => { animator.interval = Number($("speed").value); });
 
@@ -223,8 +225,8 @@ function scheduleRefresh(changed = []) {
 async function refresh(changed = []) {
   const s = { ...state.values };
   controllers.forEach((c) => c.abort());
-  controllers = [new AbortController(), new AbortController(), new AbortController()];
-  const [sizeCtl, volumeCtl, stepsCtl] = controllers;
+  controllers = [new AbortController(), new AbortController(), new AbortController(), new AbortController()];
+  const [sizeCtl, volumeCtl, stepsCtl, depthCtl] = controllers;
   showStaticParts(s);
   const input = currentInput(s);
   const kernel = currentKernel(s);
@@ -244,7 +246,8 @@ async function refresh(changed = []) {
     const keepStep = changed.length === 0 ? s.step : 0;
     animator.setSteps(playground.steps.length, keepStep);
   });
-  const results = await Promise.allSettled([sizePromise, volumePromise, stepsPromise]);
+  const depthPromise = s.op === "conv" ? volumeWindow.update(s, depthCtl.signal) : Promise.resolve();
+  const results = await Promise.allSettled([sizePromise, volumePromise, stepsPromise, depthPromise]);
   const failure = results.find((r) => r.status === "rejected" && r.reason?.name !== "AbortError");
   if (failure) {
     showError(failure.reason);
@@ -266,6 +269,7 @@ function showStaticParts(s) {
   $("bias-control").hidden = !conv;
   $("ceil-control").hidden = conv;
   $("volume-panel").hidden = !conv;
+  $("volume-window").hidden = !conv;
   $("input-caption").textContent = `${s.size} × ${s.size}, padding ${s.padding}`;
   $("kernel-caption").textContent = `${s.kernel} × ${s.kernel}${s.dilation > 1 ? `, dilation ${s.dilation}` : ""}`;
   $("window-intro").innerHTML = conv

@@ -67,24 +67,24 @@ def test_moving_the_sliders_updates_formula_animation_and_url(page):
 def test_steps_show_hand_worked_values(page):
     page.goto(HAND_WORKED)
     wait_for_steps(page, 4)
-    page.get_by_role("button", name="First step").click()
+    page.locator("#window-panel").get_by_role("button", name="First step").click()
     assert page.locator("#step-text").inner_text().endswith("= 0")
     assert page.locator("#input-grid .cell.window").count() == 4
     first_window = [c.get_attribute("data-r") + c.get_attribute("data-c")
                     for c in page.locator("#input-grid .cell.window").all()]
-    page.get_by_role("button", name="Next step").click()
+    page.locator("#window-panel").get_by_role("button", name="Next step").click()
     page.wait_for_function("document.querySelector('#step-label').textContent.startsWith('step 2')")
     second_window = [c.get_attribute("data-r") + c.get_attribute("data-c")
                      for c in page.locator("#input-grid .cell.window").all()]
     assert first_window == ["00", "01", "10", "11"] and second_window == ["02", "03", "12", "13"]
     assert page.locator("#step-text").inner_text().endswith("= -1")
-    page.get_by_role("button", name="Last step").click()
+    page.locator("#window-panel").get_by_role("button", name="Last step").click()
     assert output_values(page) == ["0", "-1", "2", "-2"]
     # editing a number re-runs the window: top-left becomes 5·1 + 2·0 + 0·0 + 1·(−1) = 4
     cell = page.get_by_label("input row 1 column 1")
     cell.fill("5")
     cell.press("Enter")
-    page.get_by_role("button", name="Last step").click()
+    page.locator("#window-panel").get_by_role("button", name="Last step").click()
     page.wait_for_function("document.querySelectorAll('#output-grid .cell')[0].textContent === '4'")
     assert "x=5" in page.url
     page.console.check()
@@ -94,7 +94,7 @@ def test_pooling_takes_the_max_of_each_window(page):
     page.goto(HAND_WORKED.replace("/arithmetic?", "/arithmetic?op=max_pool&"))
     wait_for_steps(page, 4)
     assert page.locator("#kernel-box").is_hidden()
-    page.get_by_role("button", name="Last step").click()
+    page.locator("#window-panel").get_by_role("button", name="Last step").click()
     assert output_values(page) == ["2", "3", "2", "2"]  # max of each 2×2 block, by hand
     assert page.locator("#step-text").inner_text().startswith("out[1, 1] = max(")
     page.console.check()
@@ -104,3 +104,18 @@ def test_an_impossible_setting_shows_the_api_message(page):
     page.goto("/arithmetic?size=3&kernel=7")
     page.wait_for_selector("#error:not([hidden])")
     assert "kernel spans 7" in page.locator("#error-text").inner_text()
+
+
+def test_one_filter_through_the_whole_depth(page):
+    page.goto("/arithmetic?size=4&kernel=2&stride=2&depth=3")
+    panel = page.locator("#volume-window")
+    label = "#volume-window [data-role=step-label]"
+    page.wait_for_function(f"document.querySelector('{label}').textContent === 'step 1 of 4'")
+    assert panel.locator("[data-role=inputs] .grid").count() == 3  # one grid per channel
+    assert panel.locator("[data-role=kernels] .grid").count() == 3  # one filter slice per channel
+    for channel in range(3):  # the window covers the same 2×2 positions on every channel
+        cells = panel.locator(f'.grid[aria-label="volume channel {channel}"] .cell.window')
+        assert cells.count() == 4
+    text = panel.locator("[data-role=text]").inner_text()
+    assert text.startswith("out[0, 0] = ") and "ch 2" in text
+    page.console.check()
