@@ -223,7 +223,6 @@ function renderNetwork() {
     consumers.set(input, [...(consumers.get(input) ?? []), node.id]);
   }
   const mode = filterMode();
-  $("filter").value = mode;
   const last = run.nodes[run.nodes.length - 1]?.id;
   visible = run.nodes.filter((node) => {
     if (mode === "all" || node.id === "input" || node.id === last) return true;
