@@ -70,7 +70,7 @@ export class NetworkView {
     this.byId.clear();
     const fragment = document.createDocumentFragment();
     nodes.forEach((node, index) => {
-      const column = this.makeColumn(node, archById.get(node.id), index);
+      const column = this.makeColumn(node, archById.get(node.id), index, nodes[index - 1]);
       this.columns.push(column);
       this.byId.set(node.id, column);
       fragment.append(column.element);
@@ -87,7 +87,7 @@ export class NetworkView {
     return this.archById?.get(id)?.op ?? id;
   }
 
-  makeColumn(node, arch, index) {
+  makeColumn(node, arch, index, previous) {
     const element = document.createElement("article");
     element.className = "layer";
     element.dataset.node = node.id;
@@ -103,6 +103,15 @@ export class NetworkView {
     shape.className = "shape mono";
     shape.textContent = shapeText(node.shape);
     header.append(miniVolume(node.shape), title, op, shape);
+    // where the data comes from, when it is not simply the column on the left: skip connections, branches
+    const sources = (node.chain ? this.archById?.get(node.chain[0])?.inputs : arch?.inputs) ?? [];
+    if (sources.length > 1 || (sources.length === 1 && previous && sources[0] !== previous.id)) {
+      const from = document.createElement("span");
+      from.className = "from";
+      from.textContent = `← ${sources.join(" + ")}`;
+      from.title = `inputs: ${sources.join(", ")}`;
+      header.append(from);
+    }
     const figure = document.createElement("div");
     figure.className = "maps";
     const canvas = document.createElement("canvas");
