@@ -136,7 +136,7 @@ def test_drawing_a_digit_classifies_it(page):
 def unit_detail(page, unit: str) -> str:
     page.goto(f"/?model=digits_classic&unit={unit}")
     page.wait_for_selector("#detail:not([hidden])")
-    page.wait_for_selector("#detail-body .badge", timeout=20_000)
+    page.wait_for_selector("#detail-body .badge, #detail-body .op-stage > *", timeout=20_000)
     return page.locator("#detail-body").inner_text()
 
 
@@ -150,6 +150,7 @@ def test_convolution_unit_is_explained_with_the_real_numbers(page):
     page.locator("#detail").get_by_role("button", name="Last step").click()
     # the sum over the 8 channels plus the bias, recomputed from the API's numbers, equals the engine's value
     page.locator("#detail").get_by_role("button", name="Previous step").click()
+    assert page.locator("#detail [data-role=step-label]").inner_text() == "step 9 of 10"
     page.wait_for_selector("#detail .op-stage .badge.ok")
     assert "matches the engine's value" in stage.inner_text()
     page.locator("#detail").get_by_role("button", name="Last step").click()
