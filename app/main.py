@@ -24,6 +24,7 @@ from app.core.memory import limit_malloc_arenas
 from app.docs_ui import has_local_assets, install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
+from app.openapi_errors import document_errors
 from app.services.models import model_store_for
 
 DESCRIPTION = """\
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Tile-Layout", "X-Shape", "X-Elapsed-Ms"])
     app.include_router(api_router)
+    document_errors(app)
     app.mount("/static", StaticFiles(directory=find_dir("static"), check_dir=False), name="static")
     app.state.templates = Jinja2Templates(directory=find_dir("templates"))
     if importlib.util.find_spec("app.web.pages") is not None:

@@ -1,0 +1,18 @@
+"""The error body every 4xx (and the 503 of a busy server) carries."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorResponse(BaseModel):
+    """``{"detail": "<what was wrong and what would work>", ...}``, sometimes with fields naming the culprit."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    detail: str = Field(description="what was wrong and what would work, in the caller's terms",
+                        examples=["stride 2 does not divide 32 − 5 + 0 = 27: the output would be 14.5"])
+    node: str | None = Field(None, description="graph specs: the node at fault")
+    reason: str | None = Field(None, description="graph specs: why the node cannot be built")
+    kind: str | None = Field(None, description="engine errors: 'shape', 'weights' or 'engine'")
+    errors: list[dict] | None = Field(None, description="schema violations: one entry per field (loc, msg, type)")
