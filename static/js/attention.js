@@ -6,6 +6,7 @@ import { Grid } from "./grid.js";
 import { DrawingPad, acceptImages } from "./inputs.js";
 import { architecture, fillModelSelect } from "./models.js";
 import { bindControl, createState } from "./state.js";
+import { escapeHtml as esc } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
 const DEFAULTS = { model: "", sample: "", method: "gradcam", target: -1, layer: "", opacity: 0.6, compare: [] };
@@ -15,6 +16,8 @@ let methods = [];
 let detail = null; // the model's architecture and labels
 let image = null; // { blob, name }
 let requestToken = 0;
+let imageVersion = 0; // bumps whenever the image changes, so cached maps of the previous image are not reused
+const answers = new Map(); // maps already computed for this image, by model, method, class and layer
 
 const state = createState(DEFAULTS, (changed) => {
   controls.forEach((show) => show());
@@ -54,6 +57,7 @@ acceptImages({
   fileInput: $("file"),
   onImage: (blob, name) => {
     image = { blob, name };
+    imageVersion += 1;
     markSample("");
     state.set({ sample: "", target: -1 });
     afterImage();
@@ -62,6 +66,7 @@ acceptImages({
 const pad = new DrawingPad($("draw"), {
   onStroke: async () => {
     image = { blob: await pad.toBlob28(), name: "your drawing" };
+    imageVersion += 1;
     markSample("");
     state.set({ sample: "" });
     afterImage();
@@ -160,6 +165,7 @@ async function loadModel() {
     // a digit to start from; the user draws over it or clears it
     pad.drawText("3");
     image = { blob: await pad.toBlob28(), name: "your drawing" };
+    imageVersion += 1;
     await afterImage();
   } else {
     const first = document.querySelector("#samples .sample");
@@ -172,6 +178,7 @@ async function loadSample(file) {
   try {
     const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
     image = { blob, name: file };
+    imageVersion += 1;
     await afterImage();
   } catch (err) {
     showError(err, `sample ${file}`);
@@ -206,7 +213,7 @@ function card(methodName) {
   const figure = document.createElement("figure");
   figure.className = "map-card panel";
   figure.dataset.method = methodName;
-  figure.innerHTML = `<figcaption><strong>${m.title}</strong> <span class="small muted"></span></figcaption>
+  figure.innerHTML = `<figcaption><strong>${esc(m.title)}</strong> <span class="small muted"></span></figcaption>
     <div class="overlay-stack"><img class="picture" alt=""><img class="heat" alt=""></div>
     <p class="small muted card-note">computing…</p>`;
   return figure;
@@ -228,10 +235,13 @@ async function refresh() {
     const params = new URLSearchParams({ method: name });
     if (m?.uses_target && state.values.target >= 0) params.set("target", String(state.values.target));
     if (m?.uses_layer && state.values.layer) params.set("layer", state.values.layer);
+    const key = `${state.values.model}|${imageVersion}|${params}`;
     try {
-      const answer = await api(`/api/models/${encodeURIComponent(state.values.model)}/attention?${params}`, {
+      const answer = answers.get(key) ?? await api(`/api/models/${encodeURIComponent(state.values.model)}/attention?${params}`, {
         body: form(), label: `Computing ${m?.title ?? name}…`,
       });
+      if (answers.size > 40) answers.clear();
+      answers.set(key, answer);
       if (token !== requestToken) return;
       fillCard(cards[i], answer, m);
       if (i === 0) showLayerMap(answer, m);

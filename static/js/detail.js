@@ -10,6 +10,7 @@ import { TITLES } from "./lessons.js";
 import { archNodes, nodeAttributes } from "./models.js";
 import { at, fetchNpy } from "./npy.js";
 import { fieldOf, perAxis } from "./receptive.js";
+import { escapeHtml as esc } from "./text.js";
 
 const fieldCache = new Map();
 
@@ -230,7 +231,7 @@ export class DetailView {
       html: `<strong>Receptive field:</strong> this neuron sees only a ${field.axes.map((a) => a.size).join("×")} patch ` +
         `of the input, rows ${bh.start}…${bh.end} and columns ${bw.start}…${bw.end} (outlined in orange on every ` +
         "earlier layer). Its neighbours see patches shifted by " +
-        `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${answer.note}.` : ""}`,
+        `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${esc(answer.note)}.` : ""}`,
     }));
     const button = el("button", { type: "button", class: "secondary small-button", text: "Which pixels actually move it? (effective receptive field)" });
     button.addEventListener("click", async () => {
@@ -414,7 +415,7 @@ export class DetailView {
     }
     const intro = `Output ${unit.channel} reads a ${kh}×${kw} window at rows ${top}…${top + (kh - 1) * dh}, columns ` +
       `${left}…${left + (kw - 1) * dw} of ${groups === C && groups > 1 ? "one input channel (a depthwise convolution)" : `each of the ${perGroup} input channels`}` +
-      ` of <code>${inputId}</code>. The same filter is used at every position of this map (weight sharing).`;
+      ` of <code>${esc(inputId)}</code>. The same filter is used at every position of this map (weight sharing).`;
     if (!weight) {
       return el("div", {}, el("p", { class: "small", html: intro }),
         el("p", { class: "callout", text: "This server does not serve the model's weights (GET /api/models/{id}/params/{name}.npy), so only the windows are shown." }),
@@ -468,7 +469,7 @@ export class DetailView {
       const what = node.op === "batch_norm" ? "batch norm: (x − mean) / SD · γ + β" :
         node.op === "relu" ? `ReLU: max(0, ${fmt(previous)})` :
           node.op === "relu6" ? `ReLU6: min(max(0, ${fmt(previous)}), 6)` : `${TITLES[node.op] ?? node.op}(${fmt(previous)})`;
-      lines.push(`${what} = <span class="result">${fmt(v)}</span> <span class="muted">(${node.id})</span>`);
+      lines.push(`${what} = <span class="result">${fmt(v)}</span> <span class="muted">(${esc(node.id)})</span>`);
       previous = v;
     }
     return el("div", { class: "step-text", html: lines.join("<br>") });
@@ -534,7 +535,7 @@ export class DetailView {
     const [x, weight, bias] = await Promise.all([this.activation(inputId), fetchParam(model, node.id, "weight"),
       nodeAttributes(archNode).bias === false ? Promise.resolve(null) : fetchParam(model, node.id, "bias")]);
     const n = x.shape[1];
-    const intro = `A fully connected neuron: all ${n} numbers of <code>${inputId}</code>, each times its own weight, summed, plus a bias.`;
+    const intro = `A fully connected neuron: all ${n} numbers of <code>${esc(inputId)}</code>, each times its own weight, summed, plus a bias.`;
     if (!weight) {
       return el("div", {}, el("p", { class: "small", html: intro }),
         el("p", { class: "callout", text: "This server does not serve the model's weights (GET /api/models/{id}/params/{name}.npy), so the products cannot be shown." }));
@@ -587,7 +588,7 @@ export class DetailView {
     return el("div", {},
       el("p", { class: "small", text: `Softmax: e to the power of each score (minus the largest, ${fmt(top)}, for stability), divided by their sum ${fmt(total)}: positive numbers that add up to 1.` }),
       table,
-      el("p", { class: "step-text", html: `${what} ${index}${what === "class" && labels[index] ? ` (${labels[index]})` : ""}: ` +
+      el("p", { class: "step-text", html: `${what} ${index}${what === "class" && labels[index] ? ` (${esc(labels[index])})` : ""}: ` +
         `${fmt(exps[index])} / ${fmt(total)} = <span class="result">${fmt(mine)}</span>` }),
       checkLine(mine, value));
   }
@@ -600,7 +601,7 @@ export class DetailView {
     let sum = 0;
     for (let y = 0; y < H; y += 1) for (let xx = 0; xx < W; xx += 1) sum += at(x, [0, unit.channel, y, xx]);
     return el("div", {},
-      el("p", { class: "step-text", html: `mean of the ${H}×${W} map ${unit.channel} of ${inputId}: ${fmt(sum)} / ${H * W} = <span class="result">${fmt(sum / (H * W))}</span>` }),
+      el("p", { class: "step-text", html: `mean of the ${H}×${W} map ${unit.channel} of ${esc(inputId)}: ${fmt(sum)} / ${H * W} = <span class="result">${fmt(sum / (H * W))}</span>` }),
       checkLine(sum / (H * W), value));
   }
 
@@ -609,7 +610,7 @@ export class DetailView {
     const add = node.op === "add";
     const result = values.reduce((a, { v }) => (add ? a + v : a * v), add ? 0 : 1);
     return el("div", {},
-      el("p", { class: "step-text", html: `${values.map(({ id, v }) => `${fmt(v)} <span class="muted">(${id})</span>`).join(add ? " + " : " × ")} = <span class="result">${fmt(result)}</span>` }),
+      el("p", { class: "step-text", html: `${values.map(({ id, v }) => `${fmt(v)} <span class="muted">(${esc(id)})</span>`).join(add ? " + " : " × ")} = <span class="result">${fmt(result)}</span>` }),
       checkLine(result, value));
   }
 
@@ -642,6 +643,6 @@ export class DetailView {
       relu: `max(0, ${fmt(input)})`, relu6: `min(max(0, ${fmt(input)}), 6)`, identity: fmt(input), dropout: `${fmt(input)} (inference: unchanged)`,
       batch_norm: `(${fmt(input)} − running mean) / √(running var + ε) · γ + β`,
     }[node.op] ?? `${node.op}(${fmt(input)})`;
-    return el("p", { class: "step-text", html: `${formula} = <span class="result">${fmt(value)}</span> <span class="muted">(input from ${inputId})</span>` });
+    return el("p", { class: "step-text", html: `${formula} = <span class="result">${fmt(value)}</span> <span class="muted">(input from ${esc(inputId)})</span>` });
   }
 }

@@ -6,6 +6,7 @@ import { TITLES } from "./lessons.js";
 import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
 import { fieldOf, perAxis, unitSpan } from "./receptive.js";
 import { createState } from "./state.js";
+import { escapeHtml as esc } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
 const NS = "http://www.w3.org/2000/svg";
@@ -285,7 +286,7 @@ function drawPicture(index, archById, named = null) {
       (box.y[0] < 0 || box.x[0] < 0 || box.y[1] >= H || box.x[1] >= W ? " (part of it is padding, outside the image)" : "");
   const field = box.field;
   const numbers = field ? `r = ${perAxis(field, "size")}, S = ${perAxis(field, "stride")}, P = ${perAxis(field, "padding")}. ` : "";
-  $("field-text").innerHTML = `<strong>${shown.id}</strong> (${TITLES[shown.op] ?? shown.op}, output ${shown.output_shape.join(" × ")}): ` +
+  $("field-text").innerHTML = `<strong>${esc(shown.id)}</strong> (${esc(TITLES[shown.op] ?? shown.op)}, output ${shown.output_shape.join(" × ")}): ` +
     `${numbers}Its centre neuron ${where}.`;
   $("picture-caption").textContent = `The ${H}×${W} input${lo < 0 ? " with the padding around it" : ""}; orange: the field of each layer's centre neuron, the current layer's filled.`;
 }

@@ -48,7 +48,7 @@ def test_onnx_upload_can_be_explored(page, tmp_path):
     page.goto("/upload")
     page.set_input_files("#onnx-file", str(model_file))
     page.fill("#onnx-name", "Tiny test CNN")
-    page.fill("#onnx-labels", "zero\none\ntwo\nthree\nfour")
+    page.fill("#onnx-labels", "zero\none\n<i>two</i>\nthree\nfour")  # names are shown as text, never as HTML
     page.get_by_role("button", name="Upload and import").click()
     page.wait_for_selector("#upload-result .badge.ok")
     result = page.locator("#upload-result").inner_text()
@@ -64,7 +64,11 @@ def test_onnx_upload_can_be_explored(page, tmp_path):
     assert page.locator('.layer[data-node="conv"] canvas.tiles').evaluate(CANVAS_HAS_PICTURE)
     assert page.locator(".layer").count() == 6  # input, conv, relu, pool, flat, fc
     labels = page.locator("#predictions .bar-label").all_inner_texts()
-    assert sorted(labels) == ["four", "one", "three", "two", "zero"]
+    assert sorted(labels) == ["<i>two</i>", "four", "one", "three", "zero"]
+    page.get_by_role("button", name="How are these probabilities computed?").click()
+    page.wait_for_selector("#detail-body .badge.ok")  # softmax recomputed from the scores matches the API
+    assert "<i>two</i>" in page.locator("#detail-body").inner_text()
+    assert page.locator("#detail i, #predictions i").count() == 0
     page.console.check()
 
 
