@@ -146,7 +146,8 @@ export class DetailView {
         tile.data.set(column.grey.data.subarray(start, start + t.w * 4), row * t.w * 4);
       }
       paint(this.canvas, tile, this.scale);
-      this.caption.textContent = `map ${unit.channel} of ${layout.tiles} (${t.h} × ${t.w}); click a neuron, or use the arrow keys`;
+      this.caption.textContent = `map ${unit.channel} of ${layout.tiles} (${t.h} × ${t.w}); click a neuron, or use the arrow keys ` +
+        "(Page Up / Page Down: another map)";
     }
     const ctx = this.canvas.getContext("2d");
     if (unit.y !== null) {
@@ -178,6 +179,13 @@ export class DetailView {
   moveUnit(event) {
     if (!this.context) return;
     const { column, unit } = this.context;
+    if ((event.key === "PageDown" || event.key === "PageUp") && !column.vector) {
+      // another map of the same layer, same position
+      event.preventDefault();
+      const channel = (unit.channel + (event.key === "PageDown" ? 1 : -1) + column.layout.tiles) % column.layout.tiles;
+      this.onUnit({ node: column.node.id, channel, y: unit.y ?? 0, x: unit.x ?? 0 });
+      return;
+    }
     const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
     const move = moves[event.key];
     if (!move) return;

@@ -177,3 +177,23 @@ def test_effective_receptive_field_beside_the_theoretical_one(page):
     # a convolution's gradient is its kernel: non-zero exactly inside the theoretical 5×5 box
     assert "Non-zero gradient in rows 12…16, columns 12…16" in figure.inner_text()
     page.console.check()
+
+
+def test_neurons_can_be_explored_from_the_keyboard(page):
+    page.goto("/?model=digits_classic")
+    page.wait_for_selector('.layer.loaded[data-node="conv1"]')
+    page.locator('.layer[data-node="conv1"] canvas.tiles').focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#detail-title').textContent.endsWith('unit [0, 0, 0]')")
+    page.locator("#unit-canvas").focus()
+    page.keyboard.press("PageDown")  # the next map, same position
+    page.wait_for_function("document.querySelector('#detail-title').textContent.endsWith('unit [1, 0, 0]')")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.querySelector('#detail-title').textContent.endsWith('unit [1, 1, 1]')")
+    # the class scores are a list of neurons: Enter on one explains it
+    fc = page.locator('.layer[data-node="fc"] .neurons li').nth(3)
+    fc.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#detail-title').textContent.endsWith('unit [3]')")
+    page.console.check()
