@@ -338,6 +338,10 @@ async function selectUnit(unit, { fromState = false } = {}) {
   await network.load(column);
   detail.open({ model: state.values.model, arch, archById, run, column, unit, scale: state.values.scale,
     explain: column.node.chain?.[0] });
+  // bring the explanation into view when a neuron is picked in the columns (not while stepping in the unit view)
+  if (!fromState && document.activeElement?.id !== "unit-canvas") {
+    $("detail").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
   refreshHighlight();
 }
 
