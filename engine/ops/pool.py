@@ -47,7 +47,8 @@ class _PoolNd(Op):
             span = d * (k - 1) + 1
             if max(pair) > span // 2:
                 raise self.fail(f"padding {list(pair)} along the {axis} is more than half the window ({span} pixels): "
-                                f"at most {span // 2} is allowed, as in PyTorch, so that every window covers the input")
+                                f"at most {span // 2} is allowed, so that every window covers the input (PyTorch "
+                                f"is stricter still: at most half the undilated kernel, {k // 2})")
         check_window_fits(self, self.in_sizes, self.kernel, self.dilation, self.padding, n)
         self.out_sizes = tuple(output_length(*a, self.ceil_mode) for a in zip(
             self.in_sizes, self.kernel, self.stride, self.padding, self.dilation))
