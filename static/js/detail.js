@@ -372,7 +372,9 @@ export class DetailView {
       el("span", { "data-role": "step-label", class: "small muted" }));
     const stage = el("div", { class: "op-stage" });
     figure.append(el("p", { class: "small", html: intro }), controls, stage);
-    this.animator = new Animator({ figure, render: (i) => render(i, stage), interval: 1100 });
+    // long explanations (a 1×1 convolution over 96 channels) play faster, so the whole story takes seconds
+    const interval = Math.max(250, Math.min(1100, 9000 / steps));
+    this.animator = new Animator({ figure, render: (i) => render(i, stage), interval });
     bindAnimatorControls(this.animator, figure);
     queueMicrotask(() => {
       this.animator.setSteps(steps, 0);
@@ -519,21 +521,37 @@ export class DetailView {
       }
       values.push(row);
     }
-    const block = this.gridBlock(`window on channel ${unit.channel} of ${inputId}`, values.map((r) => r.map((v) => v ?? NaN)));
-    let text;
-    if (max) {
-      const best = Math.max(...inside);
-      text = `max of the window = <span class="result">${fmt(best)}</span>`;
-      block.append(checkLine(best, value));
-    } else {
-      const divisor = attrs.count_include_pad === false ? inside.length : kh * kw;
-      const mean = inside.reduce((a, b) => a + b, 0) / divisor;
-      text = `(${inside.map(fmt).join(" + ")}) / ${divisor} = <span class="result">${fmt(mean)}</span>`;
-      block.append(checkLine(mean, value));
-    }
-    return el("div", {},
-      el("p", { class: "small", text: `Pooling looks at one channel at a time: a ${kh}×${kw} window of channel ${unit.channel}, moving ${sh} at a time, so the map shrinks (down-sampling). No weights.` }),
-      block, el("p", { class: "step-text", html: text }));
+    const cells = values.flatMap((row, i) => row.map((v, j) => ({ i, j, v })));
+    const divisor = attrs.count_include_pad === false ? inside.length : kh * kw;
+    const final = max ? Math.max(...inside) : inside.reduce((a, b) => a + b, 0) / divisor;
+    const intro = `Pooling looks at one channel at a time: a ${kh}×${kw} window of channel ${unit.channel} of ` +
+      `<code>${esc(inputId)}</code>, moving ${sh} at a time, so the map shrinks (down-sampling). No weights to learn.`;
+    // one step per number in the window (the running max or sum), then the result
+    return this.animatedFigure(cells.length + 1, (step, stage) => {
+      const block = this.gridBlock(`window on channel ${unit.channel}`, values.map((r) => r.map((v) => v ?? NaN)));
+      const grid = block.querySelector(".grid");
+      const seen = cells.slice(0, Math.min(step + 1, cells.length)).filter((c) => c.v !== null);
+      cells.slice(0, step + 1).forEach((c, k) => {
+        grid.children[c.i * kw + c.j]?.classList.add(k === step ? "current" : "done");
+      });
+      let text;
+      if (step < cells.length) {
+        const so = seen.map((c) => c.v);
+        text = max
+          ? `largest so far: max(${so.map(fmt).join(", ")}) = <strong>${fmt(Math.max(...so))}</strong>`
+          : `sum so far: ${so.map(fmt).join(" + ")} = <strong>${fmt(so.reduce((a, b) => a + b, 0))}</strong>`;
+      } else {
+        if (max) {
+          const best = cells.find((c) => c.v === final);
+          if (best) grid.children[best.i * kw + best.j]?.classList.add("argmax");
+        }
+        text = max
+          ? `max of the window = <span class="result">${fmt(final)}</span>`
+          : `(${inside.map(fmt).join(" + ")}) / ${divisor} = <span class="result">${fmt(final)}</span>`;
+      }
+      stage.replaceChildren(block, el("p", { class: "step-text", html: text }));
+      if (step === cells.length) stage.append(checkLine(final, value));
+    }, intro);
   }
 
   // --- fully connected --------------------------------------------------------------------------------

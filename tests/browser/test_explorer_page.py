@@ -159,7 +159,13 @@ def test_convolution_unit_is_explained_with_the_real_numbers(page):
 
 
 def test_pooling_and_fully_connected_units(page):
-    body = unit_detail(page, "pool1,0,5,5")
+    unit_detail(page, "pool1,0,5,5")
+    detail = page.locator("#detail")
+    detail.get_by_role("button", name="First step").click()
+    assert detail.locator(".op-stage").inner_text().split("\n")[-1].startswith("largest so far: max(")
+    detail.get_by_role("button", name="Last step").click()  # 2×2 window: 4 numbers, then the result
+    assert detail.locator("[data-role=step-label]").inner_text() == "step 5 of 5"
+    body = detail.locator(".op-stage").inner_text()
     assert "max of the window" in body and "matches the engine's value" in body
     body = unit_detail(page, "fc,3")
     assert "all 400 numbers of flatten" in body and "matches the engine's value" in body
