@@ -46,6 +46,11 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A number for a product: negatives in parentheses, so "2·(−0.4)" reads as one product. */
+function signed(v) {
+  return v < 0 ? `(${fmt(v)})` : fmt(v);
+}
+
 function matches(a, b) {
   return Math.abs(a - b) <= 1e-3 * Math.max(1, Math.abs(a), Math.abs(b));
 }
@@ -432,6 +437,16 @@ export class DetailView {
         ...windows.slice(0, 8).map((w) => this.gridBlock(`window on channel ${w.channel}`, w.values)));
     }
     const b = bias ? at(bias, [unit.channel]) : 0;
+    if (kh === 1 && kw === 1 && windows.length > 4) {
+      // a 1×1 convolution is a fully connected layer over the channels, applied at every position
+      const terms = windows.map((w, i) => ({ i: w.channel, xi: w.values[0][0], wi: w.kernel[0][0], p: w.products[0][0] }));
+      return el("div", {},
+        el("p", { class: "small", html: `A 1×1 convolution: at this position it takes the ${windows.length} channels of ` +
+          `<code>${esc(inputId)}</code>, each times one weight of filter ${unit.channel}, and adds them with a bias: a ` +
+          "fully connected layer across the channels, repeated at every position with the same weights." }),
+        ...this.weightedSum(terms, b, value, "ch"),
+        ...(chain.length ? [this.chainBlock(value, chain)] : []));
+    }
     const total = windows.reduce((a, w) => a + w.sum, 0);
     const steps = windows.length + 1 + (chain.length ? 1 : 0);
     return this.animatedFigure(steps, (i, stage) => {
@@ -572,13 +587,18 @@ export class DetailView {
       const wi = at(weight, [unit.channel, i]);
       terms.push({ i, xi, wi, p: xi * wi });
     }
-    const total = terms.reduce((a, t) => a + t.p, 0);
     const b = bias ? at(bias, [unit.channel]) : 0;
+    return el("div", {}, el("p", { class: "small", html: intro }), ...this.weightedSum(terms, b, value, "x"));
+  }
+
+  /** A weighted sum shown by its largest products (red +, blue −), then the total, the bias and the check. */
+  weightedSum(terms, b, value, name) {
+    const total = terms.reduce((a, t) => a + t.p, 0);
     const ranked = [...terms].sort((a, c) => Math.abs(c.p) - Math.abs(a.p)).slice(0, 12);
     const max = Math.max(1e-9, ...ranked.map((t) => Math.abs(t.p)));
     const list = el("div", { class: "bars" }, ...ranked.map((t) => {
       const row = el("div", { class: "bar-row" },
-        el("span", { class: "bar-label mono", text: `x[${t.i}]·w = ${fmt(t.xi)}·${fmt(t.wi)}` }),
+        el("span", { class: "bar-label mono", text: `${name}[${t.i}]·w = ${signed(t.xi)}·${signed(t.wi)}` }),
         el("span", { class: "bar-track" }, el("span", { class: "bar-fill" })),
         el("span", { class: "bar-value", text: fmt(t.p) }));
       const fill = row.querySelector(".bar-fill");
@@ -586,10 +606,11 @@ export class DetailView {
       fill.style.background = t.p >= 0 ? "#d6604d" : "#4393c3";
       return row;
     }));
-    return el("div", {}, el("p", { class: "small", html: intro }),
-      el("p", { class: "small muted", text: `the ${ranked.length} largest of the ${n} products (red +, blue −):` }), list,
-      el("p", { class: "step-text", html: `Σ of all ${n} products ${fmt(total)} + bias ${fmt(b)} = <span class="result">${fmt(total + b)}</span>` }),
-      checkLine(total + b, value));
+    return [
+      el("p", { class: "small muted", text: `the ${ranked.length} largest of the ${terms.length} products (red +, blue −):` }), list,
+      el("p", { class: "step-text", html: `Σ of all ${terms.length} products ${fmt(total)} + bias ${fmt(b)} = <span class="result">${fmt(total + b)}</span>` }),
+      checkLine(total + b, value),
+    ];
   }
 
   // --- softmax ----------------------------------------------------------------------------------------
