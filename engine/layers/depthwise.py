@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.layers.threads import run_parts
+
 Pads = Sequence[tuple[int, int]]
 
 
@@ -97,7 +99,13 @@ def _plan(
 def _copies(plan: DepthwisePlan, sizes: Sequence[int], pads: Pads):
     """For each (phase, last-axis offset): the target cells in the copies, the source cells in x, and the
     slabs of the target that lie in the padding. ``sizes`` are x's spatial sizes (unpadded)."""
+    return _copy_steps(plan, tuple(int(n) for n in sizes), tuple((int(b), int(a)) for b, a in pads))
+
+
+@functools.lru_cache(maxsize=512)
+def _copy_steps(plan: DepthwisePlan, sizes: tuple[int, ...], pads: tuple[tuple[int, int], ...]):
     lead = len(plan.kernel) - 1
+    steps = []
     for phase, start in enumerate(plan.starts):
         for j in range(plan.kernel[-1]):
             target, source, outside = [], [], []
@@ -110,8 +118,40 @@ def _copies(plan: DepthwisePlan, sizes: Sequence[int], pads: Pads):
                 target.append(slice(first, last))
                 x_first = p + first * s - before
                 source.append(slice(x_first, x_first + (last - first - 1) * s + 1, s) if last > first else slice(0, 0))
-                outside += [(a, slice(0, first)), (a, slice(last, None))]
-            yield phase, j, tuple(target), tuple(source), outside
+                if first > 0:  # only slabs that exist are zeroed
+                    outside.append((a, slice(0, first)))
+                if last < limits[a]:
+                    outside.append((a, slice(last, None)))
+            steps.append((phase, j, tuple(target), tuple(source), tuple(outside)))
+    return tuple(steps)
+
+
+# --- blocks of rows -------------------------------------------------------------------------------
+#: bytes of copies and output one block of (sample, channel) rows works on: about two cores' L2
+#: cache, so that the kh (kd * kh) products re-read the copies from cache rather than from memory
+BLOCK_BYTES = 2 * 1024 * 1024
+
+
+def _block_rows(plan: DepthwisePlan, itemsize: int) -> int:
+    """How many (sample, channel) rows one block takes: its copies and wide output fit ``BLOCK_BYTES``."""
+    per_row = (len(plan.starts) * plan.kernel[-1] * plan.flat_size + plan.length) * itemsize
+    return max(1, BLOCK_BYTES // per_row)
+
+
+def _in_blocks(plan: DepthwisePlan, rows: int, itemsize: int, work) -> None:
+    """Call ``work(begin, end)`` on consecutive blocks of ``range(rows)``, the blocks spread over threads."""
+    size = _block_rows(plan, itemsize)
+
+    def part(begin: int, end: int) -> None:
+        for first in range(begin, end, size):
+            work(first, min(end, first + size))
+
+    run_parts(part, rows, min_part=max(1, size // 4))  # a thread's part: at least a quarter of a block
+
+
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """x: (N, C, *S) -> (1, N * C, *S): one (sample, channel) row per "channel" (a view when contiguous)."""
+    return x.reshape(1, x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def copy_rows(x: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None) -> np.ndarray:
@@ -128,9 +168,10 @@ def copy_rows(x: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None) -> n
     return rows.reshape(len(plan.starts), n * c, kw, -1)
 
 
-def add_back_rows(drows: np.ndarray, plan: DepthwisePlan, n: int, c: int) -> np.ndarray:
-    """The adjoint of ``copy_rows`` (without padding): (phases, N * C, kw, flat) -> dxp: (N, C, *padded)."""
-    dxp = np.zeros((n, c, *plan.padded_sizes), dtype=drows.dtype)
+def add_back_rows(drows: np.ndarray, plan: DepthwisePlan, n: int, c: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The adjoint of ``copy_rows`` (without padding): (phases, N * C, kw, flat) -> dxp: (N, C, *padded),
+    written into ``out`` (zeros) if given."""
+    dxp = np.zeros((n, c, *plan.padded_sizes), dtype=drows.dtype) if out is None else out
     blocks = drows.reshape(len(plan.starts), n, c, plan.kernel[-1], *plan.lead_sizes, plan.out_sizes[-1])
     for phase, j, target, source, _ in _copies(plan, plan.padded_sizes, ((0, 0),) * len(plan.kernel)):
         dxp[(slice(None), slice(None), *source)] += blocks[(phase, slice(None), slice(None), j, *target)]
@@ -147,16 +188,12 @@ def to_wide(y: np.ndarray, plan: DepthwisePlan) -> np.ndarray:
     return wide.reshape(n * c, plan.length)
 
 
-def from_wide(wide: np.ndarray, plan: DepthwisePlan, n: int, c: int, bias: np.ndarray | None = None) -> np.ndarray:
-    """(N * C, wide length) -> (N, C, *out), contiguous, plus ``bias: (C,)`` if given."""
+def from_wide(wide: np.ndarray, plan: DepthwisePlan, n: int, c: int) -> np.ndarray:
+    """(N * C, wide length) -> (N, C, *out), contiguous."""
     grid = wide.reshape(n, c, *plan.wide_shape)
-    bias = None if bias is None else bias.astype(wide.dtype, copy=False).reshape((1, c) + (1,) * len(plan.out_sizes))
-    if plan.wide_shape == plan.out_sizes:  # our own fresh array: add in place
-        if bias is not None:
-            grid += bias
+    if plan.wide_shape == plan.out_sizes:
         return grid
-    inside = grid[(slice(None), slice(None), *(slice(0, m) for m in plan.out_sizes))]
-    return np.ascontiguousarray(inside) if bias is None else np.add(inside, bias)
+    return np.ascontiguousarray(grid[(slice(None), slice(None), *(slice(0, m) for m in plan.out_sizes))])
 
 
 def _row_weights(taps: np.ndarray, n: int, plan: DepthwisePlan, dtype: np.dtype) -> np.ndarray:
@@ -168,30 +205,47 @@ def _row_weights(taps: np.ndarray, n: int, plan: DepthwisePlan, dtype: np.dtype)
 def depthwise_forward(
     x: np.ndarray, taps: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None, bias: np.ndarray | None = None
 ) -> np.ndarray:
-    """x: (N, C, *S) (padded by ``pads``), taps: (C, prod(k)), bias: (C,) or None -> out: (N, C, *out)."""
+    """x: (N, C, *S) (padded by ``pads``), taps: (C, prod(k)), bias: (C,) or None -> out: (N, C, *out).
+
+    Runs block by block of (sample, channel) rows (``BLOCK_BYTES``), the blocks spread over threads.
+    """
     n, c = x.shape[:2]
-    rows = copy_rows(x, plan, pads)
+    rows_in = _as_rows(x)
     weights = _row_weights(taps, n, plan, x.dtype)
+    row_bias = None if bias is None else np.tile(bias.astype(x.dtype, copy=False), n).reshape(n * c, 1, 1)
     out = np.empty((n * c, 1, plan.length), dtype=x.dtype)
-    tmp = np.empty_like(out) if len(plan.reads) > 1 else None
-    for r, (phase, begin) in enumerate(plan.reads):
-        view = rows[phase, :, :, begin:begin + plan.length]  # (N * C, kw, positions)
-        if r == 0:
-            np.matmul(weights[:, :1], view, out=out)
-        else:
-            np.matmul(weights[:, r:r + 1], view, out=tmp)
-            out += tmp
-    return from_wide(out, plan, n, c, bias)
+
+    def block(begin: int, end: int) -> None:
+        rows = copy_rows(rows_in[:, begin:end], plan, pads)
+        acc = out[begin:end]
+        tmp = np.empty_like(acc) if len(plan.reads) > 1 else None
+        for r, (phase, first) in enumerate(plan.reads):
+            view = rows[phase, :, :, first:first + plan.length]  # (rows, kw, positions)
+            if r == 0:
+                np.matmul(weights[begin:end, :1], view, out=acc)
+            else:
+                np.matmul(weights[begin:end, r:r + 1], view, out=tmp)
+                acc += tmp
+        if row_bias is not None:
+            acc += row_bias[begin:end]
+
+    _in_blocks(plan, n * c, x.itemsize, block)
+    return from_wide(out, plan, n, c)
 
 
 def depthwise_weight_grad(x: np.ndarray, dout: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None) -> np.ndarray:
     """x: (N, C, *S) (padded by ``pads``), dout: (N, C, *out) -> dtaps: (C, prod(k)), summed over the batch."""
     n, c = x.shape[:2]
-    rows = copy_rows(x, plan, pads)
+    rows_in = _as_rows(x)
     dwide = to_wide(dout, plan)[:, :, None]  # (N * C, positions, 1)
     dtaps = np.empty((n * c, len(plan.reads), plan.kernel[-1]), dtype=np.result_type(x, dout))
-    for r, (phase, begin) in enumerate(plan.reads):
-        dtaps[:, r] = np.matmul(rows[phase, :, :, begin:begin + plan.length], dwide)[:, :, 0]
+
+    def block(begin: int, end: int) -> None:
+        rows = copy_rows(rows_in[:, begin:end], plan, pads)
+        for r, (phase, first) in enumerate(plan.reads):
+            dtaps[begin:end, r] = np.matmul(rows[phase, :, :, first:first + plan.length], dwide[begin:end])[:, :, 0]
+
+    _in_blocks(plan, n * c, x.itemsize, block)
     return dtaps.reshape(n, c, -1).sum(axis=0)
 
 
@@ -200,7 +254,15 @@ def depthwise_input_grad(dout: np.ndarray, taps: np.ndarray, plan: DepthwisePlan
     n, c = dout.shape[:2]
     dwide = to_wide(dout, plan)[:, None, :]  # (N * C, 1, positions)
     weights = _row_weights(taps, n, plan, dout.dtype)
-    drows = np.zeros((len(plan.starts), n * c, plan.kernel[-1], plan.flat_size), dtype=dout.dtype)
-    for r, (phase, begin) in enumerate(plan.reads):
-        drows[phase, :, :, begin:begin + plan.length] += np.matmul(weights[:, r:r + 1].transpose(0, 2, 1), dwide)
-    return add_back_rows(drows, plan, n, c)
+    dxp = np.zeros((n, c, *plan.padded_sizes), dtype=dout.dtype)
+    dxp_rows = _as_rows(dxp)
+
+    def block(begin: int, end: int) -> None:
+        drows = np.zeros((len(plan.starts), end - begin, plan.kernel[-1], plan.flat_size), dtype=dout.dtype)
+        for r, (phase, first) in enumerate(plan.reads):
+            drows[phase, :, :, first:first + plan.length] += np.matmul(
+                weights[begin:end, r:r + 1].transpose(0, 2, 1), dwide[begin:end])
+        add_back_rows(drows, plan, 1, end - begin, out=dxp_rows[:, begin:end])
+
+    _in_blocks(plan, n * c, dout.itemsize, block)
+    return dxp

@@ -1,0 +1,74 @@
+"""A small thread pool for work that NumPy does not spread over cores itself (depthwise convolution).
+
+Matrix products run on OpenBLAS's threads; the depthwise path is many small products and copies, which
+NumPy runs on the calling thread. NumPy releases the GIL inside them, so blocks of rows run in parallel
+on a few Python threads. The number of threads follows the usual settings, in this order:
+``CNN_VIS_THREADS``, ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, else the CPU
+count; ``set_num_threads`` overrides them (1: everything runs on the calling thread).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_ENV_VARS = ("CNN_VIS_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_threads: int | None = None
+
+
+def _from_env() -> int:
+    for name in _ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return os.cpu_count() or 1
+
+
+def num_threads() -> int:
+    """Threads the engine's own parallel loops use (the calling thread included)."""
+    global _threads
+    if _threads is None:
+        _threads = _from_env()
+    return _threads
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Use ``threads`` threads from now on (None: read the environment again)."""
+    global _threads, _pool, _pool_size
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    with _lock:
+        _threads = threads
+        if _pool is not None:
+            _pool.shutdown(wait=False)  # work already queued still runs
+            _pool, _pool_size = None, 0
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < workers:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine"), workers
+        return _pool
+
+
+def run_parts(work: Callable[[int, int], T], total: int, min_part: int = 1) -> list[T]:
+    """Split ``range(total)`` into up to ``num_threads()`` contiguous parts of at least ``min_part`` items and
+    call ``work(begin, end)`` on each, in parallel; the calling thread does the first part itself.
+    Returns the parts' results in order. ``work`` must only write to its own part of any output."""
+    parts = max(1, min(num_threads(), total // max(1, min_part)))
+    bounds = [total * i // parts for i in range(parts + 1)]
+    if parts == 1:
+        return [work(0, total)]
+    futures: Sequence[Future[T]] = [_executor(parts - 1).submit(work, bounds[i], bounds[i + 1])
+                                    for i in range(1, parts)]
+    first = work(bounds[0], bounds[1])
+    return [first, *(f.result() for f in futures)]
