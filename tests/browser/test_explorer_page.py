@@ -48,8 +48,8 @@ def test_upload_draws_feature_maps_fast(page, fresh_photo):
     assert elapsed - answer < 1000, f"the page took {elapsed - answer:.0f} ms after the API's answer"
     assert page.locator("#input-caption").inner_text() == "mirrored-cat.jpg"
     assert "cat" in page.locator("#predictions").inner_text()
+    page.wait_for_function("document.querySelectorAll('.layer.loaded canvas.tiles').length >= 3")
     loaded = page.locator(".layer.loaded canvas.tiles")
-    assert loaded.count() >= 3
     for canvas in loaded.all()[:4]:
         assert canvas.evaluate(CANVAS_HAS_PICTURE)
     page.console.check()
