@@ -118,7 +118,8 @@ export class DetailView {
     const explained = head ?? node;
     const archNode = archById.get(explained.id) ?? { op: explained.op, inputs: [] };
     const where = unit.y === null ? `[${unit.channel}]` : `[${unit.channel}, ${unit.y}, ${unit.x}]`;
-    this.title.textContent = `${TITLES[node.op] ?? node.op} · ${node.id} · unit ${where}`;
+    const ops = [...(node.chain ?? []).map((id) => archById.get(id)?.op ?? id), node.op].map((op) => TITLES[op] ?? op);
+    this.title.textContent = `${ops.join(" → ").replace("Batch normalisation", "BN")} · ${node.id} · unit ${where}`;
     this.drawMap();
     this.body.replaceChildren(el("p", { class: "muted", text: "Fetching the numbers…" }));
     try {
