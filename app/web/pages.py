@@ -43,11 +43,13 @@ SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
 
 def sample_images() -> list[dict[str, str]]:
-    """The sample photos shipped in ``static/samples/`` (their sources are in its SOURCES.md), by file name."""
+    """The samples shipped in ``static/samples/`` (sources in its SOURCES.md), by file name: photos, and
+    held-out MNIST digits (``digit-*.png``), which the pages offer only to one-channel (digit) models."""
     if not SAMPLES_DIR.is_dir():
         return []
     files = sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
-    return [{"file": p.name, "name": p.stem.replace("_", " ").replace("-", " ")} for p in files]
+    return [{"file": p.name, "name": p.stem.replace("_", " ").replace("-", " "),
+             "kind": "digit" if p.stem.startswith("digit-") else "photo"} for p in files]
 
 
 def render(request: Request, page: Page) -> HTMLResponse:

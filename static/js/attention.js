@@ -159,6 +159,7 @@ async function loadModel() {
   $("layer").value = state.values.layer;
   const digits = (model.input_shape?.[0] ?? 3) === 1;
   $("draw-box").hidden = !digits;
+  showSamplesFor(digits);
   if (state.values.sample) await loadSample(state.values.sample);
   else if (image) await afterImage();
   else if (digits) {
@@ -168,7 +169,7 @@ async function loadModel() {
     imageVersion += 1;
     await afterImage();
   } else {
-    const first = document.querySelector("#samples .sample");
+    const first = document.querySelector("#samples .sample:not([hidden])");
     if (first) state.set({ sample: first.dataset.file });
   }
 }
@@ -286,3 +287,10 @@ function showLayerMap(answer, method) {
 }
 
 init();
+
+// Held-out MNIST digits are offered to one-channel (digit) models, photos to the others.
+function showSamplesFor(digits) {
+  document.querySelectorAll("#samples .sample").forEach((button) => {
+    button.hidden = (button.dataset.kind === "digit") !== digits;
+  });
+}

@@ -103,11 +103,12 @@ async function loadModel() {
     info.num_classes && `${info.num_classes} classes`, info.source].filter(Boolean).join(" · ");
   const digits = inputChannels(info) === 1;
   $("draw-box").hidden = !digits;
+  showSamplesFor(digits);
   run = null;
   if (state.values.sample) await runSample(state.values.sample);
   else if (currentInput) await runImage(currentInput.blob, currentInput.name);
   else if (!digits) {
-    const first = document.querySelector("#samples .sample");
+    const first = document.querySelector("#samples .sample:not([hidden])");
     if (first) state.set({ sample: first.dataset.file });
   } else {
     // a digit to start from, so the network is never empty; the user draws over it or clears it
@@ -372,3 +373,10 @@ $("detail-close").addEventListener("click", () => {
 });
 
 init();
+
+// Held-out MNIST digits are offered to one-channel (digit) models, photos to the others.
+function showSamplesFor(digits) {
+  document.querySelectorAll("#samples .sample").forEach((button) => {
+    button.hidden = (button.dataset.kind === "digit") !== digits;
+  });
+}

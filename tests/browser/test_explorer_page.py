@@ -133,6 +133,21 @@ def test_drawing_a_digit_classifies_it(page):
     page.console.check()
 
 
+def test_digit_models_are_offered_real_held_out_digits_and_photo_models_photos(page):
+    page.goto("/?model=digits_classic")
+    first_maps_ready(page)
+    visible = [b.get_attribute("data-file") for b in page.locator("#samples .sample:visible").all()]
+    assert visible == ["digit-2.png", "digit-5.png", "digit-7.png"]
+    page.locator('#samples .sample[data-file="digit-7.png"]').click()
+    page.wait_for_function("document.querySelector('#input-caption').textContent === 'digit-7.png'")
+    page.wait_for_function("document.querySelector('#predictions .bar-label').textContent === '7'")
+    page.goto("/?model=efficientnet_lite0")
+    first_maps_ready(page)
+    visible = [b.get_attribute("data-file") for b in page.locator("#samples .sample:visible").all()]
+    assert "cat.jpg" in visible and not any(name.startswith("digit-") for name in visible)
+    page.console.check()
+
+
 def unit_detail(page, unit: str) -> str:
     page.goto(f"/?model=digits_classic&unit={unit}")
     page.wait_for_selector("#detail:not([hidden])")
