@@ -12,7 +12,7 @@ How it is computed (the fast path; ``engine.layers.naive`` has the loop version 
 * general: the patch matrix of each group, ``(C/groups * prod(k), N * prod(out))``, built one kernel
   offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
   matrix product per group;
-* 1x1 kernels with stride 1: the input itself is the patch matrix, no copy (for N = 1);
+* 1x1 kernels with stride 1 (pointwise): the input itself is the patch matrix, one product per sample, no copy;
 * depthwise (``groups == C``, one input channel per group): per channel, small products over ``kw``
   shifted copies of the input rows, read as long contiguous runs (``engine.layers.depthwise``).
 
@@ -65,6 +65,8 @@ def conv_padded(
     out_sizes = conv_output_sizes(xp.shape[2:], kernel, stride, dilation)
     if _is_depthwise(c, w, groups):
         return _depthwise(xp, w, None, stride, dilation)
+    if groups == 1 and _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):  # one product per sample, no copies
+        return np.matmul(w.reshape(k_out, c), xp.reshape(n, c, -1)).reshape(n, k_out, *out_sizes)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     weights = w.reshape(groups, k_out // groups, -1)  # (G, K/G, C/G * taps)
     out = np.matmul(weights[0], cols[0]) if groups == 1 else np.matmul(weights, cols)  # (G, K/G, N * P)
@@ -154,6 +156,8 @@ def conv_padded_input_grad(
         if multiplier > 1:
             dxp = dxp.reshape(n, c, multiplier, *padded_sizes).sum(axis=2)
         return dxp
+    if groups == 1 and _is_pointwise(kernel, stride, padded_sizes, out_sizes):
+        return np.matmul(w.reshape(k_out, c).T, dout.reshape(n, k_out, -1)).reshape(n, c, *padded_sizes)
     weights_t = w.reshape(groups, k_out // groups, -1).transpose(0, 2, 1)  # (G, C/G * taps, K/G)
     douts = _channels_first(dout, groups)  # (G, K/G, N * P)
     dcols = np.matmul(weights_t[0], douts[0]) if groups == 1 else np.matmul(weights_t, douts)
@@ -185,6 +189,12 @@ def conv_padded_weight_grad(
         dw = depthwise_weight_grad(xp, dout, plan_depthwise(padded, kernel, stride, dilation, out_sizes), pads)
         return dw.reshape(k_out, 1, *kernel)
     xp = pad_input(xp, pads)
+    if groups == 1 and _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):  # sum over samples of dout x^T
+        douts, xs = dout.reshape(len(dout), k_out, -1), xp.reshape(len(xp), c, -1)
+        dw = douts[0] @ xs[0].T
+        for dout_n, x_n in zip(douts[1:], xs[1:]):
+            dw += dout_n @ x_n.T
+        return dw.reshape(k_out, c, *kernel)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     douts = _channels_first(dout, groups)  # (G, K/G, N * P)
     dw = np.matmul(douts, cols.swapaxes(-1, -2))  # (G, K/G, C/G * taps)
