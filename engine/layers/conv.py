@@ -142,17 +142,7 @@ def conv_padded_input_grad(
     out_sizes = dout.shape[2:]
     if _is_depthwise(c, w, groups):
         multiplier = k_out // c
-        if all(s == 1 for s in stride):
-            # stride 1: the input gradient is itself a depthwise correlation, of the zero-padded dout with
-            # the flipped kernel (the fast forward path); padded size = out + dilation * (k - 1)
-            pads = [(d * (k - 1), p - o) for d, k, p, o in zip(dilation, kernel, padded_sizes, out_sizes)]
-            flipped = w[(slice(None), slice(None), *(slice(None, None, -1),) * len(kernel))].reshape(k_out, -1)
-            dpadded = [o + b + a for o, (b, a) in zip(out_sizes, pads)]
-            plan = plan_depthwise(dpadded, kernel, stride, dilation, padded_sizes)
-            dxp = depthwise_forward(dout, flipped, plan, pads)
-        else:
-            plan = plan_depthwise(padded_sizes, kernel, stride, dilation, out_sizes)
-            dxp = depthwise_input_grad(dout, w.reshape(k_out, -1), plan)
+        dxp = depthwise_input_grad(dout, w.reshape(k_out, *kernel), padded_sizes, stride, dilation)
         if multiplier > 1:
             dxp = dxp.reshape(n, c, multiplier, *padded_sizes).sum(axis=2)
         return dxp

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -168,16 +169,6 @@ def copy_rows(x: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None) -> n
     return rows.reshape(len(plan.starts), n * c, kw, -1)
 
 
-def add_back_rows(drows: np.ndarray, plan: DepthwisePlan, n: int, c: int, out: np.ndarray | None = None) -> np.ndarray:
-    """The adjoint of ``copy_rows`` (without padding): (phases, N * C, kw, flat) -> dxp: (N, C, *padded),
-    written into ``out`` (zeros) if given."""
-    dxp = np.zeros((n, c, *plan.padded_sizes), dtype=drows.dtype) if out is None else out
-    blocks = drows.reshape(len(plan.starts), n, c, plan.kernel[-1], *plan.lead_sizes, plan.out_sizes[-1])
-    for phase, j, target, source, _ in _copies(plan, plan.padded_sizes, ((0, 0),) * len(plan.kernel)):
-        dxp[(slice(None), slice(None), *source)] += blocks[(phase, slice(None), slice(None), j, *target)]
-    return dxp
-
-
 def to_wide(y: np.ndarray, plan: DepthwisePlan) -> np.ndarray:
     """y: (N, C, *out) -> (N * C, wide length), zeros in the wide grid's extra rows."""
     n, c = y.shape[:2]
@@ -249,20 +240,54 @@ def depthwise_weight_grad(x: np.ndarray, dout: np.ndarray, plan: DepthwisePlan, 
     return dtaps.reshape(n, c, -1).sum(axis=0)
 
 
-def depthwise_input_grad(dout: np.ndarray, taps: np.ndarray, plan: DepthwisePlan) -> np.ndarray:
-    """dout: (N, C, *out), taps: (C, prod(k)) -> dxp: (N, C, *padded sizes)."""
+def depthwise_input_grad(
+    dout: np.ndarray, w: np.ndarray, padded_sizes: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> np.ndarray:
+    """The adjoint of the strided depthwise correlation. dout: (N, C, *out), w: (C, *k) -> dxp: (N, C, *padded).
+
+    Split by stride phase: padded position ``p = o * stride + i * dilation``, so the positions of phase
+    ``q = p mod stride`` receive only the kernel offsets ``i`` with ``i * dilation = q (mod stride)``, each
+    from ``dout[m - e_i]`` (``p = q + m * stride``, ``e_i = (i * dilation - q) / stride``). Per phase that is
+    a stride-1 correlation of the zero-padded dout with those offsets flipped (dilation
+    ``dilation / gcd(dilation, stride)``): the fast forward path once per phase, one phase for stride 1.
+    """
     n, c = dout.shape[:2]
-    dwide = to_wide(dout, plan)[:, None, :]  # (N * C, 1, positions)
-    weights = _row_weights(taps, n, plan, dout.dtype)
-    dxp = np.zeros((n, c, *plan.padded_sizes), dtype=dout.dtype)
-    dxp_rows = _as_rows(dxp)
-
-    def block(begin: int, end: int) -> None:
-        drows = np.zeros((len(plan.starts), end - begin, plan.kernel[-1], plan.flat_size), dtype=dout.dtype)
-        for r, (phase, first) in enumerate(plan.reads):
-            drows[phase, :, :, first:first + plan.length] += np.matmul(
-                weights[begin:end, r:r + 1].transpose(0, 2, 1), dwide[begin:end])
-        add_back_rows(drows, plan, 1, end - begin, out=dxp_rows[:, begin:end])
-
-    _in_blocks(plan, n * c, dout.itemsize, block)
+    axes = [_phases(*a) for a in zip(padded_sizes, dout.shape[2:], w.shape[1:], stride, dilation)]
+    dxp = np.empty((n, c, *padded_sizes), dtype=dout.dtype)  # every phase is written below (no zero pass)
+    for phases in itertools.product(*axes):
+        region = (slice(None), slice(None), *(slice(q, None, s) for (q, *_), s in zip(phases, stride)))
+        if any(reach is None for _, _, reach in phases):
+            dxp[region] = 0  # no kernel offset lands on this phase
+            continue
+        offsets = [taps[::-1] for _, taps, _ in phases]
+        sub = w[np.ix_(range(c), *offsets)]  # (C, *J): this phase's offsets, flipped
+        sizes = [reach[0] for *_, reach in phases]
+        plan = plan_depthwise([m + (len(t) - 1) * r[1] for (_, t, r), m in zip(phases, sizes)],
+                              [len(t) for t in offsets], [1] * len(sizes), [r[1] for *_, r in phases], sizes)
+        crop = (slice(None), slice(None), *(slice(0, r[3]) for *_, r in phases))
+        part = depthwise_forward(dout[crop], sub.reshape(c, -1), plan, [r[2] for *_, r in phases])
+        if all(s == 1 for s in stride):
+            return part
+        dxp[region] = part
     return dxp
+
+
+def _phases(padded: int, out: int, k: int, s: int, d: int) -> list[tuple[int, list[int], tuple | None]]:
+    """Per stride phase ``q`` of one axis: the kernel offsets that land on it and how to read dout,
+    ``(positions, dilation, (pad before, pad after), dout length read)``, or None when nothing lands there."""
+    step = d // math.gcd(d, s)
+    phases = []
+    for q in range(s):
+        positions = len(range(q, padded, s))
+        taps = [i for i in range(k) if (i * d) % s == q]
+        if not taps or positions == 0:
+            phases.append((q, taps, None))
+            continue
+        last = (taps[-1] * d - q) // s  # e of the last offset: dout is shifted right by it
+        after = positions + (len(taps) - 1) * step - last - out
+        read = out + min(0, after)  # dout beyond what any position of this phase reaches is never read
+        if read <= 0:
+            phases.append((q, taps, None))
+            continue
+        phases.append((q, taps, (positions, step, (last, max(0, after)), read)))
+    return phases

@@ -93,3 +93,32 @@ def test_thread_count_comes_from_the_environment(restore_settings, monkeypatch):
     assert threads.num_threads() == 2
     with pytest.raises(ValueError, match="at least 1"):
         threads.set_num_threads(0)
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+def test_depthwise_gradients_match_the_dense_path_on_random_sweeps(spatial):
+    """The depthwise path (stride phases, flipped sub-kernels) against the same convolution written as a dense
+    one (groups 1, zero weights off the diagonal, im2col), over strides, dilations, paddings and multipliers."""
+    rng = np.random.default_rng(40 + spatial)
+    for trial in range(15 if spatial < 3 else 8):
+        c, multiplier = int(rng.integers(2, 5)), int(rng.integers(1, 3))
+        kernel = tuple(int(k) for k in rng.integers(1, 5, spatial))
+        stride = tuple(int(s) for s in rng.integers(1, 4, spatial))
+        dilation = tuple(int(d) for d in rng.integers(1, 4, spatial))
+        padding = tuple((int(b), int(a)) for b, a in rng.integers(0, 3, (spatial, 2)))
+        sizes = tuple(int(d * (k - 1) + 1 + rng.integers(0, 6)) for k, d in zip(kernel, dilation))
+        x = rng.standard_normal((2, c, *sizes))
+        w = rng.standard_normal((c * multiplier, 1, *kernel))
+        dense = np.zeros((c * multiplier, c, *kernel))
+        for k in range(c * multiplier):
+            dense[k, k // multiplier] = w[k, 0]
+        out, cache = conv_forward(x, w, None, stride, padding, dilation, c)
+        ref_out, ref_cache = conv_forward(x, dense, None, stride, padding, dilation, 1)
+        what = f"trial {trial}: c {c} x{multiplier}, k {kernel}, stride {stride}, dilation {dilation}, pad {padding}"
+        np.testing.assert_allclose(out, ref_out, atol=1e-12, err_msg=what)
+        dout = rng.standard_normal(out.shape)
+        dx, dw, _ = conv_backward(dout, cache)
+        ref_dx, ref_dw, _ = conv_backward(dout, ref_cache)
+        np.testing.assert_allclose(dx, ref_dx, atol=1e-12, err_msg=f"dx, {what}")
+        np.testing.assert_allclose(dw[:, 0], ref_dw[np.arange(c * multiplier), np.arange(c * multiplier) // multiplier],
+                                   atol=1e-12, err_msg=f"dw, {what}")
