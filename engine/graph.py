@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 import engine.ops  # noqa: F401  (registers every op)
 from engine.errors import ShapeError, SpecError, WeightsError
+from engine.layers.grad_mode import input_grads_only
 from engine.ops.base import OP_REGISTRY, ForwardContext, Op, Shape
 
 INPUT = "input"
@@ -223,6 +225,7 @@ class Graph:
         seeds: Mapping[str, np.ndarray],
         stop_at: str | None = None,
         rule: BackwardRule | None = None,
+        params: bool = True,
     ) -> Gradients:
         """Chain rule from seed gradients ``{node_id: d(scalar)/d(activation)}`` back to the input.
 
@@ -231,7 +234,8 @@ class Graph:
         ``stop_at`` ends the pass once that node's gradient is complete (nodes listed before it are
         skipped, so the input's gradient is then zero). ``rule(node, dout, trace)`` may replace an op's
         backward: it returns the gradients of the node's inputs, or None to use the op's own
-        (Guided Backpropagation's modified ReLU uses this).
+        (Guided Backpropagation's modified ReLU uses this). ``params=False`` skips the parameters' gradients
+        (attribution needs the input's only): ``Gradients.params`` is then empty.
         """
         if not trace.caches:
             raise ValueError("this trace kept no caches: run forward(..., keep_caches=True) before backward")
@@ -244,6 +248,19 @@ class Graph:
                                  f"expected {list(trace.activations[node_id].shape)}")
             grads[node_id] = np.array(seed, dtype=trace.activations[node_id].dtype)
         param_grads: dict[str, np.ndarray] = {}
+        with nullcontext() if params else input_grads_only():
+            self._backward_nodes(trace, grads, param_grads, stop_at, rule)
+        if params:
+            shapes = self.param_shapes()
+            for name in self.trainable_names():
+                if name not in param_grads:
+                    param_grads[name] = np.zeros(shapes[name], dtype=trace.activations[INPUT].dtype)
+        if INPUT not in grads:
+            grads[INPUT] = np.zeros_like(trace.activations[INPUT])
+        return Gradients(activations=grads, params=param_grads if params else {})
+
+    def _backward_nodes(self, trace: Trace, grads: dict[str, np.ndarray], param_grads: dict[str, np.ndarray],
+                        stop_at: str | None, rule: BackwardRule | None) -> None:
         for node in reversed(self.nodes):
             if node.id == stop_at:
                 break
@@ -263,14 +280,8 @@ class Graph:
                 else:
                     grads[name] = dx
             for name, dp in dparams.items():
-                param_grads[f"{node.id}.{name}"] = dp
-        shapes = self.param_shapes()
-        for name in self.trainable_names():
-            if name not in param_grads:
-                param_grads[name] = np.zeros(shapes[name], dtype=trace.activations[INPUT].dtype)
-        if INPUT not in grads:
-            grads[INPUT] = np.zeros_like(trace.activations[INPUT])
-        return Gradients(activations=grads, params=param_grads)
+                if dp is not None:  # None: skipped (params=False)
+                    param_grads[f"{node.id}.{name}"] = dp
 
     def unit_seed(self, trace: Trace, node_id: str, index: tuple[int, ...]) -> dict[str, np.ndarray]:
         """A seed selecting one unit (``index`` without the batch axis) of ``node_id`` in every sample."""

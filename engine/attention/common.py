@@ -116,7 +116,7 @@ def input_gradients(graph: Graph, params: dict, xs: np.ndarray, target: int, bat
         trace = graph.forward(chunk, params, stop_at=node)
         logits = trace.activations[node]
         scores.append(logits[:, target])
-        grads.append(graph.backward(trace, {node: one_hot(logits, target)}, rule=rule).input)
+        grads.append(graph.backward(trace, {node: one_hot(logits, target)}, rule=rule, params=False).input)
     return np.concatenate(grads), np.concatenate(scores)
 
 
@@ -145,7 +145,7 @@ def forward_with_layer(graph: Graph, params: dict, x: np.ndarray, target: int | 
     trace = graph.forward(x, params, stop_at=node)
     logits = trace.activations[node]
     target = resolve_target(graph, logits, target)
-    grads = graph.backward(trace, {node: one_hot(logits, target)}, stop_at=layer)
+    grads = graph.backward(trace, {node: one_hot(logits, target)}, stop_at=layer, params=False)
     if layer not in grads.activations:
         raise AttributionError(f"the score does not depend on node '{layer}'")
     return trace, target, trace.activations[layer][0], grads.activations[layer][0]

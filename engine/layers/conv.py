@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_depthwise
+from engine.layers.grad_mode import param_grads_wanted
 from engine.layers.im2col import col2im, im2col, pad_input, unpad
 
 Pads = Sequence[tuple[int, int]]
@@ -223,12 +224,16 @@ def conv_forward(
     return out, (x, xp, w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
-def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gradients of ``conv_forward``. dout: (N, K, *out) -> dx: (N, C, *S), dw: (K, C/groups, *k), db: (K,) or None."""
+def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of ``conv_forward``. dout: (N, K, *out) -> dx: (N, C, *S), dw: (K, C/groups, *k), db: (K,) or None.
+
+    Inside ``grad_mode.input_grads_only()`` only dx is computed (dw and db are None)."""
     x, xp, w, has_bias, stride, padding, dilation, groups = cache
     padded = [n + b + a for n, (b, a) in zip(x.shape[2:], padding)]
     dxp = conv_padded_input_grad(dout, w, padded, stride, dilation, groups)
     dx = np.ascontiguousarray(unpad(dxp, padding, x.shape[2:]))
+    if not param_grads_wanted():  # attribution: the input's gradient only
+        return dx, None, None
     if xp is None:  # depthwise: pads again while splitting by phase
         dw = conv_padded_weight_grad(x, dout, w.shape[2:], stride, dilation, groups, pads=padding)
     else:
@@ -296,6 +301,8 @@ def conv_transpose_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, n
     dfull = pad_input(dout, padding)
     dx = conv_padded(dfull, w, stride, dilation, groups)
     dx = dx[(slice(None), slice(None), *(slice(0, n) for n in x.shape[2:]))]  # output_padding >= stride adds rows
+    if not param_grads_wanted():
+        return np.ascontiguousarray(dx), None, None
     dw = conv_padded_weight_grad(dfull, x, kernel, stride, dilation, groups)
     db = dout.sum(axis=(0, *range(2, dout.ndim))) if has_bias else None
     return np.ascontiguousarray(dx), dw, db

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ShapeError
+from engine.layers.grad_mode import param_grads_wanted
 
 
 def _channel_view(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -91,18 +92,22 @@ def batch_norm_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.nd
 
     Inference: the statistics are constants, so ``dx = dout * weight / sqrt(var + eps)`` and
     ``dweight = sum(dout * xhat)`` with ``xhat = (x - running_mean) / sqrt(running_var + eps)``.
+    Inside ``grad_mode.input_grads_only()`` inference skips dweight and dbias (None).
     Training: the batch statistics depend on x too, which gives, per channel over its M values,
     ``dx = inv_std / M * (M * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))`` with ``dxhat = dout * weight``.
     """
     axes = (0, *range(2, dout.ndim))
     if not cache[-1]:
         x, mean, inv_std, scale, weight, has_bias, _ = cache
+        dx = dout * _channel_view(scale, dout.ndim)
+        if not param_grads_wanted():  # attribution: the input's gradient only
+            return dx, None, None
         dbias = dout.sum(axis=axes) if has_bias else None
         dweight = None
         if weight is not None:
             centred = x - _channel_view(mean, x.ndim)
             dweight = _channel_dot(dout, centred) * inv_std
-        return dout * _channel_view(scale, dout.ndim), dweight, dbias
+        return dx, dweight, dbias
     xhat, inv_std, weight, has_bias, _ = cache
     count = dout.size // dout.shape[1]
     sum_dout = dout.sum(axis=axes)
