@@ -24,6 +24,9 @@ from engine.errors import EngineError
 Kind = Literal["conv", "pool", "transposed"]
 KINDS: tuple[str, ...] = ("conv", "pool", "transposed")
 
+#: numerators up to this get stride suggestions (their divisors are found by trial division up to the square root)
+MAX_DIVISOR_SEARCH = 10**10
+
 #: what one step along an axis is called, for the plain-language explanations
 _NOUNS = {"W": ("column", "columns"), "H": ("row", "rows"), "D": ("slice", "slices"), "L": ("position", "positions")}
 
@@ -83,6 +86,8 @@ def _decimal(value: Fraction) -> str:
     """``27/2`` -> ``13.5``; ``10/3`` -> ``3.33…``; integers without a point."""
     if value.denominator == 1:
         return str(value.numerator)
+    if abs(value) >= 10**15:  # beyond float's exact integers (and, far beyond, its range)
+        return f"{math.floor(value)}.…"
     rounded = round(float(value), 3)
     if Fraction(rounded).limit_denominator(1000) == value:
         return f"{rounded:g}"
@@ -256,17 +261,17 @@ def _suggestions(
         out.append(Suggestion("padding", (pb, pa - remainder),
                               f"padding {remainder} less after: [{pb}, {pa - remainder}] (total {total - remainder})",
                               size_of(W, S, pb, pa - remainder)))
-    for t in range(total + 1, total + 2 * S + 1):  # the smallest symmetric padding that divides
-        if t % 2 == 0 and (numerator - total + t) % S == 0:
-            out.append(Suggestion("padding", (t // 2, t // 2), f"padding {t // 2} on each side (total {t})",
-                                  size_of(W, S, t // 2, t // 2)))
-            break
-    small = [s for s in range(1, math.isqrt(numerator) + 1) if numerator % s == 0]
-    divisors = sorted({*small, *(numerator // s for s in small)})
-    below = [s for s in divisors if s < S]
-    above = [s for s in divisors if s > S]
-    for s in ([below[-1]] if below else []) + ([above[0]] if above else []):
-        out.append(Suggestion("stride", s, f"stride {s} (divides {numerator})", size_of(W, s, pb, pa)))
+    t = _symmetric_total(numerator - total, S, total)
+    if t is not None:
+        out.append(Suggestion("padding", (t // 2, t // 2), f"padding {t // 2} on each side (total {t})",
+                              size_of(W, S, t // 2, t // 2)))
+    if numerator <= MAX_DIVISOR_SEARCH:  # trial division costs sqrt(numerator) steps: bounded work per request
+        small = [s for s in range(1, math.isqrt(numerator) + 1) if numerator % s == 0]
+        divisors = sorted({*small, *(numerator // s for s in small)})
+        below = [s for s in divisors if s < S]
+        above = [s for s in divisors if s > S]
+        for s in ([below[-1]] if below else []) + ([above[0]] if above else []):
+            out.append(Suggestion("stride", s, f"stride {s} (divides {numerator})", size_of(W, s, pb, pa)))
     if numerator - remainder >= 0 and W - remainder >= 1:
         out.append(Suggestion("in_size", W - remainder,
                               f"an input of {W - remainder} ({_plural(remainder, nouns)} fewer)",
@@ -274,6 +279,18 @@ def _suggestions(
     out.append(Suggestion("in_size", W + add, f"an input of {W + add} ({_plural(add, nouns)} more)",
                           size_of(W + add, S, pb, pa)))
     return out
+
+
+def _symmetric_total(base: int, S: int, total: int) -> int | None:
+    """The smallest even total padding ``t > total`` with ``(base + t) % S == 0``, or None if there is none.
+
+    ``t`` must be ``≡ −base (mod S)``: the first such ``t`` above ``total`` is found directly, and if it is
+    odd, the next one (``+ S``) is even exactly when ``S`` is odd. Constant work, whatever the numbers.
+    """
+    first = total + 1 + (-base - total - 1) % S
+    if first % 2 == 0:
+        return first
+    return first + S if S % 2 == 1 else None
 
 
 def _transposed(W: int, K: int, S: int, pb: int, pa: int, D: int, op: int, symbol: str) -> OutputSize:

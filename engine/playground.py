@@ -71,11 +71,18 @@ class Playground:
         return asdict(self)
 
 
+#: |values| of the input and kernel: products and sums of up to 16 × 32 × 32 of them stay finite in float64
+MAX_ABS_VALUE = 1e150
+
+
 def _grid(value: Any, name: str, ndims: tuple[int, ...]) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise EngineError(f"{name} must be a grid of numbers (a list of equally long rows)") from None
+    except OverflowError:  # an integer beyond float64's range (about 1.8e308)
+        raise EngineError(f"{name} contains a number too large to compute with: keep values within "
+                          f"±{MAX_ABS_VALUE:g}") from None
     if array.ndim not in ndims:
         shapes = " or ".join({2: "(H, W)", 3: "(C, H, W)"}.get(n, str(n)) for n in ndims)
         raise EngineError(f"{name} must have shape {shapes}, got {list(array.shape)}")
@@ -83,6 +90,9 @@ def _grid(value: Any, name: str, ndims: tuple[int, ...]) -> np.ndarray:
         raise EngineError(f"{name} is empty")
     if not np.all(np.isfinite(array)):
         raise EngineError(f"{name} contains a value that is not a finite number (NaN or infinity)")
+    if np.abs(array).max() > MAX_ABS_VALUE:
+        raise EngineError(f"{name} contains {np.abs(array).max():g}: keep values within ±{MAX_ABS_VALUE:g}, so that "
+                          "products and sums stay finite numbers")
     return array
 
 
@@ -147,8 +157,11 @@ def conv_steps(
     """
     x = _grid(x, "the input", (2, 3))
     w = _grid(kernel, "the kernel", (2, 3))
-    if not isinstance(bias, int | float) or isinstance(bias, bool) or not math.isfinite(bias):
+    if not isinstance(bias, int | float) or isinstance(bias, bool) or (isinstance(bias, float)
+                                                                        and not math.isfinite(bias)):
         raise EngineError(f"bias must be a finite number, got {bias!r}")
+    if abs(bias) > MAX_ABS_VALUE:
+        raise EngineError(f"bias is beyond ±{MAX_ABS_VALUE:g}: keep it within, so that the sums stay finite numbers")
     if x.ndim == 2:
         x3 = x[None]
     else:

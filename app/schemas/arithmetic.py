@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 MAX_SIZE = 100_000  # bounds the work of finding suggestions (it scans divisors)
+#: a padding length; its bounds are checked by the engine too, with an explanation
+Length = Annotated[int, Field(ge=0, le=MAX_SIZE)]
 
 
 class AxisInput(BaseModel):
@@ -16,10 +18,11 @@ class AxisInput(BaseModel):
                          examples=[32])
     kernel_size: int = Field(..., ge=1, le=MAX_SIZE, description="kernel length K along this axis", examples=[5])
     stride: int = Field(1, ge=1, le=MAX_SIZE, description="step S between windows", examples=[2])
-    padding: int | tuple[int, int] = Field(
+    padding: Length | tuple[Length, Length] = Field(
         0, description="zeros added: one int for both sides, or [before, after]", examples=[0, [1, 2]])
     dilation: int = Field(1, ge=1, le=MAX_SIZE, description="spacing D between kernel taps (1 = contiguous)")
-    output_padding: int = Field(0, ge=0, description="extra length on one side (transposed convolution only)")
+    output_padding: int = Field(0, ge=0, le=MAX_SIZE,
+                                description="extra length on one side (transposed convolution only)")
     axis: Literal["W", "H", "D", "L"] | None = Field(
         None, description="name used in the formula; default by position: [W], [H, W] or [D, H, W]")
 

@@ -43,9 +43,11 @@ def spatial_input(op: Op, spatial: int) -> tuple[int, tuple[int, ...]]:
     """(channels, spatial sizes) of the op's input, which must have ``spatial`` spatial axes."""
     shape = op.input_shapes[0]
     if len(shape) != spatial + 1:
+        axes = len(shape) - 1
+        instead = (f"use the {axes}D version of the op (e.g. conv{axes}d)" if axes in (1, 2, 3) else
+                   "a vector has no spatial axes: use linear, or reshape it first")
         raise op.fail(f"{op.op} takes inputs of shape {SHAPE_NAMES[spatial]}, but its input has shape "
-                      f"{list(shape)}; use conv{len(shape) - 1}d / pooling with {len(shape) - 1} spatial axes, "
-                      "or reshape first")
+                      f"{list(shape)}; {instead}")
     return shape[0], tuple(shape[1:])
 
 

@@ -6,6 +6,8 @@ input found; they are small and fast.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
@@ -49,3 +51,83 @@ def test_errors_answered_are_documented(client, path, status):
     schema = client.get("/openapi.json").json()
     template = "/api/models/{model_id}" if path.startswith("/api/models") else "/api/runs/{run_id}/nodes/{node_id}.png"
     assert str(status) in schema["paths"][template]["get"]["responses"]
+
+
+# --- work per request is bounded: astronomically large numbers answer fast ------------------------
+
+def timed(call):
+    start = time.perf_counter()
+    response = call()
+    return response, time.perf_counter() - start
+
+
+def test_playground_huge_stride_answers_fast(client):
+    # hung: the output-size suggestions scanned 2 × stride paddings
+    response, seconds = timed(lambda: client.post("/api/playground/conv", json={
+        "input": [[1, 2, 3], [4, 5, 6], [7, 8, 9]], "kernel": [[1, 1]], "stride": 10**30}))
+    assert seconds < 2
+    assert response.status_code == 200, response.text
+    assert response.json()["output"] == [[3.0]]  # one window on each axis: 1 + 2
+
+
+def test_architecture_huge_stride_and_padding_answer_fast(client):
+    spec = {"input_shape": [3, 32, 32], "nodes": [
+        {"id": "c", "op": "conv2d", "out_channels": 3, "kernel_size": 3, "stride": 10**30}]}
+    response, seconds = timed(lambda: client.post("/api/architecture/analyze", json=spec))
+    assert seconds < 2 and response.status_code == 200, response.text
+    assert response.json()["nodes"][0]["output_shape"] == [3, 1, 1]
+    spec["nodes"][0].update(stride=3, padding=10**30)
+    response, seconds = timed(lambda: client.post("/api/architecture/analyze", json=spec))
+    assert seconds < 2
+    body = assert_clear_error(response, 422)
+    assert body["node"] == "c" and "output values" in body["detail"]
+
+
+@pytest.mark.parametrize("node, what", [
+    ({"id": "wide", "op": "conv2d", "out_channels": 10**15, "kernel_size": 3}, "output values"),
+    ({"id": "wide", "op": "linear", "out_features": 10**12}, "parameters"),
+])
+def test_architecture_astronomical_counts_are_a_clear_422(client, node, what):
+    shape = [3, 32, 32] if node["op"] == "conv2d" else [10**8]
+    response = client.post("/api/architecture/analyze", json={"input_shape": shape, "nodes": [node]})
+    body = assert_clear_error(response, 422)
+    assert body["node"] == "wide" and what in body["detail"] and "2^53" in body["detail"]
+
+
+def test_architecture_large_but_real_network_is_fine(client):
+    spec = {"input_shape": [3, 224, 224], "nodes": [
+        {"id": "c", "op": "conv2d", "out_channels": 2048, "kernel_size": 7, "padding": 3}]}
+    response = client.post("/api/architecture/analyze", json=spec)
+    assert response.status_code == 200, response.text
+    assert response.json()["totals"]["macs"] == 2048 * 3 * 49 * 224 * 224
+
+
+def test_conv_on_a_vector_suggests_something_that_exists(client):
+    spec = {"input_shape": [3, 8, 8], "nodes": [{"id": "f", "op": "flatten"},
+                                                {"id": "c", "op": "conv2d", "out_channels": 3, "kernel_size": 3}]}
+    body = assert_clear_error(client.post("/api/architecture/analyze", json=spec), 422)
+    assert "conv0d" not in body["detail"] and "linear" in body["detail"]
+
+
+def test_arithmetic_padding_is_bounded_by_the_schema(client):
+    response = client.post("/api/arithmetic/output-size", json={
+        "axes": [{"in_size": 5, "kernel_size": 3, "stride": 3, "padding": 10**30}]})
+    body = assert_clear_error(response, 422)
+    assert "padding" in body["detail"]
+
+
+# --- numbers outside float64 ------------------------------------------------------------------------
+
+def test_playground_integer_beyond_float64_is_a_422(client):
+    # was a 500 (OverflowError converting the grid)
+    body = b'{"input": [[1' + b"0" * 400 + b', 2], [3, 4]], "kernel": [[1]]}'
+    response = client.post("/api/playground/conv", content=body, headers={"Content-Type": "application/json"})
+    assert "too large" in assert_clear_error(response, 422)["detail"]
+
+
+def test_playground_products_that_overflow_are_a_422(client):
+    # was a 200 whose results were null (inf), against the response schema
+    response = client.post("/api/playground/conv", json={"input": [[1e308, 1.0], [3.0, 4.0]], "kernel": [[1e308]]})
+    assert "1e+150" in assert_clear_error(response, 422)["detail"]
+    response = client.post("/api/playground/avg_pool", json={"input": [[1e300, 1e300], [3.0, 4.0]], "kernel_size": 2})
+    assert_clear_error(response, 422)

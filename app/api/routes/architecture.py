@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 from fastapi import APIRouter
 
 from app.errors import ApiError
@@ -13,6 +15,21 @@ from engine.graph import Graph
 router = APIRouter(prefix="/architecture", tags=["architecture"])
 
 MAX_INPUT_ELEMENTS = 10**9  # shapes only, nothing is allocated; this keeps the numbers meaningful
+#: output elements, parameters and MACs per node: JSON clients in JavaScript count exactly only up to 2^53
+MAX_COUNT = 2**53
+
+
+def _check_counts(architecture: Architecture) -> None:
+    """422 naming the first node whose output size, parameters or MACs are beyond any real network."""
+    for node in architecture.nodes:
+        counts = {"output values per input": prod(node.output_shape), "parameters": node.params + node.buffers,
+                  "multiply-accumulates per input": node.macs}
+        for what, value in counts.items():
+            if value > MAX_COUNT:
+                reason = (f"it would have {float(value):.3g} {what}, more than 2^53 ≈ 9.0e15 (beyond any "
+                          "real network, and beyond what JSON clients count exactly)")
+                raise ApiError(422, f"node '{node.id}': {reason}: use smaller sizes, channels, kernels or padding",
+                               node=node.id, reason=reason)
 
 
 @router.post("/analyze", response_model=Architecture)
@@ -29,4 +46,6 @@ def analyze_architecture(spec: GraphSpec) -> Architecture:
         raise ApiError(422, f"input_shape {spec.input_shape} has {elements:,} elements per input: "
                             f"keep it under {MAX_INPUT_ELEMENTS:,}")
     graph = Graph(spec.model_dump())
-    return architecture_of(graph, strict=True)
+    architecture = architecture_of(graph, strict=True)
+    _check_counts(architecture)
+    return architecture
