@@ -83,12 +83,11 @@ def test_run_parts_covers_every_item_once_in_order(restore_settings):
 
 
 def test_thread_count_comes_from_the_environment(restore_settings, monkeypatch):
-    for name in threads._ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # OpenBLAS's setting: not the engine's
     threads.set_num_threads(None)
-    assert threads.num_threads() == 3
-    monkeypatch.setenv("CNN_VIS_THREADS", "2")
+    assert threads.num_threads() == 1
+    monkeypatch.setenv(threads.ENV_VAR, "2")
     threads.set_num_threads(None)
     assert threads.num_threads() == 2
     with pytest.raises(ValueError, match="at least 1"):
