@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from app.errors import ApiError
 
 NPY_MAGIC = b"\x93NUMPY"
 NPY_MEDIA_TYPE = "application/x-npy"
+#: largest |value| accepted in an input tensor: preprocessed inputs are within about ±10, and values far
+#: beyond this overflow float32 (±3.4e38) a few layers in, giving NaN maps and statistics
+MAX_ABS_VALUE = 1e6
 
 
 def is_npy(data: bytes) -> bool:
@@ -33,7 +37,9 @@ def parse_npy(data: bytes, max_elements: int) -> np.ndarray:
     if dtype.hasobject or dtype.kind not in "fiub":
         raise ApiError(422, f"the tensor's dtype is {dtype}; send numbers (float32 preferred, any float, int or "
                             "bool dtype is converted)")
-    elements = int(np.prod(shape, dtype=np.int64))
+    elements = math.prod(shape)
+    if elements == 0:
+        raise ApiError(422, f"the tensor is empty (shape {list(shape)}): send at least one input, e.g. [1, C, H, W]")
     if elements > max_elements:
         raise ApiError(413, f"the tensor has shape {list(shape)} = {elements:,} elements, more than the "
                             f"{max_elements:,} this server accepts: send a smaller batch or input")
@@ -46,9 +52,15 @@ def parse_npy(data: bytes, max_elements: int) -> np.ndarray:
         array = np.load(buffer, allow_pickle=False)
     except ValueError as exc:
         raise ApiError(422, f"the .npy file cannot be read: {exc}") from exc
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused just below
+        array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.all(np.isfinite(array)):
         raise ApiError(422, "the tensor contains NaN or infinity (or values too large for float32): send finite values")
+    largest = float(np.abs(array).max())
+    if largest > MAX_ABS_VALUE:
+        raise ApiError(422, f"the tensor holds values up to {largest:.3g}; inputs must stay within ±{MAX_ABS_VALUE:g}, "
+                            "or the activations overflow float32: send the preprocessed input (usually within ±10, "
+                            "see the model's 'preprocessing')")
     return array
 
 

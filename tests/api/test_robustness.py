@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+
+from tests.api.conftest import npy_bytes, npy_load
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
@@ -131,3 +134,60 @@ def test_playground_products_that_overflow_are_a_422(client):
     assert "1e+150" in assert_clear_error(response, 422)["detail"]
     response = client.post("/api/playground/avg_pool", json={"input": [[1e300, 1e300], [3.0, 4.0]], "kernel_size": 2})
     assert_clear_error(response, 422)
+
+
+# --- .npy tensors ------------------------------------------------------------------------------------
+
+NPY = {"Content-Type": "application/x-npy"}
+
+
+def test_forward_empty_batch_is_a_422(client):
+    # was a 500 (ValueError in the forward pass)
+    response = client.post("/api/models/tiny/forward", content=npy_bytes(np.zeros((0, 1, 12, 12), np.float32)),
+                           headers=NPY)
+    assert "empty" in assert_clear_error(response, 422)["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ["predict", "activations", "attention", "forward"])
+def test_values_that_overflow_float32_in_the_network_are_a_422(client, endpoint):
+    # were 200s with null scores, maps and statistics (NaN), and a 500 for eigencam (SVD of NaN)
+    body = npy_bytes(np.full((1, 1, 12, 12), 3e38, np.float32))
+    detail = assert_clear_error(client.post(f"/api/models/tiny/{endpoint}", content=body, headers=NPY), 422)["detail"]
+    assert "±1e+06" in detail and "preprocessed" in detail
+
+
+def test_huge_declared_shape_counts_its_elements_exactly(client):
+    # np.prod in int64 wrapped around: 10^20 elements were reported as 7,766,279,631,452,241,920
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000, 100000), }".ljust(117)
+    body = b"\x93NUMPY\x01\x00" + (118).to_bytes(2, "little") + header + b"\n"
+    detail = assert_clear_error(client.post("/api/models/tiny/predict", content=body, headers=NPY), 413)["detail"]
+    assert "100,000,000,000,000,000,000 elements" in detail
+
+
+@pytest.mark.parametrize("array", [
+    np.asfortranarray(np.arange(144, dtype=np.float64).reshape(1, 12, 12)),
+    np.arange(144, dtype=np.float32).reshape(1, 1, 12, 12).astype(">f4"),
+    np.arange(144, dtype=np.int16).reshape(1, 12, 12),
+])
+def test_layouts_and_byte_orders_give_the_same_answer(client, array):
+    reference = client.post("/api/models/tiny/forward", content=npy_bytes(np.arange(144, dtype=np.float32)
+                                                                         .reshape(1, 1, 12, 12)), headers=NPY)
+    response = client.post("/api/models/tiny/forward", content=npy_bytes(array), headers=NPY)
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(npy_load(response.content), npy_load(reference.content))
+
+
+@pytest.mark.parametrize("array, words", [
+    (np.array(3.0), "shape [1]"),
+    (np.zeros((1, 12, 12), dtype=np.complex64), "dtype is complex64"),
+    (np.zeros((1, 12, 12), dtype="U2"), "dtype is <U2"),
+])
+def test_odd_tensors_are_a_clear_422(client, array, words):
+    response = client.post("/api/models/tiny/predict", content=npy_bytes(array), headers=NPY)
+    assert words in assert_clear_error(response, 422)["detail"]
+
+
+def test_pickled_object_array_is_refused_without_unpickling(client):
+    body = npy_bytes(np.array([{"a": 1}], dtype=object))  # np.save pickles object arrays
+    response = client.post("/api/models/tiny/predict", content=body, headers=NPY)
+    assert "dtype is object" in assert_clear_error(response, 422)["detail"]
