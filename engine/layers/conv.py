@@ -30,7 +30,16 @@ import numpy as np
 
 from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_depthwise
 from engine.layers.grad_mode import param_grads_wanted
-from engine.layers.im2col import col2im, im2col, pad_input, unpad
+from engine.layers.im2col import (
+    col2im,
+    from_wide_grid,
+    im2col,
+    pad_input,
+    to_wide_grid,
+    unpad,
+    wide_col2im,
+    wide_im2col,
+)
 
 Pads = Sequence[tuple[int, int]]
 
@@ -68,6 +77,9 @@ def conv_padded(
         return _depthwise(xp, w, None, stride, dilation)
     if groups == 1 and _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):  # one product per sample, no copies
         return np.matmul(w.reshape(k_out, c), xp.reshape(n, c, -1)).reshape(n, k_out, *out_sizes)
+    if groups == 1 and all(s == 1 for s in stride):  # one contiguous run per kernel offset, per sample
+        cols = wide_im2col(xp, kernel, dilation, out_sizes)  # (N, C * taps, wide positions)
+        return from_wide_grid(np.matmul(w.reshape(k_out, -1), cols), xp.shape[2:], out_sizes)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     weights = w.reshape(groups, k_out // groups, -1)  # (G, K/G, C/G * taps)
     out = np.matmul(weights[0], cols[0]) if groups == 1 else np.matmul(weights, cols)  # (G, K/G, N * P)
@@ -149,6 +161,9 @@ def conv_padded_input_grad(
         return dxp
     if groups == 1 and _is_pointwise(kernel, stride, padded_sizes, out_sizes):
         return np.matmul(w.reshape(k_out, c).T, dout.reshape(n, k_out, -1)).reshape(n, c, *padded_sizes)
+    if groups == 1 and all(s == 1 for s in stride):
+        dcols = np.matmul(w.reshape(k_out, -1).T, to_wide_grid(dout, padded_sizes))  # (N, C * taps, wide)
+        return wide_col2im(dcols, padded_sizes, kernel, dilation, out_sizes)
     weights_t = w.reshape(groups, k_out // groups, -1).transpose(0, 2, 1)  # (G, C/G * taps, K/G)
     douts = _channels_first(dout, groups)  # (G, K/G, N * P)
     dcols = np.matmul(weights_t[0], douts[0]) if groups == 1 else np.matmul(weights_t, douts)
@@ -186,6 +201,9 @@ def conv_padded_weight_grad(
         for dout_n, x_n in zip(douts[1:], xs[1:]):
             dw += dout_n @ x_n.T
         return dw.reshape(k_out, c, *kernel)
+    if groups == 1 and all(s == 1 for s in stride):  # dout is zero on the wide grid's extra columns
+        douts, cols = to_wide_grid(dout, xp.shape[2:]), wide_im2col(xp, kernel, dilation, out_sizes)
+        return np.matmul(douts, cols.transpose(0, 2, 1)).sum(axis=0).reshape(k_out, c, *kernel)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
     douts = _channels_first(dout, groups)  # (G, K/G, N * P)
     dw = np.matmul(douts, cols.swapaxes(-1, -2))  # (G, K/G, C/G * taps)

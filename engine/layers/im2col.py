@@ -84,3 +84,70 @@ def col2im(
     for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
         dxp[(slice(None), slice(None), *window)] += dcols[:, t].swapaxes(0, 1)
     return dxp
+
+
+# --- stride 1: "wide" patch matrices, one contiguous run per kernel offset ------------------------------
+def wide_grid(padded_sizes: Sequence[int], out_sizes: Sequence[int]) -> tuple[int, ...]:
+    """The output grid a stride-1 product fills: ``(out_0, padded_1, ..., padded_last)``.
+
+    On it, output position ``o`` of kernel offset ``j`` reads the padded input's flat index
+    ``flat(o) + flat(j * dilation)``, so every offset reads one contiguous run; the extra columns
+    (``out_a <= o_a < padded_a`` on the trailing axes) are computed and cut off afterwards.
+    """
+    return (out_sizes[0], *padded_sizes[1:])
+
+
+def _offsets(padded_sizes: Sequence[int], kernel: Sequence[int], dilation: Sequence[int]) -> list[int]:
+    strides = [int(np.prod(padded_sizes[a + 1:], dtype=np.int64)) for a in range(len(padded_sizes))]
+    return [sum(j * d * s for j, d, s in zip(offsets, dilation, strides))
+            for offsets in itertools.product(*(range(k) for k in kernel))]
+
+
+def wide_im2col(xp: np.ndarray, kernel: Sequence[int], dilation: Sequence[int], out_sizes: Sequence[int]) -> np.ndarray:
+    """Stride-1 patch matrices per sample: xp: (N, C, *S) -> cols: (N, C * prod(kernel), prod(wide_grid)),
+    ``cols[n, c * taps + t, flat(o)] = xp[n, c, o + j_t * dilation]`` (the wide grid's extra columns read
+    whatever follows; they are never kept)."""
+    n, c = xp.shape[:2]
+    length = int(np.prod(wide_grid(xp.shape[2:], out_sizes)))
+    offsets = _offsets(xp.shape[2:], kernel, dilation)
+    flat = xp.reshape(n, c, -1)
+    if offsets[-1] + length > flat.shape[2]:  # the last offsets' runs pass the end: give them zeros to read
+        flat = np.concatenate([flat, np.zeros((n, c, offsets[-1] + length - flat.shape[2]), xp.dtype)], axis=2)
+    cols = np.empty((n, c, len(offsets), length), dtype=xp.dtype)
+    for t, start in enumerate(offsets):
+        cols[:, :, t] = flat[:, :, start:start + length]
+    return cols.reshape(n, c * len(offsets), length)
+
+
+def wide_col2im(dcols: np.ndarray, padded_sizes: Sequence[int], kernel: Sequence[int], dilation: Sequence[int],
+                out_sizes: Sequence[int]) -> np.ndarray:
+    """The adjoint of ``wide_im2col`` for columns that are zero on the wide grid's extra columns:
+    dcols: (N, C * prod(kernel), prod(wide_grid)) -> dxp: (N, C, *padded_sizes)."""
+    n = dcols.shape[0]
+    offsets = _offsets(padded_sizes, kernel, dilation)
+    c = dcols.shape[1] // len(offsets)
+    length = dcols.shape[2]
+    size = int(np.prod(padded_sizes))
+    flat = np.zeros((n, c, max(size, offsets[-1] + length)), dtype=dcols.dtype)
+    blocks = dcols.reshape(n, c, len(offsets), length)
+    for t, start in enumerate(offsets):
+        flat[:, :, start:start + length] += blocks[:, :, t]
+    return flat[:, :, :size].reshape(n, c, *padded_sizes)
+
+
+def to_wide_grid(y: np.ndarray, padded_sizes: Sequence[int]) -> np.ndarray:
+    """y: (N, K, *out) -> (N, K, prod(wide_grid)), zeros on the extra columns."""
+    n, k = y.shape[:2]
+    grid = wide_grid(padded_sizes, y.shape[2:])
+    if tuple(grid) == tuple(y.shape[2:]):
+        return np.ascontiguousarray(y).reshape(n, k, -1)
+    wide = np.zeros((n, k, *grid), dtype=y.dtype)
+    wide[(slice(None), slice(None), *(slice(0, m) for m in y.shape[2:]))] = y
+    return wide.reshape(n, k, -1)
+
+
+def from_wide_grid(wide: np.ndarray, padded_sizes: Sequence[int], out_sizes: Sequence[int]) -> np.ndarray:
+    """(N, K, prod(wide_grid)) -> (N, K, *out), contiguous."""
+    n, k = wide.shape[:2]
+    grid = wide.reshape(n, k, *wide_grid(padded_sizes, out_sizes))
+    return np.ascontiguousarray(grid[(slice(None), slice(None), *(slice(0, m) for m in out_sizes))])
