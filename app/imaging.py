@@ -23,6 +23,8 @@ from engine.models.bundle import Preprocessing
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+#: resized images larger than this many crops are resampled within the crop only (bounded time and memory)
+MAX_RESIZE_FACTOR = 16
 #: bicubic, as TensorFlow's EfficientNet evaluation; Pillow antialiases when it shrinks
 RESAMPLE = Image.Resampling.BICUBIC
 
@@ -78,10 +80,16 @@ def resize_and_crop(image: Image.Image, preprocessing: Preprocessing) -> np.ndar
     scale = resize / min(width, height)
     # round, but never below the crop: a 1000 × 223 image must still give 224 rows
     new_size = (max(crop, round(width * scale)), max(crop, round(height * scale)))
-    if new_size != image.size:
-        image = image.resize(new_size, RESAMPLE)
     left = round((new_size[0] - crop) / 2.0)
     top = round((new_size[1] - crop) / 2.0)
+    if new_size[0] * new_size[1] > MAX_RESIZE_FACTOR * crop * crop:
+        # a very long, thin image (a 1 × 60,000 PNG is 199 bytes) would be resized to billions of pixels
+        # before the crop: resample only the part that is kept (Pillow's box; within one grey level)
+        sx, sy = width / new_size[0], height / new_size[1]
+        box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+        return np.ascontiguousarray(np.asarray(image.resize((crop, crop), RESAMPLE, box=box), dtype=np.uint8))
+    if new_size != image.size:
+        image = image.resize(new_size, RESAMPLE)
     pixels = np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
     return np.ascontiguousarray(pixels)
 

@@ -6,10 +6,12 @@ input found; they are small and fast.
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.api.conftest import npy_bytes, npy_load
 
@@ -191,3 +193,40 @@ def test_pickled_object_array_is_refused_without_unpickling(client):
     body = npy_bytes(np.array([{"a": 1}], dtype=object))  # np.save pickles object arrays
     response = client.post("/api/models/tiny/predict", content=body, headers=NPY)
     assert "dtype is object" in assert_clear_error(response, 422)["detail"]
+
+
+# --- images --------------------------------------------------------------------------------------------
+
+def png_of(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_long_thin_image_is_not_resized_to_billions_of_pixels(client, monkeypatch):
+    # a 199-byte 1 × 60,000 PNG took 64 s and 16 GB on EfficientNet's preprocessing (resized to 256 × 15 M first)
+    sizes = []
+    original = Image.Image.resize
+
+    def recording_resize(self, size, *args, **kwargs):
+        sizes.append(size[0] * size[1])
+        return original(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    data = png_of(Image.new("L", (1, 60000), 200))
+    assert len(data) < 1000
+    response, seconds = timed(lambda: client.post("/api/models/tiny/predict", files={"image": ("thin.png", data)}))
+    assert response.status_code == 200, response.text
+    assert seconds < 2 and max(sizes) <= 16 * 12 * 12
+
+
+def test_long_image_crop_matches_resize_then_crop():
+    from app.imaging import resize_and_crop
+    from engine.models.bundle import Preprocessing
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 2000, 3), dtype=np.uint8))  # 50:1, the bounded path
+    kept = resize_and_crop(image, Preprocessing(resize=28, crop=24, mean=(0.5,), std=(0.5,)))
+    full = np.asarray(image.resize((1400, 28), Image.Resampling.BICUBIC))[2:26, 688:712]
+    assert kept.shape == (24, 24, 3)
+    assert np.abs(kept.astype(int) - full.astype(int)).max() <= 1  # rounding of the box only
