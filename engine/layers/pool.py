@@ -101,15 +101,21 @@ def max_pool_forward(
 def max_pool_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     """Gradient of ``max_pool_forward``: each window's gradient goes to its first maximum. -> dx: (N, C, *S)"""
     xp, sizes, out, kernel, stride, pads, dilation = cache
-    dxp = np.zeros_like(xp)
+    # windows that tile the padded input (kernel = stride, e.g. 2x2 pooling) write every cell exactly once
+    tiles = all(k == s and d == 1 and o * s == n for k, s, d, o, n in zip(kernel, stride, dilation, out.shape[2:],
+                                                                          xp.shape[2:]))
+    dxp = np.empty_like(xp) if tiles else np.zeros_like(xp)
     taken = np.zeros(out.shape, dtype=bool)  # windows whose maximum has been found already
     hit = np.empty(out.shape, dtype=bool)
     for window in tap_slices(kernel, stride, dilation, out.shape[2:]):
         index = (slice(None), slice(None), *window)
         np.equal(xp[index], out, out=hit)
-        hit &= ~taken
+        np.greater(hit, taken, out=hit)  # hit and not taken: the first maximum only
         taken |= hit
-        dxp[index] += np.where(hit, dout, 0)
+        if tiles:
+            dxp[index] = np.where(hit, dout, 0)
+        else:
+            dxp[index] += np.where(hit, dout, 0)
     return np.ascontiguousarray(unpad(dxp, pads, sizes))
 
 
