@@ -118,6 +118,9 @@ def _open_checked(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise UnsupportedImageError("this is not an image in a format read here: send a PNG, JPEG, WebP, BMP or "
                                "GIF file") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # recognised, but its header is cut short or broken
+        raise ImageError(f"the image file ({len(data)} bytes) is damaged or incomplete and cannot be read ({exc}): "
+                         "try saving it again") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(f"the image is {width} × {height} = {width * height:,} pixels; the limit is "

@@ -360,7 +360,11 @@ def import_onnx(data: bytes | str | os.PathLike,
     if checker_note:
         cx.notes.append(checker_note)
     for init in model.graph.initializer:
-        cx.consts[init.name] = numpy_helper.to_array(init)
+        try:
+            cx.consts[init.name] = numpy_helper.to_array(init)
+        except (ValueError, TypeError) as exc:  # e.g. fewer values stored than its shape declares
+            raise OnnxImportError(f"initializer '{init.name}' cannot be read ({exc}): the file is damaged or was "
+                                  "written by a broken exporter; export the model again") from None
 
     problems: list[str] = []
     broken: set[str] = set()
@@ -397,6 +401,12 @@ def import_onnx(data: bytes | str | os.PathLike,
             f"the model cannot be imported; {len(problems)} problem(s): " + "; ".join(problems), problems=problems)
 
     spec, params = _prune({"input_shape": list(input_shape), "nodes": cx.spec_nodes}, cx.params, output.node_id)
+    not_finite = sorted(key for key, value in params.items()
+                        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)))
+    if not_finite:
+        listed = ", ".join(not_finite[:10]) + (", ..." if len(not_finite) > 10 else "")
+        raise OnnxImportError(f"the weights {listed} contain NaN or infinity: every output would be NaN; export "
+                              "the model from a trained, finite checkpoint", problems=[f"non-finite weights: {listed}"])
     try:
         graph = Graph(spec)
         graph.check_params(params)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import ApiError, not_found
+from engine.errors import EngineError
 from engine.graph import Graph
 from engine.models.bundle import ModelBundle, Preprocessing
 from engine.models.weights import load_weights, save_weights
@@ -123,9 +125,23 @@ class ModelStore:
     def uploaded_ids(self) -> list[str]:
         if not self.models_dir.is_dir():
             return []
-        found = [(p.stat().st_mtime, p.name) for p in self.models_dir.iterdir()
-                 if p.name.startswith(UPLOAD_PREFIX) and (p / "meta.json").is_file()]
+        found = []
+        for path in self.models_dir.iterdir():
+            if path.name.startswith(UPLOAD_PREFIX) and (path / "meta.json").is_file():
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    found.append((path.stat().st_mtime, path.name))
         return [name for _, name in sorted(found)]
+
+    def available(self) -> list[StoredModel]:
+        """Every model that can be loaded now (one deleted while the list is read is left out)."""
+        models = []
+        for model_id in self.ids():
+            try:
+                models.append(self.get(model_id))
+            except ApiError as exc:
+                if exc.status_code != 404:
+                    raise
+        return models
 
     def get(self, model_id: str) -> StoredModel:
         """The model, loaded once per process; 404 naming the known ids if there is none."""
@@ -163,10 +179,17 @@ class ModelStore:
                 self._uploaded_cache.move_to_end(model_id)
                 return cached
         with self._load_lock(model_id):
-            meta = json.loads((directory / "meta.json").read_text())
-            spec = json.loads((directory / "spec.json").read_text())
-            graph = Graph(spec)
-            params = load_weights(directory / "weights.npz", graph)
+            try:
+                meta = json.loads((directory / "meta.json").read_text())
+                spec = json.loads((directory / "spec.json").read_text())
+                graph = Graph(spec)
+                params = load_weights(directory / "weights.npz", graph)
+            except (OSError, EngineError):
+                if (directory / "meta.json").is_file():
+                    raise
+                # deleted (by another request or worker) since the check in get(): the weights reader
+                # reports a missing file as a WeightsError
+                raise not_found("model", model_id, self.ids()) from None
             bundle = ModelBundle(
                 id=model_id, name=meta["name"], task=meta["task"], graph=graph, params=params, labels=meta["labels"],
                 preprocessing=Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
@@ -189,8 +212,11 @@ class ModelStore:
         return stored
 
     def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
-                 preset: str = "imagenet") -> tuple[StoredModel, bool]:
-        """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id)."""
+                 preset: str = "imagenet", max_input_elements: int | None = None) -> tuple[StoredModel, bool]:
+        """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id).
+
+        ``max_input_elements``: refuse a model whose single input is larger (it could never be run here).
+        """
         from app.importers.onnx_import import OnnxImportError, import_onnx
 
         digest = hashlib.sha256(data).hexdigest()
@@ -204,6 +230,11 @@ class ModelStore:
                            unsupported=[{"op_type": op, "node": node} for op, node in exc.unsupported]) from exc
         graph = Graph(spec)
         graph.check_params(params)
+        elements = math.prod(graph.input_shape)
+        if max_input_elements is not None and elements > max_input_elements:
+            raise ApiError(422, f"the model takes inputs of shape {list(graph.input_shape)} = {elements:,} values, "
+                                f"more than the {max_input_elements:,} this server accepts in one input, so it could "
+                                "never run here: export it for a smaller input size")
         classes = num_classes(graph)
         if labels is not None and classes is not None and len(labels) != classes:
             raise ApiError(422, f"{len(labels)} labels were given but the model has {classes} outputs: "
@@ -245,10 +276,14 @@ class ModelStore:
         if not (model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and directory.is_dir()):
             raise not_found("model", model_id, self.ids())
         trash = Path(tempfile.mkdtemp(prefix=".delete-", dir=self.models_dir))
-        os.rename(directory, trash / model_id)
-        shutil.rmtree(trash, ignore_errors=True)
-        with self._lock:
-            self._uploaded_cache.pop(model_id, None)
+        try:
+            os.rename(directory, trash / model_id)  # atomic: of two concurrent deletes, one wins
+        except FileNotFoundError:
+            raise not_found("model", model_id, self.ids()) from None
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+            with self._lock:
+                self._uploaded_cache.pop(model_id, None)
 
 
 _stores: dict[Path, ModelStore] = {}

@@ -45,7 +45,7 @@ def summarise(model: StoredModel) -> dict:
 @router.get("", response_model=ModelList)
 def list_models(store: ModelStoreDep) -> ModelList:
     """Every model: built-in ones (loaded on first use), then uploaded ones."""
-    return ModelList(models=[summarise(store.get(model_id)) for model_id in store.ids()])
+    return ModelList(models=[summarise(model) for model in store.available()])
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
@@ -188,7 +188,8 @@ def create_model(
                             "upload a smaller model (fewer or float16-free float32 weights)")
     if not data:
         raise ApiError(422, "the uploaded file is empty: send the .onnx file in multipart field 'file'")
-    model, created = store.add_onnx(data, file.filename, name, parse_labels(labels), preprocessing)
+    model, created = store.add_onnx(data, file.filename, name, parse_labels(labels), preprocessing,
+                                    max_input_elements=settings.max_tensor_elements)
     if not created:
         response.status_code = 200
     return ModelCreated(**summarise(model), created=created, onnx=model.bundle.extra.get("onnx", {}))

@@ -1,0 +1,144 @@
+"""Uploads and deletes under stress: broken ONNX files, damaged images, and deletes racing other requests.
+
+Regression tests for bugs found by hand-crafted inputs (issue 5): each was a 500, or a model accepted
+that could only ever answer NaN or be refused.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app.services.models as models_module
+from tests.api.conftest import npy_bytes, png_bytes
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def conv_onnx(weights: np.ndarray | None = None, input_shape=(1, 1, 8, 8), short: bool = False) -> bytes:
+    """x -> Conv 3x3 (pad 1) -> y, one input channel, two output channels."""
+    w = numpy_helper.from_array(np.full((2, 1, 3, 3), 0.5, np.float32) if weights is None else weights, "w")
+    if short:  # fewer values stored than the shape declares, as a broken exporter might write
+        w.raw_data = w.raw_data[:20]
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def upload(client, data: bytes):
+    return client.post("/api/models", files={"file": ("m.onnx", data, "application/octet-stream")})
+
+
+def clear_error(response, status: int) -> str:
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and len(detail) > 10
+    return detail
+
+
+def test_onnx_with_truncated_initializer_is_a_422(client):
+    # was a 500 (ValueError from numpy_helper.to_array)
+    detail = clear_error(upload(client, conv_onnx(short=True)), 422)
+    assert "initializer 'w'" in detail and "export" in detail
+
+
+def test_onnx_with_nan_weights_is_refused(client):
+    # was accepted: every answer would have been NaN (null in JSON)
+    weights = np.full((2, 1, 3, 3), np.nan, np.float32)
+    detail = clear_error(upload(client, conv_onnx(weights)), 422)
+    assert "NaN or infinity" in detail and "conv" in detail
+
+
+def test_onnx_whose_input_could_never_be_sent_is_refused(client, settings):
+    # was accepted: an input of 10^15 values can never pass the tensor limit
+    detail = clear_error(upload(client, conv_onnx(input_shape=(1, 1, 10**5, 10**5))), 422)
+    assert "10,000,000,000 values" in detail and f"{settings.max_tensor_elements:,}" in detail
+    assert not list((settings.data_dir / "models").glob("onnx-*"))
+
+
+def test_a_good_onnx_still_uploads(client):
+    response = upload(client, conv_onnx())
+    assert response.status_code == 201, response.text
+
+
+# --- deletes racing other requests ----------------------------------------------------------------
+
+def test_delete_racing_another_delete_is_a_404_and_leaves_nothing(client, settings, monkeypatch):
+    model_id = upload(client, conv_onnx()).json()["id"]
+    real_rename = os.rename
+
+    def rename_after_the_other_delete(source, target):
+        real_rename(source, str(target) + "-other")  # the other request's delete wins the race
+        return real_rename(source, target)
+
+    monkeypatch.setattr(models_module.os, "rename", rename_after_the_other_delete)
+    # was a 500 (FileNotFoundError), leaving a .delete-* directory behind
+    assert "no model" in clear_error(client.delete(f"/api/models/{model_id}"), 404)
+    monkeypatch.undo()
+    leftovers = [p.name for p in (settings.data_dir / "models").iterdir() if p.name.startswith(".delete-")]
+    assert leftovers == []
+
+
+def test_model_deleted_while_being_loaded_is_a_404(client, store, monkeypatch):
+    model_id = upload(client, conv_onnx()).json()["id"]
+    store._uploaded_cache.clear()  # another worker process: the model is loaded from disk
+    real_load = models_module.load_weights
+
+    def load_after_a_delete(path, graph):
+        client.delete(f"/api/models/{model_id}")  # another request deletes it meanwhile
+        return real_load(path, graph)
+
+    monkeypatch.setattr(models_module, "load_weights", load_after_a_delete)
+    # was a 500 (FileNotFoundError reading the weights)
+    body = npy_bytes(np.zeros((1, 1, 8, 8), np.float32))
+    response = client.post(f"/api/models/{model_id}/forward", content=body,
+                           headers={"content-type": "application/x-npy"})
+    assert "no model" in clear_error(response, 404)
+
+
+def test_concurrent_deletes_and_uses(client, settings):
+    model_id = upload(client, conv_onnx()).json()["id"]
+    statuses: list[tuple[str, int, str]] = []
+    body = npy_bytes(np.zeros((1, 1, 8, 8), np.float32))
+
+    def delete() -> None:
+        statuses.append(("delete", client.delete(f"/api/models/{model_id}").status_code, ""))
+
+    def use() -> None:
+        response = client.post(f"/api/models/{model_id}/forward", content=body,
+                               headers={"content-type": "application/x-npy"})
+        statuses.append(("use", response.status_code, response.text[:300]))
+
+    threads = [threading.Thread(target=delete if i % 2 else use) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [s for kind, s, _ in statuses if kind == "delete"].count(204) == 1
+    assert all(status in (200, 204, 404) for _, status, _ in statuses), statuses
+    assert client.get("/api/models").status_code == 200
+    assert not [p for p in (settings.data_dir / "models").iterdir() if p.name.startswith((".delete-", model_id))]
+
+
+# --- damaged images ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cut", [30, 300])
+def test_truncated_jpeg_header_is_a_422(client, cut):
+    # was a 500: Pillow raises OSError ("Truncated File Read") while reading the header
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 200), "red").save(buffer, format="JPEG")
+    response = client.post("/api/models/tiny/predict", files={"image": ("cut.jpg", buffer.getvalue()[:cut])})
+    assert "damaged or incomplete" in clear_error(response, 422)
+
+
+def test_png_still_reads(client):
+    assert client.post("/api/models/tiny/predict", files={"image": ("a.png", png_bytes())}).status_code == 200
