@@ -67,6 +67,15 @@ async def handle_http_exception(request: Request, exc: HTTPException) -> JSONRes
     if exc.status_code == 400:
         return error_json(422, f"the request body cannot be parsed ({exc.detail}): send well-formed JSON, or a "
                                "multipart form as `curl -F field=@file` writes it (see /docs)")
+    path = request.url.path
+    if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched: say which, and where the list is
+        if path.startswith("/api"):
+            return error_json(404, f"there is no {request.method} {path}: the API's paths are listed at /docs "
+                                   "(an id containing '/' cannot be part of a path)")
+        return error_json(404, f"there is no page or file at {path}")
+    if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+        return JSONResponse(status_code=405, headers=exc.headers, content={
+            "detail": f"{request.method} is not allowed on {path}: /docs lists the methods each path takes"})
     return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
 
 

@@ -230,3 +230,27 @@ def test_long_image_crop_matches_resize_then_crop():
     full = np.asarray(image.resize((1400, 28), Image.Resampling.BICUBIC))[2:26, 688:712]
     assert kept.shape == (24, 24, 3)
     assert np.abs(kept.astype(int) - full.astype(int)).max() <= 1  # rounding of the box only
+
+
+# --- messages that say what would work ------------------------------------------------------------
+
+def test_unknown_path_names_it_and_points_to_the_docs(client):
+    detail = assert_clear_error(client.get("/api/models/tiny/params/..%2F..%2Fx.npy"), 404)["detail"]
+    assert "/docs" in detail and "GET /api/models/tiny/params/../../x.npy" in detail
+    static = client.get("/static/no-such-file.js").json()["detail"]
+    assert static == "there is no page or file at /static/no-such-file.js"
+
+
+def test_wrong_method_says_so(client):
+    detail = assert_clear_error(client.put("/api/models"), 405)["detail"]
+    assert detail.startswith("PUT is not allowed on /api/models") and "/docs" in detail
+
+
+def test_unencoded_plus_in_method_is_explained(client):
+    body = npy_bytes(np.zeros((1, 1, 12, 12), np.float32))
+    response = client.post("/api/models/tiny/attention?method=gradcam++", content=body,
+                           headers={"Content-Type": "application/x-npy"})
+    assert "method=gradcam%2B%2B" in assert_clear_error(response, 422)["detail"]
+    response = client.post("/api/models/tiny/attention?method=gradcam%2B%2B", content=body,
+                           headers={"Content-Type": "application/x-npy"})
+    assert response.status_code == 200, response.text

@@ -50,7 +50,10 @@ def create_attention(
 ) -> AttentionResponse:
     """An attention map for an image or .npy tensor: raw and normalised at the layer, upsampled, and overlaid."""
     if method not in METHODS:
-        raise ApiError(422, f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+        hint = ""
+        if method.replace(" ", "+") in METHODS:  # '+' in a query string means a space
+            hint = f" ('+' in a URL is a space: write method={method.replace(' ', '%2B')})"
+        raise ApiError(422, f"unknown method '{method}'{hint}; choose one of: {', '.join(METHODS)}")
     info = METHODS[method]
     graph = model.graph
     if layer is not None and layer not in graph.by_id:
