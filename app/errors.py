@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from engine.errors import EngineError, ShapeError, SpecError, WeightsError
 
@@ -88,6 +89,11 @@ async def handle_engine_error(request: Request, exc: EngineError) -> JSONRespons
     return error_json(422, str(exc), kind=kind)
 
 
+async def handle_client_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    """The client went away mid-body: nobody reads this answer, and it is not a server error to log."""
+    return error_json(422, "the client disconnected before the whole request body arrived: send it again")
+
+
 async def handle_memory_error(request: Request, exc: MemoryError) -> JSONResponse:
     return error_json(413, "the request needs more memory than this server has: send a smaller input or batch")
 
@@ -104,5 +110,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(SpecError, handle_spec_error)
     app.add_exception_handler(EngineError, handle_engine_error)
+    app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(MemoryError, handle_memory_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -254,3 +254,27 @@ def test_unencoded_plus_in_method_is_explained(client):
     response = client.post("/api/models/tiny/attention?method=gradcam%2B%2B", content=body,
                            headers={"Content-Type": "application/x-npy"})
     assert response.status_code == 200, response.text
+
+
+def test_client_disconnect_mid_body_is_not_logged_as_a_bug(client, caplog):
+    # was "unhandled error ... ClientDisconnect" with a traceback, and uvicorn's "Exception in ASGI application"
+    import asyncio
+
+    app = client.app
+    path = "/api/models/tiny/predict"
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"content-type", b"image/png"), (b"content-length", b"100")],
+             "http_version": "1.1", "scheme": "http", "server": ("testserver", 80), "client": ("c", 1), "root_path": "",
+             "app": app}
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    with caplog.at_level("ERROR"):
+        asyncio.run(app(scope, receive, send))
+    assert not [r for r in caplog.records if "unhandled" in r.getMessage()]
+    assert sent and sent[0]["status"] == 422
