@@ -2,8 +2,9 @@
 
     python scripts/bench_training.py [--threads 1] [--batch-size 32]
 
-Each side runs in its own process with the same environment (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
-``MKL_NUM_THREADS`` set to ``--threads``; PyTorch also gets ``torch.set_num_threads``): same network,
+Each side runs in its own process with the same environment, ``bench_engine.py``'s (``OMP_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` set to ``--threads``, glibc's malloc told to keep large buffers;
+PyTorch also gets ``torch.set_num_threads``): same network,
 same data order, same batch size, SGD with momentum 0.9, float32. A few warm-up batches run first and
 are not timed. Each side runs ``--repeat`` epochs and reports its fastest (the machine is shared: the
 fastest epoch is the least disturbed one). Prints both times and their ratio (the goal in issue 7: the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -87,7 +87,10 @@ def run_torch(batch_size: int, threads: int, repeat: int) -> dict:
 
 def measure(side: str, batch_size: int, threads: int, repeat: int) -> dict:
     """Run one side in a fresh process with the thread settings; return its figures."""
-    env = {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_engine import child_env  # same threads and malloc settings as the forward-pass benchmark
+
+    env = child_env(threads, keep_openblas_env=False)
     cmd = [sys.executable, __file__, "--side", side, "--batch-size", str(batch_size), "--threads", str(threads),
            "--repeat", str(repeat)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
