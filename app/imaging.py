@@ -119,6 +119,9 @@ def _open_checked(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise UnsupportedImageError("this is not an image in a format read here: send a PNG, JPEG, WebP, BMP or "
                                "GIF file") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # recognised, but its header is cut short or broken
+        if "Decompressed data too large" in str(exc):  # a compressed text or colour-profile chunk bomb
+            raise ImageTooLargeError("the image holds metadata (text or a colour profile) that decompresses to too "
+                                     "much data: save the image again without metadata") from exc
         raise ImageError(f"the image file ({len(data)} bytes) is damaged or incomplete and cannot be read ({exc}): "
                          "try saving it again") from exc
     width, height = image.size

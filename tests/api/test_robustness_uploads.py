@@ -142,3 +142,19 @@ def test_truncated_jpeg_header_is_a_422(client, cut):
 
 def test_png_still_reads(client):
     assert client.post("/api/models/tiny/predict", files={"image": ("a.png", png_bytes())}).status_code == 200
+
+
+@pytest.mark.parametrize("chunk_type, payload", [(b"zTXt", b"k\x00\x00"), (b"iCCP", b"p\x00\x00")])
+def test_png_metadata_bomb_is_a_413(client, chunk_type, payload):
+    # was a 500 (ValueError from Pillow's MAX_TEXT_CHUNK guard while reading the header)
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = png_bytes(8, 8)
+    bomb = png[:33] + chunk(chunk_type, payload + zlib.compress(b"\0" * 20_000_000, 9)) + png[33:]
+    assert len(bomb) < 100_000
+    response = client.post("/api/models/tiny/predict", files={"image": ("bomb.png", bomb)})
+    assert "metadata" in clear_error(response, 413)
