@@ -32,8 +32,14 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` for a message: a caller's 10,000-character id is not echoed back whole."""
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text):,} characters)"
+
+
 def not_found(what: str, name: str, known: list[str] | None = None) -> ApiError:
     """A 404 naming what was asked for and, when short enough, what exists."""
+    name = shorten(name)
     hint = ""
     if known is not None:
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import ApiError
+from app.errors import ApiError, shorten
 from app.services.models import ModelStore, StoredModel
 from engine.graph import INPUT
 
@@ -164,7 +164,8 @@ class RunStore:
         if run is not None:
             return run
         if len(run_id) != RUN_ID_LENGTH or not all(c in "0123456789abcdef" for c in run_id):
-            raise ApiError(404, f"'{run_id}' is not a run id (32 hex digits from POST /api/models/{{id}}/activations)")
+            raise ApiError(404, f"'{shorten(run_id)}' is not a run id (32 hex digits from POST "
+                                "/api/models/{id}/activations)")
         stored = self._load_input(run_id)
         if stored is None:
             raise ApiError(404, f"run '{run_id}' is unknown or has expired: create it again with "

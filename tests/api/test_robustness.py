@@ -278,3 +278,9 @@ def test_client_disconnect_mid_body_is_not_logged_as_a_bug(client, caplog):
         asyncio.run(app(scope, receive, send))
     assert not [r for r in caplog.records if "unhandled" in r.getMessage()]
     assert sent and sent[0]["status"] == 422
+
+
+@pytest.mark.parametrize("path", ["/api/models/" + "a" * 10_000, "/api/runs/" + "b" * 10_000 + "/nodes/conv1.png"])
+def test_long_ids_are_not_echoed_whole(client, path):
+    detail = assert_clear_error(client.get(path), 404)["detail"]
+    assert len(detail) < 500 and "10,000 characters" in detail
