@@ -12,13 +12,19 @@ How it is computed (the fast path; ``engine.layers.naive`` has the loop version 
 * general: the patch matrix of each group, ``(C/groups * prod(k), N * prod(out))``, built one kernel
   offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
   matrix product per group;
+* stride 1, one group: per sample a "wide" patch matrix over the grid ``(out_0, padded_1, ...)``, where
+  every kernel offset is one contiguous run of the flattened padded input (``wide_im2col``); the extra
+  columns are cut off (forward) or multiplied by zeros (gradients);
 * 1x1 kernels with stride 1 (pointwise): the input itself is the patch matrix, one product per sample, no copy;
 * depthwise (``groups == C``, one input channel per group): per channel, small products over ``kw``
   shifted copies of the input rows, read as long contiguous runs (``engine.layers.depthwise``).
 
 Backward: ``dw = dout @ patches^T`` and ``dpatches = w^T @ dout``, added back onto the input by ``col2im``
-(one strided slice per kernel offset). Depthwise: the same per channel; with stride 1 the input gradient
-is the forward correlation of the zero-padded ``dout`` with the flipped kernel.
+(one strided slice per kernel offset; one contiguous run for the wide stride-1 matrices). Depthwise: the
+weight gradient per channel; the input gradient is, per stride phase, the forward correlation of the
+zero-padded ``dout`` with that phase's kernel offsets flipped.
+
+Inside ``grad_mode.input_grads_only()`` (attribution) the backward pass computes dx only.
 """
 
 from __future__ import annotations

@@ -13,8 +13,13 @@ short, strided image rows make NumPy slow. Here every matrix product reads long 
 
 Then for every leading kernel offset ``i``, each channel does ``(1, kw) @ (kw, positions)`` (all channels
 in one batched matrix product), and these ``kh`` (``kd * kh``) products are summed. The weight gradient is
-``(kw, positions) @ (positions, 1)`` per offset; the input gradient is the same products transposed,
-added back onto the copies, which are then added back onto the input (the adjoint of the copy).
+``(kw, positions) @ (positions, 1)`` per offset. The input gradient is, per stride phase of the input,
+a stride-1 correlation of the zero-padded ``dout`` with that phase's kernel offsets flipped: the forward
+path again (``depthwise_input_grad``).
+
+The work runs in blocks of (sample, channel) rows whose copies fit in cache (``BLOCK_BYTES``): a batch of
+16 at 224 x 224 would otherwise walk copies of hundreds of MB once per leading kernel offset. Blocks can be
+spread over threads (``engine.layers.threads``, opt-in).
 
 Shapes: x: (N, C, *S), taps: (C, prod(k)) (row-major kernel offsets), out: (N, C, *out). Padding is
 applied while copying (``pads``), never as a separate padded array. ``engine.layers.conv`` repeats the
