@@ -284,3 +284,13 @@ def test_client_disconnect_mid_body_is_not_logged_as_a_bug(client, caplog):
 def test_long_ids_are_not_echoed_whole(client, path):
     detail = assert_clear_error(client.get(path), 404)["detail"]
     assert len(detail) < 500 and "10,000 characters" in detail
+
+
+def test_architecture_with_quadratically_many_edges_is_refused_fast(client):
+    # 1,500 nodes each adding every earlier one (1.1 M edges) took 3.4 s
+    nodes = [{"id": "n0", "op": "relu"}, {"id": "n1", "op": "relu"}]
+    nodes += [{"id": f"n{i}", "op": "add", "inputs": [f"n{j}" for j in range(i)]} for i in range(2, 300)]
+    response, seconds = timed(lambda: client.post("/api/architecture/analyze",
+                                                  json={"input_shape": [1, 4, 4], "nodes": nodes}))
+    assert seconds < 2
+    assert "44,849 inputs" in assert_clear_error(response, 422)["detail"]

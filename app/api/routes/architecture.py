@@ -7,7 +7,7 @@ from math import prod
 from fastapi import APIRouter
 
 from app.errors import ApiError
-from app.schemas.architecture import GraphSpec
+from app.schemas.architecture import MAX_NODES, GraphSpec
 from app.schemas.models import Architecture
 from app.services.architecture import architecture_of
 from engine.graph import Graph
@@ -15,6 +15,9 @@ from engine.graph import Graph
 router = APIRouter(prefix="/architecture", tags=["architecture"])
 
 MAX_INPUT_ELEMENTS = 10**9  # shapes only, nothing is allocated; this keeps the numbers meaningful
+#: inputs named over all nodes (the analysis visits every edge: 2000 nodes each adding all the earlier ones
+#: took seconds); real networks have one or two per node
+MAX_INPUT_REFERENCES = 10 * MAX_NODES
 #: output elements, parameters and MACs per node: JSON clients in JavaScript count exactly only up to 2^53
 MAX_COUNT = 2**53
 
@@ -45,6 +48,10 @@ def analyze_architecture(spec: GraphSpec) -> Architecture:
     if elements > MAX_INPUT_ELEMENTS:
         raise ApiError(422, f"input_shape {spec.input_shape} has {elements:,} elements per input: "
                             f"keep it under {MAX_INPUT_ELEMENTS:,}")
+    references = sum(len(node["inputs"]) for node in spec.nodes if isinstance(node.get("inputs"), list))
+    if references > MAX_INPUT_REFERENCES:
+        raise ApiError(422, f"the nodes list {references:,} inputs in all; at most {MAX_INPUT_REFERENCES:,} are "
+                            "analysed (about 10 per node): merge branches with fewer, wider add or concat nodes")
     graph = Graph(spec.model_dump())
     architecture = architecture_of(graph, strict=True)
     _check_counts(architecture)
