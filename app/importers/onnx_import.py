@@ -37,6 +37,11 @@ BATCH_SIZE = -(2**40) - 17
 _EXPORTER_GRAPH_NAMES = {"", "torch_jit", "torch-jit-export", "main_graph", "tf2onnx", "graph", "model"}
 
 
+#: ONNX nodes imported at most (a 2.4 MB file of 100,000 Relus took 7 s to import and 5 s per architecture
+#: request; large CNNs have a few thousand)
+MAX_ONNX_NODES = 10_000
+
+
 class OnnxImportError(ValueError):
     """An ONNX model the engine cannot take; the message says what and, where possible, what would work.
 
@@ -336,6 +341,9 @@ def import_onnx(data: bytes | str | os.PathLike,
     from app.importers.onnx_ops import CONVERTERS  # the converters import this module's helpers
 
     model = _load(data)
+    if len(model.graph.node) > MAX_ONNX_NODES:
+        raise OnnxImportError(f"the model has {len(model.graph.node):,} ONNX nodes; the visualiser imports at most "
+                              f"{MAX_ONNX_NODES:,} (every page and request walks them all): export a smaller model")
     opset = _opset(model)
     unsupported = _unsupported(model, CONVERTERS)
     if unsupported:
