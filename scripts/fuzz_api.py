@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-ms", type=float, default=5000.0, help="report requests slower than this")
     args = parser.parse_args(argv)
     logging.getLogger("cnn_visualiser").setLevel(logging.CRITICAL)  # 500s are reported below, not logged twice
+    for noisy in ("python_multipart", "multipart"):  # warns about every malformed form it is sent
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     with tempfile.TemporaryDirectory(prefix="fuzz-api-") as tmp:
