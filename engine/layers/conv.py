@@ -12,9 +12,9 @@ How it is computed (the fast path; ``engine.layers.naive`` has the loop version 
 * general: the patch matrix of each group, ``(C/groups * prod(k), N * prod(out))``, built one kernel
   offset at a time (``im2col``), times the group's weights ``(K/groups, C/groups * prod(k))``: one
   matrix product per group;
-* stride 1, one group: per sample a "wide" patch matrix over the grid ``(out_0, padded_1, ...)``, where
-  every kernel offset is one contiguous run of the flattened padded input (``wide_im2col``); the extra
-  columns are cut off (forward) or multiplied by zeros (gradients);
+* stride 1, one group, few output channels: per sample a "wide" patch matrix over the grid
+  ``(out_0, padded_1, ...)``, where every kernel offset is one contiguous run of the flattened padded input
+  (``wide_im2col``); the extra columns are cut off (forward) or multiplied by zeros (gradients);
 * 1x1 kernels with stride 1 (pointwise): the input itself is the patch matrix, one product per sample, no copy;
 * depthwise (``groups == C``, one input channel per group): per channel, small products over ``kw``
   shifted copies of the input rows, read as long contiguous runs (``engine.layers.depthwise``).
@@ -65,6 +65,15 @@ def _is_pointwise(kernel: Sequence[int], stride: Sequence[int], padded: Sequence
     return all(k == 1 for k in kernel) and all(s == 1 for s in stride) and tuple(padded) == tuple(out)
 
 
+#: the wide stride-1 path pays extra columns in the matrix product to save copies: worth it for few output
+#: channels (the product's cost grows with them, the copies' does not); measured: 8-16 faster, 32+ slower
+WIDE_MAX_CHANNELS = 16
+
+
+def _use_wide(k_out: int, groups: int, stride: Sequence[int]) -> bool:
+    return groups == 1 and k_out <= WIDE_MAX_CHANNELS and all(s == 1 for s in stride)
+
+
 def _bcast(values: np.ndarray, ndim: int) -> np.ndarray:
     """``values: (K,)`` shaped to broadcast over ``(N, K, *spatial)`` with ``ndim`` spatial axes."""
     return values.reshape((1, -1) + (1,) * ndim)
@@ -83,7 +92,7 @@ def conv_padded(
         return _depthwise(xp, w, None, stride, dilation)
     if groups == 1 and _is_pointwise(kernel, stride, xp.shape[2:], out_sizes):  # one product per sample, no copies
         return np.matmul(w.reshape(k_out, c), xp.reshape(n, c, -1)).reshape(n, k_out, *out_sizes)
-    if groups == 1 and all(s == 1 for s in stride):  # one contiguous run per kernel offset, per sample
+    if _use_wide(k_out, groups, stride):  # one contiguous run per kernel offset, per sample
         cols = wide_im2col(xp, kernel, dilation, out_sizes)  # (N, C * taps, wide positions)
         return from_wide_grid(np.matmul(w.reshape(k_out, -1), cols), xp.shape[2:], out_sizes)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
@@ -167,7 +176,7 @@ def conv_padded_input_grad(
         return dxp
     if groups == 1 and _is_pointwise(kernel, stride, padded_sizes, out_sizes):
         return np.matmul(w.reshape(k_out, c).T, dout.reshape(n, k_out, -1)).reshape(n, c, *padded_sizes)
-    if groups == 1 and all(s == 1 for s in stride):
+    if _use_wide(k_out, groups, stride):
         dcols = np.matmul(w.reshape(k_out, -1).T, to_wide_grid(dout, padded_sizes))  # (N, C * taps, wide)
         return wide_col2im(dcols, padded_sizes, kernel, dilation, out_sizes)
     weights_t = w.reshape(groups, k_out // groups, -1).transpose(0, 2, 1)  # (G, C/G * taps, K/G)
@@ -207,7 +216,7 @@ def conv_padded_weight_grad(
         for dout_n, x_n in zip(douts[1:], xs[1:]):
             dw += dout_n @ x_n.T
         return dw.reshape(k_out, c, *kernel)
-    if groups == 1 and all(s == 1 for s in stride):  # dout is zero on the wide grid's extra columns
+    if _use_wide(k_out, groups, stride):  # dout is zero on the wide grid's extra columns
         douts, cols = to_wide_grid(dout, xp.shape[2:]), wide_im2col(xp, kernel, dilation, out_sizes)
         return np.matmul(douts, cols.transpose(0, 2, 1)).sum(axis=0).reshape(k_out, c, *kernel)
     cols = _patch_matrices(xp, kernel, stride, dilation, out_sizes, groups)  # (G, C/G * taps, N * P)
