@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import tempfile
 import threading
@@ -66,10 +67,18 @@ def activation_stats(a: np.ndarray) -> dict[str, float]:
     """
     flat = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
     n = flat.size
-    mean = float(flat.sum()) / n
-    centred = flat - np.float32(mean)
-    return {"min": float(flat.min()), "max": float(flat.max()), "mean": mean,
-            "std": (float(centred @ centred) / n) ** 0.5, "zero_fraction": (n - int(np.count_nonzero(flat))) / n}
+    low, high = float(flat.min()), float(flat.max())
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(flat.sum()) / n
+        centred = flat - np.float32(mean)
+        std = (float(centred @ centred) / n) ** 0.5
+    if not (math.isfinite(mean) and math.isfinite(std)) and math.isfinite(low) and math.isfinite(high):
+        # finite values whose sum or squares pass float32's 3.4e38: accumulate in float64 instead
+        wide = flat.astype(np.float64)
+        mean = float(wide.mean())
+        std = float(np.sqrt(np.mean((wide - mean) ** 2)))
+    return {"min": low, "max": high, "mean": mean, "std": std,
+            "zero_fraction": (n - int(np.count_nonzero(flat))) / n}
 
 
 class RunStore:

@@ -294,3 +294,14 @@ def test_architecture_with_quadratically_many_edges_is_refused_fast(client):
                                                   json={"input_shape": [1, 4, 4], "nodes": nodes}))
     assert seconds < 2
     assert "44,849 inputs" in assert_clear_error(response, 422)["detail"]
+
+
+def test_activation_stats_of_large_finite_values_are_finite():
+    # squares past float32's 3.4e38 made std inf, serialised as null against the schema
+    from app.services.runs import activation_stats
+
+    stats = activation_stats(np.array([1e30, -1e30, 0.0], np.float32))
+    assert stats["mean"] == 0.0
+    assert stats["std"] == pytest.approx(np.sqrt(2 / 3) * 1e30, rel=1e-6)
+    ordinary = activation_stats(np.arange(10, dtype=np.float32))
+    assert ordinary["std"] == pytest.approx(np.arange(10).std(), rel=1e-6)
