@@ -173,3 +173,40 @@ def test_onnx_with_too_many_nodes_is_refused_before_importing(client, monkeypatc
     model.ir_version = 8
     detail = clear_error(upload(client, model.SerializeToString()), 422)
     assert "60 ONNX nodes" in detail and "at most 50" in detail
+
+
+def overflowing_onnx() -> bytes:
+    """Two 3x3 convolutions with weights 1e30: finite weights, but activations beyond float32 (inf, then NaN)."""
+    w1 = numpy_helper.from_array(np.full((2, 1, 3, 3), 1e30, np.float32), "w1")
+    w2 = numpy_helper.from_array(np.full((2, 2, 3, 3), 1e30, np.float32), "w2")
+    fw = numpy_helper.from_array(np.ones((3, 2), np.float32), "fw")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu1"),
+             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["b"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w1, w2, fw])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warning, as in production (not an error)
+@pytest.mark.parametrize("request_path, where", [
+    ("predict", "in its output"),
+    ("activations", "from node 'conv2' on"),
+    ("attention?method=gradcam&layer=relu2", "gradcam map"),
+    ("attention?method=eigencam&layer=relu2", "eigencam"),  # was a 500 (LinAlgError: SVD of NaN)
+    ("attention?method=saliency", "saliency map"),
+])
+def test_model_whose_activations_overflow_is_a_422_naming_where(client, request_path, where):
+    # were 200s whose probabilities, logits, maps and statistics were null
+    model_id = upload(client, overflowing_onnx()).json()["id"]
+    body = npy_bytes(np.ones((1, 1, 8, 8), np.float32))
+    response = client.post(f"/api/models/{model_id}/{request_path}", content=body,
+                           headers={"content-type": "application/x-npy"})
+    detail = clear_error(response, 422)
+    assert "infinity or NaN" in detail and where in detail

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from app.api.deps import ComputeDep, ModelDep, ModelInputDep, SettingsDep
 from app.errors import ApiError
 from app.schemas.attention import AttentionResponse, MethodInfo, MethodList
+from app.services.finite import check_finite, overflow_error
 from app.services.inputs import INPUT_OPENAPI, prepare_input
 from app.services.models import takes_images
 from app.services.overlay import blend, colour, picture_of, png_data_url
@@ -72,9 +73,15 @@ def create_attention(
         layer = model.bundle.cam_layer
     with compute():
         start = time.perf_counter()
-        result = explain(graph, model.bundle.params, prepared.x, method, target=target, layer=layer,
-                         max_macs=int(settings.max_attention_gmacs * 1e9), **options)
+        try:
+            result = explain(graph, model.bundle.params, prepared.x, method, target=target, layer=layer,
+                             max_macs=int(settings.max_attention_gmacs * 1e9), **options)
+        except np.linalg.LinAlgError as exc:  # an SVD (Eigen-CAM) of activations that overflowed
+            raise overflow_error(model.id, f"in the activations {method} decomposes") from exc
         elapsed = (time.perf_counter() - start) * 1000
+    check_finite(model.id, np.asarray(result.layer_map, dtype=np.float64), f"in the {method} map")
+    if result.score is not None:
+        check_finite(model.id, np.asarray(result.score, dtype=np.float64), "in the class score")
     picture = prepared.picture if prepared.picture is not None else picture_of(
         prepared.x[0], model.bundle.preprocessing if takes_images(graph) else None)
     upsampled = np.asarray(result.input_map_normalized, dtype=np.float64)

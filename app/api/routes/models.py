@@ -14,6 +14,7 @@ from app.errors import ApiError
 from app.schemas.models import ModelCreated, ModelDetail, ModelList, ParamInfo, ParamList, PredictResponse
 from app.schemas.runs import ActivationsResponse, NodeActivation
 from app.services.architecture import architecture_of
+from app.services.finite import check_finite, check_stats_finite
 from app.services.inputs import INPUT_OPENAPI, prepare_input
 from app.services.models import PREPROCESSING_PRESETS, StoredModel, num_classes, takes_images
 from app.services.predictions import top_classes
@@ -89,6 +90,7 @@ def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: Set
         start = time.perf_counter()
         output = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False).output[0]
         elapsed = (time.perf_counter() - start) * 1000
+    check_finite(model.id, output)
     return PredictResponse(model_id=model.id, classes=top_classes(model, output, top_k),
                            input_shape=list(prepared.x.shape), elapsed_ms=elapsed)
 
@@ -108,8 +110,9 @@ def create_activations(model: ModelDep, model_input: ModelInputDep, settings: Se
     run, cached = runs.create(model, prepared.x)
     nodes = [node_activation(run.run_id, INPUT, "input", run.input, runs.stats(run, INPUT))]
     for node in model.graph.nodes:
-        act = run.activations[node.id]
-        nodes.append(node_activation(run.run_id, node.id, node.op.op, act, runs.stats(run, node.id)))
+        act, stats = run.activations[node.id], runs.stats(run, node.id)
+        check_stats_finite(model.id, node.id, stats)  # min and max are NaN or infinite when any value is
+        nodes.append(node_activation(run.run_id, node.id, node.op.op, act, stats))
     output = run.activations[model.graph.output_id][0]
     classes = top_classes(model, output, top_k) if output.ndim == 1 else None
     return ActivationsResponse(model_id=model.id, run_id=run.run_id, input_shape=list(run.input.shape), nodes=nodes,
