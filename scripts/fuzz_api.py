@@ -6,8 +6,9 @@
 
 Every operation in ``/openapi.json`` gets ``--examples`` generated requests (schema-valid ones, and with
 ``--negative`` schema-violating ones too). The path parameter ``model_id`` is drawn from real models (a
-tiny random-weight CNN plus the built-in models named by ``--models``), and ``run_id`` from a real run,
-so the requests reach the code rather than the 404. Checks on every response:
+tiny random-weight CNN, the built-in models named by ``--models``, and an uploaded ONNX model), and
+``run_id`` from a real run, so the requests reach the code rather than the 404. DELETE is left out
+unless ``--delete`` is given (it would delete the uploaded model). Checks on every response:
 
 - ``not_a_server_error``: never a 5xx (a 503 from a full compute queue would also count);
 - ``status_code_conformance``: the status is one the schema documents;
@@ -123,6 +124,27 @@ def npy_serializer(ctx, value) -> bytes:
     return NASTY_NPY[choice] if choice < len(NASTY_NPY) else raw
 
 
+def small_onnx() -> bytes | None:
+    """An uploadable ONNX classifier (Conv, Relu, global pooling, Gemm on a 1 × 12 × 12 input), if onnx is here."""
+    try:
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in [("w", (4, 1, 3, 3)), ("fw", (3, 4))]]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def error_body_has_detail(ctx, response, case):
     """Every 4xx/5xx is JSON with a non-empty 'detail' string."""
     if response.status_code < 400:
@@ -144,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="model ids to fuzz (tiny, and built-ins such as digits_resnet, efficientnet_lite0)")
     parser.add_argument("--only", default="", help="only operations whose path contains this text")
     parser.add_argument("--negative", action="store_true", help="also send schema-violating requests")
+    parser.add_argument("--delete", action="store_true", help="also fuzz DELETE (may delete the uploaded model)")
     parser.add_argument("--slow-ms", type=float, default=5000.0, help="report requests slower than this")
     args = parser.parse_args(argv)
     logging.getLogger("cnn_visualiser").setLevel(logging.CRITICAL)  # 500s are reported below, not logged twice
@@ -162,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             answer = client.post("/api/models/tiny/activations", content=buffer.getvalue(),
                                  headers={"Content-Type": "application/x-npy"})
             run_id = answer.json()["run_id"] if answer.status_code == 200 else "0" * 32
+            onnx_file = small_onnx()
+            uploaded = client.post("/api/models", files={"file": ("fuzz.onnx", onnx_file)}) if onnx_file else None
+            uploaded_ids = [uploaded.json()["id"]] if uploaded is not None and uploaded.status_code == 201 else []
         schemathesis.serializer("application/x-npy", "application/octet-stream")(npy_serializer)
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         checks = [schemathesis.checks.not_a_server_error, openapi_checks.status_code_conformance,
@@ -170,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         modes = [schemathesis.GenerationMode.POSITIVE]
         if args.negative:
             modes.append(schemathesis.GenerationMode.NEGATIVE)
-        path_values = {"model_id": st.sampled_from([*models, "no-such-model", "onnx-../../etc"]),
+        path_values = {"model_id": st.sampled_from([*models, *uploaded_ids, "no-such-model", "onnx-../../etc"]),
                        "run_id": st.sampled_from([run_id, "0" * 32, "../x"]),
                        "node_id": st.sampled_from(["input", "conv1", "fc", "nope", "ü/../x"]),
                        "op": st.sampled_from(["conv", "max_pool", "avg_pool"])}
@@ -182,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{operation.method.upper()} {operation.path}"
             if args.only and args.only not in operation.path:
                 continue
-            if operation.method.upper() == "DELETE":
-                continue  # deleting the built-ins is refused anyway; uploads are fuzzed by hand (tests/api)
+            if operation.method.upper() == "DELETE" and not args.delete:
+                continue  # a deleted upload leaves only the built-ins for the operations fuzzed after it
             names = {p.name for p in operation.path_parameters}
             for mode in modes:
                 strategy = operation.as_strategy(generation_mode=mode).flatmap(
