@@ -58,7 +58,10 @@ def run_worker(args: argparse.Namespace) -> None:
     bundle = load_model("efficientnet_lite0")
     graph, params = bundle.graph, bundle.params
     x = bundle.preprocessing.normalize(load_image_file(ROOT / "static/samples/cat.jpg", bundle.preprocessing))
+    from engine.attention.common import effective_batch
+
     rows = {
+        "effective_batch": effective_batch(graph, x, args.batch_size),
         "forward": fastest(lambda: graph.forward(x, params, keep_caches=False), args.repeats, clock),
         "gradcam": fastest(lambda: explain(graph, params, x, "gradcam"), args.repeats, clock),
     }
@@ -104,7 +107,9 @@ def main() -> None:
     print(f"{'Grad-CAM (forward + backward)':<34}{gradcam * 1000:9.1f} ms   {gradcam / forward:5.2f} x forward"
           f"   (goal <= 2.5 x)")
     batch = args.batch_size
-    print(f"\n{'method':<22}{'passes':>7}{f'batches of {batch}':>17}{'per pass':>10}{'one at a time':>15}"
+    print(f"\nbatch_size {batch}: the activation budget (engine.attention.common.BATCH_BYTES) runs "
+          f"{rows['effective_batch']} inputs per batch")
+    print(f"{'method':<22}{'passes':>7}{f'batches of {batch}':>17}{'per pass':>10}{'one at a time':>15}"
           f"{'per pass':>10}{'batched gain':>14}  a pass is")
     for method, _, passes, what in MANY_PASS:
         if f"{method}@1" not in rows:
