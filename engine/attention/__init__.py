@@ -200,7 +200,7 @@ def _effective_rf(graph: Graph, params: dict, x: np.ndarray, layer: str | None, 
     else:
         unit = tuple(int(u) for u in unit)
         seed = graph.unit_seed(trace, layer, unit)
-    grads = graph.backward(trace, {layer: seed})
+    grads = graph.backward(trace, {layer: seed}, params=False)
     raw = np.abs(grads.input[0]).sum(axis=0)
     extras: dict[str, Any] = {"unit": list(unit), "layer_shape": [channels, height, width]}
     rf = receptive_fields(graph, strict=False)[layer]

@@ -38,7 +38,7 @@ def effective_field(model: StoredModel, x: np.ndarray, node_id: str, index: list
         seed[(0, *index)] = 1
     else:  # a spatial position: every channel there
         seed[(0, slice(None), *index)] = 1
-    grad = graph.backward(trace, {node_id: seed}).input[0]
+    grad = graph.backward(trace, {node_id: seed}, params=False).input[0]
     magnitude = np.abs(grad.astype(np.float64)).sum(axis=0) if grad.ndim > 1 else np.abs(grad.astype(np.float64))
     top = float(magnitude.max())
     nonzero = np.nonzero(magnitude)
