@@ -38,7 +38,14 @@ VIEWS = [
     ("attention-learned.png", "/attention?model=digits_resnet&method=learned_attention&compare=gradcam",
      '.map-card.done[data-method="learned_attention"]', None, True),
     ("upload.png", "/upload", "#uploaded", None, False),
+    # the training lab: the batch-norm comparison, both runs trained to the end (about 15 s)
+    ("training.png", "/training", "#presets", "document.querySelector('[data-preset=bn]').click();"
+     "setTimeout(() => document.querySelector('#start-both').click(), 300)", True),
 ]
+#: shots that need more than a selector: a condition (JavaScript) to wait for after the script ran
+READY_AFTER_SCRIPT = {
+    "training.png": "['a', 'b'].every(r => /done/i.test(document.querySelector(`#${r}-status`).textContent))",
+}
 
 
 def free_port() -> int:
@@ -91,6 +98,8 @@ def main() -> None:
                         page.add_style_tag(content=".site-header, .toolbar { position: static !important; }")
                     if script:
                         page.evaluate(script)
+                    if name in READY_AFTER_SCRIPT:
+                        page.wait_for_function(READY_AFTER_SCRIPT[name], timeout=300_000)
                     page.wait_for_timeout(600)  # let images decode and transitions settle
                     page.screenshot(path=args.out / name, full_page=full_page)
                     print(f"{args.out / name}")
