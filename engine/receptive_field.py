@@ -275,3 +275,41 @@ def unit_box(rf: NodeRF, index: Sequence[int]) -> UnitBox:
         note = ("the box extends into the padding (" + "; ".join(parts) + "); the clipped box is the part "
                 "inside the input")
     return UnitBox(rf.node_id, spatial, tuple(boxes), note)
+
+
+def footprints(graph: Graph, rfs: dict[str, NodeRF], node_id: str, index: Sequence[int]
+               ) -> dict[str, list[tuple[int, int]]]:
+    """Where unit ``index`` of ``node_id`` looks on every earlier layer: per ancestor node (with
+    ``"input"``, and the node itself: the unit) whose receptive field is local, the range of that
+    layer's positions, per spatial axis, that the unit depends on (inclusive, clipped to the layer).
+
+    For an ancestor with (r_L, S_L, P_L) and the unit's input box [start, end], those are the positions
+    whose own boxes lie inside the unit's: ``⌈(start + P_L) / S_L⌉ .. ⌊(end − r_L + 1 + P_L) / S_L⌋``
+    (for an aligned graph the divisions are exact, and on a chain this is the unit's window through
+    the layers between). A unit with a global field depends on every position of every ancestor.
+    """
+    ancestors = {INPUT, node_id}
+    stack = [node_id]
+    while stack:
+        for parent in graph.by_id[stack.pop()].inputs:
+            if parent not in ancestors:
+                ancestors.add(parent)
+                if parent != INPUT:
+                    stack.append(parent)
+    box = unit_box(rfs[node_id], index)
+    whole = rfs[node_id].status == WHOLE
+    result: dict[str, list[tuple[int, int]]] = {}
+    for ancestor in [INPUT, *(n.id for n in graph.nodes if n.id in ancestors)]:
+        rf = rfs[ancestor]
+        if rf.status != LOCAL or rf.axes is None:
+            continue
+        ranges = []
+        for axis_box, a, size in zip(box.axes, rf.axes, rf.spatial_shape):
+            if whole:
+                ranges.append((0, size - 1))
+                continue
+            first = -(-(axis_box.start + a.padding) // a.stride)
+            last = (axis_box.end - a.size + 1 + a.padding) // a.stride
+            ranges.append((max(first, 0), min(last, size - 1)))
+        result[ancestor] = ranges
+    return result

@@ -56,4 +56,9 @@ class ReceptiveFieldResponse(BaseModel):
     receptive_field: ReceptiveFieldInfo
     box: list[AxisBox]
     note: str = Field("", description="e.g. that the box extends into the padding")
+    layers: dict[str, list[list[int]]] = Field(
+        default_factory=dict,
+        description="where the unit looks on every earlier layer: per node id ('input' and the node itself "
+                    "included), per spatial axis, the [first, last] positions it depends on (clipped to the layer)",
+        examples=[{"input": [[0, 7], [2, 9]], "conv1": [[0, 5], [2, 7]], "pool1": [[0, 2], [1, 3]]}])
     effective: EffectiveField | None = None

@@ -290,38 +290,15 @@ export class DetailView {
 
   /**
    * Boxes to outline on every earlier layer the unit depends on: per ancestor node id, the range of its own
-   * units whose receptive fields lie inside the selected unit's field.
+   * positions the unit depends on, as the API works them out (`layers` of /receptive-field).
    */
   async fieldBoxes(unit) {
     if (!this.context) return null;
-    const { archById } = this.context;
-    const field = fieldOf(archById, unit.node, 2);
-    const ancestors = new Set(["input"]);
-    const stack = [unit.node];
-    while (stack.length) {
-      const id = stack.pop();
-      for (const input of archById.get(id)?.inputs ?? []) {
-        if (!ancestors.has(input)) {
-          ancestors.add(input);
-          stack.push(input);
-        }
-      }
-    }
+    if (unit.y === null) return null;
+    const { layers } = await this.unitField(unit.node, unit);
     const boxes = {};
-    if (unit.y === null || field.status !== "local") {
-      for (const id of ancestors) boxes[id] = { y: [0, 1e9], x: [0, 1e9] };
-      return boxes;
-    }
-    const [bh, bw] = (await this.unitField(unit.node, unit)).box;
-    const box = { y: [bh.start, bh.end], x: [bw.start, bw.end] };
-    for (const id of ancestors) {
-      const f = fieldOf(archById, id, 2);
-      if (f.status !== "local") continue;
-      const [fy, fx] = f.axes;
-      boxes[id] = {
-        y: [Math.ceil((box.y[0] + fy.padding) / fy.stride), Math.floor((box.y[1] - fy.size + 1 + fy.padding) / fy.stride)],
-        x: [Math.ceil((box.x[0] + fx.padding) / fx.stride), Math.floor((box.x[1] - fx.size + 1 + fx.padding) / fx.stride)],
-      };
+    for (const [id, ranges] of Object.entries(layers ?? {})) {
+      if (ranges.length === 2) boxes[id] = { y: ranges[0], x: ranges[1] };
     }
     return boxes;
   }

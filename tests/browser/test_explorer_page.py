@@ -148,6 +148,19 @@ def test_digit_models_are_offered_real_held_out_digits_and_photo_models_photos(p
     page.console.check()
 
 
+def test_a_units_field_is_outlined_on_every_earlier_layer_from_the_api(page):
+    answers = []
+    page.on("response", lambda r: answers.append(r) if r.url.endswith("/receptive-field") else None)
+    page.goto("/?model=digits_classic&unit=conv2,5,4,4")
+    page.wait_for_selector('.layer.in-field[data-node="pool1"]', timeout=20_000)
+    outlined = {e.get_attribute("data-node") for e in page.locator(".layer.in-field").all()}
+    assert {"input", "conv1", "relu1", "pool1", "conv2"} <= outlined
+    assert not outlined & {"relu2", "pool2", "fc"}
+    layers = answers[0].json()["layers"]  # conv2 (5x5 kernel) unit (4, 4) reads pool1 rows and columns 4..8
+    assert layers["pool1"] == [[4, 8], [4, 8]]
+    page.console.check()
+
+
 def unit_detail(page, unit: str) -> str:
     page.goto(f"/?model=digits_classic&unit={unit}")
     page.wait_for_selector("#detail:not([hidden])")

@@ -15,7 +15,7 @@ import pytest
 
 from engine.arithmetic import output_size
 from engine.errors import EngineError, SpecError
-from engine.graph import INPUT
+from engine.graph import INPUT, Graph
 from engine.ops.base import GLOBAL, IDENTITY, OP_REGISTRY, AxisGeometry
 from engine.receptive_field import AxisRF, receptive_fields, unit_box
 
@@ -377,3 +377,19 @@ def test_brute_force_aligned_residual_block():
         h, w = unit_box(rf, index).axes
         assert (rows.min(), rows.max(), cols.min(), cols.max()) == (
             h.clipped_start, h.clipped_end, w.clipped_start, w.clipped_end), index
+
+
+def test_footprints_of_a_unit_on_every_earlier_layer_by_hand():
+    from engine.receptive_field import footprints
+
+    # input 10x10 -> conv 3x3 (8x8) -> max pool 2/2 (4x4) -> conv 3x3 (2x2)
+    # RF of c2: c1 r=3 S=1 P=0; p1 r = 3 + 1*1 = 4, S=2; c2 r = 4 + 2*2 = 8, S=2, P=0
+    # unit (0, 1) of c2 reads input rows 0..7, columns 2..9
+    graph = Graph({"input_shape": [1, 10, 10], "nodes": [
+        {"id": "c1", "op": "conv2d", "out_channels": 2, "kernel_size": 3},
+        {"id": "p1", "op": "max_pool2d", "kernel_size": 2},
+        {"id": "c2", "op": "conv2d", "out_channels": 2, "kernel_size": 3}]})
+    rfs = receptive_fields(graph)
+    found = footprints(graph, rfs, "c2", (0, 1))
+    # on p1 its own 3x3 window: rows 0..2, cols 1..3; on c1 the pool doubles it: rows 0..5, cols 2..7
+    assert found == {"input": [(0, 7), (2, 9)], "c1": [(0, 5), (2, 7)], "p1": [(0, 2), (1, 3)], "c2": [(0, 0), (1, 1)]}

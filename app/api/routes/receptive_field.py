@@ -14,7 +14,8 @@ from app.errors import ApiError
 from app.schemas.receptive_field import EffectiveField, ReceptiveFieldRequest, ReceptiveFieldResponse
 from app.services.models import StoredModel
 from engine.errors import EngineError
-from engine.receptive_field import receptive_fields, unit_box
+from engine.graph import Graph
+from engine.receptive_field import NodeRF, footprints, receptive_fields, unit_box
 
 router = APIRouter(prefix="/models", tags=["receptive fields"])
 
@@ -58,7 +59,8 @@ def read_receptive_field(request: ReceptiveFieldRequest, model: ModelDep, runs: 
     if request.node not in graph.by_id:
         known = ", ".join(n.id for n in graph.nodes[:40])
         raise ApiError(404, f"model '{model.id}' has no node '{request.node}'; its nodes: {known}")
-    rf = receptive_fields(graph, strict=False)[request.node]
+    fields = receptive_fields(graph, strict=False)
+    rf = fields[request.node]
     box = unit_box(rf, request.index)  # EngineError (422) for an index outside the node
     spatial = list(box.index)
     effective = None
@@ -80,4 +82,13 @@ def read_receptive_field(request: ReceptiveFieldRequest, model: ModelDep, runs: 
             effective = effective_field(model, x, request.node, list(request.index) if full else spatial, name)
     return ReceptiveFieldResponse(model_id=model.id, node=request.node, index=spatial,
                                   receptive_field=rf.to_dict(), box=[b.__dict__ for b in box.axes], note=box.note,
-                                  effective=effective)
+                                  layers=_layers(graph, fields, request.node, spatial), effective=effective)
+
+
+def _layers(graph: Graph, fields: dict[str, NodeRF], node_id: str, spatial: list[int]) -> dict[str, list[list[int]]]:
+    """Per earlier layer, the positions the unit depends on (none where fields are not local)."""
+    try:
+        found = footprints(graph, fields, node_id, spatial)
+    except EngineError:  # e.g. a node whose own field is undefined: no boxes to draw
+        return {}
+    return {layer: [list(r) for r in ranges] for layer, ranges in found.items()}

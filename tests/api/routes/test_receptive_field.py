@@ -21,6 +21,10 @@ def test_box_of_a_conv2_unit(client):
     assert (cols["start"], cols["end"], cols["clipped_end"], cols["padding_after"]) == (5, 12, 11, 1)
     assert "padding" in data["note"]
     assert data["effective"] is None
+    # on every earlier layer: pool1 (r 4, S 2, P 1) rows ceil((3+1)/2)=2 .. floor((10-4+1+1)/2)=4, i.e. conv2's
+    # own 3x3 window; conv1 and relu1 (r 3, S 1, P 1) the 2x2 pooling windows behind it: rows 4..9, cols 6..11
+    assert data["layers"] == {"input": [[3, 10], [5, 11]], "conv1": [[4, 9], [6, 11]], "relu1": [[4, 9], [6, 11]],
+                              "pool1": [[2, 4], [3, 5]], "conv2": [[2, 2], [3, 3]]}
 
 
 def test_effective_field_is_the_input_gradient(client):
