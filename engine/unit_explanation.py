@@ -1,0 +1,257 @@
+"""How one unit's number was made, with the real numbers: the arithmetic behind the explorer's operation detail.
+
+``explain_unit(graph, params, trace, node_id, index)`` recomputes one unit of a forward pass from its inputs and
+parameters, step by step, and returns every intermediate number as plain JSON-ready Python values:
+
+- conv2d (groups, depthwise, stride, padding pairs, dilation): per input channel of the unit's group, the window's
+  input rows and columns (positions in the padding flagged), the input values there (0 in the padding), the kernel
+  slice, the element-wise products and their sum; then the total over channels, the bias and the result.
+- max_pool2d / avg_pool2d: the window's values, the argmax or the divisor, the result.
+- linear: the products input × weight (the largest by magnitude when there are many, the rest summed), bias, result.
+- softmax (over classes) / spatial_softmax (over positions): the logits, their exps (shifted by the max), the sum
+  of the exps, the probabilities.
+- the chain of elementwise nodes that follows the unit (batch norm with its running statistics, ReLU, ReLU6, ...),
+  each step recomputed where it has a formula.
+
+Every explanation carries ``result`` (recomputed here, in float64) beside ``engine_value`` (the forward pass's own
+number, ``trace.activations[node_id][0][index]``): the two agree to float32 rounding. Output sizes are bounded
+(``MAX_CHANNELS`` channels, ``MAX_TERMS`` products, ``MAX_CLASSES`` classes); what is left out is aggregated and
+said so (``omitted``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ShapeError
+from engine.graph import Graph, Trace
+
+MAX_CHANNELS = 16  # input channels listed for a convolution unit (the rest aggregated)
+MAX_TERMS = 16  # products listed for a fully connected unit, or a 1x1 convolution (the rest aggregated)
+MAX_CLASSES = 10  # classes (or positions) listed for a softmax unit, besides the unit's own
+MAX_CHAIN = 4  # elementwise nodes followed after the unit
+ELEMENTWISE = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip",
+               "identity", "dropout", "batch_norm")
+EXPLAINED = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "spatial_softmax")
+
+
+def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, node_id: str,
+                 index: Sequence[int]) -> dict[str, Any]:
+    """The arithmetic behind unit ``index`` (no batch axis, e.g. ``(channel, y, x)``) of ``node_id``, sample 0.
+
+    Returns a dict with ``node``, ``op``, ``index``, ``kind`` (the op explained), ``engine_value``, ``result`` and
+    the op's own fields (see the module docstring); ``chain``: the elementwise nodes after it. Raises ShapeError for
+    an unknown node, an index outside the node, or an op this module does not explain.
+    """
+    if node_id not in graph.by_id:
+        raise ShapeError(f"the graph has no node '{node_id}' (its nodes: {', '.join(list(graph.by_id)[:30])})")
+    node = graph.by_id[node_id]
+    shape = node.output_shape
+    index = tuple(int(i) for i in index)
+    if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
+        raise ShapeError(f"unit {list(index)} is outside node '{node_id}' of shape {list(shape)}: give "
+                         f"{len(shape)} indices, each from 0 to the size minus 1")
+    op = node.op.op
+    if op not in EXPLAINED:
+        raise ShapeError(f"node '{node_id}' is a {op}; units can be explained for {', '.join(EXPLAINED)}")
+    x = trace.activations[node.inputs[0]][0]
+    node_params = {name: params[f"{node_id}.{name}"] for name in node.op.param_shapes()
+                   if f"{node_id}.{name}" in params}
+    explain = {"conv2d": _conv2d, "max_pool2d": _pool2d, "avg_pool2d": _pool2d, "linear": _linear,
+               "softmax": _softmax, "spatial_softmax": _softmax}[op]
+    out = {"node": node_id, "op": op, "kind": op, "index": list(index), "input": node.inputs[0],
+           "engine_value": float(trace.activations[node_id][0][index])}
+    out.update(explain(node.op, x, node_params, index))
+    out["chain"] = _chain(graph, params, trace, node_id, index, out["engine_value"])
+    return out
+
+
+# --- windows ---------------------------------------------------------------------------------------
+def _window_positions(out_pos: int, kernel: int, stride: int, before: int, dilation: int, size: int):
+    """Input positions ``out_pos * stride - before + j * dilation`` (j < kernel) and whether each is outside."""
+    positions = [out_pos * stride - before + j * dilation for j in range(kernel)]
+    return positions, [not 0 <= p < size for p in positions]
+
+
+def _window(channel_map: np.ndarray, rows: list[int], cols: list[int]) -> np.ndarray:
+    """The window of a (H, W) map at ``rows`` x ``cols``, as float64, 0 where a position is outside the map."""
+    H, W = channel_map.shape
+    out = np.zeros((len(rows), len(cols)), dtype=np.float64)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            if 0 <= r < H and 0 <= c < W:
+                out[i, j] = channel_map[r, c]
+    return out
+
+
+def _geometry(op, index) -> dict[str, Any]:
+    """Rows, columns and padding flags of the unit's window, with the op's canonical attributes."""
+    (kh, kw), (sh, sw) = op.kernel, op.stride
+    (dh, dw) = getattr(op, "dilation", (1, 1))
+    (pt, pb), (pl, pr) = op.padding
+    H, W = op.input_shapes[0][1:]
+    rows, rows_out = _window_positions(index[1], kh, sh, pt, dh, H)
+    cols, cols_out = _window_positions(index[2], kw, sw, pl, dw, W)
+    return {"kernel_size": [kh, kw], "stride": [sh, sw], "padding": [[pt, pb], [pl, pr]], "dilation": [dh, dw],
+            "rows": rows, "cols": cols, "row_in_padding": rows_out, "col_in_padding": cols_out}
+
+
+def _grid(a: np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row] for row in a]
+
+
+# --- the ops ---------------------------------------------------------------------------------------
+def _conv2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (C, H, W); weight: (K, C / groups, kh, kw). One unit = Σ over the group's channels of window · kernel."""
+    k = index[0]
+    geometry = _geometry(op, index)
+    groups = op.groups
+    per_group = op.in_channels // groups
+    group = k // (op.out_channels // groups)
+    weight = p["weight"][k].astype(np.float64)  # (C / groups, kh, kw)
+    channels = []
+    for ci in range(per_group):
+        channel = group * per_group + ci
+        values = _window(x[channel], geometry["rows"], geometry["cols"])
+        products = values * weight[ci]
+        channels.append({"channel": channel, "values": values, "kernel": weight[ci], "products": products,
+                         "sum": float(products.sum())})
+    total = math.fsum(c["sum"] for c in channels)
+    listed = channels
+    if len(channels) > MAX_CHANNELS:
+        largest = sorted(range(len(channels)), key=lambda i: -abs(channels[i]["sum"]))[:MAX_CHANNELS]
+        listed = [channels[i] for i in sorted(largest)]
+    rest = [c for c in channels if c not in listed]
+    bias = float(p["bias"][k]) if "bias" in p else 0.0
+    return {**geometry, "groups": groups, "group": group, "channels_in_group": per_group,
+            "channels": [{**c, "values": _grid(c["values"]), "kernel": _grid(c["kernel"]),
+                          "products": _grid(c["products"])} for c in listed],
+            "omitted": {"count": len(rest), "sum": math.fsum(c["sum"] for c in rest),
+                        "note": (f"the {len(listed)} channels with the largest |sum| of the {len(channels)} are "
+                                 f"listed; the other {len(rest)} are added up in 'sum'") if rest else ""},
+            "total": total, "bias": bias, "result": total + bias}
+
+
+def _pool2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (C, H, W). Max: the largest value inside the input; average: the window's sum / the divisor."""
+    geometry = _geometry(op, index)
+    H, W = x.shape[1:]
+    inside = [[not (ro or co) for co in geometry["col_in_padding"]] for ro in geometry["row_in_padding"]]
+    values = _window(x[index[0]], geometry["rows"], geometry["cols"])
+    out: dict[str, Any] = {**geometry, "channel": index[0]}
+    if op.op.startswith("max"):
+        masked = np.where(np.array(inside), values, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)  # the first maximum, as the engine
+        out.update(values=[[float(v) if ok else None for v, ok in zip(row, oks)] for row, oks in zip(values, inside)],
+                   argmax=[int(i), int(j)], result=float(masked[i, j]))
+        return out
+    # the divisor: the window clipped to the padded input (count_include_pad) or to the input itself
+    (pt, pb), (pl, pr) = geometry["padding"]
+    counts = []
+    for positions, size, before, after in ((geometry["rows"], H, pt, pb), (geometry["cols"], W, pl, pr)):
+        low, high = (-before, size + after) if op.count_include_pad else (0, size)
+        counts.append(sum(low <= q < high for q in positions))
+    total = float(values.sum())
+    divisor = counts[0] * counts[1]
+    out.update(values=_grid(values), sum=total, divisor=divisor, count_include_pad=op.count_include_pad,
+               result=total / divisor)
+    return out
+
+
+def _linear(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (F,); weight: (out_features, F). One unit = Σ_i x[i] · weight[k, i] + bias[k]."""
+    k = index[0]
+    xs = x.astype(np.float64)
+    ws = p["weight"][k].astype(np.float64)
+    products = xs * ws
+    order = np.argsort(-np.abs(products), kind="stable")[:MAX_TERMS]
+    listed = set(int(i) for i in order)
+    rest = [i for i in range(len(products)) if i not in listed]
+    total = math.fsum(products.tolist())
+    bias = float(p["bias"][k]) if "bias" in p else 0.0
+    return {"in_features": len(xs),
+            "terms": [{"index": int(i), "input": float(xs[i]), "weight": float(ws[i]), "product": float(products[i])}
+                      for i in order],
+            "omitted": {"count": len(rest), "sum": math.fsum(products[rest].tolist()),
+                        "note": (f"the {len(listed)} largest |products| of the {len(xs)} are listed; the other "
+                                 f"{len(rest)} are added up in 'sum'") if rest else ""},
+            "total": total, "bias": bias, "result": total + bias}
+
+
+def _softmax(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """softmax: x (K,) or (C, *spatial) over dim 1; spatial_softmax: x (C, H, W), each channel over its positions.
+
+    ``entries`` lists the largest logits and the unit's own, each with ``exp = e^(logit - max)`` and its probability.
+    """
+    if op.op == "spatial_softmax":
+        logits = x[index[0]].astype(np.float64).ravel()
+        own = int(np.ravel_multi_index(index[1:], x.shape[1:]))
+        over = "position"
+    else:
+        if getattr(op, "axis", 1) != 1:
+            raise ShapeError(f"softmax over dim {op.axis} is not explained; softmax over dim 1 (classes) is")
+        logits = x[(slice(None), *index[1:])].astype(np.float64)
+        own = index[0]
+        over = "class"
+    top = float(logits.max())
+    exps = np.exp(logits - top)
+    total = math.fsum(exps.tolist())
+    shown = [int(i) for i in np.argsort(-logits, kind="stable")[:MAX_CLASSES]]
+    if own not in shown:
+        shown.append(own)
+    return {"over": over, "count": len(logits), "unit": own, "max": top, "exp_sum": total,
+            "entries": [{"index": i, "logit": float(logits[i]), "exp": float(exps[i]),
+                         "probability": float(exps[i] / total)} for i in shown],
+            "omitted": {"count": len(logits) - len(shown),
+                        "note": (f"the {len(shown)} largest logits (and the unit's own) of {len(logits)} are listed; "
+                                 "'exp_sum' adds up all of them") if len(logits) > len(shown) else ""},
+            "exp": float(exps[own]), "result": float(exps[own] / total)}
+
+
+# --- what follows --------------------------------------------------------------------------------------
+def _chain(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, node_id: str, index,
+           value: float) -> list[dict[str, Any]]:
+    """The elementwise nodes after ``node_id`` while it has exactly one consumer, each with the unit's value."""
+    steps = []
+    current, previous = node_id, value
+    for _ in range(MAX_CHAIN):
+        consumers = graph.consumers.get(current, [])
+        if len(consumers) != 1 or graph.by_id[consumers[0]].op.op not in ELEMENTWISE:
+            break
+        nxt = graph.by_id[consumers[0]]
+        step: dict[str, Any] = {"node": nxt.id, "op": nxt.op.op, "input_value": previous,
+                                "engine_value": float(trace.activations[nxt.id][0][index])}
+        step.update(_elementwise(nxt, params, index, previous))
+        steps.append(step)
+        current, previous = nxt.id, step["engine_value"]
+    return steps
+
+
+def _elementwise(node, params: Mapping[str, np.ndarray], index, v: float) -> dict[str, Any]:
+    """The formula's numbers, for the ops that have one here (``result`` recomputed from ``v``)."""
+    op = node.op.op
+    if op == "batch_norm":
+        c = index[0]
+
+        def param(name: str, default: float) -> float:
+            key = f"{node.id}.{name}"
+            return float(params[key][c]) if key in params else default
+
+        mean, var = param("running_mean", 0.0), param("running_var", 1.0)
+        weight, bias, eps = param("weight", 1.0), param("bias", 0.0), float(node.op.attrs["eps"])
+        return {"running_mean": mean, "running_var": var, "eps": eps, "weight": weight, "bias": bias,
+                "result": (v - mean) / math.sqrt(var + eps) * weight + bias}
+    if op == "relu":
+        return {"result": max(0.0, v)}
+    if op == "relu6":
+        return {"result": min(max(0.0, v), 6.0)}
+    if op in ("identity", "dropout"):
+        return {"result": v}
+    return {}
+
+
+__all__ = ["EXPLAINED", "MAX_CHANNELS", "MAX_CLASSES", "MAX_TERMS", "explain_unit"]

@@ -1,0 +1,200 @@
+"""explain_unit: hand-worked units, and agreement with the engine's own activations on every unit kind."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from engine.errors import ShapeError
+from engine.graph import Graph
+from engine.models.digits import load_classic, load_resnet
+from engine.unit_explanation import EXPLAINED, MAX_CHANNELS, MAX_TERMS, explain_unit
+
+
+def run(spec, x=None, seed=0, params=None):
+    graph = Graph(spec)
+    params = graph.init_params(seed) if params is None else params
+    if x is None:
+        x = np.random.default_rng(seed + 1).standard_normal((1, *spec["input_shape"])).astype(np.float32)
+    return graph, params, graph.forward(x, params)
+
+
+def assert_matches_engine(explanation):
+    assert explanation["result"] == pytest.approx(explanation["engine_value"], rel=1e-4, abs=1e-5), explanation["node"]
+    for step in explanation["chain"]:
+        if "result" in step:
+            assert step["result"] == pytest.approx(step["engine_value"], rel=1e-4, abs=1e-5), step["node"]
+
+
+# --- hand-worked ---------------------------------------------------------------------------------------
+def test_convolution_by_hand_with_padding_stride_and_bias():
+    # input 1x3x3 = 1..9; kernel 2x2 [[1, 2], [3, 4]], bias 0.5; padding (top 1, bottom 0), (left 0, right 1)
+    spec = {"input_shape": [1, 3, 3], "nodes": [
+        {"id": "conv", "op": "conv2d", "out_channels": 1, "kernel_size": 2, "stride": 2,
+         "padding": [[1, 0], [0, 1]]}]}
+    x = np.arange(1, 10, dtype=np.float64).reshape(1, 1, 3, 3)
+    params = {"conv.weight": np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), "conv.bias": np.array([0.5])}
+    graph, params, trace = run(spec, x, params=params)
+    # unit (0, 0, 1): rows -1, 0 (row -1 in the padding), cols 2, 3 (col 3 in the padding)
+    e = explain_unit(graph, params, trace, "conv", (0, 0, 1))
+    assert e["rows"] == [-1, 0] and e["cols"] == [2, 3]
+    assert e["row_in_padding"] == [True, False] and e["col_in_padding"] == [False, True]
+    (channel,) = e["channels"]
+    assert channel["values"] == [[0, 0], [3, 0]]
+    assert channel["kernel"] == [[1, 2], [3, 4]]
+    assert channel["products"] == [[0, 0], [9, 0]]
+    assert channel["sum"] == 9 and e["total"] == 9 and e["bias"] == 0.5 and e["result"] == 9.5
+    assert e["engine_value"] == 9.5
+    # unit (0, 1, 0): rows 1, 2, cols 0, 1: 4·1 + 5·2 + 7·3 + 8·4 = 67
+    assert explain_unit(graph, params, trace, "conv", (0, 1, 0))["result"] == 67.5
+
+
+def test_dilated_depthwise_convolution_reads_only_its_own_channel():
+    spec = {"input_shape": [3, 5, 5], "nodes": [
+        {"id": "dw", "op": "conv2d", "out_channels": 3, "kernel_size": 2, "groups": 3, "dilation": 2, "bias": False}]}
+    x = np.arange(75, dtype=np.float64).reshape(1, 3, 5, 5)
+    params = {"dw.weight": np.ones((3, 1, 2, 2))}
+    graph, params, trace = run(spec, x, params=params)
+    e = explain_unit(graph, params, trace, "dw", (2, 1, 0))
+    assert [c["channel"] for c in e["channels"]] == [2] and e["group"] == 2
+    assert e["rows"] == [1, 3] and e["cols"] == [0, 2]
+    assert e["channels"][0]["values"] == [[55, 57], [65, 67]] and e["bias"] == 0 and e["result"] == 244
+
+
+def test_pooling_by_hand():
+    spec = {"input_shape": [1, 3, 3], "nodes": [
+        {"id": "max", "op": "max_pool2d", "kernel_size": 2, "stride": 2, "padding": 1}]}
+    x = np.array([[[[1.0, -2, 3], [-4, 5, -6], [7, -8, 9]]]]) * -1  # all the maxima lie in the padding's reach
+    graph, params, trace = run(spec, x)
+    e = explain_unit(graph, params, trace, "max", (0, 1, 1))
+    assert e["values"] == [[-5, 6], [8, -9]] and e["argmax"] == [1, 0] and e["result"] == 8
+    corner = explain_unit(graph, params, trace, "max", (0, 0, 0))
+    assert corner["values"] == [[None, None], [None, -1]] and corner["result"] == -1  # padding never wins
+
+    for include, divisor in ((True, 4), (False, 1)):
+        spec = {"input_shape": [1, 3, 3], "nodes": [
+            {"id": "avg", "op": "avg_pool2d", "kernel_size": 2, "stride": 2, "padding": 1,
+             "count_include_pad": include}]}
+        graph, params, trace = run(spec, x)
+        e = explain_unit(graph, params, trace, "avg", (0, 0, 0))
+        assert e["values"] == [[0, 0], [0, -1]] and e["divisor"] == divisor and e["result"] == -1 / divisor
+        assert_matches_engine(e)
+
+
+def test_linear_and_softmax_by_hand():
+    spec = {"input_shape": [3], "nodes": [{"id": "fc", "op": "linear", "out_features": 2},
+                                         {"id": "probs", "op": "softmax"}]}
+    params = {"fc.weight": np.array([[1.0, -1, 2], [0, 0, 0]]), "fc.bias": np.array([0.25, math.log(2)])}
+    graph, params, trace = run(spec, np.array([[2.0, 3, 0.5]]), params=params)
+    e = explain_unit(graph, params, trace, "fc", (0,))
+    assert [(t["index"], t["product"]) for t in e["terms"]] == [(1, -3), (0, 2), (2, 1)]  # by |product|
+    assert e["total"] == 0 and e["bias"] == 0.25 and e["result"] == 0.25 and e["omitted"]["count"] == 0
+    s = explain_unit(graph, params, trace, "probs", (1,))
+    # logits 0.25 and ln 2: exps e^(z - ln 2) = e^0.25 / 2 and 1
+    assert [x["index"] for x in s["entries"]] == [1, 0] and s["max"] == pytest.approx(math.log(2))
+    assert s["exp_sum"] == pytest.approx(1 + math.exp(0.25) / 2)
+    assert s["result"] == pytest.approx(1 / (1 + math.exp(0.25) / 2)) == s["engine_value"]
+
+
+def test_chain_batch_norm_then_relu6_recomputed():
+    spec = {"input_shape": [2, 4, 4], "nodes": [
+        {"id": "conv", "op": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": "same"},
+        {"id": "bn", "op": "batch_norm"}, {"id": "act", "op": "relu6"}]}
+    graph = Graph(spec)
+    params = graph.init_params(0)
+    rng = np.random.default_rng(3)
+    for name in ("weight", "bias", "running_mean"):
+        params[f"bn.{name}"] = rng.standard_normal(3).astype(np.float32) * 3
+    params["bn.running_var"] = rng.uniform(0.01, 0.2, 3).astype(np.float32)
+    _, _, trace = run(spec, params=params)
+    e = explain_unit(graph, params, trace, "conv", (1, 2, 3))
+    assert [s["op"] for s in e["chain"]] == ["batch_norm", "relu6"]
+    bn = e["chain"][0]
+    assert bn["running_var"] == pytest.approx(float(params["bn.running_var"][1])) and bn["eps"] == 1e-5
+    assert bn["input_value"] == e["engine_value"]
+    assert_matches_engine(e)
+
+
+def test_errors_say_what_is_wrong():
+    graph, params, trace = run({"input_shape": [1, 4, 4], "nodes": [
+        {"id": "conv", "op": "conv2d", "out_channels": 2, "kernel_size": 3}, {"id": "flat", "op": "flatten"}]})
+    with pytest.raises(ShapeError, match=r"outside node 'conv' of shape \[2, 2, 2\]"):
+        explain_unit(graph, params, trace, "conv", (0, 2, 0))
+    with pytest.raises(ShapeError, match="outside"):
+        explain_unit(graph, params, trace, "conv", (0, 1))
+    with pytest.raises(ShapeError, match="no node 'nope'"):
+        explain_unit(graph, params, trace, "nope", (0,))
+    with pytest.raises(ShapeError, match="flatten"):
+        explain_unit(graph, params, trace, "flat", (0,))
+
+
+# --- against the engine ----------------------------------------------------------------------------------
+def test_every_unit_of_a_random_graph_with_every_explained_op():
+    spec = {"input_shape": [4, 9, 8], "nodes": [
+        {"id": "c1", "op": "conv2d", "out_channels": 4, "kernel_size": [3, 2], "stride": [2, 1],
+         "padding": [[2, 0], [1, 1]], "dilation": [1, 2]},
+        {"id": "bn", "op": "batch_norm"}, {"id": "r", "op": "relu"},
+        {"id": "g", "op": "conv2d", "out_channels": 4, "kernel_size": 3, "groups": 2, "padding": 1},
+        {"id": "mp", "op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+        {"id": "ap", "op": "avg_pool2d", "kernel_size": 2, "stride": 1, "padding": 1, "count_include_pad": False},
+        {"id": "sm", "op": "spatial_softmax"},
+        {"id": "f", "op": "flatten"}, {"id": "fc", "op": "linear", "out_features": 5},
+        {"id": "p", "op": "softmax"}]}
+    graph, params, trace = run(spec, seed=4)
+    params["bn.running_var"][:] = [0.5, 2, 1, 3]
+    trace = graph.forward(trace.activations["input"], params)
+    explained = set()
+    for node in graph.nodes:
+        if node.op.op not in EXPLAINED:
+            continue
+        for index in itertools.product(*(range(n) for n in node.output_shape)):
+            assert_matches_engine(explain_unit(graph, params, trace, node.id, index))
+        explained.add(node.op.op)
+    assert explained == set(EXPLAINED)
+
+
+@pytest.mark.parametrize("load", [load_classic, load_resnet])
+def test_digit_models_units_match_the_engine(load):
+    bundle = load()
+    graph, params = bundle.graph, bundle.params
+    x = np.random.default_rng(0).standard_normal((1, *graph.input_shape)).astype(np.float32)
+    trace = graph.forward(x, params)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for node in graph.nodes:
+        if node.op.op not in EXPLAINED:
+            continue
+        for _ in range(5):
+            index = tuple(int(rng.integers(n)) for n in node.output_shape)
+            e = explain_unit(graph, params, trace, node.id, index)
+            assert_matches_engine(e)
+            checked += 1
+    assert checked >= 15
+
+
+def test_wide_units_are_bounded_and_the_rest_aggregated():
+    spec = {"input_shape": [40, 2, 2], "nodes": [
+        {"id": "pw", "op": "conv2d", "out_channels": 3, "kernel_size": 1},
+        {"id": "f", "op": "flatten", "inputs": ["input"]}, {"id": "fc", "op": "linear", "out_features": 2}]}
+    graph, params, trace = run(spec)
+    e = explain_unit(graph, params, trace, "pw", (1, 1, 0))
+    assert len(e["channels"]) == MAX_CHANNELS and e["omitted"]["count"] == 40 - MAX_CHANNELS and e["omitted"]["note"]
+    listed = [abs(c["sum"]) for c in e["channels"]]
+    assert min(listed) >= max(abs(s) for s in _all_channel_sums(e, trace, params)[1])
+    assert sum(c["sum"] for c in e["channels"]) + e["omitted"]["sum"] == pytest.approx(e["total"])
+    assert_matches_engine(e)
+    fc = explain_unit(graph, params, trace, "fc", (1,))
+    assert len(fc["terms"]) == MAX_TERMS and fc["omitted"]["count"] == 160 - MAX_TERMS
+    assert sum(t["product"] for t in fc["terms"]) + fc["omitted"]["sum"] == pytest.approx(fc["total"])
+    assert_matches_engine(fc)
+
+
+def _all_channel_sums(e, trace, params):
+    """The channel sums of a 1x1 convolution unit, recomputed directly: (listed, the others)."""
+    k, y, x = e["index"]
+    sums = trace.activations["input"][0][:, y, x].astype(np.float64) * params["pw.weight"][k, :, 0, 0]
+    listed = {c["channel"] for c in e["channels"]}
+    return [sums[c] for c in listed], [sums[c] for c in range(len(sums)) if c not in listed]
