@@ -64,3 +64,118 @@ class ActivationsResponse(BaseModel):
         None, description="top classes when the model's output is class scores (as from /predict)")
     elapsed_ms: float = Field(..., description="time the forward pass took when the run was computed")
     cached: bool = Field(..., description="the run was already in this worker's cache")
+
+
+# --- one unit's arithmetic (GET /api/runs/{run_id}/nodes/{node_id}/units/{index}) ---------------------------------
+class Omitted(BaseModel):
+    """What a bounded explanation leaves out, aggregated."""
+
+    count: int = Field(0, description="how many channels, products or classes are not listed", examples=[1264])
+    sum: float | None = Field(None, description="their sum (channel sums or products), so the listed ones plus this "
+                                                "give the total", examples=[0.4817])
+    note: str = Field("", description="what was left out, in words (empty when nothing was)",
+                      examples=["the 16 channels with the largest |sum| of the 1280 are listed; the other 1264 are "
+                                "added up in 'sum'"])
+
+
+class ConvChannel(BaseModel):
+    """One input channel of a convolution unit: the window, the kernel slice, their element-wise products."""
+
+    channel: int = Field(..., description="input channel index", examples=[3])
+    values: list[list[float]] = Field(..., description="input numbers in the window (kh × kw; 0 in the padding)",
+                                      examples=[[[0.0, 0.12], [0.5, 1.3]]])
+    kernel: list[list[float]] = Field(..., description="weight[k, channel of the group] (kh × kw)",
+                                      examples=[[[0.2, -0.1], [0.05, 0.3]]])
+    products: list[list[float]] = Field(..., description="values × kernel, element by element",
+                                        examples=[[[0.0, -0.012], [0.025, 0.39]]])
+    sum: float = Field(..., description="sum of the products", examples=[0.403])
+
+
+class LinearTerm(BaseModel):
+    """One product input × weight of a fully connected unit."""
+
+    index: int = Field(..., description="input feature index", examples=[17])
+    input: float = Field(..., examples=[0.8])
+    weight: float = Field(..., examples=[-0.25])
+    product: float = Field(..., examples=[-0.2])
+
+
+class SoftmaxEntry(BaseModel):
+    """One class (or position) of a softmax."""
+
+    index: int = Field(..., description="class index (softmax) or flattened position (spatial_softmax)",
+                       examples=[3])
+    logit: float = Field(..., description="the score z", examples=[7.1])
+    exp: float = Field(..., description="e^(z − max)", examples=[1.0])
+    probability: float = Field(..., description="exp / exp_sum", examples=[0.93])
+
+
+class ChainStep(BaseModel):
+    """An elementwise node after the unit (batch norm, ReLU, ...), at the same index."""
+
+    node: str = Field(..., examples=["bn1"])
+    op: str = Field(..., examples=["batch_norm"])
+    input_value: float = Field(..., description="the value coming in (the previous step's engine value)")
+    engine_value: float = Field(..., description="this node's value in the forward pass")
+    result: float | None = Field(None, description="the formula recomputed from input_value (where there is one)")
+    running_mean: float | None = Field(None, description="batch norm: the channel's running mean")
+    running_var: float | None = Field(None, description="batch norm: the channel's running variance")
+    eps: float | None = Field(None, description="batch norm: ε")
+    weight: float | None = Field(None, description="batch norm: γ")
+    bias: float | None = Field(None, description="batch norm: β")
+
+
+class UnitExplanation(BaseModel):
+    """How one unit's number was made, recomputed by the engine (fields by ``kind``; absent ones do not apply).
+
+    conv2d: window geometry, ``channels``, ``total``, ``bias``. max_pool2d / avg_pool2d: window geometry,
+    ``values``, ``argmax`` or ``divisor``. linear: ``terms``, ``total``, ``bias``. softmax / spatial_softmax:
+    ``entries``, ``max``, ``exp_sum``, ``exp``. Always: ``result`` (recomputed, float64) and ``engine_value``
+    (the forward pass's own float32 number); they agree to rounding.
+    """
+
+    node: str = Field(..., examples=["conv2"])
+    op: str = Field(..., examples=["conv2d"])
+    kind: str = Field(..., description="which arithmetic is explained: the op", examples=["conv2d"])
+    index: list[int] = Field(..., description="the unit, without the batch axis", examples=[[5, 4, 4]])
+    input: str = Field(..., description="the node the unit reads", examples=["pool1"])
+    engine_value: float = Field(..., description="the unit's value in the forward pass", examples=[1.734])
+    result: float = Field(..., description="the value recomputed step by step", examples=[1.734])
+    chain: list[ChainStep] = Field(default_factory=list, description="elementwise nodes that follow the unit")
+    omitted: Omitted | None = Field(None, description="what a bounded explanation leaves out")
+    # window (conv2d, pooling)
+    kernel_size: list[int] | None = Field(None, examples=[[5, 5]])
+    stride: list[int] | None = Field(None, examples=[[1, 1]])
+    padding: list[list[int]] | None = Field(None, description="[before, after] per axis", examples=[[[0, 0], [0, 0]]])
+    dilation: list[int] | None = Field(None, examples=[[1, 1]])
+    rows: list[int] | None = Field(None, description="input rows the window reads (negative or ≥ H: padding)",
+                                   examples=[[4, 5, 6, 7, 8]])
+    cols: list[int] | None = Field(None, description="input columns the window reads", examples=[[4, 5, 6, 7, 8]])
+    row_in_padding: list[bool] | None = Field(None, description="per row: outside the input (in the padding)")
+    col_in_padding: list[bool] | None = Field(None, description="per column: outside the input (in the padding)")
+    # conv2d
+    groups: int | None = Field(None, examples=[1])
+    group: int | None = Field(None, description="the group the unit's filter belongs to", examples=[0])
+    channels_in_group: int | None = Field(None, description="input channels the filter reads", examples=[8])
+    channels: list[ConvChannel] | None = Field(None, description="per input channel (bounded, see omitted)")
+    total: float | None = Field(None, description="Σ of all products (before the bias)")
+    bias: float | None = Field(None, description="the unit's bias (0 without one)")
+    # pooling
+    channel: int | None = Field(None, description="pooling: the channel pooled", examples=[0])
+    values: list[list[float | None]] | None = Field(
+        None, description="pooling: the window (max: null in the padding; average: 0 there)")
+    argmax: list[int] | None = Field(None, description="max pooling: [row, col] in the window of the first maximum")
+    sum: float | None = Field(None, description="average pooling: the window's sum")
+    divisor: int | None = Field(None, description="average pooling: how many cells the sum is divided by")
+    count_include_pad: bool | None = Field(None)
+    # linear
+    in_features: int | None = Field(None, examples=[400])
+    terms: list[LinearTerm] | None = Field(None, description="the largest |products| (bounded, see omitted)")
+    # softmax
+    over: Literal["class", "position"] | None = Field(None)
+    count: int | None = Field(None, description="softmax: how many logits", examples=[10])
+    unit: int | None = Field(None, description="softmax: the unit's class or flattened position", examples=[3])
+    max: float | None = Field(None, description="softmax: the largest logit (subtracted before exp)")
+    exp_sum: float | None = Field(None, description="softmax: Σ e^(z − max) over all logits")
+    exp: float | None = Field(None, description="softmax: the unit's e^(z − max)")
+    entries: list[SoftmaxEntry] | None = Field(None, description="softmax: the largest logits and the unit's own")

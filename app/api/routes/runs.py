@@ -1,4 +1,5 @@
-"""GET /api/runs/{run_id}/nodes/{node_id}.png | .npy | .json: one node's feature maps from a run."""
+"""GET /api/runs/{run_id}/nodes/{node_id}.png | .npy | .json: one node's feature maps from a run;
+.../units/{index}: how one unit's number was made."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import ModelStoreDep, RunStoreDep
 from app.errors import ApiError
-from app.schemas.runs import NodeActivation, TileLayout
+from app.schemas.runs import NodeActivation, TileLayout, UnitExplanation
 from app.services.runs import Run
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import render_tiles, tile_layout
-from engine.graph import INPUT
+from engine.errors import ShapeError
+from engine.graph import INPUT, Trace
+from engine.unit_explanation import EXPLAINED, explain_unit
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -22,6 +25,8 @@ RunId = Annotated[str, Path(description="from POST /api/models/{model_id}/activa
 NodeId = Annotated[str, Path(description="a node id, or 'input'", examples=["conv1"])]
 ScaleQuery = Annotated[Literal["channel", "layer"], Query(
     description="grey levels scaled per channel (each map uses its full range) or over the whole layer")]
+UnitIndex = Annotated[str, Path(description="the unit without the batch axis, comma-separated: channel,y,x for a "
+                                         "feature map, one number for a vector", examples=["5,4,4"])]
 CACHE_HEADERS = {"Cache-Control": "public, max-age=86400, immutable"}  # a run id is a content hash
 
 
@@ -73,3 +78,36 @@ def read_node_json(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mo
     base = f"/api/runs/{run_id}/nodes/{node_id}"
     return NodeActivation(id=node_id, op=op, shape=list(maps.shape), **runs.stats(run, node_id),
                           png_url=f"{base}.png", npy_url=f"{base}.npy", layout=layout)
+
+
+def parse_index(text: str) -> tuple[int, ...]:
+    """'5,4,4' -> (5, 4, 4), or a 422 saying what an index looks like."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ApiError(422, f"unit index '{text[:40]}' is not comma-separated whole numbers: give e.g. 5,4,4 "
+                            "(channel, row, column) or 3 (one number of a vector)") from None
+
+
+@router.get("/{run_id}/nodes/{node_id}/units/{index}", response_model=UnitExplanation,
+            response_model_exclude_none=True)
+def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs: RunStoreDep,
+                          models: ModelStoreDep) -> UnitExplanation:
+    """How one unit's number was made: its window, weights, products, sums and what follows, from the engine."""
+    run = runs.get(run_id, models)
+    activation_of(run, node_id)  # 404 for an unknown node
+    unit = parse_index(index)
+    model = models.get(run.model_id)
+    graph = model.graph
+    if node_id == INPUT:
+        raise ApiError(422, "'input' is the image itself: pick a unit of a node that computes something "
+                            f"({', '.join(EXPLAINED)})")
+    shape = list(run.activations[node_id].shape[1:])
+    if len(unit) != len(shape) or any(not 0 <= i < n for i, n in zip(unit, shape)):
+        raise ApiError(422, f"unit {list(unit)} is outside node '{node_id}' of shape {shape}: give {len(shape)} "
+                            "comma-separated indices, each from 0 to that size minus 1")
+    try:
+        explanation = explain_unit(graph, model.bundle.params, Trace(run.activations), node_id, unit)
+    except ShapeError as err:
+        raise ApiError(422, str(err)) from None
+    return UnitExplanation(**explanation)

@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.services.runs import run_store_for
@@ -113,3 +114,49 @@ def test_unknown_run_and_node(client):
     assert client.get("/api/runs/0123456789abcdef0123456789abcdef/nodes/conv1.png").status_code == 404
     assert client.get("/api/runs/not-a-run/nodes/conv1.npy").status_code == 404
     assert client.get(f"/api/runs/{data['run_id']}/nodes/conv1.png?scale=log").status_code == 422
+
+
+def test_unit_explanations_are_the_engines_numbers(client):
+    x, data = make_run(client)
+    bundle = tiny_bundle()
+    trace = bundle.graph.forward(x, bundle.params)
+    base = f"/api/runs/{data['run_id']}/nodes"
+    conv = client.get(f"{base}/conv1/units/2,0,11").json()
+    assert conv["kind"] == "conv2d" and conv["index"] == [2, 0, 11] and conv["input"] == "input"
+    assert conv["rows"] == [-1, 0, 1] and conv["row_in_padding"] == [True, False, False]
+    assert conv["cols"] == [10, 11, 12] and conv["col_in_padding"] == [False, False, True]
+    (channel,) = conv["channels"]
+    window = np.zeros((3, 3))
+    window[1:, :2] = x[0, 0, 0:2, 10:12]
+    np.testing.assert_allclose(channel["values"], window, rtol=1e-6)
+    np.testing.assert_allclose(channel["kernel"], bundle.params["conv1.weight"][2, 0], rtol=1e-6)
+    np.testing.assert_allclose(channel["products"], window * bundle.params["conv1.weight"][2, 0], rtol=1e-5)
+    assert conv["bias"] == pytest.approx(float(bundle.params["conv1.bias"][2]))
+    engine = float(trace.activations["conv1"][0, 2, 0, 11])
+    assert conv["engine_value"] == engine and conv["result"] == pytest.approx(engine, rel=1e-5, abs=1e-6)
+    assert [s["op"] for s in conv["chain"]] == ["relu"] and conv["chain"][0]["result"] == max(0, engine)
+    assert "argmax" not in conv  # fields of other kinds are left out
+
+    pool = client.get(f"{base}/pool1/units/1,2,3").json()
+    assert pool["result"] == pool["engine_value"] == float(trace.activations["pool1"][0, 1, 2, 3])
+    i, j = pool["argmax"]
+    assert pool["values"][i][j] == pool["result"]
+    fc = client.get(f"{base}/fc/units/2").json()
+    assert fc["in_features"] == 96 and fc["omitted"]["count"] == 96 - len(fc["terms"])
+    assert fc["result"] == pytest.approx(float(trace.activations["fc"][0, 2]), rel=1e-5, abs=1e-6)
+
+
+def test_unit_explanation_errors(client):
+    _, data = make_run(client)
+    base = f"/api/runs/{data['run_id']}/nodes"
+    unknown = client.get(f"{base}/conv9/units/0,0,0")
+    assert unknown.status_code == 404 and "conv1" in unknown.json()["detail"]
+    outside = client.get(f"{base}/conv1/units/4,0,0")
+    assert outside.status_code == 422 and "outside node 'conv1' of shape [4, 12, 12]" in outside.json()["detail"]
+    assert client.get(f"{base}/conv1/units/0,0").status_code == 422
+    words = client.get(f"{base}/conv1/units/a,b,c")
+    assert words.status_code == 422 and "e.g. 5,4,4" in words.json()["detail"]
+    flatten = client.get(f"{base}/flatten/units/3")
+    assert flatten.status_code == 422 and "conv2d" in flatten.json()["detail"]
+    assert client.get(f"{base}/input/units/0,0,0").status_code == 422
+    assert client.get("/api/runs/0123456789abcdef0123456789abcdef/nodes/conv1/units/0,0,0").status_code == 404
