@@ -1,6 +1,7 @@
 """Time the engine's forward pass against PyTorch's on the same networks, weights and input.
 
     .venv/bin/python scripts/bench_engine.py [--threads 1] [--runs 7] [--warmup 2] [--networks vgg64 mobilenet224]
+                                             [--breakdown]
 
 Two networks, batch 1, float32, random weights (the engine's PyTorch-style initialisation):
 
@@ -23,6 +24,8 @@ median of each side is kept: a burst of someone else's load then slows one round
 With one thread the ratio uses CPU time (``time.process_time``), which other processes' load barely
 moves; with more threads it uses wall-clock time. Both are printed.
 The outputs are compared. Goal: the engine within 1.5x PyTorch's time. This prints figures; it is not a test.
+``--breakdown`` also prints where the engine's time goes (depthwise, 1x1 convolutions, activations, ...),
+measured in extra passes after the timed ones so that it does not change the figures above.
 """
 
 from __future__ import annotations
@@ -117,7 +120,52 @@ def openblas_kernel() -> str:
     return "BLAS: unknown"
 
 
-def run_worker(folder: Path, name: str, runs: int, warmup: int) -> None:
+def op_kind(op) -> str:
+    """A node's op name, with convolutions told apart: depthwise, 1x1 (pointwise) or other."""
+    name = op.op
+    if name.startswith("conv") and "transpose" not in name:
+        channels = op.input_shapes[0][0]
+        if op.attrs.get("groups", 1) == channels > 1:
+            return f"{name} depthwise"
+        if all(k == 1 for k in np.atleast_1d(op.attrs["kernel_size"])):
+            return f"{name} 1x1"
+    return name
+
+
+def time_by_kind(graph, call, runs: int) -> dict[str, float]:
+    """Seconds per forward pass spent in each kind of op (``op_kind``): every node's median wall-clock time
+    over ``runs`` passes, summed by kind; "(graph)" is the rest of the pass. Run after the timed passes:
+    the wrappers add a little time of their own."""
+    per_node: dict[str, list[float]] = {node.id: [] for node in graph.nodes}
+    originals = {}
+    for node in graph.nodes:
+        forward = originals[node.id] = node.op.forward
+
+        def timed(inputs, params, ctx, forward=forward, samples=per_node[node.id]):
+            start = time.perf_counter()
+            result = forward(inputs, params, ctx)
+            samples.append(time.perf_counter() - start)
+            return result
+
+        node.op.forward = timed
+    totals = []
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            call()
+            totals.append(time.perf_counter() - start)
+    finally:
+        for node in graph.nodes:
+            node.op.forward = originals[node.id]
+    kinds: dict[str, float] = {}
+    for node in graph.nodes:
+        kind = op_kind(node.op)
+        kinds[kind] = kinds.get(kind, 0.0) + statistics.median(per_node[node.id])
+    kinds["(graph)"] = statistics.median(totals) - sum(kinds.values())
+    return kinds
+
+
+def run_worker(folder: Path, name: str, runs: int, warmup: int, breakdown: bool = False) -> None:
     """Child process: time the engine's forward pass, save its output, print one JSON line."""
     sys.path.insert(0, str(ROOT))
     from engine.graph import Graph
@@ -125,9 +173,16 @@ def run_worker(folder: Path, name: str, runs: int, warmup: int) -> None:
     graph = Graph(json.loads((folder / f"{name}.json").read_text()))
     params = dict(np.load(folder / f"{name}_params.npz"))
     x = np.load(folder / f"{name}_input.npy")
-    times = time_calls(lambda: graph.forward(x, params, keep_caches=False), runs, warmup)
-    np.save(folder / f"{name}_engine_out.npy", graph.forward(x, params, keep_caches=False).output)
-    print(json.dumps({"times": times, "info": f"numpy {np.__version__}, {openblas_kernel()}"}))
+
+    def call():
+        return graph.forward(x, params, keep_caches=False)
+
+    times = time_calls(call, runs, warmup)
+    np.save(folder / f"{name}_engine_out.npy", call().output)
+    result = {"times": times, "info": f"numpy {np.__version__}, {openblas_kernel()}"}
+    if breakdown:
+        result["kinds"] = time_by_kind(graph, call, runs)
+    print(json.dumps(result))
 
 
 def child_env(threads: int, keep_openblas_env: bool) -> dict[str, str]:
@@ -163,11 +218,13 @@ def main() -> None:
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the children")
     parser.add_argument("--engine-only", action="store_true", help="time the engine alone, without PyTorch")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print the engine's time per kind of op (median per node, best round)")
     parser.add_argument("--worker", nargs=4, metavar=("FOLDER", "NAME", "RUNS", "WARMUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         folder, name, runs, warmup = args.worker
-        run_worker(Path(folder), name, int(runs), int(warmup))
+        run_worker(Path(folder), name, int(runs), int(warmup), args.breakdown)
         return
 
     sys.path.insert(0, str(ROOT))
@@ -192,8 +249,13 @@ def main() -> None:
 
             common = [str(folder), name, str(args.runs), str(args.warmup)]
             medians: dict[tuple[str, str], list[float]] = {}
+            kinds: dict[str, list[float]] = {}
+            worker = [sys.executable, str(Path(__file__).resolve()), *(["--breakdown"] if args.breakdown else []),
+                      "--worker", *common]
             for _ in range(args.rounds):
-                mine = run_child([sys.executable, str(Path(__file__).resolve()), "--worker", *common], env)
+                mine = run_child(worker, env)
+                for kind, seconds in mine.get("kinds", {}).items():
+                    kinds.setdefault(kind, []).append(seconds)
                 sides = [("engine", mine)]
                 if have_torch:
                     theirs = run_child([sys.executable, str(TORCH_SCRIPT), *common], env)
@@ -210,6 +272,10 @@ def main() -> None:
             print(f"{name}: engine [{mine['info']}]" + (f", torch [{theirs['info']}]" if have_torch else ""))
             for key, values in sorted(medians.items()):
                 print(f"  {key[0]:>6} {key[1]:>4} ms per round: {[round(t * 1e3, 1) for t in values]}", flush=True)
+            if kinds:
+                order = sorted(kinds.items(), key=lambda kv: -min(kv[1]))
+                print("  engine wall ms per kind of op (best round): "
+                      + ", ".join(f"{kind} {min(values) * 1e3:.2f}" for kind, values in order))
 
     clock = "cpu" if args.threads == 1 else "wall"
     print(f"\nforward pass, batch 1, float32, {args.threads} thread(s): best of {args.rounds} rounds of the median "
