@@ -10,6 +10,9 @@ parameters, step by step, and returns every intermediate number as plain JSON-re
 - linear: the products input × weight (the largest by magnitude when there are many, the rest summed), bias, result.
 - softmax (over classes) / spatial_softmax (over positions): the logits, their exps (shifted by the max), the sum
   of the exps, the probabilities.
+- global_avg_pool: the map's sum and its number of positions; add / mul: the operands; attention_pool: the
+  attention weights (small maps) and Σ weight × feature; an elementwise node (batch norm, ReLU, ...): its input
+  value and the formula's numbers.
 - the chain of elementwise nodes that follows the unit (batch norm with its running statistics, ReLU, ReLU6, ...),
   each step recomputed where it has a formula.
 
@@ -29,6 +32,7 @@ import numpy as np
 
 from engine.errors import ShapeError
 from engine.graph import Graph, Trace
+from engine.layers.softmax import softmax_forward
 
 MAX_CHANNELS = 16  # input channels listed for a convolution unit (the rest aggregated)
 MAX_TERMS = 16  # products listed for a fully connected unit, or a 1x1 convolution (the rest aggregated)
@@ -36,7 +40,9 @@ MAX_CLASSES = 10  # classes (or positions) listed for a softmax unit, besides th
 MAX_CHAIN = 4  # elementwise nodes followed after the unit
 ELEMENTWISE = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip",
                "identity", "dropout", "batch_norm")
-EXPLAINED = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "spatial_softmax")
+EXPLAINED = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "spatial_softmax", "global_avg_pool", "add",
+             "mul", "attention_pool", *ELEMENTWISE)
+MAX_GRID = 32 * 32  # attention weights listed for attention pooling (larger maps: not listed)
 
 
 def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, node_id: str,
@@ -58,11 +64,23 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
     op = node.op.op
     if op not in EXPLAINED:
         raise ShapeError(f"node '{node_id}' is a {op}; units can be explained for {', '.join(EXPLAINED)}")
-    x = trace.activations[node.inputs[0]][0]
+    if op in ("add", "mul"):
+        x = [(name, trace.activations[name][0]) for name in node.inputs]
+    elif op in ELEMENTWISE or op == "attention_pool":
+        x = [trace.activations[name][0] for name in node.inputs]
+    else:
+        x = trace.activations[node.inputs[0]][0]
     node_params = {name: params[f"{node_id}.{name}"] for name in node.op.param_shapes()
                    if f"{node_id}.{name}" in params}
     explain = {"conv2d": _conv2d, "max_pool2d": _pool2d, "avg_pool2d": _pool2d, "linear": _linear,
-               "softmax": _softmax, "spatial_softmax": _softmax}[op]
+               "softmax": _softmax, "spatial_softmax": _softmax, "global_avg_pool": _global_avg_pool,
+               "add": _merge, "mul": _merge, "attention_pool": _attention_pool}.get(op)
+    if explain is None:  # an elementwise op: batch norm reads the full params (running statistics)
+
+        def explain(_op, xs, _p, index):
+            v = float(xs[0][index])
+            return {"input_value": v, **_elementwise(node, params, index, v)}
+
     out = {"node": node_id, "op": op, "kind": op, "index": list(index), "input": node.inputs[0],
            "engine_value": float(trace.activations[node_id][0][index])}
     out.update(explain(node.op, x, node_params, index))
@@ -197,6 +215,11 @@ def _softmax(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, An
         logits = x[(slice(None), *index[1:])].astype(np.float64)
         own = index[0]
         over = "class"
+    return _softmax_numbers(logits, own, over)
+
+
+def _softmax_numbers(logits: np.ndarray, own: int, over: str) -> dict[str, Any]:
+    """logits: (K,) float64. The exps (shifted by the max), their sum and the probabilities; ``own`` always listed."""
     top = float(logits.max())
     exps = np.exp(logits - top)
     total = math.fsum(exps.tolist())
@@ -210,6 +233,57 @@ def _softmax(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, An
                         "note": (f"the {len(shown)} largest logits (and the unit's own) of {len(logits)} are listed; "
                                  "'exp_sum' adds up all of them") if len(logits) > len(shown) else ""},
             "exp": float(exps[own]), "result": float(exps[own] / total)}
+
+
+def explain_softmax_of_scores(graph: Graph, trace: Trace, node_id: str, index: Sequence[int]) -> dict[str, Any]:
+    """Softmax over a node's class scores (K,), e.g. the output logits: how class ``index[0]``'s probability is made.
+
+    For a model whose output is scores, this is the prediction's softmax; ``engine_value`` is the engine's own
+    softmax layer applied to the scores.
+    """
+    if node_id not in graph.by_id:
+        raise ShapeError(f"the graph has no node '{node_id}' (its nodes: {', '.join(list(graph.by_id)[:30])})")
+    scores = trace.activations[node_id]
+    if scores.ndim != 2:
+        raise ShapeError(f"softmax over scores needs a vector of class scores, but node '{node_id}' has shape "
+                         f"{list(scores.shape[1:])}: pick the node that gives the class scores (e.g. the last linear)")
+    index = tuple(int(i) for i in index)
+    if len(index) != 1 or not 0 <= index[0] < scores.shape[1]:
+        raise ShapeError(f"class {list(index)} is outside node '{node_id}' of shape {list(scores.shape[1:])}: give "
+                         f"one index from 0 to {scores.shape[1] - 1}")
+    probabilities, _ = softmax_forward(scores[:1].astype(np.float64), dim=1)
+    out = {"node": node_id, "op": graph.by_id[node_id].op.op, "kind": "softmax", "index": list(index),
+           "input": node_id, "engine_value": float(probabilities[0, index[0]]), "chain": []}
+    out.update(_softmax_numbers(scores[0].astype(np.float64), index[0], "class"))
+    return out
+
+
+def _global_avg_pool(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (C, *spatial). The mean of channel ``index[0]``'s map: its sum / its number of positions."""
+    channel_map = x[index[0]].astype(np.float64)
+    total = math.fsum(channel_map.ravel().tolist())
+    return {"channel": index[0], "spatial_shape": list(channel_map.shape), "sum": total, "divisor": channel_map.size,
+            "result": total / channel_map.size}
+
+
+def _merge(op, xs: list[tuple[str, np.ndarray]], p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """add / mul: the inputs' values at the same index (xs: (node id, activation) pairs), added or multiplied."""
+    values = [float(x[index]) for _, x in xs]
+    return {"operands": [{"node": name, "value": v} for (name, _), v in zip(xs, values)],
+            "result": math.fsum(values) if op.op == "add" else math.prod(values)}
+
+
+def _attention_pool(op, xs: list[np.ndarray], p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """features (C, *spatial), weights (1, *spatial): Σ over positions of weight · feature of channel ``index[0]``."""
+    features, weights = xs[0][index[0]].astype(np.float64), xs[1][0].astype(np.float64)
+    products = (features * weights).ravel()
+    out: dict[str, Any] = {"channel": index[0], "spatial_shape": list(features.shape),
+                           "result": math.fsum(products.tolist())}
+    if weights.ndim == 2 and weights.size <= MAX_GRID:
+        out["weights"] = _grid(weights)
+    else:
+        out["omitted"] = {"count": weights.size, "note": f"the {weights.size} attention weights are not listed"}
+    return out
 
 
 # --- what follows --------------------------------------------------------------------------------------
@@ -245,13 +319,23 @@ def _elementwise(node, params: Mapping[str, np.ndarray], index, v: float) -> dic
         weight, bias, eps = param("weight", 1.0), param("bias", 0.0), float(node.op.attrs["eps"])
         return {"running_mean": mean, "running_var": var, "eps": eps, "weight": weight, "bias": bias,
                 "result": (v - mean) / math.sqrt(var + eps) * weight + bias}
-    if op == "relu":
-        return {"result": max(0.0, v)}
-    if op == "relu6":
-        return {"result": min(max(0.0, v), 6.0)}
-    if op in ("identity", "dropout"):
-        return {"result": v}
-    return {}
+    attrs = node.op.attrs
+    sigmoid = 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
+    formulas = {
+        "relu": lambda: max(0.0, v),
+        "relu6": lambda: min(max(0.0, v), 6.0),
+        "leaky_relu": lambda: v if v > 0 else attrs["negative_slope"] * v,
+        "sigmoid": lambda: sigmoid,
+        "tanh": lambda: math.tanh(v),
+        "silu": lambda: v * sigmoid,
+        "hardsigmoid": lambda: min(max(attrs["alpha"] * v + attrs["beta"], 0.0), 1.0),
+        "hardswish": lambda: v * min(max(v / 6 + 0.5, 0.0), 1.0),
+        "clip": lambda: min(max(v, -math.inf if attrs["min"] is None else attrs["min"]),
+                            math.inf if attrs["max"] is None else attrs["max"]),
+        "identity": lambda: v,
+        "dropout": lambda: v,  # inference: unchanged
+    }
+    return {"result": float(formulas[op]())} if op in formulas else {}
 
 
-__all__ = ["EXPLAINED", "MAX_CHANNELS", "MAX_CLASSES", "MAX_TERMS", "explain_unit"]
+__all__ = ["EXPLAINED", "MAX_CHANNELS", "MAX_CLASSES", "MAX_TERMS", "explain_softmax_of_scores", "explain_unit"]

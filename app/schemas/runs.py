@@ -125,13 +125,22 @@ class ChainStep(BaseModel):
     bias: float | None = Field(None, description="batch norm: β")
 
 
+class Operand(BaseModel):
+    """One input of an add / mul node at the unit's index."""
+
+    node: str = Field(..., examples=["block1_bn"])
+    value: float = Field(..., examples=[0.42])
+
+
 class UnitExplanation(BaseModel):
     """How one unit's number was made, recomputed by the engine (fields by ``kind``; absent ones do not apply).
 
     conv2d: window geometry, ``channels``, ``total``, ``bias``. max_pool2d / avg_pool2d: window geometry,
     ``values``, ``argmax`` or ``divisor``. linear: ``terms``, ``total``, ``bias``. softmax / spatial_softmax:
-    ``entries``, ``max``, ``exp_sum``, ``exp``. Always: ``result`` (recomputed, float64) and ``engine_value``
-    (the forward pass's own float32 number); they agree to rounding.
+    ``entries``, ``max``, ``exp_sum``, ``exp``. global_avg_pool: ``sum``, ``divisor``. add / mul: ``operands``.
+    attention_pool: ``weights``. Elementwise ops: ``input_value`` (and batch norm's statistics). Always:
+    ``result`` (recomputed, float64) and ``engine_value`` (the forward pass's own float32 number); they agree to
+    rounding.
     """
 
     node: str = Field(..., examples=["conv2"])
@@ -179,3 +188,13 @@ class UnitExplanation(BaseModel):
     exp_sum: float | None = Field(None, description="softmax: Σ e^(z − max) over all logits")
     exp: float | None = Field(None, description="softmax: the unit's e^(z − max)")
     entries: list[SoftmaxEntry] | None = Field(None, description="softmax: the largest logits and the unit's own")
+    # global and attention pooling, merges, elementwise ops
+    spatial_shape: list[int] | None = Field(None, description="global / attention pooling: the map's size",
+                                            examples=[[7, 7]])
+    weights: list[list[float]] | None = Field(None, description="attention pooling: the attention map (≤ 32×32)")
+    operands: list[Operand] | None = Field(None, description="add / mul: each input's value at the unit's index")
+    input_value: float | None = Field(None, description="an elementwise op: the value coming in")
+    running_mean: float | None = Field(None, description="batch norm: the channel's running mean")
+    running_var: float | None = Field(None, description="batch norm: the channel's running variance")
+    eps: float | None = Field(None, description="batch norm: ε")
+    weight: float | None = Field(None, description="batch norm: γ (its β is ``bias``)")

@@ -11,7 +11,14 @@ import pytest
 from engine.errors import ShapeError
 from engine.graph import Graph
 from engine.models.digits import load_classic, load_resnet
-from engine.unit_explanation import EXPLAINED, MAX_CHANNELS, MAX_TERMS, explain_unit
+from engine.unit_explanation import (
+    EXPLAINED,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_TERMS,
+    explain_softmax_of_scores,
+    explain_unit,
+)
 
 
 def run(spec, x=None, seed=0, params=None):
@@ -127,7 +134,7 @@ def test_errors_say_what_is_wrong():
         explain_unit(graph, params, trace, "conv", (0, 1))
     with pytest.raises(ShapeError, match="no node 'nope'"):
         explain_unit(graph, params, trace, "nope", (0,))
-    with pytest.raises(ShapeError, match="flatten"):
+    with pytest.raises(ShapeError, match="is a flatten"):
         explain_unit(graph, params, trace, "flat", (0,))
 
 
@@ -146,14 +153,52 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
     graph, params, trace = run(spec, seed=4)
     params["bn.running_var"][:] = [0.5, 2, 1, 3]
     trace = graph.forward(trace.activations["input"], params)
+    explained = explain_every_unit(graph, params, trace)
+    # the other views' ops: merges, global and attention pooling, every elementwise op
+    spec = {"input_shape": [3, 4, 4], "nodes": [
+        {"id": "a", "op": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+        {"id": "bn", "op": "batch_norm"},
+        *({"id": op, "op": op, "inputs": ["bn"]} for op in
+          ("relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "identity", "dropout")),
+        {"id": "clip", "op": "clip", "min": -0.5, "max": 0.25, "inputs": ["bn"]},
+        {"id": "sum", "op": "add", "inputs": ["relu6", "tanh", "clip"]},
+        {"id": "prod", "op": "mul", "inputs": ["sigmoid", "silu"]},
+        {"id": "score", "op": "conv2d", "out_channels": 1, "kernel_size": 1, "inputs": ["prod"]},
+        {"id": "att", "op": "spatial_softmax"},
+        {"id": "pooled", "op": "attention_pool", "inputs": ["sum", "att"]},
+        {"id": "gap", "op": "global_avg_pool", "inputs": ["hardswish"]}]}
+    graph, params, trace = run(spec, seed=5)
+    params["bn.running_mean"][:] = [0.5, -1, 0.25]
+    trace = graph.forward(trace.activations["input"], params)
+    explained |= explain_every_unit(graph, params, trace)
+    assert explained == set(EXPLAINED)
+
+
+def explain_every_unit(graph, params, trace) -> set[str]:
     explained = set()
     for node in graph.nodes:
         if node.op.op not in EXPLAINED:
             continue
         for index in itertools.product(*(range(n) for n in node.output_shape)):
-            assert_matches_engine(explain_unit(graph, params, trace, node.id, index))
+            e = explain_unit(graph, params, trace, node.id, index)
+            assert "result" in e, node.id
+            assert_matches_engine(e)
         explained.add(node.op.op)
-    assert explained == set(EXPLAINED)
+    return explained
+
+
+def test_softmax_of_scores_is_the_prediction():
+    graph, _, trace = run({"input_shape": [30], "nodes": [{"id": "fc", "op": "linear", "out_features": 12}]})
+    e = explain_softmax_of_scores(graph, trace, "fc", (11,))
+    scores = trace.activations["fc"][0].astype(np.float64)
+    probabilities = np.exp(scores) / np.exp(scores).sum()
+    assert e["result"] == pytest.approx(probabilities[11]) and e["engine_value"] == pytest.approx(probabilities[11])
+    shown = [x["index"] for x in e["entries"]]
+    top = list(np.argsort(-scores, kind="stable")[:MAX_CLASSES])
+    assert shown == (top if 11 in top else [*top, 11])  # the largest scores, and the unit's own
+    assert e["count"] == 12 and e["omitted"]["count"] == 12 - len(shown)
+    with pytest.raises(ShapeError, match="outside"):
+        explain_softmax_of_scores(graph, trace, "fc", (12,))
 
 
 @pytest.mark.parametrize("load", [load_classic, load_resnet])

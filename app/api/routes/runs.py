@@ -16,7 +16,7 @@ from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import render_tiles, tile_layout
 from engine.errors import ShapeError
 from engine.graph import INPUT, Trace
-from engine.unit_explanation import EXPLAINED, explain_unit
+from engine.unit_explanation import EXPLAINED, explain_softmax_of_scores, explain_unit
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -27,6 +27,9 @@ ScaleQuery = Annotated[Literal["channel", "layer"], Query(
     description="grey levels scaled per channel (each map uses its full range) or over the whole layer")]
 UnitIndex = Annotated[str, Path(description="the unit without the batch axis, comma-separated: channel,y,x for a "
                                          "feature map, one number for a vector", examples=["5,4,4"])]
+SoftmaxQuery = Annotated[bool, Query(
+    description="explain the softmax of this node's class scores (the prediction's probabilities) instead of the "
+                "node's own op; the node must give a vector of scores")]
 CACHE_HEADERS = {"Cache-Control": "public, max-age=86400, immutable"}  # a run id is a content hash
 
 
@@ -92,7 +95,7 @@ def parse_index(text: str) -> tuple[int, ...]:
 @router.get("/{run_id}/nodes/{node_id}/units/{index}", response_model=UnitExplanation,
             response_model_exclude_none=True)
 def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs: RunStoreDep,
-                          models: ModelStoreDep) -> UnitExplanation:
+                          models: ModelStoreDep, softmax: SoftmaxQuery = False) -> UnitExplanation:
     """How one unit's number was made: its window, weights, products, sums and what follows, from the engine."""
     run = runs.get(run_id, models)
     activation_of(run, node_id)  # 404 for an unknown node
@@ -106,8 +109,10 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
     if len(unit) != len(shape) or any(not 0 <= i < n for i, n in zip(unit, shape)):
         raise ApiError(422, f"unit {list(unit)} is outside node '{node_id}' of shape {shape}: give {len(shape)} "
                             "comma-separated indices, each from 0 to that size minus 1")
+    trace = Trace(run.activations)
     try:
-        explanation = explain_unit(graph, model.bundle.params, Trace(run.activations), node_id, unit)
+        explanation = (explain_softmax_of_scores(graph, trace, node_id, unit) if softmax else
+                       explain_unit(graph, model.bundle.params, trace, node_id, unit))
     except ShapeError as err:
         raise ApiError(422, str(err)) from None
     return UnitExplanation(**explanation)

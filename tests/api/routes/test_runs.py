@@ -144,6 +144,16 @@ def test_unit_explanations_are_the_engines_numbers(client):
     fc = client.get(f"{base}/fc/units/2").json()
     assert fc["in_features"] == 96 and fc["omitted"]["count"] == 96 - len(fc["terms"])
     assert fc["result"] == pytest.approx(float(trace.activations["fc"][0, 2]), rel=1e-5, abs=1e-6)
+    relu = client.get(f"{base}/relu2/units/0,1,1").json()
+    assert relu["input_value"] == float(trace.activations["conv2"][0, 0, 1, 1])
+    assert relu["result"] == relu["engine_value"] == float(trace.activations["relu2"][0, 0, 1, 1])
+    # the prediction's softmax, over the output scores
+    scores = trace.activations["fc"][0].astype(np.float64)
+    softmax = client.get(f"{base}/fc/units/1?softmax=true").json()
+    assert softmax["kind"] == "softmax" and softmax["exp_sum"] == pytest.approx(np.exp(scores - scores.max()).sum())
+    assert softmax["result"] == pytest.approx(np.exp(scores[1]) / np.exp(scores).sum())
+    assert [e["index"] for e in softmax["entries"]] == list(np.argsort(-scores))
+    assert client.get(f"{base}/conv2/units/0,1,1?softmax=true").status_code == 422  # not a vector of scores
 
 
 def test_unit_explanation_errors(client):
