@@ -145,9 +145,10 @@ def _conv2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any
         listed = [channels[i] for i in sorted(largest)]
     rest = [c for c in channels if c not in listed]
     bias = float(p["bias"][k]) if "bias" in p else 0.0
+    running = np.cumsum([c["sum"] for c in listed]).tolist()  # the running total over the listed channels
     return {**geometry, "groups": groups, "group": group, "channels_in_group": per_group,
             "channels": [{**c, "values": _grid(c["values"]), "kernel": _grid(c["kernel"]),
-                          "products": _grid(c["products"])} for c in listed],
+                          "products": _grid(c["products"]), "running": r} for c, r in zip(listed, running)],
             "omitted": {"count": len(rest), "sum": math.fsum(c["sum"] for c in rest),
                         "note": (f"the {len(listed)} channels with the largest |sum| of the {len(channels)} are "
                                  f"listed; the other {len(rest)} are added up in 'sum'") if rest else ""},
@@ -160,8 +161,17 @@ def _pool2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any
     H, W = x.shape[1:]
     inside = [[not (ro or co) for co in geometry["col_in_padding"]] for ro in geometry["row_in_padding"]]
     values = _window(x[index[0]], geometry["rows"], geometry["cols"])
-    out: dict[str, Any] = {**geometry, "channel": index[0]}
-    if op.op.startswith("max"):
+    is_max = op.op.startswith("max")
+    # the running max (or sum) over the window's cells read row by row; None until a cell inside the input is read
+    running, so_far = [], None
+    for row, oks in zip(values, inside):
+        running.append([])
+        for v, ok in zip(row, oks):
+            if ok:
+                so_far = float(v) if so_far is None else (max(so_far, float(v)) if is_max else so_far + float(v))
+            running[-1].append(so_far)
+    out: dict[str, Any] = {**geometry, "channel": index[0], "running": running}
+    if is_max:
         masked = np.where(np.array(inside), values, -np.inf)
         i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)  # the first maximum, as the engine
         out.update(values=[[float(v) if ok else None for v, ok in zip(row, oks)] for row, oks in zip(values, inside)],
@@ -243,6 +253,8 @@ def explain_softmax_of_scores(graph: Graph, trace: Trace, node_id: str, index: S
     """
     if node_id not in graph.by_id:
         raise ShapeError(f"the graph has no node '{node_id}' (its nodes: {', '.join(list(graph.by_id)[:30])})")
+    if graph.by_id[node_id].op.op == "softmax":  # the model ends in its own softmax: explain that one
+        return explain_unit(graph, {}, trace, node_id, index)
     scores = trace.activations[node_id]
     if scores.ndim != 2:
         raise ShapeError(f"softmax over scores needs a vector of class scores, but node '{node_id}' has shape "

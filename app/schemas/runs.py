@@ -89,6 +89,8 @@ class ConvChannel(BaseModel):
     products: list[list[float]] = Field(..., description="values × kernel, element by element",
                                         examples=[[[0.0, -0.012], [0.025, 0.39]]])
     sum: float = Field(..., description="sum of the products", examples=[0.403])
+    running: float = Field(..., description="running total: the sums of the channels listed so far, this one "
+                                            "included", examples=[1.21])
 
 
 class LinearTerm(BaseModel):
@@ -173,6 +175,9 @@ class UnitExplanation(BaseModel):
     channel: int | None = Field(None, description="pooling: the channel pooled", examples=[0])
     values: list[list[float | None]] | None = Field(
         None, description="pooling: the window (max: null in the padding; average: 0 there)")
+    running: list[list[float | None]] | None = Field(
+        None, description="pooling: per window cell, the max (or sum) of the cells read so far, row by row; null "
+                          "until a cell inside the input is read")
     argmax: list[int] | None = Field(None, description="max pooling: [row, col] in the window of the first maximum")
     sum: float | None = Field(None, description="average pooling: the window's sum")
     divisor: int | None = Field(None, description="average pooling: how many cells the sum is divided by")

@@ -53,7 +53,8 @@ def test_convolution_by_hand_with_padding_stride_and_bias():
     assert channel["values"] == [[0, 0], [3, 0]]
     assert channel["kernel"] == [[1, 2], [3, 4]]
     assert channel["products"] == [[0, 0], [9, 0]]
-    assert channel["sum"] == 9 and e["total"] == 9 and e["bias"] == 0.5 and e["result"] == 9.5
+    assert channel["sum"] == 9 and channel["running"] == 9
+    assert e["total"] == 9 and e["bias"] == 0.5 and e["result"] == 9.5
     assert e["engine_value"] == 9.5
     # unit (0, 1, 0): rows 1, 2, cols 0, 1: 4·1 + 5·2 + 7·3 + 8·4 = 67
     assert explain_unit(graph, params, trace, "conv", (0, 1, 0))["result"] == 67.5
@@ -78,8 +79,10 @@ def test_pooling_by_hand():
     graph, params, trace = run(spec, x)
     e = explain_unit(graph, params, trace, "max", (0, 1, 1))
     assert e["values"] == [[-5, 6], [8, -9]] and e["argmax"] == [1, 0] and e["result"] == 8
+    assert e["running"] == [[-5, 6], [8, 8]]
     corner = explain_unit(graph, params, trace, "max", (0, 0, 0))
     assert corner["values"] == [[None, None], [None, -1]] and corner["result"] == -1  # padding never wins
+    assert corner["running"] == [[None, None], [None, -1]]
 
     for include, divisor in ((True, 4), (False, 1)):
         spec = {"input_shape": [1, 3, 3], "nodes": [
@@ -88,6 +91,7 @@ def test_pooling_by_hand():
         graph, params, trace = run(spec, x)
         e = explain_unit(graph, params, trace, "avg", (0, 0, 0))
         assert e["values"] == [[0, 0], [0, -1]] and e["divisor"] == divisor and e["result"] == -1 / divisor
+        assert e["running"] == [[None, None], [None, -1]] and e["sum"] == -1
         assert_matches_engine(e)
 
 
@@ -99,6 +103,9 @@ def test_linear_and_softmax_by_hand():
     e = explain_unit(graph, params, trace, "fc", (0,))
     assert [(t["index"], t["product"]) for t in e["terms"]] == [(1, -3), (0, 2), (2, 1)]  # by |product|
     assert e["total"] == 0 and e["bias"] == 0.25 and e["result"] == 0.25 and e["omitted"]["count"] == 0
+    own_softmax = explain_softmax_of_scores(graph, trace, "probs", (1,))  # a softmax node explains itself
+    assert own_softmax["input"] == "fc"
+    assert own_softmax["result"] == pytest.approx(float(trace.activations["probs"][0, 1]))
     s = explain_unit(graph, params, trace, "probs", (1,))
     # logits 0.25 and ln 2: exps e^(z - ln 2) = e^0.25 / 2 and 1
     assert [x["index"] for x in s["entries"]] == [1, 0] and s["max"] == pytest.approx(math.log(2))
@@ -231,6 +238,7 @@ def test_wide_units_are_bounded_and_the_rest_aggregated():
     assert min(listed) >= max(abs(s) for s in _all_channel_sums(e, trace, params)[1])
     assert sum(c["sum"] for c in e["channels"]) + e["omitted"]["sum"] == pytest.approx(e["total"])
     assert_matches_engine(e)
+    assert e["channels"][-1]["running"] == pytest.approx(sum(c["sum"] for c in e["channels"]))
     fc = explain_unit(graph, params, trace, "fc", (1,))
     assert len(fc["terms"]) == MAX_TERMS and fc["omitted"]["count"] == 160 - MAX_TERMS
     assert sum(t["product"] for t in fc["terms"]) + fc["omitted"]["sum"] == pytest.approx(fc["total"])
