@@ -82,6 +82,7 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
             return {"input_value": v, **_elementwise(node, params, index, v)}
 
     out = {"node": node_id, "op": op, "kind": op, "index": list(index), "input": node.inputs[0],
+           "inputs": list(node.inputs),
            "engine_value": float(trace.activations[node_id][0][index])}
     out.update(explain(node.op, x, node_params, index))
     out["chain"] = _chain(graph, params, trace, node_id, index, out["engine_value"])
@@ -151,7 +152,7 @@ def _conv2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any
                           "products": _grid(c["products"]), "running": r} for c, r in zip(listed, running)],
             "omitted": {"count": len(rest), "sum": math.fsum(c["sum"] for c in rest),
                         "note": (f"the {len(listed)} channels with the largest |sum| of the {len(channels)} are "
-                                 f"listed; the other {len(rest)} are added up in 'sum'") if rest else ""},
+                                 f"listed; the other {len(rest)} are added up as one number") if rest else ""},
             "total": total, "bias": bias, "result": total + bias}
 
 
@@ -206,7 +207,7 @@ def _linear(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any
                       for i in order],
             "omitted": {"count": len(rest), "sum": math.fsum(products[rest].tolist()),
                         "note": (f"the {len(listed)} largest |products| of the {len(xs)} are listed; the other "
-                                 f"{len(rest)} are added up in 'sum'") if rest else ""},
+                                 f"{len(rest)} are added up as one number") if rest else ""},
             "total": total, "bias": bias, "result": total + bias}
 
 
@@ -241,7 +242,7 @@ def _softmax_numbers(logits: np.ndarray, own: int, over: str) -> dict[str, Any]:
                          "probability": float(exps[i] / total)} for i in shown],
             "omitted": {"count": len(logits) - len(shown),
                         "note": (f"the {len(shown)} largest logits (and the unit's own) of {len(logits)} are listed; "
-                                 "'exp_sum' adds up all of them") if len(logits) > len(shown) else ""},
+                                 "the sum of the exps covers all of them") if len(logits) > len(shown) else ""},
             "exp": float(exps[own]), "result": float(exps[own] / total)}
 
 
@@ -265,7 +266,7 @@ def explain_softmax_of_scores(graph: Graph, trace: Trace, node_id: str, index: S
                          f"one index from 0 to {scores.shape[1] - 1}")
     probabilities, _ = softmax_forward(scores[:1].astype(np.float64), dim=1)
     out = {"node": node_id, "op": graph.by_id[node_id].op.op, "kind": "softmax", "index": list(index),
-           "input": node_id, "engine_value": float(probabilities[0, index[0]]), "chain": []}
+           "input": node_id, "inputs": [node_id], "engine_value": float(probabilities[0, index[0]]), "chain": []}
     out.update(_softmax_numbers(scores[0].astype(np.float64), index[0], "class"))
     return out
 

@@ -75,7 +75,7 @@ class Omitted(BaseModel):
                                                 "give the total", examples=[0.4817])
     note: str = Field("", description="what was left out, in words (empty when nothing was)",
                       examples=["the 16 channels with the largest |sum| of the 1280 are listed; the other 1264 are "
-                                "added up in 'sum'"])
+                                "added up as one number"])
 
 
 class ConvChannel(BaseModel):
@@ -150,6 +150,8 @@ class UnitExplanation(BaseModel):
     kind: str = Field(..., description="which arithmetic is explained: the op", examples=["conv2d"])
     index: list[int] = Field(..., description="the unit, without the batch axis", examples=[[5, 4, 4]])
     input: str = Field(..., description="the node the unit reads", examples=["pool1"])
+    inputs: list[str] = Field(..., description="every node the unit reads (attention_pool: features, weights)",
+                              examples=[["pool1"]])
     engine_value: float = Field(..., description="the unit's value in the forward pass", examples=[1.734])
     result: float = Field(..., description="the value recomputed step by step", examples=[1.734])
     chain: list[ChainStep] = Field(default_factory=list, description="elementwise nodes that follow the unit")

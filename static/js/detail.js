@@ -7,7 +7,6 @@ import { Animator, bindAnimatorControls } from "./animator.js";
 import { paint, tileRect } from "./featuremaps.js";
 import { Grid, formatNumber as fmt } from "./grid.js";
 import { TITLES } from "./lessons.js";
-import { archNodes, nodeAttributes } from "./models.js";
 import { at, fetchNpy } from "./npy.js";
 import { fieldOf, perAxis } from "./receptive.js";
 import { escapeHtml as esc } from "./text.js";
@@ -16,24 +15,6 @@ const fieldCache = new Map();
 
 const ELEMENTWISE = new Set(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid",
   "clip", "identity", "dropout", "batch_norm"]);
-/** A model's parameter, e.g. ("conv1", "weight"); null when this server does not serve parameters. */
-async function fetchParam(modelId, nodeId, name) {
-  try {
-    return await fetchNpy(`/api/models/${encodeURIComponent(modelId)}/params/${encodeURIComponent(`${nodeId}.${name}`)}.npy`,
-      "Fetching the weights…");
-  } catch (err) {
-    if (err instanceof ApiError && (err.status === 404 || err.status === 405)) return null;
-    throw err;
-  }
-}
-
-const pairs = (value, axes = 2) => {
-  // canonical attributes are per axis ([kh, kw]) or per axis pairs ([[top, bottom], [left, right]])
-  if (value === undefined || value === null) return null;
-  if (!Array.isArray(value)) return Array.from({ length: axes }, () => value);
-  return value;
-};
-
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -85,8 +66,8 @@ export class DetailView {
 
   /** Show unit `unit` ({node, channel, y, x}) of `column` (a NetworkView column) for a run. */
   /**
-   * The prediction's probabilities: softmax over the model's output scores, recomputed from the output's numbers
-   * and checked against the API's probabilities (`classes`: the API's top classes).
+   * The prediction's probabilities: softmax over the model's output scores, worked out by the engine
+   * (`classes`: the API's top classes; the best one is explained).
    */
   async openSoftmax({ model, arch, archById, run, column, classes, scale }) {
     this.scale = scale;
@@ -99,8 +80,7 @@ export class DetailView {
     this.drawMap();
     this.body.replaceChildren(el("p", { class: "muted", text: "Fetching the numbers…" }));
     try {
-      const view = await this.softmaxView({ inputs: [column.node.id] }, { op: "softmax", shape: column.node.shape }, unit,
-        best.probability);
+      const view = this.softmaxView(await this.explanation(column.node.id, unit, { softmax: true }));
       if (this.context?.unit === unit) this.body.replaceChildren(view);
     } catch (err) {
       this.body.replaceChildren(el("p", { class: "callout", text: err instanceof ApiError ? err.detail : String(err.message ?? err) }));
@@ -116,7 +96,6 @@ export class DetailView {
     // a column that stands for convolution → batch norm → activation is explained from its convolution
     const head = explain ? run.nodes.find((n) => n.id === explain) : null;
     const explained = head ?? node;
-    const archNode = archById.get(explained.id) ?? { op: explained.op, inputs: [] };
     const where = unit.y === null ? `[${unit.channel}]` : `[${unit.channel}, ${unit.y}, ${unit.x}]`;
     const ops = [...(node.chain ?? []).map((id) => archById.get(id)?.op ?? id), node.op].map((op) => TITLES[op] ?? op);
     this.title.textContent = `${ops.join(" → ").replace("Batch normalisation", "BN")} · ${node.id} · unit ${where}`;
@@ -127,8 +106,7 @@ export class DetailView {
       const parts = [el("p", { html: `This neuron's value: <strong class="mono">${fmt(value)}</strong>` })];
       parts.push(await this.fieldBlock(node.id, unit));
       this.body.replaceChildren(...parts);
-      const view = await this.opView(archNode, explained, { ...unit, node: explained.id },
-        head ? await this.valueOf(explained.id, unit) : value);
+      const view = await this.opView(explained, unit);
       if (this.context?.unit !== unit) return;
       if (view) this.body.append(view);
     } catch (err) {
@@ -304,6 +282,8 @@ export class DetailView {
   }
 
   // --- numbers ----------------------------------------------------------------------------------------
+  // Every number below comes from the engine: the activations (.npy) for the neuron's own value, and
+  // GET /api/runs/{run}/nodes/{node}/units/{index} for how it was made (windows, weights, products, sums).
   async activation(nodeId) {
     const node = this.context.run.nodes.find((n) => n.id === nodeId);
     if (!node) throw new Error(`no node ${nodeId} in this run`);
@@ -316,32 +296,26 @@ export class DetailView {
     return at(a, index);
   }
 
-  async opView(archNode, node, unit, value) {
-    const op = node.op;
-    if (op.startsWith("conv") && !op.startsWith("conv_transpose") && node.shape.length === 3) return this.convView(archNode, node, unit, value);
-    if ((op.startsWith("max_pool") || op.startsWith("avg_pool")) && node.shape.length === 3) return this.poolView(archNode, node, unit, value);
-    if (op === "linear") return this.linearView(archNode, node, unit, value);
-    if (op === "softmax" || op === "spatial_softmax") return this.softmaxView(archNode, node, unit, value);
-    if (op === "global_avg_pool") return this.gapView(archNode, node, unit, value);
-    if (op === "add" || op === "mul") return this.mergeView(archNode, node, unit, value);
-    if (op === "attention_pool") return this.attentionPoolView(archNode, node, unit, value);
-    if (ELEMENTWISE.has(op)) return this.elementwiseView(archNode, node, unit, value);
-    if (op === "input") return el("p", { class: "small muted", text: "An input number: the image's pixel after preprocessing (scaled and normalised)." });
-    return null;
+  /** The engine's arithmetic behind one unit; `softmax`: the softmax over this node's class scores instead. */
+  explanation(nodeId, unit, { softmax = false } = {}) {
+    const { run } = this.context;
+    const index = unit.y === null ? [unit.channel] : [unit.channel, unit.y, unit.x];
+    const path = `/api/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(nodeId)}/units/` +
+      `${index.join(",")}${softmax ? "?softmax=true" : ""}`;
+    return api(path, { label: "Fetching the numbers…" });
   }
 
-  /** The chain of elementwise nodes after a node (batch norm, then the activation), with this unit's values. */
-  async chainAfter(nodeId, unit) {
-    const nodes = archNodes(this.context.arch);
-    const steps = [];
-    let current = nodeId;
-    for (let guard = 0; guard < 4; guard += 1) {
-      const next = nodes.filter((n) => (n.inputs ?? []).includes(current));
-      if (next.length !== 1 || !ELEMENTWISE.has(next[0].op)) break;
-      steps.push({ node: next[0], value: await this.valueOf(next[0].id, unit) });
-      current = next[0].id;
-    }
-    return steps;
+  async opView(node, unit) {
+    const op = node.op;
+    if (op === "input") return el("p", { class: "small muted", text: "An input number: the image's pixel after preprocessing (scaled and normalised)." });
+    const views = {
+      conv2d: "convView", max_pool2d: "poolView", avg_pool2d: "poolView", linear: "linearView", softmax: "softmaxView",
+      spatial_softmax: "softmaxView", global_avg_pool: "gapView", add: "mergeView", mul: "mergeView",
+      attention_pool: "attentionPoolView",
+    };
+    const view = views[op] ?? (ELEMENTWISE.has(op) ? "elementwiseView" : null);
+    if (!view) return null;
+    return this[view](await this.explanation(node.id, unit), unit);
   }
 
   animatedFigure(steps, render, intro) {
@@ -366,72 +340,36 @@ export class DetailView {
     return figure;
   }
 
+  /** What a bounded explanation left out, in words (nothing when it listed everything). */
+  omittedNote(e) {
+    return e.omitted?.note ? el("p", { class: "small muted", text: `Only part is listed: ${e.omitted.note}.` }) : null;
+  }
+
   // --- convolution ------------------------------------------------------------------------------------
-  async convView(archNode, node, unit, value) {
-    const { model } = this.context;
-    const attrs = nodeAttributes(archNode);
-    const [kh, kw] = pairs(attrs.kernel_size);
-    const [sh, sw] = pairs(attrs.stride ?? 1);
-    const [dh, dw] = pairs(attrs.dilation ?? 1);
-    const padding = pairs(attrs.padding ?? 0);
-    const [pt, pl] = padding.map((p) => (Array.isArray(p) ? p[0] : p));
-    const groups = attrs.groups ?? 1;
-    const inputId = archNode.inputs?.[0] ?? "input";
-    const [x, weight, bias, chain] = await Promise.all([
-      this.activation(inputId), fetchParam(model, node.id, "weight"),
-      attrs.bias === false ? Promise.resolve(null) : fetchParam(model, node.id, "bias"),
-      this.chainAfter(node.id, unit),
-    ]);
-    const [, C, H, W] = x.shape;
-    const K = node.shape[0];
-    const perGroup = C / groups;
-    const group = Math.floor(unit.channel / (K / groups));
-    const top = unit.y * sh - pt;
-    const left = unit.x * sw - pl;
-    const windows = [];
-    for (let ci = 0; ci < perGroup; ci += 1) {
-      const channel = group * perGroup + ci;
-      const values = [];
-      for (let i = 0; i < kh; i += 1) {
-        const row = [];
-        for (let j = 0; j < kw; j += 1) {
-          const yy = top + i * dh;
-          const xx = left + j * dw;
-          row.push(yy < 0 || xx < 0 || yy >= H || xx >= W ? 0 : at(x, [0, channel, yy, xx]));
-        }
-        values.push(row);
-      }
-      const kernel = weight ? values.map((row, i) => row.map((_, j) => at(weight, [unit.channel, ci, i, j]))) : null;
-      const products = kernel ? values.map((row, i) => row.map((v, j) => v * kernel[i][j])) : null;
-      const sum = products ? products.flat().reduce((a, b) => a + b, 0) : null;
-      windows.push({ channel, values, kernel, products, sum });
-    }
-    const intro = `Output ${unit.channel} reads a ${kh}×${kw} window at rows ${top}…${top + (kh - 1) * dh}, columns ` +
-      `${left}…${left + (kw - 1) * dw} of ${groups === C && groups > 1 ? "one input channel (a depthwise convolution)" : `each of the ${perGroup} input channels`}` +
-      ` of <code>${esc(inputId)}</code>. The same filter is used at every position of this map (weight sharing).`;
-    if (!weight) {
-      return el("div", {}, el("p", { class: "small", html: intro }),
-        el("p", { class: "callout", text: "This server does not serve the model's weights (GET /api/models/{id}/params/{name}.npy), so only the windows are shown." }),
-        ...windows.slice(0, 8).map((w) => this.gridBlock(`window on channel ${w.channel}`, w.values)));
-    }
-    const b = bias ? at(bias, [unit.channel]) : 0;
-    if (kh === 1 && kw === 1 && windows.length > 4) {
+  convView(e, unit) {
+    const [kh, kw] = e.kernel_size;
+    const { rows, cols, channels: windows, chain } = e;
+    const depthwise = e.groups > 1 && e.channels_in_group === 1;
+    const intro = `Output ${unit.channel} reads a ${kh}×${kw} window at rows ${rows[0]}…${rows.at(-1)}, columns ` +
+      `${cols[0]}…${cols.at(-1)} of ${depthwise ? "one input channel (a depthwise convolution)" : `each of the ${e.channels_in_group} input channels`}` +
+      ` of <code>${esc(e.input)}</code>. The same filter is used at every position of this map (weight sharing).` +
+      (e.omitted?.note ? ` Only part is listed: ${esc(e.omitted.note)}.` : "");
+    if (kh === 1 && kw === 1 && e.channels_in_group > 4) {
       // a 1×1 convolution is a fully connected layer over the channels, applied at every position
-      const terms = windows.map((w, i) => ({ i: w.channel, xi: w.values[0][0], wi: w.kernel[0][0], p: w.products[0][0] }));
+      const terms = windows.map((w) => ({ i: w.channel, xi: w.values[0][0], wi: w.kernel[0][0], p: w.products[0][0] }));
       return el("div", {},
-        el("p", { class: "small", html: `A 1×1 convolution: at this position it takes the ${windows.length} channels of ` +
-          `<code>${esc(inputId)}</code>, each times one weight of filter ${unit.channel}, and adds them with a bias: a ` +
+        el("p", { class: "small", html: `A 1×1 convolution: at this position it takes the ${e.channels_in_group} channels of ` +
+          `<code>${esc(e.input)}</code>, each times one weight of filter ${unit.channel}, and adds them with a bias: a ` +
           "fully connected layer across the channels, repeated at every position with the same weights." }),
-        ...this.weightedSum(terms, b, value, "ch"),
-        ...(chain.length ? [this.chainBlock(value, chain)] : []));
+        ...this.weightedSum(terms, e, e.channels_in_group, "ch"),
+        ...(chain.length ? [this.chainBlock(e.engine_value, chain)] : []));
     }
-    const total = windows.reduce((a, w) => a + w.sum, 0);
+    const rest = e.omitted?.count ? ` + the other ${e.omitted.count} channels ${signed(e.omitted.sum)}` : "";
     const steps = windows.length + 1 + (chain.length ? 1 : 0);
     return this.animatedFigure(steps, (i, stage) => {
       stage.replaceChildren();
       if (i < windows.length) {
         const w = windows[i];
-        const running = windows.slice(0, i + 1).reduce((a, v) => a + v.sum, 0);
         stage.append(
           el("p", { class: "small", text: `Input channel ${w.channel} (${i + 1} of ${windows.length})` }),
           el("div", { class: "row" },
@@ -439,16 +377,16 @@ export class DetailView {
             this.gridBlock("× kernel (weights)", w.kernel),
             this.gridBlock("= products", w.products)),
           el("p", { class: "step-text", html: `sum of the products: <strong>${fmt(w.sum)}</strong> · running total over channels: ` +
-            `<span class="result">${fmt(running)}</span>` }));
+            `<span class="result">${fmt(w.running)}</span>` }));
         if (windows.length > 1) stage.append(this.channelSums(windows, i));
       } else if (i === windows.length) {
+        const sums = windows.length > 1 ? `Σ over ${rest ? `the ${windows.length} channels listed ${fmt(windows.at(-1).running)}${rest} = ` : `${windows.length} channels `}` : "Σ products ";
         stage.append(
-          el("p", { class: "step-text", html: `${windows.length > 1 ? `Σ over ${windows.length} channels` : "Σ products"} ` +
-            `${fmt(total)} + bias ${fmt(b)} = <span class="result">${fmt(total + b)}</span>` }),
-          checkLine(total + b, value));
+          el("p", { class: "step-text", html: `${sums}${fmt(e.total)} + bias ${fmt(e.bias)} = <span class="result">${fmt(e.result)}</span>` }),
+          checkLine(e.result, e.engine_value));
         if (windows.length > 1) stage.append(this.channelSums(windows, -1));
       } else {
-        stage.append(this.chainBlock(value, chain));
+        stage.append(this.chainBlock(e.engine_value, chain));
       }
     }, intro);
   }
@@ -465,17 +403,23 @@ export class DetailView {
     return el("div", {}, el("p", { class: "small muted", text: "each input channel's contribution (red +, blue −):" }), strip);
   }
 
+  /** The elementwise steps after a unit (the API's `chain`): batch norm with its statistics, then the activation. */
   chainBlock(value, chain) {
     const lines = [`the convolution's output: <strong>${fmt(value)}</strong>`];
-    let previous = value;
-    for (const { node, value: v } of chain) {
-      const what = node.op === "batch_norm" ? "batch norm: (x − mean) / SD · γ + β" :
-        node.op === "relu" ? `ReLU: max(0, ${fmt(previous)})` :
-          node.op === "relu6" ? `ReLU6: min(max(0, ${fmt(previous)}), 6)` : `${TITLES[node.op] ?? node.op}(${fmt(previous)})`;
-      lines.push(`${what} = <span class="result">${fmt(v)}</span> <span class="muted">(${esc(node.id)})</span>`);
-      previous = v;
-    }
+    for (const step of chain) lines.push(`${this.formula(step)} = <span class="result">${fmt(step.engine_value)}</span> <span class="muted">(${esc(step.node)})</span>`);
     return el("div", { class: "step-text", html: lines.join("<br>") });
+  }
+
+  /** An elementwise step's formula with its numbers (`step`: a chain step or an elementwise explanation). */
+  formula(step) {
+    const x = fmt(step.input_value);
+    if (step.op === "batch_norm") {
+      return `batch norm: (x − mean) / √(var + ε) · γ + β = (${x} − ${signed(step.running_mean)}) / ` +
+        `√(${fmt(step.running_var)} + ${step.eps}) · ${signed(step.weight)} + ${signed(step.bias)}`;
+    }
+    return {
+      relu: `ReLU: max(0, ${x})`, relu6: `ReLU6: min(max(0, ${x}), 6)`, identity: x, dropout: `${x} (inference: unchanged)`,
+    }[step.op] ?? `${TITLES[step.op] ?? step.op}(${x})`;
   }
 
   gridBlock(caption, values) {
@@ -488,91 +432,51 @@ export class DetailView {
   }
 
   // --- pooling ----------------------------------------------------------------------------------------
-  async poolView(archNode, node, unit, value) {
-    const attrs = nodeAttributes(archNode);
-    const [kh, kw] = pairs(attrs.kernel_size);
-    const [sh, sw] = pairs(attrs.stride ?? attrs.kernel_size);
-    const [dh, dw] = pairs(attrs.dilation ?? 1);
-    const padding = pairs(attrs.padding ?? 0);
-    const [pt, pl] = padding.map((p) => (Array.isArray(p) ? p[0] : p));
-    const inputId = archNode.inputs?.[0] ?? "input";
-    const x = await this.activation(inputId);
-    const [, , H, W] = x.shape;
-    const max = node.op.startsWith("max");
-    const top = unit.y * sh - pt;
-    const left = unit.x * sw - pl;
-    const values = [];
-    const inside = [];
-    for (let i = 0; i < kh; i += 1) {
-      const row = [];
-      for (let j = 0; j < kw; j += 1) {
-        const yy = top + i * dh;
-        const xx = left + j * dw;
-        const ok = yy >= 0 && xx >= 0 && yy < H && xx < W;
-        row.push(ok ? at(x, [0, unit.channel, yy, xx]) : max ? null : 0);
-        if (ok) inside.push(at(x, [0, unit.channel, yy, xx]));
-      }
-      values.push(row);
-    }
-    const cells = values.flatMap((row, i) => row.map((v, j) => ({ i, j, v })));
-    const divisor = attrs.count_include_pad === false ? inside.length : kh * kw;
-    const final = max ? Math.max(...inside) : inside.reduce((a, b) => a + b, 0) / divisor;
+  poolView(e, unit) {
+    const [kh, kw] = e.kernel_size;
+    const [sh] = e.stride;
+    const max = e.kind.startsWith("max");
+    const cells = e.values.flatMap((row, i) => row.map((v, j) => ({
+      i, j, v, inside: !e.row_in_padding[i] && !e.col_in_padding[j], running: e.running[i][j],
+    })));
+    const inside = cells.filter((c) => c.inside).map((c) => c.v);
     const intro = `Pooling looks at one channel at a time: a ${kh}×${kw} window of channel ${unit.channel} of ` +
-      `<code>${esc(inputId)}</code>, moving ${sh} at a time, so the map shrinks (down-sampling). No weights to learn.`;
+      `<code>${esc(e.input)}</code>, moving ${sh} at a time, so the map shrinks (down-sampling). No weights to learn.`;
     // one step per number in the window (the running max or sum), then the result
     return this.animatedFigure(cells.length + 1, (step, stage) => {
-      const block = this.gridBlock(`window on channel ${unit.channel}`, values.map((r) => r.map((v) => v ?? NaN)));
+      const block = this.gridBlock(`window on channel ${unit.channel}`, e.values.map((r) => r.map((v) => v ?? NaN)));
       const grid = block.querySelector(".grid");
-      const seen = cells.slice(0, Math.min(step + 1, cells.length)).filter((c) => c.v !== null);
       cells.slice(0, step + 1).forEach((c, k) => {
         grid.children[c.i * kw + c.j]?.classList.add(k === step ? "current" : "done");
       });
       let text;
       if (step < cells.length) {
-        const so = seen.map((c) => c.v);
-        text = max
-          ? `largest so far: max(${so.map(fmt).join(", ")}) = <strong>${fmt(Math.max(...so))}</strong>`
-          : `sum so far: ${so.map(fmt).join(" + ")} = <strong>${fmt(so.reduce((a, b) => a + b, 0))}</strong>`;
+        const seen = cells.slice(0, step + 1).filter((c) => c.inside).map((c) => fmt(c.v));
+        const so = cells[step].running;
+        text = so === null ? "this cell lies in the padding: nothing read yet"
+          : max ? `largest so far: max(${seen.join(", ")}) = <strong>${fmt(so)}</strong>`
+            : `sum so far: ${seen.join(" + ")} = <strong>${fmt(so)}</strong>`;
       } else {
-        if (max) {
-          const best = cells.find((c) => c.v === final);
-          if (best) grid.children[best.i * kw + best.j]?.classList.add("argmax");
-        }
+        if (max) grid.children[e.argmax[0] * kw + e.argmax[1]]?.classList.add("argmax");
         text = max
-          ? `max of the window = <span class="result">${fmt(final)}</span>`
-          : `(${inside.map(fmt).join(" + ")}) / ${divisor} = <span class="result">${fmt(final)}</span>`;
+          ? `max of the window = <span class="result">${fmt(e.result)}</span>`
+          : `(${inside.map(fmt).join(" + ")}) / ${e.divisor} = <span class="result">${fmt(e.result)}</span>`;
       }
       stage.replaceChildren(block, el("p", { class: "step-text", html: text }));
-      if (step === cells.length) stage.append(checkLine(final, value));
+      if (step === cells.length) stage.append(checkLine(e.result, e.engine_value));
     }, intro);
   }
 
   // --- fully connected --------------------------------------------------------------------------------
-  async linearView(archNode, node, unit, value) {
-    const { model } = this.context;
-    const inputId = archNode.inputs?.[0];
-    const [x, weight, bias] = await Promise.all([this.activation(inputId), fetchParam(model, node.id, "weight"),
-      nodeAttributes(archNode).bias === false ? Promise.resolve(null) : fetchParam(model, node.id, "bias")]);
-    const n = x.shape[1];
-    const intro = `A fully connected neuron: all ${n} numbers of <code>${esc(inputId)}</code>, each times its own weight, summed, plus a bias.`;
-    if (!weight) {
-      return el("div", {}, el("p", { class: "small", html: intro }),
-        el("p", { class: "callout", text: "This server does not serve the model's weights (GET /api/models/{id}/params/{name}.npy), so the products cannot be shown." }));
-    }
-    const terms = [];
-    for (let i = 0; i < n; i += 1) {
-      const xi = x.data[i];
-      const wi = at(weight, [unit.channel, i]);
-      terms.push({ i, xi, wi, p: xi * wi });
-    }
-    const b = bias ? at(bias, [unit.channel]) : 0;
-    return el("div", {}, el("p", { class: "small", html: intro }), ...this.weightedSum(terms, b, value, "x"));
+  linearView(e) {
+    const intro = `A fully connected neuron: all ${e.in_features} numbers of <code>${esc(e.input)}</code>, each times its own weight, summed, plus a bias.`;
+    const terms = e.terms.map((t) => ({ i: t.index, xi: t.input, wi: t.weight, p: t.product }));
+    return el("div", {}, el("p", { class: "small", html: intro }), ...this.weightedSum(terms, e, e.in_features, "x"));
   }
 
-  /** A weighted sum shown by its largest products (red +, blue −), then the total, the bias and the check. */
-  weightedSum(terms, b, value, name) {
-    const total = terms.reduce((a, t) => a + t.p, 0);
-    const ranked = [...terms].sort((a, c) => Math.abs(c.p) - Math.abs(a.p)).slice(0, 12);
+  /** A weighted sum shown by its largest products (red +, blue −), then the engine's total, bias and check. */
+  weightedSum(terms, e, count, name) {
+    const ranked = [...terms].sort((a, c) => Math.abs(c.p) - Math.abs(a.p));
     const max = Math.max(1e-9, ...ranked.map((t) => Math.abs(t.p)));
     const list = el("div", { class: "bars" }, ...ranked.map((t) => {
       const row = el("div", { class: "bar-row" },
@@ -584,90 +488,64 @@ export class DetailView {
       fill.style.background = t.p >= 0 ? "#d6604d" : "#4393c3";
       return row;
     }));
+    const rest = e.omitted?.count ? [el("p", { class: "small muted", text: `the other ${e.omitted.count} products add up to ${fmt(e.omitted.sum)}` })] : [];
     return [
-      el("p", { class: "small muted", text: `the ${ranked.length} largest of the ${terms.length} products (red +, blue −):` }), list,
-      el("p", { class: "step-text", html: `Σ of all ${terms.length} products ${fmt(total)} + bias ${fmt(b)} = <span class="result">${fmt(total + b)}</span>` }),
-      checkLine(total + b, value),
+      el("p", { class: "small muted", text: ranked.length < count ? `the ${ranked.length} largest of the ${count} products (red +, blue −):` : `the ${count} products, largest first (red +, blue −):` }),
+      list, ...rest,
+      el("p", { class: "step-text", html: `Σ of all ${count} products ${fmt(e.total)} + bias ${fmt(e.bias)} = <span class="result">${fmt(e.result)}</span>` }),
+      checkLine(e.result, e.engine_value),
     ];
   }
 
   // --- softmax ----------------------------------------------------------------------------------------
-  async softmaxView(archNode, node, unit, value) {
-    const inputId = archNode.inputs?.[0];
-    const z = await this.activation(inputId);
-    const scores = Array.from(z.data);
-    const top = Math.max(...scores);
-    const exps = scores.map((s) => Math.exp(s - top));
-    const total = exps.reduce((a, b) => a + b, 0);
-    const index = unit.y === null ? unit.channel : unit.y * node.shape[2] + unit.x;
-    const mine = exps[index] / total;
-    const what = node.op === "spatial_softmax" ? "position" : "class";
+  softmaxView(e) {
+    const what = e.over;
+    const index = e.unit;
     const labels = this.context.arch?.labels ?? [];
-    const order = [...scores.keys()].sort((a, b) => scores[b] - scores[a]).slice(0, 10);
+    const name = (i) => (what === "class" ? labels[i] ?? String(i) : String(i));
     const table = el("table", { class: "data" },
       el("thead", {}, el("tr", {}, el("th", { text: what }), el("th", { class: "num", text: "score z" }),
         el("th", { class: "num", text: "e^(z − max)" }), el("th", { class: "num", text: "probability" }))),
-      el("tbody", {}, ...order.map((i) => el("tr", { class: i === index ? "selected" : "" },
-        el("td", { text: what === "class" ? labels[i] ?? String(i) : String(i) }), el("td", { class: "num", text: fmt(scores[i]) }),
-        el("td", { class: "num", text: fmt(exps[i]) }), el("td", { class: "num", text: fmt(exps[i] / total) })))));
+      el("tbody", {}, ...e.entries.map((x) => el("tr", { class: x.index === index ? "selected" : "" },
+        el("td", { text: name(x.index) }), el("td", { class: "num", text: fmt(x.logit) }),
+        el("td", { class: "num", text: fmt(x.exp) }), el("td", { class: "num", text: fmt(x.probability) })))));
     return el("div", {},
-      el("p", { class: "small", text: `Softmax: e to the power of each score (minus the largest, ${fmt(top)}, for stability), divided by their sum ${fmt(total)}: positive numbers that add up to 1.` }),
+      el("p", { class: "small", text: `Softmax: e to the power of each score (minus the largest, ${fmt(e.max)}, for stability), divided by their sum ${fmt(e.exp_sum)}: positive numbers that add up to 1.` }),
       table,
+      ...[this.omittedNote(e)].filter(Boolean),
       el("p", { class: "step-text", html: `${what} ${index}${what === "class" && labels[index] ? ` (${esc(labels[index])})` : ""}: ` +
-        `${fmt(exps[index])} / ${fmt(total)} = <span class="result">${fmt(mine)}</span>` }),
-      checkLine(mine, value));
+        `${fmt(e.exp)} / ${fmt(e.exp_sum)} = <span class="result">${fmt(e.result)}</span>` }),
+      checkLine(e.result, e.engine_value));
   }
 
   // --- global average pooling, merges, attention pooling, elementwise ----------------------------------
-  async gapView(archNode, node, unit, value) {
-    const inputId = archNode.inputs?.[0];
-    const x = await this.activation(inputId);
-    const [, , H, W] = x.shape;
-    let sum = 0;
-    for (let y = 0; y < H; y += 1) for (let xx = 0; xx < W; xx += 1) sum += at(x, [0, unit.channel, y, xx]);
+  gapView(e) {
+    const [H, W] = e.spatial_shape;
     return el("div", {},
-      el("p", { class: "step-text", html: `mean of the ${H}×${W} map ${unit.channel} of ${esc(inputId)}: ${fmt(sum)} / ${H * W} = <span class="result">${fmt(sum / (H * W))}</span>` }),
-      checkLine(sum / (H * W), value));
+      el("p", { class: "step-text", html: `mean of the ${H}×${W} map ${e.channel} of ${esc(e.input)}: ${fmt(e.sum)} / ${e.divisor} = <span class="result">${fmt(e.result)}</span>` }),
+      checkLine(e.result, e.engine_value));
   }
 
-  async mergeView(archNode, node, unit, value) {
-    const values = await Promise.all((archNode.inputs ?? []).map((id) => this.valueOf(id, unit).then((v) => ({ id, v }))));
-    const add = node.op === "add";
-    const result = values.reduce((a, { v }) => (add ? a + v : a * v), add ? 0 : 1);
+  mergeView(e) {
+    const add = e.kind === "add";
     return el("div", {},
-      el("p", { class: "step-text", html: `${values.map(({ id, v }) => `${fmt(v)} <span class="muted">(${esc(id)})</span>`).join(add ? " + " : " × ")} = <span class="result">${fmt(result)}</span>` }),
-      checkLine(result, value));
+      el("p", { class: "step-text", html: `${e.operands.map(({ node, value }) => `${fmt(value)} <span class="muted">(${esc(node)})</span>`).join(add ? " + " : " × ")} = <span class="result">${fmt(e.result)}</span>` }),
+      checkLine(e.result, e.engine_value));
   }
 
-  async attentionPoolView(archNode, node, unit, value) {
-    const [featureId, weightId] = archNode.inputs ?? [];
-    const [f, w] = await Promise.all([this.activation(featureId), this.activation(weightId)]);
-    const [, , H, W] = f.shape;
-    let sum = 0;
-    const weights = [];
-    for (let y = 0; y < H; y += 1) {
-      const row = [];
-      for (let x = 0; x < W; x += 1) {
-        const a = at(w, [0, 0, y, x]);
-        row.push(a);
-        sum += a * at(f, [0, unit.channel, y, x]);
-      }
-      weights.push(row);
-    }
+  attentionPoolView(e) {
+    const [featureId, weightId] = e.inputs;
+    const [H, W] = e.spatial_shape;
     return el("div", {},
-      el("p", { class: "small", text: `Attention pooling: feature ${unit.channel} of ${featureId} is summed over its ${H}×${W} positions, each weighted by the attention map (${weightId}, weights adding up to 1): a weighted sum that shows which positions drove the decision.` }),
-      this.gridBlock("attention weights", weights),
-      el("p", { class: "step-text", html: `Σ weight × feature = <span class="result">${fmt(sum)}</span>` }),
-      checkLine(sum, value));
+      el("p", { class: "small", text: `Attention pooling: feature ${e.channel} of ${featureId} is summed over its ${H}×${W} positions, each weighted by the attention map (${weightId}, weights adding up to 1): a weighted sum that shows which positions drove the decision.` }),
+      ...(e.weights ? [this.gridBlock("attention weights", e.weights)] : [this.omittedNote(e)]),
+      el("p", { class: "step-text", html: `Σ weight × feature = <span class="result">${fmt(e.result)}</span>` }),
+      checkLine(e.result, e.engine_value));
   }
 
-  async elementwiseView(archNode, node, unit, value) {
-    const inputId = archNode.inputs?.[0];
-    const input = await this.valueOf(inputId, unit);
-    const formula = {
-      relu: `max(0, ${fmt(input)})`, relu6: `min(max(0, ${fmt(input)}), 6)`, identity: fmt(input), dropout: `${fmt(input)} (inference: unchanged)`,
-      batch_norm: `(${fmt(input)} − running mean) / √(running var + ε) · γ + β`,
-    }[node.op] ?? `${node.op}(${fmt(input)})`;
-    return el("p", { class: "step-text", html: `${formula} = <span class="result">${fmt(value)}</span> <span class="muted">(input from ${esc(inputId)})</span>` });
+  elementwiseView(e) {
+    return el("div", {},
+      el("p", { class: "step-text", html: `${this.formula(e)} = <span class="result">${fmt(e.result)}</span> <span class="muted">(input from ${esc(e.input)})</span>` }),
+      checkLine(e.result, e.engine_value));
   }
 }

@@ -178,6 +178,9 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
     params["bn.running_mean"][:] = [0.5, -1, 0.25]
     trace = graph.forward(trace.activations["input"], params)
     explained |= explain_every_unit(graph, params, trace)
+    pooled = explain_unit(graph, params, trace, "pooled", (2,))
+    assert pooled["inputs"] == ["sum", "att"]
+    np.testing.assert_allclose(pooled["weights"], trace.activations["att"][0, 0], rtol=1e-6)
     assert explained == set(EXPLAINED)
 
 
