@@ -31,10 +31,10 @@ class Settings(BaseModel):
     training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once per worker (more: 429)")
     training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in memory per worker (oldest "
                                                          "finished ones are forgotten first)")
-    max_attention_gmacs: float = Field(40.0, gt=0, description="work one attention request may do, in billions of "
-                                                              "multiply-accumulates (EfficientNet-Lite0: 0.39 a forward "
-                                                              "pass, about 0.03 s here; a backward pass counts twice): "
-                                                              "many-pass methods' defaults shrink to fit")
+    max_attention_gmacs: float = Field(
+        40.0, gt=0, description="work one attention request may do, in billions of multiply-accumulates "
+                                "(EfficientNet-Lite0: 0.39 a forward pass, about 0.03 s here; a backward pass counts "
+                                "twice): many-pass methods' defaults shrink to fit")
     compute_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1,
                                description="forward/backward passes run at once per worker; others queue "
                                            "(bounds memory under load)")
