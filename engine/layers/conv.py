@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.arithmetic import output_length, transposed_output_length
 from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_depthwise
 from engine.layers.grad_mode import param_grads_wanted
 from engine.layers.im2col import (
@@ -53,8 +54,8 @@ Pads = Sequence[tuple[int, int]]
 def conv_output_sizes(
     padded_sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
 ) -> tuple[int, ...]:
-    """``floor((S_padded - dilation * (k - 1) - 1) / stride) + 1`` per axis."""
-    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(padded_sizes, kernel, stride, dilation))
+    """``floor((S_padded - dilation * (k - 1) - 1) / stride) + 1`` per axis (``engine.arithmetic``'s formula)."""
+    return tuple(output_length(n, k, s, (0, 0), d) for n, k, s, d in zip(padded_sizes, kernel, stride, dilation))
 
 
 def _is_depthwise(c_in: int, w: np.ndarray, groups: int) -> bool:
@@ -284,10 +285,11 @@ def conv_transpose_output_sizes(
     output_padding: Sequence[int],
     dilation: Sequence[int],
 ) -> tuple[int, ...]:
-    """``(S - 1) * stride - before - after + dilation * (k - 1) + output_padding + 1`` per axis."""
+    """``(S - 1) * stride - before - after + dilation * (k - 1) + output_padding + 1`` per axis
+    (``engine.arithmetic``'s formula)."""
     return tuple(
-        (n - 1) * s - b - a + d * (k - 1) + op + 1
-        for n, k, s, (b, a), op, d in zip(in_sizes, kernel, stride, padding, output_padding, dilation)
+        transposed_output_length(n, k, s, pair, d, op)
+        for n, k, s, pair, op, d in zip(in_sizes, kernel, stride, padding, output_padding, dilation)
     )
 
 

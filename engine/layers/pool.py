@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.arithmetic import output_length
 from engine.layers.im2col import pad_input, tap_slices, unpad
 
 Pads = Sequence[tuple[int, int]]
@@ -30,17 +31,11 @@ Pads = Sequence[tuple[int, int]]
 def pool_output_size(
     size: int, kernel: int, stride: int, padding: tuple[int, int], dilation: int = 1, ceil_mode: bool = False
 ) -> int:
-    """Output length of one pooled axis (PyTorch's rule, see the module docstring)."""
-    before, after = padding
-    span = size + before + after - dilation * (kernel - 1) - 1
-    if span < 0:
+    """Output length of one pooled axis (PyTorch's rule, see the module docstring): ``engine.arithmetic``'s
+    formula, 0 where the window does not fit."""
+    if size + padding[0] + padding[1] < dilation * (kernel - 1) + 1:
         return 0
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + before:
-        out -= 1
-    return out
+    return output_length(size, kernel, stride, padding, dilation, ceil_mode)
 
 
 def _layout(
