@@ -67,6 +67,11 @@ async def read_model_input(request: Request, max_bytes: int) -> ModelInput:
             if not isinstance(item, UploadFile):
                 fields = ", ".join(f"'{k}'" for k in form) or "none"
                 raise ApiError(422, f"no file in multipart field '{IMAGE_FIELD}' (fields sent: {fields}): {HOW}")
+            others = [k for k in form if k != IMAGE_FIELD]
+            if others:  # options such as method or target would otherwise be silently ignored
+                names = ", ".join(f"'{k}'" for k in others)
+                raise ApiError(422, f"multipart field(s) {names} are not read: the form takes only '{IMAGE_FIELD}'; "
+                                    f"send options in the query string (e.g. ?{others[0]}=...)")
             data = await item.read(max_bytes + 1)
             filename = item.filename
             tensor = (filename or "").lower().endswith(".npy") or is_npy(data[:8])

@@ -82,3 +82,10 @@ def test_many_pass_methods_stay_within_the_work_budget(client, settings):
     assert fitted.json()["extras"]["steps"] == 6
     too_many = client.post("/api/models/tiny/attention?method=integrated_gradients&steps=32", content=x, headers=NPY)
     assert too_many.status_code == 422 and "use steps <= 6" in too_many.json()["detail"]
+
+
+def test_options_sent_as_form_fields_are_refused_not_ignored(client):
+    response = client.post("/api/models/tiny/attention", files={"image": ("a.png", png_bytes(), "image/png")},
+                           data={"method": "saliency"})
+    assert response.status_code == 422
+    assert "'method'" in response.json()["detail"] and "query string" in response.json()["detail"]
