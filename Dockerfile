@@ -1,6 +1,7 @@
 # cnn-visualiser: the web app and REST API on a slim Python, as a non-root user.
 #   docker build -t cnn-visualiser .
 #   docker run -p 8000:8000 -v cnn-vis-data:/data cnn-visualiser
+# Without a Docker engine, scripts/check_docker_steps.sh runs the same steps in a fresh virtual environment.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,6 +24,7 @@ from app.docs_ui import has_local_assets, install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
 from app.openapi_errors import document_errors
+from app.paths import find_dir
 from app.services.models import model_store_for
 
 DESCRIPTION = """\
@@ -51,12 +51,6 @@ TAGS = [
     {"name": "playground", "description": "A convolution or pooling on a small grid, every window step."},
     {"name": "health", "description": "Is the server up."},
 ]
-
-
-def find_dir(name: str) -> Path:
-    """The repository's ``static/`` or ``templates/``: next to the ``app`` package, else in the working directory."""
-    beside_package = Path(__file__).resolve().parents[1] / name
-    return beside_package if beside_package.is_dir() else Path.cwd() / name
 
 
 MULTIPART_SLACK = 1024 * 1024  # form fields and multipart boundaries around the file itself

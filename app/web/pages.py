@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from app.paths import find_dir
+
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
@@ -38,16 +40,19 @@ PAGES = [
     Page("/training", "read_training", "Training lab", "Training lab", "training.html", "js/training.js"),
 ]
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "static" / "samples"
+def samples_dir() -> Path:
+    """``static/samples`` wherever the app serves ``static/`` from."""
+    return find_dir("static") / "samples"
 SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
 
 def sample_images() -> list[dict[str, str]]:
     """The samples shipped in ``static/samples/`` (sources in its SOURCES.md), by file name: photos, and
     held-out MNIST digits (``digit-*.png``), which the pages offer only to one-channel (digit) models."""
-    if not SAMPLES_DIR.is_dir():
+    directory = samples_dir()
+    if not directory.is_dir():
         return []
-    files = sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
     return [{"file": p.name, "name": p.stem.replace("_", " ").replace("-", " "),
              "kind": "digit" if p.stem.startswith("digit-") else "photo"} for p in files]
 
