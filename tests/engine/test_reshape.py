@@ -84,3 +84,20 @@ def test_reshape_errors():
         Graph({"input_shape": [3, 4], "nodes": [{"id": "f", "op": "flatten", "start_dim": 0}]})
     with pytest.raises(SpecError, match=r"start_dim \(2\) comes after end_dim \(1\)"):
         Graph({"input_shape": [3, 4], "nodes": [{"id": "f", "op": "flatten", "start_dim": 2, "end_dim": 1}]})
+
+
+def test_flatten_and_reshape_pass_central_difference_checks(rng):
+    """float64 gradient checks, with a negative control: a gradient laid out in the wrong order fails."""
+    from engine.gradcheck import check_function, numeric_gradient, relative_error
+
+    x = rng.standard_normal((2, 3, 4))
+    _, cache = reshape_forward(x, (4, 3))
+    errors = check_function(lambda a: reshape_forward(a, (4, 3))[0], lambda d: (reshape_backward(d, cache),), [x])
+    assert max(errors) < 1e-8
+    _, fcache = flatten_forward(x)
+    errors = check_function(lambda a: flatten_forward(a)[0], lambda d: (flatten_backward(d, fcache),), [x])
+    assert max(errors) < 1e-8
+    dout = rng.standard_normal((2, 4, 3))
+    numeric = numeric_gradient(lambda: float(np.sum(reshape_forward(x, (4, 3))[0] * dout)), x)
+    wrong = dout.transpose(0, 2, 1).reshape(x.shape)  # the right values in the wrong places
+    assert relative_error(wrong, numeric) > 0.1
