@@ -11,7 +11,7 @@ PORT ?= 8000
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "cnn-visualiser needs Python 3.11 or newer"'
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "could not create a virtual environment: on Debian or Ubuntu, apt-get install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
