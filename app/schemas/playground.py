@@ -21,19 +21,27 @@ class PlaygroundRequest(BaseModel):
                         examples=[[[1, 2, 0, 1], [0, 1, 3, 1], [2, 1, 0, 0], [1, 0, 1, 2]]])
     kernel: Grid | None = Field(None, max_length=32, description="conv: the weights, (kh, kw) or (C, kh, kw)",
                                 examples=[[[1, 0], [0, -1]]])
-    bias: float = Field(0.0, description="conv: added to every window's sum")
+    bias: float = Field(0.0, examples=[0.0], description="conv: added to every window's sum")
     kernel_size: PerAxis | None = Field(None, description="pools: the window, an int or [kh, kw]", examples=[2])
     stride: PerAxis | None = Field(None, description="an int or [sh, sw]; default 1 for conv, kernel_size for pools",
                                    examples=[1])
     padding: Padding = Field(0, description="an int, [ph, pw], [[top, bottom], [left, right]], 'same' or 'valid'",
                              examples=[0])
-    dilation: PerAxis = Field(1, description="spacing between kernel taps")
-    ceil_mode: bool = Field(False, description="pools: round the output size up (PyTorch's ceil_mode)")
-    count_include_pad: bool = Field(True, description="avg_pool: count padding in the divisor")
+    dilation: PerAxis = Field(1, examples=[1], description="spacing between kernel taps")
+    ceil_mode: bool = Field(False, examples=[False],
+                            description="pools: round the output size up (PyTorch's ceil_mode)")
+    count_include_pad: bool = Field(True, examples=[True], description="avg_pool: count padding in the divisor")
 
 
 class PlaygroundStep(BaseModel):
     """One position of the sliding window (coordinates in the padded input; padded row r = input row r − top)."""
+
+    model_config = {"json_schema_extra": {"examples": [
+        # the second step of a 2×2 convolution with stride 2 over a 4×4 input, bias 0
+        {"out": [0, 1], "origin": [0, 2], "rows": [0, 1], "cols": [2, 3], "values": [[0.0, 1.0], [3.0, 1.0]],
+         "products": [[0.0, 0.0], [0.0, -1.0]], "sum": -1.0, "bias": 0.0, "divisor": None, "argmax": None,
+         "result": -1.0},
+    ]}}
 
     out: tuple[int, int] = Field(..., description="output position (row, column)")
     origin: tuple[int, int] = Field(..., description="padded-input position of the window's first tap")
@@ -51,14 +59,25 @@ class PlaygroundStep(BaseModel):
 class PlaygroundResponse(BaseModel):
     """The output and every step, for the front-end to animate."""
 
-    op: str = Field(..., examples=["conv"])
-    input: list[Any]
-    padded_input: list[Any] = Field(..., description="the input with its padding (null where max pooling pads with −∞)")
-    padding: list[tuple[int, int]] = Field(..., description="[before, after] per axis (H, W)")
-    kernel_size: tuple[int, int]
-    kernel: list[Any] | None
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    output: list[Any]
+    op: str = Field(..., description="'conv', 'max_pool' or 'avg_pool'", examples=["conv"])
+    input: list[Any] = Field(...,
+                             description="the input grid as numbers: (H, W), or (C, H, W) as sent for conv",
+                             examples=[[[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [2.0, 1.0, 0.0]]])
+    padded_input: list[Any] = Field(..., examples=[[[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [2.0, 1.0, 0.0]]],
+                                    description="the input with its padding (null where max pooling pads with −∞)")
+    padding: list[tuple[int, int]] = Field(..., examples=[[[0, 0], [0, 0]]],
+                                           description="[before, after] per axis (H, W)")
+    kernel_size: tuple[int, int] = Field(...,
+                                         description="the window (kh, kw): the kernel's size for conv",
+                                         examples=[[2, 2]])
+    kernel: list[Any] | None = Field(...,
+                                     description="conv: the weights, (kh, kw) or (C, kh, kw) as sent; null for the "
+                                                 "pools",
+                                     examples=[[[1.0, 0.0], [0.0, -1.0]]])
+    stride: tuple[int, int] = Field(..., description="(sh, sw)", examples=[[1, 1]])
+    dilation: tuple[int, int] = Field(..., description="(dh, dw): spacing between kernel taps", examples=[[1, 1]])
+    output: list[Any] = Field(...,
+                              description="the output grid (H_out, W_out); conv sums over the channels",
+                              examples=[[[0.0, -1.0], [-1.0, 1.0]]])
     output_size: list[AxisOutput] = Field(..., description="the output-size arithmetic for H and W")
-    steps: list[PlaygroundStep]
+    steps: list[PlaygroundStep] = Field(..., description="every window position, row by row (H_out × W_out steps)")

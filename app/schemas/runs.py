@@ -18,8 +18,8 @@ class TileLayout(BaseModel):
     """
 
     tiles: int = Field(..., description="number of tiles: channels (× depth for 3D maps)", examples=[32])
-    rows: int = Field(..., examples=[6])
-    columns: int = Field(..., examples=[6])
+    rows: int = Field(..., description="rows of tiles", examples=[6])
+    columns: int = Field(..., description="tiles per row", examples=[6])
     tile_height: int = Field(..., description="height of one tile in pixels (the map's H; 1 for vectors)",
                              examples=[112])
     tile_width: int = Field(..., description="width of one tile in pixels (the map's W)", examples=[112])
@@ -27,10 +27,11 @@ class TileLayout(BaseModel):
     width: int = Field(..., description="whole image width", examples=[677])
     height: int = Field(..., description="whole image height", examples=[677])
     scale: Literal["channel", "layer"] = Field(
-        "channel", description="grey levels scaled per channel, or over the whole layer")
+        "channel", description="grey levels scaled per channel, or over the whole layer", examples=["channel"])
     ranges: list[tuple[float, float]] = Field(
         default_factory=list, description="per tile, the [low, high] values grey 0 and 255 stand for "
-                                          "(filled in by the PNG's X-Tile-Layout header)")
+                                          "(filled in by the PNG's X-Tile-Layout header)",
+        examples=[[[-10.72, 5.02], [-3.4, 2.9]]])
 
 
 class NodeActivation(BaseModel):
@@ -39,11 +40,15 @@ class NodeActivation(BaseModel):
     id: str = Field(..., description="node id ('input' for the model's input)", examples=["stem.relu6"])
     op: str = Field(..., description="the node's op ('input' for the input)", examples=["relu6"])
     shape: list[int] = Field(..., description="activation shape without the batch axis", examples=[[32, 112, 112]])
-    min: float
-    max: float
-    mean: float
-    std: float
-    zero_fraction: float = Field(..., description="share of exact zeros (dead units after ReLU)")
+    min: float = Field(...,
+                       description="smallest value of the activation (over every channel and position)",
+                       examples=[0.0])
+    max: float = Field(..., description="largest value of the activation", examples=[5.83])
+    mean: float = Field(..., description="mean over every value of the activation", examples=[0.61])
+    std: float = Field(...,
+                       description="population standard deviation over every value of the activation",
+                       examples=[0.94])
+    zero_fraction: float = Field(..., examples=[0.9072], description="share of exact zeros (dead units after ReLU)")
     png_url: str = Field(..., description="every channel tiled into one greyscale PNG",
                          examples=["/api/runs/3f2a.../nodes/stem.relu6.png"])
     npy_url: str = Field(..., description="the raw float32 activation, shape [1, *shape]",
@@ -54,7 +59,7 @@ class NodeActivation(BaseModel):
 class ActivationsResponse(BaseModel):
     """A run: every node's activation for one input."""
 
-    model_id: str = Field(..., examples=["digits-classic"])
+    model_id: str = Field(..., description="the model the run belongs to", examples=["digits_classic"])
     run_id: str = Field(..., description="content hash of model and preprocessed input; valid on every worker",
                         examples=["3f2a9c0d6b1e4f5a8c7d2e1f0a9b8c7d"])
     input_shape: list[int] = Field(..., description="the preprocessed input's shape, batch axis included",
@@ -62,8 +67,8 @@ class ActivationsResponse(BaseModel):
     nodes: list[NodeActivation] = Field(..., description="the input first, then every node in graph order")
     classes: list[ClassScore] | None = Field(
         None, description="top classes when the model's output is class scores (as from /predict)")
-    elapsed_ms: float = Field(..., description="time the forward pass took when the run was computed")
-    cached: bool = Field(..., description="the run was already in this worker's cache")
+    elapsed_ms: float = Field(..., examples=[5.1], description="time the forward pass took when the run was computed")
+    cached: bool = Field(..., examples=[False], description="the run was already in this worker's cache")
 
 
 # --- one unit's arithmetic (GET /api/runs/{run_id}/nodes/{node_id}/units/{index}) ---------------------------------
@@ -97,9 +102,10 @@ class LinearTerm(BaseModel):
     """One product input × weight of a fully connected unit."""
 
     index: int = Field(..., description="input feature index", examples=[17])
-    input: float = Field(..., examples=[0.8])
-    weight: float = Field(..., examples=[-0.25])
-    product: float = Field(..., examples=[-0.2])
+    input: float = Field(..., description="the input feature's value", examples=[0.8])
+    weight: float = Field(..., description="weight[unit, index]: the weight this feature is multiplied by",
+                          examples=[-0.25])
+    product: float = Field(..., description="input × weight", examples=[-0.2])
 
 
 class SoftmaxEntry(BaseModel):
@@ -115,23 +121,25 @@ class SoftmaxEntry(BaseModel):
 class ChainStep(BaseModel):
     """An elementwise node after the unit (batch norm, ReLU, ...), at the same index."""
 
-    node: str = Field(..., examples=["bn1"])
-    op: str = Field(..., examples=["batch_norm"])
-    input_value: float = Field(..., description="the value coming in (the previous step's engine value)")
-    engine_value: float = Field(..., description="this node's value in the forward pass")
-    result: float | None = Field(None, description="the formula recomputed from input_value (where there is one)")
-    running_mean: float | None = Field(None, description="batch norm: the channel's running mean")
-    running_var: float | None = Field(None, description="batch norm: the channel's running variance")
-    eps: float | None = Field(None, description="batch norm: ε")
-    weight: float | None = Field(None, description="batch norm: γ")
-    bias: float | None = Field(None, description="batch norm: β")
+    node: str = Field(..., description="id of the elementwise node", examples=["stem_bn"])
+    op: str = Field(..., description="its op", examples=["batch_norm"])
+    input_value: float = Field(..., examples=[4.0103],
+                               description="the value coming in (the previous step's engine value)")
+    engine_value: float = Field(..., examples=[3.2153], description="this node's value in the forward pass")
+    result: float | None = Field(None, examples=[3.2153],
+                                 description="the formula recomputed from input_value (where there is one)")
+    running_mean: float | None = Field(None, examples=[0.0088], description="batch norm: the channel's running mean")
+    running_var: float | None = Field(None, examples=[1.2777], description="batch norm: the channel's running variance")
+    eps: float | None = Field(None, examples=[1e-05], description="batch norm: ε")
+    weight: float | None = Field(None, examples=[0.943], description="batch norm: γ")
+    bias: float | None = Field(None, examples=[-0.1231], description="batch norm: β")
 
 
 class Operand(BaseModel):
     """One input of an add / mul node at the unit's index."""
 
-    node: str = Field(..., examples=["block1_bn"])
-    value: float = Field(..., examples=[0.42])
+    node: str = Field(..., description="id of the input node", examples=["block1_bn"])
+    value: float = Field(..., description="its value at the unit's index", examples=[0.42])
 
 
 class UnitExplanation(BaseModel):
@@ -145,8 +153,8 @@ class UnitExplanation(BaseModel):
     rounding.
     """
 
-    node: str = Field(..., examples=["conv2"])
-    op: str = Field(..., examples=["conv2d"])
+    node: str = Field(..., description="the node the unit belongs to", examples=["conv2"])
+    op: str = Field(..., description="the node's op", examples=["conv2d"])
     kind: str = Field(..., description="which arithmetic is explained: the op", examples=["conv2d"])
     index: list[int] = Field(..., description="the unit, without the batch axis", examples=[[5, 4, 4]])
     input: str = Field(..., description="the node the unit reads", examples=["pool1"])
@@ -157,51 +165,62 @@ class UnitExplanation(BaseModel):
     chain: list[ChainStep] = Field(default_factory=list, description="elementwise nodes that follow the unit")
     omitted: Omitted | None = Field(None, description="what a bounded explanation leaves out")
     # window (conv2d, pooling)
-    kernel_size: list[int] | None = Field(None, examples=[[5, 5]])
-    stride: list[int] | None = Field(None, examples=[[1, 1]])
+    kernel_size: list[int] | None = Field(None, description="conv2d and pooling: the window (kh, kw)",
+                                          examples=[[5, 5]])
+    stride: list[int] | None = Field(None, description="conv2d and pooling: (sh, sw)", examples=[[1, 1]])
     padding: list[list[int]] | None = Field(None, description="[before, after] per axis", examples=[[[0, 0], [0, 0]]])
-    dilation: list[int] | None = Field(None, examples=[[1, 1]])
+    dilation: list[int] | None = Field(None, description="conv2d and pooling: spacing between taps (dh, dw)",
+                                       examples=[[1, 1]])
     rows: list[int] | None = Field(None, description="input rows the window reads (negative or ≥ H: padding)",
                                    examples=[[4, 5, 6, 7, 8]])
     cols: list[int] | None = Field(None, description="input columns the window reads", examples=[[4, 5, 6, 7, 8]])
-    row_in_padding: list[bool] | None = Field(None, description="per row: outside the input (in the padding)")
-    col_in_padding: list[bool] | None = Field(None, description="per column: outside the input (in the padding)")
+    row_in_padding: list[bool] | None = Field(None, examples=[[False, False, False, False, False]],
+                                              description="per row: outside the input (in the padding)")
+    col_in_padding: list[bool] | None = Field(None, examples=[[False, False, False, False, False]],
+                                              description="per column: outside the input (in the padding)")
     # conv2d
-    groups: int | None = Field(None, examples=[1])
+    groups: int | None = Field(None, description="conv2d: the convolution's groups", examples=[1])
     group: int | None = Field(None, description="the group the unit's filter belongs to", examples=[0])
     channels_in_group: int | None = Field(None, description="input channels the filter reads", examples=[8])
     channels: list[ConvChannel] | None = Field(None, description="per input channel (bounded, see omitted)")
-    total: float | None = Field(None, description="Σ of all products (before the bias)")
-    bias: float | None = Field(None, description="the unit's bias (0 without one)")
+    total: float | None = Field(None, examples=[22.0517], description="Σ of all products (before the bias)")
+    bias: float | None = Field(None, examples=[-0.0518], description="the unit's bias (0 without one)")
     # pooling
     channel: int | None = Field(None, description="pooling: the channel pooled", examples=[0])
     values: list[list[float | None]] | None = Field(
-        None, description="pooling: the window (max: null in the padding; average: 0 there)")
+        None, description="pooling: the window (max: null in the padding; average: 0 there)",
+        examples=[[[0.0, 1.2], [4.85, 4.36]]])
     running: list[list[float | None]] | None = Field(
         None, description="pooling: per window cell, the max (or sum) of the cells read so far, row by row; null "
-                          "until a cell inside the input is read")
-    argmax: list[int] | None = Field(None, description="max pooling: [row, col] in the window of the first maximum")
-    sum: float | None = Field(None, description="average pooling: the window's sum")
-    divisor: int | None = Field(None, description="average pooling: how many cells the sum is divided by")
-    count_include_pad: bool | None = Field(None)
+                          "until a cell inside the input is read", examples=[[[0.0, 1.2], [4.85, 4.85]]])
+    argmax: list[int] | None = Field(None, examples=[[1, 0]],
+                                     description="max pooling: [row, col] in the window of the first maximum")
+    sum: float | None = Field(None, examples=[10.41], description="average pooling: the window's sum")
+    divisor: int | None = Field(None, examples=[4], description="average pooling: how many cells the sum is divided by")
+    count_include_pad: bool | None = Field(None, examples=[True],
+                                           description="average pooling: padding cells count in the divisor")
     # linear
-    in_features: int | None = Field(None, examples=[400])
+    in_features: int | None = Field(None, description="linear: the number of input features", examples=[400])
     terms: list[LinearTerm] | None = Field(None, description="the largest |products| (bounded, see omitted)")
     # softmax
-    over: Literal["class", "position"] | None = Field(None)
+    over: Literal["class", "position"] | None = Field(None, examples=["class"],
+                                                      description="softmax: 'class' (over the classes) or 'position' "
+                                                                  "(spatial softmax, over positions)")
     count: int | None = Field(None, description="softmax: how many logits", examples=[10])
     unit: int | None = Field(None, description="softmax: the unit's class or flattened position", examples=[3])
-    max: float | None = Field(None, description="softmax: the largest logit (subtracted before exp)")
-    exp_sum: float | None = Field(None, description="softmax: Σ e^(z − max) over all logits")
-    exp: float | None = Field(None, description="softmax: the unit's e^(z − max)")
+    max: float | None = Field(None, examples=[21.9999],
+                              description="softmax: the largest logit (subtracted before exp)")
+    exp_sum: float | None = Field(None, examples=[1.0000003], description="softmax: Σ e^(z − max) over all logits")
+    exp: float | None = Field(None, examples=[1.0], description="softmax: the unit's e^(z − max)")
     entries: list[SoftmaxEntry] | None = Field(None, description="softmax: the largest logits and the unit's own")
     # global and attention pooling, merges, elementwise ops
     spatial_shape: list[int] | None = Field(None, description="global / attention pooling: the map's size",
                                             examples=[[7, 7]])
-    weights: list[list[float]] | None = Field(None, description="attention pooling: the attention map (≤ 32×32)")
+    weights: list[list[float]] | None = Field(None, examples=[[[0.01, 0.02], [0.9, 0.07]]],
+                                              description="attention pooling: the attention map (≤ 32×32)")
     operands: list[Operand] | None = Field(None, description="add / mul: each input's value at the unit's index")
-    input_value: float | None = Field(None, description="an elementwise op: the value coming in")
-    running_mean: float | None = Field(None, description="batch norm: the channel's running mean")
-    running_var: float | None = Field(None, description="batch norm: the channel's running variance")
-    eps: float | None = Field(None, description="batch norm: ε")
-    weight: float | None = Field(None, description="batch norm: γ (its β is ``bias``)")
+    input_value: float | None = Field(None, examples=[4.0103], description="an elementwise op: the value coming in")
+    running_mean: float | None = Field(None, examples=[0.0088], description="batch norm: the channel's running mean")
+    running_var: float | None = Field(None, examples=[1.2777], description="batch norm: the channel's running variance")
+    eps: float | None = Field(None, examples=[1e-05], description="batch norm: ε")
+    weight: float | None = Field(None, examples=[0.943], description="batch norm: γ (its β is ``bias``)")

@@ -28,7 +28,10 @@ def _bounds(name: str) -> dict:
 class TrainingSettings(BaseModel):
     """What to train and how. Bad values give 422 naming the field and its allowed range."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"name": "deep, skips and batch norm", "network": "deep", "depth": 4, "batch_norm": True,
+         "skip_connections": True, "optimizer": "sgd", "lr": 0.05, "batch_size": 64, "epochs": 3, "seed": 0},
+    ]}}
 
     name: str | None = Field(None, max_length=60, description="a label for the job (default: from the settings)",
                              examples=["plain, no batch norm"])
@@ -82,32 +85,43 @@ class TrainingSettings(BaseModel):
 class EpochPoint(BaseModel):
     """Loss and accuracy after an epoch; epoch 0 is the network before training (both in inference mode)."""
 
-    epoch: int
-    loss: float | None = Field(None, description="training loss: mean over the epoch's batches (training mode)")
-    accuracy: float | None = Field(None, description="training accuracy, fraction correct")
-    test_loss: float | None = None
-    test_accuracy: float | None = None
-    elapsed: float = Field(..., description="seconds since the job started training")
+    epoch: int = Field(..., description="0 before training, then 1, 2, ... after each epoch", examples=[1])
+    loss: float | None = Field(None, examples=[0.35],
+                               description="training loss: mean over the epoch's batches (training mode)")
+    accuracy: float | None = Field(None, examples=[0.9], description="training accuracy, fraction correct")
+    test_loss: float | None = Field(None,
+                                    description="mean cross-entropy loss on the test digits (inference mode); null if "
+                                                "not finite (the training diverged)",
+                                    examples=[0.18])
+    test_accuracy: float | None = Field(None,
+                                        description="fraction of the test digits classified correctly, in [0, 1]",
+                                        examples=[0.947])
+    elapsed: float = Field(..., examples=[12.4], description="seconds since the job started training")
 
 
 class BatchPoint(BaseModel):
     """The running training loss and accuracy within an epoch, after a batch."""
 
-    step: int = Field(..., description="batches done since the start")
-    x: float = Field(..., description="position in epochs (epoch - 1 + batch / batches), for plotting")
-    loss: float
-    accuracy: float
+    step: int = Field(..., examples=[16], description="batches done since the start")
+    x: float = Field(..., examples=[0.5], description="position in epochs (epoch - 1 + batch / batches), for plotting")
+    loss: float = Field(...,
+                        description="running mean cross-entropy loss over the epoch's batches so far (training mode)",
+                        examples=[0.41])
+    accuracy: float = Field(...,
+                            description="running fraction of the epoch's training digits classified correctly so far, "
+                                        "in [0, 1]",
+                            examples=[0.87])
 
 
 class JobProgress(BaseModel):
     """Where a job is."""
 
-    epoch: int = 0
-    epochs: int
-    step: int = 0
-    steps: int = Field(..., description="batches in the whole run")
-    elapsed: float = Field(0.0, description="seconds spent training")
-    eta: float | None = Field(None, description="estimated seconds left (null until a batch is timed)")
+    epoch: int = Field(0, description="the current epoch, 1-based (0 before the first batch)", examples=[2])
+    epochs: int = Field(..., description="epochs the job runs in all (its settings' epochs)", examples=[3])
+    step: int = Field(0, description="batches done since the start", examples=[40])
+    steps: int = Field(..., examples=[96], description="batches in the whole run")
+    elapsed: float = Field(0.0, examples=[12.4], description="seconds spent training")
+    eta: float | None = Field(None, examples=[17.4], description="estimated seconds left (null until a batch is timed)")
 
 
 JobStatus = Literal["running", "done", "cancelled", "failed"]
@@ -116,33 +130,41 @@ JobStatus = Literal["running", "done", "cancelled", "failed"]
 class TrainingJob(BaseModel):
     """A training job: its settings, status, progress and curves."""
 
-    id: str = Field(..., examples=["a1b2c3d4"])
-    name: str
-    status: JobStatus
-    settings: TrainingSettings
-    network: str = Field(..., description="the network trained, in words")
-    param_count: int
-    pretrained_params: list[str] = Field(default_factory=list,
+    id: str = Field(..., description="the job's id (8 hex digits), for /api/training/jobs/{id}", examples=["a1b2c3d4"])
+    name: str = Field(..., examples=["classic, SGD lr 0.01"],
+                      description="its label: the settings' name, or one made from the settings")
+    status: JobStatus = Field(..., examples=["running"], description="'running', 'done', 'cancelled' or 'failed'")
+    settings: TrainingSettings = Field(..., description="the settings it was started with")
+    network: str = Field(..., description="the network trained, in words",
+                         examples=["classic LeNet-style network: conv 5x5 (8), pool, conv 5x5 (16), pool, fully "
+                                   "connected (10)"])
+    param_count: int = Field(..., description="trainable parameters of the network", examples=[7434])
+    pretrained_params: list[str] = Field(default_factory=list, examples=[[]],
                                          description="parameters copied from the shipped weights (fine-tuning)")
-    created_at: str
-    progress: JobProgress
+    created_at: str = Field(..., description="when the job was created, UTC, ISO 8601",
+                            examples=["2026-11-26T06:25:10Z"])
+    progress: JobProgress = Field(..., description="where the job is: epoch, step, time spent and left")
     epochs: list[EpochPoint] = Field(default_factory=list, description="epoch 0 (before training), 1, 2, ...")
     batches: list[BatchPoint] = Field(default_factory=list, description="running training curve (thinned)")
-    error: str | None = Field(None, description="why the job failed")
-    model_id: str | None = Field(None, description="set once the network is opened as a model (POST .../model)")
-    events_url: str = Field(..., description="server-sent events of this job")
+    error: str | None = Field(None, examples=[None], description="why the job failed")
+    model_id: str | None = Field(None, examples=["trained-a1b2c3d4"],
+                                 description="set once the network is opened as a model (POST .../model)")
+    events_url: str = Field(..., examples=["/api/training/jobs/a1b2c3d4/events"],
+                            description="server-sent events of this job")
 
 
 class TrainingJobList(BaseModel):
     """Every job kept by this server process, newest first."""
 
-    jobs: list[TrainingJob]
-    running: int = Field(..., description="jobs training now")
-    max_running: int = Field(..., description="at most this many train at once; more gives 429")
+    jobs: list[TrainingJob] = Field(..., description="every job kept by this server process, newest first")
+    running: int = Field(..., examples=[1], description="jobs training now")
+    max_running: int = Field(..., examples=[2], description="at most this many train at once; more gives 429")
 
 
 class TrainedModel(BaseModel):
     """The finished network, registered as a model until the server restarts."""
 
-    model_id: str = Field(..., examples=["trained-a1b2c3d4"])
-    explorer_url: str = Field(..., description="the explorer page with this model open")
+    model_id: str = Field(..., description="the new model's id, for the /api/models/{model_id} paths",
+                          examples=["trained-a1b2c3d4"])
+    explorer_url: str = Field(..., examples=["/?model=trained-a1b2c3d4"],
+                              description="the explorer page with this model open")
