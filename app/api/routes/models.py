@@ -176,13 +176,15 @@ def create_model(
     response: Response,
     store: ModelStoreDep,
     settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="the .onnx model file (at most 100 MB)")],
-    name: Annotated[str | None, Form(max_length=200, description="display name (default: the ONNX graph's name)")
-                    ] = None,
-    labels: Annotated[str | None, Form(description="class names: a JSON list, or one per line")] = None,
+    file: Annotated[UploadFile, File(description="the .onnx model file (at most 100 MB)",
+                                     examples=["my-cnn.onnx"])],
+    name: Annotated[str | None, Form(max_length=200, description="display name (default: the ONNX graph's name)",
+                                     examples=["My small CNN"])] = None,
+    labels: Annotated[str | None, Form(description="class names: a JSON list, or one per line",
+                                       examples=['["cat", "dog", "bird"]'])] = None,
     preprocessing: Annotated[Literal["imagenet", "unit", "symmetric"], Form(
         description="how images are normalised for this model: " + "; ".join(
-            f"{k}: {v['text']}" for k, v in PREPROCESSING_PRESETS.items()))] = "imagenet",
+            f"{k}: {v['text']}" for k, v in PREPROCESSING_PRESETS.items()), examples=["imagenet"])] = "imagenet",
 ) -> ModelCreated:
     """Upload an ONNX model: imported into the engine's graph, stored in the data directory, kept across restarts."""
     data = file.file.read(settings.max_model_bytes + 1)
