@@ -3,7 +3,7 @@
 // slider, and several methods can be compared side by side.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { Grid } from "./grid.js";
-import { DrawingPad, acceptImages } from "./inputs.js";
+import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
 import { architecture, fillModelSelect } from "./models.js";
 import { bindControl, createState } from "./state.js";
 import { escapeHtml as esc } from "./text.js";
@@ -287,10 +287,3 @@ function showLayerMap(answer, method) {
 }
 
 init();
-
-// Held-out MNIST digits are offered to one-channel (digit) models, photos to the others.
-function showSamplesFor(digits) {
-  document.querySelectorAll("#samples .sample").forEach((button) => {
-    button.hidden = (button.dataset.kind === "digit") !== digits;
-  });
-}

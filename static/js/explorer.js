@@ -5,7 +5,7 @@ import { Animator, bindAnimatorControls } from "./animator.js";
 import { drawBars } from "./bars.js";
 import { SCALES, legend } from "./colormap.js";
 import { DetailView } from "./detail.js";
-import { DrawingPad, acceptImages } from "./inputs.js";
+import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
 import { TITLES, lesson } from "./lessons.js";
 import { architecture, archNodes, fillModelSelect, inputChannels } from "./models.js";
 import { NetworkView } from "./network.js";
@@ -373,10 +373,3 @@ $("detail-close").addEventListener("click", () => {
 });
 
 init();
-
-// Held-out MNIST digits are offered to one-channel (digit) models, photos to the others.
-function showSamplesFor(digits) {
-  document.querySelectorAll("#samples .sample").forEach((button) => {
-    button.hidden = (button.dataset.kind === "digit") !== digits;
-  });
-}

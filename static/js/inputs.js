@@ -110,3 +110,10 @@ export class DrawingPad {
     return new Promise((resolve) => small.toBlob(resolve, "image/png"));
   }
 }
+
+/** Offer held-out MNIST digits (samples of kind "digit") to one-channel models, photos to the others. */
+export function showSamplesFor(digits) {
+  document.querySelectorAll("#samples .sample").forEach((button) => {
+    button.hidden = (button.dataset.kind === "digit") !== digits;
+  });
+}
