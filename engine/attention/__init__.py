@@ -27,6 +27,7 @@ from engine.attention.common import (
     resolve_target,
     score_node,
 )
+from engine.attention.effective_rf import effective_field
 from engine.attention.occlusion import occlusion
 from engine.attention.resize import resize_bilinear
 from engine.errors import EngineError
@@ -190,18 +191,13 @@ def _effective_rf(graph: Graph, params: dict, x: np.ndarray, layer: str | None, 
     """Effective receptive field (Luo et al., 2016): ``|∂y/∂x|`` summed over input channels, for one unit
     ``y`` of ``layer`` (default: the centre position, summed over its channels)."""
     layer = resolve_layer(graph, layer)
-    trace = graph.forward(x, params, stop_at=layer)
-    act = trace.activations[layer]
-    channels, height, width = act.shape[1:]
+    channels, height, width = graph.by_id[layer].output_shape
     if unit is None:
-        seed = np.zeros_like(act)
-        seed[0, :, height // 2, width // 2] = 1
+        raw = effective_field(graph, params, x, layer, (height // 2, width // 2))
         unit = (None, height // 2, width // 2)
     else:
         unit = tuple(int(u) for u in unit)
-        seed = graph.unit_seed(trace, layer, unit)
-    grads = graph.backward(trace, {layer: seed}, params=False)
-    raw = np.abs(grads.input[0]).sum(axis=0)
+        raw = effective_field(graph, params, x, layer, unit)
     extras: dict[str, Any] = {"unit": list(unit), "layer_shape": [channels, height, width]}
     rf = receptive_fields(graph, strict=False)[layer]
     try:

@@ -13,6 +13,7 @@ from app.api.deps import ComputeDep, ModelDep, ModelStoreDep, RunStoreDep
 from app.errors import ApiError
 from app.schemas.receptive_field import EffectiveField, ReceptiveFieldRequest, ReceptiveFieldResponse
 from app.services.models import StoredModel
+from engine.attention.effective_rf import effective_field as effective_field_map
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.receptive_field import NodeRF, footprints, receptive_fields, unit_box
@@ -31,16 +32,7 @@ def png_data_url(image: np.ndarray) -> str:
 def effective_field(model: StoredModel, x: np.ndarray, node_id: str, index: list[int], input_name: str
                     ) -> EffectiveField:
     """|d unit / d input| summed over input channels (the unit, or the sum over channels at a position)."""
-    graph = model.graph
-    trace = graph.forward(x, model.bundle.params, keep_caches=True, stop_at=node_id)
-    act = trace.activations[node_id]
-    seed = np.zeros_like(act)
-    if len(index) == act.ndim - 1:
-        seed[(0, *index)] = 1
-    else:  # a spatial position: every channel there
-        seed[(0, slice(None), *index)] = 1
-    grad = graph.backward(trace, {node_id: seed}, params=False).input[0]
-    magnitude = np.abs(grad.astype(np.float64)).sum(axis=0) if grad.ndim > 1 else np.abs(grad.astype(np.float64))
+    magnitude = effective_field_map(model.graph, model.bundle.params, x, node_id, index)
     top = float(magnitude.max())
     nonzero = np.nonzero(magnitude)
     box = [(int(ax.min()), int(ax.max())) for ax in nonzero] if top > 0 else None
