@@ -51,6 +51,7 @@ def blend(picture: np.ndarray, normalized_map: np.ndarray, signed: bool, opacity
 
 
 def png_data_url(pixels: np.ndarray) -> str:
+    """``(H, W)`` or ``(H, W, 3)`` uint8 -> ``data:image/png;base64,...`` (fast compression: small images)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -13,8 +13,6 @@ visible to the worker that started it.
 
 from __future__ import annotations
 
-import base64
-import io
 import itertools
 import logging
 import math
@@ -26,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from app.errors import ApiError, not_found
 from app.schemas.training import BatchPoint, EpochPoint, JobProgress, TrainingJob, TrainingSettings
+from app.services.overlay import png_data_url
 from app.services.training_networks import LabNetwork, PretrainedSource, build_network, shipped_weights, transfer
 from engine.datasets.mnist import load_mnist
 from engine.graph import Graph
@@ -56,13 +54,6 @@ class Message:
 def finite(value: float | None) -> float | None:
     """``value``, or None when it is missing, NaN or infinite (JSON has no NaN)."""
     return float(value) if value is not None and math.isfinite(value) else None
-
-
-def png_data_url(rgb_or_grey: np.ndarray) -> str:
-    """``(H, W)`` or ``(H, W, 3)`` uint8 -> ``data:image/png;base64,...``."""
-    buffer = io.BytesIO()
-    Image.fromarray(rgb_or_grey).save(buffer, format="PNG", optimize=False)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def diverging(w: np.ndarray, scale: float) -> np.ndarray:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 from fastapi import APIRouter
-from PIL import Image
 
 from app.api.deps import ComputeDep, ModelDep, ModelStoreDep, RunStoreDep
 from app.errors import ApiError
 from app.schemas.receptive_field import EffectiveField, ReceptiveFieldRequest, ReceptiveFieldResponse
 from app.services.models import StoredModel
+from app.services.overlay import png_data_url
 from engine.attention.effective_rf import effective_field as effective_field_map
 from engine.errors import EngineError
 from engine.graph import Graph
@@ -21,12 +18,6 @@ from engine.receptive_field import NodeRF, footprints, receptive_fields, unit_bo
 router = APIRouter(prefix="/models", tags=["receptive fields"])
 
 MAX_VALUES = 4096
-
-
-def png_data_url(image: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def effective_field(model: StoredModel, x: np.ndarray, node_id: str, index: list[int], input_name: str
