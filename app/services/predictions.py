@@ -7,6 +7,7 @@ import numpy as np
 from app.errors import ApiError
 from app.schemas.models import ClassScore
 from app.services.models import StoredModel
+from engine.layers.softmax import softmax_forward
 
 
 def ends_in_softmax(model: StoredModel) -> bool:
@@ -14,9 +15,8 @@ def ends_in_softmax(model: StoredModel) -> bool:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max()
-    e = np.exp(shifted)
-    return e / e.sum()
+    """Probabilities of one output ``(K,)``, in float64, by the engine's softmax."""
+    return softmax_forward(logits.astype(np.float64)[None])[0][0]
 
 
 def label_of(model: StoredModel, index: int) -> str:

@@ -31,6 +31,7 @@ from app.services.overlay import png_data_url
 from app.services.training_networks import LabNetwork, PretrainedSource, build_network, shipped_weights, transfer
 from engine.datasets.mnist import load_mnist
 from engine.graph import Graph
+from engine.layers.softmax import softmax_forward
 from engine.models.bundle import ModelBundle
 from engine.models.digits import DATA_SOURCE, LABELS, PREPROCESSING
 from engine.training import Progress, TrainConfig, Trainer, evaluate
@@ -327,8 +328,7 @@ class JobManager:
         x, label = sample
         trace = job.graph.forward(x, params, training=False, keep_caches=False)
         logits = trace.activations[job.graph.output_id][0].astype(np.float64)
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
+        probabilities = softmax_forward(logits[None])[0][0]
         maps = trace.activations[network.feature_node][0]
         job.post("images", {
             "step": event.step if event else 0,

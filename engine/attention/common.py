@@ -9,6 +9,7 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.graph import Graph, Trace
+from engine.layers.softmax import softmax_forward
 from engine.ops.base import GLOBAL
 
 #: ops whose output is a probability normalisation of the logits before it; attribution uses the logits
@@ -143,8 +144,7 @@ def target_scores(graph: Graph, params: dict, xs: np.ndarray, target: int, batch
     for start in range(0, len(xs), batch_size):
         logits = graph.forward(xs[start:start + batch_size], params, keep_caches=False, stop_at=node).activations[node]
         if probabilities:
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            out.append((shifted / shifted.sum(axis=1, keepdims=True))[:, target])
+            out.append(softmax_forward(logits)[0][:, target])
         else:
             out.append(logits[:, target])
     return np.concatenate(out)
