@@ -18,6 +18,11 @@ returning memory to the system on every call. ``OPENBLAS_CORETYPE``/``OPENBLAS_L
 machines set for old OpenBLAS builds and which slow a current NumPy, are removed for both children
 unless ``--keep-openblas-env``; the kernel NumPy's OpenBLAS then runs is printed.
 
+Two kinds of pass are timed on each side. **lean**: what a prediction runs, the output only (the engine's
+``forward(..., keep=())``, which releases every activation after its last reader; PyTorch's plain forward
+under ``inference_mode``). **record**: every node's activation kept, as the visualiser's pictures need (the
+engine's default ``forward``; PyTorch keeping each layer's output in a list). The goal applies to both.
+
 Each side warms up, then times ``--runs`` forward passes and reports their median. The machine is shared,
 so this is done in ``--rounds`` alternating rounds (engine, PyTorch, engine, PyTorch, ...) and the best
 median of each side is kept: a burst of someone else's load then slows one round, not the comparison.
@@ -165,23 +170,29 @@ def time_by_kind(graph, call, runs: int) -> dict[str, float]:
     return kinds
 
 
+PASSES = ("lean", "record")
+
+
 def run_worker(folder: Path, name: str, runs: int, warmup: int, breakdown: bool = False) -> None:
-    """Child process: time the engine's forward pass, save its output, print one JSON line."""
+    """Child process: time the engine's lean and recording forward passes, save the output, print one JSON line."""
     sys.path.insert(0, str(ROOT))
     from engine.graph import Graph
 
     graph = Graph(json.loads((folder / f"{name}.json").read_text()))
     params = dict(np.load(folder / f"{name}_params.npz"))
     x = np.load(folder / f"{name}_input.npy")
-
-    def call():
-        return graph.forward(x, params, keep_caches=False)
-
-    times = time_calls(call, runs, warmup)
-    np.save(folder / f"{name}_engine_out.npy", call().output)
+    calls = {
+        "lean": lambda: graph.forward(x, params, keep_caches=False, keep=()),
+        "record": lambda: graph.forward(x, params, keep_caches=False),
+    }
+    times = {kind: time_calls(call, runs, warmup) for kind, call in calls.items()}
+    lean, record = calls["lean"]().output, calls["record"]().output
+    if not np.array_equal(lean, record):
+        raise SystemExit("the lean pass's output differs from the recording pass's")
+    np.save(folder / f"{name}_engine_out.npy", lean)
     result = {"times": times, "info": f"numpy {np.__version__}, {openblas_kernel()}"}
     if breakdown:
-        result["kinds"] = time_by_kind(graph, call, runs)
+        result["kinds"] = time_by_kind(graph, calls["lean"], runs)
     print(json.dumps(result))
 
 
@@ -248,7 +259,7 @@ def main() -> None:
             macs = sum(node.op.macs() for node in graph.nodes)
 
             common = [str(folder), name, str(args.runs), str(args.warmup)]
-            medians: dict[tuple[str, str], list[float]] = {}
+            medians: dict[tuple[str, str, str], list[float]] = {}
             breakdowns: list[dict[str, float]] = []
             worker = [sys.executable, str(Path(__file__).resolve()), *(["--breakdown"] if args.breakdown else []),
                       "--worker", *common]
@@ -261,21 +272,27 @@ def main() -> None:
                     theirs = run_child([sys.executable, str(TORCH_SCRIPT), *common], env)
                     sides.append(("torch", theirs))
                 for side, result in sides:
-                    for clock in ("wall", "cpu"):
-                        medians.setdefault((side, clock), []).append(statistics.median(result["times"][clock]))
+                    for kind in PASSES:
+                        for clock in ("wall", "cpu"):
+                            medians.setdefault((side, kind, clock), []).append(
+                                statistics.median(result["times"][kind][clock]))
             out_mine = np.load(folder / f"{name}_engine_out.npy")
             out_theirs = np.load(folder / f"{name}_torch_out.npy") if have_torch else out_mine
             scale = float(np.max(np.abs(out_theirs)))
             error = float(np.max(np.abs(out_mine - out_theirs))) / max(scale, 1e-30)
             best = {key: min(values) for key, values in medians.items()}
-            rows.append((name, macs, best, error))
+            for kind in PASSES:
+                rows.append((name, kind, macs, {(side, clock): t for (side, k, clock), t in best.items() if k == kind},
+                             error))
             print(f"{name}: engine [{mine['info']}]" + (f", torch [{theirs['info']}]" if have_torch else ""))
             for key, values in sorted(medians.items()):
-                print(f"  {key[0]:>6} {key[1]:>4} ms per round: {[round(t * 1e3, 1) for t in values]}", flush=True)
+                print(f"  {key[0]:>6} {key[1]:>6} {key[2]:>4} ms per round: {[round(t * 1e3, 1) for t in values]}",
+                      flush=True)
             if breakdowns:  # the round whose breakdown passes were fastest, so that its parts add up
                 fastest = min(breakdowns, key=lambda kinds: sum(kinds.values()))
                 order = sorted(fastest.items(), key=lambda kv: -kv[1])
-                print(f"  engine wall ms per kind of op (fastest round, {sum(fastest.values()) * 1e3:.1f} ms in all): "
+                total = sum(fastest.values()) * 1e3
+                print(f"  engine wall ms per kind of op in the lean pass (fastest round, {total:.1f} ms in all): "
                       + ", ".join(f"{kind} {seconds * 1e3:.2f}" for kind, seconds in order))
 
     clock = "cpu" if args.threads == 1 else "wall"
@@ -283,20 +300,21 @@ def main() -> None:
           f"of {args.runs} runs after {args.warmup} warm-up;")
     print(f"ratio on {clock} time; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if not have_torch:
-        print(f"{'network':<14}{'GMACs':>7}{'engine ms':>11}{'wall ms':>10}")
-        for name, macs, best, _ in rows:
+        print(f"{'network':<14}{'pass':<8}{'GMACs':>7}{'engine ms':>11}{'wall ms':>10}")
+        for name, kind, macs, best, _ in rows:
             cpu_ms, wall_ms = best["engine", clock] * 1e3, best["engine", "wall"] * 1e3
-            print(f"{name:<14}{macs / 1e9:>7.3f}{cpu_ms:>11.1f}{wall_ms:>10.1f}")
+            print(f"{name:<14}{kind:<8}{macs / 1e9:>7.3f}{cpu_ms:>11.1f}{wall_ms:>10.1f}")
         return
-    print(f"{'network':<14}{'GMACs':>7}{'engine ms':>11}{'torch ms':>10}{'ratio':>7}{'goal':>7}"
+    print(f"{'network':<14}{'pass':<8}{'GMACs':>7}{'engine ms':>11}{'torch ms':>10}{'ratio':>7}{'goal':>7}"
           f"{'wall: engine':>14}{'torch':>7}{'ratio':>7}{'max rel. diff':>15}")
     failed = False
-    for name, macs, best, error in rows:
+    for name, kind, macs, best, error in rows:
         ratio = best["engine", clock] / best["torch", clock]
         wall_ratio = best["engine", "wall"] / best["torch", "wall"]
         agree = error < 1e-4
         failed |= not agree
-        print(f"{name:<14}{macs / 1e9:>7.3f}{best['engine', clock] * 1e3:>11.1f}{best['torch', clock] * 1e3:>10.1f}"
+        print(f"{name:<14}{kind:<8}{macs / 1e9:>7.3f}{best['engine', clock] * 1e3:>11.1f}"
+              f"{best['torch', clock] * 1e3:>10.1f}"
               f"{ratio:>7.2f}{'met' if ratio <= GOAL else 'MISSED':>7}{best['engine', 'wall'] * 1e3:>14.1f}"
               f"{best['torch', 'wall'] * 1e3:>7.1f}{wall_ratio:>7.2f}{error:>15.2e}"
               f"{'' if agree else '  OUTPUTS DISAGREE'}")

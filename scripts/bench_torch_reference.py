@@ -4,7 +4,9 @@
 
 Reads ``NAME.json`` (a sequential graph spec), ``NAME_params.npz`` and ``NAME_input.npy`` from FOLDER,
 runs the forward pass under ``torch.inference_mode()`` with ``BENCH_THREADS`` threads, saves the output
-as ``NAME_torch_out.npy`` and prints one JSON line ``{"times": [...], "info": ...}``. The engine is used
+as ``NAME_torch_out.npy`` and prints one JSON line ``{"times": {"lean": ..., "record": ...}, "info": ...}``:
+"lean" is the plain forward pass, "record" the same pass keeping every layer's output in a list (as the
+engine's recording pass keeps every activation). The engine is used
 only to read the spec into canonical attributes (per-axis tuples, padding pairs); the maths is PyTorch's.
 """
 
@@ -75,9 +77,11 @@ def build(graph: Graph, params: dict[str, torch.Tensor]):
             raise SystemExit(f"node '{node.id}': op '{node.op.op}' has no PyTorch reference here")
         steps.append(step)
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, record: list[torch.Tensor] | None = None) -> torch.Tensor:
         for step in steps:
             x = step(x)
+            if record is not None:
+                record.append(x)
         return x
 
     return forward
@@ -92,7 +96,8 @@ def main() -> None:
     x = torch.from_numpy(np.load(folder / f"{name}_input.npy"))
     forward = build(graph, params)
     with torch.inference_mode():
-        times = time_calls(lambda: forward(x), runs, warmup)
+        times = {"lean": time_calls(lambda: forward(x), runs, warmup),
+                 "record": time_calls(lambda: forward(x, []), runs, warmup)}
         np.save(folder / f"{name}_torch_out.npy", forward(x).numpy())
     onednn = torch.backends.mkldnn.is_available()
     info = f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN {onednn}"

@@ -32,6 +32,11 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
     return np.maximum(x, 0), x
 
 
+def relu_inplace(x: np.ndarray) -> np.ndarray:
+    """``relu_forward`` written into ``x`` (no cache: inference only). Returns ``x``."""
+    return np.maximum(x, 0, out=x)
+
+
 def relu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     x = cache
     return dout * (x > 0)
@@ -40,6 +45,11 @@ def relu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
 def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
     """``out = min(max(x, 0), 6)``, as in MobileNet and EfficientNet-Lite. x: any shape."""
     return np.clip(x, 0, 6).astype(x.dtype, copy=False), x
+
+
+def relu6_inplace(x: np.ndarray) -> np.ndarray:
+    """``relu6_forward`` written into ``x`` (no cache: inference only). Returns ``x``."""
+    return np.clip(x, 0, 6, out=x)
 
 
 def relu6_backward(dout: np.ndarray, cache: Any) -> np.ndarray:

@@ -135,7 +135,7 @@ def _copy_steps(plan: DepthwisePlan, sizes: tuple[int, ...], pads: tuple[tuple[i
 # --- blocks of rows -------------------------------------------------------------------------------
 #: bytes of copies and output one block of (sample, channel) rows works on: about two cores' L2
 #: cache, so that the kh (kd * kh) products re-read the copies from cache rather than from memory
-BLOCK_BYTES = 2 * 1024 * 1024
+BLOCK_BYTES = 16 * 1024 * 1024
 
 
 def _block_rows(plan: DepthwisePlan, itemsize: int) -> int:
@@ -166,12 +166,79 @@ def copy_rows(x: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None) -> n
     pads = pads if pads is not None else ((0, 0),) * (x.ndim - 2)
     kw = plan.kernel[-1]
     rows = np.empty((len(plan.starts), n, c, kw, *plan.lead_sizes, plan.out_sizes[-1]), dtype=x.dtype)
-    for phase, j, target, source, outside in _copies(plan, x.shape[2:], pads):
-        block = rows[phase, :, :, j]
-        for axis, cells in outside:  # zero padding
-            block[(slice(None), slice(None), *(slice(None),) * axis, cells)] = 0
-        block[(slice(None), slice(None), *target)] = x[(slice(None), slice(None), *source)]
+    if _shifts_whole_rows(plan, x.shape[2:], pads):
+        _copy_shifted_runs(x, rows, plan, pads)
+    else:
+        _copy_by_phase(x, rows, plan, pads)
     return rows.reshape(len(plan.starts), n * c, kw, -1)
+
+
+def _copy_by_phase(x: np.ndarray, rows: np.ndarray, plan: DepthwisePlan, pads: Pads) -> None:
+    """``copy_rows`` in general: one strided copy per (phase, last-axis offset ``j``), padding zeroed.
+
+    Where the stride along the last axis is a multiple ``m`` of the dilation, offset ``j``'s copy is offset
+    ``j + m``'s moved along by one output column (both read the padded input at ``j * dilation + stride * w``
+    and ``(j + m) * dilation + stride * (w - 1)``): it is made from that copy by one contiguous shift, and
+    only its first column is read from x. Strided reads are what cost here (stride 2 reads every other value).
+    """
+    stride, dilation, kw = plan.stride[-1], plan.dilation[-1], plan.kernel[-1]
+    step = stride // dilation if stride % dilation == 0 else 0
+    flat = rows.reshape(*rows.shape[:4], -1)  # (phases, N, C, kw, flat size)
+    everything = (slice(None), slice(None))
+    for phase, j, target, source, outside in reversed(_copies(plan, x.shape[2:], pads)):  # later offsets first
+        block = rows[phase, :, :, j]
+        if step and j + step < kw:
+            flat[phase, :, :, j, 1:] = flat[phase, :, :, j + step, :-1]
+            if not target[-1].start == 0 < target[-1].stop:  # the first column lies in the padding
+                block[..., 0] = 0
+                continue
+            for axis, cells in outside:  # padding rows of the first column
+                if axis < len(target) - 1:
+                    block[(*everything, *(slice(None),) * axis, cells, ..., 0)] = 0
+            block[(*everything, *target[:-1], 0)] = x[(*everything, *source[:-1], source[-1].start)]
+            continue
+        for axis, cells in outside:  # zero padding
+            block[(*everything, *(slice(None),) * axis, cells)] = 0
+        block[(*everything, *target)] = x[(*everything, *source)]
+
+
+def _shifts_whole_rows(plan: DepthwisePlan, sizes: Sequence[int], pads: Pads) -> bool:
+    """Whether every copy is x shifted along the last axis by less than a row, rows as long as x's: stride 1
+    everywhere, as many output columns as input columns ("same" padding along the last axis)."""
+    width = sizes[-1]
+    return (all(s == 1 for s in plan.stride) and plan.out_sizes[-1] == width and len(plan.starts) == 1
+            and all(abs(j * plan.dilation[-1] - pads[-1][0]) < width for j in range(plan.kernel[-1]))
+            and all(b >= 0 and a >= 0 for b, a in pads))
+
+
+def _copy_shifted_runs(x: np.ndarray, rows: np.ndarray, plan: DepthwisePlan, pads: Pads) -> None:
+    """``copy_rows`` where ``_shifts_whole_rows`` holds: each kernel offset's copy is one long run per
+    (sample, channel, leading slab), x's rows shifted by ``j * dilation - pad`` as a whole, and the
+    columns that the shift wrapped into the neighbouring row are zeroed after. Fewer, longer copies than
+    one row at a time, which matters for small images with many channels (14 x 14 x 512)."""
+    n, c = x.shape[:2]
+    sizes, lead = x.shape[2:], len(plan.kernel) - 1
+    width, height = sizes[-1], sizes[-2] if lead else 1
+    block = rows[0]  # (N, C, kw, *lead sizes, W)
+    for axis in range(lead):  # zero the padding slabs of the leading axes, every offset at once
+        before, size = pads[axis][0], sizes[axis]
+        index = (slice(None),) * (3 + axis)
+        if before:
+            block[(*index, slice(0, before))] = 0
+        if before + size < plan.lead_sizes[axis]:
+            block[(*index, slice(before + size, None))] = 0
+    inner = (slice(None), slice(None), *(slice(b, b + m) for (b, _), m in zip(pads[:lead - 1], sizes[:lead - 1])))
+    first = (pads[lead - 1][0] if lead else 0) * width
+    source = x.reshape(n, c, *sizes[:lead - 1], height * width) if lead else x
+    for j in range(plan.kernel[-1]):
+        shift = j * plan.dilation[-1] - pads[-1][0]
+        target = block[:, :, j]
+        flat = target.reshape(n, c, *plan.lead_sizes[:lead - 1], plan.lead_sizes[-1] * width) if lead else target
+        lo, hi = max(0, -shift), height * width - max(0, shift)
+        flat[(*inner, slice(first + lo, first + hi))] = source[..., lo + shift:hi + shift]
+        if shift:  # the columns whose source lies outside x along the last axis
+            region = (*inner, *((slice(first // width, first // width + height),) if lead else ()))
+            target[(*region, slice(width - shift, None) if shift > 0 else slice(0, -shift))] = 0
 
 
 def to_wide(y: np.ndarray, plan: DepthwisePlan) -> np.ndarray:

@@ -28,6 +28,8 @@ class ElementwiseOp(Op):
 
     layer_forward: ClassVar[Callable[..., tuple[np.ndarray, Any]]]
     layer_backward: ClassVar[Callable[[np.ndarray, Any], np.ndarray]]
+    #: ``layer_forward`` without a cache, written into its input (None: the op has no such form)
+    layer_inplace: ClassVar[Callable[[np.ndarray], np.ndarray] | None] = None
 
     def build(self) -> Shape:
         for name, value in self.attrs.items():
@@ -36,24 +38,31 @@ class ElementwiseOp(Op):
         return self.input_shapes[0]
 
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
+        inplace = type(self).layer_inplace
+        if ctx.overwrite and inplace is not None:
+            return inplace(inputs[0]), None
         return type(self).layer_forward(inputs[0], **self.attrs)
 
     def backward(self, dout: np.ndarray, cache: Any):
         return [type(self).layer_backward(dout, cache)], {}
 
 
-def _elementwise(name: str, forward, backward, defaults: dict[str, Any] | None = None, doc: str = "") -> type[Op]:
+def _elementwise(name: str, forward, backward, defaults: dict[str, Any] | None = None, doc: str = "",
+                 inplace: Callable[[np.ndarray], np.ndarray] | None = None) -> type[Op]:
     cls = type(f"{name.title().replace('_', '')}Op", (ElementwiseOp,), {
         "layer_forward": staticmethod(forward),
         "layer_backward": staticmethod(backward),
+        "layer_inplace": None if inplace is None else staticmethod(inplace),
+        "can_overwrite": inplace is not None,
         "defaults": dict(defaults or {}),
         "__doc__": doc,
     })
     return register_op(name)(cls)
 
 
-ReluOp = _elementwise("relu", act.relu_forward, act.relu_backward, doc="max(x, 0).")
-Relu6Op = _elementwise("relu6", act.relu6_forward, act.relu6_backward, doc="min(max(x, 0), 6).")
+ReluOp = _elementwise("relu", act.relu_forward, act.relu_backward, doc="max(x, 0).", inplace=act.relu_inplace)
+Relu6Op = _elementwise("relu6", act.relu6_forward, act.relu6_backward, doc="min(max(x, 0), 6).",
+                       inplace=act.relu6_inplace)
 LeakyReluOp = _elementwise("leaky_relu", act.leaky_relu_forward, act.leaky_relu_backward,
                            {"negative_slope": 0.01}, "x if x > 0 else negative_slope * x.")
 SigmoidOp = _elementwise("sigmoid", act.sigmoid_forward, act.sigmoid_backward, doc="1 / (1 + exp(-x)).")
@@ -88,6 +97,8 @@ class _SoftmaxBase(Op):
     defaults: ClassVar[dict[str, Any]] = {"dim": 1}
     layer_forward: ClassVar[Callable[..., tuple[np.ndarray, Any]]]
     layer_backward: ClassVar[Callable[[np.ndarray, Any], np.ndarray]]
+    #: ``layer_forward`` without a cache, written into its input (None: the op has no such form)
+    layer_inplace: ClassVar[Callable[[np.ndarray], np.ndarray] | None] = None
 
     def build(self) -> Shape:
         self.axis = batch_dim(self.attrs["dim"], self.input_shapes[0], "dim", self.node_id)

@@ -73,6 +73,9 @@ class ForwardContext:
 
     training: bool = False
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    #: set by the graph for one call: the op may write its result into ``inputs[0]``, which nothing
+    #: reads afterwards (lean inference passes only; ops that can, declare ``can_overwrite``)
+    overwrite: bool = False
 
 
 class Op:
@@ -85,6 +88,8 @@ class Op:
     arity: ClassVar[int | None] = 1
     #: names in ``param_shapes()`` that are buffers, not trained
     buffer_names: ClassVar[tuple[str, ...]] = ()
+    #: the op can compute in place, into ``inputs[0]``, when ``ctx.overwrite`` allows it
+    can_overwrite: ClassVar[bool] = False
 
     def __init__(self, node_id: str, op: str, attrs: dict[str, Any], input_shapes: list[Shape]) -> None:
         self.node_id = node_id
