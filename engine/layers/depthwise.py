@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.layers.strided_copy import copy_columns
 from engine.layers.threads import run_parts
 
 Pads = Sequence[tuple[int, int]]
@@ -179,7 +180,8 @@ def _copy_by_phase(x: np.ndarray, rows: np.ndarray, plan: DepthwisePlan, pads: P
     Where the stride along the last axis is a multiple ``m`` of the dilation, offset ``j``'s copy is offset
     ``j + m``'s moved along by one output column (both read the padded input at ``j * dilation + stride * w``
     and ``(j + m) * dilation + stride * (w - 1)``): it is made from that copy by one contiguous shift, and
-    only its first column is read from x. Strided reads are what cost here (stride 2 reads every other value).
+    only its first column is read from x. Strided reads are what cost here; step-2 columns are read in pairs
+    (``engine.layers.strided_copy``).
     """
     stride, dilation, kw = plan.stride[-1], plan.dilation[-1], plan.kernel[-1]
     step = stride // dilation if stride % dilation == 0 else 0
@@ -199,7 +201,7 @@ def _copy_by_phase(x: np.ndarray, rows: np.ndarray, plan: DepthwisePlan, pads: P
             continue
         for axis, cells in outside:  # zero padding
             block[(*everything, *(slice(None),) * axis, cells)] = 0
-        block[(*everything, *target)] = x[(*everything, *source)]
+        copy_columns(block[(*everything, *target)], x[(*everything, *source[:-1])], source[-1])
 
 
 def _shifts_whole_rows(plan: DepthwisePlan, sizes: Sequence[int], pads: Pads) -> bool:

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from engine.layers.strided_copy import copy_columns
+
 Pads = Sequence[tuple[int, int]]
 
 
@@ -63,7 +65,8 @@ def im2col(
     taps = int(np.prod(kernel))
     cols = np.empty((c, taps, n, *out_sizes), dtype=xp.dtype)
     for t, window in enumerate(tap_slices(kernel, stride, dilation, out_sizes)):
-        cols[:, t] = xp[(slice(None), slice(None), *window)].swapaxes(0, 1)
+        rows = xp[(slice(None), slice(None), *window[:-1])].swapaxes(0, 1)
+        copy_columns(cols[:, t], rows, window[-1])  # step-2 columns read in pairs
     return cols
 
 

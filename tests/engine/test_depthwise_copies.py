@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.arithmetic import output_length
-from engine.layers import depthwise
+from engine.layers import depthwise, strided_copy
 from engine.layers.depthwise import copy_rows, plan_depthwise
 
 
@@ -109,3 +109,23 @@ def test_the_reference_notices_a_shifted_column():
     rows[:, :, 0, :, 0] = rows[:, :, 1, :, 0]  # offset 0's first column from the wrong offset
     with pytest.raises(AssertionError):
         np.testing.assert_array_equal(rows.reshape(2, 2, 3, -1), _reference(x, plan, ((1, 1), (1, 1))))
+
+
+@pytest.mark.parametrize("start", [0, 1, 2, 3])
+@pytest.mark.parametrize("width", [7, 8])
+def test_every_other_value_read_in_pairs_is_exact(start, width):
+    """Every bit pattern survives (NaN payloads, -0.0, subnormals), odd starts read across the pair boundary,
+    and a last value whose partner would lie past the row's end is still copied."""
+    rng = np.random.default_rng(start * 10 + width)
+    bits = rng.integers(0, 2**32, size=(2, 3, 5, width), dtype=np.uint64).astype(np.uint32)
+    rows = bits.view(np.float32)[:, :, ::2]  # rows two apart, as in a stride-2 phase
+    count = len(range(start, width, 2))
+    target = np.zeros((2, 3, rows.shape[2], count), dtype=np.float32)
+    assert strided_copy.pairs_readable(rows)
+    strided_copy.copy_every_other(target, rows, slice(start, start + 2 * (count - 1) + 1, 2))
+    np.testing.assert_array_equal(target.view(np.uint32), rows[..., start::2].view(np.uint32))
+
+
+def test_pairs_are_not_read_from_doubles_or_strided_rows():
+    assert not strided_copy.pairs_readable(np.zeros((1, 1, 4, 4)))  # float64: the plain copy
+    assert not strided_copy.pairs_readable(np.zeros((1, 1, 4, 8), np.float32)[..., ::2])
