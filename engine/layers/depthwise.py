@@ -56,12 +56,12 @@ class DepthwisePlan:
     length: int  # positions of the (wide) output grid
     reads: tuple[tuple[int, int], ...]  # per leading kernel offset (row-major): (phase, first position)
 
-    @property
+    @functools.cached_property
     def wide_shape(self) -> tuple[int, ...]:
         """The output grid the products fill: out sizes, except phase-long middle axes in 3D."""
         return (*self.out_sizes[:1], *self.lead_sizes[1:], self.out_sizes[-1])[-len(self.out_sizes):]
 
-    @property
+    @functools.cached_property
     def flat_size(self) -> int:
         return int(np.prod(self.lead_sizes, dtype=np.int64)) * self.out_sizes[-1]
 
@@ -136,7 +136,7 @@ def _copy_steps(plan: DepthwisePlan, sizes: tuple[int, ...], pads: tuple[tuple[i
 # --- blocks of rows -------------------------------------------------------------------------------
 #: bytes of copies and output one block of (sample, channel) rows works on: about two cores' L2
 #: cache, so that the kh (kd * kh) products re-read the copies from cache rather than from memory
-BLOCK_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 2 * 1024 * 1024
 
 
 def _block_rows(plan: DepthwisePlan, itemsize: int) -> int:
@@ -148,6 +148,9 @@ def _block_rows(plan: DepthwisePlan, itemsize: int) -> int:
 def _in_blocks(plan: DepthwisePlan, rows: int, itemsize: int, work) -> None:
     """Call ``work(begin, end)`` on consecutive blocks of ``range(rows)``, the blocks spread over threads."""
     size = _block_rows(plan, itemsize)
+    if size >= rows:  # one block: no parts to spread
+        work(0, rows)
+        return
 
     def part(begin: int, end: int) -> None:
         for first in range(begin, end, size):
@@ -167,8 +170,9 @@ def copy_rows(x: np.ndarray, plan: DepthwisePlan, pads: Pads | None = None) -> n
     pads = pads if pads is not None else ((0, 0),) * (x.ndim - 2)
     kw = plan.kernel[-1]
     rows = np.empty((len(plan.starts), n, c, kw, *plan.lead_sizes, plan.out_sizes[-1]), dtype=x.dtype)
-    if _shifts_whole_rows(plan, x.shape[2:], pads):
-        _copy_shifted_runs(x, rows, plan, pads)
+    recipe = _whole_row_recipe(plan, tuple(x.shape[2:]), tuple((int(b), int(a)) for b, a in pads))
+    if recipe is not None:
+        _copy_shifted_runs(x, rows, recipe)
     else:
         _copy_by_phase(x, rows, plan, pads)
     return rows.reshape(len(plan.starts), n * c, kw, -1)
@@ -204,43 +208,69 @@ def _copy_by_phase(x: np.ndarray, rows: np.ndarray, plan: DepthwisePlan, pads: P
         copy_columns(block[(*everything, *target)], x[(*everything, *source[:-1])], source[-1])
 
 
-def _shifts_whole_rows(plan: DepthwisePlan, sizes: Sequence[int], pads: Pads) -> bool:
-    """Whether every copy is x shifted along the last axis by less than a row, rows as long as x's: stride 1
-    everywhere, as many output columns as input columns ("same" padding along the last axis)."""
+@dataclass(frozen=True)
+class _WholeRows:
+    """Index tuples of ``_copy_shifted_runs``, worked out once per plan, input size and padding."""
+
+    zero_slabs: tuple[tuple, ...]  # padding slabs of the leading axes, every offset at once (into rows[0])
+    flat_sizes: tuple[int, ...]  # one offset's copy with the last leading axis and the columns flattened
+    source_sizes: tuple[int, ...]  # x's spatial sizes, the last two flattened
+    runs: tuple[tuple[int, tuple, slice, tuple | None], ...]  # (j, target in the flat copy, source, wrapped columns)
+
+
+@functools.lru_cache(maxsize=512)
+def _whole_row_recipe(
+    plan: DepthwisePlan, sizes: tuple[int, ...], pads: tuple[tuple[int, int], ...]
+) -> _WholeRows | None:
+    """The whole-row copies, or None where they do not apply. They apply where every copy is x shifted along
+    the last axis by less than a row, rows as long as x's: stride 1 everywhere, as many output columns as
+    input columns ("same" padding along the last axis)."""
     width = sizes[-1]
-    return (all(s == 1 for s in plan.stride) and plan.out_sizes[-1] == width and len(plan.starts) == 1
+    if not (all(s == 1 for s in plan.stride) and plan.out_sizes[-1] == width and len(plan.starts) == 1
             and all(abs(j * plan.dilation[-1] - pads[-1][0]) < width for j in range(plan.kernel[-1]))
-            and all(b >= 0 and a >= 0 for b, a in pads))
+            and all(b >= 0 and a >= 0 for b, a in pads)):
+        return None
+    lead = len(plan.kernel) - 1
+    height = sizes[-2] if lead else 1
+    zero_slabs = []
+    for axis in range(lead):
+        before, size = pads[axis][0], sizes[axis]
+        index = (slice(None),) * (3 + axis)
+        if before:
+            zero_slabs.append((*index, slice(0, before)))
+        if before + size < plan.lead_sizes[axis]:
+            zero_slabs.append((*index, slice(before + size, None)))
+    inner = (slice(None), slice(None), *(slice(b, b + m) for (b, _), m in zip(pads[:lead - 1], sizes[:lead - 1])))
+    first = (pads[lead - 1][0] if lead else 0) * width
+    rows_region = (*inner, *((slice(first // width, first // width + height),) if lead else ()))
+    runs = []
+    for j in range(plan.kernel[-1]):
+        shift = j * plan.dilation[-1] - pads[-1][0]
+        lo, hi = max(0, -shift), height * width - max(0, shift)
+        wrapped = None
+        if shift:  # the columns whose source lies outside x along the last axis
+            wrapped = (*rows_region, slice(width - shift, None) if shift > 0 else slice(0, -shift))
+        runs.append((j, (*inner, slice(first + lo, first + hi)), slice(lo + shift, hi + shift), wrapped))
+    flat_sizes = (*plan.lead_sizes[:lead - 1], plan.lead_sizes[-1] * width) if lead else (width,)
+    source_sizes = (*sizes[:lead - 1], height * width) if lead else (width,)
+    return _WholeRows(tuple(zero_slabs), flat_sizes, source_sizes, tuple(runs))
 
 
-def _copy_shifted_runs(x: np.ndarray, rows: np.ndarray, plan: DepthwisePlan, pads: Pads) -> None:
-    """``copy_rows`` where ``_shifts_whole_rows`` holds: each kernel offset's copy is one long run per
+def _copy_shifted_runs(x: np.ndarray, rows: np.ndarray, recipe: _WholeRows) -> None:
+    """``copy_rows`` where ``_whole_row_recipe`` applies: each kernel offset's copy is one long run per
     (sample, channel, leading slab), x's rows shifted by ``j * dilation - pad`` as a whole, and the
     columns that the shift wrapped into the neighbouring row are zeroed after. Fewer, longer copies than
     one row at a time, which matters for small images with many channels (14 x 14 x 512)."""
     n, c = x.shape[:2]
-    sizes, lead = x.shape[2:], len(plan.kernel) - 1
-    width, height = sizes[-1], sizes[-2] if lead else 1
     block = rows[0]  # (N, C, kw, *lead sizes, W)
-    for axis in range(lead):  # zero the padding slabs of the leading axes, every offset at once
-        before, size = pads[axis][0], sizes[axis]
-        index = (slice(None),) * (3 + axis)
-        if before:
-            block[(*index, slice(0, before))] = 0
-        if before + size < plan.lead_sizes[axis]:
-            block[(*index, slice(before + size, None))] = 0
-    inner = (slice(None), slice(None), *(slice(b, b + m) for (b, _), m in zip(pads[:lead - 1], sizes[:lead - 1])))
-    first = (pads[lead - 1][0] if lead else 0) * width
-    source = x.reshape(n, c, *sizes[:lead - 1], height * width) if lead else x
-    for j in range(plan.kernel[-1]):
-        shift = j * plan.dilation[-1] - pads[-1][0]
+    for slab in recipe.zero_slabs:
+        block[slab] = 0
+    source = x.reshape(n, c, *recipe.source_sizes)
+    for j, target_run, source_run, wrapped in recipe.runs:
         target = block[:, :, j]
-        flat = target.reshape(n, c, *plan.lead_sizes[:lead - 1], plan.lead_sizes[-1] * width) if lead else target
-        lo, hi = max(0, -shift), height * width - max(0, shift)
-        flat[(*inner, slice(first + lo, first + hi))] = source[..., lo + shift:hi + shift]
-        if shift:  # the columns whose source lies outside x along the last axis
-            region = (*inner, *((slice(first // width, first // width + height),) if lead else ()))
-            target[(*region, slice(width - shift, None) if shift > 0 else slice(0, -shift))] = 0
+        target.reshape(n, c, *recipe.flat_sizes)[target_run] = source[..., source_run]
+        if wrapped is not None:
+            target[wrapped] = 0
 
 
 def to_wide(y: np.ndarray, plan: DepthwisePlan) -> np.ndarray:
@@ -263,7 +293,8 @@ def from_wide(wide: np.ndarray, plan: DepthwisePlan, n: int, c: int) -> np.ndarr
 
 def _row_weights(taps: np.ndarray, n: int, plan: DepthwisePlan, dtype: np.dtype) -> np.ndarray:
     """taps: (C, prod(k)) -> (N * C, leading offsets, kw): every (sample, channel) row's weights."""
-    per_row = np.tile(taps.astype(dtype, copy=False), (n, 1))
+    taps = taps.astype(dtype, copy=False)
+    per_row = taps if n == 1 else np.tile(taps, (n, 1))
     return per_row.reshape(per_row.shape[0], len(plan.reads), plan.kernel[-1])
 
 
