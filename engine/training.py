@@ -153,8 +153,8 @@ def predict_logits(graph: Graph, params: Mapping[str, np.ndarray], x: np.ndarray
     node = logits_node(graph)
     chunks = []
     for i in range(0, len(x), batch_size):
-        trace = graph.forward(x[i:i + batch_size], params, training=False, keep_caches=False, stop_at=node)
-        chunks.append(trace.activations[node])
+        trace = graph.forward(x[i:i + batch_size], params, training=False, keep_caches=False, stop_at=node, keep=())
+        chunks.append(trace.output)
     return np.concatenate(chunks)
 
 

@@ -326,7 +326,7 @@ class JobManager:
         assert params is not None
         network = job.network
         x, label = sample
-        trace = job.graph.forward(x, params, training=False, keep_caches=False)
+        trace = job.graph.forward(x, params, training=False, keep_caches=False, keep=[network.feature_node])
         logits = trace.activations[job.graph.output_id][0].astype(np.float64)
         probabilities = softmax_forward(logits[None])[0][0]
         maps = trace.activations[network.feature_node][0]

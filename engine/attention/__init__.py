@@ -114,7 +114,7 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
     if method in _LAYER_CAMS or method in {"cam", "scorecam", "eigencam"}:
         layer = resolve_layer(graph, layer)
         if method == "eigencam":
-            trace = graph.forward(x, params, keep_caches=False, stop_at=score_node(graph))
+            trace = graph.forward(x, params, keep_caches=False, stop_at=score_node(graph), keep=[layer])
             activations = trace.activations[layer][0]
             target = None
             raw = cams.eigen_cam(activations)
@@ -132,7 +132,7 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
 
     if method == "learned_attention":
         node_id = options.get("attention_node") or _find_attention_node(graph)
-        trace = graph.forward(x, params, keep_caches=False)
+        trace = graph.forward(x, params, keep_caches=False, keep=[node_id, score_node(graph)])
         weights = trace.activations[node_id][0]
         if weights.ndim != 3 or weights.shape[0] != 1:
             raise AttributionError(f"node '{node_id}' has shape {list(weights.shape)}: learned attention "
@@ -147,7 +147,7 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
         return _effective_rf(graph, params, x, layer, options.get("unit"), hw)
 
     # gradient and perturbation methods work on the input pixels
-    logits = graph.forward(x, params, keep_caches=False, stop_at=score_node(graph)).activations[score_node(graph)]
+    logits = graph.forward(x, params, keep_caches=False, stop_at=score_node(graph), keep=()).output
     target = resolve_target(graph, logits, target)
     score = float(logits[0, target])
     if method == "saliency":

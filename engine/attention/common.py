@@ -142,7 +142,7 @@ def target_scores(graph: Graph, params: dict, xs: np.ndarray, target: int, batch
     out = []
     batch_size = effective_batch(graph, xs, batch_size)
     for start in range(0, len(xs), batch_size):
-        logits = graph.forward(xs[start:start + batch_size], params, keep_caches=False, stop_at=node).activations[node]
+        logits = graph.forward(xs[start:start + batch_size], params, keep_caches=False, stop_at=node, keep=()).output
         if probabilities:
             out.append(softmax_forward(logits)[0][:, target])
         else:

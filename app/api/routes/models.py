@@ -88,7 +88,7 @@ def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: Set
                              settings.max_tensor_elements)
     with compute():
         start = time.perf_counter()
-        output = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False).output[0]
+        output = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False, keep=()).output[0]
         elapsed = (time.perf_counter() - start) * 1000
     check_finite(model.id, output)
     return PredictResponse(model_id=model.id, classes=top_classes(model, output, top_k),
@@ -147,7 +147,7 @@ def create_forward(model: ModelDep, model_input: ModelInputDep, settings: Settin
                                 f"{max(1, limit // per_sample)}")
     with compute():
         start = time.perf_counter()
-        out = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node).output
+        out = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node, keep=()).output
         elapsed = (time.perf_counter() - start) * 1000
     return Response(to_npy(out), media_type=NPY_MEDIA_TYPE,
                     headers={"X-Shape": json.dumps(list(out.shape)), "X-Elapsed-Ms": f"{elapsed:.1f}",
