@@ -38,7 +38,8 @@ lint: install-test
 	$(PY) -m ruff check .
 
 bench: install-test
-	$(PY) scripts/bench_engine.py
+	$(PY) scripts/bench_engine.py --threads 1
+	$(PY) scripts/bench_engine.py --threads 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Time the engine's forward pass against PyTorch's on the same networks, weights and input.
 
-    .venv/bin/python scripts/bench_engine.py [--threads 1] [--runs 7] [--warmup 2] [--networks vgg64 mobilenet224]
+    .venv/bin/python scripts/bench_engine.py [--threads 1] [--runs 9] [--warmup 2] [--networks vgg64 mobilenet224]
                                              [--breakdown]
 
 Two networks, batch 1, float32, random weights (the engine's PyTorch-style initialisation):
@@ -222,9 +222,9 @@ def run_child(command: list[str], env: dict[str, str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="threads for both sides (default 1)")
-    parser.add_argument("--runs", type=int, default=7, help="timed forward passes per side (default 7)")
+    parser.add_argument("--runs", type=int, default=9, help="timed forward passes per side (default 9)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forward passes first (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side; best median kept")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side; best median kept")
     parser.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the children")

@@ -208,3 +208,18 @@ def test_softmax_op_geometry_and_values(rng):
     trace = graph.forward(x, {})
     np.testing.assert_allclose(trace.activations["channels"].sum(axis=1), 1)
     np.testing.assert_allclose(np.exp(trace.activations["rows"]).sum(axis=2), 1)
+
+
+@pytest.mark.parametrize("name", ["relu", "relu6"])
+def test_in_place_forms_match_and_keep_nan_and_signed_zero(name):
+    """The lean pass's in-place relu/relu6 give the recording pass's values bit for bit; NaN stays NaN and
+    -0.0 stays -0.0, as in PyTorch (``torch.relu(-0.0)`` is ``-0.0``)."""
+    forms = {"relu": (act.relu_forward, act.relu_inplace), "relu6": (act.relu6_forward, act.relu6_inplace)}
+    forward, inplace = forms[name]
+    x = np.array([np.nan, -0.0, 0.0, -1.5, 2.5, 6.0, 7.0, np.inf, -np.inf], dtype=np.float32)
+    out, _ = forward(x)
+    assert out.dtype == np.float32
+    same = x.copy()
+    assert inplace(same) is same
+    np.testing.assert_array_equal(same.view(np.uint32), out.view(np.uint32))
+    assert np.isnan(out[0]) and np.signbit(out[1]) and not np.signbit(out[2])
