@@ -28,7 +28,7 @@ import numpy as np
 
 import engine.ops  # noqa: F401  (registers every op)
 from engine.errors import ShapeError, SpecError, WeightsError
-from engine.layers.grad_mode import input_grads_only
+from engine.layers.grad_mode import input_grads_only, without_input_grad
 from engine.ops.base import OP_REGISTRY, ForwardContext, Op, Shape
 
 INPUT = "input"
@@ -280,6 +280,7 @@ class Graph:
         stop_at: str | None = None,
         rule: BackwardRule | None = None,
         params: bool = True,
+        input_grad: bool = True,
     ) -> Gradients:
         """Chain rule from seed gradients ``{node_id: d(scalar)/d(activation)}`` back to the input.
 
@@ -289,7 +290,9 @@ class Graph:
         skipped, so the input's gradient is then zero). ``rule(node, dout, trace)`` may replace an op's
         backward: it returns the gradients of the node's inputs, or None to use the op's own
         (Guided Backpropagation's modified ReLU uses this). ``params=False`` skips the parameters' gradients
-        (attribution needs the input's only): ``Gradients.params`` is then empty.
+        (attribution needs the input's only): ``Gradients.params`` is then empty. ``input_grad=False`` skips
+        the input's gradient (training needs the parameters' only): the nodes that read the graph's input compute
+        no gradient for it, and ``Gradients.activations`` has no ``"input"``.
         """
         if not trace.caches:
             raise ValueError("this trace kept no caches: run forward(..., keep_caches=True) before backward")
@@ -303,18 +306,20 @@ class Graph:
             grads[node_id] = np.array(seed, dtype=trace.activations[node_id].dtype)
         param_grads: dict[str, np.ndarray] = {}
         with nullcontext() if params else input_grads_only():
-            self._backward_nodes(trace, grads, param_grads, stop_at, rule)
+            self._backward_nodes(trace, grads, param_grads, stop_at, rule, input_grad)
         if params:
             shapes = self.param_shapes()
             for name in self.trainable_names():
                 if name not in param_grads:
                     param_grads[name] = np.zeros(shapes[name], dtype=trace.activations[INPUT].dtype)
-        if INPUT not in grads:
+        if not input_grad:
+            grads.pop(INPUT, None)
+        elif INPUT not in grads:
             grads[INPUT] = np.zeros_like(trace.activations[INPUT])
         return Gradients(activations=grads, params=param_grads if params else {})
 
     def _backward_nodes(self, trace: Trace, grads: dict[str, np.ndarray], param_grads: dict[str, np.ndarray],
-                        stop_at: str | None, rule: BackwardRule | None) -> None:
+                        stop_at: str | None, rule: BackwardRule | None, input_grad: bool = True) -> None:
         for node in reversed(self.nodes):
             if node.id == stop_at:
                 break
@@ -324,6 +329,9 @@ class Graph:
             replaced = rule(node, dout, trace) if rule is not None else None
             if replaced is not None:
                 dinputs, dparams = replaced, {}
+            elif not input_grad and all(name == INPUT for name in node.inputs):
+                with without_input_grad():  # nothing upstream but the input, whose gradient is not wanted
+                    dinputs, dparams = node.op.backward(dout, trace.caches[node.id])
             else:
                 dinputs, dparams = node.op.backward(dout, trace.caches[node.id])
             for name, dx in zip(node.inputs, dinputs):

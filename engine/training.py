@@ -310,7 +310,7 @@ class Trainer:
         trace = self.graph.forward(x, self.params, training=True, rng=self._dropout_rng)
         logits = trace.activations[self._logits]
         loss, dlogits = softmax_cross_entropy(logits, y)
-        grads = self.graph.backward(trace, {self._logits: dlogits.astype(logits.dtype, copy=False)})
+        grads = self.graph.backward(trace, {self._logits: dlogits.astype(logits.dtype, copy=False)}, input_grad=False)
         self.optimizer.step(self.params, grads.params)
         return loss, float((logits.argmax(axis=1) == y).mean())
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.arithmetic import output_length, transposed_output_length
 from engine.layers.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, plan_depthwise
-from engine.layers.grad_mode import param_grads_wanted
+from engine.layers.grad_mode import input_grad_wanted, param_grads_wanted
 from engine.layers.im2col import (
     col2im,
     from_wide_grid,
@@ -258,14 +258,17 @@ def conv_forward(
     return out, (x, xp, w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
-def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def conv_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of ``conv_forward``. dout: (N, K, *out) -> dx: (N, C, *S), dw: (K, C/groups, *k), db: (K,) or None.
 
-    Inside ``grad_mode.input_grads_only()`` only dx is computed (dw and db are None)."""
+    Inside ``grad_mode.input_grads_only()`` only dx is computed (dw and db are None); inside
+    ``grad_mode.without_input_grad()`` dx is None."""
     x, xp, w, has_bias, stride, padding, dilation, groups = cache
     padded = [n + b + a for n, (b, a) in zip(x.shape[2:], padding)]
-    dxp = conv_padded_input_grad(dout, w, padded, stride, dilation, groups)
-    dx = np.ascontiguousarray(unpad(dxp, padding, x.shape[2:]))
+    dx = None
+    if input_grad_wanted():
+        dxp = conv_padded_input_grad(dout, w, padded, stride, dilation, groups)
+        dx = np.ascontiguousarray(unpad(dxp, padding, x.shape[2:]))
     if not param_grads_wanted():  # attribution: the input's gradient only
         return dx, None, None
     if xp is None:  # depthwise: pads again while splitting by phase

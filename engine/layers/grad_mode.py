@@ -5,6 +5,11 @@ respect to the input or an activation only; every weight gradient they would com
 away, and for a convolution it costs about as much as the input gradient. ``Graph.backward(..., params=False)``
 runs its pass inside ``input_grads_only()``; layers whose weight gradients are costly ask
 ``param_grads_wanted()`` and return None for them (as ``torch.no_grad`` does for autograd).
+
+Training is the other way round: it needs every parameter's gradient but not the gradient of the input
+images, which for the first convolution costs a whole transposed convolution. ``Graph.backward(...,
+input_grad=False)`` runs the nodes that read the graph's input inside ``without_input_grad()``; layers ask
+``input_grad_wanted()`` and return None for dx.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _PARAM_GRADS = contextvars.ContextVar("engine_param_grads", default=True)
+_INPUT_GRAD = contextvars.ContextVar("engine_input_grad", default=True)
 
 
 def param_grads_wanted() -> bool:
@@ -29,3 +35,18 @@ def input_grads_only() -> Iterator[None]:
         yield
     finally:
         _PARAM_GRADS.reset(token)
+
+
+def input_grad_wanted() -> bool:
+    """False inside ``without_input_grad()``: a layer's backward may then skip its input's gradient (None)."""
+    return _INPUT_GRAD.get()
+
+
+@contextmanager
+def without_input_grad() -> Iterator[None]:
+    """Backward passes in this block (this thread only) need the parameters' gradients, not the input's."""
+    token = _INPUT_GRAD.set(False)
+    try:
+        yield
+    finally:
+        _INPUT_GRAD.reset(token)

@@ -176,3 +176,38 @@ def test_parameter_count_is_worked_out_by_hand():
     conv2 = 3 * 3 * 3 * 3 + 3  # 84
     fc = 4 * (6 * 3 * 3) + 4  # concat gives 6 channels, pooled to 3x3: 220
     assert graph.param_count() == conv + bn + conv2 + fc
+
+
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(rng, monkeypatch):
+    """Training's backward pass (``input_grad=False``): the same parameter gradients, no input gradient, and
+    the first convolution's input gradient (a whole transposed convolution) never computed. A linear layer
+    reading the input directly skips it too."""
+    import engine.layers.conv as conv_layer
+
+    graph = Graph(RESIDUAL_SPEC)
+    params = _float64(graph.init_params(seed=3))
+    x = rng.standard_normal((2, 2, 6, 6))
+    trace = graph.forward(x, params, training=True)
+    seed = {"fc": rng.standard_normal((2, 4))}
+    calls: list[int] = []
+    original = conv_layer.conv_padded_input_grad
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(conv_layer, "conv_padded_input_grad", counted)
+    full = graph.backward(trace, seed)
+    assert len(calls) == 2 and INPUT in full.activations  # conv2's and conv1's
+    calls.clear()
+    lean = graph.backward(trace, seed, input_grad=False)
+    assert len(calls) == 1 and INPUT not in lean.activations  # conv2's only
+    assert set(lean.params) == set(full.params)
+    for name, value in full.params.items():
+        np.testing.assert_array_equal(lean.params[name], value, err_msg=name)
+    dense = Graph({"input_shape": [5], "nodes": [{"id": "fc", "op": "linear", "out_features": 3}]})
+    dense_params = _float64(dense.init_params(seed=1))
+    dense_trace = dense.forward(rng.standard_normal((4, 5)), dense_params)
+    dense_seed = {"fc": np.ones((4, 3))}
+    np.testing.assert_array_equal(dense.backward(dense_trace, dense_seed, input_grad=False).params["fc.weight"],
+                                  dense.backward(dense_trace, dense_seed).params["fc.weight"])
