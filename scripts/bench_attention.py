@@ -5,7 +5,9 @@
 Prints the time of a plain forward pass, of Grad-CAM (one forward with caches and a backward from the score
 down to the chosen layer only) and their ratio (goal: at most 2.5), then every many-pass method twice: its
 passes in batches of ``--batch-size`` and one input at a time (``batch_size=1``), with the time per pass
-(per input) of each. Batching must make a pass cheaper, not dearer.
+(per input) of each. Batching must make a pass cheaper, not dearer. Forward-only methods (Score-CAM,
+occlusion) run lean passes (``Graph.forward(keep=())``), whose buffers stay in cache one input at a time,
+so batching them gains little; gradient methods keep every activation and gain more.
 
 The measurement runs in a child process with the environment of ``bench_engine.py``: ``--threads`` for
 OpenMP, OpenBLAS and MKL (``CNN_VIS_THREADS``, the engine's own pool, passes through), and glibc's malloc
