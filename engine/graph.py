@@ -226,13 +226,7 @@ class Graph:
         self.check_input(x)
         ctx = ForwardContext(training=training, rng=rng if rng is not None else np.random.default_rng(0))
         if keep is not None:
-            if keep_caches:
-                raise ValueError("a lean pass (keep=...) keeps no caches: pass keep_caches=False, "
-                                 "or keep=None to record everything for a backward pass")
-            unknown = sorted(set(keep) - set(self.by_id) - {INPUT})
-            if unknown:
-                raise KeyError(f"keep names no node of this graph: {', '.join(unknown)}")
-            return self._forward_lean(x, params, ctx, set(keep), stop_at)
+            return self._forward_lean(x, params, ctx, self._check_keep(keep, keep_caches, stop_at), stop_at)
         trace = Trace(activations={INPUT: x}, output_id=self.output_id)
         for node in self.nodes:
             inputs = [trace.activations[i] for i in node.inputs]
@@ -244,6 +238,24 @@ class Graph:
                 trace.output_id = node.id
                 break
         return trace
+
+    def _check_keep(self, keep: Collection[str], keep_caches: bool, stop_at: str | None) -> set[str]:
+        """``keep`` as a set of node ids that a lean pass can record, or a clear error."""
+        if keep_caches:
+            raise ValueError("a lean pass (keep=...) keeps no caches: pass keep_caches=False, "
+                             "or keep=None to record everything for a backward pass")
+        if isinstance(keep, str):
+            raise TypeError(f"keep takes a list of node ids, e.g. keep=[{keep!r}], not a string")
+        wanted = set(keep)
+        unknown = sorted(wanted - set(self.by_id) - {INPUT})
+        if unknown:
+            raise KeyError(f"keep names no node of this graph: {', '.join(unknown)}")
+        if stop_at is not None and stop_at in self.by_id:
+            end = self.nodes.index(self.by_id[stop_at])
+            later = sorted(name for name in wanted - {INPUT} if self.nodes.index(self.by_id[name]) > end)
+            if later:
+                raise ValueError(f"keep names nodes after stop_at '{stop_at}', which do not run: {', '.join(later)}")
+        return wanted
 
     def _forward_lean(self, x: np.ndarray, params: Mapping[str, np.ndarray], ctx: ForwardContext,
                       keep: set[str], stop_at: str | None) -> Trace:
@@ -357,10 +369,11 @@ class Graph:
 
 def _may_overwrite(name: str, live: dict[str, np.ndarray], foreign: set[int]) -> bool:
     """Whether activation ``name``, which no later node reads and the trace does not record, may be written
-    over: it is writeable, it is not the memory of the caller's input or of a parameter (an op may return
-    a view of either), and no other live activation is a view of it."""
+    over: it holds floats (the in-place forms clip floats), it is writeable, it is not the memory of the
+    caller's input or of a parameter (an op may return a view of either), and no other live activation is a
+    view of it."""
     target = live[name]
-    if not target.flags.writeable or id(_root(target)) in foreign:
+    if target.dtype.kind != "f" or not target.flags.writeable or id(_root(target)) in foreign:
         return False
     return not any(np.may_share_memory(target, other) for key, other in live.items() if key != name)
 

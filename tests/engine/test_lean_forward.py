@@ -130,3 +130,25 @@ def test_lean_pass_asks_for_what_it_needs(branchy):
         graph.forward(x, params, keep=())
     with pytest.raises(KeyError, match="nope"):
         graph.forward(x, params, keep_caches=False, keep=["nope"])
+    with pytest.raises(TypeError, match=r"keep=\['conv1'\]"):
+        graph.forward(x, params, keep_caches=False, keep="conv1")
+    with pytest.raises(ValueError, match=r"after stop_at 'sum'.*fc"):
+        graph.forward(x, params, keep_caches=False, stop_at="sum", keep=["act1", "fc"])
+    lazy = graph.forward(x, params, keep_caches=False, keep=(name for name in ["conv1"]))  # read once
+    assert set(lazy.activations) == {INPUT, "conv1", "fc"}
+
+
+def test_integer_activations_are_never_overwritten_and_relu_stays_exact():
+    """The in-place forms clip floats; an integer activation takes the recording pass's path. relu of integers
+    is exact beyond 2**53 (no round trip through float64)."""
+    graph = Graph({"input_shape": [1, 4, 4], "nodes": [
+        {"id": "pool", "op": "max_pool2d", "kernel_size": 2},
+        {"id": "act", "op": "relu"},
+        {"id": "flat", "op": "flatten"},
+    ]})
+    x = np.arange(-8, 8).reshape(1, 1, 4, 4) + 2**53
+    x[0, 0, 0, 0] = -(2**53) - 1
+    full = graph.forward(x, {}, keep_caches=False).output
+    lean = graph.forward(x, {}, keep_caches=False, keep=()).output
+    np.testing.assert_array_equal(lean, full)
+    assert full.dtype == x.dtype and int(full[0, -1]) == 2**53 + 7
