@@ -114,11 +114,12 @@ def wide_im2col(xp: np.ndarray, kernel: Sequence[int], dilation: Sequence[int], 
     length = int(np.prod(wide_grid(xp.shape[2:], out_sizes)))
     offsets = _offsets(xp.shape[2:], kernel, dilation)
     flat = xp.reshape(n, c, -1)
-    if offsets[-1] + length > flat.shape[2]:  # the last offsets' runs pass the end: give them zeros to read
-        flat = np.concatenate([flat, np.zeros((n, c, offsets[-1] + length - flat.shape[2]), xp.dtype)], axis=2)
     cols = np.empty((n, c, len(offsets), length), dtype=xp.dtype)
     for t, start in enumerate(offsets):
-        cols[:, :, t] = flat[:, :, start:start + length]
+        run = min(length, flat.shape[2] - start)
+        cols[:, :, t, :run] = flat[:, :, start:start + run]
+        if run < length:  # the run passes the input's end: only extra columns read there, which are cut off
+            cols[:, :, t, run:] = 0
     return cols.reshape(n, c * len(offsets), length)
 
 
