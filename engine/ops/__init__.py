@@ -12,8 +12,10 @@ from engine.ops import (  # noqa: F401
     linear,
     merge,
     normalization,
+    pad,
     pool,
     reshape,
+    upsample,
 )
 from engine.ops.base import OP_REGISTRY, AxisGeometry, ForwardContext, Op, register_op
 
