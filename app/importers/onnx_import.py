@@ -84,12 +84,15 @@ class Value:
 
 @dataclass
 class PendingPad:
-    """A constant-mode Pad not yet emitted: it is folded into the Conv or pool that reads it."""
+    """A constant-mode Pad not yet emitted: it is folded into the Conv or pool that reads it, or, for a reader
+    that cannot absorb it (or as the model's output), becomes an engine ``pad`` node (``materialise_pad``)."""
 
     source: str  # the ONNX value it pads
     pairs: tuple[tuple[int, int], ...]  # (before, after) per spatial axis
     value: float
     node_name: str
+    wanted_id: str = "pad"  # the engine node id it gets if it becomes a pad node
+    label: str = ""  # its ONNX node's label in ``info["node_map"]``
 
 
 class ImportContext:
@@ -108,6 +111,8 @@ class ImportContext:
         self.params: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
         self.absorbed: dict[int, str] = {}  # ONNX node index -> engine node id it was merged into
+        self.current_label = ""  # the ONNX node being converted, as info["node_map"] names it
+        self.late_nodes: dict[str, str] = {}  # engine node made while converting a later node -> its ONNX label
         self._ids: set[str] = {INPUT}
         self._reshaped: dict[str, Value] = {}
         self.consumers: dict[str, list[tuple[int, onnx.NodeProto]]] = {}
@@ -149,12 +154,11 @@ class ImportContext:
         return self.const(node, position, what)
 
     def raw_value(self, name: str, consumer: onnx.NodeProto) -> Value:
-        """The run-time value ``name`` as it is (a pending ONNX reshape not applied)."""
+        """The run-time value ``name`` as it is (a pending ONNX reshape not applied; a pending Pad that
+        ``consumer`` cannot fold in made an engine pad node)."""
         if name in self.pending_pads:
-            pad = self.pending_pads[name]
-            raise NodeError(f"it reads the output of Pad node '{pad.node_name}'. The engine has no padding op "
-                            "of its own: constant padding can only be folded into the padding of a Conv, "
-                            "MaxPool or AveragePool that reads it, and this node is none of those")
+            return self.materialise_pad(name, consumer, f"its reader {consumer.op_type} '{consumer.name}' is not "
+                                                        "a Conv or pool that could absorb it")
         if name in self.consts:
             raise NodeError(f"input '{name}' is a constant, but the engine can only apply "
                             f"{consumer.op_type} to a tensor computed from the model's input")
@@ -172,6 +176,32 @@ class ImportContext:
             self._reshaped[name] = self.emit(node_id, "reshape", {"shape": list(value.onnx_shape)},
                                              [value.node_id], nonnegative=value.nonnegative)
         return self._reshaped[name]
+
+    def materialise_pad(self, name: str, consumer: onnx.NodeProto, why: str) -> Value:
+        """The pending Pad whose output is ``name`` as an engine ``pad`` node (made once; an all-zero Pad
+        costs no node). ``why`` says, for the import notes, why it was not folded."""
+        if name in self.values:
+            return self.values[name]
+        pad = self.pending_pads[name]
+        source = self.value(pad.source, consumer)
+        if not any(b or a for b, a in pad.pairs):
+            value = Value(source.node_id, source.shape, source.onnx_shape, source.nonnegative)
+        else:
+            node_id = self.new_id(pad.wanted_id)
+            spec = {"padding": [list(p) for p in pad.pairs], "mode": "constant", "value": pad.value}
+            try:
+                value = self.emit(node_id, "pad", spec, [source.node_id],
+                                  nonnegative=source.nonnegative and pad.value >= 0)
+            except NodeError as error:
+                self.release_id(node_id)
+                raise NodeError(f"it reads Pad node '{pad.node_name}', which cannot be folded into it ({why}) nor "
+                                f"made an engine pad node: {error}") from None
+            self.late_nodes[node_id] = pad.label or pad.node_name
+            self.notes.append(f"Pad node '{pad.node_name}' {pad.pairs} (value {pad.value:g}) kept as pad node "
+                              f"'{node_id}': {why}")
+        self.values[name] = value
+        del self.pending_pads[name]
+        return value
 
     def value_or_pad(self, name: str, consumer: onnx.NodeProto) -> tuple[Value, PendingPad | None]:
         """The run-time value ``name``, or the value a pending Pad pads and that Pad."""
@@ -385,6 +415,7 @@ def import_onnx(data: bytes | str | os.PathLike,
         wanted = sanitise_id(node.name) or f"{node.op_type.lower()}_{index}"
         node_id = cx.new_id(wanted)
         before = len(cx.spec_nodes)
+        cx.current_label = label
         try:
             if index in cx.absorbed:
                 _alias_absorbed(cx, node, cx.absorbed[index])
@@ -395,7 +426,7 @@ def import_onnx(data: bytes | str | os.PathLike,
             broken.update(o for o in node.output if o)
             del cx.spec_nodes[before:]
             continue
-        node_map[label] = [n["id"] for n in cx.spec_nodes[before:]]
+        node_map[label] = [n["id"] for n in cx.spec_nodes[before:] if n["id"] not in cx.late_nodes]
         if node_id not in node_map[label]:
             cx.release_id(node_id)  # a folded node (Constant, Pad, Shape, ...) does not keep its name
 
@@ -404,6 +435,8 @@ def import_onnx(data: bytes | str | os.PathLike,
             output = _output_value(cx, output_name)
         except NodeError as problem:
             problems.append(f"output '{output_name}': {problem}")
+    for late_id, label in cx.late_nodes.items():  # a Pad made a pad node when a later reader could not fold it
+        node_map.setdefault(label, []).append(late_id)
     if problems:
         raise OnnxImportError(
             f"the model cannot be imported; {len(problems)} problem(s): " + "; ".join(problems), problems=problems)
@@ -457,7 +490,8 @@ def _output_value(cx: ImportContext, name: str) -> Value:
     if name in cx.consts:
         raise NodeError("the output is a constant that does not depend on the input")
     if name in cx.pending_pads:
-        raise NodeError("the output is a Pad; the engine has no padding op of its own")
+        return cx.materialise_pad(name, helper.make_node("Identity", [name], ["_"], name="output"),
+                                  "it is the model's output")
     if name not in cx.values:
         raise NodeError("no node produces it")
     value = cx.values[name]

@@ -72,6 +72,11 @@ def _spatial_input(cx: ImportContext, node: onnx.NodeProto, nd: int) -> tuple[Va
     return x, pad
 
 
+def _unfold(cx: ImportContext, node: onnx.NodeProto, pad: PendingPad, why: str) -> tuple[Value, None]:
+    """The input of ``node`` with its pending Pad made an engine pad node, for when it cannot be folded in."""
+    return cx.materialise_pad(node.input[0], node, why), None
+
+
 def _fold_note(cx: ImportContext, pad: PendingPad | None, node_id: str) -> None:
     if pad is not None:
         cx.notes.append(f"Pad node '{pad.node_name}' {pad.pairs} folded into the padding of '{node_id}'")
@@ -88,8 +93,7 @@ def convert_conv(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
                         "conv1d, conv2d and conv3d")
     x, pad = _spatial_input(cx, node, nd)
     if pad is not None and pad.value != 0:
-        raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; only zero padding "
-                        "folds into a convolution")
+        x, pad = _unfold(cx, node, pad, f"it pads with {pad.value:g} and a convolution pads with zeros")
     kernel = list(weight.shape[2:])
     if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
         raise NodeError(f"kernel_shape {list(attrs['kernel_shape'])} does not match its weight {list(weight.shape)}")
@@ -171,6 +175,7 @@ def _pool(cx: ImportContext, node: onnx.NodeProto, node_id: str, kind: str) -> N
     stride = _per_axis(attrs, "strides", nd, 1)  # ONNX's default stride is 1, not the kernel
     dilation = _per_axis(attrs, "dilations", nd, 1)
     ceil_mode = bool(attrs.get("ceil_mode", 0))
+    count_include_pad = bool(attrs.get("count_include_pad", 0))  # ONNX's default is 0, PyTorch's True
     pairs, auto = _spatial_pads(attrs, nd, kernel, stride, dilation, _padded_sizes(x, pad))
     if auto.startswith("SAME") and any(d != 1 for d in dilation):
         raise NodeError(f"auto_pad {auto} with dilations {dilation}: onnxruntime pads as if the kernel were not "
@@ -181,20 +186,19 @@ def _pool(cx: ImportContext, node: onnx.NodeProto, node_id: str, kind: str) -> N
                 raise NodeError(f"auto_pad {auto} with kernel {k} smaller than stride {s} on an axis of {n}: "
                                 "ONNX's formula gives negative padding there (onnxruntime refuses it); export with "
                                 "explicit pads")
+    if kind == "max" and pad is not None and not (pad.value == -math.inf or (pad.value <= 0 and x.nonnegative)):
+        x, pad = _unfold(cx, node, pad, f"it pads with {pad.value:g}, max pooling with −inf (they agree only for "
+                                        "-inf, or for 0 after a ReLU-like op)")
+    if kind == "avg" and pad is not None and (pad.value != 0 or not count_include_pad or ceil_mode):
+        x, pad = _unfold(cx, node, pad, "a Pad folds into average pooling only for zero padding with "
+                                        "count_include_pad=1 and ceil_mode=0 (then both count the zeros)")
     if kind == "max":
-        if pad is not None and not (pad.value == -math.inf or (pad.value <= 0 and x.nonnegative)):
-            raise NodeError(f"it reads Pad node '{pad.node_name}' padding with {pad.value}; max pooling pads "
-                            "with −inf, so the Pad folds in only for -inf, or for 0 after a ReLU-like op")
         spec = {"kernel_size": kernel, "stride": stride, "padding": _with_folded_pad(pairs, pad),
                 "dilation": dilation, "ceil_mode": ceil_mode}
         op = f"max_pool{nd}d"
     else:
         if any(d != 1 for d in dilation):
             raise NodeError(f"dilations {dilation}: the engine's average pooling has no dilation")
-        count_include_pad = bool(attrs.get("count_include_pad", 0))  # ONNX's default is 0, PyTorch's True
-        if pad is not None and (pad.value != 0 or not count_include_pad or ceil_mode):
-            raise NodeError(f"it reads Pad node '{pad.node_name}'; a Pad folds into average pooling only for "
-                            "zero padding with count_include_pad=1 and ceil_mode=0 (then both count the zeros)")
         spec = {"kernel_size": kernel, "stride": stride, "padding": _with_folded_pad(pairs, pad),
                 "ceil_mode": ceil_mode, "count_include_pad": count_include_pad}
         op = f"avg_pool{nd}d"
@@ -616,11 +620,18 @@ def convert_identity(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> N
     _elementwise("identity")(cx, node, node_id)
 
 
+#: ONNX Pad modes -> the engine pad op's modes ("wrap" has no engine equivalent)
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
+
+
 def convert_pad(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Constant padding waits to be folded into the Conv or pool that reads it (else it becomes a ``pad`` node
+    when read); reflect and edge padding become a ``pad`` node at once."""
     attrs = attributes(node)
     mode = attrs.get("mode", "constant")
-    if mode != "constant":
-        raise NodeError(f"mode '{mode}'; only constant padding (folded into the next Conv or pool) is supported")
+    if mode not in _PAD_MODES:
+        raise NodeError(f"mode '{mode}' has no engine equivalent: the engine pads in modes constant, reflect and "
+                        "edge (PyTorch's replicate)")
     if cx.opset < 11:
         pads = [int(p) for p in attrs.get("pads", attrs.get("paddings", []))]
         value = float(attrs.get("value", 0.0))
@@ -633,6 +644,9 @@ def convert_pad(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
         axes = None if axes_array is None else [int(a) for a in axes_array]
     source = node.input[0]
     inner = cx.pending_pads.get(source)
+    if inner is not None and (mode != "constant" or inner.value != value):
+        cx.materialise_pad(source, node, f"Pad node '{node.name or node_id}' pads its output in another way")
+        inner = None
     x = cx.value(inner.source if inner else source, node)
     rank = x.rank
     if axes is not None:  # pads given for some axes only
@@ -645,15 +659,144 @@ def convert_pad(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     if any(p < 0 for p in pads):
         raise NodeError(f"negative pads {pads} crop the tensor; cropping has no engine equivalent")
     if any(pads[i] or pads[i + rank] for i in (0, 1)):
-        raise NodeError(f"pads {pads} pad the batch or channel axis; only spatial padding can be folded into "
-                        "the next Conv or pool")
+        raise NodeError(f"pads {pads} pad the batch or channel axis; the engine pads only the spatial axes "
+                        "(axes 2 and after)")
     pairs = tuple((pads[i], pads[i + rank]) for i in range(2, rank))
+    if mode != "constant":
+        if not any(b or a for b, a in pairs):
+            cx.values[node.output[0]] = Value(x.node_id, x.shape, x.onnx_shape, x.nonnegative)
+            return
+        spec = {"padding": [list(p) for p in pairs], "mode": _PAD_MODES[mode]}
+        cx.values[node.output[0]] = cx.emit(node_id, "pad", spec, [x.node_id], nonnegative=x.nonnegative)
+        return
     if inner is not None:
-        if inner.value != value:
-            raise NodeError(f"it pads the output of Pad '{inner.node_name}' with a different value")
         pairs = tuple((b + ib, a + ia) for (b, a), (ib, ia) in zip(pairs, inner.pairs))
         source = inner.source
-    cx.pending_pads[node.output[0]] = PendingPad(source, pairs, value, node.name or node_id)
+    cx.pending_pads[node.output[0]] = PendingPad(source, pairs, value, node.name or node_id, node_id,
+                                                 cx.current_label)
+
+
+# --- upsampling -------------------------------------------------------------------------------
+def _upsample(cx: ImportContext, node: onnx.NodeProto, node_id: str, scales: np.ndarray | None,
+              sizes: np.ndarray | None, axes: list[int] | None) -> None:
+    """An ``upsample`` node from ONNX ``scales`` or ``sizes`` (per axis, batch included; ``axes`` picks some)."""
+    x = cx.value(node.input[0], node)
+    rank = x.rank
+    if rank - 2 not in (1, 2, 3):
+        raise NodeError(f"its input has rank {rank}; the engine upsamples 1 to 3 spatial axes [N, C, *spatial]")
+    given = scales if scales is not None else sizes
+    if given is None:
+        raise NodeError("neither scales nor sizes is given")
+    given = [float(v) for v in np.asarray(given).reshape(-1)]
+    what = "scales" if scales is not None else "sizes"
+    batch = cx.static_batch if cx.static_batch is not None else BATCH_SIZE
+    full_in = [batch, *(x.onnx_shape if x.onnx_shape is not None else x.shape)]
+    if axes is not None:
+        picked = [a % rank for a in axes]
+        if len(picked) != len(given):
+            raise NodeError(f"{what} has {len(given)} values for axes {axes}")
+        values = [1.0 if scales is not None else float(n) for n in full_in]
+        for a, v in zip(picked, given):
+            values[a] = v
+        given = values
+    if len(given) != rank:
+        raise NodeError(f"{what} has {len(given)} values for an input of rank {rank}")
+    if scales is not None:
+        factors = given
+    else:
+        if given[1] != full_in[1] or (given[0] != full_in[0] and given[0] != BATCH_SIZE):
+            raise NodeError(f"sizes {[int(v) for v in given]} resize the batch or channel axis of "
+                            f"[N, {', '.join(map(str, full_in[1:]))}]; the engine upsamples only the spatial axes")
+        factors = [1.0, 1.0, *(v / n for v, n in zip(given[2:], full_in[2:]))]
+    if factors[0] != 1 or factors[1] != 1:
+        raise NodeError(f"scales {given} resize the batch or channel axis; the engine upsamples only the spatial "
+                        "axes (scales 1 on axes 0 and 1)")
+    spatial = factors[2:]
+    if any(f < 1 or f != int(f) for f in spatial):
+        shown = [int(v) if v == int(v) else v for v in given]
+        raise NodeError(f"{what} {shown} give spatial factors {[round(f, 4) for f in spatial]}; the engine upsamples "
+                        "by whole factors only (x1, x2, x3, ...): no downsampling or fractional scales")
+    cx.values[node.output[0]] = cx.emit(node_id, "upsample", {"scale_factor": [int(f) for f in spatial]},
+                                        [x.node_id], nonnegative=x.nonnegative)
+
+
+def _nearest_mode(node: onnx.NodeProto, mode: str) -> None:
+    if mode != "nearest":
+        raise NodeError(f"mode '{mode}': the engine's upsample repeats pixels (mode 'nearest' with whole scale "
+                        "factors, as F.interpolate(..., mode='nearest') exports); other interpolations have no "
+                        "engine equivalent")
+
+
+def convert_resize(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    attrs = attributes(node)
+    _nearest_mode(node, attrs.get("mode", "nearest"))
+    if cx.opset < 11:  # Resize-10: (X, scales), asymmetric coordinates, nearest rounds down when upsampling
+        _upsample(cx, node, node_id, cx.const(node, 1, "scales"), None, None)
+        return
+    coordinates = attrs.get("coordinate_transformation_mode", "half_pixel")
+    rounding = attrs.get("nearest_mode", "round_prefer_floor")
+    if coordinates != "asymmetric" or rounding != "floor":
+        raise NodeError(f"coordinate_transformation_mode '{coordinates}' with nearest_mode '{rounding}': the engine's "
+                        "upsample is out[i] = x[floor(i / scale)], which is coordinate_transformation_mode "
+                        "'asymmetric' with nearest_mode 'floor' (what torch.onnx.export writes for "
+                        "F.interpolate(..., mode='nearest'))")
+    scales = cx.optional_const(node, 2, "scales")
+    sizes = cx.optional_const(node, 3, "sizes")
+    scales = None if scales is None or np.asarray(scales).size == 0 else scales
+    sizes = None if sizes is None or np.asarray(sizes).size == 0 else sizes
+    if sizes is not None and attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise NodeError(f"keep_aspect_ratio_policy '{attrs['keep_aspect_ratio_policy']}' with sizes; only 'stretch' "
+                        "(the default) maps to whole scale factors")
+    axes = attrs.get("axes")
+    _upsample(cx, node, node_id, scales, sizes, None if axes is None else [int(a) for a in axes])
+
+
+def convert_upsample(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Upsample (opset 7-9, deprecated since 10): scales as an attribute before opset 9, an input after."""
+    attrs = attributes(node)
+    _nearest_mode(node, attrs.get("mode", "nearest"))
+    if cx.opset < 9:
+        if "scales" not in attrs:
+            raise NodeError("the scales attribute is missing")
+        scales = np.asarray(attrs["scales"], dtype=np.float32)
+    else:
+        scales = cx.const(node, 1, "scales")
+    _upsample(cx, node, node_id, scales, None, None)
+
+
+# --- constant folding for exporters' shape arithmetic ------------------------------------------
+def convert_constant_of_shape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    shape = [int(v) for v in np.atleast_1d(cx.const(node, 0, "the shape"))]
+    attrs = attributes(node)
+    fill = numpy_helper.to_array(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
+    cx.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
+
+
+def convert_slice(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Slice of a constant (torch.onnx.export reverses F.pad's pads with one); on a computed tensor: refused."""
+    _shape_arithmetic_only(cx, node)
+    data = cx.consts[node.input[0]]
+    if cx.opset < 10:
+        attrs = attributes(node)
+        starts, ends = list(attrs["starts"]), list(attrs["ends"])
+        axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts = [int(v) for v in np.atleast_1d(cx.const(node, 1, "starts"))]
+        ends = [int(v) for v in np.atleast_1d(cx.const(node, 2, "ends"))]
+        given_axes = cx.optional_const(node, 3, "axes")
+        given_steps = cx.optional_const(node, 4, "steps")
+        axes = list(range(len(starts))) if given_axes is None else [int(v) for v in np.atleast_1d(given_axes)]
+        steps = [1] * len(starts) if given_steps is None else [int(v) for v in np.atleast_1d(given_steps)]
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        index[int(axis) % data.ndim] = slice(int(start), int(end), int(step))  # Python clamps as ONNX does
+    cx.consts[node.output[0]] = data[tuple(index)]
+
+
+def convert_transpose(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    _shape_arithmetic_only(cx, node)
+    perm = attributes(node).get("perm")
+    cx.consts[node.output[0]] = np.transpose(cx.consts[node.input[0]], None if perm is None else list(perm))
 
 
 CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
@@ -692,4 +835,9 @@ CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
     "Identity": convert_identity,
     "Constant": convert_constant,
     "Pad": convert_pad,
+    "Resize": convert_resize,
+    "Upsample": convert_upsample,
+    "ConstantOfShape": convert_constant_of_shape,
+    "Slice": convert_slice,
+    "Transpose": convert_transpose,
 }

@@ -552,27 +552,27 @@ def test_unsupported_operators_are_all_listed() -> None:
 
 def test_unsupported_uses_of_known_operators_are_all_listed() -> None:
     b = Builder(["N", 3, 8, 8], opset=13)
-    p = b.node("Pad", ["x", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64))], name="pad")
-    bad1 = b.node("Relu", [p], name="relu_after_pad")           # a Pad that nothing can absorb
-    r = b.node("Pad", ["x", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64))], name="reflect",
-               mode="reflect")
-    bad2 = b.node("Flatten", [r], name="after_reflect")          # depends on a refused node: not repeated
+    p = b.node("Pad", ["x", b.const(np.array([0, 1, 1, 1, 0, 0, 1, 1], dtype=np.int64))], name="pad",
+               mode="reflect")                                   # pads the channel axis
+    bad1 = b.node("Relu", [p], name="relu_after_pad")           # depends on a refused node: not repeated
+    r = b.node("Resize", ["x", "", b.const(np.array([1, 1, 2, 2], dtype=np.float32))], name="resize",
+               mode="linear")
+    bad2 = b.node("Flatten", [r], name="after_resize")           # depends on a refused node: not repeated
     ok = b.node("Flatten", [b.node("Relu", ["x"])])
     model = b.build(b.node("Concat", [b.node("Flatten", [bad1]), bad2, ok], axis=1))
     with pytest.raises(OnnxImportError) as caught:
         import_onnx(model)
     problems = caught.value.problems
     assert len(problems) == 2, problems
-    assert "Relu node 'relu_after_pad'" in problems[0] and "Pad node 'pad'" in problems[0]
-    assert "Pad node 'reflect'" in problems[1] and "reflect" in problems[1]
+    assert "Pad node 'pad'" in problems[0] and "batch or channel axis" in problems[0]
+    assert "Resize node 'resize'" in problems[1] and "mode 'linear'" in problems[1]
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda b: b.node("MaxPool", [b.node("Pad", ["x", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))])],
-                      kernel_shape=[3, 3]), "-inf, or for 0 after a ReLU"),
-    (lambda b: b.node("Conv", [b.node("Pad", ["x", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
-                                              b.const(np.float32(1.0))]), b.weight((2, 3, 3, 3))]),
-     "only zero padding"),
+    (lambda b: b.node("Pad", ["x", b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], mode="wrap"),
+     "mode 'wrap' has no engine equivalent"),
+    (lambda b: b.node("Pad", ["x", b.const(np.array([0, 0, 8, 1, 0, 0, 1, 1], np.int64))], mode="reflect"),
+     "must be smaller than the input's 8 pixels"),
     (lambda b: b.node("Conv", [b.node("Pad", ["x", b.const(np.array([0, 1, 0, 0, 0, 1, 0, 0], np.int64))]),
                                b.weight((2, 5, 3, 3))]), "batch or channel axis"),
     (lambda b: b.node("Gemm", [b.node("Flatten", ["x"]), b.node("Flatten", ["x"])], transB=1),
