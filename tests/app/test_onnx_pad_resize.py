@@ -165,6 +165,17 @@ def test_resize_sizes():
     assert spec["nodes"][0]["scale_factor"] == [2, 4]
 
 
+def test_resize_sizes_from_the_shape_with_a_dynamic_batch():
+    """F.interpolate(size=...) as exporters write it: Shape -> Slice (N, C) -> Concat with the new sizes."""
+    b = Builder(["N", 2, 3, 4], opset=13)
+    batch_and_channels = b.node("Slice", [b.node("Shape", ["x"]), b.const(pads(0)), b.const(pads(2))])
+    sizes = b.node("Concat", [batch_and_channels, b.const(pads(9, 8))], axis=0)
+    up = b.node("Resize", ["x", "", "", sizes], mode="nearest", coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor")
+    spec, _, _ = check(b, up, batch=3)
+    assert ops(spec) == ["upsample"] and spec["nodes"][0]["scale_factor"] == [3, 2]
+
+
 def test_resize_opset18_axes():
     b = Builder([1, 2, 3, 4], opset=18)
     spec, _, _ = check(b, _resize(b, "x", floats(3, 2), axes=[2, 3]), batch=1)
