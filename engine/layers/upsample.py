@@ -29,6 +29,8 @@ def upsample_nearest_forward(x: np.ndarray, scale: Sequence[int]) -> tuple[np.nd
     if len(scale) != len(sizes) or any(s < 1 for s in scale):
         raise ValueError(f"scale {scale} must hold one whole factor >= 1 for each of the {len(sizes)} spatial axes")
     n, c = x.shape[:2]
+    if all(s == 1 for s in scale):  # a fresh array, as for any other factor (never a read-only view of x)
+        return x.copy(), (scale, tuple(sizes))
     # a block axis of length 1 after each spatial axis, broadcast to the factor, then merged into it
     spread = x.reshape(n, c, *_blocked(sizes, (1,) * len(sizes)))
     out = np.broadcast_to(spread, (n, c, *_blocked(sizes, scale)))

@@ -29,6 +29,8 @@ def test_scale_one_is_identity_and_dtype_is_kept():
     x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
     out, cache = upsample_nearest_forward(x, (1,))
     np.testing.assert_array_equal(out, x)
+    assert out.flags.writeable and not np.shares_memory(out, x)
+    assert upsample_nearest_forward(x, (2,))[0].flags.writeable
     assert out.dtype == np.float32 and upsample_nearest_backward(out, cache).dtype == np.float32
 
 
