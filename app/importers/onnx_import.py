@@ -157,8 +157,8 @@ class ImportContext:
         """The run-time value ``name`` as it is (a pending ONNX reshape not applied; a pending Pad that
         ``consumer`` cannot fold in made an engine pad node)."""
         if name in self.pending_pads:
-            return self.materialise_pad(name, consumer, f"its reader {consumer.op_type} '{consumer.name}' is not "
-                                                        "a Conv or pool that could absorb it")
+            return self.materialise_pad(name, consumer, f"it is read by a {consumer.op_type}, which cannot absorb "
+                                                        "padding (only a Conv, MaxPool or AveragePool can)")
         if name in self.consts:
             raise NodeError(f"input '{name}' is a constant, but the engine can only apply "
                             f"{consumer.op_type} to a tensor computed from the model's input")
