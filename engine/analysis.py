@@ -68,6 +68,8 @@ class NodeSummary:
 
 def shape_arithmetic(node: Node) -> list[OutputSize] | None:
     """The output-size formula of a sliding-window node per spatial axis, with its numbers (else None)."""
+    if node.op.op == "pad":  # in + before + after: no window slides, so no convolution formula is shown
+        return None
     geometry = node.op.geometry()
     attrs = node.op.describe()
     if not isinstance(geometry, list) or not all(isinstance(g, AxisGeometry) for g in geometry):

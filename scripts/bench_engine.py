@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads for both sides (default 1)")
     parser.add_argument("--runs", type=int, default=9, help="timed forward passes per side (default 9)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forward passes first (default 2)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side; best median kept")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per side; best median kept")
     parser.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the children")

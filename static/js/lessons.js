@@ -22,6 +22,7 @@ export const TITLES = {
   sigmoid: "Sigmoid", tanh: "Tanh", silu: "SiLU", hardswish: "Hard swish", hardsigmoid: "Hard sigmoid", clip: "Clip",
   softmax: "Softmax", add: "Add (skip connection)", mul: "Multiply (gating)", concat: "Concatenate",
   spatial_softmax: "Attention weights", attention_pool: "Attention pooling", identity: "Identity", constant: "Constant",
+  pad: "Padding", upsample: "Upsampling",
 };
 
 /** One or two sentences about a node for lecture mode. `node`: architecture entry; `stats`: run statistics. */
@@ -71,6 +72,8 @@ export function lesson(node, stats, inputShape) {
   if (op === "mul") return "Gating: two volumes multiplied number by number.";
   if (op === "concat") return `Concatenation: the inputs' maps are stacked into one volume of ${out}.`;
   if (op === "spatial_softmax") return "Attention: a softmax over positions turns a score map into weights that add up to 1: where the network looks.";
+  if (op === "pad") return `Padding: a border is added around every map (${node.attributes?.mode ?? "constant"} mode), so ${inp} becomes ${out}. Nothing is learned; it lets the next window reach the edges.`;
+  if (op === "upsample") return `Upsampling (nearest neighbour): every number is repeated to fill a block, so the maps grow from ${inp} to ${out}. No new detail appears; the next layers add it.`;
   if (op === "attention_pool") return "Attention pooling: each feature is averaged over positions weighted by the attention map: a weighted sum that shows which parts drove the decision.";
   return `${TITLES[op] ?? op}: ${inp} → ${out}.`;
 }
