@@ -98,3 +98,51 @@ def test_bad_uploads(client, settings):
     assert preset.status_code == 422
     too_big = upload(client, b"\0" * (settings.max_model_bytes + 10))
     assert too_big.status_code == 413
+
+
+def decoder_onnx(seed: int = 3) -> bytes:
+    """Reflect Pad -> Conv 3x3 -> Relu -> Resize nearest x2 -> Conv 3x3 (pad 1), input [1, 2, 6, 6] -> [1, 3, 12, 12]:
+    a segmentation-style head whose pad and upsampling become the engine's ``pad`` and ``upsample`` nodes."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((3, 4, 3, 3)).astype(np.float32), "w2")
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64), "pads")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales")
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], name="reflect", mode="reflect"),
+        helper.make_node("Conv", ["p", "w1"], ["c"], name="conv1", kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"], name="act"),
+        helper.make_node("Resize", ["r", "", "scales"], ["u"], name="up", mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Conv", ["u", "w2"], ["y"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "decoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 12, 12])],
+                              [w1, w2, pads, scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_uploaded_model_with_pad_and_upsample_runs_everywhere(client):
+    """Upload, every feature map, the receptive field of a unit after the pad, a clear 422 saying why there is
+    none after the upsample, and the output against onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    data = decoder_onnx()
+    model_id = upload(client, data).json()["id"]
+    ops = [node["op"] for node in client.get(f"/api/models/{model_id}").json()["architecture"]["nodes"]]
+    assert ops == ["pad", "conv2d", "relu", "upsample", "conv2d"]
+    x = np.random.default_rng(4).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    out = npy_load(client.post(f"/api/models/{model_id}/forward", content=npy_bytes(x), headers=NPY).content)
+    (reference,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(out, reference, atol=1e-4)
+    run = client.post(f"/api/models/{model_id}/activations", content=npy_bytes(x), headers=NPY)
+    assert run.status_code == 200, run.text
+    for node in run.json()["nodes"]:
+        assert client.get(node["png_url"]).status_code == 200, node["id"]
+    nodes = [node["id"] for node in run.json()["nodes"]][1:]  # after the input
+    after_pad = client.post(f"/api/models/{model_id}/receptive-field", json={"node": nodes[1], "index": [0, 0]}).json()
+    assert after_pad["receptive_field"]["status"] == "local"
+    assert [axis["size"] for axis in after_pad["receptive_field"]["axes"]] == [3, 3]
+    after_up = client.post(f"/api/models/{model_id}/receptive-field", json={"node": nodes[3], "index": [0, 0]})
+    assert after_up.status_code == 422 and "'up' is an upsample" in after_up.json()["detail"]
