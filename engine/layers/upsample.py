@@ -1,12 +1,16 @@
-"""Nearest-neighbour upsampling by whole factors (1D, 2D, 3D) as a forward/backward pair:
-``F.interpolate(x, scale_factor=s, mode="nearest")`` for integer ``s``.
+"""Upsampling by whole factors (1D, 2D, 3D) as forward/backward pairs, as ``F.interpolate(x, scale_factor=s,
+mode=...)`` for integer ``s``: nearest-neighbour, and linear / bilinear / trilinear (``align_corners`` False or True).
 
-For spatial axis ``a`` with factor ``s_a >= 1``
+Nearest: for spatial axis ``a`` with factor ``s_a >= 1``
 
     out_a = S_a * s_a,        out[..., i, ...] = x[..., floor(i / s_a), ...]
 
 so each input value becomes an ``s_1 x s_2 x ...`` block of copies. The backward pass sums the
 gradient over each block.
+
+Linear (any number of axes): the same output sizes; along each axis, output ``i`` is a mix of the two
+input values around a source coordinate (see ``linear_weights``). Interpolation is separable, so the
+forward pass applies one small ``(S_a·s_a, S_a)`` weight matrix per axis, and the backward pass its transpose.
 """
 
 from __future__ import annotations
@@ -43,3 +47,69 @@ def upsample_nearest_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     n, c = dout.shape[:2]
     blocks = dout.reshape(n, c, *_blocked(sizes, scale))
     return blocks.sum(axis=tuple(3 + 2 * a for a in range(len(sizes))))
+
+
+# --- linear, bilinear, trilinear ------------------------------------------------------------------
+def linear_weights(size: int, scale: int, align_corners: bool) -> np.ndarray:
+    """The (size·scale, size) float64 matrix W of 1D linear interpolation: ``out = W @ x`` along one axis.
+
+    Output ``i`` samples the input at source coordinate
+
+        align_corners False:  src = max((i + 0.5) / scale − 0.5, 0)     (half-pixel centres, clamped at 0)
+        align_corners True:   src = i · (size − 1) / (size·scale − 1)    (0 when the output has one element)
+
+    and mixes its two neighbours ``lo = floor(src)`` and ``hi = min(lo + 1, size − 1)`` with weights
+    ``1 − (src − lo)`` and ``src − lo``; every row sums to 1.
+    """
+    out_size = size * scale
+    i = np.arange(out_size, dtype=np.float64)
+    if align_corners:
+        src = i * (size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+    else:
+        src = np.maximum((i + 0.5) / scale - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), size - 1)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = src - lo
+    rows = np.arange(out_size)
+    weights = np.zeros((out_size, size))
+    weights[rows, lo] += 1.0 - frac  # each row appears once per statement, so += is exact here
+    weights[rows, hi] += frac        # (lo == hi at the upper edge: the two weights add up)
+    return weights
+
+
+def _along_axis(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """x ×_axis matrix: contract ``x``'s ``axis`` (length matrix.shape[1]) with ``matrix``'s columns."""
+    return np.moveaxis(np.tensordot(matrix, x, axes=([1], [axis])), 0, axis)
+
+
+def upsample_linear_forward(x: np.ndarray, scale: Sequence[int], align_corners: bool = False) -> tuple[np.ndarray, Any]:
+    """x: (N, C, *S) -> out: (N, C, *(S_a * scale_a)), x's dtype; ``scale``: one int >= 1 per spatial axis.
+
+    ``F.interpolate(x, scale_factor=scale, mode="linear" | "bilinear" | "trilinear", align_corners=...)``:
+    separable, one 1D linear interpolation per spatial axis, ``out = x ×_1 W_1 ×_2 W_2 ...`` with
+    ``W_a = linear_weights(S_a, scale_a, align_corners)``. A factor of 1 leaves its axis as it is.
+    """
+    scale = tuple(int(s) for s in scale)
+    sizes = x.shape[2:]
+    if len(scale) != len(sizes) or any(s < 1 for s in scale):
+        raise ValueError(f"scale {scale} must hold one whole factor >= 1 for each of the {len(sizes)} spatial axes")
+    matrices = [None if s == 1 else linear_weights(n, s, align_corners).astype(x.dtype)
+                for n, s in zip(sizes, scale)]
+    out = x
+    for a, matrix in enumerate(matrices):
+        if matrix is not None:
+            out = _along_axis(out, matrix, 2 + a)
+    # a fresh, C-contiguous array, never x itself (factor 1 everywhere) nor a strided view
+    return (out.copy() if out is x else np.ascontiguousarray(out)), matrices
+
+
+def upsample_linear_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    """dout: (N, C, *(S_a * scale_a)) -> dx: (N, C, *S): the transpose, ``dx = dout ×_1 W_1ᵀ ×_2 W_2ᵀ ...``.
+
+    Each output gradient is scattered to its two source positions on every axis with the forward weights.
+    """
+    dx = dout
+    for a, matrix in enumerate(cache):
+        if matrix is not None:
+            dx = _along_axis(dx, matrix.T, 2 + a)
+    return dx.copy() if dx is dout else np.ascontiguousarray(dx)
