@@ -10,6 +10,11 @@ parameters, step by step, and returns every intermediate number as plain JSON-re
 - linear: the products input × weight (the largest by magnitude when there are many, the rest summed), bias, result.
 - softmax (over classes) / spatial_softmax (over positions): the logits, their exps (shifted by the max), the sum
   of the exps, the probabilities.
+- pad (2D): the unit's input position per axis, whether it lies in the border, and the input position its value
+  comes from with the rule written out ("row −2 → 2 (mirror at 0)", "column 9 → 7 (clamped to 7)"), or the
+  constant; the input value and a small neighbourhood of the input map around it.
+- upsample (2D, nearest): the source position ⌊i / s⌋ per axis ("row 5 → ⌊5 / 2⌋ = 2"), its value, the block of
+  output units that copy it, and a small neighbourhood of the input map around it.
 - global_avg_pool: the map's sum and its number of positions; add / mul: the operands; attention_pool: the
   attention weights (small maps) and Σ weight × feature; an elementwise node (batch norm, ReLU, ...): its input
   value and the formula's numbers.
@@ -32,6 +37,7 @@ import numpy as np
 
 from engine.errors import ShapeError
 from engine.graph import Graph, Trace
+from engine.layers.pad import source_index
 from engine.layers.softmax import softmax_forward
 
 MAX_CHANNELS = 16  # input channels listed for a convolution unit (the rest aggregated)
@@ -41,8 +47,10 @@ MAX_CHAIN = 4  # elementwise nodes followed after the unit
 ELEMENTWISE = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip",
                "identity", "dropout", "batch_norm")
 EXPLAINED = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "spatial_softmax", "global_avg_pool", "add",
-             "mul", "attention_pool", *ELEMENTWISE)
+             "mul", "attention_pool", "pad", "upsample", *ELEMENTWISE)
 MAX_GRID = 32 * 32  # attention weights listed for attention pooling (larger maps: not listed)
+NEIGHBOURHOOD = 2  # rows and columns listed on each side of the input position a pad / upsample unit copies
+MAPS_ONLY = ("pad", "upsample")  # explained on 2D maps (C, H, W) only: the explorer draws 2D maps
 
 
 def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, node_id: str,
@@ -64,6 +72,9 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
     op = node.op.op
     if op not in EXPLAINED:
         raise ShapeError(f"node '{node_id}' is a {op}; units can be explained for {', '.join(EXPLAINED)}")
+    if op in MAPS_ONLY and len(shape) != 3:
+        raise ShapeError(f"node '{node_id}' is a {len(shape) - 1}D {op} (shape {list(shape)}); units can be explained "
+                         f"for {op} on 2D maps (C, H, W) only")
     if op in ("add", "mul"):
         x = [(name, trace.activations[name][0]) for name in node.inputs]
     elif op in ELEMENTWISE or op == "attention_pool":
@@ -74,7 +85,8 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
                    if f"{node_id}.{name}" in params}
     explain = {"conv2d": _conv2d, "max_pool2d": _pool2d, "avg_pool2d": _pool2d, "linear": _linear,
                "softmax": _softmax, "spatial_softmax": _softmax, "global_avg_pool": _global_avg_pool,
-               "add": _merge, "mul": _merge, "attention_pool": _attention_pool}.get(op)
+               "add": _merge, "mul": _merge, "attention_pool": _attention_pool, "pad": _pad,
+               "upsample": _upsample}.get(op)
     if explain is None:  # an elementwise op: batch norm reads the full params (running statistics)
 
         def explain(_op, xs, _p, index):
@@ -297,6 +309,83 @@ def _attention_pool(op, xs: list[np.ndarray], p: dict[str, np.ndarray], index) -
     else:
         out["omitted"] = {"count": weights.size, "note": f"the {weights.size} attention weights are not listed"}
     return out
+
+
+def _minus(n: int) -> str:
+    """An integer as text, with a true minus sign ("−2")."""
+    return f"−{-n}" if n < 0 else str(n)
+
+
+def _neighbourhood(channel_map: np.ndarray, at: tuple[int, int], source: tuple[int, int] | None) -> dict[str, Any]:
+    """channel_map: (H, W). The rows and columns within ``NEIGHBOURHOOD`` of ``at`` (clipped to the map), their
+    values, and ``source``'s [row, col] inside that grid (None: no input position is read)."""
+    H, W = channel_map.shape
+    rows = list(range(max(0, at[0] - NEIGHBOURHOOD), min(H, at[0] + NEIGHBOURHOOD + 1)))
+    cols = list(range(max(0, at[1] - NEIGHBOURHOOD), min(W, at[1] + NEIGHBOURHOOD + 1)))
+    values = channel_map[np.ix_(rows, cols)].astype(np.float64)
+    return {"rows": rows, "cols": cols, "values": _grid(values),
+            "source": None if source is None else [source[0] - rows[0], source[1] - cols[0]]}
+
+
+def _pad(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (C, H, W). Output unit (c, i, j) sits on input position (i − top, j − left); inside the input it copies
+    that value, in the border it takes the constant or, per axis, the mirrored (reflect) or clamped (replicate)
+    position (``engine.layers.pad.source_index``)."""
+    channel = index[0]
+    H, W = x.shape[1:]
+    axes = []
+    for name, out_pos, (before, _after), size in zip(("row", "column"), index[1:], op.padding, (H, W)):
+        position = out_pos - before
+        in_border = not 0 <= position < size
+        if not in_border:
+            source, rule = position, f"{name} {position} → {position} (inside)"
+        elif op.mode == "constant":
+            source, rule = None, f"{name} {_minus(position)} → none (in the border: the constant {op.value:g})"
+        else:
+            source = source_index(position, size, op.mode)
+            if op.mode == "replicate":
+                rule = f"{name} {_minus(position)} → {source} (clamped to {source})"
+            else:
+                rule = f"{name} {_minus(position)} → {source} (mirror at {0 if position < 0 else size - 1})"
+        axes.append({"axis": name, "output": out_pos, "position": position, "in_border": in_border,
+                     "source": source, "rule": rule})
+    in_border = any(a["in_border"] for a in axes)
+    out: dict[str, Any] = {"channel": channel, "padding": [list(pair) for pair in op.padding], "mode": op.mode,
+                           "spatial_shape": [H, W], "in_border": in_border, "axes": axes}
+    if op.mode == "constant" and in_border:
+        nearest = tuple(min(max(a["position"], 0), size - 1) for a, size in zip(axes, (H, W)))
+        out.update(value=op.value, neighbourhood=_neighbourhood(x[channel], nearest, None), result=op.value)
+        return out
+    source = (axes[0]["source"], axes[1]["source"])
+    v = float(x[(channel, *source)])
+    if op.mode == "constant":
+        out["value"] = op.value
+    out.update(source=list(source), input_value=v, neighbourhood=_neighbourhood(x[channel], source, source),
+               result=v)
+    return out
+
+
+def _upsample(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (C, H, W). Nearest: output unit (c, i, j) copies input (c, ⌊i / s_h⌋, ⌊j / s_w⌋), as do all the units of
+    its s_h × s_w block."""
+    mode = op.attrs.get("mode", "nearest")
+    if mode != "nearest":
+        raise ShapeError(f"node '{op.node_id}' upsamples with mode '{mode}'; upsample units can be explained for "
+                         "mode 'nearest' only")
+    channel = index[0]
+    H, W = x.shape[1:]
+    scale = [int(s) for s in op.describe()["scale_factor"]]
+    axes = []
+    for name, out_pos, s in zip(("row", "column"), index[1:], scale):
+        source = out_pos // s
+        axes.append({"axis": name, "output": out_pos, "scale": s, "source": source,
+                     "block": [source * s, source * s + s - 1],
+                     "rule": f"{name} {out_pos} → ⌊{out_pos} / {s}⌋ = {source}"})
+    source = (axes[0]["source"], axes[1]["source"])
+    v = float(x[(channel, *source)])
+    return {"channel": channel, "mode": mode, "scale_factor": scale, "spatial_shape": [H, W], "axes": axes,
+            "source": list(source), "input_value": v, "neighbourhood": _neighbourhood(x[channel], source, source),
+            "result": v}
 
 
 # --- what follows --------------------------------------------------------------------------------------

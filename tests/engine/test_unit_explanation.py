@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+import engine.unit_explanation as unit_explanation
 from engine.errors import ShapeError
 from engine.graph import Graph
 from engine.models.digits import load_classic, load_resnet
@@ -161,7 +162,7 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
     params["bn.running_var"][:] = [0.5, 2, 1, 3]
     trace = graph.forward(trace.activations["input"], params)
     explained = explain_every_unit(graph, params, trace)
-    # the other views' ops: merges, global and attention pooling, every elementwise op
+    # the other views' ops: merges, global and attention pooling, every elementwise op, pad and upsample
     spec = {"input_shape": [3, 4, 4], "nodes": [
         {"id": "a", "op": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
         {"id": "bn", "op": "batch_norm"},
@@ -173,7 +174,9 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
         {"id": "score", "op": "conv2d", "out_channels": 1, "kernel_size": 1, "inputs": ["prod"]},
         {"id": "att", "op": "spatial_softmax"},
         {"id": "pooled", "op": "attention_pool", "inputs": ["sum", "att"]},
-        {"id": "gap", "op": "global_avg_pool", "inputs": ["hardswish"]}]}
+        {"id": "gap", "op": "global_avg_pool", "inputs": ["hardswish"]},
+        {"id": "padded", "op": "pad", "padding": [[1, 2], [2, 0]], "mode": "reflect", "inputs": ["bn"]},
+        {"id": "up", "op": "upsample", "scale_factor": 2}]}
     graph, params, trace = run(spec, seed=5)
     params["bn.running_mean"][:] = [0.5, -1, 0.25]
     trace = graph.forward(trace.activations["input"], params)
@@ -254,3 +257,122 @@ def _all_channel_sums(e, trace, params):
     sums = trace.activations["input"][0][:, y, x].astype(np.float64) * params["pw.weight"][k, :, 0, 0]
     listed = {c["channel"] for c in e["channels"]}
     return [sums[c] for c in listed], [sums[c] for c in range(len(sums)) if c not in listed]
+
+
+# --- pad and upsample ---------------------------------------------------------------------------------
+# input 1x3x4 = 0..11:   0  1  2  3
+#                         4  5  6  7
+#                         8  9 10 11
+def pad_run(mode, padding=((2, 1), (1, 2)), value=0.0):
+    spec = {"input_shape": [1, 3, 4], "nodes": [{"id": "p", "op": "pad", "padding": [list(p) for p in padding],
+                                                 "mode": mode, "value": value}]}
+    return run(spec, np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4))
+
+
+def test_reflect_pad_by_hand_border_and_inside():
+    graph, params, trace = pad_run("reflect")
+    # output (0, 5): input position (−2, 4): row −2 mirrors at 0 to 2, column 4 mirrors at 3 to 2: x[2, 2] = 10
+    e = explain_unit(graph, params, trace, "p", (0, 0, 5))
+    assert e["kind"] == "pad" and e["mode"] == "reflect" and e["padding"] == [[2, 1], [1, 2]]
+    assert e["in_border"] is True and e["spatial_shape"] == [3, 4]
+    assert [a["rule"] for a in e["axes"]] == ["row −2 → 2 (mirror at 0)", "column 4 → 2 (mirror at 3)"]
+    assert [(a["position"], a["source"], a["in_border"]) for a in e["axes"]] == [(-2, 2, True), (4, 2, True)]
+    assert e["source"] == [2, 2] and e["input_value"] == 10 and e["result"] == 10 == e["engine_value"]
+    assert e["neighbourhood"]["values"][e["neighbourhood"]["source"][0]][e["neighbourhood"]["source"][1]] == 10
+    # past the last row: output row 5 is input row 3, mirrored at 2 to 1; column 6 is input column 5 -> 6 - 5 = 1
+    e = explain_unit(graph, params, trace, "p", (0, 5, 6))
+    assert [a["rule"] for a in e["axes"]] == ["row 3 → 1 (mirror at 2)", "column 5 → 1 (mirror at 3)"]
+    assert e["source"] == [1, 1] and e["result"] == 5 == e["engine_value"]
+    # inside: output (3, 2) is input (1, 1) itself
+    e = explain_unit(graph, params, trace, "p", (0, 3, 2))
+    assert e["in_border"] is False and e["source"] == [1, 1] and e["result"] == 5
+    assert [a["rule"] for a in e["axes"]] == ["row 1 → 1 (inside)", "column 1 → 1 (inside)"]
+    # the neighbourhood: rows and columns within 2 of (1, 1), clipped to the 3x4 map
+    assert e["neighbourhood"] == {"rows": [0, 1, 2], "cols": [0, 1, 2, 3], "source": [1, 1],
+                                  "values": [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]}
+
+
+def test_replicate_pad_by_hand_clamps():
+    graph, params, trace = pad_run("replicate")
+    e = explain_unit(graph, params, trace, "p", (0, 0, 6))  # input (−2, 5): clamped to (0, 3): 3
+    assert [a["rule"] for a in e["axes"]] == ["row −2 → 0 (clamped to 0)", "column 5 → 3 (clamped to 3)"]
+    assert e["source"] == [0, 3] and e["input_value"] == 3 and e["result"] == 3 == e["engine_value"]
+    e = explain_unit(graph, params, trace, "p", (0, 5, 0))  # input (3, −1): clamped to (2, 0): 8
+    assert e["source"] == [2, 0] and e["result"] == 8 == e["engine_value"] and e["in_border"] is True
+    e = explain_unit(graph, params, trace, "p", (0, 2, 4))  # input (0, 3), inside: 3
+    assert e["in_border"] is False and e["source"] == [0, 3] and e["result"] == 3
+
+
+def test_constant_pad_by_hand_reads_no_input_in_the_border():
+    graph, params, trace = pad_run("constant", value=-1.5)
+    e = explain_unit(graph, params, trace, "p", (0, 1, 3))  # input (−1, 2): only the row is in the border
+    assert e["in_border"] is True and e["value"] == -1.5 and e["result"] == -1.5 == e["engine_value"]
+    assert [a["in_border"] for a in e["axes"]] == [True, False]
+    assert e["axes"][0]["rule"] == "row −1 → none (in the border: the constant -1.5)"
+    assert e["axes"][0]["source"] is None and e["axes"][1]["source"] == 2
+    assert "source" not in e and "input_value" not in e
+    assert e["neighbourhood"]["source"] is None and e["neighbourhood"]["rows"] == [0, 1, 2]
+    e = explain_unit(graph, params, trace, "p", (0, 4, 4))  # input (2, 3), inside: 11
+    assert e["in_border"] is False and e["source"] == [2, 3] and e["input_value"] == 11 == e["result"]
+    assert e["engine_value"] == 11
+
+
+def test_every_pad_and_upsample_unit_matches_the_engine():
+    spec = {"input_shape": [3, 5, 6], "nodes": [
+        {"id": "reflect", "op": "pad", "padding": [[3, 1], [2, 4]], "mode": "reflect"},
+        {"id": "replicate", "op": "pad", "padding": [[0, 3], [2, 1]], "mode": "replicate", "inputs": ["input"]},
+        {"id": "constant", "op": "pad", "padding": 2, "value": 0.75, "inputs": ["input"]},
+        {"id": "up", "op": "upsample", "scale_factor": [2, 3], "inputs": ["reflect"]},
+        {"id": "act", "op": "relu"}]}
+    graph, params, trace = run(spec, seed=7)
+    assert explain_every_unit(graph, params, trace) == {"pad", "upsample", "relu"}
+    e = explain_unit(graph, params, trace, "up", (2, 5, 7))
+    assert [s["op"] for s in e["chain"]] == ["relu"] and e["chain"][0]["result"] == max(0, e["engine_value"])
+
+
+def test_pad_and_upsample_explanations_can_fail(monkeypatch):
+    """Negative control: an explanation built on the wrong rule disagrees with the engine, and the check says so."""
+    graph, params, trace = pad_run("reflect")
+    clamp = lambda j, size, mode: min(max(j, 0), size - 1)  # noqa: E731 (the replicate rule, not the mirror)
+    monkeypatch.setattr(unit_explanation, "source_index", clamp)
+    e = explain_unit(graph, params, trace, "p", (0, 0, 5))
+    assert e["source"] == [0, 3] and e["result"] == 3 and e["engine_value"] == 10
+    with pytest.raises(AssertionError):
+        assert_matches_engine(e)
+    graph, params, trace = run({"input_shape": [1, 3, 4], "nodes": [{"id": "u", "op": "upsample", "scale_factor": 2}]},
+                               np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4))
+    e = explain_unit(graph, params, trace, "u", (0, 3, 5))
+    assert e["source"] == [1, 2] and e["result"] == 6
+    with pytest.raises(AssertionError):  # round(i / s) instead of ⌊i / s⌋ would read row 2, column 3: 11
+        assert_matches_engine({**e, "result": float(trace.activations["input"][0, 0, 2, 3])})
+
+
+def test_upsample_nearest_by_hand():
+    spec = {"input_shape": [2, 3, 4], "nodes": [{"id": "u", "op": "upsample", "scale_factor": [2, 3]}]}
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    graph, params, trace = run(spec, x)
+    # output (1, 5, 7): ⌊5 / 2⌋ = 2, ⌊7 / 3⌋ = 2: x[1, 2, 2] = 12 + 10 = 22, copied by rows 4…5, columns 6…8
+    e = explain_unit(graph, params, trace, "u", (1, 5, 7))
+    assert e["kind"] == "upsample" and e["mode"] == "nearest" and e["scale_factor"] == [2, 3]
+    assert [a["rule"] for a in e["axes"]] == ["row 5 → ⌊5 / 2⌋ = 2", "column 7 → ⌊7 / 3⌋ = 2"]
+    assert [a["block"] for a in e["axes"]] == [[4, 5], [6, 8]]
+    assert e["source"] == [2, 2] and e["input_value"] == 22 and e["result"] == 22 == e["engine_value"]
+    assert e["channel"] == 1 and e["spatial_shape"] == [3, 4]
+    e = explain_unit(graph, params, trace, "u", (0, 0, 2))  # the first block: x[0, 0, 0]
+    assert e["source"] == [0, 0] and e["result"] == 0 == e["engine_value"]
+    assert e["neighbourhood"] == {"rows": [0, 1, 2], "cols": [0, 1, 2], "source": [0, 0],
+                                  "values": [[0, 1, 2], [4, 5, 6], [8, 9, 10]]}
+
+
+def test_pad_and_upsample_off_2d_maps_are_refused_clearly():
+    graph, params, trace = run({"input_shape": [2, 5], "nodes": [
+        {"id": "p1", "op": "pad", "padding": 1, "mode": "reflect"},
+        {"id": "u1", "op": "upsample", "scale_factor": 2}]})
+    with pytest.raises(ShapeError, match=r"'p1' is a 1D pad \(shape \[2, 7\]\).*2D maps \(C, H, W\) only"):
+        explain_unit(graph, params, trace, "p1", (0, 3))
+    with pytest.raises(ShapeError, match="'u1' is a 1D upsample"):
+        explain_unit(graph, params, trace, "u1", (0, 3))
+    graph, params, trace = run({"input_shape": [1, 2, 2, 2], "nodes": [
+        {"id": "u3", "op": "upsample", "scale_factor": 2}]})
+    with pytest.raises(ShapeError, match="'u3' is a 3D upsample"):
+        explain_unit(graph, params, trace, "u3", (0, 1, 1, 1))
