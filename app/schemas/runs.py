@@ -142,13 +142,42 @@ class Operand(BaseModel):
     value: float = Field(..., description="its value at the unit's index", examples=[0.42])
 
 
+class UnitAxis(BaseModel):
+    """pad / upsample: along one spatial axis, where the unit sits and which input position its value comes from."""
+
+    axis: Literal["row", "column"] = Field(..., description="the spatial axis", examples=["row"])
+    output: int = Field(..., description="the unit's position along this axis", examples=[0])
+    position: int | None = Field(None, examples=[-2], description="pad: the input position the unit sits on "
+                                 "(output − padding before; negative or ≥ the size: in the border)")
+    in_border: bool | None = Field(None, description="pad: the position lies in the border", examples=[True])
+    source: int | None = Field(None, examples=[2], description="the input position the value comes from (absent: "
+                               "the constant of a constant pad)")
+    rule: str = Field(..., description="the rule, in words", examples=["row −2 → 2 (mirror at 0)"])
+    scale: int | None = Field(None, description="upsample: the factor along this axis", examples=[2])
+    block: list[int] | None = Field(None, examples=[[4, 5]],
+                                    description="upsample: the first and last output positions that copy this source")
+
+
+class InputNeighbourhood(BaseModel):
+    """pad / upsample: the input map around the position the unit's value comes from."""
+
+    rows: list[int] = Field(..., description="input rows listed", examples=[[0, 1, 2]])
+    cols: list[int] = Field(..., description="input columns listed", examples=[[1, 2, 3]])
+    values: list[list[float]] = Field(..., description="the input channel's values there (rows × cols)",
+                                      examples=[[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]])
+    source: list[int] | None = Field(None, examples=[[2, 1]], description="[row, col] inside this grid of the "
+                                     "value copied (absent: none is, the constant of a constant pad)")
+
+
 class UnitExplanation(BaseModel):
     """How one unit's number was made, recomputed by the engine (fields by ``kind``; absent ones do not apply).
 
     conv2d: window geometry, ``channels``, ``total``, ``bias``. max_pool2d / avg_pool2d: window geometry,
     ``values``, ``argmax`` or ``divisor``. linear: ``terms``, ``total``, ``bias``. softmax / spatial_softmax:
     ``entries``, ``max``, ``exp_sum``, ``exp``. global_avg_pool: ``sum``, ``divisor``. add / mul: ``operands``.
-    attention_pool: ``weights``. Elementwise ops: ``input_value`` (and batch norm's statistics). Always:
+    attention_pool: ``weights``. Elementwise ops: ``input_value`` (and batch norm's statistics). pad / upsample:
+    ``mode``, ``axes`` (per axis the input position read, with its rule), ``source``, ``input_value``,
+    ``neighbourhood`` (pad: ``padding``, ``in_border``, ``value``; upsample: ``scale_factor``). Always:
     ``result`` (recomputed, float64) and ``engine_value`` (the forward pass's own float32 number); they agree to
     rounding.
     """
@@ -214,7 +243,8 @@ class UnitExplanation(BaseModel):
     exp: float | None = Field(None, examples=[1.0], description="softmax: the unit's e^(z − max)")
     entries: list[SoftmaxEntry] | None = Field(None, description="softmax: the largest logits and the unit's own")
     # global and attention pooling, merges, elementwise ops
-    spatial_shape: list[int] | None = Field(None, description="global / attention pooling: the map's size",
+    spatial_shape: list[int] | None = Field(None, description="global / attention pooling, pad, upsample: the input "
+                                            "map's size",
                                             examples=[[7, 7]])
     weights: list[list[float]] | None = Field(None, examples=[[[0.01, 0.02], [0.9, 0.07]]],
                                               description="attention pooling: the attention map (≤ 32×32)")
@@ -224,3 +254,14 @@ class UnitExplanation(BaseModel):
     running_var: float | None = Field(None, examples=[1.2777], description="batch norm: the channel's running variance")
     eps: float | None = Field(None, examples=[1e-05], description="batch norm: ε")
     weight: float | None = Field(None, examples=[0.943], description="batch norm: γ (its β is ``bias``)")
+    # pad, upsample
+    mode: str | None = Field(None, description="pad: constant, reflect or replicate; upsample: nearest",
+                             examples=["reflect"])
+    value: float | None = Field(None, description="constant pad: the constant", examples=[0.0])
+    in_border: bool | None = Field(None, description="pad: the unit lies in the border", examples=[True])
+    axes: list[UnitAxis] | None = Field(None, description="pad / upsample: per axis, the input position read")
+    source: list[int] | None = Field(None, examples=[[2, 2]], description="pad / upsample: the input [row, col] the "
+                                     "value is copied from (absent: the constant of a constant pad)")
+    scale_factor: list[int] | None = Field(None, description="upsample: the factor per axis", examples=[[2, 2]])
+    neighbourhood: InputNeighbourhood | None = Field(None, description="pad / upsample: the input map around the "
+                                                     "source")

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from app.services.runs import run_store_for
+from engine.graph import Graph
+from engine.models.bundle import ModelBundle, Preprocessing
 from tests.api.conftest import npy_bytes, npy_load, png_bytes, tiny_bundle
 
 NPY = {"content-type": "application/x-npy"}
@@ -170,3 +172,54 @@ def test_unit_explanation_errors(client):
     assert flatten.status_code == 422 and "conv2d" in flatten.json()["detail"]
     assert client.get(f"{base}/input/units/0,0,0").status_code == 422
     assert client.get("/api/runs/0123456789abcdef0123456789abcdef/nodes/conv1/units/0,0,0").status_code == 404
+
+
+PAD_UP_SPEC = {"input_shape": [2, 3, 4], "nodes": [
+    {"id": "mirror", "op": "pad", "padding": [[2, 1], [1, 2]], "mode": "reflect"},
+    {"id": "edge", "op": "pad", "padding": 1, "mode": "replicate", "inputs": ["input"]},
+    {"id": "border", "op": "pad", "padding": 1, "value": 0.5, "inputs": ["input"]},
+    {"id": "up", "op": "upsample", "scale_factor": [2, 3], "inputs": ["mirror"]},
+    {"id": "act", "op": "relu"}]}
+
+
+def pad_up_bundle() -> ModelBundle:
+    graph = Graph(PAD_UP_SPEC)
+    return ModelBundle(id="padup", name="pads and an upsample", task="test", graph=graph, params={}, labels=None,
+                       preprocessing=Preprocessing(resize=4, crop=4, mean=(0.0,), std=(1.0,), grayscale=False),
+                       source="no weights, for tests")
+
+
+def test_pad_and_upsample_units_are_explained_with_the_engines_numbers(client, store):
+    store.builtins["padup"] = pad_up_bundle
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4) - 10  # channel 1: 2 .. 13
+    response = client.post("/api/models/padup/activations", content=npy_bytes(x), headers=NPY)
+    assert response.status_code == 200, response.text
+    base = f"/api/runs/{response.json()['run_id']}/nodes"
+    # reflect: output (0, 5) sits on input (−2, 4): mirrored to (2, 2): channel 1 holds 12 + 10 − 10 = 12
+    mirror = client.get(f"{base}/mirror/units/1,0,5").json()
+    assert mirror["kind"] == "pad" and mirror["mode"] == "reflect" and mirror["in_border"] is True
+    assert [a["rule"] for a in mirror["axes"]] == ["row −2 → 2 (mirror at 0)", "column 4 → 2 (mirror at 3)"]
+    assert mirror["source"] == [2, 2] and mirror["input_value"] == 12 == mirror["result"] == mirror["engine_value"]
+    assert mirror["padding"] == [[2, 1], [1, 2]] and mirror["spatial_shape"] == [3, 4]
+    hood = mirror["neighbourhood"]
+    assert hood["rows"] == [0, 1, 2] and hood["values"][hood["source"][0]][hood["source"][1]] == 12
+    edge = client.get(f"{base}/edge/units/0,4,0").json()  # input (3, −1) clamped to (2, 0): 8 − 10
+    assert edge["source"] == [2, 0] and edge["result"] == -2 == edge["engine_value"]
+    assert edge["axes"][1]["rule"] == "column −1 → 0 (clamped to 0)"
+    border = client.get(f"{base}/border/units/0,0,2").json()  # the top border: the constant, no input read
+    assert border["value"] == 0.5 == border["result"] == border["engine_value"]
+    assert "source" not in border and "input_value" not in border and "source" not in border["axes"][0]
+    assert "source" not in border["neighbourhood"]
+    # nearest upsample: output (5, 7) reads the padded map at (⌊5 / 2⌋, ⌊7 / 3⌋) = (2, 2), the input's (0, 1)
+    up = client.get(f"{base}/up/units/0,5,7").json()
+    assert up["kind"] == "upsample" and up["mode"] == "nearest" and up["scale_factor"] == [2, 3]
+    assert [a["rule"] for a in up["axes"]] == ["row 5 → ⌊5 / 2⌋ = 2", "column 7 → ⌊7 / 3⌋ = 2"]
+    assert [a["block"] for a in up["axes"]] == [[4, 5], [6, 8]]
+    assert up["input"] == "mirror" and up["source"] == [2, 2] and up["input_value"] == -9 == up["engine_value"]
+    assert up["chain"] == [{"node": "act", "op": "relu", "input_value": -9, "engine_value": 0, "result": 0}]
+    activations = {node["id"]: node for node in response.json()["nodes"]}
+    for node, unit in (("mirror", (1, 5, 6)), ("edge", (1, 0, 5)), ("border", (0, 2, 2)), ("up", (1, 11, 20))):
+        assert node in activations
+        answer = client.get(f"{base}/{node}/units/{','.join(map(str, unit))}").json()
+        engine = float(npy_load(client.get(activations[node]["npy_url"]).content)[(0, *unit)])
+        assert answer["engine_value"] == engine and answer["result"] == pytest.approx(engine, rel=1e-6), node
