@@ -678,8 +678,12 @@ def convert_pad(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
 
 # --- upsampling -------------------------------------------------------------------------------
 def _upsample(cx: ImportContext, node: onnx.NodeProto, node_id: str, scales: np.ndarray | None,
-              sizes: np.ndarray | None, axes: list[int] | None) -> None:
-    """An ``upsample`` node from ONNX ``scales`` or ``sizes`` (per axis, batch included; ``axes`` picks some)."""
+              sizes: np.ndarray | None, axes: list[int] | None, align_corners: bool | None = None) -> None:
+    """An ``upsample`` node from ONNX ``scales`` or ``sizes`` (per axis, batch included; ``axes`` picks some).
+
+    ``align_corners`` None: nearest; False or True: linear interpolation ("linear", "bilinear" or "trilinear"
+    by the number of spatial axes) with that ``align_corners``.
+    """
     x = cx.value(node.input[0], node)
     rank = x.rank
     if rank - 2 not in (1, 2, 3):
@@ -716,30 +720,69 @@ def _upsample(cx: ImportContext, node: onnx.NodeProto, node_id: str, scales: np.
         shown = [int(v) if v == int(v) else v for v in given]
         raise NodeError(f"{what} {shown} give spatial factors {[round(f, 4) for f in spatial]}; the engine upsamples "
                         "by whole factors only (x1, x2, x3, ...): no downsampling or fractional scales")
-    cx.values[node.output[0]] = cx.emit(node_id, "upsample", {"scale_factor": [int(f) for f in spatial]},
-                                        [x.node_id], nonnegative=x.nonnegative)
+    spec: dict = {"scale_factor": [int(f) for f in spatial]}
+    if align_corners is not None:
+        spec |= {"mode": _LINEAR_MODES[len(spatial)], "align_corners": align_corners}
+    # interpolating mixes values with weights >= 0 that sum to 1: a nonnegative input stays nonnegative
+    cx.values[node.output[0]] = cx.emit(node_id, "upsample", spec, [x.node_id], nonnegative=x.nonnegative)
 
 
-def _nearest_mode(node: onnx.NodeProto, mode: str) -> None:
-    if mode != "nearest":
-        raise NodeError(f"mode '{mode}': the engine's upsample repeats pixels (mode 'nearest' with whole scale "
-                        "factors, as F.interpolate(..., mode='nearest') exports); other interpolations have no "
-                        "engine equivalent")
+_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+_SUPPORTED = ("mode 'nearest' (coordinate_transformation_mode 'asymmetric' with nearest_mode 'floor', as "
+              "torch.onnx.export writes F.interpolate(..., mode='nearest')) or mode 'linear' with "
+              "coordinate_transformation_mode 'half_pixel', 'pytorch_half_pixel' (F.interpolate(..., "
+              "align_corners=False)) or 'align_corners' (align_corners=True), all with whole scale factors")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("nearest", "linear"):
+        raise NodeError(f"mode '{mode}' has no engine equivalent: the engine's upsample takes {_SUPPORTED}")
+
+
+def _asymmetric_linear(where: str) -> NodeError:
+    return NodeError(f"mode 'linear' in {where} samples at x_resized / scale (coordinates 'asymmetric'), which "
+                     "the engine's upsample does not: it interpolates as F.interpolate does, with "
+                     "coordinate_transformation_mode 'half_pixel' or 'align_corners' (Resize from opset 11; "
+                     "re-export with a newer opset)")
+
+
+def _linear_align_corners(attrs: dict) -> bool:
+    """Resize-11+ ``mode="linear"``: the engine's ``align_corners`` for its coordinate transformation, or refuse."""
+    coordinates = attrs.get("coordinate_transformation_mode", "half_pixel")
+    # antialias=1 widens the filter only when downscaling: for the whole factors >= 1 the engine takes
+    # (checked in _upsample) it is plain linear interpolation, so it is accepted as it is
+    # pytorch_half_pixel differs from half_pixel only for an output of length 1, where both sample at 0
+    # when the factor is whole (the only factors the engine takes)
+    if coordinates in ("half_pixel", "pytorch_half_pixel"):
+        return False
+    if coordinates == "align_corners":
+        return True
+    if coordinates == "asymmetric":
+        raise _asymmetric_linear("Resize with coordinate_transformation_mode 'asymmetric'")
+    raise NodeError(f"mode 'linear' with coordinate_transformation_mode '{coordinates}' has no engine "
+                    f"equivalent: the engine's upsample takes {_SUPPORTED}")
 
 
 def convert_resize(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     attrs = attributes(node)
-    _nearest_mode(node, attrs.get("mode", "nearest"))
+    mode = attrs.get("mode", "nearest")
+    _check_mode(mode)
     if cx.opset < 11:  # Resize-10: (X, scales), asymmetric coordinates, nearest rounds down when upsampling
+        if mode == "linear":
+            raise _asymmetric_linear("Resize-10 (opset 10)")
         _upsample(cx, node, node_id, cx.const(node, 1, "scales"), None, None)
         return
-    coordinates = attrs.get("coordinate_transformation_mode", "half_pixel")
-    rounding = attrs.get("nearest_mode", "round_prefer_floor")
-    if coordinates != "asymmetric" or rounding != "floor":
-        raise NodeError(f"coordinate_transformation_mode '{coordinates}' with nearest_mode '{rounding}': the engine's "
-                        "upsample is out[i] = x[floor(i / scale)], which is coordinate_transformation_mode "
-                        "'asymmetric' with nearest_mode 'floor' (what torch.onnx.export writes for "
-                        "F.interpolate(..., mode='nearest'))")
+    align_corners = None
+    if mode == "linear":
+        align_corners = _linear_align_corners(attrs)
+    else:
+        coordinates = attrs.get("coordinate_transformation_mode", "half_pixel")
+        rounding = attrs.get("nearest_mode", "round_prefer_floor")
+        if coordinates != "asymmetric" or rounding != "floor":
+            raise NodeError(f"coordinate_transformation_mode '{coordinates}' with nearest_mode '{rounding}': the "
+                            "engine's nearest upsample is out[i] = x[floor(i / scale)], which is "
+                            "coordinate_transformation_mode 'asymmetric' with nearest_mode 'floor' (what "
+                            "torch.onnx.export writes for F.interpolate(..., mode='nearest'))")
     scales = cx.optional_const(node, 2, "scales")
     sizes = cx.optional_const(node, 3, "sizes")
     scales = None if scales is None or np.asarray(scales).size == 0 else scales
@@ -748,13 +791,16 @@ def convert_resize(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> Non
         raise NodeError(f"keep_aspect_ratio_policy '{attrs['keep_aspect_ratio_policy']}' with sizes; only 'stretch' "
                         "(the default) maps to whole scale factors")
     axes = attrs.get("axes")
-    _upsample(cx, node, node_id, scales, sizes, None if axes is None else [int(a) for a in axes])
+    _upsample(cx, node, node_id, scales, sizes, None if axes is None else [int(a) for a in axes], align_corners)
 
 
 def convert_upsample(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     """Upsample (opset 7-9, deprecated since 10): scales as an attribute before opset 9, an input after."""
     attrs = attributes(node)
-    _nearest_mode(node, attrs.get("mode", "nearest"))
+    mode = attrs.get("mode", "nearest")
+    _check_mode(mode)
+    if mode == "linear":
+        raise _asymmetric_linear("Upsample (opset 7-9)")
     if cx.opset < 9:
         if "scales" not in attrs:
             raise NodeError("the scales attribute is missing")

@@ -208,8 +208,84 @@ def test_resize_after_a_pending_pad_and_a_pad_after_resize():
     assert ops(spec) == ["pad", "upsample", "pad"]
 
 
+# --- Resize mode "linear" (F.interpolate linear / bilinear / trilinear) ------------------------------
+def _linear(b: Builder, x: str, scales: np.ndarray | None = None, sizes: np.ndarray | None = None,
+            coordinates: str = "half_pixel", **attrs) -> str:
+    return _resize(b, x, scales, sizes, mode="linear", coordinate_transformation_mode=coordinates, **attrs)
+
+
+LINEAR_CASES = [  # shape, scales, engine mode
+    ([2, 3, 5], (1, 1, 3), "linear"),
+    (["N", 3, 4, 5], (1, 1, 2, 3), "bilinear"),
+    ([2, 2, 1, 4], (1, 1, 4, 1), "bilinear"),
+    ([2, 2, 2, 3, 2], (1, 1, 2, 1, 3), "trilinear"),
+]
+
+
+@pytest.mark.parametrize("coordinates, align_corners", [("half_pixel", False), ("pytorch_half_pixel", False),
+                                                        ("align_corners", True)])
+@pytest.mark.parametrize("shape, scales, mode", LINEAR_CASES)
+def test_resize_linear(shape, scales, mode, coordinates, align_corners):
+    b = Builder(shape, opset=13)
+    up = _linear(b, b.node("Sigmoid", ["x"]), floats(*scales), coordinates=coordinates)
+    spec, _, _ = check(b, b.node("Relu", [up]))
+    assert ops(spec) == ["sigmoid", "upsample", "relu"]
+    node = spec["nodes"][1]
+    assert (node["mode"], node["align_corners"], node["scale_factor"]) == (mode, align_corners, list(scales[2:]))
+
+
+@pytest.mark.parametrize("opset", [11, 18])
+def test_resize_linear_opsets_sizes_and_axes(opset):
+    """Opset 11 (roi required) with sizes, and opset 18 with axes and the default coordinates (half_pixel)."""
+    b = Builder([2, 2, 3, 4], opset=opset)
+    if opset == 11:
+        up = _linear(b, "x", sizes=pads(2, 2, 6, 16), coordinates="align_corners")
+    else:
+        up = b.node("Resize", ["x", "", b.const(floats(3, 2))], name="up", mode="linear", axes=[2, 3])
+    spec, _, _ = check(b, up)
+    node = spec["nodes"][0]
+    assert node["mode"] == "bilinear" and node["scale_factor"] == ([2, 4] if opset == 11 else [3, 2])
+    assert node["align_corners"] == (opset == 11)
+
+
+@pytest.mark.parametrize("coordinates", ["half_pixel", "align_corners"])
+@pytest.mark.parametrize("shape, scales, mode", LINEAR_CASES)
+def test_resize_linear_antialias_changes_nothing_when_upsampling(shape, scales, mode, coordinates):
+    """Opset 18's antialias widens the filter only when downscaling: with whole factors >= 1 onnxruntime gives
+    plain linear interpolation, so the node imports as if antialias were 0."""
+    b = Builder(shape, opset=18)
+    spec, _, _ = check(b, _linear(b, "x", floats(*scales), coordinates=coordinates, antialias=1))
+    assert (spec["nodes"][0]["mode"], spec["nodes"][0]["align_corners"]) == (mode, coordinates == "align_corners")
+
+
+def test_resize_linear_comparison_can_fail():
+    """Negative control: align_corners the wrong way round, or nearest instead of linear, fails the tolerance."""
+    b = Builder([1, 2, 4, 5], opset=13)
+    model = b.build(_linear(b, "x", floats(1, 1, 2, 2)))
+    x = b.sample(1)
+    reference = run_onnxruntime(model, x)
+    spec, params, _ = import_onnx(model)
+    tolerance = RELATIVE * np.abs(reference).max()
+    assert np.abs(Graph(spec).forward(x, params).output - reference).max() <= tolerance
+    for wrong in ({"align_corners": True}, {"mode": "nearest", "align_corners": False}):
+        spec["nodes"][0].update(wrong)
+        assert np.abs(Graph(spec).forward(x, params).output - reference).max() > tolerance, wrong
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda b: _resize(b, "x", floats(1, 1, 2, 2), mode="linear"), "mode 'linear'"),
+    (lambda b: _linear(b, "x", floats(1, 1, 2, 2), coordinates="asymmetric"),
+     "mode 'linear' in Resize with coordinate_transformation_mode 'asymmetric' samples at x_resized / scale"),
+    (lambda b: _linear(b, "x", floats(1, 1, 2, 2), coordinates="tf_crop_and_resize"),
+     "coordinate_transformation_mode 'tf_crop_and_resize' has no engine equivalent: the engine's upsample takes "
+     "mode 'nearest'"),
+    (lambda b: _linear(b, "x", floats(1, 1, 2, 2), coordinates="half_pixel_symmetric"),
+     "'half_pixel_symmetric' has no engine equivalent"),
+    (lambda b: _resize(b, "x", floats(1, 1, 2, 2), mode="cubic"),
+     "mode 'cubic' has no engine equivalent: the engine's upsample takes mode 'nearest'"),
+    (lambda b: _linear(b, "x", floats(1, 1, 1.5, 2)), "whole factors only"),
+    (lambda b: _linear(b, "x", floats(1, 1, 0.5, 0.5), coordinates="align_corners"), "no downsampling"),
+    (lambda b: _linear(b, "x", floats(1, 2, 2, 2)), "batch or channel axis"),
     (lambda b: _resize(b, "x", floats(1, 1, 2, 2), coordinate_transformation_mode="half_pixel"),
      "coordinate_transformation_mode 'half_pixel' with nearest_mode 'floor'"),
     (lambda b: _resize(b, "x", floats(1, 1, 2, 2), nearest_mode="round_prefer_floor"),
@@ -226,6 +302,28 @@ def test_resize_after_a_pending_pad_and_a_pad_after_resize():
 def test_refusals_say_what_is_supported(build, message):
     b = Builder([1, 3, 8, 8], opset=13)
     model = b.build(build(b))
+    with pytest.raises(OnnxImportError, match="cannot be imported") as caught:
+        import_onnx(model)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("opset, build, message, runs", [
+    (10, lambda b: b.node("Resize", ["x", b.const(floats(1, 1, 2, 2))], mode="linear"),
+     "mode 'linear' in Resize-10 (opset 10) samples at x_resized / scale (coordinates 'asymmetric')", True),
+    (9, lambda b: b.node("Upsample", ["x", b.const(floats(1, 1, 2, 2))], mode="linear"),
+     "mode 'linear' in Upsample (opset 7-9) samples at x_resized / scale", True),
+    (7, lambda b: b.node("Upsample", ["x"], mode="linear", scales=[1.0, 1.0, 2.0, 2.0]),
+     "coordinate_transformation_mode 'half_pixel' or 'align_corners' (Resize from opset 11", True),
+    (9, lambda b: b.node("Upsample", ["x", b.const(floats(1, 1, 2, 2))], mode="bilinear"),
+     "mode 'bilinear' has no engine equivalent", False),  # Upsample-1's name: onnxruntime refuses it too
+])
+def test_asymmetric_linear_is_refused(opset, build, message, runs):
+    """Resize-10 and Upsample interpolate at x_resized / scale, which F.interpolate never does: refused, saying
+    what would work. (onnxruntime runs them, so the refusal is not for want of a meaning.)"""
+    b = Builder([1, 3, 4, 4], opset=opset)
+    model = b.build(build(b))
+    if runs:
+        run_onnxruntime(model, b.sample(1))
     with pytest.raises(OnnxImportError, match="cannot be imported") as caught:
         import_onnx(model)
     assert message in str(caught.value)
@@ -275,6 +373,60 @@ def test_pytorch_export_with_reflection_pad_and_nearest_upsampling(torch_or_skip
     scale = float(np.abs(theirs).max())
     assert np.abs(mine - theirs).max() <= RELATIVE * scale
     assert np.abs(mine - run_onnxruntime(buffer.getvalue(), x.numpy())).max() <= RELATIVE * scale
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_pytorch_export_with_bilinear_upsampling(torch_or_skip, align_corners):
+    """An FPN-style decoder: F.interpolate(scale_factor=2, mode="bilinear") and a 1D linear branch."""
+    torch = torch_or_skip
+    nn = torch.nn
+
+    class Decoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.lateral = nn.Conv2d(3, 4, 1)
+            self.head = nn.Conv2d(4, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            y = nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=align_corners)
+            y = nn.functional.interpolate(y + self.lateral(x), scale_factor=(3, 2), mode="bilinear",
+                                          align_corners=align_corners)
+            return self.head(y)
+
+    torch.manual_seed(0)
+    model = Decoder().eval()
+    x = torch.randn(2, 3, 6, 8)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17, input_names=["image"],
+                              output_names=["out"], dynamic_axes={"image": {0: "batch"}})
+    except (ImportError, ModuleNotFoundError, RuntimeError) as error:  # exporter deps vary across torch builds
+        pytest.skip(f"torch.onnx.export is not usable here: {error}")
+    import onnx
+
+    exported = onnx.load_from_string(buffer.getvalue())
+    resizes = [n for n in exported.graph.node if n.op_type == "Resize"]
+    written = [{a.name: a.s.decode() for a in n.attribute if a.type == onnx.AttributeProto.STRING} for n in resizes]
+    expected = {"align_corners"} if align_corners else {"half_pixel", "pytorch_half_pixel"}  # by exporter version
+    assert len(resizes) == 2 and all(w["mode"] == "linear" for w in written)
+    assert all(w["coordinate_transformation_mode"] in expected for w in written), written
+    spec, params, _ = import_onnx(buffer.getvalue())
+    ups = [n for n in spec["nodes"] if n["op"] == "upsample"]
+    assert [(n["mode"], n["align_corners"], n["scale_factor"]) for n in ups] == [
+        ("bilinear", align_corners, [2, 2]), ("bilinear", align_corners, [3, 2])]
+    graph = Graph(spec)
+    mine = graph.forward(x.numpy(), params, keep_caches=False).output
+    with torch.no_grad():
+        theirs = model(x).numpy()
+    scale = float(np.abs(theirs).max())
+    assert mine.shape == theirs.shape == (2, 2, 18, 16)
+    assert np.abs(mine - theirs).max() <= RELATIVE * scale
+    assert np.abs(mine - run_onnxruntime(buffer.getvalue(), x.numpy())).max() <= RELATIVE * scale
+    np.testing.assert_array_equal(graph.forward(x.numpy(), params).output, mine)
 
 
 def test_comparison_can_fail():
