@@ -556,7 +556,7 @@ def test_unsupported_uses_of_known_operators_are_all_listed() -> None:
                mode="reflect")                                   # pads the channel axis
     bad1 = b.node("Relu", [p], name="relu_after_pad")           # depends on a refused node: not repeated
     r = b.node("Resize", ["x", "", b.const(np.array([1, 1, 2, 2], dtype=np.float32))], name="resize",
-               mode="linear")
+               mode="linear", coordinate_transformation_mode="asymmetric")  # half_pixel linear is supported
     bad2 = b.node("Flatten", [r], name="after_resize")           # depends on a refused node: not repeated
     ok = b.node("Flatten", [b.node("Relu", ["x"])])
     model = b.build(b.node("Concat", [b.node("Flatten", [bad1]), bad2, ok], axis=1))
