@@ -32,6 +32,11 @@ function signed(v) {
   return v < 0 ? `(${fmt(v)})` : fmt(v);
 }
 
+/** "1 row", "2 rows". */
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function matches(a, b) {
   return Math.abs(a - b) <= 1e-3 * Math.max(1, Math.abs(a), Math.abs(b));
 }
@@ -273,6 +278,8 @@ export class DetailView {
   async fieldBoxes(unit) {
     if (!this.context) return null;
     if (unit.y === null) return null;
+    const axes = this.context.arch?.architecture?.spatial_axes ?? ["H", "W"];
+    if (fieldOf(this.context.archById, unit.node, axes.length).status !== "local") return null;
     const { layers } = await this.unitField(unit.node, unit);
     const boxes = {};
     for (const [id, ranges] of Object.entries(layers ?? {})) {
@@ -311,7 +318,7 @@ export class DetailView {
     const views = {
       conv2d: "convView", max_pool2d: "poolView", avg_pool2d: "poolView", linear: "linearView", softmax: "softmaxView",
       spatial_softmax: "softmaxView", global_avg_pool: "gapView", add: "mergeView", mul: "mergeView",
-      attention_pool: "attentionPoolView",
+      attention_pool: "attentionPoolView", pad: "padView", upsample: "upsampleView",
     };
     const view = views[op] ?? (ELEMENTWISE.has(op) ? "elementwiseView" : null);
     if (!view) return null;
@@ -404,8 +411,8 @@ export class DetailView {
   }
 
   /** The elementwise steps after a unit (the API's `chain`): batch norm with its statistics, then the activation. */
-  chainBlock(value, chain) {
-    const lines = [`the convolution's output: <strong>${fmt(value)}</strong>`];
+  chainBlock(value, chain, what = "the convolution's output") {
+    const lines = [`${what}: <strong>${fmt(value)}</strong>`];
     for (const step of chain) lines.push(`${this.formula(step)} = <span class="result">${fmt(step.engine_value)}</span> <span class="muted">(${esc(step.node)})</span>`);
     return el("div", { class: "step-text", html: lines.join("<br>") });
   }
@@ -541,6 +548,62 @@ export class DetailView {
       ...(e.weights ? [this.gridBlock("attention weights", e.weights)] : [this.omittedNote(e)]),
       el("p", { class: "step-text", html: `Σ weight × feature = <span class="result">${fmt(e.result)}</span>` }),
       checkLine(e.result, e.engine_value));
+  }
+
+  // --- pad and upsample: no arithmetic, each number is copied from one input position ------------------
+  /** The input map around the position the unit copies (the API's neighbourhood), that cell outlined. */
+  neighbourhoodBlock(e) {
+    const n = e.neighbourhood;
+    const block = this.gridBlock(`${e.input}, channel ${e.channel}: rows ${n.rows[0]}…${n.rows.at(-1)}, ` +
+      `columns ${n.cols[0]}…${n.cols.at(-1)}`, n.values);
+    if (n.source) block.querySelector(".grid").children[n.source[0] * n.cols.length + n.source[1]]?.classList.add("current");
+    return block;
+  }
+
+  /** "(row 2, column 2)" from the API's per-axis answer. */
+  sourceText(e) {
+    return `(row ${e.source[0]}, column ${e.source[1]})`;
+  }
+
+  padView(e) {
+    const [[top, bottom], [left, right]] = e.padding;
+    const how = {
+      constant: `filled with the constant ${fmt(e.value)}`,
+      reflect: "the mirror image of the map (the edge itself is not repeated)",
+      replicate: "the nearest edge value, repeated",
+    }[e.mode] ?? e.mode;
+    const intro = `Padding (${esc(e.mode)}) adds a border around each map of <code>${esc(e.input)}</code> ` +
+      `(${e.spatial_shape[0]}×${e.spatial_shape[1]}): ${count(top, "row")} above, ${bottom} below, ` +
+      `${count(left, "column")} left, ${right} right; the border is ${how}. Nothing is computed: each number is copied.`;
+    const rules = e.axes.map((a) => `output ${a.axis} ${a.output}: ${esc(a.rule)}`);
+    const result = e.source
+      ? `${e.in_border ? "in the border, so it copies" : "inside the map: it copies"} input ${this.sourceText(e)} = ` +
+        `<span class="result">${fmt(e.result)}</span>`
+      : `in the border: the constant <span class="result">${fmt(e.result)}</span> (no input number is read)`;
+    return el("div", { "data-kind": "pad" },
+      el("p", { class: "small", html: intro }),
+      el("p", { class: "step-text", "data-role": "rules", html: rules.join("<br>") }),
+      this.neighbourhoodBlock(e),
+      el("p", { class: "step-text", html: result }),
+      checkLine(e.result, e.engine_value),
+      ...(e.chain.length ? [this.chainBlock(e.engine_value, e.chain, "the padded value")] : []));
+  }
+
+  upsampleView(e) {
+    const [sh, sw] = e.scale_factor;
+    const [rows, cols] = e.axes.map((a) => a.block);
+    const intro = `Upsampling (${esc(e.mode)}) by ${sh}×${sw}: each number of <code>${esc(e.input)}</code> ` +
+      `(${e.spatial_shape[0]}×${e.spatial_shape[1]}) is repeated in a ${sh}×${sw} block. No weights and nothing ` +
+      "computed: each number is copied.";
+    const rules = e.axes.map((a) => `output ${esc(a.rule)}`);
+    return el("div", { "data-kind": "upsample" },
+      el("p", { class: "small", html: intro }),
+      el("p", { class: "step-text", "data-role": "rules", html: rules.join("<br>") }),
+      this.neighbourhoodBlock(e),
+      el("p", { class: "step-text", html: `it copies input ${this.sourceText(e)} = <span class="result">${fmt(e.result)}</span>, ` +
+        `as do all the outputs of its block, rows ${rows[0]}…${rows[1]} and columns ${cols[0]}…${cols[1]}` }),
+      checkLine(e.result, e.engine_value),
+      ...(e.chain.length ? [this.chainBlock(e.engine_value, e.chain, "the upsampled value")] : []));
   }
 
   elementwiseView(e) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -230,4 +231,96 @@ def test_neurons_can_be_explored_from_the_keyboard(page):
     fc.focus()
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#detail-title').textContent.endsWith('unit [3]')")
+    page.console.check()
+
+
+# --- pad and upsample units ---------------------------------------------------------------------------
+def pad_upsample_onnx() -> bytes:
+    """Reflect Pad (rows 2 above, 1 below; columns 1 left, 2 right) → Conv 3×3 (4 maps) → Resize nearest ×2 → ReLU
+    → MaxPool 2 → Flatten → Gemm (5 classes), on 3×16×16 images, random weights."""
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed: the pad/upsample explorer test is skipped")
+    helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.normal(0, 0.1, (5, 4 * 17 * 17)).astype(np.float32), "w2"),
+               numpy_helper.from_array(np.zeros(5, np.float32), "b2"),
+               numpy_helper.from_array(np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64), "pads"),
+               numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], name="mirror", mode="reflect"),
+             helper.make_node("Conv", ["p", "w1"], ["c"], name="conv", kernel_shape=[3, 3]),
+             helper.make_node("Resize", ["c", "", "scales"], ["u"], name="up", mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+             helper.make_node("Relu", ["u"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["m"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "pad_upsample",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.fixture
+def pad_upsample_model(page) -> tuple[str, str, str]:
+    """The model above, uploaded: (model id, the pad node's id, the upsample node's id)."""
+    answer = page.request.post("/api/models", multipart={
+        "file": {"name": "pad-upsample.onnx", "mimeType": "application/octet-stream", "buffer": pad_upsample_onnx()},
+        "name": "Pad and upsample", "preprocessing": "unit"})
+    assert answer.ok, answer.text()
+    model_id = answer.json()["id"]
+    nodes = page.request.get(f"/api/models/{model_id}").json()["architecture"]["nodes"]
+    (pad,) = [n["id"] for n in nodes if n["op"] == "pad"]
+    (up,) = [n["id"] for n in nodes if n["op"] == "upsample"]
+    return model_id, pad, up
+
+
+def click_unit(page, node: str, kind: str, position: dict[str, float]) -> dict:
+    """Click the first map of ``node``'s column at ``position`` (CSS pixels); the API's explanation of that unit,
+    once the ``kind`` view shows it."""
+    page.wait_for_selector(f'.layer.loaded[data-node="{node}"]')
+    with page.expect_response(lambda r: f"/nodes/{node}/units/" in r.url) as response:
+        page.locator(f'.layer[data-node="{node}"] canvas.tiles').click(position=position)
+    page.wait_for_selector(f"#detail-body [data-kind={kind}] .badge")
+    return response.value.json()
+
+
+def shown(page, value: float) -> str:
+    """``value`` as the page writes it (the page's own number formatting)."""
+    return page.evaluate("async v => (await import('/static/js/grid.js')).formatNumber(v)", value)
+
+
+def test_pad_and_upsample_units_are_explained_with_the_apis_numbers(page, pad_upsample_model):
+    model_id, pad, up = pad_upsample_model
+    page.goto(f"/?model={model_id}&sample=cat.jpg&filter=all")
+    page.wait_for_function("window.cnnVis && window.cnnVis.firstFeatureMapMs !== null", timeout=30_000)
+    # a reflect-pad unit in the top-left corner of the first map: in the border, mirrored from inside
+    e = click_unit(page, pad, "pad", {"x": 1, "y": 1})
+    channel, y, x = e["index"]
+    assert e["kind"] == "pad" and e["mode"] == "reflect" and channel == 0 and y < 2 and x < 1
+    assert e["in_border"] is True and e["axes"][0]["rule"] == f"row −{2 - y} → {2 - y} (mirror at 0)"
+    detail = page.locator("#detail-body [data-kind=pad]")
+    text = detail.inner_text()
+    for axis in e["axes"]:
+        assert f"output {axis['axis']} {axis['output']}: {axis['rule']}" in text
+    assert f"copies input (row {e['source'][0]}, column {e['source'][1]}) = {shown(page, e['result'])}" in text
+    assert f"matches the engine's value {shown(page, e['engine_value'])}" in text
+    source_cell = detail.locator(".grid .cell.current")
+    assert source_cell.count() == 1 and source_cell.inner_text() == shown(page, e["input_value"])
+    # a nearest-upsample unit: ⌊i / 2⌋ per axis, the source outlined in the input's neighbourhood
+    e = click_unit(page, up, "upsample", {"x": 6, "y": 4})
+    assert e["kind"] == "upsample" and e["scale_factor"] == [2, 2]
+    assert e["source"] == [e["index"][1] // 2, e["index"][2] // 2]
+    detail = page.locator("#detail-body [data-kind=upsample]")
+    text = detail.inner_text()
+    for axis in e["axes"]:
+        assert f"output {axis['rule']}" in text
+    assert f"copies input (row {e['source'][0]}, column {e['source'][1]}) = {shown(page, e['result'])}" in text
+    assert "matches the engine's value" in text
+    assert detail.locator(".grid .cell.current").inner_text() == shown(page, e["input_value"])
+    assert len({v for row in e["neighbourhood"]["values"] for v in row}) > 1  # a real neighbourhood, not all zeros
+    # the ReLU that follows, with the engine's value
+    (relu,) = e["chain"]
+    assert f"ReLU: max(0, {shown(page, e['engine_value'])}) = {shown(page, relu['engine_value'])}" in text
     page.console.check()
