@@ -15,6 +15,7 @@ forward pass applies one small ``(S_a·s_a, S_a)`` weight matrix per axis, and t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,8 +79,14 @@ def linear_weights(size: int, scale: int, align_corners: bool) -> np.ndarray:
 
 
 def _along_axis(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
-    """x ×_axis matrix: contract ``x``'s ``axis`` (length matrix.shape[1]) with ``matrix``'s columns."""
-    return np.moveaxis(np.tensordot(matrix, x, axes=([1], [axis])), 0, axis)
+    """x ×_axis matrix: x's ``axis`` (length S = matrix.shape[1]) becomes matrix.shape[0] long, C-contiguous.
+
+    As x viewed (P, S, Q): one GEMM ``matrix @ x[p]`` per p, or a single ``x @ matrixᵀ`` for the last axis (Q = 1).
+    """
+    x = np.ascontiguousarray(x)
+    size, rest = x.shape[axis], math.prod(x.shape[axis + 1:])
+    out = x.reshape(-1, size) @ matrix.T if rest == 1 else np.matmul(matrix, x.reshape(-1, size, rest))
+    return out.reshape(*x.shape[:axis], matrix.shape[0], *x.shape[axis + 1:])
 
 
 def upsample_linear_forward(x: np.ndarray, scale: Sequence[int], align_corners: bool = False) -> tuple[np.ndarray, Any]:
@@ -99,8 +106,7 @@ def upsample_linear_forward(x: np.ndarray, scale: Sequence[int], align_corners: 
     for a, matrix in enumerate(matrices):
         if matrix is not None:
             out = _along_axis(out, matrix, 2 + a)
-    # a fresh, C-contiguous array, never x itself (factor 1 everywhere) nor a strided view
-    return (out.copy() if out is x else np.ascontiguousarray(out)), matrices
+    return (out.copy() if out is x else out), matrices  # a fresh array, never x itself (factor 1 everywhere)
 
 
 def upsample_linear_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
@@ -112,4 +118,4 @@ def upsample_linear_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     for a, matrix in enumerate(cache):
         if matrix is not None:
             dx = _along_axis(dx, matrix.T, 2 + a)
-    return dx.copy() if dx is dout else np.ascontiguousarray(dx)
+    return dx.copy() if dx is dout else dx
