@@ -13,8 +13,10 @@ parameters, step by step, and returns every intermediate number as plain JSON-re
 - pad (2D): the unit's input position per axis, whether it lies in the border, and the input position its value
   comes from with the rule written out ("row −2 → 2 (mirror at 0)", "column 9 → 7 (clamped to 7)"), or the
   constant; the input value and a small neighbourhood of the input map around it.
-- upsample (2D, nearest): the source position ⌊i / s⌋ per axis ("row 5 → ⌊5 / 2⌋ = 2"), its value, the block of
-  output units that copy it, and a small neighbourhood of the input map around it.
+- upsample (2D): nearest, the source position ⌊i / s⌋ per axis ("row 5 → ⌊5 / 2⌋ = 2"), its value and the block
+  of output units that copy it; bilinear (align_corners false or true), per axis the source coordinate, its two
+  neighbours and their weights, then the 4 samples value × weight and their sum; both with a small neighbourhood of
+  the input map around the source.
 - global_avg_pool: the map's sum and its number of positions; add / mul: the operands; attention_pool: the
   attention weights (small maps) and Σ weight × feature; an elementwise node (batch norm, ReLU, ...): its input
   value and the formula's numbers.
@@ -367,11 +369,13 @@ def _pad(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
 
 def _upsample(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
     """x: (C, H, W). Nearest: output unit (c, i, j) copies input (c, ⌊i / s_h⌋, ⌊j / s_w⌋), as do all the units of
-    its s_h × s_w block."""
+    its s_h × s_w block. Bilinear: a weighted sum of the 4 input values around the source coordinate."""
     mode = op.attrs.get("mode", "nearest")
+    if mode == "bilinear":
+        return _upsample_bilinear(op, x, index)
     if mode != "nearest":
         raise ShapeError(f"node '{op.node_id}' upsamples with mode '{mode}'; upsample units can be explained for "
-                         "mode 'nearest' only")
+                         "mode 'nearest' and 'bilinear'")
     channel = index[0]
     H, W = x.shape[1:]
     scale = [int(s) for s in op.describe()["scale_factor"]]
@@ -386,6 +390,58 @@ def _upsample(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, A
     return {"channel": channel, "mode": mode, "scale_factor": scale, "spatial_shape": [H, W], "axes": axes,
             "source": list(source), "input_value": v, "neighbourhood": _neighbourhood(x[channel], source, source),
             "result": v}
+
+
+def _number(v: float) -> str:
+    """A coordinate or weight as text: up to 4 significant digits, a true minus sign."""
+    text = f"{v:.4g}"
+    return f"−{text[1:]}" if text.startswith("-") else text
+
+
+def linear_source(i: int, size: int, scale: int, align_corners: bool) -> tuple[float, float, int, int]:
+    """Output position ``i`` of an axis of ``size`` upsampled by ``scale``: (the coordinate before the clamp, the
+    source coordinate, its two neighbours lo and hi) as ``engine.layers.upsample.linear_weights`` works them out:
+    half-pixel ``(i + 0.5) / scale − 0.5`` clamped at 0, or ``i · (size − 1) / (size·scale − 1)`` with corners
+    aligned; ``lo = floor``, ``hi = min(lo + 1, size − 1)``. The tests hold the two to the same weights."""
+    out_size = size * scale
+    raw = (i + 0.5) / scale - 0.5
+    if align_corners:
+        raw = i * (size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    src = max(raw, 0.0)
+    lo = min(math.floor(src), size - 1)
+    return raw, src, lo, min(lo + 1, size - 1)
+
+
+def _upsample_bilinear(op, x: np.ndarray, index) -> dict[str, Any]:
+    """x: (C, H, W). Per axis the source coordinate, its neighbours lo, hi and weights 1 − t, t (t = src − lo);
+    the unit is Σ over the 4 neighbour pairs of value · weight_row · weight_col."""
+    channel = index[0]
+    H, W = x.shape[1:]
+    align_corners = bool(op.attrs["align_corners"])
+    scale = [int(s) for s in op.describe()["scale_factor"]]
+    axes = []
+    for name, out_pos, s, size in zip(("row", "column"), index[1:], scale, (H, W)):
+        raw, src, lo, hi = linear_source(out_pos, size, s, align_corners)
+        t = src - lo
+        formula = (f"{out_pos} · ({size} − 1) / ({size * s} − 1)" if align_corners
+                   else f"({out_pos} + 0.5) / {s} − 0.5")
+        clamp = f", clamped to {_number(src)}" if raw != src else ""
+        pair = (f"{name}s {lo} and {hi}" if lo != hi else
+                f"{name} {lo} twice (the last {name}: the next one would lie outside)")
+        axes.append({"axis": name, "output": out_pos, "scale": s, "coordinate": src, "neighbours": [lo, hi],
+                     "weights": [1.0 - t, t],
+                     "rule": f"{name} {out_pos} → {formula} = {_number(raw)}{clamp}: {pair}, weights "
+                             f"{_number(1.0 - t)} and {_number(t)}"})
+    samples = []
+    for r, wr in zip(axes[0]["neighbours"], axes[0]["weights"]):
+        for c, wc in zip(axes[1]["neighbours"], axes[1]["weights"]):
+            v = float(x[channel, r, c])
+            samples.append({"row": r, "col": c, "value": v, "weight": wr * wc, "product": v * wr * wc})
+    centre = (axes[0]["neighbours"][0], axes[1]["neighbours"][0])
+    return {"channel": channel, "mode": "bilinear", "align_corners": align_corners, "scale_factor": scale,
+            "spatial_shape": [H, W], "axes": axes, "samples": samples,
+            "neighbourhood": _neighbourhood(x[channel], centre, None),
+            "result": math.fsum(s["product"] for s in samples)}
 
 
 # --- what follows --------------------------------------------------------------------------------------

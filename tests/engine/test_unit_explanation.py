@@ -11,6 +11,7 @@ import pytest
 import engine.unit_explanation as unit_explanation
 from engine.errors import ShapeError
 from engine.graph import Graph
+from engine.layers.upsample import linear_weights
 from engine.models.digits import load_classic, load_resnet
 from engine.unit_explanation import (
     EXPLAINED,
@@ -19,6 +20,7 @@ from engine.unit_explanation import (
     MAX_TERMS,
     explain_softmax_of_scores,
     explain_unit,
+    linear_source,
 )
 
 
@@ -323,7 +325,10 @@ def test_every_pad_and_upsample_unit_matches_the_engine():
         {"id": "replicate", "op": "pad", "padding": [[0, 3], [2, 1]], "mode": "replicate", "inputs": ["input"]},
         {"id": "constant", "op": "pad", "padding": 2, "value": 0.75, "inputs": ["input"]},
         {"id": "up", "op": "upsample", "scale_factor": [2, 3], "inputs": ["reflect"]},
-        {"id": "act", "op": "relu"}]}
+        {"id": "act", "op": "relu"},
+        {"id": "smooth", "op": "upsample", "scale_factor": [3, 2], "mode": "bilinear", "inputs": ["input"]},
+        {"id": "corners", "op": "upsample", "scale_factor": 2, "mode": "bilinear", "align_corners": True,
+         "inputs": ["replicate"]}]}
     graph, params, trace = run(spec, seed=7)
     assert explain_every_unit(graph, params, trace) == {"pad", "upsample", "relu"}
     e = explain_unit(graph, params, trace, "up", (2, 5, 7))
@@ -376,3 +381,66 @@ def test_pad_and_upsample_off_2d_maps_are_refused_clearly():
         {"id": "u3", "op": "upsample", "scale_factor": 2}]})
     with pytest.raises(ShapeError, match="'u3' is a 3D upsample"):
         explain_unit(graph, params, trace, "u3", (0, 1, 1, 1))
+
+
+def test_bilinear_upsample_by_hand():
+    # x[r, c] = 4r + c is linear, so bilinear interpolation gives 4·row coordinate + column coordinate exactly
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
+    spec = {"input_shape": [1, 3, 4], "nodes": [{"id": "u", "op": "upsample", "scale_factor": 2, "mode": "bilinear"}]}
+    graph, params, trace = run(spec, x)
+    e = explain_unit(graph, params, trace, "u", (0, 3, 4))  # row (3.5) / 2 − 0.5 = 1.25, column 4.5 / 2 − 0.5 = 1.75
+    assert e["mode"] == "bilinear" and e["align_corners"] is False and e["scale_factor"] == [2, 2]
+    assert [a["rule"] for a in e["axes"]] == [
+        "row 3 → (3 + 0.5) / 2 − 0.5 = 1.25: rows 1 and 2, weights 0.75 and 0.25",
+        "column 4 → (4 + 0.5) / 2 − 0.5 = 1.75: columns 1 and 2, weights 0.25 and 0.75"]
+    assert [(s["row"], s["col"], s["value"], s["weight"]) for s in e["samples"]] == [
+        (1, 1, 5, 0.75 * 0.25), (1, 2, 6, 0.75 * 0.75), (2, 1, 9, 0.25 * 0.25), (2, 2, 10, 0.25 * 0.75)]
+    assert e["result"] == 4 * 1.25 + 1.75 == e["engine_value"] == 6.75
+    corner = explain_unit(graph, params, trace, "u", (0, 0, 7))  # −0.25 clamped to 0; 7.5 / 2 − 0.5 = 3.25, the edge
+    assert [a["rule"] for a in corner["axes"]] == [
+        "row 0 → (0 + 0.5) / 2 − 0.5 = −0.25, clamped to 0: rows 0 and 1, weights 1 and 0",
+        "column 7 → (7 + 0.5) / 2 − 0.5 = 3.25: column 3 twice (the last column: the next one would lie outside), "
+        "weights 0.75 and 0.25"]
+    assert corner["result"] == 3 == corner["engine_value"]
+    assert corner["neighbourhood"]["rows"] == [0, 1, 2] and corner["neighbourhood"]["source"] is None
+    assert "source" not in corner
+    spec["nodes"][0]["align_corners"] = True
+    graph, params, trace = run(spec, x)
+    e = explain_unit(graph, params, trace, "u", (0, 3, 4))  # row 3 · 2 / 5 = 1.2, column 4 · 3 / 7 = 12 / 7
+    assert [a["rule"] for a in e["axes"]] == [
+        "row 3 → 3 · (3 − 1) / (6 − 1) = 1.2: rows 1 and 2, weights 0.8 and 0.2",
+        "column 4 → 4 · (4 − 1) / (8 − 1) = 1.714: columns 1 and 2, weights 0.2857 and 0.7143"]
+    assert e["align_corners"] is True
+    assert e["result"] == pytest.approx(4 * 1.2 + 12 / 7, rel=1e-12)
+    assert e["engine_value"] == pytest.approx(4 * 1.2 + 12 / 7, rel=1e-6)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_linear_source_gives_the_engines_interpolation_weights(align_corners):
+    """The explanation's coordinates and weights are the rows of the engine's own weight matrices."""
+    for size, scale in itertools.product((1, 2, 3, 5), (1, 2, 3, 4)):
+        matrix = linear_weights(size, scale, align_corners)
+        for i in range(size * scale):
+            _, src, lo, hi = linear_source(i, size, scale, align_corners)
+            row = np.zeros(size)
+            row[lo] += 1 - (src - lo)
+            row[hi] += src - lo
+            np.testing.assert_allclose(row, matrix[i], rtol=0, atol=1e-15, err_msg=f"{size=} {scale=} {i=}")
+
+
+def test_bilinear_explanation_can_fail(monkeypatch):
+    """Negative control: the half-pixel coordinate without its clamp at 0 mixes the wrong neighbours."""
+    spec = {"input_shape": [1, 3, 4], "nodes": [{"id": "u", "op": "upsample", "scale_factor": 2, "mode": "bilinear"}]}
+    graph, params, trace = run(spec, np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4) ** 2)
+    assert_matches_engine(explain_unit(graph, params, trace, "u", (0, 0, 3)))
+
+    def unclamped(i, size, scale, align_corners):
+        raw = (i + 0.5) / scale - 0.5
+        lo = math.floor(raw)
+        return raw, raw, lo, min(lo + 1, size - 1)
+
+    monkeypatch.setattr(unit_explanation, "linear_source", unclamped)
+    wrong = explain_unit(graph, params, trace, "u", (0, 0, 3))  # row −0.25: row −1 (NumPy's last) and row 0
+    assert wrong["axes"][0]["neighbours"] == [-1, 0]
+    with pytest.raises(AssertionError):
+        assert_matches_engine(wrong)
