@@ -156,6 +156,22 @@ class UnitAxis(BaseModel):
     scale: int | None = Field(None, description="upsample: the factor along this axis", examples=[2])
     block: list[int] | None = Field(None, examples=[[4, 5]],
                                     description="upsample: the first and last output positions that copy this source")
+    coordinate: float | None = Field(None, description="bilinear upsample: the source coordinate (after the clamp)",
+                                     examples=[1.25])
+    neighbours: list[int] | None = Field(None, description="bilinear upsample: the two input positions mixed",
+                                         examples=[[1, 2]])
+    weights: list[float] | None = Field(None, description="bilinear upsample: their weights (adding up to 1)",
+                                        examples=[[0.75, 0.25]])
+
+
+class InterpolationSample(BaseModel):
+    """bilinear upsample: one of the 4 input values mixed, with its weight (row weight × column weight)."""
+
+    row: int = Field(..., description="input row", examples=[1])
+    col: int = Field(..., description="input column", examples=[2])
+    value: float = Field(..., description="the input value there", examples=[0.6])
+    weight: float = Field(..., description="its weight", examples=[0.5625])
+    product: float = Field(..., description="value × weight", examples=[0.3375])
 
 
 class InputNeighbourhood(BaseModel):
@@ -177,7 +193,8 @@ class UnitExplanation(BaseModel):
     ``entries``, ``max``, ``exp_sum``, ``exp``. global_avg_pool: ``sum``, ``divisor``. add / mul: ``operands``.
     attention_pool: ``weights``. Elementwise ops: ``input_value`` (and batch norm's statistics). pad / upsample:
     ``mode``, ``axes`` (per axis the input position read, with its rule), ``source``, ``input_value``,
-    ``neighbourhood`` (pad: ``padding``, ``in_border``, ``value``; upsample: ``scale_factor``). Always:
+    ``neighbourhood`` (pad: ``padding``, ``in_border``, ``value``; upsample: ``scale_factor``; bilinear:
+    ``align_corners``, ``samples`` instead of ``source``). Always:
     ``result`` (recomputed, float64) and ``engine_value`` (the forward pass's own float32 number); they agree to
     rounding.
     """
@@ -255,7 +272,7 @@ class UnitExplanation(BaseModel):
     eps: float | None = Field(None, examples=[1e-05], description="batch norm: ε")
     weight: float | None = Field(None, examples=[0.943], description="batch norm: γ (its β is ``bias``)")
     # pad, upsample
-    mode: str | None = Field(None, description="pad: constant, reflect or replicate; upsample: nearest",
+    mode: str | None = Field(None, description="pad: constant, reflect or replicate; upsample: nearest or bilinear",
                              examples=["reflect"])
     value: float | None = Field(None, description="constant pad: the constant", examples=[0.0])
     in_border: bool | None = Field(None, description="pad: the unit lies in the border", examples=[True])
@@ -263,5 +280,8 @@ class UnitExplanation(BaseModel):
     source: list[int] | None = Field(None, examples=[[2, 2]], description="pad / upsample: the input [row, col] the "
                                      "value is copied from (absent: the constant of a constant pad)")
     scale_factor: list[int] | None = Field(None, description="upsample: the factor per axis", examples=[[2, 2]])
+    align_corners: bool | None = Field(None, description="bilinear upsample: corners on corners (else half-pixel "
+                                       "centres)", examples=[False])
+    samples: list[InterpolationSample] | None = Field(None, description="bilinear upsample: the 4 values mixed")
     neighbourhood: InputNeighbourhood | None = Field(None, description="pad / upsample: the input map around the "
                                                      "source")

@@ -179,7 +179,8 @@ PAD_UP_SPEC = {"input_shape": [2, 3, 4], "nodes": [
     {"id": "edge", "op": "pad", "padding": 1, "mode": "replicate", "inputs": ["input"]},
     {"id": "border", "op": "pad", "padding": 1, "value": 0.5, "inputs": ["input"]},
     {"id": "up", "op": "upsample", "scale_factor": [2, 3], "inputs": ["mirror"]},
-    {"id": "act", "op": "relu"}]}
+    {"id": "act", "op": "relu"},
+    {"id": "smooth", "op": "upsample", "scale_factor": 2, "mode": "bilinear", "inputs": ["input"]}]}
 
 
 def pad_up_bundle() -> ModelBundle:
@@ -217,8 +218,17 @@ def test_pad_and_upsample_units_are_explained_with_the_engines_numbers(client, s
     assert [a["block"] for a in up["axes"]] == [[4, 5], [6, 8]]
     assert up["input"] == "mirror" and up["source"] == [2, 2] and up["input_value"] == -9 == up["engine_value"]
     assert up["chain"] == [{"node": "act", "op": "relu", "input_value": -9, "engine_value": 0, "result": 0}]
+    # bilinear: output (3, 4) samples the input at (1.25, 1.75): x = 4·row + column − 10 there, 6.75 − 10
+    smooth = client.get(f"{base}/smooth/units/0,3,4").json()
+    assert smooth["mode"] == "bilinear" and smooth["align_corners"] is False
+    assert [a["coordinate"] for a in smooth["axes"]] == [1.25, 1.75]
+    assert [a["weights"] for a in smooth["axes"]] == [[0.75, 0.25], [0.25, 0.75]]
+    assert [(s["row"], s["col"], s["value"]) for s in smooth["samples"]] == [(1, 1, -5), (1, 2, -4), (2, 1, -1),
+                                                                               (2, 2, 0)]
+    assert smooth["result"] == -3.25 == smooth["engine_value"] and "source" not in smooth
     activations = {node["id"]: node for node in response.json()["nodes"]}
-    for node, unit in (("mirror", (1, 5, 6)), ("edge", (1, 0, 5)), ("border", (0, 2, 2)), ("up", (1, 11, 20))):
+    for node, unit in (("mirror", (1, 5, 6)), ("edge", (1, 0, 5)), ("border", (0, 2, 2)), ("up", (1, 11, 20)),
+                       ("smooth", (1, 5, 0))):
         assert node in activations
         answer = client.get(f"{base}/{node}/units/{','.join(map(str, unit))}").json()
         engine = float(npy_load(client.get(activations[node]["npy_url"]).content)[(0, *unit)])
