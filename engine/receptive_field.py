@@ -173,8 +173,8 @@ def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ..
                       f"'{node.id}' ({node.op.op}) slides over {len(geometry)} axes but its input has {n}",
                       input_size, (), out_shape)
     if any(g.transposed for g in geometry):
-        what = ("an upsample: output units s·i to s·i + s − 1 all read input unit i (its windows do not step "
-                "by a whole stride)" if node.op.op == "upsample" else
+        what = ("an upsample: output unit i reads the input at about i / s (s output units per input unit), a "
+                "step of 1/s rather than a whole stride" if node.op.op == "upsample" else
                 "a transposed convolution: receptive fields through transposed convolutions are not covered by "
                 "Araujo et al. (2019) (one output unit reads a varying number of input units)")
         return NodeRF(node.id, UNDEFINED, None, f"'{node.id}' is {what}, so no r, S, P is given",

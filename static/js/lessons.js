@@ -73,7 +73,12 @@ export function lesson(node, stats, inputShape) {
   if (op === "concat") return `Concatenation: the inputs' maps are stacked into one volume of ${out}.`;
   if (op === "spatial_softmax") return "Attention: a softmax over positions turns a score map into weights that add up to 1: where the network looks.";
   if (op === "pad") return `Padding: a border is added around every map (${node.attributes?.mode ?? "constant"} mode), so ${inp} becomes ${out}. Nothing is learned; it lets the next window reach the edges.`;
-  if (op === "upsample") return `Upsampling (nearest neighbour): every number is repeated to fill a block, so the maps grow from ${inp} to ${out}. No new detail appears; the next layers add it.`;
+  if (op === "upsample") {
+    const nearest = (node.attributes?.mode ?? "nearest") === "nearest";
+    const how = nearest ? "nearest neighbour: every number is repeated to fill a block"
+      : `${node.attributes.mode}: every new number is a weighted mean of its nearest input numbers`;
+    return `Upsampling (${how}), so the maps grow from ${inp} to ${out}. No new detail appears; the next layers add it.`;
+  }
   if (op === "attention_pool") return "Attention pooling: each feature is averaged over positions weighted by the attention map: a weighted sum that shows which parts drove the decision.";
   return `${TITLES[op] ?? op}: ${inp} → ${out}.`;
 }
