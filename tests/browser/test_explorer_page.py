@@ -236,8 +236,9 @@ def test_neurons_can_be_explored_from_the_keyboard(page):
 
 # --- pad and upsample units ---------------------------------------------------------------------------
 def pad_upsample_onnx() -> bytes:
-    """Reflect Pad (rows 2 above, 1 below; columns 1 left, 2 right) → Conv 3×3 (4 maps) → Resize nearest ×2 → ReLU
-    → MaxPool 2 → Flatten → Gemm (5 classes), on 3×16×16 images, random weights."""
+    """Reflect Pad (rows 2 above, 1 below; columns 1 left, 2 right) → Conv 3×3 (4 maps) → Resize nearest ×2
+    → MaxPool 2 → Resize bilinear ×2 (half-pixel) → ReLU → MaxPool 2 → Flatten → Gemm (5 classes), on 3×16×16
+    images, random weights."""
     onnx = pytest.importorskip("onnx", reason="onnx is not installed: the pad/upsample explorer test is skipped")
     helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
     rng = np.random.default_rng(0)
@@ -250,9 +251,12 @@ def pad_upsample_onnx() -> bytes:
              helper.make_node("Conv", ["p", "w1"], ["c"], name="conv", kernel_shape=[3, 3]),
              helper.make_node("Resize", ["c", "", "scales"], ["u"], name="up", mode="nearest",
                               coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-             helper.make_node("Relu", ["u"], ["r"], name="relu"),
-             helper.make_node("MaxPool", ["r"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["m"], ["f"], name="flat"),
+             helper.make_node("MaxPool", ["u"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Resize", ["m", "", "scales"], ["s"], name="smooth", mode="linear",
+                              coordinate_transformation_mode="half_pixel"),
+             helper.make_node("Relu", ["s"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["m2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["m2"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc", transB=1)]
     graph = helper.make_graph(nodes, "pad_upsample",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
@@ -263,8 +267,8 @@ def pad_upsample_onnx() -> bytes:
 
 
 @pytest.fixture
-def pad_upsample_model(page) -> tuple[str, str, str]:
-    """The model above, uploaded: (model id, the pad node's id, the upsample node's id)."""
+def pad_upsample_model(page) -> tuple[str, str, str, str]:
+    """The model above, uploaded: (model id, the pad node's id, the nearest and the bilinear upsample nodes' ids)."""
     answer = page.request.post("/api/models", multipart={
         "file": {"name": "pad-upsample.onnx", "mimeType": "application/octet-stream", "buffer": pad_upsample_onnx()},
         "name": "Pad and upsample", "preprocessing": "unit"})
@@ -272,8 +276,9 @@ def pad_upsample_model(page) -> tuple[str, str, str]:
     model_id = answer.json()["id"]
     nodes = page.request.get(f"/api/models/{model_id}").json()["architecture"]["nodes"]
     (pad,) = [n["id"] for n in nodes if n["op"] == "pad"]
-    (up,) = [n["id"] for n in nodes if n["op"] == "upsample"]
-    return model_id, pad, up
+    (up,) = [n["id"] for n in nodes if n["op"] == "upsample" and n["attributes"]["mode"] == "nearest"]
+    (smooth,) = [n["id"] for n in nodes if n["op"] == "upsample" and n["attributes"]["mode"] == "bilinear"]
+    return model_id, pad, up, smooth
 
 
 def click_unit(page, node: str, kind: str, position: dict[str, float]) -> dict:
@@ -292,7 +297,7 @@ def shown(page, value: float) -> str:
 
 
 def test_pad_and_upsample_units_are_explained_with_the_apis_numbers(page, pad_upsample_model):
-    model_id, pad, up = pad_upsample_model
+    model_id, pad, up, smooth = pad_upsample_model
     page.goto(f"/?model={model_id}&sample=cat.jpg&filter=all")
     page.wait_for_function("window.cnnVis && window.cnnVis.firstFeatureMapMs !== null", timeout=30_000)
     # a reflect-pad unit in the top-left corner of the first map: in the border, mirrored from inside
@@ -320,6 +325,25 @@ def test_pad_and_upsample_units_are_explained_with_the_apis_numbers(page, pad_up
     assert "matches the engine's value" in text
     assert detail.locator(".grid .cell.current").inner_text() == shown(page, e["input_value"])
     assert len({v for row in e["neighbourhood"]["values"] for v in row}) > 1  # a real neighbourhood, not all zeros
+    assert e["chain"] == [] and "ReLU" not in text  # a max pooling follows, not an elementwise op
+    # a bilinear unit: the 4 values mixed, each with its weight, outlined in the neighbourhood, and their sum
+    e = click_unit(page, smooth, "upsample", {"x": 8, "y": 8})
+    assert e["mode"] == "bilinear" and len(e["samples"]) == 4
+    detail = page.locator("#detail-body [data-kind=upsample]")
+    text = detail.inner_text()
+    for axis in e["axes"]:
+        assert f"output {axis['rule']}" in text
+    rows = detail.locator("table.data tbody tr")
+    for row, sample in zip(rows.all(), e["samples"], strict=True):
+        cells = row.locator("td").all_inner_texts()
+        assert cells == [f"({sample['row']}, {sample['col']})", shown(page, sample["value"]),
+                         shown(page, sample["weight"]), shown(page, sample["product"])]
+    assert len({s["value"] for s in e["samples"]}) > 1  # real values, not all zeros
+    total = detail.locator(".step-text", has_text="Σ value × weight").inner_text()
+    assert total.startswith("Σ value × weight = ") and total.endswith(f" = {shown(page, e['result'])}")
+    assert f"matches the engine's value {shown(page, e['engine_value'])}" in text
+    marked = {(r, c) for r, c in ((s["row"], s["col"]) for s in e["samples"])}
+    assert detail.locator(".grid .cell.current").count() == len(marked)
     # the ReLU that follows, with the engine's value
     (relu,) = e["chain"]
     assert f"ReLU: max(0, {shown(page, e['engine_value'])}) = {shown(page, relu['engine_value'])}" in text
