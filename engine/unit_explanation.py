@@ -41,6 +41,7 @@ from engine.errors import ShapeError
 from engine.graph import Graph, Trace
 from engine.layers.pad import source_index
 from engine.layers.softmax import softmax_forward
+from engine.layers.upsample import linear_sources
 
 MAX_CHANNELS = 16  # input channels listed for a convolution unit (the rest aggregated)
 MAX_TERMS = 16  # products listed for a fully connected unit, or a 1x1 convolution (the rest aggregated)
@@ -400,16 +401,10 @@ def _number(v: float) -> str:
 
 def linear_source(i: int, size: int, scale: int, align_corners: bool) -> tuple[float, float, int, int]:
     """Output position ``i`` of an axis of ``size`` upsampled by ``scale``: (the coordinate before the clamp, the
-    source coordinate, its two neighbours lo and hi) as ``engine.layers.upsample.linear_weights`` works them out:
-    half-pixel ``(i + 0.5) / scale − 0.5`` clamped at 0, or ``i · (size − 1) / (size·scale − 1)`` with corners
-    aligned; ``lo = floor``, ``hi = min(lo + 1, size − 1)``. The tests hold the two to the same weights."""
-    out_size = size * scale
-    raw = (i + 0.5) / scale - 0.5
-    if align_corners:
-        raw = i * (size - 1) / (out_size - 1) if out_size > 1 else 0.0
-    src = max(raw, 0.0)
-    lo = min(math.floor(src), size - 1)
-    return raw, src, lo, min(lo + 1, size - 1)
+    source coordinate, its two neighbours lo and hi), from ``engine.layers.upsample.linear_sources``, the
+    function the engine's own weights come from."""
+    raw, src, lo, hi = linear_sources(size, scale, align_corners)
+    return float(raw[i]), float(src[i]), int(lo[i]), int(hi[i])
 
 
 def _upsample_bilinear(op, x: np.ndarray, index) -> dict[str, Any]:

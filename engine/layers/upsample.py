@@ -51,28 +51,35 @@ def upsample_nearest_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
 
 
 # --- linear, bilinear, trilinear ------------------------------------------------------------------
-def linear_weights(size: int, scale: int, align_corners: bool) -> np.ndarray:
-    """The (size·scale, size) float64 matrix W of 1D linear interpolation: ``out = W @ x`` along one axis.
+def linear_sources(size: int, scale: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where each output position of one axis samples the input: ``(raw, src, lo, hi)``, arrays of size·scale.
 
-    Output ``i`` samples the input at source coordinate
+        align_corners False:  raw = (i + 0.5) / scale − 0.5                 (half-pixel centres)
+        align_corners True:   raw = i · (size − 1) / (size·scale − 1)        (0 when the output has one element)
 
-        align_corners False:  src = max((i + 0.5) / scale − 0.5, 0)     (half-pixel centres, clamped at 0)
-        align_corners True:   src = i · (size − 1) / (size·scale − 1)    (0 when the output has one element)
-
-    and mixes its two neighbours ``lo = floor(src)`` and ``hi = min(lo + 1, size − 1)`` with weights
-    ``1 − (src − lo)`` and ``src − lo``; every row sums to 1.
+    ``src = max(raw, 0)`` (the clamp at 0), ``lo = floor(src)`` and ``hi = min(lo + 1, size − 1)``.
     """
     out_size = size * scale
     i = np.arange(out_size, dtype=np.float64)
     if align_corners:
-        src = i * (size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+        raw = i * (size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
     else:
-        src = np.maximum((i + 0.5) / scale - 0.5, 0.0)
+        raw = (i + 0.5) / scale - 0.5
+    src = np.maximum(raw, 0.0)
     lo = np.minimum(np.floor(src).astype(np.int64), size - 1)
-    hi = np.minimum(lo + 1, size - 1)
+    return raw, src, lo, np.minimum(lo + 1, size - 1)
+
+
+def linear_weights(size: int, scale: int, align_corners: bool) -> np.ndarray:
+    """The (size·scale, size) float64 matrix W of 1D linear interpolation: ``out = W @ x`` along one axis.
+
+    Output ``i`` samples the input at ``src`` (``linear_sources``) and mixes its two neighbours ``lo`` and
+    ``hi`` with weights ``1 − (src − lo)`` and ``src − lo``; every row sums to 1.
+    """
+    _, src, lo, hi = linear_sources(size, scale, align_corners)
     frac = src - lo
-    rows = np.arange(out_size)
-    weights = np.zeros((out_size, size))
+    rows = np.arange(size * scale)
+    weights = np.zeros((size * scale, size))
     weights[rows, lo] += 1.0 - frac  # each row appears once per statement, so += is exact here
     weights[rows, hi] += frac        # (lo == hi at the upper edge: the two weights add up)
     return weights
