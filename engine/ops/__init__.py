@@ -15,6 +15,8 @@ from engine.ops import (  # noqa: F401
     pad,
     pool,
     reshape,
+    slice,
+    transpose,
     upsample,
 )
 from engine.ops.base import OP_REGISTRY, AxisGeometry, ForwardContext, Op, register_op
