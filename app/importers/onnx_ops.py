@@ -818,31 +818,150 @@ def convert_constant_of_shape(cx: ImportContext, node: onnx.NodeProto, node_id: 
     cx.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
 
 
-def convert_slice(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
-    """Slice of a constant (torch.onnx.export reverses F.pad's pads with one); on a computed tensor: refused."""
-    _shape_arithmetic_only(cx, node)
-    data = cx.consts[node.input[0]]
+def _slice_arguments(cx: ImportContext, node: onnx.NodeProto) -> tuple[list[int], list[int], list[int] | None,
+                                                                        list[int]]:
+    """Slice's ``starts, ends, axes`` (None: the first ones) and ``steps``: attributes before opset 10, constant inputs
+    after (starts computed while the model runs are refused by ``cx.const``)."""
     if cx.opset < 10:
         attrs = attributes(node)
-        starts, ends = list(attrs["starts"]), list(attrs["ends"])
-        axes, steps = list(attrs.get("axes", range(len(starts)))), [1] * len(starts)
+        starts, ends = [int(v) for v in attrs["starts"]], [int(v) for v in attrs["ends"]]
+        axes = [int(v) for v in attrs["axes"]] if "axes" in attrs else None
+        return starts, ends, axes, [1] * len(starts)
+    starts = [int(v) for v in np.atleast_1d(cx.const(node, 1, "starts"))]
+    ends = [int(v) for v in np.atleast_1d(cx.const(node, 2, "ends"))]
+    given_axes = cx.optional_const(node, 3, "axes")
+    given_steps = cx.optional_const(node, 4, "steps")
+    axes = None if given_axes is None else [int(v) for v in np.atleast_1d(given_axes)]
+    steps = [1] * len(starts) if given_steps is None else [int(v) for v in np.atleast_1d(given_steps)]
+    return starts, ends, axes, steps
+
+
+def _whole_batch(cx: ImportContext, start: int, end: int, step: int) -> bool:
+    """Whether a Slice on axis 0 keeps every sample (exporters write ``0 : INT64_MAX``), whatever the batch."""
+    return step == 1 and start == 0 and (end >= 2**31 - 1 or (cx.static_batch is not None and end >= cx.static_batch))
+
+
+def convert_slice(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Slice of a constant: folded (torch.onnx.export reverses F.pad's pads with one). On a computed tensor: one engine
+    ``slice`` node per sliced axis, with constant starts/ends/steps; the batch axis and negative steps are refused."""
+    starts, ends, axes, steps = _slice_arguments(cx, node)
+    if axes is None:
+        axes = list(range(len(starts)))
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise NodeError(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} must have one entry per axis")
+    if cx.is_const(node.input[0]):
+        data = cx.consts[node.input[0]]
+        index = [slice(None)] * data.ndim
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            index[int(axis) % data.ndim] = slice(int(start), int(end), int(step))  # Python clamps as ONNX does
+        cx.consts[node.output[0]] = data[tuple(index)]
+        return
+    x = cx.value(node.input[0], node)
+    rank = x.rank
+    if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) != len(axes):
+        raise NodeError(f"axes {axes} must be distinct axes of the input [N, {', '.join(map(str, x.shape))}]")
+    for step in steps:
+        if step < 1:
+            raise NodeError(f"step {step} {'is not allowed' if step == 0 else 'runs backwards along the axis'}; the "
+                            "engine's slice takes steps of 1 or more (a reversed axis has no engine op)")
+    current = x
+    for start, end, axis, step in sorted(zip(starts, ends, axes, steps), key=lambda t: t[2] % rank):
+        axis %= rank
+        if axis == 0:
+            if _whole_batch(cx, start, end, step):
+                continue
+            raise NodeError(f"it takes samples {start}:{end}:{step} of the batch axis; the engine runs every sample "
+                            "of a batch through the same graph, so only the axes after the batch can be sliced")
+        size = current.shape[axis - 1]
+        first, last, stride = slice(start, end, step).indices(size)
+        if (first, last, stride) == (0, size, 1):
+            continue  # keeps the whole axis
+        part_id = node_id if current is x else cx.new_id(f"{node_id}_axis{axis}")
+        current = cx.emit(part_id, "slice", {"dim": axis, "start": first, "end": last, "step": stride},
+                          [current.node_id], nonnegative=x.nonnegative)
+    cx.values[node.output[0]] = current if current is not x else Value(x.node_id, x.shape, None, x.nonnegative)
+
+
+def _split_sizes(cx: ImportContext, node: onnx.NodeProto, size: int) -> list[int]:
+    """The sizes of Split's outputs along its axis: ``split`` (an attribute before opset 13, an input after), else
+    equal parts, one per output (opset 18's ``num_outputs``: ceil(size / n) each, the last smaller)."""
+    attrs = attributes(node)
+    given = attrs.get("split") if cx.opset < 13 else cx.optional_const(node, 1, "split")
+    if given is not None:
+        sizes = [int(v) for v in np.atleast_1d(given)]
+        if len(sizes) != len(node.output) or any(s < 0 for s in sizes) or sum(sizes) != size:
+            raise NodeError(f"split {sizes} must give {len(node.output)} sizes of 0 or more adding up to the axis's "
+                            f"{size}")
+        return sizes
+    parts = int(attrs.get("num_outputs", len(node.output)))
+    if parts != len(node.output):
+        raise NodeError(f"num_outputs {parts} differs from the node's {len(node.output)} outputs")
+    if "num_outputs" in attrs:
+        chunk = -(-size // parts)
+        sizes = [min(chunk, max(size - i * chunk, 0)) for i in range(parts)]
+    elif size % parts:
+        raise NodeError(f"an axis of {size} does not split into {parts} equal parts: give the sizes in 'split'")
     else:
-        starts = [int(v) for v in np.atleast_1d(cx.const(node, 1, "starts"))]
-        ends = [int(v) for v in np.atleast_1d(cx.const(node, 2, "ends"))]
-        given_axes = cx.optional_const(node, 3, "axes")
-        given_steps = cx.optional_const(node, 4, "steps")
-        axes = list(range(len(starts))) if given_axes is None else [int(v) for v in np.atleast_1d(given_axes)]
-        steps = [1] * len(starts) if given_steps is None else [int(v) for v in np.atleast_1d(given_steps)]
-    index = [slice(None)] * data.ndim
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        index[int(axis) % data.ndim] = slice(int(start), int(end), int(step))  # Python clamps as ONNX does
-    cx.consts[node.output[0]] = data[tuple(index)]
+        sizes = [size // parts] * parts
+    return sizes
+
+
+def convert_split(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Split along a non-batch axis (ShuffleNet's channel split, ``x.chunk(2, dim=1)``): one engine ``slice`` per
+    output. A Split of a constant is folded."""
+    axis = int(attributes(node).get("axis", 0))
+    if cx.is_const(node.input[0]):
+        data = cx.consts[node.input[0]]
+        sizes = _split_sizes(cx, node, data.shape[axis])
+        for name, part in zip(node.output, np.split(data, np.cumsum(sizes)[:-1], axis=axis)):
+            cx.consts[name] = part
+        return
+    x = cx.value(node.input[0], node)
+    if not -x.rank <= axis < x.rank:
+        raise NodeError(f"axis {axis} is out of range for an input of rank {x.rank}")
+    axis %= x.rank
+    if axis == 0:
+        raise NodeError("axis 0 splits the batch axis (0 is ONNX's default axis), which would separate samples; the "
+                        "engine splits the axes after the batch only (e.g. axis=1 for channels)")
+    size = x.shape[axis - 1]
+    sizes = _split_sizes(cx, node, size)
+    offset = 0
+    for index, (name, part) in enumerate(zip(node.output, sizes)):
+        used = name and (name in cx.consumers or name in cx.graph_outputs)
+        if part == 0 and used:
+            raise NodeError(f"output '{name}' would be empty (split size 0); the engine has no empty tensors")
+        if name and part == size:
+            cx.values[name] = Value(x.node_id, x.shape, None, x.nonnegative)  # a Split into one part
+        elif name and part:
+            part_id = node_id if index == 0 else cx.new_id(f"{node_id}_{index}")
+            cx.values[name] = cx.emit(part_id, "slice", {"dim": axis, "start": offset, "end": offset + part},
+                                      [x.node_id], nonnegative=x.nonnegative)
+        offset += part
 
 
 def convert_transpose(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
-    _shape_arithmetic_only(cx, node)
+    """Transpose of a constant: folded. On a computed tensor: an engine ``transpose`` of the sample's axes, if the
+    batch axis stays first (a channel shuffle's [0, 2, 1, 3, 4])."""
     perm = attributes(node).get("perm")
-    cx.consts[node.output[0]] = np.transpose(cx.consts[node.input[0]], None if perm is None else list(perm))
+    if cx.is_const(node.input[0]):
+        cx.consts[node.output[0]] = np.transpose(cx.consts[node.input[0]], None if perm is None else list(perm))
+        return
+    x = cx.value(node.input[0], node)
+    if perm is None:
+        raise NodeError(f"it has no perm, so it reverses all {x.rank} axes and moves the batch axis last; the engine "
+                        "transposes each sample's axes and keeps the batch axis first (perm [0, ...])")
+    perm = [int(p) for p in perm]
+    if sorted(perm) != list(range(x.rank)):
+        raise NodeError(f"perm {perm} is not a reordering of the input's {x.rank} axes")
+    if perm[0] != 0:
+        raise NodeError(f"perm {perm} moves the batch axis (axis 0) to position {perm.index(0)}; the engine "
+                        "transposes each sample's axes and keeps the batch axis first (perm [0, ...])")
+    sample_perm = [p - 1 for p in perm[1:]]
+    if sample_perm == sorted(sample_perm):
+        cx.values[node.output[0]] = Value(x.node_id, x.shape, None, x.nonnegative)  # nothing moves
+        return
+    cx.values[node.output[0]] = cx.emit(node_id, "transpose", {"perm": sample_perm}, [x.node_id],
+                                        nonnegative=x.nonnegative)
 
 
 CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
@@ -885,5 +1004,6 @@ CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
     "Upsample": convert_upsample,
     "ConstantOfShape": convert_constant_of_shape,
     "Slice": convert_slice,
+    "Split": convert_split,
     "Transpose": convert_transpose,
 }
