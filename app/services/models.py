@@ -212,10 +212,13 @@ class ModelStore:
         return stored
 
     def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
-                 preset: str = "imagenet", max_input_elements: int | None = None) -> tuple[StoredModel, bool]:
+                 preset: str = "imagenet", max_input_elements: int | None = None,
+                 max_activation_values: int | None = None) -> tuple[StoredModel, bool]:
         """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id).
 
         ``max_input_elements``: refuse a model whose single input is larger (it could never be run here).
+        ``max_activation_values``: refuse a model whose activations for one input add up to more (a tiny file
+        can upsample or pad to gigabytes; every run of the explorer keeps all activations).
         """
         from app.importers.onnx_import import OnnxImportError, import_onnx
 
@@ -235,6 +238,13 @@ class ModelStore:
             raise ApiError(422, f"the model takes inputs of shape {list(graph.input_shape)} = {elements:,} values, "
                                 f"more than the {max_input_elements:,} this server accepts in one input, so it could "
                                 "never run here: export it for a smaller input size")
+        activations = sum(math.prod(node.output_shape) for node in graph.nodes)
+        if max_activation_values is not None and activations > max_activation_values:
+            largest = max(graph.nodes, key=lambda node: math.prod(node.output_shape))
+            raise ApiError(422, f"one input makes {activations:,} activation values in this model, more than the "
+                                f"{max_activation_values:,} this server keeps for one run (the largest node, "
+                                f"'{largest.id}', has shape {list(largest.output_shape)}): export the model for a "
+                                "smaller input or with smaller upsampling or padding")
         classes = num_classes(graph)
         if labels is not None and classes is not None and len(labels) != classes:
             raise ApiError(422, f"{len(labels)} labels were given but the model has {classes} outputs: "

@@ -107,6 +107,9 @@ def upsample_linear_forward(x: np.ndarray, scale: Sequence[int], align_corners: 
     sizes = x.shape[2:]
     if len(scale) != len(sizes) or any(s < 1 for s in scale):
         raise ValueError(f"scale {scale} must hold one whole factor >= 1 for each of the {len(sizes)} spatial axes")
+    if x.dtype.kind != "f":
+        raise TypeError(f"linear upsampling takes floating-point input (as PyTorch's), got {x.dtype}: its weights "
+                        "are fractions")
     matrices = [None if s == 1 else linear_weights(n, s, align_corners).astype(x.dtype)
                 for n, s in zip(sizes, scale)]
     out = x

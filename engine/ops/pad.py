@@ -45,8 +45,8 @@ class PadOp(Op):
         if mode not in MODES:
             raise self.fail(f"mode {mode!r} is not known: use 'constant', 'reflect' or 'replicate'")
         value = self.attrs["value"]
-        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-            raise self.fail(f"value must be a number, got {value!r}")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise self.fail(f"value must be a finite number, got {value!r}")
         if mode != "constant" and value != 0:
             raise self.fail(f"value {value} applies to mode 'constant' only; mode '{mode}' pads with input values")
         padding = self.attrs["padding"]

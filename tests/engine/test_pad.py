@@ -163,7 +163,9 @@ def test_padding_forms_and_shapes():
     ("same", "constant", {}, "needs a kernel"),
     (1, "circular", {}, "mode 'circular' is not known: use 'constant', 'reflect' or 'replicate'"),
     (1, "reflect", {"value": 1.0}, "applies to mode 'constant' only"),
-    (1, "constant", {"value": "zero"}, "value must be a number"),
+    (1, "constant", {"value": "zero"}, "value must be a finite number"),
+    (1, "constant", {"value": float("inf")}, "value must be a finite number"),
+    (1, "constant", {"value": float("nan")}, "value must be a finite number"),
     ([1, 2, 3], "constant", {}, "does not fit an op with 2 spatial axes"),
     (1, "constant", {"pad": 1}, "does not take pad"),
 ])

@@ -342,3 +342,11 @@ def test_receptive_field_is_undefined_after_a_bilinear_upsample():
     ]})
     rfs = receptive_fields(graph)
     assert rfs["up"].status == "undefined" and rfs["after"].status == "undefined"
+
+
+def test_linear_modes_refuse_integer_input():
+    """Fractional weights cast to integers would be 0s and 1s: a clear error instead, as PyTorch gives."""
+    from engine.layers.upsample import upsample_linear_forward
+
+    with pytest.raises(TypeError, match="floating-point"):
+        upsample_linear_forward(np.array([[[[0, 10], [20, 30]]]]), (2, 2), False)

@@ -194,7 +194,8 @@ def create_model(
     if not data:
         raise ApiError(422, "the uploaded file is empty: send the .onnx file in multipart field 'file'")
     model, created = store.add_onnx(data, file.filename, name, parse_labels(labels), preprocessing,
-                                    max_input_elements=settings.max_tensor_elements)
+                                    max_input_elements=settings.max_tensor_elements,
+                                    max_activation_values=ACTIVATIONS_PER_TENSOR_ELEMENT * settings.max_tensor_elements)
     if not created:
         response.status_code = 200
     return ModelCreated(**summarise(model), created=created, onnx=model.bundle.extra.get("onnx", {}))

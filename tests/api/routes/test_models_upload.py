@@ -146,3 +146,23 @@ def test_uploaded_model_with_pad_and_upsample_runs_everywhere(client):
     assert [axis["size"] for axis in after_pad["receptive_field"]["axes"]] == [3, 3]
     after_up = client.post(f"/api/models/{model_id}/receptive-field", json={"node": nodes[3], "index": [0, 0]})
     assert after_up.status_code == 422 and "'up' is an upsample" in after_up.json()["detail"]
+
+
+def test_a_tiny_file_that_upsamples_to_gigabytes_is_refused(client):
+    """A 200-byte model whose Resize makes 3 × 10752 × 10752 values for one input: a clear 422 at upload, before
+    any run could allocate them; the same model with a modest factor imports."""
+    def resize_model(factor: int) -> bytes:
+        scales = numpy_helper.from_array(np.array([1, 1, factor, factor], dtype=np.float32), "scales")
+        node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="nearest",
+                                coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])
+        graph = helper.make_graph([node], "big", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [scales])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        return model.SerializeToString()
+
+    refused = upload(client, resize_model(48))
+    assert refused.status_code == 422, refused.text
+    assert "activation values" in refused.json()["detail"] and "'up'" in refused.json()["detail"]
+    assert upload(client, resize_model(2)).status_code == 201
