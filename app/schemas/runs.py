@@ -232,7 +232,7 @@ class UnitExplanation(BaseModel):
     total: float | None = Field(None, examples=[22.0517], description="Σ of all products (before the bias)")
     bias: float | None = Field(None, examples=[-0.0518], description="the unit's bias (0 without one)")
     # pooling
-    channel: int | None = Field(None, description="pooling: the channel pooled", examples=[0])
+    channel: int | None = Field(None, description="pooling, pad, upsample: the unit's channel", examples=[0])
     values: list[list[float | None]] | None = Field(
         None, description="pooling: the window (max: null in the padding; average: 0 there)",
         examples=[[[0.0, 1.2], [4.85, 4.36]]])
@@ -266,7 +266,9 @@ class UnitExplanation(BaseModel):
     weights: list[list[float]] | None = Field(None, examples=[[[0.01, 0.02], [0.9, 0.07]]],
                                               description="attention pooling: the attention map (≤ 32×32)")
     operands: list[Operand] | None = Field(None, description="add / mul: each input's value at the unit's index")
-    input_value: float | None = Field(None, examples=[4.0103], description="an elementwise op: the value coming in")
+    input_value: float | None = Field(None, examples=[4.0103],
+                                      description="an elementwise op: the value coming in; pad / upsample (nearest): "
+                                                  "the input number copied")
     running_mean: float | None = Field(None, examples=[0.0088], description="batch norm: the channel's running mean")
     running_var: float | None = Field(None, examples=[1.2777], description="batch norm: the channel's running variance")
     eps: float | None = Field(None, examples=[1e-05], description="batch norm: ε")

@@ -571,7 +571,7 @@ export class DetailView {
       constant: `filled with the constant ${fmt(e.value)}`,
       reflect: "the mirror image of the map (the edge itself is not repeated)",
       replicate: "the nearest edge value, repeated",
-    }[e.mode] ?? e.mode;
+    }[e.mode] ?? esc(e.mode);
     const intro = `Padding (${esc(e.mode)}) adds a border around each map of <code>${esc(e.input)}</code> ` +
       `(${e.spatial_shape[0]}×${e.spatial_shape[1]}): ${count(top, "row")} above, ${bottom} below, ` +
       `${count(left, "column")} left, ${right} right; the border is ${how}. Nothing is computed: each number is copied.`;
