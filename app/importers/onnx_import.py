@@ -426,6 +426,13 @@ def import_onnx(data: bytes | str | os.PathLike,
             broken.update(o for o in node.output if o)
             del cx.spec_nodes[before:]
             continue
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError, ZeroDivisionError) as error:
+            # attributes or inputs no exporter writes (a perm of [0, 0], a scale of inf, pads of the wrong length)
+            problems.append(f"{node.op_type} node '{label}': its attributes or inputs are malformed "
+                            f"({type(error).__name__}: {error}); export the model again")
+            broken.update(o for o in node.output if o)
+            del cx.spec_nodes[before:]
+            continue
         node_map[label] = [n["id"] for n in cx.spec_nodes[before:] if n["id"] not in cx.late_nodes]
         if node_id not in node_map[label]:
             cx.release_id(node_id)  # a folded node (Constant, Pad, Shape, ...) does not keep its name

@@ -734,6 +734,13 @@ _SUPPORTED = ("mode 'nearest' (coordinate_transformation_mode 'asymmetric' with 
               "align_corners=False)) or 'align_corners' (align_corners=True), all with whole scale factors")
 
 
+#: nearest Resize settings that pick x[floor(i / s)] for a whole factor s: asymmetric + floor by definition;
+#: half-pixel centres (i + 0.5) / s - 0.5 lie within half a pixel of floor(i / s) and never on a tie, so rounding
+#: either way gives floor(i / s) too (checked against onnxruntime in the tests)
+_NEAREST_AS_FLOOR = {("asymmetric", "floor")} | {(c, r) for c in ("half_pixel", "pytorch_half_pixel")
+                                                  for r in ("round_prefer_floor", "round_prefer_ceil")}
+
+
 def _check_mode(mode: str) -> None:
     if mode not in ("nearest", "linear"):
         raise NodeError(f"mode '{mode}' has no engine equivalent: the engine's upsample takes {_SUPPORTED}")
@@ -778,15 +785,19 @@ def convert_resize(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> Non
     else:
         coordinates = attrs.get("coordinate_transformation_mode", "half_pixel")
         rounding = attrs.get("nearest_mode", "round_prefer_floor")
-        if coordinates != "asymmetric" or rounding != "floor":
+        if (coordinates, rounding) not in _NEAREST_AS_FLOOR:
             raise NodeError(f"coordinate_transformation_mode '{coordinates}' with nearest_mode '{rounding}': the "
                             "engine's nearest upsample is out[i] = x[floor(i / scale)], which is "
                             "coordinate_transformation_mode 'asymmetric' with nearest_mode 'floor' (what "
-                            "torch.onnx.export writes for F.interpolate(..., mode='nearest'))")
+                            "torch.onnx.export writes for F.interpolate(..., mode='nearest')), or, for whole "
+                            "factors, 'half_pixel' / 'pytorch_half_pixel' with 'round_prefer_floor' / "
+                            "'round_prefer_ceil' (ONNX's defaults)")
     scales = cx.optional_const(node, 2, "scales")
     sizes = cx.optional_const(node, 3, "sizes")
     scales = None if scales is None or np.asarray(scales).size == 0 else scales
     sizes = None if sizes is None or np.asarray(sizes).size == 0 else sizes
+    if scales is not None and sizes is not None:
+        raise NodeError("it gives both scales and sizes; ONNX allows one of them (give the other as an empty input)")
     if sizes is not None and attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
         raise NodeError(f"keep_aspect_ratio_policy '{attrs['keep_aspect_ratio_policy']}' with sizes; only 'stretch' "
                         "(the default) maps to whole scale factors")
@@ -811,8 +822,18 @@ def convert_upsample(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> N
 
 
 # --- constant folding for exporters' shape arithmetic ------------------------------------------
+#: values a constant worked out while importing may hold (exporters make small index and padding arrays)
+MAX_FOLDED_VALUES = 1_000_000
+
+
 def convert_constant_of_shape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     shape = [int(v) for v in np.atleast_1d(cx.const(node, 0, "the shape"))]
+    if any(n < 0 for n in shape):
+        raise NodeError(f"its shape {shape} has a negative size")
+    if math.prod(shape) > MAX_FOLDED_VALUES:
+        raise NodeError(f"it makes a constant of shape {shape} = {math.prod(shape):,} values, more than the "
+                        f"{MAX_FOLDED_VALUES:,} an import works out; such constants are index or padding arrays, "
+                        "small in every model this tool can run")
     attrs = attributes(node)
     fill = numpy_helper.to_array(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
     cx.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)

@@ -166,3 +166,13 @@ def test_a_tiny_file_that_upsamples_to_gigabytes_is_refused(client):
     assert refused.status_code == 422, refused.text
     assert "activation values" in refused.json()["detail"] and "'up'" in refused.json()["detail"]
     assert upload(client, resize_model(2)).status_code == 201
+
+
+def test_a_malformed_model_is_a_422_not_a_500(client):
+    """A Resize scale of infinity (no exporter writes one) is a clear 422 naming the node."""
+    from tests.app.test_onnx_malformed import MALFORMED
+
+    data, _ = MALFORMED["an infinite scale"]
+    response = upload(client, data)
+    assert response.status_code == 422, response.text
+    assert "Resize node 'up'" in response.json()["detail"] and "malformed" in response.json()["detail"]
