@@ -170,7 +170,8 @@ def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ..
         return NodeRF(node.id, LOCAL, merged.axes, "", input_size, spatial, out_shape)
     if not isinstance(geometry, Sequence) or len(geometry) != n:
         return NodeRF(node.id, UNDEFINED, None,
-                      f"'{node.id}' ({node.op.op}) slides over {len(geometry)} axes but its input has {n}",
+                      f"'{node.id}' ({node.op.op}) keeps positions along {len(geometry)} axes but its input has {n} "
+                      "spatial axes (positions move between axes or into the channels), so no r, S, P is given",
                       input_size, (), out_shape)
     if any(g.transposed for g in geometry):
         what = ("an upsample: output unit i reads the input at about i / s (s output units per input unit), a "

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engine.layers.reshape import flatten_backward, flatten_forward, reshape_backward, reshape_forward
-from engine.ops.base import GLOBAL, IDENTITY, REQUIRED, ForwardContext, Op, Shape, register_op
+from engine.ops.base import GLOBAL, IDENTITY, REQUIRED, AxisGeometry, ForwardContext, Op, Shape, register_op
 from engine.ops.dims import batch_dim
 
 
@@ -53,7 +53,10 @@ class FlattenOp(Op):
 class ReshapeOp(Op):
     """``x.reshape(N, *shape)``: ``shape`` excludes the batch axis and may hold one -1 (inferred).
 
-    Geometry: IDENTITY if the shape is unchanged, else GLOBAL (positions are rearranged).
+    Geometry: IDENTITY if the shape is unchanged. A reshape that only regroups the leading (channel-like) axes
+    and keeps the trailing ones, as a channel shuffle's (C, H, W) -> (G, C/G, H, W), keeps positions: one
+    position-keeping axis per trailing axis kept (the receptive-field analysis uses them when they are the
+    graph's spatial axes, and calls the field undefined otherwise). Any other reshape is GLOBAL.
     """
 
     defaults: ClassVar[dict[str, Any]] = {"shape": REQUIRED}
@@ -80,7 +83,13 @@ class ReshapeOp(Op):
         return tuple(shape)
 
     def geometry(self):
-        return IDENTITY if self.output_shape == self.input_shapes[0] else GLOBAL
+        before, after = self.input_shapes[0], self.output_shape
+        if after == before:
+            return IDENTITY
+        kept = 0
+        while kept < min(len(before), len(after)) - 1 and before[-1 - kept] == after[-1 - kept]:
+            kept += 1
+        return [AxisGeometry(1, 1, 0)] * kept if kept else GLOBAL
 
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         return reshape_forward(inputs[0], self.output_shape)

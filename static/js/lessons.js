@@ -22,7 +22,7 @@ export const TITLES = {
   sigmoid: "Sigmoid", tanh: "Tanh", silu: "SiLU", hardswish: "Hard swish", hardsigmoid: "Hard sigmoid", clip: "Clip",
   softmax: "Softmax", add: "Add (skip connection)", mul: "Multiply (gating)", concat: "Concatenate",
   spatial_softmax: "Attention weights", attention_pool: "Attention pooling", identity: "Identity", constant: "Constant",
-  pad: "Padding", upsample: "Upsampling",
+  pad: "Padding", upsample: "Upsampling", transpose: "Transpose", slice: "Slice",
 };
 
 /** One or two sentences about a node for lecture mode. `node`: architecture entry; `stats`: run statistics. */
@@ -60,7 +60,10 @@ export function lesson(node, stats, inputShape) {
     return `Fully connected layer: every one of its ${out} neurons is connected to every one of the ${inp} inputs, ` +
       "with its own weight for each: a weighted sum plus a bias.";
   }
-  if (op === "flatten" || op === "reshape") return `The volume ${inp} is laid out as one long vector of ${out} numbers, ready for a fully connected layer.`;
+  if (op === "flatten" || (op === "reshape" && (node.output_shape ?? []).length === 1)) return `The volume ${inp} is laid out as one long vector of ${out} numbers, ready for a fully connected layer.`;
+  if (op === "reshape") return `Reshape: the same numbers regrouped from ${inp} into ${out} (in a channel shuffle, the channels are split into groups).`;
+  if (op === "transpose") return `Transpose: the axes swap places, ${inp} → ${out}; after a reshape into groups this shuffles the channels so that the next grouped convolution mixes information from every group.`;
+  if (op === "slice") return `Slice: part of the volume is taken, ${inp} → ${out} (ShuffleNet splits its channels in two this way).`;
   if (op === "batch_norm") return "Batch normalisation (a training tip): each channel has its mean removed and is scaled by its standard deviation, then shifted and scaled by two learned numbers.";
   if (op === "dropout") return "Dropout (regularisation): in training it drops random neurons; here, at inference, it passes everything through.";
   if (["relu", "relu6", "leaky_relu", "clip"].includes(op)) {

@@ -112,6 +112,28 @@ def test_identity_ops_keep_the_receptive_field():
     assert receptive_fields(g)["relu"].axes == receptive_fields(g)["c"].axes
 
 
+def test_a_channel_shuffle_keeps_the_receptive_field():
+    """ShuffleNet's shuffle, reshape (C, H, W) -> (G, C/G, H, W), transpose, reshape back, moves channels only:
+    the next convolution's field is the one it has without the shuffle. Reshapes that merge a position into the
+    channels are undefined (not local), and flattening stays global (negative controls)."""
+    def graph(shuffle: bool) -> Graph:
+        nodes = [{"id": "c1", "op": "conv2d", "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1}]
+        if shuffle:
+            nodes += [{"id": "split", "op": "reshape", "shape": [2, 4, 8, 8]},
+                      {"id": "swap", "op": "transpose", "perm": [1, 0, 2, 3]},
+                      {"id": "merge", "op": "reshape", "shape": [8, 8, 8]}]
+        nodes += [{"id": "c2", "op": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}]
+        return Graph({"input_shape": [3, 16, 16], "nodes": nodes})
+
+    shuffled, plain = receptive_fields(graph(True)), receptive_fields(graph(False))
+    assert shuffled["c2"].status == "local" and shuffled["c2"].axes == plain["c2"].axes
+    assert shuffled["swap"].axes == plain["c1"].axes
+    rows = Graph({"input_shape": [3, 8, 8], "nodes": [{"id": "r", "op": "reshape", "shape": [24, 8]}]})
+    assert receptive_fields(rows, strict=False)["r"].status == "undefined"  # the rows merged into the channels
+    flat = Graph({"input_shape": [3, 8, 8], "nodes": [{"id": "f", "op": "reshape", "shape": [192]}]})
+    assert receptive_fields(flat)["f"].status == "global"
+
+
 # --- branches -------------------------------------------------------------------------------------
 
 
