@@ -176,14 +176,12 @@ class Conv3d(ConvNd):
     spatial = 3
 
 
-@register_op("conv_transpose2d")
-class ConvTranspose2d(_ConvBase):
-    """``conv_transpose2d``: (C, H, W) -> (out_channels, H_out, W_out); weight ``(C, out_channels / groups, kh, kw)``.
+class ConvTransposeNd(_ConvBase):
+    """Transposed convolution over ``spatial`` axes (subclasses set it); weight ``(C, out_channels / groups, *k)``.
 
-    H_out = (H - 1) * stride - pad_before - pad_after + dilation * (kernel_size - 1) + output_padding + 1
+    out = (in - 1) * stride - pad_before - pad_after + dilation * (kernel_size - 1) + output_padding + 1 per axis
     """
 
-    spatial = 2
     defaults: ClassVar[dict[str, Any]] = {**ConvNd.defaults, "output_padding": 0}
 
     def build(self) -> Shape:
@@ -239,3 +237,27 @@ class ConvTranspose2d(_ConvBase):
     def backward(self, dout: np.ndarray, cache: Any) -> tuple[list[np.ndarray | None], dict[str, np.ndarray]]:
         dx, dw, db = conv_transpose_backward(dout, cache)
         return [dx], self._grads(dw, db)
+
+
+@register_op("conv_transpose1d")
+class ConvTranspose1d(ConvTransposeNd):
+    """``conv_transpose1d``: (C, L) -> (out_channels, L_out); weight ``(C, out_channels / groups, k)``."""
+
+    spatial = 1
+
+
+@register_op("conv_transpose2d")
+class ConvTranspose2d(ConvTransposeNd):
+    """``conv_transpose2d``: (C, H, W) -> (out_channels, H_out, W_out); weight ``(C, out_channels / groups, kh, kw)``.
+
+    H_out = (H - 1) * stride - pad_before - pad_after + dilation * (kernel_size - 1) + output_padding + 1
+    """
+
+    spatial = 2
+
+
+@register_op("conv_transpose3d")
+class ConvTranspose3d(ConvTransposeNd):
+    """``conv_transpose3d``: (C, D, H, W) -> (out_channels, D_out, H_out, W_out)."""
+
+    spatial = 3

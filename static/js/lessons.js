@@ -15,7 +15,8 @@ function attr(node, name) {
 
 export const TITLES = {
   input: "Input", conv1d: "Convolution", conv2d: "Convolution", conv3d: "Convolution",
-  conv_transpose2d: "Transposed convolution", max_pool1d: "Max pooling", max_pool2d: "Max pooling",
+  conv_transpose1d: "Transposed convolution", conv_transpose2d: "Transposed convolution",
+  conv_transpose3d: "Transposed convolution", max_pool1d: "Max pooling", max_pool2d: "Max pooling",
   max_pool3d: "Max pooling", avg_pool1d: "Average pooling", avg_pool2d: "Average pooling", avg_pool3d: "Average pooling",
   global_avg_pool: "Global average pooling", linear: "Fully connected", flatten: "Flatten", reshape: "Reshape",
   batch_norm: "Batch normalisation", dropout: "Dropout", relu: "ReLU", relu6: "ReLU6", leaky_relu: "Leaky ReLU",

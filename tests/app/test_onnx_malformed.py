@@ -86,3 +86,4 @@ def test_half_pixel_with_floor_rounding_is_still_refused():
     assert not np.array_equal(run_onnxruntime(data, x), x.repeat(2, 2).repeat(2, 3))
     with pytest.raises(OnnxImportError, match="nearest_mode 'floor'"):
         import_onnx(data)
+
