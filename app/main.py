@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_docs(app)
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings), idle_timeout=settings.body_timeout_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Tile-Layout", "X-Shape", "X-Elapsed-Ms"])

@@ -39,6 +39,9 @@ class Settings(BaseModel):
                                description="forward/backward passes run at once per worker; others queue "
                                            "(bounds memory under load)")
     compute_wait_s: float = Field(120.0, gt=0, description="how long a request may queue for a compute slot (then 503)")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="longest pause while a request body arrives (then 408): a client declaring more "
+                                "than it sends cannot hold a connection")
     malloc_arenas: int = Field(2, ge=0, description="cap on glibc malloc arenas (bounds memory under concurrent "
                                                   "load; 0 leaves the C library's default)")
     preload: bool = Field(True, description="load the built-in models in the background at start-up")
