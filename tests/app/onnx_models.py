@@ -1,11 +1,15 @@
 """Tiny ONNX models built with ``onnx.helper`` for the importer's tests, and onnxruntime as their reference.
 
 ``Builder`` collects nodes and random initializers; ``build()`` gives the serialised model. Inputs
-and weights are seeded so that each case is the same on every run.
+and weights are seeded so that each case is the same on every run. ``check_against_onnxruntime`` imports a
+built model and holds the engine's output (recording and lean passes) to onnxruntime's; ``export_with_torch``
+writes a module with ``torch.onnx.export`` (skipping the test where the exporter is unusable).
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -93,3 +97,41 @@ def run_onnxruntime(model: bytes, x: np.ndarray) -> np.ndarray:
     run_options = ort.RunOptions()
     run_options.log_severity_level = 4
     return session.run(None, {session.get_inputs()[0].name: x}, run_options)[0]
+
+
+def check_against_onnxruntime(builder: Builder, output: str, relative: float = 1e-5,
+                              batch: int = 2) -> tuple[dict, dict, dict]:
+    """Import ``builder``'s model, run it in the engine (recording and lean passes) and in onnxruntime, require the
+    outputs to agree within ``relative`` of the reference's largest magnitude; return the import."""
+    from app.importers import import_onnx
+    from engine.analysis import analyze
+    from engine.graph import Graph
+
+    model = builder.build(output)
+    x = builder.sample(batch)
+    reference = run_onnxruntime(model, x)
+    spec, params, info = import_onnx(model)
+    graph = Graph(spec)
+    mine = graph.forward(x, params).output
+    assert mine.shape == reference.shape, f"engine {mine.shape} vs onnxruntime {reference.shape}\n{spec}"
+    scale = float(np.abs(reference).max())
+    assert np.all(np.isfinite(reference)) and scale > 1e-3, "a degenerate reference proves nothing"
+    error = float(np.abs(mine - reference).max()) / scale
+    assert error <= relative, f"engine vs onnxruntime: relative difference {error:.3g}\n{spec}"
+    np.testing.assert_array_equal(graph.forward(x, params, keep_caches=False, keep=()).output, mine)
+    analyze(graph, strict=False)  # the architecture view (receptive fields included) takes the graph
+    return spec, params, info
+
+
+def export_with_torch(torch: Any, model: Any, x: Any, opset: int = 17) -> bytes:
+    """``model`` (in eval mode) written by ``torch.onnx.export`` (the TorchScript exporter, dynamic batch), or the
+    calling test skipped where the exporter cannot run (its dependencies vary across torch builds)."""
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=opset, input_names=["image"],
+                              output_names=["out"], dynamic_axes={"image": {0: "batch"}})
+    except (ImportError, ModuleNotFoundError, RuntimeError) as error:
+        pytest.skip(f"torch.onnx.export is not usable here: {error}")
+    return buffer.getvalue()

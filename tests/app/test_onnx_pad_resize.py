@@ -7,9 +7,6 @@ values, so most cases agree exactly; convolutions add float32 rounding.
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 
@@ -17,7 +14,7 @@ pytest.importorskip("onnx")
 
 from app.importers import OnnxImportError, import_onnx
 from engine.graph import Graph
-from tests.app.onnx_models import Builder, run_onnxruntime
+from tests.app.onnx_models import Builder, check_against_onnxruntime, export_with_torch, run_onnxruntime
 
 RELATIVE = 1e-5
 
@@ -31,20 +28,7 @@ def floats(*values: float) -> np.ndarray:
 
 
 def check(builder: Builder, output: str, batch: int = 2) -> tuple[dict, dict, dict]:
-    """Import, run in the engine (full and lean pass) and in onnxruntime; require agreement; return the import."""
-    model = builder.build(output)
-    x = builder.sample(batch)
-    reference = run_onnxruntime(model, x)
-    spec, params, info = import_onnx(model)
-    graph = Graph(spec)
-    mine = graph.forward(x, params).output
-    assert mine.shape == reference.shape, f"engine {mine.shape} vs onnxruntime {reference.shape}\n{spec}"
-    scale = float(np.abs(reference).max())
-    assert np.all(np.isfinite(reference)) and scale > 1e-3, "a degenerate reference proves nothing"
-    error = float(np.abs(mine - reference).max()) / scale
-    assert error <= RELATIVE, f"engine vs onnxruntime: relative difference {error:.3g}\n{spec}"
-    np.testing.assert_array_equal(graph.forward(x, params, keep_caches=False, keep=()).output, mine)
-    return spec, params, info
+    return check_against_onnxruntime(builder, output, RELATIVE, batch)
 
 
 def ops(spec: dict) -> list[str]:
@@ -351,19 +335,12 @@ def test_pytorch_export_with_reflection_pad_and_nearest_upsampling(torch_or_skip
     torch.manual_seed(0)
     model = Decoder().eval()
     x = torch.randn(2, 3, 6, 7)
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17, input_names=["image"],
-                              output_names=["out"], dynamic_axes={"image": {0: "batch"}})
-    except (ImportError, ModuleNotFoundError, RuntimeError) as error:  # exporter deps vary across torch builds
-        pytest.skip(f"torch.onnx.export is not usable here: {error}")
+    data = export_with_torch(torch, model, x)
     import onnx
 
-    exported = onnx.load_from_string(buffer.getvalue())
+    exported = onnx.load_from_string(data)
     assert {"Pad", "Resize", "Conv"} <= {n.op_type for n in exported.graph.node}
-    spec, params, _ = import_onnx(buffer.getvalue())
+    spec, params, _ = import_onnx(data)
     layers = [(n["op"], n.get("mode")) for n in spec["nodes"]]
     assert layers == [("pad", "reflect"), ("conv2d", None), ("relu", None), ("upsample", None),
                       ("pad", "replicate"), ("conv2d", None)]  # the zero pad folds into the head's padding
@@ -372,7 +349,7 @@ def test_pytorch_export_with_reflection_pad_and_nearest_upsampling(torch_or_skip
         theirs = model(x).numpy()
     scale = float(np.abs(theirs).max())
     assert np.abs(mine - theirs).max() <= RELATIVE * scale
-    assert np.abs(mine - run_onnxruntime(buffer.getvalue(), x.numpy())).max() <= RELATIVE * scale
+    assert np.abs(mine - run_onnxruntime(data, x.numpy())).max() <= RELATIVE * scale
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
@@ -398,23 +375,16 @@ def test_pytorch_export_with_bilinear_upsampling(torch_or_skip, align_corners):
     torch.manual_seed(0)
     model = Decoder().eval()
     x = torch.randn(2, 3, 6, 8)
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17, input_names=["image"],
-                              output_names=["out"], dynamic_axes={"image": {0: "batch"}})
-    except (ImportError, ModuleNotFoundError, RuntimeError) as error:  # exporter deps vary across torch builds
-        pytest.skip(f"torch.onnx.export is not usable here: {error}")
+    data = export_with_torch(torch, model, x)
     import onnx
 
-    exported = onnx.load_from_string(buffer.getvalue())
+    exported = onnx.load_from_string(data)
     resizes = [n for n in exported.graph.node if n.op_type == "Resize"]
     written = [{a.name: a.s.decode() for a in n.attribute if a.type == onnx.AttributeProto.STRING} for n in resizes]
     expected = {"align_corners"} if align_corners else {"half_pixel", "pytorch_half_pixel"}  # by exporter version
     assert len(resizes) == 2 and all(w["mode"] == "linear" for w in written)
     assert all(w["coordinate_transformation_mode"] in expected for w in written), written
-    spec, params, _ = import_onnx(buffer.getvalue())
+    spec, params, _ = import_onnx(data)
     ups = [n for n in spec["nodes"] if n["op"] == "upsample"]
     assert [(n["mode"], n["align_corners"], n["scale_factor"]) for n in ups] == [
         ("bilinear", align_corners, [2, 2]), ("bilinear", align_corners, [3, 2])]
@@ -425,7 +395,7 @@ def test_pytorch_export_with_bilinear_upsampling(torch_or_skip, align_corners):
     scale = float(np.abs(theirs).max())
     assert mine.shape == theirs.shape == (2, 2, 18, 16)
     assert np.abs(mine - theirs).max() <= RELATIVE * scale
-    assert np.abs(mine - run_onnxruntime(buffer.getvalue(), x.numpy())).max() <= RELATIVE * scale
+    assert np.abs(mine - run_onnxruntime(data, x.numpy())).max() <= RELATIVE * scale
     np.testing.assert_array_equal(graph.forward(x.numpy(), params).output, mine)
 
 

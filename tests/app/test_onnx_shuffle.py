@@ -4,16 +4,12 @@ against PyTorch and onnxruntime."""
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 
 from app.importers import OnnxImportError, import_onnx
-from engine.analysis import analyze
 from engine.graph import Graph
-from tests.app.onnx_models import Builder, run_onnxruntime
+from tests.app.onnx_models import Builder, check_against_onnxruntime, export_with_torch, run_onnxruntime
 
 RELATIVE = 1e-5
 INT64_MAX = np.iinfo(np.int64).max
@@ -24,21 +20,7 @@ def ints(*values: int) -> np.ndarray:
 
 
 def check(builder: Builder, output: str, batch: int = 2) -> tuple[dict, dict, dict]:
-    """Import, run in the engine (recording and lean) and in onnxruntime; require agreement; return the import."""
-    model = builder.build(output)
-    x = builder.sample(batch)
-    reference = run_onnxruntime(model, x)
-    spec, params, info = import_onnx(model)
-    graph = Graph(spec)
-    mine = graph.forward(x, params).output
-    assert mine.shape == reference.shape, f"engine {mine.shape} vs onnxruntime {reference.shape}\n{spec}"
-    scale = float(np.abs(reference).max())
-    assert np.all(np.isfinite(reference)) and scale > 1e-3, "a degenerate reference proves nothing"
-    error = float(np.abs(mine - reference).max()) / scale
-    assert error <= RELATIVE, f"engine vs onnxruntime: relative difference {error:.3g}\n{spec}"
-    np.testing.assert_array_equal(graph.forward(x, params, keep_caches=False, keep=()).output, mine)
-    analyze(graph, strict=False)  # the architecture view (receptive fields included) takes the graph
-    return spec, params, info
+    return check_against_onnxruntime(builder, output, RELATIVE, batch)
 
 
 def ops(spec: dict) -> list[str]:
@@ -184,18 +166,6 @@ def test_refusals_say_why(build, message):
 # --- a ShuffleNetV2 block exported by PyTorch ------------------------------------------------------
 
 
-def _export(torch, model, x, opset: int) -> bytes:
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=opset, input_names=["image"],
-                              output_names=["out"], dynamic_axes={"image": {0: "batch"}})
-    except (ImportError, ModuleNotFoundError, RuntimeError) as error:  # exporter deps vary across torch builds
-        pytest.skip(f"torch.onnx.export is not usable here: {error}")
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("split, opset", [("chunk", 17), ("split", 11), ("split", 13)])
 def test_pytorch_export_of_a_shufflenet_v2_block(torch_or_skip, split, opset):
     """torchvision's InvertedResidual (stride 1): channel split, 1x1 conv / depthwise 3x3 conv / 1x1 conv with batch
@@ -232,7 +202,7 @@ def test_pytorch_export_of_a_shufflenet_v2_block(torch_or_skip, split, opset):
             module.running_var.uniform_(0.5, 2.0)
     model.eval()
     x = torch.randn(2, 8, 6, 7)
-    data = _export(torch, model, x, opset)
+    data = export_with_torch(torch, model, x, opset)
     import onnx
 
     exported = {n.op_type for n in onnx.load_from_string(data).graph.node}
