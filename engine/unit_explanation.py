@@ -10,6 +10,13 @@ parameters, step by step, and returns every intermediate number as plain JSON-re
 - linear: the products input × weight (the largest by magnitude when there are many, the rest summed), bias, result.
 - softmax (over classes) / spatial_softmax (over positions): the logits, their exps (shifted by the max), the sum
   of the exps, the probabilities.
+- conv_transpose2d (groups, stride, padding pairs, output_padding, dilation), as PyTorch defines it: output
+  (k, y, x) = bias[k] + Σ over the input channels c of k's group, input positions (i, j) and kernel offsets (a, b)
+  with y = i · stride_h − pad_before_h + a · dilation_h (x likewise) of x[c, i, j] · weight[c, k mod (K / groups),
+  a, b]. Per axis the (input position, kernel offset) pairs that reach the unit, with the rule in words ("output row
+  5 = input row i · 2 − 1 + kernel row a: (i, a) ∈ {(2, 2), (3, 0)}"); per input channel the terms (input row and
+  column, kernel row and column, input value, weight, product) and their sum; then the total, the bias and the
+  result. A unit no input reaches (between the stride's taps, or a row output_padding adds) is the bias alone.
 - pad (2D): the unit's input position per axis, whether it lies in the border, and the input position its value
   comes from with the rule written out ("row −2 → 2 (mirror at 0)", "column 9 → 7 (clamped to 7)"), or the
   constant; the input value and a small neighbourhood of the input map around it.
@@ -31,6 +38,7 @@ said so (``omitted``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,8 +57,8 @@ MAX_CLASSES = 10  # classes (or positions) listed for a softmax unit, besides th
 MAX_CHAIN = 4  # elementwise nodes followed after the unit
 ELEMENTWISE = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip",
                "identity", "dropout", "batch_norm")
-EXPLAINED = ("conv2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "spatial_softmax", "global_avg_pool", "add",
-             "mul", "attention_pool", "pad", "upsample", *ELEMENTWISE)
+EXPLAINED = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "linear", "softmax", "spatial_softmax",
+             "global_avg_pool", "add", "mul", "attention_pool", "pad", "upsample", *ELEMENTWISE)
 MAX_GRID = 32 * 32  # attention weights listed for attention pooling (larger maps: not listed)
 NEIGHBOURHOOD = 2  # rows and columns listed on each side of the input position a pad / upsample unit copies
 MAPS_ONLY = ("pad", "upsample")  # explained on 2D maps (C, H, W) only: the explorer draws 2D maps
@@ -86,7 +94,8 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
         x = trace.activations[node.inputs[0]][0]
     node_params = {name: params[f"{node_id}.{name}"] for name in node.op.param_shapes()
                    if f"{node_id}.{name}" in params}
-    explain = {"conv2d": _conv2d, "max_pool2d": _pool2d, "avg_pool2d": _pool2d, "linear": _linear,
+    explain = {"conv2d": _conv2d, "conv_transpose2d": _conv_transpose2d, "max_pool2d": _pool2d,
+               "avg_pool2d": _pool2d, "linear": _linear,
                "softmax": _softmax, "spatial_softmax": _softmax, "global_avg_pool": _global_avg_pool,
                "add": _merge, "mul": _merge, "attention_pool": _attention_pool, "pad": _pad,
                "upsample": _upsample}.get(op)
@@ -155,20 +164,94 @@ def _conv2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any
         channels.append({"channel": channel, "values": values, "kernel": weight[ci], "products": products,
                          "sum": float(products.sum())})
     total = math.fsum(c["sum"] for c in channels)
+    listed, running, omitted = _bounded_channels(channels)
+    bias = float(p["bias"][k]) if "bias" in p else 0.0
+    return {**geometry, "groups": groups, "group": group, "channels_in_group": per_group,
+            "channels": [{**c, "values": _grid(c["values"]), "kernel": _grid(c["kernel"]),
+                          "products": _grid(c["products"]), "running": r} for c, r in zip(listed, running)],
+            "omitted": omitted, "total": total, "bias": bias, "result": total + bias}
+
+
+def _bounded_channels(channels: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[float], dict[str, Any]]:
+    """The ``MAX_CHANNELS`` channels with the largest |sum| (in channel order), the running total over them, and the
+    others aggregated (``omitted``)."""
     listed = channels
     if len(channels) > MAX_CHANNELS:
         largest = sorted(range(len(channels)), key=lambda i: -abs(channels[i]["sum"]))[:MAX_CHANNELS]
         listed = [channels[i] for i in sorted(largest)]
     rest = [c for c in channels if c not in listed]
+    running = np.cumsum([c["sum"] for c in listed]).tolist()
+    omitted = {"count": len(rest), "sum": math.fsum(c["sum"] for c in rest),
+               "note": (f"the {len(listed)} channels with the largest |sum| of the {len(channels)} are listed; the "
+                        f"other {len(rest)} are added up as one number") if rest else ""}
+    return listed, running, omitted
+
+
+def transposed_taps(out_pos: int, size: int, kernel: int, stride: int, before: int,
+                    dilation: int) -> list[tuple[int, int]]:
+    """Along one axis of a transposed convolution: the (input position i, kernel offset a) pairs with
+    ``out_pos = i * stride - before + a * dilation``, 0 ≤ i < size and 0 ≤ a < kernel, by increasing i."""
+    taps = []
+    for a in range(kernel):
+        shifted = out_pos + before - a * dilation
+        if shifted % stride == 0 and 0 <= shifted // stride < size:
+            taps.append((shifted // stride, a))
+    return sorted(taps)
+
+
+def _transposed_axis(name: str, letters: str, out_pos: int, size: int, kernel: int, stride: int, before: int,
+                     dilation: int) -> dict[str, Any]:
+    """One axis of a transposed convolution unit: its taps and the rule in words (``letters``: "ia" or "jb")."""
+    i, a = letters
+    taps = transposed_taps(out_pos, size, kernel, stride, before, dilation)
+    shift = f" − {before}" if before > 0 else (f" + {-before}" if before < 0 else "")
+    formula = (f"output {name} {out_pos} = input {name} {i}{f' · {stride}' if stride != 1 else ''}{shift} + kernel "
+               f"{name} {a}{f' · {dilation}' if dilation != 1 else ''}")
+    last = (size - 1) * stride - before + (kernel - 1) * dilation  # the farthest position an input reaches
+    if taps:
+        rule = f"{formula}: ({i}, {a}) ∈ {{{', '.join(f'({p}, {q})' for p, q in taps)}}}"
+    elif out_pos > last:
+        rule = (f"{formula}: none; the last input {name} reaches at most {name} {size - 1}"
+                f"{f' · {stride}' if stride != 1 else ''}{shift} + {kernel - 1}"
+                f"{f' · {dilation}' if dilation != 1 else ''} = {_minus(last)}, so {name} {out_pos} is added by "
+                f"output_padding and no input reaches it")
+    else:
+        rule = (f"{formula}: no pair with 0 ≤ {i} ≤ {size - 1} and 0 ≤ {a} ≤ {kernel - 1} gives {out_pos} (it falls "
+                f"between the stride's taps), so no input reaches it")
+    return {"axis": name, "output": out_pos, "taps": [list(t) for t in taps], "rule": rule}
+
+
+def _conv_transpose2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
+    """x: (C, H, W); weight: (C, K / groups, kh, kw). Unit (k, y, x) = bias[k] + Σ over the input channels c of k's
+    group and the taps (i, a) of the rows, (j, b) of the columns of x[c, i, j] · weight[c, k mod (K / groups), a, b]."""
+    k = index[0]
+    H, W = x.shape[1:]
+    (kh, kw), (sh, sw), (dh, dw) = op.kernel, op.stride, op.dilation
+    (pt, pb), (pl, pr) = op.padding
+    groups = op.groups
+    per_group = op.in_channels // groups
+    group, filter_index = divmod(k, op.out_channels // groups)
+    axes = [_transposed_axis("row", "ia", index[1], H, kh, sh, pt, dh),
+            _transposed_axis("column", "jb", index[2], W, kw, sw, pl, dw)]
+    weight = p["weight"]
+    channels = []
+    for ci in range(per_group):
+        channel = group * per_group + ci
+        terms = []
+        for (i, a), (j, b) in itertools.product(axes[0]["taps"], axes[1]["taps"]):
+            v, w = float(x[channel, i, j]), float(weight[channel, filter_index, a, b])
+            terms.append({"row": i, "col": j, "kernel_row": a, "kernel_col": b, "input": v, "weight": w,
+                          "product": v * w})
+        channels.append({"channel": channel, "terms": terms, "sum": math.fsum(t["product"] for t in terms)})
+    total = math.fsum(c["sum"] for c in channels)
+    listed, running, omitted = _bounded_channels(channels)
     bias = float(p["bias"][k]) if "bias" in p else 0.0
-    running = np.cumsum([c["sum"] for c in listed]).tolist()  # the running total over the listed channels
-    return {**geometry, "groups": groups, "group": group, "channels_in_group": per_group,
-            "channels": [{**c, "values": _grid(c["values"]), "kernel": _grid(c["kernel"]),
-                          "products": _grid(c["products"]), "running": r} for c, r in zip(listed, running)],
-            "omitted": {"count": len(rest), "sum": math.fsum(c["sum"] for c in rest),
-                        "note": (f"the {len(listed)} channels with the largest |sum| of the {len(channels)} are "
-                                 f"listed; the other {len(rest)} are added up as one number") if rest else ""},
-            "total": total, "bias": bias, "result": total + bias}
+    return {"kernel_size": [kh, kw], "stride": [sh, sw], "padding": [[pt, pb], [pl, pr]],
+            "output_padding": list(op.output_padding), "dilation": [dh, dw], "groups": groups, "group": group,
+            "channels_in_group": per_group, "weight_index": filter_index, "spatial_shape": [H, W], "axes": axes,
+            "reached": bool(axes[0]["taps"] and axes[1]["taps"]),
+            "channel_terms": [{**c, "running": r} for c, r in zip(listed, running)],
+            "omitted": omitted, "total": total, "bias": bias, "result": total + bias}
 
 
 def _pool2d(op, x: np.ndarray, p: dict[str, np.ndarray], index) -> dict[str, Any]:
@@ -491,4 +574,5 @@ def _elementwise(node, params: Mapping[str, np.ndarray], index, v: float) -> dic
     return {"result": float(formulas[op]())} if op in formulas else {}
 
 
-__all__ = ["EXPLAINED", "MAX_CHANNELS", "MAX_CLASSES", "MAX_TERMS", "explain_softmax_of_scores", "explain_unit"]
+__all__ = ["EXPLAINED", "MAX_CHANNELS", "MAX_CLASSES", "MAX_TERMS", "explain_softmax_of_scores", "explain_unit",
+           "transposed_taps"]

@@ -98,6 +98,31 @@ class ConvChannel(BaseModel):
                                             "included", examples=[1.21])
 
 
+class TransposedTerm(BaseModel):
+    """conv_transpose2d: one input number that reaches the unit, times the weight it meets there."""
+
+    row: int = Field(..., description="input row i (output row = i · stride − padding before + a · dilation)",
+                     examples=[2])
+    col: int = Field(..., description="input column j (output column = j · stride − padding before + b · dilation)",
+                     examples=[1])
+    kernel_row: int = Field(..., description="kernel row a", examples=[2])
+    kernel_col: int = Field(..., description="kernel column b", examples=[2])
+    input: float = Field(..., description="the input value x[channel, i, j]", examples=[0.8])
+    weight: float = Field(..., description="weight[channel, weight_index, a, b]", examples=[-0.25])
+    product: float = Field(..., description="input × weight", examples=[-0.2])
+
+
+class TransposedChannel(BaseModel):
+    """conv_transpose2d: one input channel of the unit's group, the terms it adds to the unit."""
+
+    channel: int = Field(..., description="input channel index", examples=[3])
+    terms: list[TransposedTerm] = Field(..., description="every input position and kernel offset that reaches the "
+                                                         "unit (empty when none does: the unit is the bias alone)")
+    sum: float = Field(..., description="sum of the products", examples=[0.403])
+    running: float = Field(..., description="running total: the sums of the channels listed so far, this one "
+                                            "included", examples=[1.21])
+
+
 class LinearTerm(BaseModel):
     """One product input × weight of a fully connected unit."""
 
@@ -162,6 +187,9 @@ class UnitAxis(BaseModel):
                                          examples=[[1, 2]])
     weights: list[float] | None = Field(None, description="bilinear upsample: their weights (adding up to 1)",
                                         examples=[[0.75, 0.25]])
+    taps: list[list[int]] | None = Field(None, examples=[[[2, 2], [3, 0]]],
+                                         description="conv_transpose2d: the [input position, kernel offset] pairs "
+                                                     "that reach the unit along this axis (empty: none does)")
 
 
 class InterpolationSample(BaseModel):
@@ -194,7 +222,9 @@ class UnitExplanation(BaseModel):
     attention_pool: ``weights``. Elementwise ops: ``input_value`` (and batch norm's statistics). pad / upsample:
     ``mode``, ``axes`` (per axis the input position read, with its rule), ``source``, ``input_value``,
     ``neighbourhood`` (pad: ``padding``, ``in_border``, ``value``; upsample: ``scale_factor``; bilinear:
-    ``align_corners``, ``samples`` instead of ``source``). Always:
+    ``align_corners``, ``samples`` instead of ``source``). conv_transpose2d: ``kernel_size``, ``stride``,
+    ``padding``, ``output_padding``, ``dilation``, ``groups``, ``weight_index``, ``axes`` (per axis the taps that reach
+    the unit, with the rule), ``reached``, ``channel_terms``, ``total``, ``bias``. Always:
     ``result`` (recomputed, float64) and ``engine_value`` (the forward pass's own float32 number); they agree to
     rounding.
     """
@@ -287,3 +317,13 @@ class UnitExplanation(BaseModel):
     samples: list[InterpolationSample] | None = Field(None, description="bilinear upsample: the 4 values mixed")
     neighbourhood: InputNeighbourhood | None = Field(None, description="pad / upsample: the input map around the "
                                                      "source")
+    # conv_transpose2d
+    output_padding: list[int] | None = Field(None, description="conv_transpose2d: size added after the last output "
+                                             "position, per axis (rows and columns no input reaches)",
+                                             examples=[[1, 1]])
+    weight_index: int | None = Field(None, examples=[3], description="conv_transpose2d: the unit's index into the "
+                                     "weight's second axis, out channel mod (out_channels / groups)")
+    reached: bool | None = Field(None, examples=[True], description="conv_transpose2d: some input reaches the unit "
+                                 "(false: it is the bias alone)")
+    channel_terms: list[TransposedChannel] | None = Field(None, description="conv_transpose2d: per input channel of "
+                                                          "the group, the terms it adds (bounded, see omitted)")

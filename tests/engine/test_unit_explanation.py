@@ -178,7 +178,9 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
         {"id": "pooled", "op": "attention_pool", "inputs": ["sum", "att"]},
         {"id": "gap", "op": "global_avg_pool", "inputs": ["hardswish"]},
         {"id": "padded", "op": "pad", "padding": [[1, 2], [2, 0]], "mode": "reflect", "inputs": ["bn"]},
-        {"id": "up", "op": "upsample", "scale_factor": 2}]}
+        {"id": "up", "op": "upsample", "scale_factor": 2},
+        {"id": "deconv", "op": "conv_transpose2d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1,
+         "output_padding": 1, "inputs": ["bn"]}]}
     graph, params, trace = run(spec, seed=5)
     params["bn.running_mean"][:] = [0.5, -1, 0.25]
     trace = graph.forward(trace.activations["input"], params)
@@ -442,5 +444,151 @@ def test_bilinear_explanation_can_fail(monkeypatch):
     monkeypatch.setattr(unit_explanation, "linear_source", unclamped)
     wrong = explain_unit(graph, params, trace, "u", (0, 0, 3))  # row −0.25: row −1 (NumPy's last) and row 0
     assert wrong["axes"][0]["neighbours"] == [-1, 0]
+    with pytest.raises(AssertionError):
+        assert_matches_engine(wrong)
+
+
+# --- transposed convolution ---------------------------------------------------------------------------------
+# input 1x4x4: x[i, j] = 4i + j + 1; kernel 3x3: w[a, b] = 3a + b + 1; bias 0.5; stride 2; padding: rows 1, columns 0;
+# output_padding 1. Output 8 x 10: rows (4 − 1)·2 − 2 + 2 + 1 + 1, columns (4 − 1)·2 + 2 + 1 + 1.
+def transposed_run():
+    spec = {"input_shape": [1, 4, 4], "nodes": [
+        {"id": "up", "op": "conv_transpose2d", "out_channels": 1, "kernel_size": 3, "stride": 2, "padding": [1, 0],
+         "output_padding": 1}]}
+    x = (np.arange(16, dtype=np.float32) + 1).reshape(1, 1, 4, 4)
+    params = {"up.weight": (np.arange(9, dtype=np.float32) + 1).reshape(1, 1, 3, 3),
+              "up.bias": np.array([0.5], dtype=np.float32)}
+    return run(spec, x, params=params)
+
+
+def test_transposed_convolution_by_hand_stride_padding_and_several_kernel_offsets():
+    graph, params, trace = transposed_run()
+    assert graph.by_id["up"].output_shape == (1, 8, 10)
+    # output row 5 = 2i − 1 + a: (i, a) = (2, 2) and (3, 0); output column 4 = 2j + b: (j, b) = (1, 2) and (2, 0)
+    e = explain_unit(graph, params, trace, "up", (0, 5, 4))
+    assert e["kind"] == "conv_transpose2d" and e["reached"] is True
+    assert e["stride"] == [2, 2] and e["padding"] == [[1, 1], [0, 0]] and e["output_padding"] == [1, 1]
+    assert e["kernel_size"] == [3, 3] and e["dilation"] == [1, 1] and e["spatial_shape"] == [4, 4]
+    assert [a["rule"] for a in e["axes"]] == [
+        "output row 5 = input row i · 2 − 1 + kernel row a: (i, a) ∈ {(2, 2), (3, 0)}",
+        "output column 4 = input column j · 2 + kernel column b: (j, b) ∈ {(1, 2), (2, 0)}"]
+    assert [a["taps"] for a in e["axes"]] == [[[2, 2], [3, 0]], [[1, 2], [2, 0]]]
+    (channel,) = e["channel_terms"]
+    assert [(t["row"], t["col"], t["kernel_row"], t["kernel_col"], t["input"], t["weight"], t["product"])
+            for t in channel["terms"]] == [(2, 1, 2, 2, 10, 9, 90), (2, 2, 2, 0, 11, 7, 77),
+                                           (3, 1, 0, 2, 14, 3, 42), (3, 2, 0, 0, 15, 1, 15)]
+    assert channel["sum"] == 224 == channel["running"] and e["total"] == 224 and e["bias"] == 0.5
+    assert e["result"] == 224.5 == e["engine_value"]
+    # output row 4 = 2i − 1 + a: only (2, 1); column 0 = 2j + b: only (0, 0): x[2, 0] · w[1, 0] = 9 · 4
+    e = explain_unit(graph, params, trace, "up", (0, 4, 0))
+    assert [t["product"] for t in e["channel_terms"][0]["terms"]] == [36] and e["result"] == 36.5 == e["engine_value"]
+
+
+def test_transposed_convolution_rows_output_padding_adds_are_the_bias_alone():
+    graph, params, trace = transposed_run()
+    # the last input column reaches column 3·2 + 2 = 8 at most; column 9 exists only because of output_padding
+    e = explain_unit(graph, params, trace, "up", (0, 4, 9))
+    assert e["axes"][1]["taps"] == [] and e["reached"] is False
+    assert e["axes"][1]["rule"] == ("output column 9 = input column j · 2 + kernel column b: none; the last input "
+                                    "column reaches at most column 3 · 2 + 2 = 8, so column 9 is added by "
+                                    "output_padding and no input reaches it")
+    assert e["channel_terms"][0]["terms"] == [] and e["total"] == 0
+    assert e["result"] == 0.5 == e["engine_value"]
+    # rows: padding 1 after removes the row output_padding adds, so the last row (7 = 3·2 − 1 + 2) is reached
+    assert explain_unit(graph, params, trace, "up", (0, 7, 0))["axes"][0]["taps"] == [[3, 2]]
+
+
+def test_transposed_convolution_by_hand_dilation_groups_and_a_unit_no_input_reaches():
+    # 4 input channels in 2 groups, 2 outputs (one per group); kernel 2, stride 2, dilation 2: output y = 2i + 2a
+    spec = {"input_shape": [4, 3, 3], "nodes": [
+        {"id": "up", "op": "conv_transpose2d", "out_channels": 2, "kernel_size": 2, "stride": 2, "dilation": 2,
+         "groups": 2}]}
+    x = np.arange(36, dtype=np.float64).reshape(1, 4, 3, 3)  # x[c, i, j] = 9c + 3i + j
+    params = {"up.weight": np.arange(16, dtype=np.float64).reshape(4, 1, 2, 2),  # w[c, 0, a, b] = 4c + 2a + b
+              "up.bias": np.array([0.25, -0.75])}
+    graph, params, trace = run(spec, x, params=params)
+    assert graph.by_id["up"].output_shape == (2, 7, 7)
+    # output (1, 4, 2): group 1 reads channels 2 and 3; rows 4 = 2i + 2a: (1, 1), (2, 0); columns 2: (0, 1), (1, 0)
+    e = explain_unit(graph, params, trace, "up", (1, 4, 2))
+    assert e["group"] == 1 and e["weight_index"] == 0 and e["channels_in_group"] == 2 and e["groups"] == 2
+    assert [a["rule"] for a in e["axes"]] == [
+        "output row 4 = input row i · 2 + kernel row a · 2: (i, a) ∈ {(1, 1), (2, 0)}",
+        "output column 2 = input column j · 2 + kernel column b · 2: (j, b) ∈ {(0, 1), (1, 0)}"]
+    two, three = e["channel_terms"]
+    assert two["channel"] == 2 and three["channel"] == 3
+    assert [(t["input"], t["weight"]) for t in two["terms"]] == [(21, 11), (22, 10), (24, 9), (25, 8)]
+    assert [(t["input"], t["weight"]) for t in three["terms"]] == [(30, 15), (31, 14), (33, 13), (34, 12)]
+    assert two["sum"] == 231 + 220 + 216 + 200 == 867 and three["sum"] == 450 + 434 + 429 + 408 == 1721
+    assert three["running"] == 2588 == e["total"] and e["bias"] == -0.75
+    assert e["result"] == 2587.25 == e["engine_value"]
+    # output row 3 is odd: stride 2 and dilation 2 only reach even rows: the bias alone
+    e = explain_unit(graph, params, trace, "up", (1, 3, 2))
+    assert e["reached"] is False and e["axes"][0]["taps"] == [] and e["axes"][1]["taps"] == [[0, 1], [1, 0]]
+    assert e["axes"][0]["rule"] == ("output row 3 = input row i · 2 + kernel row a · 2: no pair with 0 ≤ i ≤ 2 and "
+                                    "0 ≤ a ≤ 1 gives 3 (it falls between the stride's taps), so no input reaches it")
+    assert [c["terms"] for c in e["channel_terms"]] == [[], []]
+    assert e["result"] == -0.75 == e["engine_value"]
+    # output 0 reads group 0 (channels 0 and 1) with its own bias
+    e = explain_unit(graph, params, trace, "up", (0, 0, 0))
+    assert [c["channel"] for c in e["channel_terms"]] == [0, 1] and e["group"] == 0
+    assert e["result"] == 0 * 0 + 9 * 4 + 0.25 == e["engine_value"]
+
+
+def test_every_transposed_convolution_unit_matches_the_engine():
+    spec = {"input_shape": [4, 4, 5], "nodes": [
+        {"id": "up", "op": "conv_transpose2d", "out_channels": 6, "kernel_size": [3, 2], "stride": [2, 3],
+         "padding": [[1, 0], [2, 1]], "output_padding": [1, 2], "dilation": [1, 2], "groups": 2},
+        {"id": "bn", "op": "batch_norm"}, {"id": "act", "op": "relu"}]}
+    graph, params, trace = run(spec, seed=11)
+    params["bn.running_var"][:] = np.linspace(0.5, 2, 6)
+    trace = graph.forward(trace.activations["input"], params)
+    assert explain_every_unit(graph, params, trace) == {"conv_transpose2d", "batch_norm", "relu"}
+    shape = graph.by_id["up"].output_shape
+    reached = [explain_unit(graph, params, trace, "up", (0, y, x))["reached"]
+               for y in range(shape[1]) for x in range(shape[2])]
+    assert any(reached) and not all(reached)  # the sweep covers units no input reaches too
+    e = explain_unit(graph, params, trace, "up", (5, 3, 4))
+    assert [s["op"] for s in e["chain"]] == ["batch_norm", "relu"]
+
+
+def test_transposed_convolution_units_match_pytorch(torch_or_skip):
+    torch = torch_or_skip
+    graph, params, trace = transposed_run()
+    w = torch.from_numpy(params["up.weight"].astype(np.float64))
+    reference = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(trace.activations["input"].astype(np.float64)), w, torch.tensor([0.5], dtype=torch.float64),
+        stride=2, padding=(1, 0), output_padding=1)[0].numpy()
+    for index in ((0, 5, 4), (0, 4, 9), (0, 0, 0), (0, 7, 8)):
+        assert explain_unit(graph, params, trace, "up", index)["result"] == reference[index], index
+
+
+def test_wide_transposed_units_are_bounded_and_the_rest_aggregated():
+    spec = {"input_shape": [40, 2, 2], "nodes": [{"id": "up", "op": "conv_transpose2d", "out_channels": 2,
+                                                  "kernel_size": 2, "stride": 2}]}
+    graph, params, trace = run(spec)
+    e = explain_unit(graph, params, trace, "up", (1, 3, 0))
+    assert len(e["channel_terms"]) == MAX_CHANNELS and e["omitted"]["count"] == 40 - MAX_CHANNELS
+    assert e["omitted"]["note"].startswith(f"the {MAX_CHANNELS} channels with the largest |sum| of the 40")
+    assert all(len(c["terms"]) == 1 for c in e["channel_terms"])  # stride 2, kernel 2: one tap per axis
+    x, w = trace.activations["input"][0].astype(np.float64), params["up.weight"].astype(np.float64)
+    sums = x[:, 1, 0] * w[:, 1, 1, 0]  # output row 3 = 2·1 + 1, column 0 = 2·0 + 0
+    listed = {c["channel"] for c in e["channel_terms"]}
+    assert min(abs(sums[c]) for c in listed) >= max(abs(sums[c]) for c in range(40) if c not in listed)
+    assert e["omitted"]["sum"] == pytest.approx(sum(sums[c] for c in range(40) if c not in listed))
+    assert sum(c["sum"] for c in e["channel_terms"]) + e["omitted"]["sum"] == pytest.approx(e["total"])
+    assert_matches_engine(e)
+
+
+def test_transposed_explanation_can_fail(monkeypatch):
+    """Negative control: the index rule without the padding (y = i·s + a·d) reads the wrong inputs, and the check
+    says so."""
+    graph, params, trace = transposed_run()
+    assert_matches_engine(explain_unit(graph, params, trace, "up", (0, 5, 4)))
+    right = unit_explanation.transposed_taps
+    monkeypatch.setattr(unit_explanation, "transposed_taps",
+                        lambda out_pos, size, kernel, stride, before, dilation:
+                        right(out_pos, size, kernel, stride, 0, dilation))
+    wrong = explain_unit(graph, params, trace, "up", (0, 5, 4))  # row 5 = 2i + a: (i, a) = (2, 1)
+    assert wrong["axes"][0]["taps"] == [[2, 1]] and wrong["engine_value"] == 224.5
     with pytest.raises(AssertionError):
         assert_matches_engine(wrong)
