@@ -233,3 +233,49 @@ def test_pad_and_upsample_units_are_explained_with_the_engines_numbers(client, s
         answer = client.get(f"{base}/{node}/units/{','.join(map(str, unit))}").json()
         engine = float(npy_load(client.get(activations[node]["npy_url"]).content)[(0, *unit)])
         assert answer["engine_value"] == engine and answer["result"] == pytest.approx(engine, rel=1e-6), node
+
+
+DECONV_SPEC = {"input_shape": [2, 3, 3], "nodes": [
+    {"id": "deconv", "op": "conv_transpose2d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1,
+     "output_padding": 1},
+    {"id": "act", "op": "relu"}]}
+
+
+def deconv_bundle() -> ModelBundle:
+    graph = Graph(DECONV_SPEC)
+    params = {"deconv.weight": (np.arange(36, dtype=np.float32).reshape(2, 2, 3, 3) - 18) / 4,  # w = (n − 18) / 4
+              "deconv.bias": np.array([0.5, -1.0], dtype=np.float32)}
+    return ModelBundle(id="deconv", name="a transposed convolution", task="test", graph=graph, params=params,
+                       labels=None,
+                       preprocessing=Preprocessing(resize=3, crop=3, mean=(0.0,), std=(1.0,), grayscale=False),
+                       source="fixed weights, for tests")
+
+
+def test_transposed_convolution_units_are_explained_with_the_engines_numbers(client, store):
+    store.builtins["deconv"] = deconv_bundle
+    x = np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3)  # x[c, i, j] = 9c + 3i + j
+    response = client.post("/api/models/deconv/activations", content=npy_bytes(x), headers=NPY)
+    assert response.status_code == 200, response.text
+    base = f"/api/runs/{response.json()['run_id']}/nodes"
+    # output (1, 3, 2) of 6 x 6: rows 3 = 2i − 1 + a: (1, 2), (2, 0); columns 2 = 2j − 1 + b: (1, 1)
+    e = client.get(f"{base}/deconv/units/1,3,2").json()
+    assert e["kind"] == "conv_transpose2d" and e["reached"] is True and e["output_padding"] == [1, 1]
+    assert [a["rule"] for a in e["axes"]] == [
+        "output row 3 = input row i · 2 − 1 + kernel row a: (i, a) ∈ {(1, 2), (2, 0)}",
+        "output column 2 = input column j · 2 − 1 + kernel column b: (j, b) ∈ {(1, 1)}"]
+    # w[c, 1, a, b] = (18c + 9 + 3a + b − 18) / 4
+    assert [[(t["row"], t["col"], t["kernel_row"], t["kernel_col"], t["input"], t["weight"]) for t in c["terms"]]
+            for c in e["channel_terms"]] == [[(1, 1, 2, 1, 4, -0.5), (2, 1, 0, 1, 7, -2)],
+                                             [(1, 1, 2, 1, 13, 4), (2, 1, 0, 1, 16, 2.5)]]
+    assert [c["sum"] for c in e["channel_terms"]] == [-16, 92] and e["total"] == 76 and e["bias"] == -1
+    assert e["result"] == 75 == e["engine_value"]
+    assert e["chain"] == [{"node": "act", "op": "relu", "input_value": 75, "engine_value": 75, "result": 75}]
+    assert "channels" not in e and "values" not in e  # conv2d's fields are left out
+    # other units, against the activation the run serves
+    activations = {node["id"]: node for node in response.json()["nodes"]}
+    engine = npy_load(client.get(activations["deconv"]["npy_url"]).content)
+    assert engine.shape == (1, 2, 6, 6)
+    for unit in ((0, 0, 0), (1, 5, 5), (0, 2, 4), (1, 4, 1)):
+        answer = client.get(f"{base}/deconv/units/{','.join(map(str, unit))}").json()
+        assert answer["engine_value"] == float(engine[(0, *unit)]), unit
+        assert answer["result"] == pytest.approx(answer["engine_value"], rel=1e-6, abs=1e-6), unit
