@@ -348,3 +348,76 @@ def test_pad_and_upsample_units_are_explained_with_the_apis_numbers(page, pad_up
     (relu,) = e["chain"]
     assert f"ReLU: max(0, {shown(page, e['engine_value'])}) = {shown(page, relu['engine_value'])}" in text
     page.console.check()
+
+
+# --- transposed convolution units -------------------------------------------------------------------------
+def conv_transpose_onnx() -> bytes:
+    """ConvTranspose 3×3 (3 → 4 maps, stride 2, pads 1 before and 0 after, output_padding 1: 16 → 33) → Relu →
+    MaxPool 3 → Flatten → Gemm (5 classes), on 3×16×16 images, random weights. Output row and column 32 lie past
+    the last input's reach (15 · 2 − 1 + 2 = 31): only the bias lands there."""
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed: the transposed-convolution test is skipped")
+    helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (3, 4, 3, 3)).astype(np.float32), "w1"),
+               numpy_helper.from_array(np.array([0.1, -0.2, 0.3, -0.4], np.float32), "b1"),
+               numpy_helper.from_array(rng.normal(0, 0.1, (5, 4 * 11 * 11)).astype(np.float32), "w2"),
+               numpy_helper.from_array(np.zeros(5, np.float32), "b2")]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w1", "b1"], ["d"], name="deconv", kernel_shape=[3, 3],
+                              strides=[2, 2], pads=[1, 1, 0, 0], output_padding=[1, 1]),
+             helper.make_node("Relu", ["d"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["m"], name="pool", kernel_shape=[3, 3], strides=[3, 3]),
+             helper.make_node("Flatten", ["m"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "conv_transpose",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_transposed_convolution_units_are_explained_with_the_apis_numbers(page):
+    answer = page.request.post("/api/models", multipart={
+        "file": {"name": "deconv.onnx", "mimeType": "application/octet-stream", "buffer": conv_transpose_onnx()},
+        "name": "Transposed convolution", "preprocessing": "unit"})
+    assert answer.ok, answer.text()
+    model_id = answer.json()["id"]
+    nodes = page.request.get(f"/api/models/{model_id}").json()["architecture"]["nodes"]
+    (deconv,) = [n["id"] for n in nodes if n["op"] == "conv_transpose2d"]
+    page.goto(f"/?model={model_id}&sample=cat.jpg&filter=all")
+    page.wait_for_function("window.cnnVis && window.cnnVis.firstFeatureMapMs !== null", timeout=30_000)
+    # a unit of the first map: the rules per axis, every term of every input channel, the sum and the check
+    e = click_unit(page, deconv, "conv_transpose2d", {"x": 6, "y": 5})
+    assert e["kind"] == "conv_transpose2d" and e["index"][0] == 0 and e["reached"] is True
+    assert [len(c["terms"]) for c in e["channel_terms"]] == [len(e["axes"][0]["taps"]) * len(e["axes"][1]["taps"])] * 3
+    detail = page.locator("#detail-body [data-kind=conv_transpose2d]")
+    text = detail.inner_text()
+    for axis in e["axes"]:
+        assert axis["rule"] in text and axis["rule"].startswith(f"output {axis['axis']} {axis['output']} = input ")
+    rows = detail.locator("table.data tbody tr[data-role=term]")
+    terms = [(c["channel"], t) for c in e["channel_terms"] for t in c["terms"]]
+    for row, (channel, t) in zip(rows.all(), terms, strict=True):
+        assert row.locator("td").all_inner_texts() == [
+            str(channel), f"({t['row']}, {t['col']})", f"({t['kernel_row']}, {t['kernel_col']})",
+            shown(page, t["input"]), shown(page, t["weight"]), shown(page, t["product"])]
+    assert len({t["input"] for _, t in terms}) > 1  # real inputs, not all zeros
+    sums = detail.locator("tr[data-role=channel-sum]").all_inner_texts()
+    assert [s.split("\t")[-1].strip() for s in sums] == [shown(page, c["sum"]) for c in e["channel_terms"]]
+    total = detail.locator("[data-role=total]").inner_text()
+    assert total.endswith(f"{shown(page, e['total'])} + bias {shown(page, e['bias'])} = {shown(page, e['result'])}")
+    assert f"matches the engine's value {shown(page, e['engine_value'])}" in text
+    (relu,) = e["chain"]
+    assert f"ReLU: max(0, {shown(page, e['engine_value'])}) = {shown(page, relu['engine_value'])}" in text
+    # the last row: output_padding adds it and no input reaches it, so the unit is its map's bias alone
+    with page.expect_response(lambda r: f"/nodes/{deconv}/units/1,32,4" in r.url) as response:
+        page.goto(f"/?model={model_id}&sample=cat.jpg&filter=all&unit={deconv},1,32,4")
+    page.wait_for_selector("#detail-body [data-kind=conv_transpose2d] .badge")
+    e = response.value.json()
+    assert e["reached"] is False and e["axes"][0]["taps"] == [] and "output_padding" in e["axes"][0]["rule"]
+    detail = page.locator("#detail-body [data-kind=conv_transpose2d]")
+    text = detail.inner_text()
+    assert "No input number lands on this output: it is the bias alone." in text
+    assert detail.locator("table.data").count() == 0 and e["bias"] == pytest.approx(-0.2)
+    assert f"+ bias {shown(page, e['bias'])} = {shown(page, e['result'])}" in text
+    assert f"matches the engine's value {shown(page, e['engine_value'])}" in text
+    page.console.check()
