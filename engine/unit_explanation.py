@@ -16,7 +16,8 @@ parameters, step by step, and returns every intermediate number as plain JSON-re
   a, b]. Per axis the (input position, kernel offset) pairs that reach the unit, with the rule in words ("output row
   5 = input row i · 2 − 1 + kernel row a: (i, a) ∈ {(2, 2), (3, 0)}"); per input channel the terms (input row and
   column, kernel row and column, input value, weight, product) and their sum; then the total, the bias and the
-  result. A unit no input reaches (between the stride's taps, or a row output_padding adds) is the bias alone.
+  result. A unit no input reaches (in a gap the stride or dilation leaves, or a row output_padding adds) is the
+  bias alone.
 - pad (2D): the unit's input position per axis, whether it lies in the border, and the input position its value
   comes from with the rule written out ("row −2 → 2 (mirror at 0)", "column 9 → 7 (clamped to 7)"), or the
   constant; the input value and a small neighbourhood of the input map around it.
@@ -217,7 +218,7 @@ def _transposed_axis(name: str, letters: str, out_pos: int, size: int, kernel: i
                 f"output_padding and no input reaches it")
     else:
         rule = (f"{formula}: no pair with 0 ≤ {i} ≤ {size - 1} and 0 ≤ {a} ≤ {kernel - 1} gives {out_pos} (it falls "
-                f"between the stride's taps), so no input reaches it")
+                f"in a gap the stride or dilation leaves), so no input reaches it")
     return {"axis": name, "output": out_pos, "taps": [list(t) for t in taps], "rule": rule}
 
 

@@ -525,13 +525,30 @@ def test_transposed_convolution_by_hand_dilation_groups_and_a_unit_no_input_reac
     e = explain_unit(graph, params, trace, "up", (1, 3, 2))
     assert e["reached"] is False and e["axes"][0]["taps"] == [] and e["axes"][1]["taps"] == [[0, 1], [1, 0]]
     assert e["axes"][0]["rule"] == ("output row 3 = input row i · 2 + kernel row a · 2: no pair with 0 ≤ i ≤ 2 and "
-                                    "0 ≤ a ≤ 1 gives 3 (it falls between the stride's taps), so no input reaches it")
+                                    "0 ≤ a ≤ 1 gives 3 (it falls in a gap the stride or dilation leaves), so no input "
+                                    "reaches it")
     assert [c["terms"] for c in e["channel_terms"]] == [[], []]
     assert e["result"] == -0.75 == e["engine_value"]
     # output 0 reads group 0 (channels 0 and 1) with its own bias
     e = explain_unit(graph, params, trace, "up", (0, 0, 0))
     assert [c["channel"] for c in e["channel_terms"]] == [0, 1] and e["group"] == 0
     assert e["result"] == 0 * 0 + 9 * 4 + 0.25 == e["engine_value"]
+
+
+def test_transposed_gaps_without_a_stride_come_from_the_dilation():
+    # stride 1, dilation 5, kernel 2 on 2 columns: a = 0 reaches columns 0…1, a = 1 columns 5…6; 2…4 only the bias
+    spec = {"input_shape": [1, 1, 2], "nodes": [{"id": "up", "op": "conv_transpose2d", "out_channels": 1,
+                                                 "kernel_size": [1, 2], "dilation": [1, 5]}]}
+    graph, params, trace = run(spec, np.array([[[[2.0, 3.0]]]]),
+                               params={"up.weight": np.array([[[[10.0, 100.0]]]]), "up.bias": np.array([0.5])})
+    assert [explain_unit(graph, params, trace, "up", (0, 0, x))["result"] for x in range(7)] == [
+        20.5, 30.5, 0.5, 0.5, 0.5, 200.5, 300.5] == trace.activations["up"][0, 0, 0].tolist()
+    e = explain_unit(graph, params, trace, "up", (0, 0, 3))
+    assert e["axes"][1]["rule"] == ("output column 3 = input column j + kernel column b · 5: no pair with 0 ≤ j ≤ 1 "
+                                    "and 0 ≤ b ≤ 1 gives 3 (it falls in a gap the stride or dilation leaves), so no "
+                                    "input reaches it")
+    assert e["reached"] is False
+    assert e["axes"][0]["rule"] == "output row 0 = input row i + kernel row a: (i, a) ∈ {(0, 0)}"
 
 
 def test_every_transposed_convolution_unit_matches_the_engine():
