@@ -98,7 +98,10 @@ def test_a_real_server_answers_a_stalled_upload_with_408():
             client.sendall(b"POST /api/models/digits_classic/predict HTTP/1.1\r\nHost: x\r\n"
                            b"Content-Type: application/x-npy\r\nContent-Length: 1000\r\n\r\n" + b"\x93NUMPY" + b"x" * 4)
             start = time.monotonic()
-            answer = client.recv(4096).decode("latin-1")
+            chunks = []
+            while chunk := client.recv(4096):  # the server closes the connection after its answer
+                chunks.append(chunk)
+            answer = b"".join(chunks).decode("latin-1")
         assert answer.startswith("HTTP/1.1 408"), answer
         assert time.monotonic() - start < 5
         assert "stopped arriving" in answer
