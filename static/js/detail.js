@@ -426,7 +426,7 @@ export class DetailView {
         cell(String(c.channel), ""), cell(`(${t.row}, ${t.col})`, ""), cell(`(${t.kernel_row}, ${t.kernel_col})`, ""),
         cell(fmt(t.input)), cell(fmt(t.weight)), cell(fmt(t.product)))),
       el("tr", { "data-role": "channel-sum", class: "muted" },
-        el("td", { colspan: "5", text: `channel ${c.channel}: Σ of ${count(c.terms.length, "product")} · running total ${fmt(c.running)}` }),
+        el("td", { colspan: "5", text: `channel ${c.channel}: Σ of its ${count(c.terms.length, "product")} (right); running total over channels so far ${fmt(c.running)}` }),
         cell(fmt(c.sum))),
     ]);
     const table = el("table", { class: "data" },
