@@ -18,6 +18,7 @@ every trainable parameter and the input.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
@@ -116,8 +117,8 @@ class Graph:
             for name in node.inputs:
                 self.consumers[name].append(node.id)
         # position of the last node that reads each activation (lean passes release it after that)
-        position = {node.id: i for i, node in enumerate(self.nodes)}
-        self._last_reader = {name: position[readers[-1]] if readers else -1
+        self._position = {node.id: i for i, node in enumerate(self.nodes)}
+        self._last_reader = {name: self._position[readers[-1]] if readers else -1
                              for name, readers in self.consumers.items()}
         # nodes that may compute into their input in a lean pass, if it is not recorded (see _may_overwrite)
         self._overwriters = {node.id for i, node in enumerate(self.nodes)
@@ -159,6 +160,10 @@ class Graph:
 
     def trainable_names(self) -> list[str]:
         return [f"{n.id}.{name}" for n in self.nodes for name in n.op.trainable_names]
+
+    def activation_count(self) -> int:
+        """Activation values one input makes, summed over every node: what a recording pass keeps per sample."""
+        return int(sum(math.prod(node.output_shape) for node in self.nodes))
 
     def param_count(self) -> int:
         """Trainable parameters (buffers such as running statistics are not counted, as in PyTorch)."""
@@ -251,8 +256,8 @@ class Graph:
         if unknown:
             raise KeyError(f"keep names no node of this graph: {', '.join(unknown)}")
         if stop_at is not None and stop_at in self.by_id:
-            end = self.nodes.index(self.by_id[stop_at])
-            later = sorted(name for name in wanted - {INPUT} if self.nodes.index(self.by_id[name]) > end)
+            end = self._position[stop_at]
+            later = sorted(name for name in wanted - {INPUT} if self._position[name] > end)
             if later:
                 raise ValueError(f"keep names nodes after stop_at '{stop_at}', which do not run: {', '.join(later)}")
         return wanted

@@ -16,6 +16,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 ENV_PREFIX = "CNN_VIS_"
 MB = 1024 * 1024
+#: a recording pass keeps every activation: one run (or a batch) may hold this many activation values per
+#: allowed input element (``Settings.max_activation_values``)
+ACTIVATIONS_PER_TENSOR_ELEMENT = 16
 
 
 class Settings(BaseModel):
@@ -49,6 +52,11 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
     workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+
+    @property
+    def max_activation_values(self) -> int:
+        """Activation values one run or one batch may hold: 16 per allowed input element."""
+        return ACTIVATIONS_PER_TENSOR_ELEMENT * self.max_tensor_elements
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

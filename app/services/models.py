@@ -238,7 +238,7 @@ class ModelStore:
             raise ApiError(422, f"the model takes inputs of shape {list(graph.input_shape)} = {elements:,} values, "
                                 f"more than the {max_input_elements:,} this server accepts in one input, so it could "
                                 "never run here: export it for a smaller input size")
-        activations = sum(math.prod(node.output_shape) for node in graph.nodes)
+        activations = graph.activation_count()
         if max_activation_values is not None and activations > max_activation_values:
             largest = max(graph.nodes, key=lambda node: math.prod(node.output_shape))
             raise ApiError(422, f"one input makes {activations:,} activation values in this model, more than the "

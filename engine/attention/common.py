@@ -113,7 +113,7 @@ BATCH_BYTES = 512 * 2**20
 
 def effective_batch(graph: Graph, xs: np.ndarray, batch_size: int) -> int:
     """``batch_size``, or fewer inputs per batch where their activations would pass ``BATCH_BYTES``."""
-    per_input = sum(int(np.prod(node.output_shape)) for node in graph.nodes) * xs.itemsize
+    per_input = graph.activation_count() * xs.itemsize
     return max(1, min(int(batch_size), BATCH_BYTES // max(1, per_input)))
 
 

@@ -24,8 +24,6 @@ from engine.graph import INPUT
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-#: a forward pass keeps every activation: a batch may hold this many activation values per allowed input element
-ACTIVATIONS_PER_TENSOR_ELEMENT = 16
 TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
 
 
@@ -139,8 +137,8 @@ def create_forward(model: ModelDep, model_input: ModelInputDep, settings: Settin
     if node is not None and node not in model.graph.by_id:
         raise ApiError(404, f"model '{model.id}' has no node '{node}': GET /api/models/{model.id} lists them")
     if x.ndim == len(expected) + 1 and list(x.shape[1:]) == expected:
-        per_sample = sum(int(np.prod(n.output_shape)) for n in model.graph.nodes)
-        limit = ACTIVATIONS_PER_TENSOR_ELEMENT * settings.max_tensor_elements
+        per_sample = model.graph.activation_count()
+        limit = settings.max_activation_values
         if x.shape[0] * per_sample > limit:
             raise ApiError(413, f"a batch of {x.shape[0]} needs {x.shape[0] * per_sample:,} activation values on this "
                                 f"model, more than the {limit:,} allowed: send batches of at most "
@@ -195,7 +193,7 @@ def create_model(
         raise ApiError(422, "the uploaded file is empty: send the .onnx file in multipart field 'file'")
     model, created = store.add_onnx(data, file.filename, name, parse_labels(labels), preprocessing,
                                     max_input_elements=settings.max_tensor_elements,
-                                    max_activation_values=ACTIVATIONS_PER_TENSOR_ELEMENT * settings.max_tensor_elements)
+                                    max_activation_values=settings.max_activation_values)
     if not created:
         response.status_code = 200
     return ModelCreated(**summarise(model), created=created, onnx=model.bundle.extra.get("onnx", {}))
