@@ -73,10 +73,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except (_BodyTooLargeError, _BodyStalledError):
-            if not state["refused"]:
-                raise
-        except Exception:
+        except Exception:  # after our own 413/408 (or what the app made of it), the answer has been sent
             if not state["refused"]:
                 raise
 
@@ -84,19 +81,20 @@ class BodyLimitMiddleware:
     async def _stalled(send: Any, received: int, timeout: float) -> None:
         detail = (f"the request body stopped arriving: {received:,} bytes came, then nothing for {timeout:g} s. "
                   "Send the whole body, with a Content-Length that matches it")
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 408,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 408, {"detail": detail})
 
     @staticmethod
     async def _refuse(send: Any, limit: int, what: str, declared: int | None) -> None:
         size = f" ({declared:,} bytes)" if declared is not None else ""
         detail = (f"the request body{size} is larger than the {limit:,} bytes this server accepts for {what}: "
                   "send a smaller file (downscale the image or crop the tensor)")
-        body = json.dumps({"detail": detail, "limit_bytes": limit}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, {"detail": detail, "limit_bytes": limit})
+
+
+async def _send_error(send: Any, status: int, payload: dict[str, Any]) -> None:
+    """A JSON error answer that closes the connection (the rest of the body is never read)."""
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
