@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from app.importers.onnx_safety import external_tensors, first_undecodable_text, tensor_array
 from engine.errors import SpecError
 from engine.graph import INPUT, Graph
 from engine.ops import OP_REGISTRY
@@ -270,10 +271,18 @@ def _load(data: bytes | str | os.PathLike) -> onnx.ModelProto:
                               "torch.onnx.export or tf2onnx and upload the .onnx file") from None
     if not model.HasField("graph") or not model.graph.node:
         raise OnnxImportError("this file parses, but holds no ONNX graph with nodes: is it really an .onnx model?")
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise OnnxImportError(f"initializer '{init.name}' is stored in a separate external-data file; "
-                                  "save the model as one file (onnx.save_model(..., save_as_external_data=False))")
+    undecodable = first_undecodable_text(model)
+    if undecodable is not None:
+        raise OnnxImportError(f"the file is damaged: a text field ('{undecodable}') holds bytes that are not UTF-8 "
+                              "text. Export the model again and upload the new file")
+    external = external_tensors(model)  # before anything converts a tensor: never read a file the upload names
+    if external:
+        listing = "; ".join(external[:10]) + ("; ..." if len(external) > 10 else "")
+        raise OnnxImportError(
+            f"{len(external)} tensor(s) in the model keep their values in a separate file (ONNX external data), "
+            f"which this server never reads: {listing}. Upload the model as one file: "
+            "onnx.save_model(model, 'model.onnx', save_as_external_data=False) (any model under 2 GB fits)",
+            problems=[f"{where} refers to external data" for where in external])
     return model
 
 
@@ -289,7 +298,7 @@ def _check(model: onnx.ModelProto) -> str | None:
     own, and exporters write models the checker finds fault with (a missing output shape) but that run."""
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as error:
+    except Exception as error:  # ValidationError, or whatever else a hostile file makes the checker raise
         lines = str(error).strip().splitlines()
         return f"onnx.checker: {lines[0] if lines else 'invalid model'} (imported anyway)"
     return None
@@ -399,8 +408,8 @@ def import_onnx(data: bytes | str | os.PathLike,
         cx.notes.append(checker_note)
     for init in model.graph.initializer:
         try:
-            cx.consts[init.name] = numpy_helper.to_array(init)
-        except (ValueError, TypeError) as exc:  # e.g. fewer values stored than its shape declares
+            cx.consts[init.name] = tensor_array(init)
+        except ValueError as exc:  # e.g. fewer values stored than its shape declares
             raise OnnxImportError(f"initializer '{init.name}' cannot be read ({exc}): the file is damaged or was "
                                   "written by a broken exporter; export the model again") from None
 

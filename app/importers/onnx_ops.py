@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from app.importers.onnx_import import BATCH_SIZE, ImportContext, NodeError, PendingPad, Value, attributes, prod
+from app.importers.onnx_safety import tensor_array
 from engine.ops import OP_REGISTRY
 from engine.padding import same_padding
 
@@ -603,7 +603,7 @@ def convert_constant(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> N
     if attr is None:
         raise NodeError("a Constant needs exactly one value attribute")
     if attr.name == "value":
-        value = numpy_helper.to_array(attr.t)
+        value = tensor_array(attr.t)
     elif attr.name in ("value_float", "value_int"):
         value = np.asarray(attr.f if attr.name == "value_float" else attr.i)
     elif attr.name in ("value_floats", "value_ints"):
@@ -835,7 +835,7 @@ def convert_constant_of_shape(cx: ImportContext, node: onnx.NodeProto, node_id: 
                         f"{MAX_FOLDED_VALUES:,} an import works out; such constants are index or padding arrays, "
                         "small in every model this tool can run")
     attrs = attributes(node)
-    fill = numpy_helper.to_array(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
+    fill = tensor_array(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
     cx.consts[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
 
 
