@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from engine.errors import EngineError, ShapeError, SpecError, WeightsError
+from engine.errors import EngineError, ShapeError, SpecError, UnknownNodeError, WeightsError
 
 log = logging.getLogger("cnn_visualiser.api")
 
@@ -90,6 +90,11 @@ async def handle_spec_error(request: Request, exc: SpecError) -> JSONResponse:
     return error_json(422, str(exc), node=exc.node_id, reason=exc.reason)
 
 
+async def handle_unknown_node(request: Request, exc: UnknownNodeError) -> JSONResponse:
+    """Every route that names a node answers an unknown one the same way: 404 listing the model's nodes."""
+    return error_json(404, str(exc), node=exc.node_id)
+
+
 async def handle_engine_error(request: Request, exc: EngineError) -> JSONResponse:
     kind = {ShapeError: "shape", WeightsError: "weights"}.get(type(exc), "engine")
     return error_json(422, str(exc), kind=kind)
@@ -115,6 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(SpecError, handle_spec_error)
+    app.add_exception_handler(UnknownNodeError, handle_unknown_node)
     app.add_exception_handler(EngineError, handle_engine_error)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(MemoryError, handle_memory_error)

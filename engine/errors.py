@@ -22,3 +22,20 @@ class ShapeError(EngineError):
 
 class WeightsError(EngineError):
     """Weights whose names or shapes do not match the graph; lists every mismatch."""
+
+
+class UnknownNodeError(EngineError, KeyError):
+    """A node id the graph does not have. ``node_id`` is what was asked for, ``known`` the graph's node ids.
+
+    Also a ``KeyError``, as a lookup of a missing key is. One message for every place that looks a node up.
+    """
+
+    def __init__(self, node_id: str, known: list[str]) -> None:
+        self.node_id = node_id
+        self.known = list(known)
+        listed = ", ".join(self.known[:30]) + (", ..." if len(self.known) > 30 else "")
+        shown = node_id if len(node_id) <= 80 else f"{node_id[:79]}… ({len(node_id):,} characters)"
+        super().__init__(f"no node '{shown}' in this model; its nodes: {listed}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import engine.ops  # noqa: F401  (registers every op)
-from engine.errors import ShapeError, SpecError, WeightsError
+from engine.errors import ShapeError, SpecError, UnknownNodeError, WeightsError
 from engine.layers.grad_mode import input_grads_only, without_input_grad
 from engine.ops.base import OP_REGISTRY, ForwardContext, Op, Shape
 
@@ -200,6 +200,13 @@ class Graph:
         return {name: params[f"{node.id}.{name}"] for name in self._param_names[node.id]}
 
     # --- passes -------------------------------------------------------------------------------
+    def node(self, node_id: str) -> Node:
+        """The node called ``node_id``; ``UnknownNodeError`` (listing the graph's nodes) when there is none."""
+        found = self.by_id.get(node_id)
+        if found is None:
+            raise UnknownNodeError(node_id, list(self.by_id))
+        return found
+
     def check_input(self, x: np.ndarray) -> None:
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"input has shape {list(x.shape)}, but this model takes "
@@ -229,6 +236,8 @@ class Graph:
         pictures need the full record.
         """
         self.check_input(x)
+        if stop_at is not None:
+            self.node(stop_at)  # an unknown stop_at is an error, not a silent pass to the end
         ctx = ForwardContext(training=training, rng=rng if rng is not None else np.random.default_rng(0))
         if keep is not None:
             return self._forward_lean(x, params, ctx, self._check_keep(keep, keep_caches, stop_at), stop_at)
@@ -254,8 +263,8 @@ class Graph:
         wanted = set(keep)
         unknown = sorted(wanted - set(self.by_id) - {INPUT})
         if unknown:
-            raise KeyError(f"keep names no node of this graph: {', '.join(unknown)}")
-        if stop_at is not None and stop_at in self.by_id:
+            raise UnknownNodeError(unknown[0], [INPUT, *self.by_id])
+        if stop_at is not None:
             end = self._position[stop_at]
             later = sorted(name for name in wanted - {INPUT} if self._position[name] > end)
             if later:
@@ -313,10 +322,12 @@ class Graph:
         """
         if not trace.caches:
             raise ValueError("this trace kept no caches: run forward(..., keep_caches=True) before backward")
+        if stop_at is not None and stop_at != INPUT:
+            self.node(stop_at)
         grads: dict[str, np.ndarray] = {}
         for node_id, seed in seeds.items():
             if node_id not in trace.activations:
-                raise KeyError(f"no node '{node_id}' in this trace")
+                raise UnknownNodeError(node_id, list(trace.activations))
             if np.shape(seed) != trace.activations[node_id].shape:
                 raise ShapeError(f"seed for '{node_id}' has shape {list(np.shape(seed))}, "
                                  f"expected {list(trace.activations[node_id].shape)}")

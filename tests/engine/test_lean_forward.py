@@ -152,3 +152,31 @@ def test_integer_activations_are_never_overwritten_and_relu_stays_exact():
     lean = graph.forward(x, {}, keep_caches=False, keep=()).output
     np.testing.assert_array_equal(lean, full)
     assert full.dtype == x.dtype and int(full[0, -1]) == 2**53 + 7
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["recording", "lean"])
+def test_an_unknown_stop_at_is_the_same_clear_error_in_both_passes(branchy, lean):
+    """It used to run the whole recording pass (answering with the last node) and raise a bare KeyError in the lean
+    one. Both now name the node and list the graph's nodes, as every lookup of a node does."""
+    from engine.errors import UnknownNodeError
+
+    graph, params, x = branchy
+    options = {"keep_caches": False, "keep": ()} if lean else {}
+    with pytest.raises(UnknownNodeError, match=r"no node 'nope' in this model; its nodes: raw, conv1, act1") as caught:
+        graph.forward(x, params, stop_at="nope", **options)
+    assert caught.value.node_id == "nope" and "fc" in caught.value.known
+    trace = graph.forward(x, params, stop_at="sum", **options)  # a known one still stops there
+    assert trace.output_id == "sum" and "fc" not in trace.activations
+
+
+def test_backward_checks_its_stop_at_and_seeds(branchy):
+    from engine.errors import UnknownNodeError
+
+    graph, params, x = branchy
+    trace = graph.forward(x, params)
+    seed = {"fc": np.ones_like(trace.activations["fc"])}
+    with pytest.raises(UnknownNodeError, match="no node 'nope'"):
+        graph.backward(trace, seed, stop_at="nope")
+    with pytest.raises(UnknownNodeError, match="no node 'ghost'"):
+        graph.backward(trace, {"ghost": np.ones(1)})
+    assert "input" in graph.backward(trace, seed, stop_at="input").activations
