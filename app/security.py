@@ -43,7 +43,7 @@ Origin = tuple[str, str, int]  # scheme, host (as normalize_host writes it), por
 
 
 def parse_origin(value: str) -> Origin | None:
-    """``"http://Localhost:8000/page"`` → ``("http", "localhost", 8000)``; None for ``"null"`` or anything unreadable."""
+    """``"http://Localhost:8000/page"`` → ``("http", "localhost", 8000)``; None for "null" or anything unreadable."""
     try:
         parts = urlsplit(value.strip())
         port = parts.port
