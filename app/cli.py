@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 
-from app.core.config import get_settings
+from app.core.config import ALL_INTERFACES, ENV_PREFIX, LOOPBACK_HOSTS, Settings, get_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +30,46 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
 
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
-    print(f"cnn-visualiser: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (API docs at /docs)",
-          flush=True)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    previous = os.environ.get(ENV_PREFIX + "HOST")
+    os.environ[ENV_PREFIX + "HOST"] = host  # the app (in each worker) answers to the address it is bound to
+    get_settings.cache_clear()
+    try:
+        hint = hosts_hint(get_settings(), port)
+        if hint:
+            print(hint, file=sys.stderr, flush=True)
+        print(f"cnn-visualiser: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (API docs at /docs)",
+              flush=True)
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    finally:  # as it was (for callers in the same process: the tests)
+        if previous is None:
+            os.environ.pop(ENV_PREFIX + "HOST", None)
+        else:
+            os.environ[ENV_PREFIX + "HOST"] = previous
+        get_settings.cache_clear()
+
+
+def hosts_hint(settings: Settings, port: int) -> str | None:
+    """A warning when the server listens on every interface but answers only to loopback names (then every other
+    machine gets 400), naming the setting and this machine's name and address as an example; else None."""
+    if settings.host.strip() not in ALL_INTERFACES or not set(settings.allowed_hosts or ()) <= set(LOOPBACK_HOSTS):
+        return None
+    names = [socket.gethostname(), outgoing_address()]
+    example = ",".join(["localhost", "127.0.0.1", *(n for n in names if n and not n.startswith("127."))])
+    return (f"cnn-visualiser: listening on every interface, but answering only to {', '.join(LOOPBACK_HOSTS)}: "
+            f"other machines opening http://<this machine>:{port}/ get 400 (a guard against DNS rebinding). "
+            f"List the names and addresses they will type in {ENV_PREFIX}ALLOWED_HOSTS, e.g.\n"
+            f"  {ENV_PREFIX}ALLOWED_HOSTS={example} cnn-visualiser serve "
+            f"--host {settings.host} --port {port}")
+
+
+def outgoing_address() -> str | None:
+    """This machine's address on the network its default route leads to (no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+            return probe.getsockname()[0]
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

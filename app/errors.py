@@ -8,6 +8,7 @@ id), never a 500. Engine errors carry the user's terms already: ``SpecError`` na
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,17 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text):,} characters)"
 
 
+#: a Python object's default repr, ``<ast.Call object at 0x7f...>``: internal, meaningless to a caller
+OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def plain_text(exc: BaseException, limit: int = 200) -> str:
+    """A library exception's message fit for a caller: object reprs removed, shortened; its class name if nothing
+    is left. Prefer a message of our own; use this only to add a library's reason to one."""
+    text = OBJECT_REPR.sub("an expression", str(exc)).strip()
+    return shorten(text, limit) if text else type(exc).__name__
+
+
 def not_found(what: str, name: str, known: list[str] | None = None) -> ApiError:
     """A 404 naming what was asked for and, when short enough, what exists."""
     name = shorten(name)
@@ -48,6 +60,8 @@ def not_found(what: str, name: str, known: list[str] | None = None) -> ApiError:
 
 
 def error_json(status_code: int, detail: str, **extra: Any) -> JSONResponse:
+    """The JSON error answer; an object repr that slipped into ``detail`` never reaches the caller."""
+    detail = OBJECT_REPR.sub("an expression", detail)
     return JSONResponse(status_code=status_code, content=jsonable_encoder({"detail": detail, **extra}))
 
 

@@ -25,6 +25,7 @@ from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
 from app.openapi_errors import document_errors
 from app.paths import find_dir
+from app.security import install_security
 from app.services.models import model_store_for
 
 DESCRIPTION = """\
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Tile-Layout", "X-Shape", "X-Elapsed-Ms"])
+    install_security(app, settings)  # last: the Host and Origin checks wrap the middlewares above
     app.include_router(api_router)
     document_errors(app)
     app.mount("/static", StaticFiles(directory=find_dir("static"), check_dir=False), name="static")

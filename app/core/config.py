@@ -12,13 +12,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 ENV_PREFIX = "CNN_VIS_"
 MB = 1024 * 1024
 #: a recording pass keeps every activation: one run (or a batch) may hold this many activation values per
 #: allowed input element (``Settings.max_activation_values``)
 ACTIVATIONS_PER_TENSOR_ELEMENT = 16
+#: host names every server answers to (``Settings.allowed_hosts``'s default, with the bound address)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: bind addresses meaning "every interface": no single name to add to the allowed hosts
+ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
+#: settings read from a comma-separated list
+LIST_SETTINGS = ("cors_origins", "allowed_hosts")
 
 
 class Settings(BaseModel):
@@ -52,6 +58,20 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
     workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+    allowed_hosts: list[str] | None = Field(
+        None, description="host names (the Host header, port ignored) this server answers to; others get 400 "
+                          "(DNS rebinding). Default: localhost, 127.0.0.1, [::1] and `host` when it is one address. "
+                          "'*' allows every host (then a reverse proxy must check it); '.example.org' allows "
+                          "example.org and its subdomains")
+
+    @model_validator(mode="after")
+    def _default_allowed_hosts(self) -> Settings:
+        """Fill in the default hosts, and write every host as it is compared (lower case, no port, [IPv6])."""
+        if self.allowed_hosts is None:
+            bound = [] if self.host.strip() in ALL_INTERFACES else [self.host]
+            self.allowed_hosts = list(LOOPBACK_HOSTS) + bound
+        self.allowed_hosts = list(dict.fromkeys(normalize_host(h) for h in self.allowed_hosts if h.strip()))
+        return self
 
     @property
     def max_activation_values(self) -> int:
@@ -67,12 +87,25 @@ class Settings(BaseModel):
             raw = environ.get(ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            values[name] = [o.strip() for o in raw.split(",") if o.strip()] if name == "cors_origins" else raw
+            values[name] = [o.strip() for o in raw.split(",") if o.strip()] if name in LIST_SETTINGS else raw
         try:
             return cls(**values)
         except ValidationError as exc:
             problems = "; ".join(f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"invalid setting in the environment: {problems}") from exc
+
+
+def normalize_host(host: str) -> str:
+    """``host`` as Host headers are compared: lower case, without port or trailing dot, an IPv6 address in [].
+
+    ``"Example.ORG:8000"`` → ``"example.org"``, ``"[::1]:8000"`` and ``"::1"`` → ``"[::1]"``; ``"*"`` stays.
+    """
+    host = host.strip().lower()
+    if host.startswith("["):  # [IPv6] or [IPv6]:port
+        return host[:host.find("]") + 1] if "]" in host else host
+    if host.count(":") > 1:  # a bare IPv6 address (only in settings: a Host header brackets it)
+        return f"[{host}]"
+    return host.partition(":")[0].rstrip(".")
 
 
 @lru_cache

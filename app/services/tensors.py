@@ -7,13 +7,19 @@ import math
 
 import numpy as np
 
-from app.errors import ApiError
+from app.errors import ApiError, plain_text
 
 NPY_MAGIC = b"\x93NUMPY"
 NPY_MEDIA_TYPE = "application/x-npy"
 #: largest |value| accepted in an input tensor: preprocessed inputs are within about ±10, and values far
 #: beyond this overflow float32 (±3.4e38) a few layers in, giving NaN maps and statistics
 MAX_ABS_VALUE = 1e6
+
+
+#: what a readable header holds, for the message when it does not
+HEADER_FORM = ("it must be the dictionary numpy.save writes, with literal values only, e.g. "
+               "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 28, 28)}: a known dtype, True or False, "
+               "and whole numbers of at least 0")
 
 
 def is_npy(data: bytes) -> bool:
@@ -32,8 +38,8 @@ def parse_npy(data: bytes, max_elements: int) -> np.ndarray:
             shape, _fortran, dtype = np.lib.format.read_array_header_1_0(buffer)
         else:
             shape, _fortran, dtype = np.lib.format.read_array_header_2_0(buffer)
-    except ValueError as exc:
-        raise ApiError(422, f"the .npy header cannot be read ({exc}): write the file with numpy.save") from exc
+    except ValueError as exc:  # numpy's text may quote its parser's objects (<ast.Call object at 0x...>)
+        raise ApiError(422, f"the .npy header cannot be read: {HEADER_FORM}; write the file with numpy.save") from exc
     if dtype.hasobject or dtype.kind not in "fiub":
         raise ApiError(422, f"the tensor's dtype is {dtype}; send numbers (float32 preferred, any float, int or "
                             "bool dtype is converted)")
@@ -51,7 +57,7 @@ def parse_npy(data: bytes, max_elements: int) -> np.ndarray:
     try:
         array = np.load(buffer, allow_pickle=False)
     except ValueError as exc:
-        raise ApiError(422, f"the .npy file cannot be read: {exc}") from exc
+        raise ApiError(422, f"the .npy file cannot be read ({plain_text(exc)}): write it with numpy.save") from exc
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused just below
         array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.all(np.isfinite(array)):

@@ -275,7 +275,8 @@ class JobManager:
             status, error = "failed", str(exc)
         except Exception as exc:  # a bug: say so on the page, and log it
             log.exception("training job %s failed", job.id)
-            status, error = "failed", f"training stopped with an internal error ({type(exc).__name__}: {exc})"
+            status, error = "failed", (f"training stopped with an internal error ({type(exc).__name__}); this is a "
+                                       "bug in cnn-visualiser, please report it (the server log has the details)")
         finally:
             with job.lock:
                 job.status, job.error = status, error

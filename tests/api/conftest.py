@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.api.deps import get_model_store
-from app.core.config import Settings, get_settings
+from app.core.config import LOOPBACK_HOSTS, Settings, get_settings
 from app.main import create_app
 from app.services.models import ModelStore
 from engine.graph import Graph
@@ -34,6 +34,8 @@ TINY_SPEC = {
     ],
 }
 TINY_LABELS = ["zero", "one", "two"]
+#: the Host header Starlette's TestClient sends: allowed in the tests' settings, never by default
+TEST_HOST = "testserver"
 
 
 def tiny_bundle() -> ModelBundle:
@@ -48,7 +50,7 @@ def tiny_bundle() -> ModelBundle:
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", max_upload_bytes=2 * 1024 * 1024, max_model_bytes=4 * 1024 * 1024,
                     max_image_pixels=4_000_000, max_tensor_elements=1_000_000, run_cache_size=4, preload=False,
-                    compute_slots=2, compute_wait_s=30)
+                    compute_slots=2, compute_wait_s=30, allowed_hosts=[*LOOPBACK_HOSTS, TEST_HOST])
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def test_a_real_server_answers_a_stalled_upload_with_408():
                     pytest.fail("the server did not start")
                 time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"POST /api/models/digits_classic/predict HTTP/1.1\r\nHost: x\r\n"
+            client.sendall(b"POST /api/models/digits_classic/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                            b"Content-Type: application/x-npy\r\nContent-Length: 1000\r\n\r\n" + b"\x93NUMPY" + b"x" * 4)
             start = time.monotonic()
             chunks = []

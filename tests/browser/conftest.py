@@ -7,6 +7,7 @@ The whole module is skipped where /usr/bin/chromium or the playwright package is
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -96,16 +97,58 @@ class ConsoleLog:
         assert not errors, "the page logged errors:\n" + "\n".join(errors)
 
 
+#: reports every Content-Security-Policy violation of every document the page loads to ``__cspViolation``
+CSP_LISTENER = """document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolation(`${e.violatedDirective} blocked ${e.blockedURI || "inline"} in ${e.documentURI}` +
+                        (e.sample ? `: ${e.sample}` : ""));
+});"""
+
+
+class CspLog:
+    """Content-Security-Policy violations seen while a test ran (events and the console's "Refused to ..." lines)."""
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+
+    def on_console(self, text: str) -> None:
+        if "Content Security Policy" in text:
+            self.violations.append(f"console: {text}")
+
+    def check(self) -> None:
+        assert not self.violations, "the page broke its Content-Security-Policy:\n" + "\n".join(self.violations)
+
+
+def as_function(expression: str) -> str:
+    """A ``wait_for_function`` predicate as a function: Playwright evaluates a bare expression string with eval,
+    which the app's Content-Security-Policy (no 'unsafe-eval') forbids; a function it calls directly."""
+    text = expression.strip()
+    if text.startswith(("function", "async")) or re.match(r"^(\([^)]*\)|[A-Za-z_$][\w$]*)\s*=>", text):
+        return expression
+    return f"() => ({expression})"
+
+
 @pytest.fixture
 def page(browser, server):
-    """A fresh 1280×720 page (a projector's size) that records console errors; ``page.console.check()``."""
+    """A fresh 1280×720 page (a projector's size) that records console errors; ``page.console.check()``.
+
+    Every Content-Security-Policy violation fails the test (``page.csp``; a test that provokes one on purpose
+    empties ``page.csp.violations``).
+    """
     context = browser.new_context(viewport={"width": 1280, "height": 720}, base_url=server)
+    csp = CspLog()
+    context.expose_function("__cspViolation", lambda text: csp.violations.append(f"event: {text}"))
+    context.add_init_script(CSP_LISTENER)
     page = context.new_page()
     console = ConsoleLog()
     page.on("console", lambda msg: console.errors.append(f"console.{msg.type}: {msg.text}")
             if msg.type == "error" else None)
+    page.on("console", lambda msg: csp.on_console(msg.text))
     page.on("pageerror", lambda exc: console.errors.append(f"uncaught: {exc}"))
     page.console = console
+    page.csp = csp
+    wait_for_function = page.wait_for_function
+    page.wait_for_function = lambda expression, *args, **kw: wait_for_function(as_function(expression), *args, **kw)
     page.set_default_timeout(15_000)
     yield page
     context.close()
+    csp.check()

@@ -20,7 +20,7 @@ LOCAL_URL = re.compile(r"""(?:src|href)="(/static/[^"]+)\"""")
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url="http://localhost")  # a host the default settings answer to
 
 
 def module_closure(entry: Path) -> set[Path]:
