@@ -64,7 +64,7 @@ def models_listed(base: str) -> list[str]:
     status, answer = request(f"{base}/api/models")
     assert status == 200, answer
     body = json.loads(answer)
-    assert body["unavailable"] == []
+    assert body.get("unavailable", []) == []
     return [m["id"] for m in body["models"]]
 
 
