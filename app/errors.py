@@ -1,7 +1,8 @@
 """Every error the API returns is JSON ``{"detail": "<what was wrong and what would work>", ...}``.
 
 Bad input is a 4xx (413 too large, 415 not a format we read, 422 readable but unusable, 404 unknown
-id), never a 500. Engine errors carry the user's terms already: ``SpecError`` names the node at fault
+id), never a 500. A disk that refuses a write is the admin's to fix: 507 when it is full, 503 when it is
+read-only (app/services/storage.py). Engine errors carry the user's terms already: ``SpecError`` names the node at fault
 (also returned as ``"node"``), ``ShapeError`` and ``WeightsError`` say which shapes or names disagree.
 """
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from app.services.storage import StorageError
 from engine.errors import EngineError, ShapeError, SpecError, UnknownNodeError, WeightsError
 
 log = logging.getLogger("cnn_visualiser.api")
@@ -119,6 +121,11 @@ async def handle_client_disconnect(request: Request, exc: ClientDisconnect) -> J
     return error_json(422, "the client disconnected before the whole request body arrived: send it again")
 
 
+async def handle_storage_error(request: Request, exc: StorageError) -> JSONResponse:
+    """A full disk is 507, a read-only or unwritable data directory 503: the admin's to fix, not the caller's."""
+    return error_json(exc.status_code, exc.message, storage=exc.kind)
+
+
 async def handle_memory_error(request: Request, exc: MemoryError) -> JSONResponse:
     return error_json(413, "the request needs more memory than this server has: send a smaller input or batch")
 
@@ -137,5 +144,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownNodeError, handle_unknown_node)
     app.add_exception_handler(EngineError, handle_engine_error)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
+    app.add_exception_handler(StorageError, handle_storage_error)
     app.add_exception_handler(MemoryError, handle_memory_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,6 +28,7 @@ from app.openapi_errors import document_errors
 from app.paths import find_dir
 from app.security import install_security
 from app.services.models import model_store_for
+from app.services.storage import remove_staging_leftovers
 
 DESCRIPTION = """\
 What happens inside a convolutional neural network, over HTTP: the architecture of every model (shapes,
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        remove_staging_leftovers(Path(settings.data_dir) / "models")  # a killed server's half-written uploads
         if settings.preload:
             threading.Thread(target=preload_models, args=(settings,), name="preload-models", daemon=True).start()
         yield

@@ -2,7 +2,7 @@
 
 FastAPI documents every route with a 422 whose ``detail`` is a list (its own validation format), but
 this API answers every error with ``{"detail": "<a sentence>", ...}`` (app/errors.py) and also uses
-404, 413, 415, 410, 403 and 503. This rewrites each ``/api`` operation's error responses so that
+404, 413, 415, 410, 409, 403, 503 and 507. This rewrites each ``/api`` operation's error responses so that
 ``/docs`` and clients generated from ``/openapi.json`` see the real statuses and the real body.
 """
 
@@ -19,12 +19,14 @@ ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 DESCRIPTIONS = {
     "403": "not allowed on this resource (e.g. deleting a built-in model)",
+    "409": "the model's stored files cannot be loaded (the message says which): delete it and upload it again",
     "404": "an unknown model, node, parameter, run or job: the message lists what exists",
     "410": "the run was made with an earlier version of the model: create it again",
     "413": "too large: body bytes, image pixels (including decompression bombs), tensor elements or work",
     "415": "not a format this endpoint reads: the message lists the accepted ones",
     "422": "readable but unusable: the message says what was wrong and what would work",
-    "503": "the server stayed busy for too long: retry shortly",
+    "503": "the server stayed busy for too long (retry shortly), or may not write to its data directory (read-only)",
+    "507": "the server's disk is full: nothing was stored",
 }
 
 #: operations that run a model (and so may queue for a compute slot) or read a run
@@ -47,6 +49,12 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[str
         statuses.add("410")
     if method == "delete" and path == "/api/models/{model_id}":
         statuses.add("403")
+    if path.startswith("/api/models/{model_id}") and not (method == "delete" and path == "/api/models/{model_id}"):
+        statuses.add("409")  # a stored model whose files cannot be loaded
+    if (method, path) in (("post", "/api/models"), ("delete", "/api/models/{model_id}")):
+        statuses.add("503")  # the data directory is read-only (runs fall back to memory and never answer it)
+    if (method, path) == ("post", "/api/models"):
+        statuses.add("507")  # the disk is full
     return statuses
 
 

@@ -1,4 +1,4 @@
-"""The error body every 4xx (and the 503 of a busy server) carries."""
+"""The error body every 4xx (and the 503 of a busy or read-only server, the 507 of a full disk) carries."""
 
 from __future__ import annotations
 
@@ -21,3 +21,7 @@ class ErrorResponse(BaseModel):
     errors: list[dict] | None = Field(None, description="schema violations: one entry per field (loc, msg, type)",
                                       examples=[[{"type": "greater_than_equal", "loc": ["body", "axes", 0, "in_size"],
                                                   "msg": "Input should be greater than or equal to 1"}]])
+    problem: str | None = Field(None, examples=["its weights file (weights.npz) is truncated or damaged"],
+                                description="409: why the stored model cannot be loaded")
+    storage: str | None = Field(None, examples=["full"],
+                                description="503 and 507 from the disk: 'full' or 'read_only'")

@@ -57,10 +57,27 @@ class ModelSummary(BaseModel):
                          description="fingerprint of the weights; part of every run id")
 
 
-class ModelList(BaseModel):
-    """Every model: built-in ones first, then uploaded ones."""
+class UnavailableModel(BaseModel):
+    """A model that exists but cannot be loaded (e.g. a truncated weights file): why, and that it can be deleted."""
 
-    models: list[ModelSummary] = Field(..., description="built-in models first, then uploaded ones")
+    id: str = Field(..., description="its id: GET answers 409 with the problem; DELETE still works (uploaded models)",
+                    examples=["onnx-3f2a9c1b7d4e"])
+    name: str | None = Field(None, description="display name, when its meta.json can still be read",
+                             examples=["My small CNN"])
+    builtin: bool = Field(..., examples=[False], description="shipped with the visualiser (cannot be deleted)")
+    problem: str = Field(..., description="what is wrong with its stored files, in words",
+                         examples=["its weights file (weights.npz) cannot be read: the file is truncated or damaged "
+                                   "(File is not a zip file)"])
+
+
+class ModelList(BaseModel):
+    """Every model: built-in ones first, then uploaded ones; those that cannot be loaded listed apart."""
+
+    models: list[ModelSummary] = Field(..., description="every model that can be used: built-in models first, then "
+                                                        "uploaded ones")
+    unavailable: list[UnavailableModel] = Field(
+        default_factory=list, description="models whose stored files cannot be loaded, with the problem; they are "
+                                          "not in `models`, their routes answer 409, and uploaded ones can be deleted")
 
 
 class AxisReceptiveField(BaseModel):

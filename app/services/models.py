@@ -5,6 +5,10 @@ Uploaded models live under ``<data dir>/models/<id>/`` as ``spec.json`` + ``weig
 id is a hash of the ONNX file, so uploading the same file twice gives the same model.
 Loaded models are cached per process (a few at a time); a model deleted by another worker is
 noticed because its directory is gone.
+
+A stored model whose files cannot be loaded (app/services/model_files.py) answers 409 saying why, is
+listed apart by :meth:`ModelStore.survey`, and can still be deleted. Writes go through
+app/services/storage.py: a full or read-only disk is a 507 or 503, and nothing half-written stays.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -26,13 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import ApiError, not_found
+from app.errors import ApiError, not_found, shorten
+from app.services.model_files import DamagedModelError, read_stored
+from app.services.storage import staging, writing
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.models.bundle import ModelBundle, Preprocessing
-from engine.models.weights import load_weights, save_weights
+from engine.models.weights import save_weights
 
 UPLOAD_PREFIX = "onnx-"
+
+log = logging.getLogger("cnn_visualiser.models")
 
 #: how an uploaded model's pixels are normalised; shorter side resized to ``ratio * size``, centre crop ``size``
 PREPROCESSING_PRESETS: dict[str, dict[str, Any]] = {
@@ -58,6 +68,19 @@ class StoredModel:
     @property
     def graph(self) -> Graph:
         return self.bundle.graph
+
+
+class ModelUnavailableError(ApiError):
+    """409: a model that exists but cannot be loaded (damaged files, missing weights package); says why."""
+
+    def __init__(self, model_id: str, problem: str, name: str | None = None, builtin: bool = False) -> None:
+        remedy = ("ask the lecturer or admin to repair the installation" if builtin else
+                  f"delete it (DELETE /api/models/{shorten(model_id)}) and upload the ONNX file again")
+        super().__init__(409, f"model '{shorten(model_id)}' cannot be loaded: {problem}; {remedy}", problem=problem)
+        self.model_id = model_id
+        self.problem = problem
+        self.name = name
+        self.builtin = builtin
 
 
 def builtin_loaders(cache_dir: Path) -> dict[str, Callable[[], ModelBundle]]:
@@ -134,14 +157,21 @@ class ModelStore:
 
     def available(self) -> list[StoredModel]:
         """Every model that can be loaded now (one deleted while the list is read is left out)."""
-        models = []
+        return self.survey()[0]
+
+    def survey(self) -> tuple[list[StoredModel], list[ModelUnavailableError]]:
+        """Every model that can be loaded now, and every one that cannot, with why (one deleted meanwhile: neither)."""
+        models: list[StoredModel] = []
+        unavailable: list[ModelUnavailableError] = []
         for model_id in self.ids():
             try:
                 models.append(self.get(model_id))
+            except ModelUnavailableError as exc:
+                unavailable.append(exc)
             except ApiError as exc:
                 if exc.status_code != 404:
                     raise
-        return models
+        return models, unavailable
 
     def get(self, model_id: str) -> StoredModel:
         """The model, loaded once per process; 404 naming the known ids if there is none."""
@@ -167,7 +197,11 @@ class ModelStore:
         with self._load_lock(model_id):  # one thread loads (EfficientNet converts its weights once), others wait
             cached = self._builtin_cache.get(model_id)
             if cached is None:
-                bundle = self.builtins[model_id]()
+                try:
+                    bundle = self.builtins[model_id]()
+                except (EngineError, OSError) as exc:  # e.g. the weights package is missing: the others still work
+                    log.warning("built-in model '%s' cannot be loaded: %s", model_id, exc)
+                    raise ModelUnavailableError(model_id, str(exc), builtin=True) from exc
                 version = str(bundle.extra.get("version") or fingerprint(bundle.graph, bundle.params))
                 cached = self._builtin_cache[model_id] = StoredModel(bundle, version, builtin=True)
         return cached
@@ -180,21 +214,15 @@ class ModelStore:
                 return cached
         with self._load_lock(model_id):
             try:
-                meta = json.loads((directory / "meta.json").read_text())
-                spec = json.loads((directory / "spec.json").read_text())
-                graph = Graph(spec)
-                params = load_weights(directory / "weights.npz", graph)
-            except (OSError, EngineError):
-                if (directory / "meta.json").is_file():
-                    raise
-                # deleted (by another request or worker) since the check in get(): the weights reader
-                # reports a missing file as a WeightsError
-                raise not_found("model", model_id, self.ids()) from None
+                files = read_stored(directory)
+            except DamagedModelError as exc:
+                if not (directory / "meta.json").is_file():  # deleted (by another request or worker) since get()
+                    raise not_found("model", model_id, self.ids()) from None
+                raise ModelUnavailableError(model_id, exc.problem, exc.name) from None
+            meta, graph, params = files.meta, files.graph, files.params
             bundle = ModelBundle(
                 id=model_id, name=meta["name"], task=meta["task"], graph=graph, params=params, labels=meta["labels"],
-                preprocessing=Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
-                                               for k, v in meta["preprocessing"].items()}),
-                source=meta["source"], description=meta.get("description", ""),
+                preprocessing=files.preprocessing, source=meta["source"], description=str(meta.get("description", "")),
                 extra={"onnx": meta.get("info", {}), "uploaded_at": meta.get("uploaded_at")})
             stored = StoredModel(bundle, meta["version"], builtin=False)
         with self._lock:
@@ -263,17 +291,31 @@ class ModelStore:
             "input is not a square 1- or 3-channel image: send .npy tensors",
             "info": info,
         }
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.models_dir))
-        try:
-            (staging / "spec.json").write_text(json.dumps(spec))
-            save_weights(staging / "weights.npz", params)
-            (staging / "meta.json").write_text(json.dumps(meta, default=str))
-            with contextlib.suppress(OSError):  # OSError: another request stored the same file meanwhile
-                os.rename(staging, self.models_dir / model_id)  # atomic: other workers see all or nothing
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        self._store_files(model_id, spec, params, meta)
         return self.get(model_id), True
+
+    def _store_files(self, model_id: str, spec: dict, params: Mapping[str, np.ndarray], meta: dict) -> None:
+        """Write the model into a staging directory, then rename it into place: all or nothing, even if killed."""
+        target = self.models_dir / model_id
+        with writing("storing the uploaded model"):
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            with staging(self.models_dir):
+                staged = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.models_dir))
+                try:
+                    (staged / "spec.json").write_text(json.dumps(spec))
+                    save_weights(staged / "weights.npz", dict(params))
+                    (staged / "meta.json").write_text(json.dumps(meta, default=str))
+                    try:
+                        os.rename(staged, target)  # atomic: other workers see all or nothing
+                    except OSError:
+                        if (target / "meta.json").is_file():
+                            return  # another request stored the same file meanwhile
+                        if target.exists():
+                            raise ApiError(409, f"a damaged copy of model '{model_id}' is in the way: delete it "
+                                                f"(DELETE /api/models/{model_id}) and upload again") from None
+                        raise
+                finally:
+                    shutil.rmtree(staged, ignore_errors=True)
 
     def delete(self, model_id: str) -> None:
         """Remove an uploaded model; built-ins are refused with 403 (409 would suggest it could work later)."""
@@ -285,15 +327,18 @@ class ModelStore:
         directory = self.models_dir / model_id
         if not (model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and directory.is_dir()):
             raise not_found("model", model_id, self.ids())
-        trash = Path(tempfile.mkdtemp(prefix=".delete-", dir=self.models_dir))
+        # renamed within its folder first (atomic: of two concurrent deletes, one wins; and no new directory is
+        # needed, so a full disk can still be cleared); a server killed before the removal leaves a .delete-*
+        trash = self.models_dir / f".delete-{secrets.token_hex(4)}-{model_id}"
         try:
-            os.rename(directory, trash / model_id)  # atomic: of two concurrent deletes, one wins
+            with writing("deleting the model"):
+                os.rename(directory, trash)
         except FileNotFoundError:
             raise not_found("model", model_id, self.ids()) from None
         finally:
-            shutil.rmtree(trash, ignore_errors=True)
             with self._lock:
                 self._uploaded_cache.pop(model_id, None)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 _stores: dict[Path, ModelStore] = {}

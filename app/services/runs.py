@@ -4,13 +4,17 @@ A run's id is a hash of the model id, the model's version (a fingerprint of its 
 preprocessed input tensor. The input itself is kept on disk under ``<data dir>/runs/`` (bounded,
 oldest removed first), so any worker process can recompute a run it has never seen, and a
 restarted server still answers old links. Activations are kept in a per-process LRU bounded by
-entry count and bytes, so memory stays flat however many runs are made.
+entry count and bytes, so memory stays flat however many runs are made. A disk that refuses to store an
+input (full, read-only) only costs that: the run is answered and kept in this worker's memory, and a
+warning is logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import math
 import os
 import tempfile
@@ -29,6 +33,8 @@ from app.services.models import ModelStore, StoredModel
 from engine.graph import INPUT
 
 RUN_ID_LENGTH = 32
+
+log = logging.getLogger("cnn_visualiser.runs")
 
 
 @dataclass
@@ -93,6 +99,7 @@ class RunStore:
         self.max_files = max_files
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._lock = threading.Lock()
+        self._disk_refused = False  # the last write failed: warn once, not on every run
 
     # --- memory ----------------------------------------------------------------------------------
     def _remember(self, run: Run) -> None:
@@ -120,6 +127,18 @@ class RunStore:
         return self.directory / f"{run_id}.npz"
 
     def _save_input(self, run_id: str, model: StoredModel, x: np.ndarray) -> None:
+        """Keep the input on disk; when the disk refuses, the run lives in this worker's memory only."""
+        try:
+            self._write_input(run_id, model, x)
+        except OSError as exc:
+            if not self._disk_refused:
+                log.warning("cannot store run inputs in %s (%s): runs are kept in memory only, so other workers "
+                            "and a restarted server cannot recompute them", self.directory, exc)
+            self._disk_refused = True
+        else:
+            self._disk_refused = False
+
+    def _write_input(self, run_id: str, model: StoredModel, x: np.ndarray) -> None:
         path = self._path(run_id)
         if path.exists():
             os.utime(path)
@@ -128,14 +147,22 @@ class RunStore:
         buffer = io.BytesIO()
         np.savez(buffer, x=x, model_id=np.array(model.id), version=np.array(model.version))
         handle, temporary = tempfile.mkstemp(prefix=".run-", dir=self.directory)
-        with os.fdopen(handle, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(temporary, path)  # atomic: a worker reading it sees all or nothing
+        try:
+            with os.fdopen(handle, "wb") as f:
+                f.write(buffer.getvalue())
+            os.replace(temporary, path)  # atomic: a worker reading it sees all or nothing
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+            raise
         self._prune_disk()
 
     def _prune_disk(self) -> None:
-        files = sorted(self.directory.glob("*.npz"), key=lambda p: p.stat().st_mtime)
-        for stale in files[: max(0, len(files) - self.max_files)]:
+        files = []
+        for path in self.directory.glob("*.npz"):
+            with contextlib.suppress(FileNotFoundError):  # pruned by another worker meanwhile
+                files.append((path.stat().st_mtime, path))
+        files.sort()
+        for _, stale in files[: max(0, len(files) - self.max_files)]:
             stale.unlink(missing_ok=True)
 
     def _load_input(self, run_id: str) -> tuple[str, str, np.ndarray] | None:

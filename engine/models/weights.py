@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,26 @@ def save_weights(path: str | Path, params: dict[str, np.ndarray]) -> None:
     np.savez_compressed(path, **{k: np.asarray(v, dtype=np.float32) for k, v in params.items()})
 
 
-def load_weights(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
-    """Read a ``.npz`` (never a pickle) and check every name and shape against ``graph``."""
+def read_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a ``.npz`` (never a pickle) as float32 arrays, unchecked; WeightsError when it cannot be read.
+
+    A truncated or damaged file is a WeightsError too (NumPy reports it as a ``zipfile.BadZipFile``, a
+    ``zlib.error`` or an ``EOFError``, none of them an ``OSError``).
+    """
+    name = Path(path).name
     try:
         with np.load(path, allow_pickle=False) as data:
-            params = {k: np.ascontiguousarray(data[k], dtype=np.float32) for k in data.files}
+            return {k: np.ascontiguousarray(data[k], dtype=np.float32) for k in data.files}
+    except FileNotFoundError as exc:
+        raise WeightsError(f"cannot read weights from {name}: there is no such file") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise WeightsError(f"cannot read weights from {name}: the file is truncated or damaged ({exc})") from exc
     except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read weights from {Path(path).name}: {exc}") from exc
+        raise WeightsError(f"cannot read weights from {name}: {exc}") from exc
+
+
+def load_weights(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
+    """Read a ``.npz`` (never a pickle) and check every name and shape against ``graph``."""
+    params = read_weights(path)
     graph.check_params(params)
     return params

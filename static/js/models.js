@@ -4,17 +4,29 @@ import { api } from "./api.js";
 let listPromise = null;
 const architectures = new Map();
 
-/** Every model the server offers: [{id, name, task, input_shape, ...}]. */
-export function listModels() {
+/** GET /api/models once: {models, unavailable}. */
+function catalogue() {
   if (!listPromise) {
     listPromise = api("/api/models", { label: "Loading the models…" })
-      .then((answer) => (Array.isArray(answer) ? answer : answer.models ?? []))
+      .then((answer) => (Array.isArray(answer)
+        ? { models: answer, unavailable: [] }
+        : { models: answer.models ?? [], unavailable: answer.unavailable ?? [] }))
       .catch((err) => {
         listPromise = null;
         throw err;
       });
   }
   return listPromise;
+}
+
+/** Every model the server can run: [{id, name, task, input_shape, ...}] (damaged ones are in listUnavailable). */
+export async function listModels() {
+  return (await catalogue()).models;
+}
+
+/** Models whose stored files cannot be loaded: [{id, name, builtin, problem}]; their routes answer 409. */
+export async function listUnavailable() {
+  return (await catalogue()).unavailable;
 }
 
 export function forgetModels() {

@@ -1,7 +1,7 @@
 // Bring your own model: upload an ONNX file to POST /api/models, show what the importer found (or every
 // unsupported operator it refused), and link to the pages that explore it.
 import { ApiError, api, clearError, showError } from "./api.js";
-import { architecture, forgetModels, listModels } from "./models.js";
+import { architecture, forgetModels, listModels, listUnavailable } from "./models.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -98,32 +98,46 @@ $("upload-form").addEventListener("submit", async (event) => {
   }
 });
 
+function deleteButton(model) {
+  const name = model.name ?? model.id;
+  const remove = el("button", { type: "button", class: "secondary", text: "Delete", "aria-label": `Delete ${name}` });
+  remove.addEventListener("click", async () => {
+    if (!window.confirm(`Delete ${name} from this server?`)) return;
+    try {
+      await api(`/api/models/${encodeURIComponent(model.id)}`, { method: "DELETE", as: "response", label: "Deleting…" });
+      forgetModels();
+      await listUploaded();
+    } catch (err) {
+      showError(err, "deleting");
+    }
+  });
+  return remove;
+}
+
+/** A model whose stored files cannot be loaded: what is wrong, and only the Delete button (its pages answer 409). */
+function damagedEntry(model) {
+  return el("div", { class: "uploaded-model unavailable" },
+    el("p", {}, el("strong", { text: model.name ?? model.id }), " · cannot be loaded"),
+    el("p", { class: "small callout", text: `${model.problem}. Delete it and upload the ONNX file again.` }),
+    el("p", { class: "button-row" }, deleteButton(model)));
+}
+
 async function listUploaded() {
   const box = $("uploaded");
   try {
     const models = (await listModels()).filter((m) => !m.builtin);
-    if (!models.length) {
+    const damaged = (await listUnavailable()).filter((m) => !m.builtin);
+    if (!models.length && !damaged.length) {
       box.replaceChildren(el("p", { class: "small muted", text: "None yet." }));
       return;
     }
     box.replaceChildren(...models.map((model) => {
-      const remove = el("button", { type: "button", class: "secondary", text: "Delete", "aria-label": `Delete ${model.name}` });
-      remove.addEventListener("click", async () => {
-        if (!window.confirm(`Delete ${model.name} from this server?`)) return;
-        try {
-          await api(`/api/models/${encodeURIComponent(model.id)}`, { method: "DELETE", as: "response", label: "Deleting…" });
-          forgetModels();
-          await listUploaded();
-        } catch (err) {
-          showError(err, "deleting");
-        }
-      });
       const row = links(model);
-      row.append(remove);
+      row.append(deleteButton(model));
       return el("div", { class: "uploaded-model" },
         el("p", {}, el("strong", { text: model.name }), ` · ${model.input_shape.join("×")} · ${model.param_count.toLocaleString()} parameters`),
         row);
-    }));
+    }), ...damaged.map(damagedEntry));
   } catch (err) {
     showError(err, "listing the models");
   }

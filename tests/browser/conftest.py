@@ -38,10 +38,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test server's data directory (a test may put a damaged stored model in it)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def server(server_data_dir: Path) -> Iterator[str]:
     """Base URL of a real uvicorn server running the app with a temporary data directory."""
     port = _free_port()
-    data_dir = tmp_path_factory.mktemp("data")
+    data_dir = server_data_dir
     env = {**os.environ, "CNN_VIS_DATA_DIR": str(data_dir)}
     # the converted ImageNet weights are a cache: reuse the repository's if it exists, to keep tests fast
     shared_cache = REPO / "data" / "cache"

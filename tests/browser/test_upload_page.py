@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,24 @@ def test_unsupported_operators_are_listed(page, tmp_path):
     page.wait_for_selector("#error:not([hidden])")
     assert "Erf" in page.locator("#error-text").inner_text()
     assert "mystery_erf" in page.locator("#upload-result").inner_text()
+
+
+def test_a_damaged_upload_is_left_out_of_the_menus_marked_and_deletable(page, server_data_dir):
+    directory = server_data_dir / "models" / "onnx-00000000dead"  # as a full disk or a kill could leave it
+    directory.mkdir(parents=True)
+    (directory / "meta.json").write_text(json.dumps({"name": "Broken net"}))
+    (directory / "spec.json").write_text('{"input_shape": [3, 16')
+    page.goto("/")  # the explorer's menu offers the models that work (the whole list failed before)
+    page.wait_for_selector("#model option[value=digits_classic]", state="attached")
+    assert not [o for o in page.locator("#model option").all_inner_texts() if "Broken" in o]
+    page.goto("/upload")
+    entry = page.locator("#uploaded .uploaded-model.unavailable")
+    entry.wait_for()
+    text = entry.inner_text()
+    assert "Broken net" in text and "cannot be loaded" in text and "meta.json lacks the field" in text
+    page.on("dialog", lambda dialog: dialog.accept())
+    entry.get_by_role("button", name="Delete Broken net").click()
+    entry.wait_for(state="detached")
+    assert not directory.exists()
+    page.console.check()
+

@@ -11,7 +11,15 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app.api.deps import ComputeDep, ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, SettingsDep
 from app.errors import ApiError
-from app.schemas.models import ModelCreated, ModelDetail, ModelList, ParamInfo, ParamList, PredictResponse
+from app.schemas.models import (
+    ModelCreated,
+    ModelDetail,
+    ModelList,
+    ParamInfo,
+    ParamList,
+    PredictResponse,
+    UnavailableModel,
+)
 from app.schemas.runs import ActivationsResponse, NodeActivation
 from app.services.architecture import architecture_of
 from app.services.finite import check_finite, check_stats_finite
@@ -43,8 +51,11 @@ def summarise(model: StoredModel) -> dict:
 
 @router.get("", response_model=ModelList)
 def list_models(store: ModelStoreDep) -> ModelList:
-    """Every model: built-in ones (loaded on first use), then uploaded ones."""
-    return ModelList(models=[summarise(model) for model in store.available()])
+    """Every model: built-in ones (loaded on first use), then uploaded ones; damaged ones apart, in `unavailable`."""
+    models, unavailable = store.survey()
+    return ModelList(models=[summarise(model) for model in models],
+                     unavailable=[UnavailableModel(id=e.model_id, name=e.name, builtin=e.builtin, problem=e.problem)
+                                  for e in unavailable])
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
