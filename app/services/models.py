@@ -2,7 +2,10 @@
 
 Uploaded models live under ``<data dir>/models/<id>/`` as ``spec.json`` + ``weights.npz`` +
 ``meta.json``, so they survive restarts and every worker process sees them. An uploaded model's
-id is a hash of the ONNX file, so uploading the same file twice gives the same model.
+id is a hash of the ONNX file and of its owner (``meta.json``'s ``owner``, a token hash, see
+``app.services.owners``): the same person uploading the same file twice gets the same model, and another
+person uploading it gets a copy of their own, which they alone may delete (no one loses a model because
+someone else deleted "theirs"). ``meta.json``'s ``shared`` says the lecturer made it visible to everyone.
 Loaded models are cached per process (a few at a time); a model deleted by another worker is
 noticed because its directory is gone.
 """
@@ -10,6 +13,7 @@ noticed because its directory is gone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import ApiError, not_found
+from app.services.owners import Access
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.models.bundle import ModelBundle, Preprocessing
@@ -50,6 +55,8 @@ class StoredModel:
     bundle: ModelBundle
     version: str
     builtin: bool
+    owner: str | None = None  # the owner's token hash (uploaded and trained models); None: nobody's
+    shared: bool = False  # as loaded: ModelStore.access() reads an uploaded model's afresh
 
     @property
     def id(self) -> str:
@@ -97,6 +104,23 @@ def uploaded_preprocessing(input_shape: tuple[int, ...], preset: str) -> Preproc
                          grayscale=channels == 1)
 
 
+def upload_id(digest: str, owner: str | None) -> str:
+    """An uploaded model's id from its file's sha256 and its owner's token hash (none: the file's alone)."""
+    if owner is None:
+        return UPLOAD_PREFIX + digest[:12]
+    return UPLOAD_PREFIX + hashlib.sha256(f"{digest}:{owner}".encode()).hexdigest()[:12]
+
+
+def directory_bytes(directory: Path) -> int:
+    """The bytes the files directly in ``directory`` take (0 when it is gone)."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for path in directory.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+    return total
+
+
 def takes_images(graph: Graph) -> bool:
     """True when the input is a square (C, S, S) image with 1 or 3 channels (else only .npy tensors)."""
     shape = graph.input_shape
@@ -116,6 +140,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._temporary: dict[str, StoredModel] = {}  # in memory only, e.g. networks trained in the training lab
+        self._commit_lock = threading.Lock()  # quota check and rename of an upload, one at a time
 
     # --- reading -------------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -155,6 +180,42 @@ class ModelStore:
         with self._lock:
             self._uploaded_cache.pop(model_id, None)
         raise not_found("model", model_id, self.ids())
+
+    def access(self, model_id: str) -> Access:
+        """Whose the model is and whether it is shared, read afresh from meta.json (another worker may have
+        shared it meanwhile); 404 when there is no such model. Unreadable meta.json: nobody's."""
+        if model_id in self.builtins:
+            return Access(None, shared=True, builtin=True)
+        temporary = self._temporary.get(model_id)
+        if temporary is not None:
+            return Access(temporary.owner, temporary.shared)
+        try:
+            meta = json.loads(self._meta_path(model_id).read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            raise not_found("model", model_id, self.ids()) from None
+        except ValueError:
+            return Access(None)
+        return Access(meta.get("owner"), bool(meta.get("shared")))
+
+    def upload_usage(self) -> list[tuple[str | None, int]]:
+        """(owner, bytes on disk) of every uploaded model, for the quotas."""
+        usage = []
+        for model_id in self.uploaded_ids():
+            directory = self.models_dir / model_id
+            try:
+                owner = json.loads((directory / "meta.json").read_text()).get("owner")
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except ValueError:
+                owner = None
+            usage.append((owner, directory_bytes(directory)))
+        return usage
+
+    def _meta_path(self, model_id: str) -> Path:
+        """meta.json of an uploaded model (404 for an id that cannot be one)."""
+        if not model_id.startswith(UPLOAD_PREFIX) or "/" in model_id or model_id in (".", ".."):
+            raise not_found("model", model_id, self.ids())
+        return self.models_dir / model_id / "meta.json"
 
     def _load_lock(self, model_id: str) -> threading.Lock:
         with self._lock:
@@ -196,7 +257,8 @@ class ModelStore:
                                                for k, v in meta["preprocessing"].items()}),
                 source=meta["source"], description=meta.get("description", ""),
                 extra={"onnx": meta.get("info", {}), "uploaded_at": meta.get("uploaded_at")})
-            stored = StoredModel(bundle, meta["version"], builtin=False)
+            stored = StoredModel(bundle, meta["version"], builtin=False, owner=meta.get("owner"),
+                                 shared=bool(meta.get("shared")))
         with self._lock:
             self._uploaded_cache[model_id] = stored
             while len(self._uploaded_cache) > self.cache_size:
@@ -204,17 +266,26 @@ class ModelStore:
         return stored
 
     # --- writing -------------------------------------------------------------------------------
-    def add_temporary(self, bundle: ModelBundle) -> StoredModel:
-        """Keep ``bundle`` in memory as a model until the process ends (listed last; not a built-in)."""
-        stored = StoredModel(bundle, fingerprint(bundle.graph, bundle.params), builtin=False)
+    def add_temporary(self, bundle: ModelBundle, owner: str | None = None) -> StoredModel:
+        """Keep ``bundle`` in memory as a model until the process ends (listed last; not a built-in).
+
+        ``owner``: whose it is (a token hash), e.g. the owner of the training job that trained it."""
         with self._lock:
+            previous = self._temporary.get(bundle.id)
+            stored = StoredModel(bundle, fingerprint(bundle.graph, bundle.params), builtin=False, owner=owner,
+                                 shared=previous is not None and previous.shared)
             self._temporary[bundle.id] = stored
         return stored
 
     def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
                  preset: str = "imagenet", max_input_elements: int | None = None,
-                 max_activation_values: int | None = None) -> tuple[StoredModel, bool]:
-        """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id).
+                 max_activation_values: int | None = None, owner: str | None = None,
+                 quota: Callable[[int], None] | None = None) -> tuple[StoredModel, bool]:
+        """Import and store an ONNX model. Returns the model and whether it is new (same bytes and owner: same id).
+
+        ``owner``: the uploader's token hash, kept in meta.json. ``quota(new_bytes)`` raises when storing
+        ``new_bytes`` more would exceed a limit: called with 0 before the import, then with the stored size
+        just before the model appears (under a lock, so this process's uploads do not overtake each other).
 
         ``max_input_elements``: refuse a model whose single input is larger (it could never be run here).
         ``max_activation_values``: refuse a model whose activations for one input add up to more (a tiny file
@@ -223,9 +294,11 @@ class ModelStore:
         from app.importers.onnx_import import OnnxImportError, import_onnx
 
         digest = hashlib.sha256(data).hexdigest()
-        model_id = UPLOAD_PREFIX + digest[:12]
+        model_id = upload_id(digest, owner)
         if (self.models_dir / model_id / "meta.json").is_file():
             return self.get(model_id), False
+        if quota is not None:
+            quota(0)  # refuse before the import's work when the count is already at its limit
         try:
             spec, params, info = import_onnx(data, name=name)
         except OnnxImportError as exc:
@@ -261,7 +334,7 @@ class ModelStore:
             "preprocessing_preset": preset if preprocessing else None,
             "description": PREPROCESSING_PRESETS[preset]["text"] if preprocessing else
             "input is not a square 1- or 3-channel image: send .npy tensors",
-            "info": info,
+            "info": info, "owner": owner, "shared": False,
         }
         self.models_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.models_dir))
@@ -269,11 +342,43 @@ class ModelStore:
             (staging / "spec.json").write_text(json.dumps(spec))
             save_weights(staging / "weights.npz", params)
             (staging / "meta.json").write_text(json.dumps(meta, default=str))
-            with contextlib.suppress(OSError):  # OSError: another request stored the same file meanwhile
-                os.rename(staging, self.models_dir / model_id)  # atomic: other workers see all or nothing
+            with self._commit_lock:
+                if quota is not None and not (self.models_dir / model_id).is_dir():
+                    quota(directory_bytes(staging))
+                with contextlib.suppress(OSError):  # OSError: another request stored the same file meanwhile
+                    os.rename(staging, self.models_dir / model_id)  # atomic: other workers see all or nothing
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.get(model_id), True
+
+    def set_shared(self, model_id: str, shared: bool) -> None:
+        """Share an uploaded or trained model with everyone (or stop sharing it); 409 for a built-in one."""
+        if model_id in self.builtins:
+            raise ApiError(409, f"'{model_id}' is a built-in model: everyone sees it already")
+        with self._lock:
+            temporary = self._temporary.get(model_id)
+            if temporary is not None:
+                self._temporary[model_id] = dataclasses.replace(temporary, shared=shared)
+                return
+        path = self._meta_path(model_id)
+        try:
+            meta = json.loads(path.read_text())
+            meta["shared"] = shared
+            times = path.parent.stat()
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".meta-", suffix=".json",
+                                             delete=False) as new:
+                new.write(json.dumps(meta, default=str))
+            try:
+                os.replace(new.name, path)  # atomic: readers see the old or the new meta.json, never half
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(new.name)
+            # the directory's time orders the list: sharing does not make a model newer
+            os.utime(path.parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+        except (FileNotFoundError, NotADirectoryError):
+            raise not_found("model", model_id, self.ids()) from None
+        with self._lock:
+            self._uploaded_cache.pop(model_id, None)
 
     def delete(self, model_id: str) -> None:
         """Remove an uploaded model; built-ins are refused with 403 (409 would suggest it could work later)."""
