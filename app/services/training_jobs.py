@@ -292,7 +292,8 @@ class JobManager:
             with job.lock:
                 job.status, job.error = status, error
                 job.trainer = None
-            job.post("end", job.summary().model_dump(exclude={"batches", "epochs"}))
+            # "owned" depends on who reads the stream: the summary cannot know, so it is left out
+            job.post("end", job.summary().model_dump(exclude={"batches", "epochs", "owned"}))
 
     def _before_training(self, job: TrainingJobState, trainer: Trainer, train: tuple[np.ndarray, np.ndarray],
                          test: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, int]) -> None:

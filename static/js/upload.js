@@ -98,6 +98,22 @@ $("upload-form").addEventListener("submit", async (event) => {
   }
 });
 
+function deleteButton(model) {
+  const remove = el("button", { type: "button", class: "secondary", text: "Delete", "aria-label": `Delete ${model.name}` });
+  remove.addEventListener("click", async () => {
+    if (!window.confirm(`Delete ${model.name} from this server?`)) return;
+    try {
+      await api(`/api/models/${encodeURIComponent(model.id)}`, { method: "DELETE", as: "response", label: "Deleting…" });
+      forgetModels();
+      await listUploaded();
+    } catch (err) {
+      showError(err, "deleting");
+    }
+  });
+  return remove;
+}
+
+// Uploaded models this browser may use: its own (with a Delete button) and the ones the lecturer shared.
 async function listUploaded() {
   const box = $("uploaded");
   try {
@@ -107,21 +123,13 @@ async function listUploaded() {
       return;
     }
     box.replaceChildren(...models.map((model) => {
-      const remove = el("button", { type: "button", class: "secondary", text: "Delete", "aria-label": `Delete ${model.name}` });
-      remove.addEventListener("click", async () => {
-        if (!window.confirm(`Delete ${model.name} from this server?`)) return;
-        try {
-          await api(`/api/models/${encodeURIComponent(model.id)}`, { method: "DELETE", as: "response", label: "Deleting…" });
-          forgetModels();
-          await listUploaded();
-        } catch (err) {
-          showError(err, "deleting");
-        }
-      });
       const row = links(model);
-      row.append(remove);
+      if (model.owned) row.append(deleteButton(model)); // the server refuses others' deletes: offer only ours
+      const whose = model.owned ? (model.shared ? " · yours, shared with everyone" : " · yours")
+        : model.shared ? " · shared by the lecturer" : "";
       return el("div", { class: "uploaded-model" },
-        el("p", {}, el("strong", { text: model.name }), ` · ${model.input_shape.join("×")} · ${model.param_count.toLocaleString()} parameters`),
+        el("p", {}, el("strong", { text: model.name }),
+          ` · ${model.input_shape.join("×")} · ${model.param_count.toLocaleString()} parameters${whose}`),
         row);
     }));
   } catch (err) {

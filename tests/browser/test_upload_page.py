@@ -81,3 +81,33 @@ def test_unsupported_operators_are_listed(page, tmp_path):
     page.wait_for_selector("#error:not([hidden])")
     assert "Erf" in page.locator("#error-text").inner_text()
     assert "mystery_erf" in page.locator("#upload-result").inner_text()
+
+
+def test_an_upload_is_this_browsers_own(page, browser, server, tmp_path):
+    """The page gives the browser an HttpOnly identity cookie; its upload is listed with a Delete button, and
+    another browser (another student) does not see it at all."""
+    model_file = tiny_cnn(tmp_path / "mine.onnx")
+    page.goto("/upload")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "cnn_vis_owner")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/"
+    assert page.evaluate("document.cookie").find("cnn_vis_owner") == -1  # page scripts never see the token
+    page.set_input_files("#onnx-file", str(model_file))
+    page.fill("#onnx-name", "Only mine")
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_selector("#upload-result .badge.ok")
+    mine = page.locator(".uploaded-model", has_text="Only mine")
+    mine.wait_for()
+    assert mine.get_by_role("button", name="Delete Only mine").is_visible() and "yours" in mine.inner_text()
+
+    other = browser.new_context(base_url=server)
+    try:
+        theirs = other.new_page()
+        theirs.goto("/upload")
+        theirs.wait_for_function("!document.getElementById('uploaded').textContent.includes('Loading')")
+        assert "Only mine" not in theirs.locator("#uploaded").inner_text()
+    finally:
+        other.close()
+    page.once("dialog", lambda dialog: dialog.accept())
+    mine.get_by_role("button", name="Delete Only mine").click()
+    page.locator(".uploaded-model", has_text="Only mine").wait_for(state="detached")
+    page.console.check()

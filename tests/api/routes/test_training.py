@@ -401,6 +401,8 @@ def test_a_job_is_stopped_and_listed_by_its_owner_only(owners_lab, manager):
     assert [j["id"] for j in bob.get("/api/training/jobs", headers=lecturer).json()["jobs"]] == [job["id"]]
     assert bob.delete(f"/api/training/jobs/{job['id']}", headers=lecturer).status_code == 202
     wait_finished(manager, job["id"], timeout=20)
+    end = read_events(alice, job["id"])[-1]  # the stream is everyone's: it does not say whose the job is
+    assert end[1] == "end" and end[2]["status"] == "cancelled" and "owned" not in end[2]
     wrong = bob.get("/api/training/jobs", headers={"X-Admin-Token": "not the lecturer token at all"})
     assert wrong.status_code == 403
 
