@@ -18,7 +18,8 @@ from app.schemas.errors import ErrorResponse
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 DESCRIPTIONS = {
-    "403": "not allowed on this resource (e.g. deleting a built-in model)",
+    "403": "not allowed: a built-in model, someone else's model or job, or a wrong or unconfigured lecturer token "
+           "(X-Admin-Token)",
     "404": "an unknown model, node, parameter, run or job: the message lists what exists",
     "410": "the run was made with an earlier version of the model: create it again",
     "413": "too large: body bytes, image pixels (including decompression bombs), tensor elements or work",
@@ -47,6 +48,8 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[str
         statuses.add("410")
     if method == "delete" and path == "/api/models/{model_id}":
         statuses.add("403")
+    if any(parameter.get("name") == "X-Admin-Token" for parameter in operation.get("parameters", [])):
+        statuses.add("403")  # a wrong lecturer token, or one sent when the server has none
     return statuses
 
 
