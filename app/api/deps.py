@@ -85,11 +85,9 @@ def remember_owner(request: Request, response: Response, token: str) -> None:
 def get_owner(identity: IdentityDep, request: Request, response: Response) -> Identity:
     """The caller as the owner of what the request creates: a new token when they have none, kept in the
     browser's cookie when it did not carry one."""
-    if identity.token is None:
-        identity = dataclasses.replace(identity, token=new_token())
-    assert identity.token is not None
-    remember_owner(request, response, identity.token)
-    return identity
+    token = identity.token or new_token()
+    remember_owner(request, response, token)
+    return dataclasses.replace(identity, token=token)
 
 
 OwnerDep = Annotated[Identity, Depends(get_owner)]

@@ -157,12 +157,14 @@ class ModelStore:
                     found.append((path.stat().st_mtime, path.name))
         return [name for _, name in sorted(found)]
 
-    def available(self) -> list[StoredModel]:
-        """Every model that can be loaded now (one deleted while the list is read is left out)."""
+    def available(self, include: Callable[[str], bool] | None = None) -> list[StoredModel]:
+        """Every model that can be loaded now (one deleted while the list is read is left out); with ``include``,
+        only the ids it accepts (the others are not even loaded)."""
         models = []
         for model_id in self.ids():
             try:
-                models.append(self.get(model_id))
+                if include is None or include(model_id):
+                    models.append(self.get(model_id))
             except ApiError as exc:
                 if exc.status_code != 404:
                     raise

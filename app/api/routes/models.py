@@ -63,15 +63,13 @@ def summarise(model: StoredModel, access: Access, identity: Identity) -> dict:
 @router.get("", response_model=ModelList)
 def list_models(store: ModelStoreDep, identity: IdentityDep) -> ModelList:
     """The models you may use: built-in ones, your uploads and the shared ones (the lecturer: every model)."""
-    models = []
-    for model in store.available():
-        try:
-            access = store.access(model.id)
-        except ApiError:
-            continue  # deleted meanwhile
-        if may_read(access, identity):
-            models.append(summarise(model, access, identity))
-    return ModelList(models=models)
+    seen: dict[str, Access] = {}
+
+    def include(model_id: str) -> bool:
+        seen[model_id] = store.access(model_id)
+        return may_read(seen[model_id], identity)
+
+    return ModelList(models=[summarise(model, seen[model.id], identity) for model in store.available(include)])
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
