@@ -18,7 +18,8 @@ from app.schemas.errors import ErrorResponse
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 DESCRIPTIONS = {
-    "403": "not allowed on this resource (e.g. deleting a built-in model)",
+    "403": "not allowed: a built-in model, someone else's model or job, or a wrong or unconfigured lecturer token "
+           "(X-Admin-Token)",
     "409": "the model's stored files cannot be loaded (the message says which): delete it and upload it again",
     "404": "an unknown model, node, parameter, run or job: the message lists what exists",
     "410": "the run was made with an earlier version of the model: create it again",
@@ -55,6 +56,8 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[str
         statuses.add("503")  # the data directory is read-only (runs fall back to memory and never answer it)
     if (method, path) == ("post", "/api/models"):
         statuses.add("507")  # the disk is full
+    if any(parameter.get("name") == "X-Admin-Token" for parameter in operation.get("parameters", [])):
+        statuses.add("403")  # a wrong lecturer token, or one sent when the server has none
     return statuses
 
 

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request, Response
 
 from app.core.config import Settings, get_settings
+from app.errors import ApiError, not_found
 from app.services.compute import compute_slot
 from app.services.inputs import ModelInput, read_model_input
 from app.services.models import ModelStore, StoredModel, model_store_for
+from app.services.owners import (
+    ADMIN_HEADER,
+    COOKIE_MAX_AGE,
+    OWNER_COOKIE,
+    OWNER_HEADER,
+    Identity,
+    identify,
+    may_read,
+    new_token,
+    valid_token,
+)
 from app.services.runs import RunStore, run_store_for
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -42,12 +55,77 @@ def get_run_store(settings: SettingsDep, compute: ComputeDep) -> RunStore:
 
 RunStoreDep = Annotated[RunStore, Depends(get_run_store)]
 
+def get_identity(
+    request: Request, settings: SettingsDep,
+    owner_token: Annotated[str | None, Header(
+        alias=OWNER_HEADER, description="your owner token (the owner_token an upload or a training job returned); "
+                                        "browsers use the cnn_vis_owner cookie instead",
+        examples=["q3Xh0bW6S8yJf2kVtN4cLm9pR1aZ7uEoD5iGwYx_B-0"])] = None,
+    admin_token: Annotated[str | None, Header(
+        alias=ADMIN_HEADER, description="the lecturer's token (CNN_VIS_ADMIN_TOKEN): see, delete, cancel and "
+                                        "share anything", examples=["the-lecturer-secret-from-the-env"])] = None,
+) -> Identity:
+    """The caller: their owner token (header, else cookie) and whether they are the lecturer (403 for a wrong
+    lecturer token)."""
+    return identify(owner_token, request.cookies.get(OWNER_COOKIE), admin_token, settings.admin_token)
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+
+
+def remember_owner(request: Request, response: Response, token: str) -> None:
+    """Set the owner cookie unless the browser sent a valid one (HttpOnly: page scripts never see it;
+    SameSite=Lax: other sites' forms and scripts do not send it; Secure when the request came over https)."""
+    if valid_token(request.cookies.get(OWNER_COOKIE)):
+        return
+    response.set_cookie(OWNER_COOKIE, token, max_age=COOKIE_MAX_AGE, path="/", httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https")
+
+
+def get_owner(identity: IdentityDep, request: Request, response: Response) -> Identity:
+    """The caller as the owner of what the request creates: a new token when they have none, kept in the
+    browser's cookie when it did not carry one."""
+    token = identity.token or new_token()
+    remember_owner(request, response, token)
+    return dataclasses.replace(identity, token=token)
+
+
+OwnerDep = Annotated[Identity, Depends(get_owner)]
+
+
+def visible_ids(store: ModelStore, identity: Identity) -> list[str]:
+    """The ids of the models the caller may see."""
+    visible = []
+    for model_id in store.ids():
+        try:
+            if may_read(store.access(model_id), identity):
+                visible.append(model_id)
+        except ApiError:
+            continue  # deleted meanwhile
+    return visible
+
+
+@contextmanager
+def hiding_others(store: ModelStore, identity: Identity, model_id: str) -> Iterator[None]:
+    """A 404 raised inside names only the models the caller may see (never other students' ids)."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status_code != 404 or not exc.detail.startswith("no model "):
+            raise
+        raise not_found("model", model_id, visible_ids(store, identity)) from None
+
+
 ModelIdPath = Annotated[str, Path(description="a model id from GET /api/models", examples=["digits-classic"])]
 
 
-def get_model(model_id: ModelIdPath, store: ModelStoreDep) -> StoredModel:
-    """The model named in the path (404 listing the known ids)."""
-    return store.get(model_id)
+def get_model(model_id: ModelIdPath, store: ModelStoreDep, identity: IdentityDep) -> StoredModel:
+    """The model named in the path when the caller may see it; else 404 as if it did not exist, listing the
+    ids they may see (another student's unshared upload is private)."""
+    with hiding_others(store, identity, model_id):
+        if not may_read(store.access(model_id), identity):
+            raise not_found("model", model_id)
+        return store.get(model_id)
 
 
 ModelDep = Annotated[StoredModel, Depends(get_model)]

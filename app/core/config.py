@@ -58,6 +58,19 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
     workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+    admin_token: str | None = Field(
+        None, repr=False, min_length=16,
+        description="the lecturer's secret, sent as the X-Admin-Token header: share models with everyone, delete "
+                    "or cancel anything, see every model and job (unset: there is no lecturer)")
+    quota_models_per_owner: int = Field(10, ge=1, description="uploaded models one person may keep (more: 409)")
+    quota_model_bytes_per_owner: int = Field(200 * MB, ge=1, description="bytes on disk one person's uploaded "
+                                                                         "models may take (more: 409)")
+    quota_running_jobs_per_owner: int = Field(2, ge=1, description="training jobs one person may run at once "
+                                                                   "(more: 429); 2 lets the lab's runs A and B "
+                                                                   "train side by side")
+    quota_models_total: int = Field(200, ge=1, description="uploaded models the server keeps in all (more: 507)")
+    quota_model_bytes_total: int = Field(2048 * MB, ge=1, description="bytes on disk all uploaded models may take "
+                                                                     "(more: 507)")
     allowed_hosts: list[str] | None = Field(
         None, description="host names (the Host header, port ignored) this server answers to; others get 400 "
                           "(DNS rebinding). Default: localhost, 127.0.0.1, [::1] and `host` when it is one address. "
@@ -85,7 +98,7 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper())
-            if raw is None:
+            if raw is None or (name == "admin_token" and not raw.strip()):  # empty: no lecturer
                 continue
             values[name] = [o.strip() for o in raw.split(",") if o.strip()] if name in LIST_SETTINGS else raw
         try:

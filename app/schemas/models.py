@@ -55,6 +55,11 @@ class ModelSummary(BaseModel):
     param_count: int = Field(..., description="trainable parameters", examples=[7434])
     version: str = Field(..., examples=["f9bec6c0462857ca"],
                          description="fingerprint of the weights; part of every run id")
+    owned: bool = Field(False, examples=[False],
+                        description="yours (you uploaded or trained it): you may delete it")
+    shared: bool = Field(False, examples=[False],
+                         description="an upload the lecturer shared with everyone (built-in models: false, they are "
+                                     "everyone's anyway)")
 
 
 class UnavailableModel(BaseModel):
@@ -65,16 +70,18 @@ class UnavailableModel(BaseModel):
     name: str | None = Field(None, description="display name, when its meta.json can still be read",
                              examples=["My small CNN"])
     builtin: bool = Field(..., examples=[False], description="shipped with the visualiser (cannot be deleted)")
+    owned: bool = Field(False, examples=[True], description="yours: you may delete it")
     problem: str = Field(..., description="what is wrong with its stored files, in words",
                          examples=["its weights file (weights.npz) cannot be read: the file is truncated or damaged "
                                    "(File is not a zip file)"])
 
 
 class ModelList(BaseModel):
-    """Every model: built-in ones first, then uploaded ones; those that cannot be loaded listed apart."""
+    """The models you may use: built-in ones first, then your uploads and the shared ones; those that cannot be
+    loaded listed apart."""
 
-    models: list[ModelSummary] = Field(..., description="every model that can be used: built-in models first, then "
-                                                        "uploaded ones")
+    models: list[ModelSummary] = Field(..., description="built-in models first, then your uploads and the shared "
+                                                        "ones (the lecturer: every upload)")
     unavailable: list[UnavailableModel] = Field(
         default_factory=list, description="models whose stored files cannot be loaded, with the problem; they are "
                                           "not in `models`, their routes answer 409, and uploaded ones can be deleted")
@@ -187,3 +194,7 @@ class ModelCreated(ModelSummary):
                                  examples=[{"name": "lenet", "producer": "pytorch 2.13.0", "opset": 17, "ir_version": 8,
                                             "input_name": "input", "output_name": "logits", "output_shape": ["N", 10],
                                             "notes": []}])
+    owner_token: str = Field(..., examples=["q3Xh0bW6S8yJf2kVtN4cLm9pR1aZ7uEoD5iGwYx_B-0"],
+                             description="your identity: send it as the X-Owner-Token header to see and delete this "
+                                         "model (and to own what you upload next); keep it secret. Browsers keep it "
+                                         "in a cookie")

@@ -151,13 +151,25 @@ class TrainingJob(BaseModel):
                                  description="set once the network is opened as a model (POST .../model)")
     events_url: str = Field(..., examples=["/api/training/jobs/a1b2c3d4/events"],
                             description="server-sent events of this job")
+    owned: bool = Field(False, examples=[True],
+                        description="yours (you started it): you may stop it and open it as a model")
+
+
+class TrainingJobCreated(TrainingJob):
+    """A job just started, with the owner token that identifies whoever started it."""
+
+    owner_token: str = Field(..., examples=["q3Xh0bW6S8yJf2kVtN4cLm9pR1aZ7uEoD5iGwYx_B-0"],
+                             description="your identity: send it as the X-Owner-Token header to stop this job, open it "
+                                         "as a model and see it in the list; keep it secret. Browsers keep it in a "
+                                         "cookie")
 
 
 class TrainingJobList(BaseModel):
-    """Every job kept by this server process, newest first."""
+    """Your jobs kept by this server process, newest first (the lecturer: everyone's)."""
 
-    jobs: list[TrainingJob] = Field(..., description="every job kept by this server process, newest first")
-    running: int = Field(..., examples=[1], description="jobs training now")
+    jobs: list[TrainingJob] = Field(..., description="your jobs kept by this server process, newest first (the "
+                                                     "lecturer: everyone's)")
+    running: int = Field(..., examples=[1], description="jobs training now, everyone's")
     max_running: int = Field(..., examples=[2], description="at most this many train at once; more gives 429")
 
 

@@ -2,7 +2,10 @@
 
 Uploaded models live under ``<data dir>/models/<id>/`` as ``spec.json`` + ``weights.npz`` +
 ``meta.json``, so they survive restarts and every worker process sees them. An uploaded model's
-id is a hash of the ONNX file, so uploading the same file twice gives the same model.
+id is a hash of the ONNX file and of its owner (``meta.json``'s ``owner``, a token hash, see
+``app.services.owners``): the same person uploading the same file twice gets the same model, and another
+person uploading it gets a copy of their own, which they alone may delete (no one loses a model because
+someone else deleted "theirs"). ``meta.json``'s ``shared`` says the lecturer made it visible to everyone.
 Loaded models are cached per process (a few at a time); a model deleted by another worker is
 noticed because its directory is gone.
 
@@ -14,6 +17,7 @@ app/services/storage.py: a full or read-only disk is a 507 or 503, and nothing h
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +38,7 @@ import numpy as np
 
 from app.errors import ApiError, not_found, shorten
 from app.services.model_files import DamagedModelError, read_stored
+from app.services.owners import Access
 from app.services.storage import staging, writing
 from engine.errors import EngineError
 from engine.graph import Graph
@@ -60,6 +65,8 @@ class StoredModel:
     bundle: ModelBundle
     version: str
     builtin: bool
+    owner: str | None = None  # the owner's token hash (uploaded and trained models); None: nobody's
+    shared: bool = False  # as loaded: ModelStore.access() reads an uploaded model's afresh
 
     @property
     def id(self) -> str:
@@ -120,6 +127,23 @@ def uploaded_preprocessing(input_shape: tuple[int, ...], preset: str) -> Preproc
                          grayscale=channels == 1)
 
 
+def upload_id(digest: str, owner: str | None) -> str:
+    """An uploaded model's id from its file's sha256 and its owner's token hash (none: the file's alone)."""
+    if owner is None:
+        return UPLOAD_PREFIX + digest[:12]
+    return UPLOAD_PREFIX + hashlib.sha256(f"{digest}:{owner}".encode()).hexdigest()[:12]
+
+
+def directory_bytes(directory: Path) -> int:
+    """The bytes the files directly in ``directory`` take (0 when it is gone)."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for path in directory.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+    return total
+
+
 def takes_images(graph: Graph) -> bool:
     """True when the input is a square (C, S, S) image with 1 or 3 channels (else only .npy tensors)."""
     shape = graph.input_shape
@@ -139,6 +163,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._temporary: dict[str, StoredModel] = {}  # in memory only, e.g. networks trained in the training lab
+        self._commit_lock = threading.Lock()  # quota check and rename of an upload, one at a time
 
     # --- reading -------------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -155,17 +180,21 @@ class ModelStore:
                     found.append((path.stat().st_mtime, path.name))
         return [name for _, name in sorted(found)]
 
-    def available(self) -> list[StoredModel]:
-        """Every model that can be loaded now (one deleted while the list is read is left out)."""
-        return self.survey()[0]
+    def available(self, include: Callable[[str], bool] | None = None) -> list[StoredModel]:
+        """Every model that can be loaded now (one deleted while the list is read is left out); with ``include``,
+        only the ids it accepts (the others are not even loaded)."""
+        return self.survey(include)[0]
 
-    def survey(self) -> tuple[list[StoredModel], list[ModelUnavailableError]]:
-        """Every model that can be loaded now, and every one that cannot, with why (one deleted meanwhile: neither)."""
+    def survey(self, include: Callable[[str], bool] | None = None
+               ) -> tuple[list[StoredModel], list[ModelUnavailableError]]:
+        """Every model that can be loaded now, and every one that cannot, with why (one deleted meanwhile: neither);
+        with ``include``, only the ids it accepts (the others are not even loaded)."""
         models: list[StoredModel] = []
         unavailable: list[ModelUnavailableError] = []
         for model_id in self.ids():
             try:
-                models.append(self.get(model_id))
+                if include is None or include(model_id):
+                    models.append(self.get(model_id))
             except ModelUnavailableError as exc:
                 unavailable.append(exc)
             except ApiError as exc:
@@ -185,6 +214,42 @@ class ModelStore:
         with self._lock:
             self._uploaded_cache.pop(model_id, None)
         raise not_found("model", model_id, self.ids())
+
+    def access(self, model_id: str) -> Access:
+        """Whose the model is and whether it is shared, read afresh from meta.json (another worker may have
+        shared it meanwhile); 404 when there is no such model. Unreadable meta.json: nobody's."""
+        if model_id in self.builtins:
+            return Access(None, shared=True, builtin=True)
+        temporary = self._temporary.get(model_id)
+        if temporary is not None:
+            return Access(temporary.owner, temporary.shared)
+        try:
+            meta = json.loads(self._meta_path(model_id).read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            raise not_found("model", model_id, self.ids()) from None
+        except ValueError:
+            return Access(None)
+        return Access(meta.get("owner"), bool(meta.get("shared")))
+
+    def upload_usage(self) -> list[tuple[str | None, int]]:
+        """(owner, bytes on disk) of every uploaded model, for the quotas."""
+        usage = []
+        for model_id in self.uploaded_ids():
+            directory = self.models_dir / model_id
+            try:
+                owner = json.loads((directory / "meta.json").read_text()).get("owner")
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except ValueError:
+                owner = None
+            usage.append((owner, directory_bytes(directory)))
+        return usage
+
+    def _meta_path(self, model_id: str) -> Path:
+        """meta.json of an uploaded model (404 for an id that cannot be one)."""
+        if not model_id.startswith(UPLOAD_PREFIX) or "/" in model_id or model_id in (".", ".."):
+            raise not_found("model", model_id, self.ids())
+        return self.models_dir / model_id / "meta.json"
 
     def _load_lock(self, model_id: str) -> threading.Lock:
         with self._lock:
@@ -224,7 +289,8 @@ class ModelStore:
                 id=model_id, name=meta["name"], task=meta["task"], graph=graph, params=params, labels=meta["labels"],
                 preprocessing=files.preprocessing, source=meta["source"], description=str(meta.get("description", "")),
                 extra={"onnx": meta.get("info", {}), "uploaded_at": meta.get("uploaded_at")})
-            stored = StoredModel(bundle, meta["version"], builtin=False)
+            stored = StoredModel(bundle, meta["version"], builtin=False, owner=meta.get("owner"),
+                                 shared=bool(meta.get("shared")))
         with self._lock:
             self._uploaded_cache[model_id] = stored
             while len(self._uploaded_cache) > self.cache_size:
@@ -232,17 +298,26 @@ class ModelStore:
         return stored
 
     # --- writing -------------------------------------------------------------------------------
-    def add_temporary(self, bundle: ModelBundle) -> StoredModel:
-        """Keep ``bundle`` in memory as a model until the process ends (listed last; not a built-in)."""
-        stored = StoredModel(bundle, fingerprint(bundle.graph, bundle.params), builtin=False)
+    def add_temporary(self, bundle: ModelBundle, owner: str | None = None) -> StoredModel:
+        """Keep ``bundle`` in memory as a model until the process ends (listed last; not a built-in).
+
+        ``owner``: whose it is (a token hash), e.g. the owner of the training job that trained it."""
         with self._lock:
+            previous = self._temporary.get(bundle.id)
+            stored = StoredModel(bundle, fingerprint(bundle.graph, bundle.params), builtin=False, owner=owner,
+                                 shared=previous is not None and previous.shared)
             self._temporary[bundle.id] = stored
         return stored
 
     def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
                  preset: str = "imagenet", max_input_elements: int | None = None,
-                 max_activation_values: int | None = None) -> tuple[StoredModel, bool]:
-        """Import and store an ONNX model. Returns the model and whether it is new (same bytes: same id).
+                 max_activation_values: int | None = None, owner: str | None = None,
+                 quota: Callable[[int], None] | None = None) -> tuple[StoredModel, bool]:
+        """Import and store an ONNX model. Returns the model and whether it is new (same bytes and owner: same id).
+
+        ``owner``: the uploader's token hash, kept in meta.json. ``quota(new_bytes)`` raises when storing
+        ``new_bytes`` more would exceed a limit: called with 0 before the import, then with the stored size
+        just before the model appears (under a lock, so this process's uploads do not overtake each other).
 
         ``max_input_elements``: refuse a model whose single input is larger (it could never be run here).
         ``max_activation_values``: refuse a model whose activations for one input add up to more (a tiny file
@@ -251,9 +326,11 @@ class ModelStore:
         from app.importers.onnx_import import OnnxImportError, import_onnx
 
         digest = hashlib.sha256(data).hexdigest()
-        model_id = UPLOAD_PREFIX + digest[:12]
+        model_id = upload_id(digest, owner)
         if (self.models_dir / model_id / "meta.json").is_file():
             return self.get(model_id), False
+        if quota is not None:
+            quota(0)  # refuse before the import's work when the count is already at its limit
         try:
             spec, params, info = import_onnx(data, name=name)
         except OnnxImportError as exc:
@@ -289,12 +366,13 @@ class ModelStore:
             "preprocessing_preset": preset if preprocessing else None,
             "description": PREPROCESSING_PRESETS[preset]["text"] if preprocessing else
             "input is not a square 1- or 3-channel image: send .npy tensors",
-            "info": info,
+            "info": info, "owner": owner, "shared": False,
         }
-        self._store_files(model_id, spec, params, meta)
+        self._store_files(model_id, spec, params, meta, quota)
         return self.get(model_id), True
 
-    def _store_files(self, model_id: str, spec: dict, params: Mapping[str, np.ndarray], meta: dict) -> None:
+    def _store_files(self, model_id: str, spec: dict, params: Mapping[str, np.ndarray], meta: dict,
+                     quota: Callable[[int], None] | None = None) -> None:
         """Write the model into a staging directory, then rename it into place: all or nothing, even if killed."""
         target = self.models_dir / model_id
         with writing("storing the uploaded model"):
@@ -306,7 +384,10 @@ class ModelStore:
                     save_weights(staged / "weights.npz", dict(params))
                     (staged / "meta.json").write_text(json.dumps(meta, default=str))
                     try:
-                        os.rename(staged, target)  # atomic: other workers see all or nothing
+                        with self._commit_lock:
+                            if quota is not None and not target.is_dir():
+                                quota(directory_bytes(staged))
+                            os.rename(staged, target)  # atomic: other workers see all or nothing
                     except OSError:
                         if (target / "meta.json").is_file():
                             return  # another request stored the same file meanwhile
@@ -316,6 +397,44 @@ class ModelStore:
                         raise
                 finally:
                     shutil.rmtree(staged, ignore_errors=True)
+
+    def set_shared(self, model_id: str, shared: bool) -> None:
+        """Share an uploaded or trained model with everyone (or stop sharing it); 409 for a built-in one."""
+        if model_id in self.builtins:
+            raise ApiError(409, f"'{model_id}' is a built-in model: everyone sees it already")
+        with self._lock:
+            temporary = self._temporary.get(model_id)
+            if temporary is not None:
+                self._temporary[model_id] = dataclasses.replace(temporary, shared=shared)
+                return
+        path = self._meta_path(model_id)
+        try:
+            with writing("sharing the model"):
+                self._rewrite_meta(path, shared)
+        except (FileNotFoundError, NotADirectoryError):
+            raise not_found("model", model_id, self.ids()) from None
+        except ValueError:
+            raise ApiError(409, f"model '{model_id}' cannot be shared: its meta.json is damaged; delete it "
+                                f"(DELETE /api/models/{model_id}) and upload the ONNX file again") from None
+        with self._lock:
+            self._uploaded_cache.pop(model_id, None)
+
+    @staticmethod
+    def _rewrite_meta(path: Path, shared: bool) -> None:
+        """meta.json with ``shared`` set, replaced atomically, the directory's time kept."""
+        meta = json.loads(path.read_text())
+        meta["shared"] = shared
+        times = path.parent.stat()
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".meta-", suffix=".json",
+                                         delete=False) as new:
+            new.write(json.dumps(meta, default=str))
+        try:
+            os.replace(new.name, path)  # atomic: readers see the old or the new meta.json, never half
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(new.name)
+        # the directory's time orders the list: sharing does not make a model newer
+        os.utime(path.parent, ns=(times.st_atime_ns, times.st_mtime_ns))
 
     def delete(self, model_id: str) -> None:
         """Remove an uploaded model; built-ins are refused with 403 (409 would suggest it could work later)."""

@@ -8,7 +8,8 @@ streams (``batch``, ``epoch``, ``images``, ``end``); only the latest ``images`` 
 Everything NumPy runs in the job's thread. The pictures (first-layer filters, one sample's feature maps)
 are rendered there while the Trainer is paused at a progress event, so they read consistent weights.
 Jobs and their trained networks belong to one server process: with several workers, a job is only
-visible to the worker that started it.
+visible to the worker that started it. Each job records its owner (a token hash, ``app.services.owners``);
+at most ``max_per_owner`` of one owner's jobs run at once.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class TrainingJobState:
     initial_params: dict[str, np.ndarray]
     pretrained_params: list[str]
     created_at: str
+    owner: str | None = None  # the token hash of whoever started it
     status: str = "running"
     error: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
@@ -156,8 +158,12 @@ class JobManager:
         self._lock = threading.Lock()
 
     # --- requests ------------------------------------------------------------------------------
-    def start(self, settings: TrainingSettings) -> TrainingJobState:
-        """Validate, then start a job in a background thread (422 on bad settings, 429 over the limit)."""
+    def start(self, settings: TrainingSettings, owner: str | None = None,
+              max_per_owner: int | None = None) -> TrainingJobState:
+        """Validate, then start a job in a background thread (422 on bad settings, 429 over a limit).
+
+        ``owner``: whose job it is (a token hash); ``max_per_owner``: how many of their jobs may run at once
+        (None: no per-owner limit, e.g. for the lecturer)."""
         try:
             network = build_network(settings.network, settings.depth, settings.batch_norm,
                                     settings.skip_connections, settings.dropout, settings.dropout_p)
@@ -184,10 +190,16 @@ class JobManager:
                 raise ApiError(429, f"{running} training jobs are running and this server trains at most "
                                     f"{self.max_running} at once: wait for one to finish or cancel one "
                                     "(DELETE /api/training/jobs/{id})", running=running, limit=self.max_running)
+            mine = sum(1 for j in self._jobs.values() if not j.finished and owner is not None and j.owner == owner)
+            if max_per_owner is not None and mine >= max_per_owner:
+                raise ApiError(429, f"you have {mine} training job{'s' if mine != 1 else ''} running, the most one "
+                                    f"person may run at once ({max_per_owner}): wait for it to finish or stop it "
+                                    "(the Stop button, or DELETE /api/training/jobs/{id})",
+                               running=mine, limit=max_per_owner)
             job = TrainingJobState(
                 id=secrets.token_hex(4), name=settings.name or default_name(settings), settings=settings,
                 network=network, graph=graph, initial_params=params, pretrained_params=copied,
-                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), owner=owner,
                 progress={"epochs": settings.epochs, "steps": settings.epochs * -(-settings.train_size //
                                                                                     settings.batch_size)})
             self._jobs[job.id] = job
@@ -281,7 +293,8 @@ class JobManager:
             with job.lock:
                 job.status, job.error = status, error
                 job.trainer = None
-            job.post("end", job.summary().model_dump(exclude={"batches", "epochs"}))
+            # "owned" depends on who reads the stream: the summary cannot know, so it is left out
+            job.post("end", job.summary().model_dump(exclude={"batches", "epochs", "owned"}))
 
     def _before_training(self, job: TrainingJobState, trainer: Trainer, train: tuple[np.ndarray, np.ndarray],
                          test: tuple[np.ndarray, np.ndarray], sample: tuple[np.ndarray, int]) -> None:

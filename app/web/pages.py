@@ -12,7 +12,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from app.api.deps import remember_owner
 from app.paths import find_dir
+from app.services.owners import new_token
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -58,10 +60,14 @@ def sample_images() -> list[dict[str, str]]:
 
 
 def render(request: Request, page: Page) -> HTMLResponse:
-    """The page's template with the shared nav; ``app.state.templates`` is set by ``app.main.create_app``."""
+    """The page's template with the shared nav; ``app.state.templates`` is set by ``app.main.create_app``.
+
+    A browser without an owner cookie gets one, so that whatever it uploads or trains is its own."""
     templates = request.app.state.templates
-    return templates.TemplateResponse(request=request, name=page.template,
-                                      context={"page": page, "pages": PAGES, "samples": sample_images()})
+    response = templates.TemplateResponse(request=request, name=page.template,
+                                          context={"page": page, "pages": PAGES, "samples": sample_images()})
+    remember_owner(request, response, new_token())
+    return response
 
 
 def _route(page: Page):

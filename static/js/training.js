@@ -236,8 +236,12 @@ function showStatus(run) {
   };
   $(`${run}-status`).textContent = words[data.status] || data.status;
   $(`${run}-start`).disabled = data.status === "running";
-  $(`${run}-cancel`).disabled = data.status !== "running";
-  $(`${run}-open`).disabled = data.status !== "done";
+  // a run opened from someone else's link can be watched, not stopped or opened as a model (the server says 403)
+  const theirs = data.job?.owned === false;
+  $(`${run}-cancel`).disabled = data.status !== "running" || theirs;
+  $(`${run}-cancel`).hidden = theirs;
+  $(`${run}-open`).disabled = data.status !== "done" || theirs;
+  $(`${run}-open`).hidden = theirs;
   const form = $(`form-${run}`);
   form.classList.toggle("running", data.status === "running");
   form.setAttribute("aria-busy", data.status === "running" ? "true" : "false");

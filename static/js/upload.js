@@ -114,14 +114,16 @@ function deleteButton(model) {
   return remove;
 }
 
-/** A model whose stored files cannot be loaded: what is wrong, and only the Delete button (its pages answer 409). */
+/** A model whose stored files cannot be loaded: what is wrong, and a Delete button when it is yours (its pages
+ * answer 409). */
 function damagedEntry(model) {
   return el("div", { class: "uploaded-model unavailable" },
     el("p", {}, el("strong", { text: model.name ?? model.id }), " · cannot be loaded"),
-    el("p", { class: "small callout", text: `${model.problem}. Delete it and upload the ONNX file again.` }),
-    el("p", { class: "button-row" }, deleteButton(model)));
+    el("p", { class: "small callout", text: `${model.problem}. ${model.owned ? "Delete it and upload" : "Upload"} the ONNX file again.` }),
+    model.owned ? el("p", { class: "button-row" }, deleteButton(model)) : "");
 }
 
+// Uploaded models this browser may use: its own (with a Delete button) and the ones the lecturer shared.
 async function listUploaded() {
   const box = $("uploaded");
   try {
@@ -133,9 +135,12 @@ async function listUploaded() {
     }
     box.replaceChildren(...models.map((model) => {
       const row = links(model);
-      row.append(deleteButton(model));
+      if (model.owned) row.append(deleteButton(model)); // the server refuses others' deletes: offer only ours
+      const whose = model.owned ? (model.shared ? " · yours, shared with everyone" : " · yours")
+        : model.shared ? " · shared by the lecturer" : "";
       return el("div", { class: "uploaded-model" },
-        el("p", {}, el("strong", { text: model.name }), ` · ${model.input_shape.join("×")} · ${model.param_count.toLocaleString()} parameters`),
+        el("p", {}, el("strong", { text: model.name }),
+          ` · ${model.input_shape.join("×")} · ${model.param_count.toLocaleString()} parameters${whose}`),
         row);
     }), ...damaged.map(damagedEntry));
   } catch (err) {

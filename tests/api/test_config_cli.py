@@ -21,6 +21,17 @@ def test_bad_setting_names_the_variable():
         Settings.from_env({"CNN_VIS_PORT": "eighty"})
 
 
+def test_the_lecturer_token_and_quotas_come_from_the_environment():
+    settings = Settings.from_env({"CNN_VIS_ADMIN_TOKEN": "a-long-enough-secret", "CNN_VIS_QUOTA_MODELS_PER_OWNER": "3",
+                                  "CNN_VIS_QUOTA_MODEL_BYTES_TOTAL": "1000"})
+    assert settings.admin_token == "a-long-enough-secret" and "a-long-enough-secret" not in repr(settings)
+    assert settings.quota_models_per_owner == 3 and settings.quota_model_bytes_total == 1000
+    assert Settings.from_env({"CNN_VIS_ADMIN_TOKEN": " "}).admin_token is None  # empty: no lecturer
+    assert Settings.from_env({}).admin_token is None
+    with pytest.raises(ValueError, match="CNN_VIS_ADMIN_TOKEN"):  # a guessable lecturer token is refused
+        Settings.from_env({"CNN_VIS_ADMIN_TOKEN": "secret"})
+
+
 def test_serve_passes_arguments_to_uvicorn(monkeypatch):
     calls = {}
     import uvicorn

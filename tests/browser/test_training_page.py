@@ -111,3 +111,24 @@ def test_keyboard_starts_and_stops_a_run(page):
     wait_status(page, "a", "Stopped after", timeout=20_000)
     assert page.locator("#a-open").is_disabled() and page.locator("#a-start").is_enabled()
     page.console.check()
+
+
+def test_a_run_opened_from_someone_elses_link_can_be_watched_not_stopped(page, browser, server):
+    page.goto("/training?a_train_size=8000&a_epochs=20&a_batch_size=16")
+    page.click("#a-start")
+    wait_status(page, "a", "Training")
+    page.wait_for_function("!document.getElementById('a-cancel').disabled")
+    link = page.url
+    other = browser.new_context(base_url=server)
+    try:
+        theirs = other.new_page()
+        theirs.goto(link)  # another student follows the link: the run is shown, its Stop and Open are not
+        wait_status(theirs, "a", "Training")
+        assert theirs.locator("#a-cancel").is_hidden() and theirs.locator("#a-open").is_hidden()
+    finally:
+        other.close()
+    assert page.locator("#a-cancel").is_visible()
+    page.click("#a-cancel")
+    wait_status(page, "a", "Stopped after", timeout=20_000)
+    assert page.locator("#a-cancel").is_visible()  # the end event does not take the owner's buttons away
+    page.console.check()

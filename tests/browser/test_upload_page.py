@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.services.owners import hash_token
+
 pytestmark = pytest.mark.browser
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed: upload tests skipped")
@@ -85,9 +87,11 @@ def test_unsupported_operators_are_listed(page, tmp_path):
 
 
 def test_a_damaged_upload_is_left_out_of_the_menus_marked_and_deletable(page, server_data_dir):
+    page.goto("/upload")  # the page gives this browser its identity: the damaged model is its own
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "cnn_vis_owner")
     directory = server_data_dir / "models" / "onnx-00000000dead"  # as a full disk or a kill could leave it
     directory.mkdir(parents=True)
-    (directory / "meta.json").write_text(json.dumps({"name": "Broken net"}))
+    (directory / "meta.json").write_text(json.dumps({"name": "Broken net", "owner": hash_token(token)}))
     (directory / "spec.json").write_text('{"input_shape": [3, 16')
     page.goto("/")  # the explorer's menu offers the models that work (the whole list failed before)
     page.wait_for_selector("#model option[value=digits_classic]", state="attached")
@@ -103,3 +107,33 @@ def test_a_damaged_upload_is_left_out_of_the_menus_marked_and_deletable(page, se
     assert not directory.exists()
     page.console.check()
 
+
+
+def test_an_upload_is_this_browsers_own(page, browser, server, tmp_path):
+    """The page gives the browser an HttpOnly identity cookie; its upload is listed with a Delete button, and
+    another browser (another student) does not see it at all."""
+    model_file = tiny_cnn(tmp_path / "mine.onnx")
+    page.goto("/upload")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "cnn_vis_owner")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/"
+    assert page.evaluate("document.cookie").find("cnn_vis_owner") == -1  # page scripts never see the token
+    page.set_input_files("#onnx-file", str(model_file))
+    page.fill("#onnx-name", "Only mine")
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_selector("#upload-result .badge.ok")
+    mine = page.locator(".uploaded-model", has_text="Only mine")
+    mine.wait_for()
+    assert mine.get_by_role("button", name="Delete Only mine").is_visible() and "yours" in mine.inner_text()
+
+    other = browser.new_context(base_url=server)
+    try:
+        theirs = other.new_page()
+        theirs.goto("/upload")
+        theirs.wait_for_function("!document.getElementById('uploaded').textContent.includes('Loading')")
+        assert "Only mine" not in theirs.locator("#uploaded").inner_text()
+    finally:
+        other.close()
+    page.once("dialog", lambda dialog: dialog.accept())
+    mine.get_by_role("button", name="Delete Only mine").click()
+    page.locator(".uploaded-model", has_text="Only mine").wait_for(state="detached")
+    page.console.check()

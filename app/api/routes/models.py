@@ -1,4 +1,9 @@
-"""Models: list, architecture, predict, activations, forward, upload (ONNX) and delete."""
+"""Models: list, architecture, predict, activations, forward, upload (ONNX), share and delete.
+
+Who sees and changes which model: ``app.services.owners``. The list and every /api/models/{id} path show a
+caller the built-in models, their own uploads and the ones the lecturer shared; another student's
+unshared upload answers 404 as if it did not exist.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,24 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import ComputeDep, ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, SettingsDep
+from app.api.deps import (
+    ComputeDep,
+    IdentityDep,
+    ModelDep,
+    ModelIdPath,
+    ModelInputDep,
+    ModelStoreDep,
+    OwnerDep,
+    RunStoreDep,
+    SettingsDep,
+    hiding_others,
+)
 from app.errors import ApiError
 from app.schemas.models import (
     ModelCreated,
     ModelDetail,
     ModelList,
+    ModelSummary,
     ParamInfo,
     ParamList,
     PredictResponse,
@@ -25,7 +42,9 @@ from app.services.architecture import architecture_of
 from app.services.finite import check_finite, check_stats_finite
 from app.services.inputs import INPUT_OPENAPI, prepare_input
 from app.services.models import PREPROCESSING_PRESETS, StoredModel, num_classes, takes_images
+from app.services.owners import Access, Identity, check_admin, check_may_change, may_read
 from app.services.predictions import top_classes
+from app.services.quotas import ModelQuota, model_quota_check
 from app.services.tensors import NPY_MEDIA_TYPE, parse_npy, to_npy
 from app.services.tiles import tile_layout
 from engine.graph import INPUT
@@ -35,8 +54,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
 
 
-def summarise(model: StoredModel) -> dict:
-    """The fields of ModelSummary for ``model``."""
+def summarise(model: StoredModel, access: Access, identity: Identity) -> dict:
+    """The fields of ModelSummary for ``model``, as ``identity`` sees it (``owned``: they may delete it)."""
     bundle, graph = model.bundle, model.graph
     images = takes_images(graph)
     return {
@@ -46,22 +65,33 @@ def summarise(model: StoredModel) -> dict:
         "preprocessing": bundle.preprocessing.as_dict() if images else None,
         "attention_node": bundle.attention_node, "cam_layer": bundle.cam_layer,
         "param_count": graph.param_count(), "version": model.version,
+        "owned": not access.builtin and identity.owns(access.owner), "shared": access.shared and not access.builtin,
     }
 
 
 @router.get("", response_model=ModelList)
-def list_models(store: ModelStoreDep) -> ModelList:
-    """Every model: built-in ones (loaded on first use), then uploaded ones; damaged ones apart, in `unavailable`."""
-    models, unavailable = store.survey()
-    return ModelList(models=[summarise(model) for model in models],
-                     unavailable=[UnavailableModel(id=e.model_id, name=e.name, builtin=e.builtin, problem=e.problem)
-                                  for e in unavailable])
+def list_models(store: ModelStoreDep, identity: IdentityDep) -> ModelList:
+    """The models you may use: built-in ones, your uploads and the shared ones (the lecturer: every model); those
+    whose stored files cannot be loaded apart, in `unavailable`."""
+    seen: dict[str, Access] = {}
+
+    def include(model_id: str) -> bool:
+        seen[model_id] = store.access(model_id)
+        return may_read(seen[model_id], identity)
+
+    models, unavailable = store.survey(include)
+    return ModelList(
+        models=[summarise(model, seen[model.id], identity) for model in models],
+        unavailable=[UnavailableModel(id=e.model_id, name=e.name, builtin=e.builtin, problem=e.problem,
+                                      owned=not e.builtin and identity.owns(seen[e.model_id].owner))
+                     for e in unavailable])
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
-def read_model(model: ModelDep) -> ModelDetail:
+def read_model(model: ModelDep, store: ModelStoreDep, identity: IdentityDep) -> ModelDetail:
     """The architecture: per node its op, attributes, inputs, output shape, parameters, MACs, receptive field."""
-    return ModelDetail(**summarise(model), labels=list(model.bundle.labels), architecture=architecture_of(model.graph))
+    return ModelDetail(**summarise(model, store.access(model.id), identity), labels=list(model.bundle.labels),
+                       architecture=architecture_of(model.graph))
 
 
 @router.get("/{model_id}/params", response_model=ParamList)
@@ -180,11 +210,14 @@ def parse_labels(text: str | None) -> list[str] | None:
     return [line.strip() for line in stripped.splitlines()]
 
 
-@router.post("", response_model=ModelCreated, status_code=201)
+@router.post("", response_model=ModelCreated, status_code=201, responses={
+    409: {"description": "you keep as many models (or bytes) as one person may: delete one of yours"},
+    507: {"description": "the server keeps as many models (or bytes) as it may: ask the lecturer"}})
 def create_model(
     response: Response,
     store: ModelStoreDep,
     settings: SettingsDep,
+    owner: OwnerDep,
     file: Annotated[UploadFile, File(description="the .onnx model file (at most 100 MB)",
                                      examples=["my-cnn.onnx"])],
     name: Annotated[str | None, Form(max_length=200, description="display name (default: the ONNX graph's name)",
@@ -195,23 +228,63 @@ def create_model(
         description="how images are normalised for this model: " + "; ".join(
             f"{k}: {v['text']}" for k, v in PREPROCESSING_PRESETS.items()), examples=["imagenet"])] = "imagenet",
 ) -> ModelCreated:
-    """Upload an ONNX model: imported into the engine's graph, stored in the data directory, kept across restarts."""
+    """Upload an ONNX model: imported into the engine's graph, stored in the data directory, kept across restarts.
+
+    It is yours: only you (this browser's cookie, or the returned `owner_token` sent back as `X-Owner-Token`) and
+    the lecturer see and delete it, unless the lecturer shares it. The same file uploaded again by you: 200, the
+    same model; by someone else: their own copy."""
     data = file.file.read(settings.max_model_bytes + 1)
     if len(data) > settings.max_model_bytes:
         raise ApiError(413, f"the model file is larger than {settings.max_model_bytes:,} bytes: "
                             "upload a smaller model (fewer or float16-free float32 weights)")
     if not data:
         raise ApiError(422, "the uploaded file is empty: send the .onnx file in multipart field 'file'")
+    quota = ModelQuota(settings.quota_models_per_owner, settings.quota_model_bytes_per_owner,
+                       settings.quota_models_total, settings.quota_model_bytes_total)
     model, created = store.add_onnx(data, file.filename, name, parse_labels(labels), preprocessing,
                                     max_input_elements=settings.max_tensor_elements,
-                                    max_activation_values=settings.max_activation_values)
+                                    max_activation_values=settings.max_activation_values, owner=owner.owner,
+                                    quota=model_quota_check(store.upload_usage, owner.owner, owner.admin, quota))
     if not created:
         response.status_code = 200
-    return ModelCreated(**summarise(model), created=created, onnx=model.bundle.extra.get("onnx", {}))
+    assert owner.token is not None
+    return ModelCreated(**summarise(model, store.access(model.id), owner), created=created,
+                        onnx=model.bundle.extra.get("onnx", {}), owner_token=owner.token)
 
 
-@router.delete("/{model_id}", status_code=204, response_class=Response)
-def delete_model(model_id: str, store: ModelStoreDep) -> Response:
-    """Delete an uploaded model (built-in models cannot be deleted)."""
-    store.delete(model_id)
+@router.delete("/{model_id}", status_code=204, response_class=Response, responses={
+    403: {"description": "a built-in model, or someone else's: only its owner or the lecturer may delete it"}})
+def delete_model(model_id: ModelIdPath, store: ModelStoreDep, identity: IdentityDep) -> Response:
+    """Delete one of your uploaded models (the lecturer: any uploaded model; built-in models cannot be deleted)."""
+    with hiding_others(store, identity, model_id):
+        access = store.access(model_id)
+        if not access.builtin:
+            check_may_change(access, identity, "model", "delete", "uploaded")
+        store.delete(model_id)
     return Response(status_code=204)
+
+
+SHARE_RESPONSES = {403: {"description": "only the lecturer (X-Admin-Token) may share models"},
+                   409: {"description": "a built-in model: everyone sees it already"}}
+
+
+def set_sharing(model_id: str, store: ModelStoreDep, identity: Identity, shared: bool) -> ModelSummary:
+    check_admin(identity, "share models with everyone" if shared else "stop sharing a model")
+    with hiding_others(store, identity, model_id):
+        store.set_shared(model_id, shared)
+        model = store.get(model_id)
+    return ModelSummary(**summarise(model, store.access(model_id), identity))
+
+
+@router.post("/{model_id}/share", response_model=ModelSummary, responses=SHARE_RESPONSES)
+def create_share(model_id: ModelIdPath, store: ModelStoreDep, identity: IdentityDep) -> ModelSummary:
+    """The lecturer shares an uploaded (or trained) model with everyone: it appears in every student's list, and
+    only its owner and the lecturer may still delete it. Example: `curl -X POST -H 'X-Admin-Token: …'
+    /api/models/onnx-1a2b3c4d5e6f/share`."""
+    return set_sharing(model_id, store, identity, True)
+
+
+@router.delete("/{model_id}/share", response_model=ModelSummary, responses=SHARE_RESPONSES)
+def delete_share(model_id: ModelIdPath, store: ModelStoreDep, identity: IdentityDep) -> ModelSummary:
+    """The lecturer stops sharing a model: again only its owner (and the lecturer) see it."""
+    return set_sharing(model_id, store, identity, False)

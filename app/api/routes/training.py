@@ -10,6 +10,11 @@ Event stream (``GET /api/training/jobs/{id}/events``, ``text/event-stream``): ev
 - ``end``: the job's final state (status ``done``, ``cancelled`` or ``failed`` with ``error``); the stream ends.
 
 A new stream first replays what happened so far (the latest pictures only), then follows the job live.
+
+Owners (``app.services.owners``): whoever starts a job owns it. The list shows the caller's own jobs (the
+lecturer's: everyone's); stopping a job and opening it as a model are for its owner and the lecturer. A job
+read by its id (status, curves, events) is open to whoever has the id, so that a link to a run can be
+shared: a job holds only its settings and its curves on the shipped digits, nothing a student uploaded.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.routing import NoMatchFound
 
-from app.api.deps import ModelStoreDep, SettingsDep
-from app.schemas.training import TrainedModel, TrainingJob, TrainingJobList, TrainingSettings
+from app.api.deps import IdentityDep, ModelStoreDep, OwnerDep, SettingsDep
+from app.errors import ApiError, not_found
+from app.schemas.training import TrainedModel, TrainingJob, TrainingJobCreated, TrainingJobList, TrainingSettings
+from app.services.owners import Access, Identity, check_may_change
 from app.services.training_jobs import JobManager, Message, TrainingJobState, job_manager_for
 
 router = APIRouter(prefix="/training", tags=["training"])
@@ -42,12 +49,27 @@ def get_job_manager(settings: SettingsDep) -> JobManager:
 JobManagerDep = Annotated[JobManager, Depends(get_job_manager)]
 
 
-def get_job(job_id: str, manager: JobManagerDep) -> TrainingJobState:
-    """The job named in the path (404 listing the known ids)."""
-    return manager.get(job_id)
+def get_job(job_id: str, manager: JobManagerDep, identity: IdentityDep) -> TrainingJobState:
+    """The job named in the path (404 listing the caller's own job ids, never other people's)."""
+    try:
+        return manager.get(job_id)
+    except ApiError as exc:
+        if exc.status_code != 404:
+            raise
+        raise not_found("training job", job_id, [job.id for job in manager.jobs() if identity.owns(job.owner)
+                                                  or identity.admin]) from None
 
 
 JobDep = Annotated[TrainingJobState, Depends(get_job)]
+
+
+def job_view(job: TrainingJobState, identity: Identity) -> TrainingJob:
+    """The job's summary, with ``owned`` as the caller sees it."""
+    return job.summary().model_copy(update={"owned": identity.owns(job.owner)})
+
+
+def check_may_stop(job: TrainingJobState, identity: Identity, action: str) -> None:
+    check_may_change(Access(job.owner), identity, "training job", action, "started")
 
 
 def format_event(message: Message) -> str:
@@ -77,26 +99,33 @@ async def event_stream(job: TrainingJobState, is_disconnected: Callable[[], Awai
         await asyncio.sleep(poll)
 
 
-@router.post("/jobs", response_model=TrainingJob, status_code=201, responses={
+@router.post("/jobs", response_model=TrainingJobCreated, status_code=201, responses={
     422: {"description": "a setting is out of range or does not fit the network (the message names it)"},
-    429: {"description": "as many jobs are running as the server allows: wait or cancel one"},
+    429: {"description": "as many jobs are running as the server allows, or as you may run at once: wait or stop "
+                         "one"},
     503: {"description": "pre-trained weights asked for but not installed"}})
-def create_job(settings: TrainingSettings, manager: JobManagerDep) -> TrainingJob:
-    """Start training a digit network in the background; follow it at `events_url`."""
-    return manager.start(settings).summary()
+def create_job(settings: TrainingSettings, manager: JobManagerDep, owner: OwnerDep,
+               config: SettingsDep) -> TrainingJobCreated:
+    """Start training a digit network in the background; follow it at `events_url`. The job is yours: only you
+    (this browser's cookie, or the returned `owner_token` as `X-Owner-Token`) and the lecturer may stop it."""
+    limit = None if owner.admin else config.quota_running_jobs_per_owner
+    job = manager.start(settings, owner.owner, limit)
+    assert owner.token is not None
+    return TrainingJobCreated(**job_view(job, owner).model_dump(), owner_token=owner.token)
 
 
 @router.get("/jobs", response_model=TrainingJobList)
-def list_jobs(manager: JobManagerDep) -> TrainingJobList:
-    """Every job this server process has kept, newest first (kept until the server restarts)."""
-    return TrainingJobList(jobs=[job.summary() for job in manager.jobs()], running=manager.running(),
-                           max_running=manager.max_running)
+def list_jobs(manager: JobManagerDep, identity: IdentityDep) -> TrainingJobList:
+    """Your jobs this server process has kept, newest first, until it restarts (the lecturer: everyone's)."""
+    return TrainingJobList(jobs=[job_view(job, identity) for job in manager.jobs()
+                                 if identity.admin or identity.owns(job.owner)],
+                           running=manager.running(), max_running=manager.max_running)
 
 
 @router.get("/jobs/{job_id}", response_model=TrainingJob)
-def read_job(job: JobDep) -> TrainingJob:
+def read_job(job: JobDep, identity: IdentityDep) -> TrainingJob:
     """One job: status, progress, and its curves so far."""
-    return job.summary()
+    return job_view(job, identity)
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
@@ -112,16 +141,21 @@ async def read_job_events(job: JobDep, request: Request,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.delete("/jobs/{job_id}", response_model=TrainingJob, status_code=202)
-def delete_job(job_id: str, manager: JobManagerDep) -> TrainingJob:
-    """Cancel a running job (it stops before its next batch; its stream ends with status `cancelled`)."""
-    return manager.cancel(job_id).summary()
+STOP_RESPONSES = {403: {"description": "someone else's job: only its owner or the lecturer may stop it"}}
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=TrainingJob, status_code=202)
-def cancel_job(job_id: str, manager: JobManagerDep) -> TrainingJob:
+@router.delete("/jobs/{job_id}", response_model=TrainingJob, status_code=202, responses=STOP_RESPONSES)
+def delete_job(job: JobDep, manager: JobManagerDep, identity: IdentityDep) -> TrainingJob:
+    """Cancel a running job of yours (it stops before its next batch; its stream ends with status `cancelled`)."""
+    check_may_stop(job, identity, "stop")
+    return job_view(manager.cancel(job.id), identity)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=TrainingJob, status_code=202, responses=STOP_RESPONSES)
+def cancel_job(job: JobDep, manager: JobManagerDep, identity: IdentityDep) -> TrainingJob:
     """The same as DELETE, for clients that cannot send DELETE."""
-    return manager.cancel(job_id).summary()
+    check_may_stop(job, identity, "stop")
+    return job_view(manager.cancel(job.id), identity)
 
 
 def explorer_url(request: Request, model_id: str) -> str:
@@ -133,10 +167,14 @@ def explorer_url(request: Request, model_id: str) -> str:
 
 
 @router.post("/jobs/{job_id}/model", response_model=TrainedModel, responses={
+    403: {"description": "someone else's job: only its owner or the lecturer may open it as a model"},
     409: {"description": "the job has not finished training (or was cancelled or failed)"}})
-def create_job_model(job: JobDep, manager: JobManagerDep, store: ModelStoreDep, request: Request) -> TrainedModel:
-    """Register the trained network as a model the explorer can open, until the server restarts (idempotent)."""
-    stored = store.add_temporary(manager.bundle_of(job))
+def create_job_model(job: JobDep, manager: JobManagerDep, store: ModelStoreDep, request: Request,
+                     identity: IdentityDep) -> TrainedModel:
+    """Register the trained network as a model the explorer can open, until the server restarts (idempotent).
+    The model belongs to the job's owner, like the job."""
+    check_may_stop(job, identity, "open as a model")
+    stored = store.add_temporary(manager.bundle_of(job), owner=job.owner)
     with job.lock:
         job.model_id = stored.id
     return TrainedModel(model_id=stored.id, explorer_url=explorer_url(request, stored.id))

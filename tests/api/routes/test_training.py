@@ -348,6 +348,115 @@ def test_only_a_finished_job_opens_as_a_model(lab, manager):
     assert cancelled.status_code == 409 and "is cancelled" in cancelled.json()["detail"]
 
 
+# --- owners (issue 11) -----------------------------------------------------------------------------
+
+ADMIN = "lecturer-secret-0123456789"
+
+
+@pytest.fixture
+def owners_lab(lab, settings):
+    """``owners_lab(**setting_changes)``: the lab's client as Alice, and a second browser (Bob) on the same app;
+    the lecturer token is ADMIN."""
+    from fastapi.testclient import TestClient
+
+    from app.core.config import get_settings
+
+    others: list[TestClient] = []
+
+    def make(**changes):
+        changed = settings.model_copy(update={"admin_token": ADMIN, **changes})
+        lab.app.dependency_overrides[get_settings] = lambda: changed
+        others.append(TestClient(lab.app, raise_server_exceptions=False))
+        return lab, others[-1]
+
+    yield make
+    for other in others:
+        other.close()
+
+
+def test_a_job_is_stopped_and_listed_by_its_owner_only(owners_lab, manager):
+    alice, bob = owners_lab()
+    started = alice.post("/api/training/jobs", json=LONG)
+    assert started.status_code == 201
+    job = started.json()
+    assert job["owned"] is True and job["owner_token"] == alice.cookies["cnn_vis_owner"]
+    assert [j["id"] for j in alice.get("/api/training/jobs").json()["jobs"]] == [job["id"]]
+    assert alice.get("/api/training/jobs").json()["jobs"][0]["owned"] is True
+    listed = bob.get("/api/training/jobs").json()
+    assert listed["jobs"] == [] and listed["running"] == 1  # the server's load is no secret
+    for method, path in [("DELETE", f"/api/training/jobs/{job['id']}"),
+                         ("POST", f"/api/training/jobs/{job['id']}/cancel")]:
+        refused = bob.request(method, path)
+        assert refused.status_code == 403, (method, path)
+        assert "started by someone else" in refused.json()["detail"]
+        assert "X-Admin-Token" in refused.json()["detail"]
+    assert manager.get(job["id"]).status == "running"
+    seen = bob.get(f"/api/training/jobs/{job['id']}")  # a link to a run can be shared: reading is open
+    assert seen.status_code == 200 and seen.json()["owned"] is False
+    unknown = bob.get("/api/training/jobs/nope")  # the 404 lists only bob's own jobs
+    assert unknown.status_code == 404 and job["id"] not in unknown.json()["detail"]
+    assert job["id"] in alice.get("/api/training/jobs/nope").json()["detail"]
+
+    lecturer = {"X-Admin-Token": ADMIN}
+    assert [j["id"] for j in bob.get("/api/training/jobs", headers=lecturer).json()["jobs"]] == [job["id"]]
+    assert bob.delete(f"/api/training/jobs/{job['id']}", headers=lecturer).status_code == 202
+    wait_finished(manager, job["id"], timeout=20)
+    end = read_events(alice, job["id"])[-1]  # the stream is everyone's: it does not say whose the job is
+    assert end[1] == "end" and end[2]["status"] == "cancelled" and "owned" not in end[2]
+    wrong = bob.get("/api/training/jobs", headers={"X-Admin-Token": "not the lecturer token at all"})
+    assert wrong.status_code == 403
+
+
+def test_a_rest_client_stops_its_job_with_the_owner_token(owners_lab, manager):
+    rest, _ = owners_lab()
+    job = rest.post("/api/training/jobs", json=LONG).json()
+    rest.cookies.clear()
+    assert rest.delete(f"/api/training/jobs/{job['id']}").status_code == 403
+    stopped = rest.delete(f"/api/training/jobs/{job['id']}", headers={"X-Owner-Token": job["owner_token"]})
+    assert stopped.status_code == 202 and stopped.json()["owned"] is True
+    wait_finished(manager, job["id"], timeout=20)
+
+
+def test_one_person_may_run_so_many_jobs_at_once(owners_lab, manager):
+    alice, bob = owners_lab(quota_running_jobs_per_owner=1)
+    first = alice.post("/api/training/jobs", json=LONG).json()["id"]
+    refused = alice.post("/api/training/jobs", json=QUICK)
+    assert refused.status_code == 429
+    assert "you have 1 training job running" in refused.json()["detail"] and refused.json()["limit"] == 1
+    assert "DELETE /api/training/jobs/{id}" in refused.json()["detail"]
+    second = bob.post("/api/training/jobs", json=LONG)  # the limit is per person: bob's slot is free
+    assert second.status_code == 201, second.text
+    for job_id in (first, second.json()["id"]):
+        manager.cancel(job_id)
+        wait_finished(manager, job_id, timeout=20)
+    lecturer = {"X-Admin-Token": ADMIN}  # exempt from the per-person limit, not from the server's
+    jobs = [bob.post("/api/training/jobs", json=LONG, headers=lecturer) for _ in range(3)]
+    assert [j.status_code for j in jobs] == [201, 201, 429]
+    assert "this server trains at most 2 at once" in jobs[2].json()["detail"]
+    for job in jobs[:2]:
+        manager.cancel(job.json()["id"])
+
+
+def test_a_trained_model_belongs_to_the_jobs_owner(owners_lab, manager):
+    alice, bob = owners_lab()
+    job_id = alice.post("/api/training/jobs", json=QUICK).json()["id"]
+    wait_finished(manager, job_id)
+    refused = bob.post(f"/api/training/jobs/{job_id}/model")
+    assert refused.status_code == 403 and "someone else" in refused.json()["detail"]
+    model_id = alice.post(f"/api/training/jobs/{job_id}/model").json()["model_id"]
+    mine = {m["id"]: m for m in alice.get("/api/models").json()["models"]}
+    assert mine[model_id]["owned"] is True
+    assert model_id not in [m["id"] for m in bob.get("/api/models").json()["models"]]
+    assert bob.get(f"/api/models/{model_id}").status_code == 404
+    assert bob.delete(f"/api/models/{model_id}").status_code == 403
+    lecturer = {"X-Admin-Token": ADMIN}
+    assert bob.post(f"/api/models/{model_id}/share", headers=lecturer).json()["shared"] is True
+    assert bob.get(f"/api/models/{model_id}").status_code == 200
+    assert alice.post(f"/api/training/jobs/{job_id}/model").status_code == 200  # again: still shared
+    assert bob.get(f"/api/models/{model_id}").status_code == 200
+    assert alice.delete(f"/api/models/{model_id}").status_code == 204
+
+
 # --- the stream generator itself ------------------------------------------------------------------
 
 
