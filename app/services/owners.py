@@ -131,8 +131,9 @@ def check_may_change(access: Access, identity: Identity, what: str, action: str,
     ``what``: 'model'; ``action``: 'delete'; ``verb``: 'uploaded' (as in "this model was uploaded by")."""
     if may_change(access, identity):
         return
-    if access.owner is None:  # e.g. a model uploaded before models had owners
-        raise ApiError(403, f"this {what} has no owner: only the lecturer ({ADMIN_HEADER}) may {action} it")
+    if access.owner is None:  # uploaded before models had owners, or its meta.json is damaged
+        raise ApiError(403, f"this {what} has no owner on record (stored before owners existed, or its meta.json "
+                            f"is damaged): only the lecturer ({ADMIN_HEADER}) may {action} it")
     raise ApiError(403, f"this {what} was {verb} by someone else: only its owner (the browser or "
                         f"{OWNER_HEADER} that {verb} it) or the lecturer ({ADMIN_HEADER}) may {action} it")
 

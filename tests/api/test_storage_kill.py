@@ -57,9 +57,13 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+#: one student's identity for every request (without it each upload would belong to a new, unknown owner)
+OWNER_TOKEN = "storage-test-owner-0123456789abcdef"
+
+
 def request(url: str, body: bytes | None = None, content_type: str | None = None,
             method: str | None = None) -> tuple[int, bytes]:
-    headers = {"Content-Type": content_type} if content_type else {}
+    headers = {"X-Owner-Token": OWNER_TOKEN, **({"Content-Type": content_type} if content_type else {})}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers, method=method),
                                     timeout=60) as answer:

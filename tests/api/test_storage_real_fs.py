@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from app.services.models import ModelStore
+from app.services.owners import hash_token
 from tests.api.conftest import npy_bytes, png_bytes, tiny_bundle
 
 onnx = pytest.importorskip("onnx")
 from tests.api.routes.test_models_upload import small_onnx  # noqa: E402
-from tests.api.test_storage_kill import multipart, request, start_server  # noqa: E402
+from tests.api.test_storage_kill import OWNER_TOKEN, multipart, request, start_server  # noqa: E402
 
 #: runs in the new mount namespace: mount the tmpfs, copy the seed data in, fill it or make it read-only, then exec
 SETUP = """set -e
@@ -47,7 +48,8 @@ def namespaces(tmp_path_factory) -> None:
 def seeded(tmp_path: Path) -> tuple[Path, str]:
     """A data directory holding one uploaded model; returns it and the model's id."""
     seed = tmp_path / "seed"
-    model, _ = ModelStore(seed, builtins={"tiny": tiny_bundle}).add_onnx(small_onnx(seed=1), "kept.onnx", None, None)
+    model, _ = ModelStore(seed, builtins={"tiny": tiny_bundle}).add_onnx(small_onnx(seed=1), "kept.onnx", None, None,
+                                                                             owner=hash_token(OWNER_TOKEN))
     return seed, model.id
 
 
