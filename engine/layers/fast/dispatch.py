@@ -89,15 +89,8 @@ def correlate_weight_grad(
     return PATHS[path].weight_grad(xp, dout, kernel, stride, dilation, groups)
 
 
-def convolve(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray | None,
-    stride: Sequence[int],
-    padding: Pads,
-    dilation: Sequence[int],
-    groups: int,
-) -> tuple[np.ndarray, np.ndarray | None]:
+def convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: Sequence[int], padding: Pads,
+             dilation: Sequence[int], groups: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Convolution with padding and bias: x: (N, C, *S) -> (out: (N, K, *out), the padded input or None).
 
     The second value is what ``weight_grad_of`` reads again: the padded copy, or None where the depthwise
@@ -115,16 +108,8 @@ def convolve(
     return out, xp
 
 
-def weight_grad_of(
-    x: np.ndarray,
-    xp: np.ndarray | None,
-    dout: np.ndarray,
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    padding: Pads,
-    dilation: Sequence[int],
-    groups: int,
-) -> np.ndarray:
+def weight_grad_of(x: np.ndarray, xp: np.ndarray | None, dout: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
+                   padding: Pads, dilation: Sequence[int], groups: int) -> np.ndarray:
     """d loss / d w of ``convolve``, from its input ``x`` and the padded input ``xp`` it returned (None: the
     depthwise path, chosen by ``conv_path`` in ``convolve``)."""
     if xp is None:  # depthwise: pads again while splitting by phase
