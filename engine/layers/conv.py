@@ -8,7 +8,7 @@ position ``o * stride_a - pad_before_a + j * dilation_a`` for kernel offset ``j`
 
 ``padding`` is the canonical form of ``engine.padding``: one ``(before, after)`` pair per axis.
 
-Three places to read, slowest first:
+Three places to read, from the definition to the speed:
 
 * ``engine.layers.naive``: the definition as loops, forward (``conv_naive``) and backward
   (``conv_backward_naive``, every gradient accumulated with ``+=``): what the tests compare with;
@@ -124,14 +124,20 @@ def conv_transpose_forward(
       b: (K,) or None
       padding: one (before, after) pair per axis, removed from the full output;
       output_padding: extra size added after the last position, per axis (< stride or < dilation)
+    Shape:
+      out: (N, K, *out), per spatial axis a
+        out_a = (S_a - 1) * stride_a - before_a - after_a + dilation_a * (k_a - 1) + output_padding_a + 1
+        e.g. S = 16, k = 3, stride 2, padding (1, 1), output_padding 1: 15 * 2 - 2 + 2 + 1 + 1 = 32
     Returns:
-      out: (N, K, *out) with out_a = (S_a - 1) * stride_a - before_a - after_a + dilation_a * (k_a - 1)
-                                    + output_padding_a + 1
+      out, cache (for ``conv_transpose_backward``)
+
+    Computed as exactly that gradient: ``x`` plays the convolution's ``dout`` (``correlate_input_grad``) on
+    the full, uncropped output, then the padding is cut off.
     """
     kernel = w.shape[2:]
     axes = zip(x.shape[2:], kernel, stride, output_padding, dilation)
     full = tuple((n - 1) * s + d * (k - 1) + 1 + op for n, k, s, op, d in axes)
-    yfull = correlate_input_grad(x, w, full, stride, dilation, groups)
+    yfull = correlate_input_grad(x, w, full, stride, dilation, groups)  # (N, K, *full)
     sizes = tuple(f - bf - af for f, (bf, af) in zip(full, padding))
     out = np.ascontiguousarray(unpad(yfull, padding, sizes))
     if b is not None:
@@ -140,7 +146,12 @@ def conv_transpose_forward(
 
 
 def conv_transpose_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gradients of ``conv_transpose_forward``: dout: (N, K, *out) -> dx: (N, C, *S), dw: (C, K/groups, *k), db."""
+    """Gradients of ``conv_transpose_forward``: dout: (N, K, *out) -> dx: (N, C, *S), dw: (C, K/groups, *k), db.
+
+    The transposed convolution is a convolution's input gradient, so its own input gradient is that
+    convolution's forward pass on the padded ``dout``, and its weight gradient the convolution's weight
+    gradient with the roles of input and ``dout`` swapped.
+    """
     x, w, has_bias, stride, padding, dilation, groups = cache
     kernel = w.shape[2:]
     dfull = pad_input(dout, padding)
