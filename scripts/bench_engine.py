@@ -127,10 +127,11 @@ def openblas_kernel() -> str:
 
 def op_kind(op) -> str:
     """A node's op name, with convolutions told apart: depthwise, 1x1 (pointwise) or other."""
+    from engine.layers.fast.depthwise import is_depthwise  # the engine's own test (the worker has ROOT on sys.path)
+
     name = op.op
     if name.startswith("conv") and "transpose" not in name:
-        channels = op.input_shapes[0][0]
-        if op.attrs.get("groups", 1) == channels > 1:
+        if is_depthwise(op.input_shapes[0][0], op.attrs.get("groups", 1)):
             return f"{name} depthwise"
         if all(k == 1 for k in np.atleast_1d(op.attrs["kernel_size"])):
             return f"{name} 1x1"

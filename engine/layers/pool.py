@@ -12,7 +12,7 @@ Max pooling pads with -inf and sends the gradient to the first maximum of each w
 order, as PyTorch). Average pooling pads with zeros; the divisor is the window clipped to the padded
 input (``count_include_pad=True``, PyTorch's default; windows that ``ceil_mode`` pushes past the
 padding are divided by the clipped size) or clipped to the input itself (``count_include_pad=False``).
-Every window is a strided view of the padded input, one per kernel offset (see ``im2col``).
+Every window is a strided view of the padded input, one per kernel offset (see ``engine.layers.fast.im2col``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.arithmetic import output_length
-from engine.layers.im2col import pad_input, tap_slices, unpad
+from engine.layers.fast.im2col import pad_input, tap_slices, unpad
 
 Pads = Sequence[tuple[int, int]]
 

@@ -8,12 +8,7 @@ import pytest
 
 from engine import Graph, SpecError
 from engine.gradcheck import check_function
-from engine.layers.conv import (
-    conv_backward,
-    conv_forward,
-    conv_transpose2d_backward,
-    conv_transpose2d_forward,
-)
+from engine.layers.conv import conv_backward, conv_forward, conv_transpose_backward, conv_transpose_forward
 from engine.layers.naive import conv_naive, conv_transpose_naive
 from engine.ops.base import AxisGeometry
 
@@ -55,13 +50,13 @@ def test_conv2d_hand_worked_dilation_2():
 def test_conv_transpose2d_hand_worked():
     x = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2)
     # stride 1: every input pixel stamps x * w at its position ("full" convolution)
-    out, _ = conv_transpose2d_forward(x, W22, None, (1, 1), ((0, 0), (0, 0)), (0, 0), (1, 1))
+    out, _ = conv_transpose_forward(x, W22, None, (1, 1), ((0, 0), (0, 0)), (0, 0), (1, 1))
     np.testing.assert_array_equal(out[0, 0], [[1, 4, 4], [6, 20, 16], [9, 24, 16]])
     # stride 2 with a kernel of ones: each pixel becomes a 2x2 block
-    out, _ = conv_transpose2d_forward(x, np.ones((1, 1, 2, 2)), None, (2, 2), ((0, 0), (0, 0)), (0, 0), (1, 1))
+    out, _ = conv_transpose_forward(x, np.ones((1, 1, 2, 2)), None, (2, 2), ((0, 0), (0, 0)), (0, 0), (1, 1))
     np.testing.assert_array_equal(out[0, 0], [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
     # padding 1 crops one pixel off every side; output_padding 1 adds a row/column after (only bias there)
-    out, _ = conv_transpose2d_forward(x, np.ones((1, 1, 2, 2)), np.array([0.5]), (2, 2), ((1, 1), (1, 1)), (1, 1),
+    out, _ = conv_transpose_forward(x, np.ones((1, 1, 2, 2)), np.array([0.5]), (2, 2), ((1, 1), (1, 1)), (1, 1),
                                       (1, 1))
     np.testing.assert_array_equal(out[0, 0], np.array([[1, 2, 2], [3, 4, 4], [3, 4, 4]]) + 0.5)
 
@@ -135,11 +130,11 @@ def test_conv_transpose2d_gradients_match_central_differences(case):
     args = (stride, padding, output_padding, dilation, groups)
 
     def forward(*arrays):
-        return conv_transpose2d_forward(arrays[0], arrays[1], arrays[2] if bias else None, *args)[0]
+        return conv_transpose_forward(arrays[0], arrays[1], arrays[2] if bias else None, *args)[0]
 
     def analytic(dout):
-        _, cache = conv_transpose2d_forward(*arrays[:2], arrays[2] if bias else None, *args)
-        dx, dw, db = conv_transpose2d_backward(dout, cache)
+        _, cache = conv_transpose_forward(*arrays[:2], arrays[2] if bias else None, *args)
+        dx, dw, db = conv_transpose_backward(dout, cache)
         return (dx, dw, db) if bias else (dx, dw)
 
     errors = check_function(forward, analytic, arrays)
@@ -215,7 +210,7 @@ def test_conv_transpose2d_fast_matches_naive_loops_on_random_sweeps():
         w = rng.standard_normal((2 * groups, int(rng.integers(1, 3)), *kernel))
         b = rng.standard_normal(w.shape[1] * groups)
         args = (stride, padding, output_padding, dilation, groups)
-        mine, _ = conv_transpose2d_forward(x, w, b, *args)
+        mine, _ = conv_transpose_forward(x, w, b, *args)
         _same(mine, conv_transpose_naive(x, w, b, *args), f"trial {trial} {args}")
 
 
@@ -287,9 +282,9 @@ def test_conv_transpose2d_matches_pytorch_forward_and_backward(torch_or_skip):
         w = rng.standard_normal((x.shape[1], int(rng.integers(1, 3)), *kernel))
         b = rng.standard_normal(w.shape[1] * groups) if rng.random() < 0.7 else None
         args = (stride, padding, output_padding, dilation, groups)
-        mine, cache = conv_transpose2d_forward(x, w, b, *args)
+        mine, cache = conv_transpose_forward(x, w, b, *args)
         dout = rng.standard_normal(mine.shape)
-        dx, dw, db = conv_transpose2d_backward(dout, cache)
+        dx, dw, db = conv_transpose_backward(dout, cache)
 
         tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
         tb = torch.tensor(b, requires_grad=True) if b is not None else None
@@ -311,7 +306,7 @@ def test_conv_transpose2d_symmetric_padding_matches_pytorch(torch_or_skip):
     torch = torch_or_skip
     rng = np.random.default_rng(301)
     x, w, b = rng.standard_normal((1, 4, 5, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(6)
-    mine, _ = conv_transpose2d_forward(x, w, b, (2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), 2)
+    mine, _ = conv_transpose_forward(x, w, b, (2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), 2)
     theirs = torch.nn.functional.conv_transpose2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), 2, 1, 1, 2, 1)
     _same(mine, theirs.numpy(), "conv_transpose2d stride 2 padding 1 output_padding 1 groups 2")
 

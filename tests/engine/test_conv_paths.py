@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from engine.layers import conv
+from engine.layers.fast import wide
 from engine.layers.naive import conv_naive
 
 CASES = [
@@ -24,7 +25,7 @@ def test_wide_and_grouped_paths_agree(case, monkeypatch):
     stride = (1,) * len(dilation)
     results = {}
     for name, limit in (("wide", 1 << 20), ("grouped", 0)):
-        monkeypatch.setattr(conv, "WIDE_MAX_CHANNELS", limit)
+        monkeypatch.setattr(wide, "WIDE_MAX_CHANNELS", limit)
         out, cache = conv.conv_forward(x, w, b, stride, padding, dilation, 1)
         dout = np.random.default_rng(5).standard_normal(out.shape)
         results[name] = (out, *conv.conv_backward(dout, cache))

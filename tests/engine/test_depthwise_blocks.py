@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.layers import depthwise, threads
 from engine.layers.conv import conv_backward, conv_forward
+from engine.layers.fast import depthwise, threads
 from engine.layers.naive import conv_naive
 
 CASES = [

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from engine.arithmetic import output_length
-from engine.layers import depthwise, strided_copy
-from engine.layers.depthwise import copy_rows, plan_depthwise
+from engine.layers.fast import depthwise_copies, strided_copy
+from engine.layers.fast.depthwise_copies import copy_rows, plan_depthwise
 
 
 def _reference(x: np.ndarray, plan, pads) -> np.ndarray:
@@ -57,13 +57,13 @@ def _case(rng, spatial: int, stride_one: bool):
 
 def _counting(monkeypatch, name: str) -> list[int]:
     calls: list[int] = []
-    original = getattr(depthwise, name)
+    original = getattr(depthwise_copies, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(depthwise, name, counted)
+    monkeypatch.setattr(depthwise_copies, name, counted)
     return calls
 
 

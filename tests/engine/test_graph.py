@@ -190,13 +190,13 @@ def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(
     trace = graph.forward(x, params, training=True)
     seed = {"fc": rng.standard_normal((2, 4))}
     calls: list[int] = []
-    original = conv_layer.conv_padded_input_grad
+    original = conv_layer.correlate_input_grad
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(conv_layer, "conv_padded_input_grad", counted)
+    monkeypatch.setattr(conv_layer, "correlate_input_grad", counted)
     full = graph.backward(trace, seed)
     assert len(calls) == 2 and INPUT in full.activations  # conv2's and conv1's
     calls.clear()

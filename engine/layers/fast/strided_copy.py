@@ -5,6 +5,9 @@ phases and patches) that is about twice as slow per value as a contiguous copy. 
 columns in pairs instead, as 8-byte integers, and keeps each integer's low half: on a little-endian machine,
 the left value of the pair. The narrowing cast keeps the bits exactly (any NaN payload, -0.0, subnormals).
 Other steps, other item sizes and big-endian machines take NumPy's plain copy.
+
+Measured (ce8b311): about twice as fast as NumPy's strided copy, for the stride-2 depthwise copies
+(``engine.layers.fast.depthwise_copies``) and patch matrices (``engine.layers.fast.im2col``).
 """
 
 from __future__ import annotations
