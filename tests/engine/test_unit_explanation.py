@@ -8,20 +8,24 @@ import math
 import numpy as np
 import pytest
 
-import engine.unit_explanation as unit_explanation
+import engine.explain.pad
+import engine.explain.transposed
+import engine.explain.upsample
 from engine.errors import ShapeError
-from engine.graph import Graph
-from engine.layers.upsample import linear_weights
-from engine.models.digits import load_classic, load_resnet
-from engine.unit_explanation import (
-    EXPLAINED,
+from engine.explain import (
     MAX_CHANNELS,
     MAX_CLASSES,
     MAX_TERMS,
     explain_softmax_of_scores,
     explain_unit,
-    linear_source,
+    explainable_ops,
 )
+from engine.explain.upsample import linear_source
+from engine.graph import Graph
+from engine.layers.upsample import linear_weights
+from engine.models.digits import load_classic, load_resnet
+
+EXPLAINED = explainable_ops()
 
 
 def run(spec, x=None, seed=0, params=None):
@@ -341,7 +345,7 @@ def test_pad_and_upsample_explanations_can_fail(monkeypatch):
     """Negative control: an explanation built on the wrong rule disagrees with the engine, and the check says so."""
     graph, params, trace = pad_run("reflect")
     clamp = lambda j, size, mode: min(max(j, 0), size - 1)  # noqa: E731 (the replicate rule, not the mirror)
-    monkeypatch.setattr(unit_explanation, "source_index", clamp)
+    monkeypatch.setattr(engine.explain.pad, "source_index", clamp)
     e = explain_unit(graph, params, trace, "p", (0, 0, 5))
     assert e["source"] == [0, 3] and e["result"] == 3 and e["engine_value"] == 10
     with pytest.raises(AssertionError):
@@ -441,7 +445,7 @@ def test_bilinear_explanation_can_fail(monkeypatch):
         lo = math.floor(raw)
         return raw, raw, lo, min(lo + 1, size - 1)
 
-    monkeypatch.setattr(unit_explanation, "linear_source", unclamped)
+    monkeypatch.setattr(engine.explain.upsample, "linear_source", unclamped)
     wrong = explain_unit(graph, params, trace, "u", (0, 0, 3))  # row −0.25: row −1 (NumPy's last) and row 0
     assert wrong["axes"][0]["neighbours"] == [-1, 0]
     with pytest.raises(AssertionError):
@@ -601,8 +605,8 @@ def test_transposed_explanation_can_fail(monkeypatch):
     says so."""
     graph, params, trace = transposed_run()
     assert_matches_engine(explain_unit(graph, params, trace, "up", (0, 5, 4)))
-    right = unit_explanation.transposed_taps
-    monkeypatch.setattr(unit_explanation, "transposed_taps",
+    right = engine.explain.transposed.transposed_taps
+    monkeypatch.setattr(engine.explain.transposed, "transposed_taps",
                         lambda out_pos, size, kernel, stride, before, dilation:
                         right(out_pos, size, kernel, stride, 0, dilation))
     wrong = explain_unit(graph, params, trace, "up", (0, 5, 4))  # row 5 = 2i + a: (i, a) = (2, 1)

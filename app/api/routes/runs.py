@@ -15,8 +15,8 @@ from app.services.runs import Run
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import render_tiles, tile_layout
 from engine.errors import ShapeError
+from engine.explain import explain_softmax_of_scores, explain_unit, explainable_ops
 from engine.graph import INPUT, Trace
-from engine.unit_explanation import EXPLAINED, explain_softmax_of_scores, explain_unit
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -104,7 +104,7 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
     graph = model.graph
     if node_id == INPUT:
         raise ApiError(422, "'input' is the image itself: pick a unit of a node that computes something "
-                            f"({', '.join(EXPLAINED)})")
+                            f"({', '.join(explainable_ops())})")
     shape = list(run.activations[node_id].shape[1:])
     if len(unit) != len(shape) or any(not 0 <= i < n for i, n in zip(unit, shape)):
         raise ApiError(422, f"unit {list(unit)} is outside node '{node_id}' of shape {shape}: give {len(shape)} "
