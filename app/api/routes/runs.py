@@ -10,7 +10,8 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import ModelStoreDep, RunStoreDep
 from app.errors import ApiError
-from app.schemas.runs import NodeActivation, TileLayout, UnitExplanation
+from app.schemas.explanations import UnitExplanation
+from app.schemas.runs import NodeActivation, TileLayout
 from app.services.runs import Run
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import render_tiles, tile_layout
@@ -115,4 +116,4 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
                        explain_unit(graph, model.bundle.params, trace, node_id, unit))
     except ShapeError as err:
         raise ApiError(422, str(err)) from None
-    return UnitExplanation(**explanation)
+    return UnitExplanation.model_validate(explanation)
