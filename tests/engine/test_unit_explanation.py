@@ -18,6 +18,7 @@ from engine.explain import (
     MAX_TERMS,
     explain_softmax_of_scores,
     explain_unit,
+    explainable,
     explainable_ops,
 )
 from engine.explain.upsample import linear_source
@@ -373,6 +374,27 @@ def test_upsample_nearest_by_hand():
     assert e["source"] == [0, 0] and e["result"] == 0 == e["engine_value"]
     assert e["neighbourhood"] == {"rows": [0, 1, 2], "cols": [0, 1, 2], "source": [0, 0],
                                   "values": [[0, 1, 2], [4, 5, 6], [8, 9, 10]]}
+
+
+def test_explainable_says_which_nodes_explain_unit_answers_for():
+    # what the page asks before it fetches a unit: yes exactly where explain_unit answers, no where it refuses
+    for spec in ({"input_shape": [3, 6], "nodes": [
+                    {"id": "along", "op": "softmax", "dim": 2}, {"id": "p1", "op": "pad", "padding": 1},
+                    {"id": "u1", "op": "upsample", "scale_factor": 2}, {"id": "f", "op": "flatten"},
+                    {"id": "fc", "op": "linear", "out_features": 2}, {"id": "classes", "op": "softmax"}]},
+                 {"input_shape": [2, 4, 4], "nodes": [
+                    {"id": "c", "op": "conv2d", "out_channels": 2, "kernel_size": 3}, {"id": "r", "op": "relu"},
+                    {"id": "p2", "op": "pad", "padding": 1}, {"id": "u2", "op": "upsample", "scale_factor": 2},
+                    {"id": "g", "op": "global_avg_pool"}]}):
+        graph, params, trace = run(spec)
+        for node in graph.nodes:
+            try:
+                explain_unit(graph, params, trace, node.id, (0,) * len(node.output_shape))
+                answered = True
+            except ShapeError:
+                answered = False
+            assert explainable(node) is answered, node.id
+    assert not explainable(Graph({"input_shape": [3, 6], "nodes": [{"id": "s", "op": "softmax", "dim": 2}]}).nodes[0])
 
 
 def test_pad_and_upsample_off_2d_maps_are_refused_clearly():
