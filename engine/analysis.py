@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.arithmetic import OutputSize, output_size
 from engine.errors import EngineError
+from engine.explain import explainable
 from engine.graph import Graph, Node
 from engine.ops.base import AxisGeometry
 from engine.receptive_field import NodeRF, axis_names, receptive_fields
@@ -35,7 +36,8 @@ def jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class NodeSummary:
-    """One node: op, inputs, canonical attributes, output shape (no batch axis), cost and receptive field."""
+    """One node: op, inputs, canonical attributes, output shape (no batch axis), cost, receptive field, and whether
+    its units can be explained."""
 
     id: str
     op: str
@@ -48,6 +50,8 @@ class NodeSummary:
     receptive_field: NodeRF
     #: sliding-window nodes (conv, pool, transposed conv): the output-size formula per spatial axis
     shape_arithmetic: list[OutputSize] | None = None
+    #: its units can be explained, number by number (``engine.explain``)
+    explainable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class NodeSummary:
             "shape_arithmetic": None if self.shape_arithmetic is None else [
                 {"axis": name, **jsonable(a.to_dict())}
                 for name, a in zip(axis_names(len(self.shape_arithmetic)), self.shape_arithmetic)],
+            "explainable": self.explainable,
         }
 
 
@@ -136,6 +141,7 @@ def analyze(graph: Graph, strict: bool = True) -> Analysis:
             macs=int(node.op.macs()),
             receptive_field=rfs[node.id],
             shape_arithmetic=shape_arithmetic(node),
+            explainable=explainable(node),
         ))
     return Analysis(
         input_shape=tuple(graph.input_shape),

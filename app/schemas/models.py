@@ -122,6 +122,9 @@ class NodeInfo(BaseModel):
     buffers: int = Field(0, examples=[0], description="values kept but not trained (batch norm's running statistics)")
     macs: int = Field(..., description="multiply-accumulates for one input", examples=[156800])
     receptive_field: ReceptiveFieldInfo = Field(..., description="where one unit of this node looks in the input")
+    explainable: bool = Field(False, examples=[True],
+                              description="GET /api/runs/{run_id}/nodes/{id}/units/{index} can explain its units "
+                                          "number by number (its op, on its shape, has an explanation)")
 
 
 class Totals(BaseModel):

@@ -201,6 +201,27 @@ def test_pooling_and_fully_connected_units(page):
     page.console.check()
 
 
+def test_each_family_is_drawn_by_its_view_and_only_explainable_nodes_are_asked(page):
+    # the view is picked by the API's family; merges, attention pooling, spatial softmax, batch norm
+    for unit, family, words in (("block1_add,3,2,2", "merge", "(block1b_bn)"),
+                                ("att_pool,5", "attention_pool", "Attention pooling: feature 5 of block2_out"),
+                                ("attention,0,3,4", "softmax", "position 25:"),
+                                ("stem_bn,2,5,5", "elementwise", "batch norm: (x − mean)")):
+        page.goto(f"/?model=digits_resnet&unit={unit}")
+        view = page.locator(f"#detail-body [data-family={family}]")
+        view.locator(".badge.ok").wait_for(timeout=20_000)
+        assert words in view.inner_text(), (unit, view.inner_text())
+    # flatten has no explanation (explainable: false in the architecture): no request, no error, the value shown
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto("/?model=digits_classic&unit=flatten,5")
+    page.wait_for_function("document.querySelector('#detail-body').textContent.includes(\"This neuron's value\")")
+    page.wait_for_load_state("networkidle")
+    assert not [u for u in requests if "/units/" in u]
+    assert page.locator("#detail-body .callout").count() == 0
+    page.console.check()
+
+
 def test_effective_receptive_field_beside_the_theoretical_one(page):
     body = unit_detail(page, "conv1,2,14,14")
     # conv1: 5×5 kernel, padding 2: unit (14, 14) reads rows and columns 12…16 (from the API's box)

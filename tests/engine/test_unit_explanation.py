@@ -8,20 +8,25 @@ import math
 import numpy as np
 import pytest
 
-import engine.unit_explanation as unit_explanation
+import engine.explain.pad
+import engine.explain.transposed
+import engine.explain.upsample
 from engine.errors import ShapeError
-from engine.graph import Graph
-from engine.layers.upsample import linear_weights
-from engine.models.digits import load_classic, load_resnet
-from engine.unit_explanation import (
-    EXPLAINED,
+from engine.explain import (
     MAX_CHANNELS,
     MAX_CLASSES,
     MAX_TERMS,
     explain_softmax_of_scores,
     explain_unit,
-    linear_source,
+    explainable,
+    explainable_ops,
 )
+from engine.explain.upsample import linear_source
+from engine.graph import Graph
+from engine.layers.upsample import linear_weights
+from engine.models.digits import load_classic, load_resnet
+
+EXPLAINED = explainable_ops()
 
 
 def run(spec, x=None, seed=0, params=None):
@@ -341,7 +346,7 @@ def test_pad_and_upsample_explanations_can_fail(monkeypatch):
     """Negative control: an explanation built on the wrong rule disagrees with the engine, and the check says so."""
     graph, params, trace = pad_run("reflect")
     clamp = lambda j, size, mode: min(max(j, 0), size - 1)  # noqa: E731 (the replicate rule, not the mirror)
-    monkeypatch.setattr(unit_explanation, "source_index", clamp)
+    monkeypatch.setattr(engine.explain.pad, "source_index", clamp)
     e = explain_unit(graph, params, trace, "p", (0, 0, 5))
     assert e["source"] == [0, 3] and e["result"] == 3 and e["engine_value"] == 10
     with pytest.raises(AssertionError):
@@ -369,6 +374,27 @@ def test_upsample_nearest_by_hand():
     assert e["source"] == [0, 0] and e["result"] == 0 == e["engine_value"]
     assert e["neighbourhood"] == {"rows": [0, 1, 2], "cols": [0, 1, 2], "source": [0, 0],
                                   "values": [[0, 1, 2], [4, 5, 6], [8, 9, 10]]}
+
+
+def test_explainable_says_which_nodes_explain_unit_answers_for():
+    # what the page asks before it fetches a unit: yes exactly where explain_unit answers, no where it refuses
+    for spec in ({"input_shape": [3, 6], "nodes": [
+                    {"id": "along", "op": "softmax", "dim": 2}, {"id": "p1", "op": "pad", "padding": 1},
+                    {"id": "u1", "op": "upsample", "scale_factor": 2}, {"id": "f", "op": "flatten"},
+                    {"id": "fc", "op": "linear", "out_features": 2}, {"id": "classes", "op": "softmax"}]},
+                 {"input_shape": [2, 4, 4], "nodes": [
+                    {"id": "c", "op": "conv2d", "out_channels": 2, "kernel_size": 3}, {"id": "r", "op": "relu"},
+                    {"id": "p2", "op": "pad", "padding": 1}, {"id": "u2", "op": "upsample", "scale_factor": 2},
+                    {"id": "g", "op": "global_avg_pool"}]}):
+        graph, params, trace = run(spec)
+        for node in graph.nodes:
+            try:
+                explain_unit(graph, params, trace, node.id, (0,) * len(node.output_shape))
+                answered = True
+            except ShapeError:
+                answered = False
+            assert explainable(node) is answered, node.id
+    assert not explainable(Graph({"input_shape": [3, 6], "nodes": [{"id": "s", "op": "softmax", "dim": 2}]}).nodes[0])
 
 
 def test_pad_and_upsample_off_2d_maps_are_refused_clearly():
@@ -441,7 +467,7 @@ def test_bilinear_explanation_can_fail(monkeypatch):
         lo = math.floor(raw)
         return raw, raw, lo, min(lo + 1, size - 1)
 
-    monkeypatch.setattr(unit_explanation, "linear_source", unclamped)
+    monkeypatch.setattr(engine.explain.upsample, "linear_source", unclamped)
     wrong = explain_unit(graph, params, trace, "u", (0, 0, 3))  # row −0.25: row −1 (NumPy's last) and row 0
     assert wrong["axes"][0]["neighbours"] == [-1, 0]
     with pytest.raises(AssertionError):
@@ -601,8 +627,8 @@ def test_transposed_explanation_can_fail(monkeypatch):
     says so."""
     graph, params, trace = transposed_run()
     assert_matches_engine(explain_unit(graph, params, trace, "up", (0, 5, 4)))
-    right = unit_explanation.transposed_taps
-    monkeypatch.setattr(unit_explanation, "transposed_taps",
+    right = engine.explain.transposed.transposed_taps
+    monkeypatch.setattr(engine.explain.transposed, "transposed_taps",
                         lambda out_pos, size, kernel, stride, before, dilation:
                         right(out_pos, size, kernel, stride, 0, dilation))
     wrong = explain_unit(graph, params, trace, "up", (0, 5, 4))  # row 5 = 2i + a: (i, a) = (2, 1)

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import ModelStoreDep, RunStoreDep
 from app.errors import ApiError
-from app.schemas.runs import NodeActivation, TileLayout, UnitExplanation
+from app.schemas.explanations import UnitExplanation
+from app.schemas.runs import NodeActivation, TileLayout
 from app.services.runs import Run
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import render_tiles, tile_layout
 from engine.errors import ShapeError
+from engine.explain import explain_softmax_of_scores, explain_unit, explainable_ops
 from engine.graph import INPUT, Trace
-from engine.unit_explanation import EXPLAINED, explain_softmax_of_scores, explain_unit
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -104,7 +105,7 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
     graph = model.graph
     if node_id == INPUT:
         raise ApiError(422, "'input' is the image itself: pick a unit of a node that computes something "
-                            f"({', '.join(EXPLAINED)})")
+                            f"({', '.join(explainable_ops())})")
     shape = list(run.activations[node_id].shape[1:])
     if len(unit) != len(shape) or any(not 0 <= i < n for i, n in zip(unit, shape)):
         raise ApiError(422, f"unit {list(unit)} is outside node '{node_id}' of shape {shape}: give {len(shape)} "
@@ -115,4 +116,4 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
                        explain_unit(graph, model.bundle.params, trace, node_id, unit))
     except ShapeError as err:
         raise ApiError(422, str(err)) from None
-    return UnitExplanation(**explanation)
+    return UnitExplanation.model_validate(explanation)

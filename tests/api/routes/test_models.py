@@ -48,6 +48,16 @@ def test_read_model_architecture(client):
     assert data["architecture"]["totals"]["params"] == data["param_count"]
 
 
+def test_architecture_says_which_nodes_units_can_be_explained(client):
+    # the page asks this instead of keeping its own op lists: flatten has no explanation, the rest of tiny has
+    nodes = client.get("/api/models/tiny").json()["architecture"]["nodes"]
+    assert {n["id"]: n["explainable"] for n in nodes} == {
+        "conv1": True, "relu1": True, "pool1": True, "conv2": True, "relu2": True, "flatten": False, "fc": True}
+    spec = {"input_shape": [2, 5], "nodes": [{"id": "p", "op": "pad", "padding": 1}, {"id": "r", "op": "relu"}]}
+    analysed = client.post("/api/architecture/analyze", json=spec).json()["nodes"]
+    assert [n["explainable"] for n in analysed] == [False, True]  # pad: on 2D maps only
+
+
 def test_unknown_model_is_404_listing_known(client):
     for path in ["/api/models/nope", "/api/models/nope/predict"]:
         response = client.get(path) if path.endswith("nope") else client.post(path, files={"image": png_bytes()})
