@@ -1,8 +1,10 @@
-"""Settings from the environment (``CNN_VIS_*``), read once behind the ``get_settings()`` dependency.
+"""Settings from the environment (``CNN_VIS_*``) and a ``.env`` file, with pydantic-settings.
 
 Every setting has a default that works on a laptop; override it with an environment variable,
-e.g. ``CNN_VIS_DATA_DIR=/var/lib/cnn-visualiser`` or ``CNN_VIS_CORS_ORIGINS=http://localhost:3000,https://x.org``.
-Tests override ``get_settings`` through ``app.dependency_overrides``.
+e.g. ``CNN_VIS_DATA_DIR=/var/lib/cnn-visualiser`` or ``CNN_VIS_CORS_ORIGINS=http://localhost:3000,https://x.org``
+(lists are comma-separated), or with the same lines in a ``.env`` file in the working directory (the
+environment wins). ``create_app(settings)`` keeps the settings it is given on ``app.state.settings``, and the
+routes read them from there (``app.api.deps.get_settings``); ``load_settings()`` reads the environment.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "CNN_VIS_"
 MB = 1024 * 1024
@@ -23,12 +26,13 @@ ACTIVATIONS_PER_TENSOR_ELEMENT = 16
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 #: bind addresses meaning "every interface": no single name to add to the allowed hosts
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
-#: settings read from a comma-separated list
-LIST_SETTINGS = ("cors_origins", "allowed_hosts")
 
 
-class Settings(BaseModel):
-    """What the app may do and where it keeps its data."""
+class Settings(BaseSettings):
+    """What the app may do and where it keeps its data (``Settings()`` reads ``CNN_VIS_*`` and ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore")
 
     data_dir: Path = Field(Path("data"), description="uploaded models, converted weights and caches live here")
     max_upload_bytes: int = Field(20 * MB, gt=0, description="largest image or .npy tensor accepted, in bytes")
@@ -57,7 +61,8 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="address `cnn-visualiser serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="port `cnn-visualiser serve` listens on")
     workers: int = Field(1, ge=1, description="worker processes for `cnn-visualiser serve`")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser")
     admin_token: str | None = Field(
         None, repr=False, min_length=16,
         description="the lecturer's secret, sent as the X-Admin-Token header: share models with everyone, delete "
@@ -71,11 +76,23 @@ class Settings(BaseModel):
     quota_models_total: int = Field(200, ge=1, description="uploaded models the server keeps in all (more: 507)")
     quota_model_bytes_total: int = Field(2048 * MB, ge=1, description="bytes on disk all uploaded models may take "
                                                                      "(more: 507)")
-    allowed_hosts: list[str] | None = Field(
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
         None, description="host names (the Host header, port ignored) this server answers to; others get 400 "
                           "(DNS rebinding). Default: localhost, 127.0.0.1, [::1] and `host` when it is one address. "
                           "'*' allows every host (then a reverse proxy must check it); '.example.org' allows "
                           "example.org and its subdomains")
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """``"a, b"`` (as environment variables write lists) → ``["a", "b"]``."""
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty ``CNN_VIS_ADMIN_TOKEN=`` means no lecturer, not a too-short token."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _default_allowed_hosts(self) -> Settings:
@@ -91,22 +108,6 @@ class Settings(BaseModel):
         """Activation values one run or one batch may hold: 16 per allowed input element."""
         return ACTIVATIONS_PER_TENSOR_ELEMENT * self.max_tensor_elements
 
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Settings from ``CNN_VIS_<NAME>`` variables (lists comma-separated); unknown names are ignored."""
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = environ.get(ENV_PREFIX + name.upper())
-            if raw is None or (name == "admin_token" and not raw.strip()):  # empty: no lecturer
-                continue
-            values[name] = [o.strip() for o in raw.split(",") if o.strip()] if name in LIST_SETTINGS else raw
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"invalid setting in the environment: {problems}") from exc
-
 
 def normalize_host(host: str) -> str:
     """``host`` as Host headers are compared: lower case, without port or trailing dot, an IPv6 address in [].
@@ -121,7 +122,16 @@ def normalize_host(host: str) -> str:
     return host.partition(":")[0].rstrip(".")
 
 
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Settings from the environment and ``env_file``; a bad value is a ValueError naming its variable."""
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as exc:
+        problems = "; ".join(f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid setting in the environment: {problems}") from exc
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings, read from the environment once."""
-    return Settings.from_env()
+    """The process's settings from its environment, read once (the command line and ``create_app()``)."""
+    return load_settings()

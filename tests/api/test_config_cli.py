@@ -5,31 +5,55 @@ from __future__ import annotations
 import pytest
 
 from app import cli
-from app.core.config import Settings
+from app.core.config import Settings, load_settings
 
 
-def test_settings_read_prefixed_environment(tmp_path):
-    settings = Settings.from_env({"CNN_VIS_DATA_DIR": str(tmp_path), "CNN_VIS_PORT": "9001",
-                                  "CNN_VIS_CORS_ORIGINS": "http://a.test, http://b.test", "OTHER": "x"})
+@pytest.fixture
+def environ(monkeypatch, tmp_path):
+    """``environ({...})``: the settings read with exactly these CNN_VIS_* variables (and no .env file)."""
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+
+    def read(values: dict[str, str]) -> Settings:
+        import os
+
+        for name in [n for n in os.environ if n.startswith("CNN_VIS_")]:
+            monkeypatch.delenv(name)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return load_settings()
+
+    return read
+
+
+def test_settings_read_prefixed_environment(environ, tmp_path):
+    settings = environ({"CNN_VIS_DATA_DIR": str(tmp_path), "CNN_VIS_PORT": "9001",
+                        "CNN_VIS_CORS_ORIGINS": "http://a.test, http://b.test", "OTHER": "x"})
     assert settings.data_dir == tmp_path
     assert settings.port == 9001
     assert settings.cors_origins == ["http://a.test", "http://b.test"]
 
 
-def test_bad_setting_names_the_variable():
+def test_a_dot_env_file_is_read_and_the_environment_wins(environ, tmp_path):
+    (tmp_path / ".env").write_text("CNN_VIS_PORT=9002\nCNN_VIS_WORKERS=3\nCNN_VIS_ALLOWED_HOSTS=lab.example.org\n")
+    settings = environ({"CNN_VIS_WORKERS": "2"})
+    assert (settings.port, settings.workers) == (9002, 2)
+    assert settings.allowed_hosts == ["lab.example.org"]
+
+
+def test_bad_setting_names_the_variable(environ):
     with pytest.raises(ValueError, match="CNN_VIS_PORT"):
-        Settings.from_env({"CNN_VIS_PORT": "eighty"})
+        environ({"CNN_VIS_PORT": "eighty"})
 
 
-def test_the_lecturer_token_and_quotas_come_from_the_environment():
-    settings = Settings.from_env({"CNN_VIS_ADMIN_TOKEN": "a-long-enough-secret", "CNN_VIS_QUOTA_MODELS_PER_OWNER": "3",
-                                  "CNN_VIS_QUOTA_MODEL_BYTES_TOTAL": "1000"})
+def test_the_lecturer_token_and_quotas_come_from_the_environment(environ):
+    settings = environ({"CNN_VIS_ADMIN_TOKEN": "a-long-enough-secret", "CNN_VIS_QUOTA_MODELS_PER_OWNER": "3",
+                        "CNN_VIS_QUOTA_MODEL_BYTES_TOTAL": "1000"})
     assert settings.admin_token == "a-long-enough-secret" and "a-long-enough-secret" not in repr(settings)
     assert settings.quota_models_per_owner == 3 and settings.quota_model_bytes_total == 1000
-    assert Settings.from_env({"CNN_VIS_ADMIN_TOKEN": " "}).admin_token is None  # empty: no lecturer
-    assert Settings.from_env({}).admin_token is None
+    assert environ({"CNN_VIS_ADMIN_TOKEN": " "}).admin_token is None  # empty: no lecturer
+    assert environ({}).admin_token is None
     with pytest.raises(ValueError, match="CNN_VIS_ADMIN_TOKEN"):  # a guessable lecturer token is refused
-        Settings.from_env({"CNN_VIS_ADMIN_TOKEN": "secret"})
+        environ({"CNN_VIS_ADMIN_TOKEN": "secret"})
 
 
 def test_serve_passes_arguments_to_uvicorn(monkeypatch):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings, normalize_host
+from app.core.config import Settings, load_settings, normalize_host
 from app.main import create_app
 from app.security import CONTENT_SECURITY_POLICY, parse_origin
 
@@ -118,8 +118,10 @@ def test_the_default_hosts_are_loopback_and_the_bound_address(tmp_path):
             assert client.get("/api/health").status_code == 200, base
 
 
-def test_allowed_hosts_from_the_environment_ignore_case_and_port():
-    settings = Settings.from_env({"CNN_VIS_ALLOWED_HOSTS": "Lab.Example.org:8000, 10.0.0.5 ,::1, .campus.edu"})
+def test_allowed_hosts_from_the_environment_ignore_case_and_port(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("CNN_VIS_ALLOWED_HOSTS", "Lab.Example.org:8000, 10.0.0.5 ,::1, .campus.edu")
+    settings = load_settings()
     assert settings.allowed_hosts == ["lab.example.org", "10.0.0.5", "[::1]", ".campus.edu"]
 
 
