@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -42,18 +42,12 @@ def has_local_assets() -> bool:
 def install_docs(app: FastAPI, docs_url: str = "/docs") -> None:
     """Serve /docs from the local Swagger UI files (call on an app created with ``docs_url=None``)."""
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS), name="docs-assets")
-    oauth2_url = docs_url + "/oauth2-redirect"
 
     @app.get(docs_url, include_in_schema=False)
     def read_docs() -> HTMLResponse:
         """The interactive API manual."""
         return with_nonce(get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API", oauth2_redirect_url=oauth2_url,
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API", oauth2_redirect_url=None,
             swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png",
             swagger_ui_parameters={"validatorUrl": None}))  # no badge image from validator.swagger.io
-
-    @app.get(oauth2_url, include_in_schema=False)
-    def read_docs_oauth2_redirect() -> HTMLResponse:
-        """Swagger UI's OAuth2 redirect page (unused by this API, kept for completeness)."""
-        return with_nonce(get_swagger_ui_oauth2_redirect_html())

@@ -5,8 +5,6 @@ Run it with ``cnn-visualiser serve`` (app/cli.py) or ``uvicorn app.main:app``.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -27,8 +25,10 @@ from app.middleware import BodyLimitMiddleware
 from app.openapi_errors import document_errors
 from app.paths import find_dir
 from app.security import install_security
-from app.services.models import model_store_for
+from app.services.container import build_services
+from app.services.models import ModelStore
 from app.services.storage import remove_staging_leftovers
+from app.web.pages import router as pages_router
 
 DESCRIPTION = """\
 What happens inside a convolutional neural network, over HTTP: the architecture of every model (shapes,
@@ -70,9 +70,8 @@ def body_limits(settings: Settings):
     return limit_for
 
 
-def preload_models(settings: Settings) -> None:
+def preload_models(store: ModelStore) -> None:
     """Load (and on first run convert) every built-in model, so the first request does not wait for it."""
-    store = model_store_for(settings.data_dir)
     for model_id in store.builtins:
         try:
             store.get(model_id)
@@ -80,17 +79,26 @@ def preload_models(settings: Settings) -> None:
             logging.getLogger("cnn_visualiser").exception("could not preload model '%s'", model_id)
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the app's services from its settings (``app.state.services``), clear a killed server's leftovers,
+    preload the built-in models; at shutdown, stop the training jobs."""
+    settings: Settings = app.state.settings
+    remove_staging_leftovers(Path(settings.data_dir) / "models")  # a killed server's half-written uploads
+    services = app.state.services = build_services(settings)
+    if settings.preload:
+        threading.Thread(target=preload_models, args=(services.models,), name="preload-models", daemon=True).start()
+    try:
+        yield
+    finally:
+        services.training.shutdown(timeout=5.0)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. ``settings`` defaults to the environment's (``CNN_VIS_*``)."""
+    """Build the app. ``settings`` defaults to the environment's (``CNN_VIS_*``, ``.env``); every route uses the
+    settings given here (``app.state.settings``)."""
     settings = settings or get_settings()
     limit_malloc_arenas(settings.malloc_arenas)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        remove_staging_leftovers(Path(settings.data_dir) / "models")  # a killed server's half-written uploads
-        if settings.preload:
-            threading.Thread(target=preload_models, args=(settings,), name="preload-models", daemon=True).start()
-        yield
 
     offline_docs = has_local_assets()
     app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -108,8 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     document_errors(app)
     app.mount("/static", StaticFiles(directory=find_dir("static"), check_dir=False), name="static")
     app.state.templates = Jinja2Templates(directory=find_dir("templates"))
-    if importlib.util.find_spec("app.web.pages") is not None:
-        app.include_router(importlib.import_module("app.web.pages").router)
+    app.include_router(pages_router)
     return app
 
 

@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - a dev tool
     sys.exit("schemathesis is not installed: .venv/bin/pip install schemathesis (a dev tool only)")
 
 from app.api.deps import get_model_store  # noqa: E402
-from app.core.config import Settings, get_settings  # noqa: E402
+from app.core.config import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.services.models import ModelStore, builtin_loaders  # noqa: E402
 from engine.graph import Graph  # noqa: E402
@@ -83,7 +83,6 @@ def build_app(models: list[str], data_dir: Path):
     builtins = {m: (tiny_bundle if m == "tiny" else loaders[m]) for m in models}
     store = ModelStore(data_dir, builtins=builtins)
     app = create_app(settings_)
-    app.dependency_overrides[get_settings] = lambda: settings_
     app.dependency_overrides[get_model_store] = lambda: store
     return app, store
 

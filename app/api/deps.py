@@ -1,4 +1,9 @@
-"""Dependencies shared by the routes, as ``Annotated`` aliases (override them in tests)."""
+"""Dependencies shared by the routes, as ``Annotated`` aliases (override them in tests).
+
+The settings and the long-lived parts (``app.services.container.Services``: models, runs, compute slots,
+training jobs) live on ``app.state``, built by ``create_app`` and its lifespan; these functions hand them to
+the routes.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request, Response
 
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.errors import ApiError, not_found
-from app.services.compute import compute_slot
+from app.services.container import Services
 from app.services.inputs import ModelInput, read_model_input
-from app.services.models import ModelStore, StoredModel, model_store_for
+from app.services.models import ModelStore, StoredModel
 from app.services.owners import (
     ADMIN_HEADER,
     COOKIE_MAX_AGE,
@@ -25,35 +30,62 @@ from app.services.owners import (
     new_token,
     valid_token,
 )
-from app.services.runs import RunStore, run_store_for
+from app.services.runs import RunStore
+from app.services.training_jobs import JobManager
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return request.app.state.settings
+
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_services(request: Request) -> Services:
+    """The app's long-lived parts (built in its lifespan: a TestClient must be used as a context manager)."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise RuntimeError("the app's services are built in its lifespan, which has not run: start the app with "
+                           "uvicorn, or use `with TestClient(app) as client:`")
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 ComputeSlot = Callable[[], AbstractContextManager[None]]
 
 
-def get_compute(settings: SettingsDep) -> ComputeSlot:
+def get_compute(services: ServicesDep) -> ComputeSlot:
     """``with compute(): ...`` holds one of the worker's compute slots (bounds memory under load)."""
-    return lambda: compute_slot(settings.compute_slots, settings.compute_wait_s)
+    return services.compute
 
 
 ComputeDep = Annotated[ComputeSlot, Depends(get_compute)]
 
 
-def get_model_store(settings: SettingsDep) -> ModelStore:
-    """The process's model store for the configured data directory."""
-    return model_store_for(settings.data_dir)
+def get_model_store(services: ServicesDep) -> ModelStore:
+    """The app's models: built-in and uploaded."""
+    return services.models
 
 
 ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 
 
-def get_run_store(settings: SettingsDep, compute: ComputeDep) -> RunStore:
-    """The process's run cache for the configured data directory and limits."""
-    return run_store_for(settings.data_dir, settings.run_cache_size, settings.run_cache_mb * 1024 * 1024, compute)
+def get_run_store(services: ServicesDep) -> RunStore:
+    """The app's run cache."""
+    return services.runs
 
 
 RunStoreDep = Annotated[RunStore, Depends(get_run_store)]
+
+
+def get_job_manager(services: ServicesDep) -> JobManager:
+    """The app's training jobs."""
+    return services.training
+
+
+JobManagerDep = Annotated[JobManager, Depends(get_job_manager)]
 
 def get_identity(
     request: Request, settings: SettingsDep,

@@ -13,24 +13,23 @@ from contextlib import contextmanager
 
 from app.errors import ApiError
 
-_slots: dict[int, threading.BoundedSemaphore] = {}
-_guard = threading.Lock()
 
+class ComputeSlots:
+    """At most ``slots`` passes at once in this process; ``with compute(): ...`` holds one while the block runs.
 
-def _semaphore(slots: int) -> threading.BoundedSemaphore:
-    with _guard:
-        if slots not in _slots:
-            _slots[slots] = threading.BoundedSemaphore(slots)
-        return _slots[slots]
+    A request that waits longer than ``wait_s`` for a slot gets a 503."""
 
+    def __init__(self, slots: int, wait_s: float) -> None:
+        self.slots = slots
+        self.wait_s = wait_s
+        self._semaphore = threading.BoundedSemaphore(slots)
 
-@contextmanager
-def compute_slot(slots: int, wait_s: float) -> Iterator[None]:
-    """Hold one of ``slots`` compute slots while the block runs."""
-    semaphore = _semaphore(slots)
-    if not semaphore.acquire(timeout=wait_s):
-        raise ApiError(503, f"the server is busy (every compute slot was taken for {wait_s:.0f} s): retry shortly")
-    try:
-        yield
-    finally:
-        semaphore.release()
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if not self._semaphore.acquire(timeout=self.wait_s):
+            raise ApiError(503, f"the server is busy (every compute slot was taken for {self.wait_s:.0f} s): "
+                                "retry shortly")
+        try:
+            yield
+        finally:
+            self._semaphore.release()

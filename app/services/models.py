@@ -458,16 +458,3 @@ class ModelStore:
             with self._lock:
                 self._uploaded_cache.pop(model_id, None)
         shutil.rmtree(trash, ignore_errors=True)
-
-
-_stores: dict[Path, ModelStore] = {}
-_stores_lock = threading.Lock()
-
-
-def model_store_for(data_dir: Path) -> ModelStore:
-    """One store per data directory per process."""
-    key = Path(data_dir).resolve()
-    with _stores_lock:
-        if key not in _stores:
-            _stores[key] = ModelStore(key)
-        return _stores[key]

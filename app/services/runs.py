@@ -87,6 +87,15 @@ def activation_stats(a: np.ndarray) -> dict[str, float]:
             "zero_fraction": int(np.count_nonzero(flat == 0)) / n}  # 3x faster than counting float non-zeros
 
 
+@dataclass
+class _Flight:
+    """A run being computed: done is set when ``run`` (or ``error``) is there."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    run: Run | None = None
+    error: BaseException | None = None
+
+
 class RunStore:
     """Runs in memory (LRU, at most ``max_runs`` and ``max_bytes``) and their inputs on disk (``max_files``)."""
 
@@ -98,6 +107,7 @@ class RunStore:
         self.max_bytes = max_bytes
         self.max_files = max_files
         self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._in_flight: dict[str, _Flight] = {}  # runs being computed: identical requests wait for them
         self._lock = threading.Lock()
         self._disk_refused = False  # the last write failed: warn once, not on every run
 
@@ -186,6 +196,33 @@ class RunStore:
         return run, cached
 
     def _compute(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
+        """The run, computed once however many identical requests arrive together (single flight): the first
+        computes it, the others wait and get the same run (or the same error)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None:
+                return run
+            flight = self._in_flight.get(run_id)
+            leader = flight is None
+            if leader:
+                flight = self._in_flight[run_id] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.run is None:
+                raise flight.error or RuntimeError("the identical run being computed failed")
+            return flight.run
+        try:
+            flight.run = self._forward(run_id, model, x)
+            return flight.run
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._in_flight[run_id]
+            flight.done.set()
+
+    def _forward(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
         with self.compute():
             start = time.perf_counter()
             trace = model.graph.forward(x, model.bundle.params, keep_caches=False)
@@ -217,19 +254,3 @@ class RunStore:
         if node_id not in run.stats:
             run.stats[node_id] = activation_stats(run.activations[node_id])
         return run.stats[node_id]
-
-
-_stores: dict[Path, RunStore] = {}
-_stores_lock = threading.Lock()
-
-
-def run_store_for(data_dir: Path, max_runs: int, max_bytes: int,
-                  compute: Callable[[], AbstractContextManager[None]] = nullcontext) -> RunStore:
-    """One run store per data directory per process."""
-    key = Path(data_dir).resolve() / "runs"
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = RunStore(key, max_runs, max_bytes)
-        store.max_runs, store.max_bytes, store.compute = max_runs, max_bytes, compute
-        return store

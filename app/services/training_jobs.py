@@ -372,16 +372,3 @@ class JobManager:
                    f"seed {s.seed}); data: {DATA_SOURCE}; kept in memory until the server restarts",
             description=job.network.description, cam_layer=job.network.cam_layer,
             extra={"training_job": job.id})
-
-
-_managers: dict[tuple[int, int], JobManager] = {}
-_managers_lock = threading.Lock()
-
-
-def job_manager_for(max_running: int, max_kept: int) -> JobManager:
-    """The process's job manager (one per limits, in practice one)."""
-    key = (max_running, max_kept)
-    with _managers_lock:
-        if key not in _managers:
-            _managers[key] = JobManager(max_running, max_kept)
-        return _managers[key]

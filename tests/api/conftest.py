@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.api.deps import get_model_store
-from app.core.config import LOOPBACK_HOSTS, Settings, get_settings
+from app.core.config import LOOPBACK_HOSTS, Settings
 from app.main import create_app
 from app.services.models import ModelStore
 from engine.graph import Graph
@@ -61,7 +61,6 @@ def store(settings) -> ModelStore:
 @pytest.fixture
 def client(settings: Settings, store: ModelStore) -> Iterator[TestClient]:
     app = create_app(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
     app.dependency_overrides[get_model_store] = lambda: store
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

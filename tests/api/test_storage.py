@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient
 import app.services.models as models_module
 import app.services.runs as runs_module
 from app.api.deps import get_model_store
-from app.core.config import get_settings
 from app.main import create_app
 from app.services.models import ModelStore
 from app.services.storage import StorageError, remove_staging_leftovers, staging, writing
@@ -242,7 +241,6 @@ def test_a_builtin_model_that_cannot_load_is_listed_apart(settings):
 
     store = ModelStore(settings.data_dir, builtins={"broken": missing_weights, "tiny": tiny_bundle})
     app = create_app(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
     app.dependency_overrides[get_model_store] = lambda: store
     with TestClient(app, raise_server_exceptions=False) as client:
         ids, unavailable = listed(client)  # was a 422 for the whole list
@@ -272,7 +270,6 @@ def test_staging_leftovers_are_removed_at_start_up_and_models_kept(settings, sto
     models_dir = settings.data_dir / "models"
     leave_staging_leftovers(models_dir)
     app = create_app(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
     app.dependency_overrides[get_model_store] = lambda: ModelStore(settings.data_dir, builtins={"tiny": tiny_bundle})
     with TestClient(app) as client:
         # were left for ever

@@ -4,11 +4,13 @@ it loads imports only modules that exist (so a missing or misspelt file fails he
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
 from app.main import create_app
 from app.web.pages import PAGES, sample_images
 
@@ -19,8 +21,10 @@ LOCAL_URL = re.compile(r"""(?:src|href)="(/static/[^"]+)\"""")
 
 
 @pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(create_app(), base_url="http://localhost")  # a host the default settings answer to
+def client() -> Iterator[TestClient]:
+    app = create_app(Settings(preload=False))
+    with TestClient(app, base_url="http://localhost") as client:  # a host the default settings answer to
+        yield client
 
 
 def module_closure(entry: Path) -> set[Path]:

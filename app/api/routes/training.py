@@ -29,24 +29,16 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.routing import NoMatchFound
 
-from app.api.deps import IdentityDep, ModelStoreDep, OwnerDep, SettingsDep
+from app.api.deps import IdentityDep, JobManagerDep, ModelStoreDep, OwnerDep, SettingsDep
 from app.errors import ApiError, not_found
 from app.schemas.training import TrainedModel, TrainingJob, TrainingJobCreated, TrainingJobList, TrainingSettings
 from app.services.owners import Access, Identity, check_may_change
-from app.services.training_jobs import JobManager, Message, TrainingJobState, job_manager_for
+from app.services.training_jobs import Message, TrainingJobState
 
 router = APIRouter(prefix="/training", tags=["training"])
 
 POLL_SECONDS = 0.1
 HEARTBEAT_SECONDS = 10.0
-
-
-def get_job_manager(settings: SettingsDep) -> JobManager:
-    """The process's training job manager, with the configured limits."""
-    return job_manager_for(settings.training_max_jobs, settings.training_max_kept)
-
-
-JobManagerDep = Annotated[JobManager, Depends(get_job_manager)]
 
 
 def get_job(job_id: str, manager: JobManagerDep, identity: IdentityDep) -> TrainingJobState:
@@ -147,13 +139,6 @@ STOP_RESPONSES = {403: {"description": "someone else's job: only its owner or th
 @router.delete("/jobs/{job_id}", response_model=TrainingJob, status_code=202, responses=STOP_RESPONSES)
 def delete_job(job: JobDep, manager: JobManagerDep, identity: IdentityDep) -> TrainingJob:
     """Cancel a running job of yours (it stops before its next batch; its stream ends with status `cancelled`)."""
-    check_may_stop(job, identity, "stop")
-    return job_view(manager.cancel(job.id), identity)
-
-
-@router.post("/jobs/{job_id}/cancel", response_model=TrainingJob, status_code=202, responses=STOP_RESPONSES)
-def cancel_job(job: JobDep, manager: JobManagerDep, identity: IdentityDep) -> TrainingJob:
-    """The same as DELETE, for clients that cannot send DELETE."""
     check_may_stop(job, identity, "stop")
     return job_view(manager.cancel(job.id), identity)
 

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.api.deps import get_model_store
-from app.core.config import get_settings
 from app.main import create_app
 from app.services.models import ModelStore, builtin_loaders
 from engine.datasets.mnist import TRAIN_SIZE, load_raw
@@ -26,7 +25,6 @@ def real_client(settings) -> Iterator[TestClient]:
     if "digits_classic" not in digits:
         pytest.skip("the digit models are not registered yet")
     app = create_app(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
     app.dependency_overrides[get_model_store] = lambda: ModelStore(settings.data_dir, builtins=digits)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

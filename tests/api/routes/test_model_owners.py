@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.deps import get_model_store
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.main import create_app
 from app.services.models import ModelStore
 from app.services.owners import OWNER_COOKIE, hash_token
@@ -32,14 +32,17 @@ def make_client(settings: Settings, store: ModelStore) -> Iterator[Clients]:
         if not apps:
             changed = settings.model_copy(update={"admin_token": ADMIN, **changes})
             app = create_app(changed)
-            app.dependency_overrides[get_settings] = lambda: changed
             app.dependency_overrides[get_model_store] = lambda: store
             apps.append(app)
         clients.append(TestClient(apps[0], raise_server_exceptions=False))
+        if len(clients) == 1:
+            clients[0].__enter__()  # the app's lifespan builds its services once, for every browser on it
         return clients[-1]
 
     yield make
-    for client in clients:
+    if clients:
+        clients[0].__exit__(None, None, None)
+    for client in clients[1:]:
         client.close()
 
 

@@ -217,7 +217,6 @@ def test_forward_refuses_a_batch_whose_activations_would_not_fit(settings):
     from fastapi.testclient import TestClient
 
     from app.api.deps import get_model_store
-    from app.core.config import get_settings
     from app.main import create_app
     from app.services.models import ModelStore
     from engine.graph import Graph
@@ -228,7 +227,6 @@ def test_forward_refuses_a_batch_whose_activations_would_not_fit(settings):
     bundle = ModelBundle(id="wide", name="wide", task="test", graph=graph, params=graph.init_params(0), labels=[],
                          preprocessing=Preprocessing(12, 12, (0.0,), (1.0,), grayscale=True), source="test")
     app = create_app(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
     app.dependency_overrides[get_model_store] = lambda: ModelStore(settings.data_dir, builtins={"wide": lambda: bundle})
     batch = 16 * settings.max_tensor_elements // (64 * 144) + 1  # 1,737 samples: 250,128 input values, within limits
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.services.runs import run_store_for
 from engine.graph import Graph
 from engine.models.bundle import ModelBundle, Preprocessing
 from tests.api.conftest import npy_bytes, npy_load, png_bytes, tiny_bundle
@@ -84,7 +83,7 @@ def test_png_tiles_every_channel_at_the_layout_position(client):
 
 def test_run_is_recomputed_by_a_worker_that_never_saw_it(client, settings):
     x, data = make_run(client, seed=7)
-    run_store_for(settings.data_dir, settings.run_cache_size, settings.run_cache_mb * 2**20)._runs.clear()
+    client.app.state.services.runs._runs.clear()
     response = client.get(f"/api/runs/{data['run_id']}/nodes/relu2.npy")
     assert response.status_code == 200
     bundle = tiny_bundle()
@@ -95,7 +94,7 @@ def test_run_is_recomputed_by_a_worker_that_never_saw_it(client, settings):
 def test_cache_stays_bounded(client, settings):
     for seed in range(settings.run_cache_size + 3):
         make_run(client, seed=100 + seed)
-    store = run_store_for(settings.data_dir, settings.run_cache_size, settings.run_cache_mb * 2**20)
+    store = client.app.state.services.runs
     assert store.cached_count() <= settings.run_cache_size
 
 

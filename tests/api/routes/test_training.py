@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.api.routes.training import event_stream, get_job_manager
+from app.api.deps import get_job_manager
+from app.api.routes.training import event_stream
 from app.services.training_jobs import JobManager
 from engine.datasets.mnist import load_mnist
 from engine.graph import Graph
@@ -173,8 +174,9 @@ def test_cancel_stops_the_job_and_ends_its_stream(lab, manager):
     assert events[-1][1] == "end" and events[-1][2]["status"] == "cancelled"
     state = lab.get(f"/api/training/jobs/{job_id}").json()
     assert state["status"] == "cancelled" and state["progress"]["step"] < state["progress"]["steps"]
-    # cancelling a finished job changes nothing; the POST form works too
-    assert lab.post(f"/api/training/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    # cancelling a finished job changes nothing; the POST form is gone (DELETE is the one way)
+    assert lab.delete(f"/api/training/jobs/{job_id}").json()["status"] == "cancelled"
+    assert lab.post(f"/api/training/jobs/{job_id}/cancel").status_code in (404, 405)
 
 
 def test_over_the_limit_is_429_then_accepted_when_a_slot_frees(lab, manager):
@@ -359,13 +361,11 @@ def owners_lab(lab, settings):
     the lecturer token is ADMIN."""
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
-
     others: list[TestClient] = []
 
     def make(**changes):
         changed = settings.model_copy(update={"admin_token": ADMIN, **changes})
-        lab.app.dependency_overrides[get_settings] = lambda: changed
+        lab.app.state.settings = changed  # the routes read the app's settings
         others.append(TestClient(lab.app, raise_server_exceptions=False))
         return lab, others[-1]
 
@@ -384,8 +384,7 @@ def test_a_job_is_stopped_and_listed_by_its_owner_only(owners_lab, manager):
     assert alice.get("/api/training/jobs").json()["jobs"][0]["owned"] is True
     listed = bob.get("/api/training/jobs").json()
     assert listed["jobs"] == [] and listed["running"] == 1  # the server's load is no secret
-    for method, path in [("DELETE", f"/api/training/jobs/{job['id']}"),
-                         ("POST", f"/api/training/jobs/{job['id']}/cancel")]:
+    for method, path in [("DELETE", f"/api/training/jobs/{job['id']}")]:
         refused = bob.request(method, path)
         assert refused.status_code == 403, (method, path)
         assert "started by someone else" in refused.json()["detail"]

@@ -1,0 +1,39 @@
+"""The app's long-lived parts, built once from its settings in the lifespan and kept on ``app.state.services``.
+
+Routes reach them through the dependencies in ``app.api.deps`` (tests override those), never through
+module-level singletons: two apps with different settings in one process (the tests do this) never share a
+store, a run cache or compute slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core.config import MB, Settings
+from app.services.compute import ComputeSlots
+from app.services.models import ModelStore
+from app.services.runs import RunStore
+from app.services.training_jobs import JobManager
+
+
+@dataclass(frozen=True)
+class Services:
+    """The model registry, the run cache, the compute slots and the training jobs of one app."""
+
+    models: ModelStore
+    runs: RunStore
+    compute: ComputeSlots
+    training: JobManager
+
+
+def build_services(settings: Settings) -> Services:
+    """Every long-lived part, with the limits ``settings`` gives."""
+    data_dir = Path(settings.data_dir).resolve()
+    compute = ComputeSlots(settings.compute_slots, settings.compute_wait_s)
+    return Services(
+        models=ModelStore(data_dir),
+        runs=RunStore(data_dir / "runs", settings.run_cache_size, settings.run_cache_mb * MB, compute=compute),
+        compute=compute,
+        training=JobManager(settings.training_max_jobs, settings.training_max_kept),
+    )
