@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
 from app.middleware import BodyLimitMiddleware
+from tests.api.live_server import live_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,23 +72,7 @@ def test_slow_but_steady_bodies_and_the_wait_after_the_body_are_not_cut():
 
 
 def test_a_real_server_answers_a_stalled_upload_with_408():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "CNN_VIS_BODY_TIMEOUT_S": "1", "CNN_VIS_PRELOAD": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                                "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the server did not start")
-                time.sleep(0.2)
+    with live_server({"CNN_VIS_BODY_TIMEOUT_S": "1"}) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"POST /api/models/digits_classic/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                            b"Content-Type: application/x-npy\r\nContent-Length: 1000\r\n\r\n" + b"\x93NUMPY" + b"x" * 4)
@@ -105,6 +84,3 @@ def test_a_real_server_answers_a_stalled_upload_with_408():
         assert answer.startswith("HTTP/1.1 408"), answer
         assert time.monotonic() - start < 5
         assert "stopped arriving" in answer
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -4,16 +4,13 @@ form would send them (raw sockets: no client library fills in headers of its own
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.api.live_server import live_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,29 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A uvicorn server with the default settings (allowed hosts, no CORS origins) on a free port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "CNN_VIS_PRELOAD": "false", "CNN_VIS_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
-    for name in ("CNN_VIS_ALLOWED_HOSTS", "CNN_VIS_CORS_ORIGINS", "CNN_VIS_HOST"):
-        env.pop(name, None)
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                                "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the server did not start")
-                time.sleep(0.2)
+    with live_server({"CNN_VIS_DATA_DIR": str(tmp_path_factory.mktemp("data"))}) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], dict]:

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser.test_pages import PAGES as EVERY_PAGE
+
 pytestmark = pytest.mark.browser
 
-# (path, a selector that appears once the page has done its first work with the API)
-PAGES = [
-    ("/?model=digits_classic", ".layer.loaded"),
-    ("/arithmetic", "#input-grid .cell.window"),
-    ("/receptive-fields?model=digits_resnet", '#rf-table tr[data-node="attention"]'),
-    ("/attention?model=digits_classic&sample=coffee.jpg", ".map-card.done"),
-    ("/upload", "#uploaded p"),
-    ("/training", "#a-start"),
-    ("/docs", ".swagger-ui .opblock"),
-]
+# every page of tests/browser/test_pages.py, and the two it leaves out
+PAGES = [*EVERY_PAGE, ("/training", "#a-start"), ("/docs", ".swagger-ui .opblock")]
 
 
 @pytest.mark.parametrize(("path", "ready"), PAGES)
