@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from app.services.errors import UnusableRequestError
 from app.services.storage import StorageError
 from engine.errors import EngineError, ShapeError, SpecError, UnknownNodeError, WeightsError
 
@@ -111,6 +112,11 @@ async def handle_unknown_node(request: Request, exc: UnknownNodeError) -> JSONRe
     return error_json(404, str(exc), node=exc.node_id)
 
 
+async def handle_unusable_request(request: Request, exc: UnusableRequestError) -> JSONResponse:
+    """A service's domain error (app/services/errors.py): a readable request it cannot carry out, 422."""
+    return error_json(422, exc.message)
+
+
 async def handle_engine_error(request: Request, exc: EngineError) -> JSONResponse:
     kind = {ShapeError: "shape", WeightsError: "weights"}.get(type(exc), "engine")
     return error_json(422, str(exc), kind=kind)
@@ -143,6 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SpecError, handle_spec_error)
     app.add_exception_handler(UnknownNodeError, handle_unknown_node)
     app.add_exception_handler(EngineError, handle_engine_error)
+    app.add_exception_handler(UnusableRequestError, handle_unusable_request)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(StorageError, handle_storage_error)
     app.add_exception_handler(MemoryError, handle_memory_error)

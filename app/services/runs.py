@@ -30,6 +30,7 @@ import numpy as np
 
 from app.errors import ApiError, shorten
 from app.services.models import ModelStore, StoredModel
+from engine.errors import UnknownNodeError
 from engine.graph import INPUT
 
 RUN_ID_LENGTH = 32
@@ -55,6 +56,14 @@ class Run:
     @property
     def input(self) -> np.ndarray:
         return self.activations[INPUT]
+
+
+def activation_of(run: Run, node_id: str) -> np.ndarray:
+    """The run's activation at ``node_id`` ('input' included); ``UnknownNodeError`` listing the run's nodes."""
+    activation = run.activations.get(node_id)
+    if activation is None:
+        raise UnknownNodeError(node_id, list(run.activations))
+    return activation
 
 
 def make_run_id(model: StoredModel, x: np.ndarray) -> str:

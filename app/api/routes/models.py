@@ -175,8 +175,8 @@ def create_forward(model: ModelDep, model_input: ModelInputDep, settings: Settin
     expected = list(model.graph.input_shape)
     if x.ndim == len(expected):
         x = x[None]
-    if node is not None and node not in model.graph.by_id:
-        raise ApiError(404, f"model '{model.id}' has no node '{node}': GET /api/models/{model.id} lists them")
+    if node is not None:
+        model.graph.node(node)  # UnknownNodeError (404) listing the model's nodes
     if x.ndim == len(expected) + 1 and list(x.shape[1:]) == expected:
         per_sample = model.graph.activation_count()
         limit = settings.max_activation_values

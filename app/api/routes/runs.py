@@ -12,7 +12,7 @@ from app.api.deps import ModelStoreDep, RunStoreDep
 from app.errors import ApiError
 from app.schemas.explanations import UnitExplanation
 from app.schemas.runs import NodeActivation, TileLayout
-from app.services.runs import Run
+from app.services.runs import activation_of
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import render_tiles, tile_layout
 from engine.errors import ShapeError
@@ -32,14 +32,6 @@ SoftmaxQuery = Annotated[bool, Query(
     description="explain the softmax of this node's class scores (the prediction's probabilities) instead of the "
                 "node's own op; the node must give a vector of scores")]
 CACHE_HEADERS = {"Cache-Control": "public, max-age=86400, immutable"}  # a run id is a content hash
-
-
-def activation_of(run: Run, node_id: str):
-    if node_id not in run.activations:
-        known = [k for k in run.activations]
-        listed = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
-        raise ApiError(404, f"model '{run.model_id}' has no node '{node_id}'; its nodes are: {listed}")
-    return run.activations[node_id]
 
 
 @router.get("/{run_id}/nodes/{node_id}.png", response_class=Response,
@@ -78,7 +70,7 @@ def read_node_json(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mo
     else:
         ranges = [(float(lo), float(hi)) for lo, hi in zip(per_tile.min(axis=1), per_tile.max(axis=1))]
     layout.ranges = ranges
-    op = "input" if node_id == INPUT else models.get(run.model_id).graph.by_id[node_id].op.op
+    op = "input" if node_id == INPUT else models.get(run.model_id).graph.node(node_id).op.op
     base = f"/api/runs/{run_id}/nodes/{node_id}"
     return NodeActivation(id=node_id, op=op, shape=list(maps.shape), **runs.stats(run, node_id),
                           png_url=f"{base}.png", npy_url=f"{base}.npy", layout=layout)
@@ -99,7 +91,7 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
                           models: ModelStoreDep, softmax: SoftmaxQuery = False) -> UnitExplanation:
     """How one unit's number was made: its window, weights, products, sums and what follows, from the engine."""
     run = runs.get(run_id, models)
-    activation_of(run, node_id)  # 404 for an unknown node
+    activation_of(run, node_id)  # UnknownNodeError (404) for an unknown node
     unit = parse_index(index)
     model = models.get(run.model_id)
     graph = model.graph
