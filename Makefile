@@ -25,7 +25,7 @@ $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
-	bash scripts/install-browser.sh
+	bash scripts/install-test-packages.sh
 
 run: install
 	$(VENV)/bin/cnn-visualiser serve --host $(HOST) --port $(PORT)
