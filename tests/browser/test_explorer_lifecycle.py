@@ -1,11 +1,80 @@
-"""What the explorer does as the user moves on (issue 17): an answer of the wrong shape is shown as an error rather
-than drawn from a guessed field."""
+"""What the explorer keeps as the user moves on (issue 17): replaced explanations leave no IntersectionObserver
+watching their detached figures, and an answer of the wrong shape is shown as an error rather than drawn from a
+guessed field."""
 
 from __future__ import annotations
 
 import pytest
 
 pytestmark = pytest.mark.browser
+
+#: wraps IntersectionObserver to know, at any time, every target still observed (not unobserved or disconnected)
+OBSERVER_SPY = """(() => {
+  const Native = window.IntersectionObserver;
+  const spy = { created: 0, live: new Set() };
+  window.__observers = spy;
+  window.IntersectionObserver = class extends Native {
+    constructor(callback, options) {
+      super(callback, options);
+      this.targets = new Set();
+      spy.created += 1;
+    }
+    observe(target) {
+      this.targets.add(target);
+      spy.live.add(this);
+      super.observe(target);
+    }
+    unobserve(target) {
+      this.targets.delete(target);
+      if (!this.targets.size) spy.live.delete(this);
+      super.unobserve(target);
+    }
+    disconnect() {
+      this.targets.clear();
+      spy.live.delete(this);
+      super.disconnect();
+    }
+  };
+})();"""
+
+OBSERVERS = """() => {
+  const live = [...window.__observers.live];
+  const targets = live.flatMap((o) => [...o.targets]);
+  return { created: window.__observers.created, live: live.length,
+           detached: targets.filter((t) => !t.isConnected).length };
+}"""
+
+
+def first_maps_ready(page) -> None:
+    page.wait_for_function("window.cnnVis && window.cnnVis.firstFeatureMapMs !== null", timeout=30_000)
+
+
+def test_replaced_explanations_and_networks_leave_no_observers_behind(page):
+    page.add_init_script(OBSERVER_SPY)
+    page.goto("/?model=digits_classic&unit=conv2,5,4,4")
+    page.wait_for_selector("#detail-body [data-family] .op-stage > *", timeout=20_000)
+    first = page.evaluate(OBSERVERS)
+    assert first["detached"] == 0 and first["live"] >= 3  # the network's columns, its animator, the explanation's
+    page.locator("#unit-canvas").focus()
+    # each unit's explanation replaces the last, with an animator of its own (conv2 is 10×10: x goes 5…9)
+    for x in range(5, 10):
+        created = page.evaluate("window.__observers.created")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"document.querySelector('#detail-title').textContent.endsWith('unit [5, 4, {x}]')")
+        page.wait_for_function(f"window.__observers.created > {created}")
+        page.wait_for_selector("#detail-body [data-family] .op-stage > *")
+        now = page.evaluate(OBSERVERS)
+        assert now["detached"] == 0, f"unit x={x}: observers still watch detached figures: {now}"
+        assert now["live"] == first["live"], now
+    # another model replaces the whole network view (its columns are observed, the old ones no longer) and
+    # closes the explanation, whose animator stops for good
+    page.select_option("#model", "digits_resnet")
+    page.wait_for_selector("#detail", state="hidden")
+    page.wait_for_selector('.layer.loaded[data-node="stem_conv"]', timeout=30_000)
+    now = page.evaluate(OBSERVERS)
+    assert now["detached"] == 0 and now["live"] == first["live"] - 1, now
+    page.console.check()
+
 
 def test_a_prediction_of_another_shape_is_shown_as_an_error(page):
     """The run's answer without classes makes the page ask /predict; an answer with ``top`` instead of the API's
