@@ -11,7 +11,26 @@ import { TITLES } from "./lessons.js";
 import { at, fetchNpy } from "./npy.js";
 import { fieldOf, perAxis } from "./receptive.js";
 
+// Receptive fields asked of the API, by model, node, unit (and run, for effective fields): the most recently
+// used FIELD_CACHE_LIMIT of them (a Map keeps insertion order: the least recently used comes first).
+export const FIELD_CACHE_LIMIT = 64;
 const fieldCache = new Map();
+
+/** The cached promise for `key`, else `request()`'s (a failure is not kept); oldest entries beyond the limit go. */
+function cachedField(key, request) {
+  let promise = fieldCache.get(key);
+  if (promise) {
+    fieldCache.delete(key); // set again below: now the most recently used
+  } else {
+    promise = request().catch((err) => {
+      if (fieldCache.get(key) === promise) fieldCache.delete(key);
+      throw err;
+    });
+  }
+  fieldCache.set(key, promise);
+  while (fieldCache.size > FIELD_CACHE_LIMIT) fieldCache.delete(fieldCache.keys().next().value);
+  return promise;
+}
 
 export class DetailView {
   constructor({ panel, body, canvas, caption, title, onUnit }) {
@@ -167,17 +186,10 @@ export class DetailView {
     const { model, run } = this.context;
     const index = [unit.channel, unit.y, unit.x];
     const key = `${model}|${nodeId}|${index}|${effective ? run.run_id : ""}`;
-    if (!fieldCache.has(key)) {
-      const request = api(`/api/models/${encodeURIComponent(model)}/receptive-field`, {
-        json: { node: nodeId, index, effective, run_id: effective ? run.run_id : null },
-        label: effective ? "Computing the effective receptive field…" : "Locating the receptive field…",
-      }).catch((err) => {
-        fieldCache.delete(key);
-        throw err;
-      });
-      fieldCache.set(key, request);
-    }
-    return fieldCache.get(key);
+    return cachedField(key, () => api(`/api/models/${encodeURIComponent(model)}/receptive-field`, {
+      json: { node: nodeId, index, effective, run_id: effective ? run.run_id : null },
+      label: effective ? "Computing the effective receptive field…" : "Locating the receptive field…",
+    }));
   }
 
   async fieldBlock(nodeId, unit) {

@@ -1,6 +1,6 @@
 """What the explorer keeps as the user moves on (issue 17): replaced explanations leave no IntersectionObserver
-watching their detached figures, and an answer of the wrong shape is shown as an error rather than drawn from a
-guessed field."""
+watching their detached figures, the receptive-field cache stays bounded, and an answer of the wrong shape is
+shown as an error rather than drawn from a guessed field."""
 
 from __future__ import annotations
 
@@ -74,6 +74,57 @@ def test_replaced_explanations_and_networks_leave_no_observers_behind(page):
     now = page.evaluate(OBSERVERS)
     assert now["detached"] == 0 and now["live"] == first["live"] - 1, now
     page.console.check()
+
+
+#: asks detail.js's receptive-field cache for conv1's unit (0, y, 0), one y after another
+ASK_FIELDS = """async (ys) => {
+  const { DetailView } = await import("/static/js/detail.js");
+  const view = Object.create(DetailView.prototype);
+  view.context = { model: "digits_classic", run: { run_id: "none" } };
+  const failures = [];
+  for (const y of ys) {
+    try {
+      await view.unitField("conv1", { channel: 0, y, x: 0 });
+    } catch (err) {
+      failures.push(y);
+    }
+  }
+  return failures;
+}"""
+
+
+def test_the_receptive_field_cache_keeps_only_the_most_recently_used(page):
+    page.goto("/?model=digits_classic")
+    first_maps_ready(page)
+    limit = page.evaluate("async () => (await import('/static/js/detail.js')).FIELD_CACHE_LIMIT")
+    asked: list[int] = []
+
+    def answer(route):
+        y = route.request.post_data_json["index"][1]
+        asked.append(y)
+        if y == -1:
+            route.fulfill(status=422, json={"detail": "unit outside the map"})
+        else:
+            route.fulfill(json={"box": [], "layers": {}})
+
+    page.route("**/api/models/*/receptive-field", answer)
+
+    def ask(*ys: int) -> list[int]:
+        asked.clear()
+        page.evaluate(ASK_FIELDS, list(ys))
+        return list(asked)
+
+    assert ask(*range(limit)) == list(range(limit))  # a full cache
+    assert ask(0) == []  # cached, and now the most recently used
+    assert ask(limit) == [limit]  # one more: the least recently used (1) makes room, not 0
+    assert ask(0, *range(2, limit + 1)) == []
+    assert ask(1) == [1]  # it was dropped
+    assert ask(*range(limit + 1, 4 * limit)) == list(range(limit + 1, 4 * limit))
+    assert ask(0, 1, limit) == [0, 1, limit]  # long gone: the cache did not grow past its bound
+    # a refusal is not kept: asked again, it is asked of the API again
+    assert page.evaluate(ASK_FIELDS, [-1]) == [-1] and asked[-1] == -1
+    assert ask(-1) == [-1]
+    page.console.check(ignore=["422"])
 
 
 def test_a_prediction_of_another_shape_is_shown_as_an_error(page):
