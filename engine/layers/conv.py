@@ -145,20 +145,28 @@ def conv_transpose_forward(
     return out, (x, w, b is not None, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
-def conv_transpose_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def conv_transpose_backward(
+    dout: np.ndarray, cache: Any
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of ``conv_transpose_forward``: dout: (N, K, *out) -> dx: (N, C, *S), dw: (C, K/groups, *k), db.
 
     The transposed convolution is a convolution's input gradient, so its own input gradient is that
     convolution's forward pass on the padded ``dout``, and its weight gradient the convolution's weight
     gradient with the roles of input and ``dout`` swapped.
+
+    As ``conv_backward``: inside ``grad_mode.input_grads_only()`` dw and db are None; inside
+    ``grad_mode.without_input_grad()`` dx is None (the convolution is never run).
     """
     x, w, has_bias, stride, padding, dilation, groups = cache
     kernel = w.shape[2:]
     dfull = pad_input(dout, padding)
-    dx = correlate(dfull, w, stride, dilation, groups)
-    dx = dx[(slice(None), slice(None), *(slice(0, n) for n in x.shape[2:]))]  # output_padding >= stride adds rows
+    dx = None
+    if input_grad_wanted():
+        dx = correlate(dfull, w, stride, dilation, groups)
+        dx = dx[(slice(None), slice(None), *(slice(0, n) for n in x.shape[2:]))]  # output_padding >= stride adds rows
+        dx = np.ascontiguousarray(dx)
     if not param_grads_wanted():
-        return np.ascontiguousarray(dx), None, None
+        return dx, None, None
     dw = correlate_weight_grad(dfull, x, kernel, stride, dilation, groups)
     db = dout.sum(axis=(0, *range(2, dout.ndim))) if has_bias else None
-    return np.ascontiguousarray(dx), dw, db
+    return dx, dw, db

@@ -1,5 +1,7 @@
 // A step animator shared by every animated figure: play, pause, step forward and back, go to a step.
 // Like Distill's figures, it runs only while its figure is on screen, and it honours reduced motion.
+// An animator whose figure is thrown away (a new explanation replacing it) must be `dispose()`d: its
+// IntersectionObserver would otherwise keep watching, and keep alive, the detached figure.
 
 const reducedMotion = () => window.matchMedia?.("(prefers-reduced-motion: reduce)").matches;
 
@@ -22,13 +24,23 @@ export class Animator {
     this.timer = null;
     this.visible = true;
     this.loop = false;
+    this.observer = null;
     if ("IntersectionObserver" in window && figure) {
-      new IntersectionObserver((entries) => {
+      this.observer = new IntersectionObserver((entries) => {
         this.visible = entries.some((e) => e.isIntersecting);
         if (!this.visible) this.clearTimer();
         else if (this.playing) this.schedule();
-      }).observe(figure);
+      });
+      this.observer.observe(figure);
     }
+  }
+
+  /** Stop for good: no timer, no observer (call it when the figure is removed or replaced). */
+  dispose() {
+    this.playing = false;
+    this.clearTimer();
+    this.observer?.disconnect();
+    this.observer = null;
   }
 
   setSteps(count, step = 0) {

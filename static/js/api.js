@@ -101,6 +101,21 @@ export async function api(path, { method, json, body, headers = {}, as = "json",
   });
 }
 
+/**
+ * The field `name` of an API answer, one the API always sends: a list (`kind` "list") or an object ("object").
+ * Anything else throws an error naming the field, so that an answer of another shape (a server of another
+ * version) is shown as an error rather than papered over with a default.
+ */
+export function field(answer, name, kind = "list") {
+  const value = answer?.[name];
+  const fits = kind === "list" ? Array.isArray(value) : value !== null && typeof value === "object" && !Array.isArray(value);
+  if (!fits) {
+    throw new Error(`the server's answer has no ${kind} "${name}", which this page needs: the page and the server ` +
+      "are of different versions (reload the page; if that does not help, the server needs updating)");
+  }
+  return value;
+}
+
 /** Show an error (an ApiError's detail, or any message) in the page's alert banner. */
 export function showError(err, context = "") {
   if (err && err.name === "AbortError") return;

@@ -11,7 +11,26 @@ import { TITLES } from "./lessons.js";
 import { at, fetchNpy } from "./npy.js";
 import { fieldOf, perAxis } from "./receptive.js";
 
+// Receptive fields asked of the API, by model, node, unit (and run, for effective fields): the most recently
+// used FIELD_CACHE_LIMIT of them (a Map keeps insertion order: the least recently used comes first).
+export const FIELD_CACHE_LIMIT = 64;
 const fieldCache = new Map();
+
+/** The cached promise for `key`, else `request()`'s (a failure is not kept); oldest entries beyond the limit go. */
+function cachedField(key, request) {
+  let promise = fieldCache.get(key);
+  if (promise) {
+    fieldCache.delete(key); // set again below: now the most recently used
+  } else {
+    promise = request().catch((err) => {
+      if (fieldCache.get(key) === promise) fieldCache.delete(key);
+      throw err;
+    });
+  }
+  fieldCache.set(key, promise);
+  while (fieldCache.size > FIELD_CACHE_LIMIT) fieldCache.delete(fieldCache.keys().next().value);
+  return promise;
+}
 
 export class DetailView {
   constructor({ panel, body, canvas, caption, title, onUnit }) {
@@ -29,8 +48,14 @@ export class DetailView {
 
   close() {
     this.panel.hidden = true;
-    this.animator?.pause();
+    this.disposeAnimator();
     this.context = null;
+  }
+
+  /** The step animation of the explanation shown, if any, is being replaced or closed: stop it for good. */
+  disposeAnimator() {
+    this.animator?.dispose();
+    this.animator = null;
   }
 
   /** Show unit `unit` ({node, channel, y, x}) of `column` (a NetworkView column) for a run. */
@@ -40,7 +65,7 @@ export class DetailView {
    */
   async openSoftmax({ model, arch, archById, run, column, classes, scale }) {
     this.scale = scale;
-    this.animator?.pause();
+    this.disposeAnimator();
     const best = classes[0];
     const unit = { node: column.node.id, channel: best.index, y: null, x: null };
     this.context = { model, arch, archById, run, column, unit };
@@ -49,8 +74,8 @@ export class DetailView {
     this.drawMap();
     this.body.replaceChildren(el("p", { class: "muted", text: "Fetching the numbers…" }));
     try {
-      const view = this.view(await this.explanation(column.node.id, unit, { softmax: true }), unit);
-      if (this.context?.unit === unit) this.body.replaceChildren(view);
+      const explanation = await this.explanation(column.node.id, unit, { softmax: true });
+      if (this.context?.unit === unit) this.body.replaceChildren(this.view(explanation, unit));
     } catch (err) {
       this.body.replaceChildren(el("p", { class: "callout", text: err instanceof ApiError ? err.detail : String(err.message ?? err) }));
     }
@@ -58,7 +83,7 @@ export class DetailView {
 
   async open({ model, arch, archById, run, column, unit, scale, explain }) {
     this.scale = scale;
-    this.animator?.pause();
+    this.disposeAnimator();
     this.context = { model, arch, archById, run, column, unit };
     this.panel.hidden = false;
     const node = column.node;
@@ -161,17 +186,10 @@ export class DetailView {
     const { model, run } = this.context;
     const index = [unit.channel, unit.y, unit.x];
     const key = `${model}|${nodeId}|${index}|${effective ? run.run_id : ""}`;
-    if (!fieldCache.has(key)) {
-      const request = api(`/api/models/${encodeURIComponent(model)}/receptive-field`, {
-        json: { node: nodeId, index, effective, run_id: effective ? run.run_id : null },
-        label: effective ? "Computing the effective receptive field…" : "Locating the receptive field…",
-      }).catch((err) => {
-        fieldCache.delete(key);
-        throw err;
-      });
-      fieldCache.set(key, request);
-    }
-    return fieldCache.get(key);
+    return cachedField(key, () => api(`/api/models/${encodeURIComponent(model)}/receptive-field`, {
+      json: { node: nodeId, index, effective, run_id: effective ? run.run_id : null },
+      label: effective ? "Computing the effective receptive field…" : "Locating the receptive field…",
+    }));
   }
 
   async fieldBlock(nodeId, unit) {
@@ -279,7 +297,9 @@ export class DetailView {
   async opView(node, unit) {
     if (node.op === "input") return el("p", { class: "small muted", text: "An input number: the image's pixel after preprocessing (scaled and normalised)." });
     if (!this.context.archById.get(node.id)?.explainable) return null;
-    return this.view(await this.explanation(node.id, unit), unit);
+    const explanation = await this.explanation(node.id, unit);
+    // another unit chosen meanwhile: build nothing (a view's animator would play on a figure never shown)
+    return this.context?.unit === unit ? this.view(explanation, unit) : null;
   }
 
   /** The view of an explanation's family, or a note when this page has none for it. */
@@ -305,6 +325,7 @@ export class DetailView {
     figure.append(el("p", { class: "small", html: intro }), controls, stage);
     // long explanations (a 1×1 convolution over 96 channels) play faster, so the whole story takes seconds
     const interval = Math.max(250, Math.min(1100, 9000 / steps));
+    this.disposeAnimator();
     this.animator = new Animator({ figure, render: (i) => render(i, stage), interval });
     bindAnimatorControls(this.animator, figure);
     queueMicrotask(() => {

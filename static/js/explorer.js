@@ -1,6 +1,6 @@
 // The explorer: pick a model and an image; the network appears as columns of layer volumes with every
 // feature map; play animates the forward pass layer by layer; lecture mode shows one layer at a time.
-import { api, clearError, showError } from "./api.js";
+import { api, clearError, field, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { drawBars } from "./bars.js";
 import { SCALES, legend } from "./colormap.js";
@@ -205,7 +205,7 @@ async function predict(blob, name) {
   form.append("image", blob, name.includes(".") ? name : `${name}.png`);
   try {
     const answer = await api(`/api/models/${encodeURIComponent(state.values.model)}/predict`, { body: form, label: "Predicting…" });
-    drawBars($("predictions"), answer.classes ?? answer.top ?? answer);
+    drawBars($("predictions"), field(answer, "classes"));  // PredictResponse.classes
   } catch (err) {
     showError(err, "predicting");
   }

@@ -1,11 +1,12 @@
 // What each kind of layer does, in the lecture's words. Numbers in the sentences come from the API's
 // architecture (attributes, shapes) and run statistics; nothing here computes a shape.
+import { nodeAttributes } from "./models.js";
 
 const dims = (shape) => (shape && shape.length ? shape.join(" × ") : "");
 const pct = (x) => `${Math.round(100 * x)}%`;
 
 function attr(node, name) {
-  const a = node?.attributes?.[name] ?? node?.attrs?.[name] ?? node?.params?.[name];
+  const a = nodeAttributes(node)[name];
   if (Array.isArray(a)) {
     const flat = a.flat(Infinity);
     return flat.every((v) => v === flat[0]) ? flat[0] : a.map((v) => (Array.isArray(v) ? `[${v.join(", ")}]` : v)).join("×");
@@ -76,11 +77,12 @@ export function lesson(node, stats, inputShape) {
   if (op === "mul") return "Gating: two volumes multiplied number by number.";
   if (op === "concat") return `Concatenation: the inputs' maps are stacked into one volume of ${out}.`;
   if (op === "spatial_softmax") return "Attention: a softmax over positions turns a score map into weights that add up to 1: where the network looks.";
-  if (op === "pad") return `Padding: a border is added around every map (${node.attributes?.mode ?? "constant"} mode), so ${inp} becomes ${out}. Nothing is learned; it lets the next window reach the edges.`;
+  if (op === "pad") return `Padding: a border is added around every map (${attr(node, "mode")} mode), so ${inp} becomes ${out}. Nothing is learned; it lets the next window reach the edges.`;
   if (op === "upsample") {
-    const nearest = (node.attributes?.mode ?? "nearest") === "nearest";
+    const mode = attr(node, "mode");
+    const nearest = mode === "nearest";
     const how = nearest ? "nearest neighbour: every number is repeated to fill a block"
-      : `${node.attributes.mode}: every new number is a weighted mean of its nearest input numbers`;
+      : `${mode}: every new number is a weighted mean of its nearest input numbers`;
     return `Upsampling (${how}), so the maps grow from ${inp} to ${out}. No new detail appears; the next layers add it.`;
   }
   if (op === "attention_pool") return "Attention pooling: each feature is averaged over positions weighted by the attention map: a weighted sum that shows which parts drove the decision.";

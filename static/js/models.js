@@ -1,5 +1,5 @@
 // The model list and architectures, asked of the API once per page and shared by every page.
-import { api } from "./api.js";
+import { api, field } from "./api.js";
 
 let listPromise = null;
 const architectures = new Map();
@@ -8,9 +8,7 @@ const architectures = new Map();
 function catalogue() {
   if (!listPromise) {
     listPromise = api("/api/models", { label: "Loading the models…" })
-      .then((answer) => (Array.isArray(answer)
-        ? { models: answer, unavailable: [] }
-        : { models: answer.models ?? [], unavailable: answer.unavailable ?? [] }))
+      .then((answer) => ({ models: field(answer, "models"), unavailable: field(answer, "unavailable") }))
       .catch((err) => {
         listPromise = null;
         throw err;
@@ -65,12 +63,12 @@ export function inputChannels(model) {
   return (model?.input_shape ?? [3])[0];
 }
 
-/** Node entries of an architecture, whatever the exact field name. */
-export function archNodes(arch) {
-  return arch?.architecture?.nodes ?? arch?.nodes ?? [];
+/** The node entries of a model's architecture (GET /api/models/{id}: ModelDetail.architecture.nodes). */
+export function archNodes(detail) {
+  return field(field(detail, "architecture", "object"), "nodes");
 }
 
-/** The attributes of an architecture node (the engine's canonical `describe()`). */
+/** The attributes of an architecture node (NodeInfo.attributes: the engine's canonical `describe()`). */
 export function nodeAttributes(node) {
-  return node?.attributes ?? node?.attrs ?? {};
+  return field(node, "attributes", "object");
 }
