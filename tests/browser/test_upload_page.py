@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.services.owners import hash_token
+from tests.browser.conftest import as_function
 
 pytestmark = pytest.mark.browser
 
@@ -129,7 +130,7 @@ def test_an_upload_is_this_browsers_own(page, browser, server, tmp_path):
     try:
         theirs = other.new_page()
         theirs.goto("/upload")
-        theirs.wait_for_function("!document.getElementById('uploaded').textContent.includes('Loading')")
+        theirs.wait_for_function(as_function("!document.getElementById('uploaded').textContent.includes('Loading')"))
         assert "Only mine" not in theirs.locator("#uploaded").inner_text()
     finally:
         other.close()
