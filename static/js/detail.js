@@ -58,7 +58,6 @@ export class DetailView {
     this.animator = null;
   }
 
-  /** Show unit `unit` ({node, channel, y, x}) of `column` (a NetworkView column) for a run. */
   /**
    * The prediction's probabilities: softmax over the model's output scores, worked out by the engine
    * (`classes`: the API's top classes; the best one is explained).
@@ -81,6 +80,7 @@ export class DetailView {
     }
   }
 
+  /** Show unit `unit` ({node, channel, y, x}) of `column` (a NetworkView column) for a run. */
   async open({ model, arch, archById, run, column, unit, scale, explain }) {
     this.scale = scale;
     this.disposeAnimator();

@@ -92,3 +92,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def npy_load(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+@pytest.fixture
+def unexpected_error(settings: Settings):
+    """The answer to a request whose route raises an unexpected exception (a bug), on an app with ``settings``."""
+    app = create_app(settings)
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        return client.get("/api/boom")

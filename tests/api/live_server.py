@@ -19,6 +19,19 @@ REPO = Path(__file__).resolve().parents[2]
 CLEARED = ("CNN_VIS_ALLOWED_HOSTS", "CNN_VIS_CORS_ORIGINS", "CNN_VIS_HOST")
 
 
+def wait_until_healthy(port: int, what: str, seconds: float = 30, log: Path | None = None) -> None:
+    """Wait until http://127.0.0.1:``port``/api/health answers; fail the test naming ``what`` (and its log)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start" + (f": {log.read_text()}" if log and log.exists() else ""))
+            time.sleep(0.1)
+
+
 @contextmanager
 def live_server(settings: dict[str, str]) -> Iterator[int]:
     """A server on a free port of 127.0.0.1 with these ``CNN_VIS_*`` settings (preload off); yields the port once
@@ -32,15 +45,7 @@ def live_server(settings: dict[str, str]) -> Iterator[int]:
                                 "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("the server did not start")
-                time.sleep(0.2)
+        wait_until_healthy(port, "the server")
         yield port
     finally:
         process.terminate()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.core.config import ENV_PREFIX, Settings
-from tests.api.live_server import REPO, live_server
+from tests.api.live_server import REPO, live_server, wait_until_healthy
 
 SITE = REPO / "deploy" / "nginx" / "cnn-visualiser.conf"
 UPSTREAM = REPO / "deploy" / "nginx" / "upstream.conf"
@@ -73,15 +73,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         process = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail("nginx did not start: " + (work / "error.log").read_text())
-                    time.sleep(0.1)
+            wait_until_healthy(port, "nginx", seconds=10, log=work / "error.log")
             yield port
         finally:
             process.terminate()

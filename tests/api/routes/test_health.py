@@ -45,19 +45,8 @@ def test_oversized_streamed_body_is_413(client, settings):
     assert response.status_code == 413
 
 
-def test_unexpected_errors_are_json_without_a_traceback(settings):
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-
-    app = create_app(settings)
-
-    @app.get("/api/boom")
-    def boom() -> None:
-        raise RuntimeError("secret internals")
-
-    with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/api/boom")
+def test_unexpected_errors_are_json_without_a_traceback(unexpected_error):
+    response = unexpected_error
     assert response.status_code == 500
     detail = response.json()["detail"]
     assert "secret internals" not in detail and "Traceback" not in detail and "bug" in detail
