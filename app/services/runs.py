@@ -4,9 +4,10 @@ A run's id is a hash of the model id, the model's version (a fingerprint of its 
 preprocessed input tensor. The input itself is kept on disk under ``<data dir>/runs/`` (bounded,
 oldest removed first), so any worker process can recompute a run it has never seen, and a
 restarted server still answers old links. Activations are kept in a per-process LRU bounded by
-entry count and bytes, so memory stays flat however many runs are made. A disk that refuses to store an
-input (full, read-only) only costs that: the run is answered and kept in this worker's memory, and a
-warning is logged.
+entry count and bytes, so memory stays flat however many runs are made; each run also keeps the
+feature-map PNGs it has encoded (counted in those bytes), so a class opening the same picture encodes
+each map once. A disk that refuses to store an input (full, read-only) only costs that: the run is
+answered and kept in this worker's memory, and a warning is logged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -30,6 +32,7 @@ import numpy as np
 
 from app.errors import ApiError, shorten
 from app.services.models import ModelStore, StoredModel
+from app.services.tiles import Scale, render_png
 from engine.graph import INPUT
 
 RUN_ID_LENGTH = 32
@@ -39,7 +42,7 @@ log = logging.getLogger("cnn_visualiser.runs")
 
 @dataclass
 class Run:
-    """Every node's activation for one input (batch of one), plus statistics computed once."""
+    """Every node's activation for one input (batch of one), plus statistics and PNGs computed once."""
 
     run_id: str
     model_id: str
@@ -47,10 +50,12 @@ class Run:
     activations: dict[str, np.ndarray]
     elapsed_ms: float
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    pngs: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)  # (node, scale): PNG, layout
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.activations.values())
+        return (sum(a.nbytes for a in self.activations.values())
+                + sum(len(png) for png, _ in list(self.pngs.values())))
 
     @property
     def input(self) -> np.ndarray:
@@ -108,6 +113,7 @@ class RunStore:
         self.max_files = max_files
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._in_flight: dict[str, _Flight] = {}  # runs being computed: identical requests wait for them
+        self._encoding: dict[tuple[str, str, str], threading.Lock] = {}  # PNGs being encoded, likewise
         self._lock = threading.Lock()
         self._disk_refused = False  # the last write failed: warn once, not on every run
 
@@ -116,10 +122,14 @@ class RunStore:
         with self._lock:
             self._runs[run.run_id] = run
             self._runs.move_to_end(run.run_id)
-            total = sum(r.nbytes for r in self._runs.values())
-            while len(self._runs) > 1 and (len(self._runs) > self.max_runs or total > self.max_bytes):
-                _, dropped = self._runs.popitem(last=False)
-                total -= dropped.nbytes
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used runs until the rest fit (the newest always stays); hold ``_lock``."""
+        total = sum(r.nbytes for r in self._runs.values())
+        while len(self._runs) > 1 and (len(self._runs) > self.max_runs or total > self.max_bytes):
+            _, dropped = self._runs.popitem(last=False)
+            total -= dropped.nbytes
 
     def _cached(self, run_id: str) -> Run | None:
         with self._lock:
@@ -254,3 +264,29 @@ class RunStore:
         if node_id not in run.stats:
             run.stats[node_id] = activation_stats(run.activations[node_id])
         return run.stats[node_id]
+
+    def node_png(self, run: Run, node_id: str, scale: Scale = "channel") -> tuple[bytes, str]:
+        """The node's feature maps as one tiled PNG, and its layout as JSON (without ranges) for the X-Tile-Layout
+        header: encoded once per run, node and scale, and kept with the run while the memory budget allows.
+        Identical requests arriving together wait for the first one's PNG rather than encoding it again."""
+        key = (node_id, scale)
+        found = run.pngs.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            lock = self._encoding.setdefault((run.run_id, *key), threading.Lock())
+        try:
+            with lock:
+                found = run.pngs.get(key)
+                if found is not None:
+                    return found
+                png, layout = render_png(run.activations[node_id][0], scale)
+                found = png, json.dumps(layout.model_dump(exclude={"ranges"}))
+                with self._lock:
+                    if run.nbytes + len(png) <= self.max_bytes:  # else served, not kept
+                        run.pngs[key] = found
+                        self._evict()
+                return found
+        finally:
+            with self._lock:
+                self._encoding.pop((run.run_id, *key), None)

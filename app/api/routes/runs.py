@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -14,7 +13,7 @@ from app.schemas.explanations import UnitExplanation
 from app.schemas.runs import NodeActivation, TileLayout
 from app.services.runs import Run
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
-from app.services.tiles import render_tiles, tile_layout
+from app.services.tiles import tile_layout
 from engine.errors import ShapeError
 from engine.explain import explain_softmax_of_scores, explain_unit, explainable_ops
 from engine.graph import INPUT, Trace
@@ -48,11 +47,11 @@ def activation_of(run: Run, node_id: str):
                                             "holds the grid (see the .json)"}})
 def read_node_png(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: ModelStoreDep,
                   scale: ScaleQuery = "channel") -> Response:
-    """Every channel of the node's activation, tiled into one greyscale PNG."""
-    activation = activation_of(runs.get(run_id, models), node_id)
-    png, layout = render_tiles(activation[0], scale)
-    header = layout.model_dump(exclude={"ranges"})
-    return Response(png, media_type="image/png", headers={**CACHE_HEADERS, "X-Tile-Layout": json.dumps(header)})
+    """Every channel of the node's activation, tiled into one greyscale PNG (encoded once per run)."""
+    run = runs.get(run_id, models)
+    activation_of(run, node_id)  # 404 for an unknown node
+    png, layout = runs.node_png(run, node_id, scale)
+    return Response(png, media_type="image/png", headers={**CACHE_HEADERS, "X-Tile-Layout": layout})
 
 
 @router.get("/{run_id}/nodes/{node_id}.npy", response_class=Response,
