@@ -77,13 +77,14 @@ def scanlines(maps: np.ndarray, low: np.ndarray, high: np.ndarray, layout: TileL
 
     Grey is ``clip((maps - low) / span * 255 + 0.5, 0, 255)`` per tile, truncated, ``span = high - low`` (1 where
     that is not positive): done step by step in one float buffer (the same float32 operations, so the same grey
-    levels) and cast straight into place."""
+    levels) and cast straight into place. The clip is left out: with ``low`` and ``high`` the tile's own minimum
+    and maximum, ``0 <= maps - low <= span`` holds after rounding too (rounding is monotonic), so every value is
+    already in ``[0.5, 255.5]`` or NaN (from NaN or infinite values), which clipping leaves NaN."""
     span = np.where(high > low, high - low, 1.0)
     scaled = np.subtract(maps, low[:, None, None])
     scaled /= span[:, None, None]
     scaled *= 255.0
     scaled += 0.5
-    np.clip(scaled, 0, 255, out=scaled)
     rows, columns, height, width = layout.rows, layout.columns, layout.tile_height, layout.tile_width
     # 1 + layout.width == columns * (width + GAP): a row is a filter byte then, per column, a tile row and a gap
     # (the filter byte standing in for the first gap), so the buffer splits evenly into cells
