@@ -11,7 +11,12 @@ input, alternately, ``--repeats`` times each with a fresh run store (the median 
 session on the same photo (the next student's, the run already cached). The PNGs of both are decoded and compared
 pixel by pixel (PNG is lossless: only the bytes may differ). Goal: a whole session costs at most a third of before.
 
+The run's CPU time depends on OpenBLAS's threads: by default one per core, and threads waiting for work spin,
+which ``time.process_time`` counts (on a busy 2-vCPU machine, the forward pass costs ~0.45 s of CPU with two
+threads against ~0.05 s with one). ``--blas-threads N`` runs the comparison with ``OPENBLAS_NUM_THREADS=N``.
+
     .venv/bin/python scripts/bench_session.py [--repeats 5] [--image static/samples/cat.jpg] [--data-dir data]
+                                              [--blas-threads 1]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import gc
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -103,7 +109,12 @@ def main() -> int:
     parser.add_argument("--image", default=str(ROOT / "static" / "samples" / "cat.jpg"))
     parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where the converted weights are cached")
     parser.add_argument("--before", default=BEFORE, help="the git revision to compare with")
+    parser.add_argument("--blas-threads", type=int, help="OPENBLAS_NUM_THREADS (default: as set, else OpenBLAS's)")
     args = parser.parse_args()
+    if args.blas_threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.blas_threads):
+        # OpenBLAS reads it when NumPy loads it: start again with it set
+        environment = {**os.environ, "OPENBLAS_NUM_THREADS": str(args.blas_threads)}
+        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
     runs_before = module_at(args.before, "app/services/runs.py", "before_runs")
     png_before = before_png(module_at(args.before, "app/services/tiles.py", "before_tiles"))
     model = ModelStore(Path(args.data_dir)).get(MODEL)
@@ -131,6 +142,8 @@ def main() -> int:
 
     print(f"{MODEL} on {image.name}: {len(nodes)} nodes; CPU seconds (time.process_time), median of "
           f"{args.repeats} sessions each; before = {args.before}, after = working tree")
+    print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset (one per core)')}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"{'':34}{'before':>10}{'after':>10}")
     for phase, label in [("run", "run (forward pass, hash)"), ("stats", "statistics of every node"),
                          ("pngs", "PNG of every node")]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from app.errors import ApiError, shorten
 from app.services.models import ModelStore, StoredModel
-from app.services.tiles import Scale, render_png
+from app.services.tiles import Scale, as_channels, render_png
 from engine.graph import INPUT
 
 RUN_ID_LENGTH = 32
@@ -51,11 +51,16 @@ class Run:
     elapsed_ms: float
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     pngs: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)  # (node, scale): PNG, layout
+    png_bytes: int = 0  # of the PNGs kept, updated as they are added
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # node: each tile's min, max
+    activation_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.activation_bytes = sum(a.nbytes for a in self.activations.values())
 
     @property
     def nbytes(self) -> int:
-        return (sum(a.nbytes for a in self.activations.values())
-                + sum(len(png) for png, _ in list(self.pngs.values())))
+        return self.activation_bytes + self.png_bytes
 
     @property
     def input(self) -> np.ndarray:
@@ -70,15 +75,17 @@ def make_run_id(model: StoredModel, x: np.ndarray) -> str:
     return digest.hexdigest()[:RUN_ID_LENGTH]
 
 
-def activation_stats(a: np.ndarray) -> dict[str, float]:
-    """min, max, mean, std and the share of exact zeros, for display.
+def activation_stats(a: np.ndarray, low: float | None = None, high: float | None = None) -> dict[str, float]:
+    """min, max, mean, std and the share of exact zeros, for display (``low`` and ``high``: min and max, when
+    they are known already).
 
     Float32 throughout (pairwise sum, BLAS dot for the centred squares): twice as fast as float64
     accumulation over EfficientNet's 20 M activation values, std within 3e-5 relative of it.
     """
     flat = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
     n = flat.size
-    low, high = float(flat.min()), float(flat.max())
+    if low is None or high is None:
+        low, high = float(flat.min()), float(flat.max())
     with np.errstate(over="ignore", invalid="ignore"):
         mean = float(flat.sum()) / n
         centred = flat - np.float32(mean)
@@ -261,9 +268,20 @@ class RunStore:
         return self._compute(run_id, model, x)
 
     def stats(self, run: Run, node_id: str) -> dict[str, float]:
+        """The node's min, max, mean, std and share of zeros, computed once (min and max from its tiles')."""
         if node_id not in run.stats:
-            run.stats[node_id] = activation_stats(run.activations[node_id])
+            low, high = self.tile_ranges(run, node_id)
+            run.stats[node_id] = activation_stats(run.activations[node_id], float(low.min()), float(high.max()))
         return run.stats[node_id]
+
+    @staticmethod
+    def tile_ranges(run: Run, node_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each tile's (channel's) minimum and maximum, computed once: for the statistics and the PNGs."""
+        found = run.ranges.get(node_id)
+        if found is None:
+            maps = as_channels(np.asarray(run.activations[node_id][0], dtype=np.float32))
+            found = run.ranges[node_id] = maps.min(axis=(1, 2)), maps.max(axis=(1, 2))
+        return found
 
     def node_png(self, run: Run, node_id: str, scale: Scale = "channel") -> tuple[bytes, str]:
         """The node's feature maps as one tiled PNG, and its layout as JSON (without ranges) for the X-Tile-Layout
@@ -280,11 +298,12 @@ class RunStore:
                 found = run.pngs.get(key)
                 if found is not None:
                     return found
-                png, layout = render_png(run.activations[node_id][0], scale)
+                png, layout = render_png(run.activations[node_id][0], scale, self.tile_ranges(run, node_id))
                 found = png, json.dumps(layout.model_dump(exclude={"ranges"}))
                 with self._lock:
                     if run.nbytes + len(png) <= self.max_bytes:  # else served, not kept
                         run.pngs[key] = found
+                        run.png_bytes += len(png)
                         self._evict()
                 return found
         finally:

@@ -62,8 +62,15 @@ def tile_layout(
                       scale=scale, ranges=ranges or [])
 
 
-def tile_ranges(maps: np.ndarray, scale: Scale = "channel") -> tuple[np.ndarray, np.ndarray]:
-    """Per tile of ``maps: (tiles, H, W)`` float32, the values grey 0 and 255 stand for: ``(low, high)``."""
+def tile_ranges(maps: np.ndarray, scale: Scale = "channel",
+                per_tile: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile of ``maps: (tiles, H, W)`` float32, the values grey 0 and 255 stand for: ``(low, high)``.
+    ``per_tile``: each tile's own minimum and maximum (``scale="channel"``), when they are known already."""
+    if per_tile is not None:
+        low, high = per_tile
+        if scale == "layer":  # the smallest minimum is the layer's minimum, exactly (NaN included)
+            return np.full(len(maps), low.min()), np.full(len(maps), high.max())
+        return low, high
     if scale == "layer":
         low = np.full(len(maps), maps.min()) if maps.size else np.zeros(len(maps))
         high = np.full(len(maps), maps.max()) if maps.size else np.zeros(len(maps))
@@ -115,12 +122,13 @@ def encode_scanlines(lines: np.ndarray, deflate: bool) -> bytes:
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 
 
-def render_png(activation: np.ndarray, scale: Scale = "channel") -> tuple[bytes, TileLayout]:
+def render_png(activation: np.ndarray, scale: Scale = "channel",
+               per_tile: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[bytes, TileLayout]:
     """``activation``: one sample, e.g. (C, H, W). Returns the PNG bytes and the layout, without ranges (what the
-    PNG's X-Tile-Layout header holds)."""
+    PNG's X-Tile-Layout header holds). ``per_tile``: as for :func:`tile_ranges`."""
     maps = as_channels(np.asarray(activation, dtype=np.float32))
     layout = tile_layout(tuple(activation.shape), scale=scale)
-    return encode_png(maps, *tile_ranges(maps, scale), layout), layout
+    return encode_png(maps, *tile_ranges(maps, scale, per_tile), layout), layout
 
 
 def render_tiles(activation: np.ndarray, scale: Scale = "channel") -> tuple[bytes, TileLayout]:

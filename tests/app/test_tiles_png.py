@@ -59,6 +59,9 @@ def assert_same_as_pillow(activation: np.ndarray, scale: str = "channel") -> byt
     np.testing.assert_array_equal(got, expected)
     lean_png, lean_layout = render_png(activation, scale)  # what GET .../nodes/{node}.png sends
     assert lean_png == png and lean_layout.ranges == []
+    maps = tiles.as_channels(np.asarray(activation, dtype=np.float32))
+    per_tile = maps.min(axis=(1, 2)), maps.max(axis=(1, 2))  # as the run store keeps them
+    assert render_png(activation, scale, per_tile)[0] == png
     assert lean_layout.model_dump(exclude={"ranges"}) == expected_layout.model_dump(exclude={"ranges"})
     return png
 
