@@ -270,12 +270,12 @@ class RunStore:
     def stats(self, run: Run, node_id: str) -> dict[str, float]:
         """The node's min, max, mean, std and share of zeros, computed once (min and max from its tiles')."""
         if node_id not in run.stats:
-            low, high = self.tile_ranges(run, node_id)
+            low, high = self.channel_ranges(run, node_id)
             run.stats[node_id] = activation_stats(run.activations[node_id], float(low.min()), float(high.max()))
         return run.stats[node_id]
 
     @staticmethod
-    def tile_ranges(run: Run, node_id: str) -> tuple[np.ndarray, np.ndarray]:
+    def channel_ranges(run: Run, node_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Each tile's (channel's) minimum and maximum, computed once: for the statistics and the PNGs."""
         found = run.ranges.get(node_id)
         if found is None:
@@ -298,7 +298,7 @@ class RunStore:
                 found = run.pngs.get(key)
                 if found is not None:
                     return found
-                png, layout = render_png(run.activations[node_id][0], scale, self.tile_ranges(run, node_id))
+                png, layout = render_png(run.activations[node_id][0], scale, self.channel_ranges(run, node_id))
                 found = png, json.dumps(layout.model_dump(exclude={"ranges"}))
                 with self._lock:
                     if run.nbytes + len(png) <= self.max_bytes:  # else served, not kept

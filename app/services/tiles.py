@@ -84,9 +84,10 @@ def scanlines(maps: np.ndarray, low: np.ndarray, high: np.ndarray, layout: TileL
 
     Grey is ``clip((maps - low) / span * 255 + 0.5, 0, 255)`` per tile, truncated, ``span = high - low`` (1 where
     that is not positive): done step by step in one float buffer (the same float32 operations, so the same grey
-    levels) and cast straight into place. The clip is left out: with ``low`` and ``high`` the tile's own minimum
-    and maximum, ``0 <= maps - low <= span`` holds after rounding too (rounding is monotonic), so every value is
-    already in ``[0.5, 255.5]`` or NaN (from NaN or infinite values), which clipping leaves NaN."""
+    levels) and cast straight into place. ``low`` and ``high`` must be each tile's (or the layer's) minimum and
+    maximum, as :func:`tile_ranges` gives them: then ``0 <= maps - low <= span`` holds after rounding too (rounding
+    is monotonic), every value is already in ``[0.5, 255.5]`` or NaN (from NaN or infinite values), which clipping
+    leaves NaN, so the clip is left out."""
     span = np.where(high > low, high - low, 1.0)
     scaled = np.subtract(maps, low[:, None, None])
     scaled /= span[:, None, None]

@@ -71,7 +71,7 @@ def read_node_json(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mo
     run = runs.get(run_id, models)
     activation = activation_of(run, node_id)
     maps = activation[0]
-    low, high = tile_ranges(as_channels(maps), scale, runs.tile_ranges(run, node_id))  # the PNG's, computed once
+    low, high = tile_ranges(as_channels(maps), scale, runs.channel_ranges(run, node_id))  # the PNG's, computed once
     layout: TileLayout = tile_layout(tuple(maps.shape), np.stack([low, high], axis=1).tolist(), scale)
     op = "input" if node_id == INPUT else models.get(run.model_id).graph.by_id[node_id].op.op
     base = f"/api/runs/{run_id}/nodes/{node_id}"
