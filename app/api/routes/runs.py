@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import ModelStoreDep, RunStoreDep
@@ -14,7 +14,7 @@ from app.schemas.explanations import UnitExplanation
 from app.schemas.runs import NodeActivation, TileLayout
 from app.services.runs import activation_of
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
-from app.services.tiles import render_tiles, tile_layout
+from app.services.tiles import as_channels, tile_layout, tile_ranges
 from engine.errors import ShapeError
 from engine.explain import explain_softmax_of_scores, explain_unit, explainable_ops
 from engine.graph import INPUT, Trace
@@ -40,11 +40,11 @@ CACHE_HEADERS = {"Cache-Control": "public, max-age=86400, immutable"}  # a run i
                                             "holds the grid (see the .json)"}})
 def read_node_png(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: ModelStoreDep,
                   scale: ScaleQuery = "channel") -> Response:
-    """Every channel of the node's activation, tiled into one greyscale PNG."""
-    activation = activation_of(runs.get(run_id, models), node_id)
-    png, layout = render_tiles(activation[0], scale)
-    header = layout.model_dump(exclude={"ranges"})
-    return Response(png, media_type="image/png", headers={**CACHE_HEADERS, "X-Tile-Layout": json.dumps(header)})
+    """Every channel of the node's activation, tiled into one greyscale PNG (encoded once per run)."""
+    run = runs.get(run_id, models)
+    activation_of(run, node_id)  # 404 for an unknown node
+    png, layout = runs.node_png(run, node_id, scale)
+    return Response(png, media_type="image/png", headers={**CACHE_HEADERS, "X-Tile-Layout": layout})
 
 
 @router.get("/{run_id}/nodes/{node_id}.npy", response_class=Response,
@@ -63,13 +63,8 @@ def read_node_json(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mo
     run = runs.get(run_id, models)
     activation = activation_of(run, node_id)
     maps = activation[0]
-    layout: TileLayout = tile_layout(tuple(maps.shape), scale=scale)
-    per_tile = maps.reshape(layout.tiles, -1)
-    if scale == "layer":
-        ranges = [(float(maps.min()), float(maps.max()))] * layout.tiles
-    else:
-        ranges = [(float(lo), float(hi)) for lo, hi in zip(per_tile.min(axis=1), per_tile.max(axis=1))]
-    layout.ranges = ranges
+    low, high = tile_ranges(as_channels(maps), scale, runs.channel_ranges(run, node_id))  # the PNG's, computed once
+    layout: TileLayout = tile_layout(tuple(maps.shape), np.stack([low, high], axis=1).tolist(), scale)
     op = "input" if node_id == INPUT else models.get(run.model_id).graph.node(node_id).op.op
     base = f"/api/runs/{run_id}/nodes/{node_id}"
     return NodeActivation(id=node_id, op=op, shape=list(maps.shape), **runs.stats(run, node_id),
