@@ -97,6 +97,9 @@ class Settings(BaseSettings):
                                                          "may take, in MiB (others wait)")
     decode_wait_s: float = Field(60.0, gt=0, description="how long a request may wait for the decode budget "
                                                         "(then 503)")
+    compute_trace_file: Path | None = Field(
+        None, description="debugging: append a line 'pid lane start end' (monotonic seconds) per compute slot "
+                          "held to this file (unset: none)")
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod

@@ -22,6 +22,8 @@ gets a 503.
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,8 +89,9 @@ class ComputeSlots:
     while the block runs (no amount: the heavy lane). Waiting longer than ``wait_s``: 503."""
 
     def __init__(self, directory: Path, slots: int, wait_s: float, light_slots: int = 1, light_gmacs: float = 0.05,
-                 decoding: DecodeBudget | None = None) -> None:
+                 decoding: DecodeBudget | None = None, trace_file: Path | None = None) -> None:
         self.slots = slots
+        self.trace_file = trace_file
         self.light_slots = light_slots
         self.light_gmacs = light_gmacs
         self.wait_s = wait_s
@@ -103,7 +106,7 @@ class ComputeSlots:
         decoding = DecodeBudget(directory, settings.decode_budget_mb * MB, settings.max_decode_mb * MB,
                                 settings.decode_wait_s)
         return cls(directory, settings.compute_slots, settings.compute_wait_s, settings.light_compute_slots,
-                   settings.light_work_gmacs, decoding)
+                   settings.light_work_gmacs, decoding, settings.compute_trace_file)
 
     def lane(self, gmacs: float | None) -> str:
         """``"light"`` for work known to be under ``light_gmacs``, else ``"heavy"``."""
@@ -111,15 +114,25 @@ class ComputeSlots:
 
     @contextmanager
     def __call__(self, gmacs: float | None = None) -> Iterator[None]:
-        pool = self.light if self.lane(gmacs) == LIGHT else self.heavy
+        lane = self.lane(gmacs)
+        pool = self.light if lane == LIGHT else self.heavy
         held = pool.take(1, self.wait_s)
         if held is None:
             raise ApiError(503, f"the server is busy (every compute slot was taken for {self.wait_s:.0f} s): "
                                 "retry shortly")
+        start = time.monotonic()
         try:
             yield
         finally:
+            end = time.monotonic()  # before the release: the traced interval lies within the slot's holding
             pool.release(held)
+            if self.trace_file is not None:
+                self._trace(lane, start, end)
+
+    def _trace(self, lane: str, start: float, end: float) -> None:
+        """One line per slot held (``compute_trace_file``): appended in one write, so workers do not interleave."""
+        with open(self.trace_file, "a", encoding="utf-8") as file:
+            file.write(f"{os.getpid()} {lane} {start:.6f} {end:.6f}\n")
 
 
 def forward_gmacs(graph: Graph, batch: int = 1) -> float:
