@@ -21,8 +21,11 @@ gets a 503.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,10 +43,29 @@ DECODE_UNIT_BYTES = 8 * MB
 FREE_DECODE_BYTES = 2 * MB
 LIGHT, HEAVY = "light", "heavy"
 
+log = logging.getLogger("cnn_visualiser.compute")
+
 
 def slots_dir(settings: Settings) -> Path:
-    """Where the lock files of a deployment live: shared by every worker with the same data directory."""
-    return Path(settings.data_dir).resolve() / "slots"
+    """Where the lock files of a deployment live: ``<data_dir>/slots``, shared by every worker with the same data
+    directory; when it cannot be written (a read-only data directory), :func:`fallback_slots_dir`."""
+    preferred = Path(settings.data_dir).resolve() / "slots"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return fallback_slots_dir(settings)
+
+
+def fallback_slots_dir(settings: Settings) -> Path:
+    """A directory in the system's temporary directory named after the data directory: still shared by every
+    worker with that data directory."""
+    name = hashlib.sha256(str(Path(settings.data_dir).resolve()).encode()).hexdigest()[:16]
+    fallback = Path(tempfile.gettempdir()) / f"cnn-visualiser-slots-{name}"
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    return fallback
 
 
 class DecodeBudget:
@@ -103,6 +125,15 @@ class ComputeSlots:
     def from_settings(cls, settings: Settings) -> ComputeSlots:
         """The machine-wide bounds ``settings`` give, under ``<data_dir>/slots``."""
         directory = slots_dir(settings)
+        try:
+            return cls._build(directory, settings)
+        except OSError as exc:  # a full disk cannot hold the lock files
+            fallback = fallback_slots_dir(settings)
+            log.warning("cannot make the compute slots' lock files in %s (%s): using %s", directory, exc, fallback)
+            return cls._build(fallback, settings)
+
+    @classmethod
+    def _build(cls, directory: Path, settings: Settings) -> ComputeSlots:
         decoding = DecodeBudget(directory, settings.decode_budget_mb * MB, settings.max_decode_mb * MB,
                                 settings.decode_wait_s)
         return cls(directory, settings.compute_slots, settings.compute_wait_s, settings.light_compute_slots,

@@ -25,6 +25,8 @@ from pathlib import Path
 #: the first polls are quick (a slot freed by a short pass is taken within milliseconds), later ones slower
 POLL_FIRST_S = 0.002
 POLL_MAX_S = 0.05
+#: flock needs no write access: reading is enough (a file deleted meanwhile is made again)
+OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
 
 
 class SlotPool:
@@ -38,6 +40,8 @@ class SlotPool:
         self.count = count
         self.directory.mkdir(parents=True, exist_ok=True)
         self.paths = [self.directory / f"{name}-{i}.lock" for i in range(count)]
+        for path in self.paths:  # now, so that a disk that fills up later cannot fail a request
+            os.close(os.open(path, OPEN_FLAGS, 0o600))
         self._released = threading.Condition()  # wakes this process's waiters when one of its slots is freed
 
     def try_take(self, n: int = 1) -> list[int] | None:
@@ -49,7 +53,7 @@ class SlotPool:
         for k in range(self.count):
             if len(held) == n:
                 break
-            fd = os.open(self.paths[(start + k) % self.count], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.paths[(start + k) % self.count], OPEN_FLAGS, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -92,7 +96,7 @@ class SlotPool:
         """How many slots are free right now, in every process (a snapshot, for tests and diagnostics)."""
         taken = []
         for path in self.paths:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, OPEN_FLAGS, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -252,3 +252,14 @@ def test_the_decode_budget_lets_only_what_fits_decode_at_once(tmp_path):
     assert peak[0] == 1
     assert budget.units_for(1 * MB) == 0 and budget.units_for(20 * MB) == 3 and budget.units_for(10**12) == 4
     assert DecodeBudget(tmp_path, 32 * MB, 64 * MB, 1).limit_bytes == 32 * MB  # never above the whole budget
+
+
+def test_slots_fall_back_to_the_temp_dir_when_the_data_dir_cannot_hold_them(settings):
+    """A read-only data directory (tests/api/test_storage_real_fs.py starts a real one) must not stop the server:
+    here ``slots`` is a file, so the directory cannot be made; workers of one data dir still share the fallback."""
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "slots").write_text("not a directory")
+    first, second = ComputeSlots.from_settings(settings), ComputeSlots.from_settings(settings)
+    assert first.heavy.directory == second.heavy.directory != settings.data_dir / "slots"
+    with first(), second(), pytest.raises(ApiError), ComputeSlots(first.heavy.directory, 2, wait_s=0.2)():
+        pass
