@@ -74,7 +74,7 @@ class DecodeBudget:
     ``limit_bytes`` is the most one image may take (``app.imaging.check_decode_cost`` refuses more with a 413).
     """
 
-    def __init__(self, directory: Path, budget_bytes: int, limit_bytes: int, wait_s: float) -> None:
+    def __init__(self, directory: Path | None, budget_bytes: int, limit_bytes: int, wait_s: float) -> None:
         self.units = max(1, budget_bytes // DECODE_UNIT_BYTES)
         self.budget_bytes = self.units * DECODE_UNIT_BYTES
         self.limit_bytes = min(limit_bytes, self.budget_bytes)  # an image above the whole budget could never run
@@ -110,8 +110,9 @@ class ComputeSlots:
     that shares ``directory``); ``with compute(gmacs=...): ...`` holds a slot of the lane the work belongs to
     while the block runs (no amount: the heavy lane). Waiting longer than ``wait_s``: 503."""
 
-    def __init__(self, directory: Path, slots: int, wait_s: float, light_slots: int = 1, light_gmacs: float = 0.05,
-                 decoding: DecodeBudget | None = None, trace_file: Path | None = None) -> None:
+    def __init__(self, directory: Path | None, slots: int, wait_s: float, light_slots: int = 1,
+                 light_gmacs: float = 0.05, decoding: DecodeBudget | None = None,
+                 trace_file: Path | None = None) -> None:
         self.slots = slots
         self.trace_file = trace_file
         self.light_slots = light_slots
@@ -124,16 +125,24 @@ class ComputeSlots:
     @classmethod
     def from_settings(cls, settings: Settings) -> ComputeSlots:
         """The machine-wide bounds ``settings`` give, under ``<data_dir>/slots``."""
-        directory = slots_dir(settings)
+        directory = None
         try:
+            directory = slots_dir(settings)
             return cls._build(directory, settings)
         except OSError as exc:  # a full disk cannot hold the lock files
+            problem = exc
+        try:
             fallback = fallback_slots_dir(settings)
-            log.warning("cannot make the compute slots' lock files in %s (%s): using %s", directory, exc, fallback)
-            return cls._build(fallback, settings)
+            compute = cls._build(fallback, settings)
+            log.warning("cannot make the compute slots' lock files in %s (%s): using %s", directory, problem, fallback)
+            return compute
+        except OSError as exc:
+            log.warning("cannot make the compute slots' lock files (%s; %s): each worker bounds only its own passes",
+                        problem, exc)
+            return cls._build(None, settings)
 
     @classmethod
-    def _build(cls, directory: Path, settings: Settings) -> ComputeSlots:
+    def _build(cls, directory: Path | None, settings: Settings) -> ComputeSlots:
         decoding = DecodeBudget(directory, settings.decode_budget_mb * MB, settings.max_decode_mb * MB,
                                 settings.decode_wait_s)
         return cls(directory, settings.compute_slots, settings.compute_wait_s, settings.light_compute_slots,

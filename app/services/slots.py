@@ -30,24 +30,35 @@ OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
 
 
 class SlotPool:
-    """``count`` slots, shared through lock files by every process that uses the same ``directory`` and ``name``."""
+    """``count`` slots, shared through lock files by every process that uses the same ``directory`` and ``name``.
 
-    def __init__(self, directory: Path, name: str, count: int) -> None:
+    ``directory=None``: slots of this process only (the last resort when no lock file can be made anywhere)."""
+
+    def __init__(self, directory: Path | None, name: str, count: int) -> None:
         if count < 1:
             raise ValueError(f"a slot pool needs at least one slot, not {count}")
-        self.directory = Path(directory)
+        self.directory = None if directory is None else Path(directory)
         self.name = name
         self.count = count
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.paths = [self.directory / f"{name}-{i}.lock" for i in range(count)]
-        for path in self.paths:  # now, so that a disk that fills up later cannot fail a request
-            os.close(os.open(path, OPEN_FLAGS, 0o600))
         self._released = threading.Condition()  # wakes this process's waiters when one of its slots is freed
+        self._local_free = count  # directory None: the slots free in this process
+        self.paths: list[Path] = []
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.paths = [self.directory / f"{name}-{i}.lock" for i in range(count)]
+            for path in self.paths:  # now, so that a disk that fills up later cannot fail a request
+                os.close(os.open(path, OPEN_FLAGS, 0o600))
 
     def try_take(self, n: int = 1) -> list[int] | None:
         """``n`` slots now (their descriptors), or None (and nothing held) when fewer than ``n`` are free."""
         if not 1 <= n <= self.count:
             raise ValueError(f"cannot take {n} of {self.count} slots")
+        if self.directory is None:
+            with self._released:
+                if self._local_free < n:
+                    return None
+                self._local_free -= n
+            return [-1] * n
         held: list[int] = []
         start = random.randrange(self.count)  # spread the takers over the files: fewer failed attempts
         for k in range(self.count):
@@ -86,14 +97,19 @@ class SlotPool:
 
     def release(self, held: list[int]) -> None:
         """Give back slots taken with :meth:`take` or :meth:`try_take` (closing a descriptor drops its lock)."""
-        for fd in held:
-            os.close(fd)
-        held.clear()
         with self._released:
+            if self.directory is None:
+                self._local_free += len(held)
+            else:
+                for fd in held:
+                    os.close(fd)
+            held.clear()
             self._released.notify_all()
 
     def free(self) -> int:
         """How many slots are free right now, in every process (a snapshot, for tests and diagnostics)."""
+        if self.directory is None:
+            return self._local_free
         taken = []
         for path in self.paths:
             fd = os.open(path, OPEN_FLAGS, 0o600)

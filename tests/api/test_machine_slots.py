@@ -263,3 +263,16 @@ def test_slots_fall_back_to_the_temp_dir_when_the_data_dir_cannot_hold_them(sett
     assert first.heavy.directory == second.heavy.directory != settings.data_dir / "slots"
     with first(), second(), pytest.raises(ApiError), ComputeSlots(first.heavy.directory, 2, wait_s=0.2)():
         pass
+
+
+def test_without_any_lock_file_each_worker_still_bounds_its_own_passes(settings, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("app.services.slots.os.open", refuse)  # os.open everywhere: no lock file can be made
+    compute = ComputeSlots.from_settings(settings)
+    assert compute.heavy.directory is None and compute.decoding.pool.directory is None
+    compute.wait_s = 0.2
+    with compute(), compute(), pytest.raises(ApiError), compute():
+        pass
+    assert compute.heavy.free() == 2
