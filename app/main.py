@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -81,9 +82,13 @@ def preload_models(store: ModelStore) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Build the app's services from its settings (``app.state.services``), clear a killed server's leftovers,
-    preload the built-in models; at shutdown, stop the training jobs."""
+    """Size the thread pool (``thread_pool_size``), build the app's services from its settings
+    (``app.state.services``), clear a killed server's leftovers, preload the built-in models; at shutdown, stop the
+    training jobs."""
     settings: Settings = app.state.settings
+    # blocking routes run in AnyIO's thread pool (40 threads by default); requests queueing for a compute slot
+    # hold theirs, so leave room for the cheap ones (PNG fetches, model lists) beside them
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.thread_pool_size
     remove_staging_leftovers(Path(settings.data_dir) / "models")  # a killed server's half-written uploads
     services = app.state.services = build_services(settings)
     if settings.preload:

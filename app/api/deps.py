@@ -53,11 +53,12 @@ def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-ComputeSlot = Callable[[], AbstractContextManager[None]]
+ComputeSlot = Callable[..., AbstractContextManager[None]]
 
 
 def get_compute(services: ServicesDep) -> ComputeSlot:
-    """``with compute(): ...`` holds one of the worker's compute slots (bounds memory under load)."""
+    """``with compute(): ...`` holds one of the machine's heavy compute slots, ``with compute(gmacs=w): ...`` one of
+    the lane work ``w`` belongs to (light or heavy; bounds memory and keeps cheap requests fast under load)."""
     return services.compute
 
 
@@ -163,9 +164,9 @@ def get_model(model_id: ModelIdPath, store: ModelStoreDep, identity: IdentityDep
 ModelDep = Annotated[StoredModel, Depends(get_model)]
 
 
-async def get_model_input(request: Request, settings: SettingsDep) -> ModelInput:
-    """The image or .npy tensor in the request body."""
-    return await read_model_input(request, settings.max_upload_bytes)
+async def get_model_input(request: Request, settings: SettingsDep, services: ServicesDep) -> ModelInput:
+    """The image or .npy tensor in the request body (an image decodes within the machine's decode budget)."""
+    return await read_model_input(request, settings.max_upload_bytes, services.compute.decoding)
 
 
 ModelInputDep = Annotated[ModelInput, Depends(get_model_input)]

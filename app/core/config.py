@@ -49,8 +49,8 @@ class Settings(BaseSettings):
                                 "(EfficientNet-Lite0: 0.39 a forward pass, about 0.03 s here; a backward pass counts "
                                 "twice): many-pass methods' defaults shrink to fit")
     compute_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1,
-                               description="forward/backward passes run at once per worker; others queue "
-                                           "(bounds memory under load)")
+                               description="heavy forward/backward passes run at once on the machine, "
+                                           "shared by every worker; others queue (bounds memory under load)")
     compute_wait_s: float = Field(120.0, gt=0, description="how long a request may queue for a compute slot (then 503)")
     body_timeout_s: float = Field(
         30.0, gt=0, description="longest pause while a request body arrives (then 408): a client declaring more "
@@ -81,6 +81,25 @@ class Settings(BaseSettings):
                           "(DNS rebinding). Default: localhost, 127.0.0.1, [::1] and `host` when it is one address. "
                           "'*' allows every host (then a reverse proxy must check it); '.example.org' allows "
                           "example.org and its subdomains")
+    light_work_gmacs: float = Field(
+        0.05, gt=0, description="work under this (billions of multiply-accumulates: a digit model's forward pass "
+                                "is 0.002, EfficientNet-Lite0's 0.39) runs in the light lane, which never waits "
+                                "behind heavy work")
+    light_compute_slots: int = Field(1, ge=1, description="light passes run at once on the machine, beside the "
+                                                          "compute_slots heavy ones")
+    thread_pool_size: int = Field(
+        100, ge=1, description="threads each worker may use for blocking requests (AnyIO's default is 40): "
+                               "requests waiting for a compute slot hold one, and must leave some for the "
+                               "cheap requests")
+    max_decode_mb: int = Field(256, ge=1, description="memory decoding one image may take, estimated from its "
+                                                      "header, in MiB (more: 413)")
+    decode_budget_mb: int = Field(512, ge=8, description="memory all images being decoded at once on the machine "
+                                                         "may take, in MiB (others wait)")
+    decode_wait_s: float = Field(60.0, gt=0, description="how long a request may wait for the decode budget "
+                                                        "(then 503)")
+    compute_trace_file: Path | None = Field(
+        None, description="debugging: append a line 'pid lane start end' (monotonic seconds) per compute slot "
+                          "held to this file (unset: none)")
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod

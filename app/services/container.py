@@ -30,7 +30,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Every long-lived part, with the limits ``settings`` gives."""
     data_dir = Path(settings.data_dir).resolve()
-    compute = ComputeSlots(settings.compute_slots, settings.compute_wait_s)
+    compute = ComputeSlots.from_settings(settings)
     return Services(
         models=ModelStore(data_dir),
         runs=RunStore(data_dir / "runs", settings.run_cache_size, settings.run_cache_mb * MB, compute=compute),

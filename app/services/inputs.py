@@ -14,7 +14,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from app.errors import ApiError
-from app.imaging import ImageError, prepare_image
+from app.imaging import DecodeGate, ImageError, prepare_image
 from app.services.models import StoredModel, takes_images
 from app.services.tensors import NPY_MEDIA_TYPE, is_npy, parse_npy
 
@@ -43,11 +43,12 @@ INPUT_OPENAPI = {
 
 @dataclass
 class ModelInput:
-    """The raw bytes of an input and what they are."""
+    """The raw bytes of an input and what they are, and what bounds decoding them (an image's memory)."""
 
     kind: Literal["image", "tensor"]
     data: bytes
     filename: str | None = None
+    gate: DecodeGate | None = None
 
 
 @dataclass
@@ -58,8 +59,9 @@ class PreparedInput:
     picture: np.ndarray | None
 
 
-async def read_model_input(request: Request, max_bytes: int) -> ModelInput:
-    """The input in the request body (its size is already capped by the body-limit middleware)."""
+async def read_model_input(request: Request, max_bytes: int, gate: DecodeGate | None = None) -> ModelInput:
+    """The input in the request body (its size is already capped by the body-limit middleware); an image is
+    decoded later within ``gate`` (the machine's decode budget, and the per-image limit)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         async with request.form(max_files=4, max_fields=16) as form:
@@ -85,7 +87,7 @@ async def read_model_input(request: Request, max_bytes: int) -> ModelInput:
         raise ApiError(413, f"the input is larger than {max_bytes:,} bytes: send a smaller image or tensor")
     if not data:
         raise ApiError(422, f"the input is empty: {HOW}")
-    return ModelInput("tensor" if tensor else "image", data, filename)
+    return ModelInput("tensor" if tensor else "image", data, filename, gate)
 
 
 def prepare_input(model_input: ModelInput, model: StoredModel, max_bytes: int, max_pixels: int,
@@ -98,7 +100,8 @@ def prepare_input(model_input: ModelInput, model: StoredModel, max_bytes: int, m
             raise ApiError(415, f"model '{model.id}' takes tensors of shape [N, {', '.join(map(str, expected))}], "
                                 "not images: send a .npy tensor (Content-Type: application/x-npy)")
         try:
-            picture = prepare_image(model_input.data, model.bundle.preprocessing, max_bytes, max_pixels)
+            picture = prepare_image(model_input.data, model.bundle.preprocessing, max_bytes, max_pixels,
+                                    model_input.gate)
         except ImageError as exc:
             raise ApiError(exc.status_code, str(exc)) from exc
         x = model.bundle.preprocessing.normalize(picture)

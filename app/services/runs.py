@@ -24,13 +24,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from app.errors import ApiError, shorten
+from app.services.compute import forward_gmacs, unbounded
 from app.services.models import ModelStore, StoredModel
 from app.services.tiles import Scale, as_channels, render_png
 from engine.errors import UnknownNodeError
@@ -121,7 +122,7 @@ class RunStore:
     """Runs in memory (LRU, at most ``max_runs`` and ``max_bytes``) and their inputs on disk (``max_files``)."""
 
     def __init__(self, directory: Path, max_runs: int = 8, max_bytes: int = 512 * 1024 * 1024,
-                 max_files: int = 500, compute: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
+                 max_files: int = 500, compute: Callable[..., AbstractContextManager[None]] = unbounded) -> None:
         self.directory = Path(directory)
         self.compute = compute
         self.max_runs = max_runs
@@ -249,7 +250,7 @@ class RunStore:
             flight.done.set()
 
     def _forward(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
-        with self.compute():
+        with self.compute(gmacs=forward_gmacs(model.graph, len(x))):
             start = time.perf_counter()
             trace = model.graph.forward(x, model.bundle.params, keep_caches=False)
         elapsed = (time.perf_counter() - start) * 1000

@@ -55,7 +55,7 @@ def test_identical_concurrent_runs_are_computed_once(tmp_path):
     gate = threading.Event()
 
     @contextmanager
-    def slow_compute():
+    def slow_compute(gmacs=None):
         passes.append(1)
         gate.wait(5)  # hold the first pass until every thread has asked
         yield
@@ -79,7 +79,7 @@ def test_a_failed_pass_is_not_kept_and_the_next_request_computes_again(tmp_path)
     calls = []
 
     @contextmanager
-    def failing_once():
+    def failing_once(gmacs=None):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("busy")

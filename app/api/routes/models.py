@@ -39,6 +39,7 @@ from app.schemas.models import (
 )
 from app.schemas.runs import ActivationsResponse, NodeActivation
 from app.services.architecture import architecture_of
+from app.services.compute import forward_gmacs
 from app.services.finite import check_finite, check_stats_finite
 from app.services.inputs import INPUT_OPENAPI, prepare_input
 from app.services.models import PREPROCESSING_PRESETS, StoredModel, num_classes, takes_images
@@ -125,7 +126,7 @@ def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: Set
     """The top-k classes for an image (multipart field `image`) or a .npy tensor."""
     prepared = prepare_input(model_input, model, settings.max_upload_bytes, settings.max_image_pixels,
                              settings.max_tensor_elements)
-    with compute():
+    with compute(gmacs=forward_gmacs(model.graph, len(prepared.x))):
         start = time.perf_counter()
         output = model.graph.forward(prepared.x, model.bundle.params, keep_caches=False, keep=()).output[0]
         elapsed = (time.perf_counter() - start) * 1000
@@ -184,7 +185,7 @@ def create_forward(model: ModelDep, model_input: ModelInputDep, settings: Settin
             raise ApiError(413, f"a batch of {x.shape[0]} needs {x.shape[0] * per_sample:,} activation values on this "
                                 f"model, more than the {limit:,} allowed: send batches of at most "
                                 f"{max(1, limit // per_sample)}")
-    with compute():
+    with compute(gmacs=forward_gmacs(model.graph, len(x))):
         start = time.perf_counter()
         out = model.graph.forward(x, model.bundle.params, keep_caches=False, stop_at=node, keep=()).output
         elapsed = (time.perf_counter() - start) * 1000
