@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ApiError
-from app.services.storage import StorageError
+from app.services.storage import StorageError, storage_kind
 
 FILENAME = "state.sqlite3"
 BUSY_TIMEOUT_S = 10.0
@@ -148,6 +148,11 @@ def store_errors(what: str) -> Iterator[None]:
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
         raise ApiError(503, f"the training-job store (state.sqlite3 in the data directory) is damaged, so {what} "
                             "failed: ask the lecturer or admin to move it aside and restart the server") from exc
+    except OSError as exc:  # creating the data directory
+        kind = storage_kind(exc)
+        if kind is None:
+            raise
+        raise StorageError(kind, what) from exc
 
 
 class JobStore:

@@ -6,6 +6,7 @@ id is a hash of the ONNX file and of its owner (``meta.json``'s ``owner``, a tok
 ``app.services.owners``): the same person uploading the same file twice gets the same model, and another
 person uploading it gets a copy of their own, which they alone may delete (no one loses a model because
 someone else deleted "theirs"). ``meta.json``'s ``shared`` says the lecturer made it visible to everyone.
+Networks trained in the training lab are stored the same way under ``trained-<job id>`` (``add_trained``).
 Loaded models are cached per process (a few at a time); a model deleted by another worker is
 noticed because its directory is gone.
 
@@ -164,7 +165,7 @@ class ModelStore:
         self._uploaded_cache: OrderedDict[str, StoredModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
-        self._temporary: dict[str, StoredModel] = {}  # in memory only, e.g. networks trained in the training lab
+        self._temporary: dict[str, StoredModel] = {}  # in memory, this process only (trained networks: add_trained)
         self._commit_lock = threading.Lock()  # quota check and rename of an upload, one at a time
 
     # --- reading -------------------------------------------------------------------------------

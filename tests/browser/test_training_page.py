@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser.conftest import as_function
+
 pytestmark = pytest.mark.browser
 
 QUICK = "a_train_size=200&a_epochs=2&a_batch_size=50"
@@ -23,7 +25,8 @@ BLUE, ORANGE = [0x1F, 0x5F, 0xBF], [0xC2, 0x41, 0x0C]
 
 
 def wait_status(page, run: str, text: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(f"document.getElementById('{run}-status').textContent.includes({text!r})",
+    # as a function: a page from a context the test makes itself has no CSP-safe wait_for_function (conftest)
+    page.wait_for_function(as_function(f"document.getElementById('{run}-status').textContent.includes({text!r})"),
                            timeout=timeout)
 
 

@@ -185,3 +185,20 @@ def test_a_job_not_heard_from_is_interrupted_and_its_stream_ends(workers, settin
     assert [e[1] for e in events] == ["epoch", "end"] and events[-1][2]["status"] == "failed"
     assert 0.5 < time.monotonic() - start < 5
     assert a.get(f"/api/training/jobs/{silent.id}").json()["error"].startswith("interrupted")
+
+
+def test_a_store_that_cannot_be_opened_is_503_and_the_rest_still_serves(settings, monkeypatch):
+    """A read-only data directory (simulated: the tests run as root) does not stop the server; training says why."""
+    import sqlite3
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr("app.services.job_store.sqlite3.connect", refuse)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/api/health").status_code == 200
+        for method, path in [("POST", "/api/training/jobs"), ("GET", "/api/training/jobs"),
+                             ("GET", "/api/training/jobs/abcd1234")]:
+            answer = client.request(method, path, json=QUICK if method == "POST" else None)
+            assert answer.status_code == 503, (path, answer.text)
+            assert "may not write to its data directory" in answer.json()["detail"]
