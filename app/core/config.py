@@ -41,9 +41,10 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(8_000_000, gt=0, description="largest input tensor, in elements")
     run_cache_size: int = Field(8, ge=1, description="how many forward passes (runs) each worker keeps in memory")
     run_cache_mb: int = Field(512, ge=1, description="memory the runs kept by each worker may take, in MiB")
-    training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once per worker (more: 429)")
-    training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in memory per worker (oldest "
-                                                         "finished ones are forgotten first)")
+    training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once, all workers together "
+                                                        "(more: 429)")
+    training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in the data directory's state.sqlite3 "
+                                                         "(oldest finished ones are forgotten first)")
     max_attention_gmacs: float = Field(
         40.0, gt=0, description="work one attention request may do, in billions of multiply-accumulates "
                                 "(EfficientNet-Lite0: 0.39 a forward pass, about 0.03 s here; a backward pass counts "

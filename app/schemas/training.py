@@ -146,7 +146,9 @@ class TrainingJob(BaseModel):
     progress: JobProgress = Field(..., description="where the job is: epoch, step, time spent and left")
     epochs: list[EpochPoint] = Field(default_factory=list, description="epoch 0 (before training), 1, 2, ...")
     batches: list[BatchPoint] = Field(default_factory=list, description="running training curve (thinned)")
-    error: str | None = Field(None, examples=[None], description="why the job failed")
+    error: str | None = Field(None, examples=[None],
+                              description="why the job failed ('interrupted: ...' when the server process training "
+                                          "it stopped)")
     model_id: str | None = Field(None, examples=["trained-a1b2c3d4"],
                                  description="set once the network is opened as a model (POST .../model)")
     events_url: str = Field(..., examples=["/api/training/jobs/a1b2c3d4/events"],
@@ -165,16 +167,17 @@ class TrainingJobCreated(TrainingJob):
 
 
 class TrainingJobList(BaseModel):
-    """Your jobs kept by this server process, newest first (the lecturer: everyone's)."""
+    """Your jobs kept by the server (every worker's), newest first (the lecturer: everyone's)."""
 
-    jobs: list[TrainingJob] = Field(..., description="your jobs kept by this server process, newest first (the "
-                                                     "lecturer: everyone's)")
-    running: int = Field(..., examples=[1], description="jobs training now, everyone's")
-    max_running: int = Field(..., examples=[2], description="at most this many train at once; more gives 429")
+    jobs: list[TrainingJob] = Field(..., description="your jobs kept by the server (every worker's), newest first "
+                                                     "(the lecturer: everyone's)")
+    running: int = Field(..., examples=[1], description="jobs training now, everyone's, on every worker")
+    max_running: int = Field(..., examples=[2], description="at most this many train at once, on all the "
+                                                            "server's workers together; more gives 429")
 
 
 class TrainedModel(BaseModel):
-    """The finished network, registered as a model until the server restarts."""
+    """The finished network, registered as a model (stored in the data directory until it is deleted)."""
 
     model_id: str = Field(..., description="the new model's id, for the /api/models/{model_id} paths",
                           examples=["trained-a1b2c3d4"])

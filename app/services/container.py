@@ -35,5 +35,5 @@ def build_services(settings: Settings) -> Services:
         models=ModelStore(data_dir),
         runs=RunStore(data_dir / "runs", settings.run_cache_size, settings.run_cache_mb * MB, compute=compute),
         compute=compute,
-        training=JobManager(settings.training_max_jobs, settings.training_max_kept),
+        training=JobManager(settings.training_max_jobs, settings.training_max_kept, data_dir=data_dir),
     )

@@ -6,6 +6,7 @@ id is a hash of the ONNX file and of its owner (``meta.json``'s ``owner``, a tok
 ``app.services.owners``): the same person uploading the same file twice gets the same model, and another
 person uploading it gets a copy of their own, which they alone may delete (no one loses a model because
 someone else deleted "theirs"). ``meta.json``'s ``shared`` says the lecturer made it visible to everyone.
+Networks trained in the training lab are stored the same way under ``trained-<job id>`` (``add_trained``).
 Loaded models are cached per process (a few at a time); a model deleted by another worker is
 noticed because its directory is gone.
 
@@ -46,6 +47,8 @@ from engine.models.bundle import ModelBundle, Preprocessing
 from engine.models.weights import save_weights
 
 UPLOAD_PREFIX = "onnx-"
+TRAINED_PREFIX = "trained-"  # networks trained in the training lab, stored like uploads (not counted in the quotas)
+STORED_PREFIXES = (UPLOAD_PREFIX, TRAINED_PREFIX)
 
 log = logging.getLogger("cnn_visualiser.models")
 
@@ -162,7 +165,7 @@ class ModelStore:
         self._uploaded_cache: OrderedDict[str, StoredModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
-        self._temporary: dict[str, StoredModel] = {}  # in memory only, e.g. networks trained in the training lab
+        self._temporary: dict[str, StoredModel] = {}  # in memory, this process only (trained networks: add_trained)
         self._commit_lock = threading.Lock()  # quota check and rename of an upload, one at a time
 
     # --- reading -------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ class ModelStore:
             return []
         found = []
         for path in self.models_dir.iterdir():
-            if path.name.startswith(UPLOAD_PREFIX) and (path / "meta.json").is_file():
+            if path.name.startswith(STORED_PREFIXES) and (path / "meta.json").is_file():
                 with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
                     found.append((path.stat().st_mtime, path.name))
         return [name for _, name in sorted(found)]
@@ -209,7 +212,7 @@ class ModelStore:
         if model_id in self._temporary:
             return self._temporary[model_id]
         directory = self.models_dir / model_id
-        if model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and (directory / "meta.json").is_file():
+        if model_id.startswith(STORED_PREFIXES) and "/" not in model_id and (directory / "meta.json").is_file():
             return self._get_uploaded(model_id, directory)
         with self._lock:
             self._uploaded_cache.pop(model_id, None)
@@ -235,6 +238,8 @@ class ModelStore:
         """(owner, bytes on disk) of every uploaded model, for the quotas."""
         usage = []
         for model_id in self.uploaded_ids():
+            if not model_id.startswith(UPLOAD_PREFIX):
+                continue  # a trained network: not an upload
             directory = self.models_dir / model_id
             try:
                 owner = json.loads((directory / "meta.json").read_text()).get("owner")
@@ -247,7 +252,7 @@ class ModelStore:
 
     def _meta_path(self, model_id: str) -> Path:
         """meta.json of an uploaded model (404 for an id that cannot be one)."""
-        if not model_id.startswith(UPLOAD_PREFIX) or "/" in model_id or model_id in (".", ".."):
+        if not model_id.startswith(STORED_PREFIXES) or "/" in model_id or model_id in (".", ".."):
             raise not_found("model", model_id, self.ids())
         return self.models_dir / model_id / "meta.json"
 
@@ -288,6 +293,7 @@ class ModelStore:
             bundle = ModelBundle(
                 id=model_id, name=meta["name"], task=meta["task"], graph=graph, params=params, labels=meta["labels"],
                 preprocessing=files.preprocessing, source=meta["source"], description=str(meta.get("description", "")),
+                cam_layer=meta.get("cam_layer"),
                 extra={"onnx": meta.get("info", {}), "uploaded_at": meta.get("uploaded_at")})
             stored = StoredModel(bundle, meta["version"], builtin=False, owner=meta.get("owner"),
                                  shared=bool(meta.get("shared")))
@@ -308,6 +314,21 @@ class ModelStore:
                                  shared=previous is not None and previous.shared)
             self._temporary[bundle.id] = stored
         return stored
+
+    def add_trained(self, bundle: ModelBundle, owner: str | None = None) -> StoredModel:
+        """Store a network trained in the lab (id ``trained-...``) like an upload, so that every worker serves it
+        and it survives restarts; ``owner``: the training job's. Idempotent: a stored one is kept as it is
+        (shared or not)."""
+        if not bundle.id.startswith(TRAINED_PREFIX) or "/" in bundle.id:
+            raise ValueError(f"a trained model's id starts with '{TRAINED_PREFIX}', got {bundle.id!r}")
+        if not (self.models_dir / bundle.id / "meta.json").is_file():
+            meta = {"id": bundle.id, "name": bundle.name, "task": bundle.task, "source": bundle.source,
+                    "labels": list(bundle.labels), "version": fingerprint(bundle.graph, bundle.params),
+                    "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "preprocessing": bundle.preprocessing.as_dict(), "description": bundle.description,
+                    "cam_layer": bundle.cam_layer, "info": {}, "owner": owner, "shared": False}
+            self._store_files(bundle.id, bundle.graph.spec, bundle.params, meta)
+        return self.get(bundle.id)
 
     def add_onnx(self, data: bytes, filename: str | None, name: str | None, labels: list[str] | None,
                  preset: str = "imagenet", max_input_elements: int | None = None,
@@ -444,7 +465,7 @@ class ModelStore:
         if self._temporary.pop(model_id, None) is not None:
             return
         directory = self.models_dir / model_id
-        if not (model_id.startswith(UPLOAD_PREFIX) and "/" not in model_id and directory.is_dir()):
+        if not (model_id.startswith(STORED_PREFIXES) and "/" not in model_id and directory.is_dir()):
             raise not_found("model", model_id, self.ids())
         # renamed within its folder first (atomic: of two concurrent deletes, one wins; and no new directory is
         # needed, so a full disk can still be cleared); a server killed before the removal leaves a .delete-*

@@ -10,6 +10,13 @@ Event stream (``GET /api/training/jobs/{id}/events``, ``text/event-stream``): ev
 - ``end``: the job's final state (status ``done``, ``cancelled`` or ``failed`` with ``error``); the stream ends.
 
 A new stream first replays what happened so far (the latest pictures only), then follows the job live.
+A stream ends once the job has ended and every event after ``Last-Event-ID`` has been sent: resuming a
+finished job at or past its last event (a ``Last-Event-ID`` too large) answers **204 No Content** at once,
+which also tells a browser's EventSource not to reconnect; resuming a running job past its last event
+waits for the job and ends with it (sending nothing it claims to have seen).
+
+Jobs live in the shared store (``app.services.job_store``): any worker answers for any job, and streams
+its events by polling the store.
 
 Owners (``app.services.owners``): whoever starts a job owns it. The list shows the caller's own jobs (the
 lecturer's: everyone's); stopping a job and opening it as a model are for its owner and the lecturer. A job
@@ -26,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.routing import NoMatchFound
 
 from app.api.deps import IdentityDep, JobManagerDep, ModelStoreDep, OwnerDep, SettingsDep
@@ -71,18 +78,22 @@ def format_event(message: Message) -> str:
 
 async def event_stream(job: TrainingJobState, is_disconnected: Callable[[], Awaitable[bool]], after: int = -1,
                        poll: float = POLL_SECONDS, heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[str]:
-    """The job's messages after ``after``, then new ones as they come; ends after ``end`` or on disconnect.
+    """The job's messages after ``after``, then new ones as they come; ends after ``end``, when the job has
+    ended with nothing left after ``after`` (a Last-Event-ID past its end), or on disconnect.
 
-    Only reads what the job's thread recorded: no NumPy work here, so the event loop is never blocked."""
+    Only reads what the job's thread recorded in the store (in a thread: the event loop never waits on it)."""
     yield "retry: 2000\n\n"
     quiet_since = time.monotonic()
     while True:
-        for message in job.messages_after(after):
+        messages, finished = await asyncio.to_thread(job.messages_after, after)
+        for message in messages:
             after = message.seq
             yield format_event(message)
             quiet_since = time.monotonic()
             if message.event == "end":
                 return
+        if finished and not messages:
+            return  # the job ended and its end event was at or before the client's Last-Event-ID
         if await is_disconnected():
             return
         if time.monotonic() - quiet_since > heartbeat:
@@ -108,7 +119,8 @@ def create_job(settings: TrainingSettings, manager: JobManagerDep, owner: OwnerD
 
 @router.get("/jobs", response_model=TrainingJobList)
 def list_jobs(manager: JobManagerDep, identity: IdentityDep) -> TrainingJobList:
-    """Your jobs this server process has kept, newest first, until it restarts (the lecturer: everyone's)."""
+    """Your jobs, newest first, whichever worker started them; finished ones are kept across restarts (the
+    lecturer: everyone's)."""
     return TrainingJobList(jobs=[job_view(job, identity) for job in manager.jobs()
                                  if identity.admin or identity.owns(job.owner)],
                            running=manager.running(), max_running=manager.max_running)
@@ -120,15 +132,22 @@ def read_job(job: JobDep, identity: IdentityDep) -> TrainingJob:
     return job_view(job, identity)
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={
+    204: {"description": "the job has ended and Last-Event-ID is at or past its last event: nothing more will "
+                         "come (an EventSource stops reconnecting)"},
+    200: {
     "content": {"text/event-stream": {"example": 'id: 3\nevent: epoch\ndata: {"epoch": 1, "loss": 0.41, ...}\n\n'}},
     "description": "server-sent events: epoch, batch, images, end (see the module description in the docs)"}})
 async def read_job_events(job: JobDep, request: Request,
                           last_event_id: Annotated[int | None, Header(
                               description="resume after this event id (browsers send it when reconnecting)")] = None,
-                          ) -> StreamingResponse:
-    """The job's progress as server-sent events: curves, filters and feature maps, time left; ends with the job."""
+                          ) -> Response:
+    """The job's progress as server-sent events: curves, filters and feature maps, time left; ends with the job.
+    Resuming a finished job at or past its last event (Last-Event-ID) is 204 No Content: there is nothing more."""
     after = -1 if last_event_id is None else last_event_id
+    messages, finished = await asyncio.to_thread(job.messages_after, after)
+    if finished and not messages:
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     return StreamingResponse(event_stream(job, request.is_disconnected, after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -153,13 +172,15 @@ def explorer_url(request: Request, model_id: str) -> str:
 
 @router.post("/jobs/{job_id}/model", response_model=TrainedModel, responses={
     403: {"description": "someone else's job: only its owner or the lecturer may open it as a model"},
-    409: {"description": "the job has not finished training (or was cancelled or failed)"}})
+    409: {"description": "the job has not finished training (or was cancelled or failed), or its weights are gone"},
+    503: {"description": "the data directory may not be written to"},
+    507: {"description": "the server's disk is full"}})
 def create_job_model(job: JobDep, manager: JobManagerDep, store: ModelStoreDep, request: Request,
                      identity: IdentityDep) -> TrainedModel:
-    """Register the trained network as a model the explorer can open, until the server restarts (idempotent).
-    The model belongs to the job's owner, like the job."""
+    """Register the trained network as a model the explorer can open (idempotent): it is stored in the data
+    directory, so every worker serves it and it stays until it is deleted. The model belongs to the job's owner,
+    like the job."""
     check_may_stop(job, identity, "open as a model")
-    stored = store.add_temporary(manager.bundle_of(job), owner=job.owner)
-    with job.lock:
-        job.model_id = stored.id
+    stored = store.add_trained(manager.bundle_of(job), owner=job.owner)
+    manager.set_model(job.id, stored.id)
     return TrainedModel(model_id=stored.id, explorer_url=explorer_url(request, stored.id))

@@ -480,10 +480,10 @@ def test_event_stream_ends_when_the_client_disconnects(manager):
 
 
 def test_event_stream_sends_heartbeats_while_quiet(manager):
+    """A running job with nothing new for the client (its Last-Event-ID is ahead): keep-alives until it ends."""
     from app.schemas.training import TrainingSettings
 
-    job = manager.start(TrainingSettings(**QUICK))
-    job.thread.join(30)
+    job = manager.start(TrainingSettings(**LONG))
     checks = []
 
     async def gone() -> bool:
@@ -495,6 +495,43 @@ def test_event_stream_sends_heartbeats_while_quiet(manager):
 
     chunks = asyncio.run(asyncio.wait_for(consume(), timeout=10))
     assert chunks[0].startswith("retry:") and ": keep-alive\n\n" in chunks
+    manager.cancel(job.id)
+
+
+def test_event_stream_past_the_end_of_a_finished_job_ends_at_once(manager):
+    """Resuming a finished job at or after its last event: nothing to send, and the generator ends (it used to
+    send keep-alives for ever)."""
+    from app.schemas.training import TrainingSettings
+
+    job = manager.start(TrainingSettings(**QUICK))
+    job.thread.join(30)
+    last = manager.get(job.id).messages[-1].seq
+
+    async def connected() -> bool:
+        return False
+
+    async def consume(after: int) -> list[str]:
+        return [chunk async for chunk in event_stream(job, connected, after=after, poll=0.01, heartbeat=0.0)]
+
+    for after in (last, last + 1, 10**9):
+        chunks = asyncio.run(asyncio.wait_for(consume(after), timeout=5))
+        assert chunks == ["retry: 2000\n\n"], after
+    replay = asyncio.run(asyncio.wait_for(consume(last - 1), timeout=5))
+    assert replay[-1].startswith(f"id: {last}\nevent: end\n")
+
+
+def test_resuming_past_the_end_over_http_is_204(lab, manager):
+    """Last-Event-ID at or past a finished job's last event: 204 No Content at once (an EventSource then stops
+    reconnecting); a smaller one replays the rest."""
+    job_id = lab.post("/api/training/jobs", json=QUICK).json()["id"]
+    wait_finished(manager, job_id)
+    last = read_events(lab, job_id)[-1][0]
+    for after in (last, last + 5, 2**40):
+        start = time.monotonic()
+        with lab.stream("GET", f"/api/training/jobs/{job_id}/events", headers={"Last-Event-ID": str(after)}) as answer:
+            assert answer.status_code == 204, after  # checked before reading: the old stream never ended
+            assert answer.read() == b"" and time.monotonic() - start < 2
+    assert [e[1] for e in read_events(lab, job_id, headers={"Last-Event-ID": str(last - 1)})] == ["end"]
 
 
 def test_fine_tuning_from_the_really_shipped_weights(client, make_manager):
