@@ -16,6 +16,7 @@ from fastapi import Depends, Header, Path, Request, Response
 
 from app.core.config import Settings
 from app.errors import ApiError, not_found
+from app.services.attention_jobs import AttentionJobs
 from app.services.container import Services
 from app.services.inputs import ModelInput, read_model_input
 from app.services.models import ModelStore, StoredModel
@@ -79,6 +80,14 @@ def get_run_store(services: ServicesDep) -> RunStore:
 
 
 RunStoreDep = Annotated[RunStore, Depends(get_run_store)]
+
+
+def get_attention_jobs(services: ServicesDep) -> AttentionJobs:
+    """The attention maps computed in the background (their state is in the data directory)."""
+    return services.attention
+
+
+AttentionJobsDep = Annotated[AttentionJobs, Depends(get_attention_jobs)]
 
 
 def get_job_manager(services: ServicesDep) -> JobManager:

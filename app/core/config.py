@@ -49,6 +49,18 @@ class Settings(BaseSettings):
         40.0, gt=0, description="work one attention request may do, in billions of multiply-accumulates "
                                 "(EfficientNet-Lite0: 0.39 a forward pass, about 0.03 s here; a backward pass counts "
                                 "twice): many-pass methods' defaults shrink to fit")
+    attention_job_gmacs: float = Field(
+        2.0, gt=0, description="attention requests estimated at this much work or more (billions of multiply-"
+                               "accumulates, counted as for max_attention_gmacs) run as background jobs (202), as "
+                               "Score-CAM, SmoothGrad, Integrated Gradients and occlusion always do")
+    attention_max_jobs: int = Field(4, ge=1, description="attention jobs running at once on this machine, all "
+                                                         "workers together (more: 429)")
+    attention_jobs_per_owner: int = Field(2, ge=1, description="attention jobs one person may run at once (more: "
+                                                               "429; the lecturer is not limited)")
+    attention_jobs_kept: int = Field(100, ge=1, description="finished attention jobs kept in the data directory "
+                                                            "(the oldest are removed first)")
+    attention_job_ttl_s: float = Field(3600.0, gt=0, description="finished attention jobs older than this many "
+                                                                 "seconds are removed")
     compute_slots: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1,
                                description="heavy forward/backward passes run at once on the machine, "
                                            "shared by every worker; others queue (bounds memory under load)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -70,3 +70,40 @@ class AttentionResponse(BaseModel):
                               description="milliseconds the attribution itself took on the server (not decoding the "
                                           "image or encoding the PNGs)",
                               examples=[84.2])
+
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class AttentionJob(BaseModel):
+    """A heavy attention request computed in the background: follow `events_url`, then fetch `result_url`."""
+
+    id: str = Field(..., description="the job's id", examples=["3f9c0a7b12e45d68"])
+    status: JobStatus = Field(..., description="queued, running, done, failed or cancelled", examples=["running"])
+    model_id: str = Field(..., description="the model explained", examples=["efficientnet_lite0"])
+    method: str = Field(..., description="the attribution method", examples=["scorecam"])
+    done: int = Field(..., description="passes through the network so far", examples=[48])
+    total: int | None = Field(None, description="passes the method makes in all (null until it starts)",
+                              examples=[257])
+    estimated_gmacs: float = Field(..., description="the work estimated before it started, in billions of "
+                                                    "multiply-accumulates", examples=[10.1])
+    created_at: float = Field(..., description="when it was asked for (Unix time, seconds)", examples=[1764940000.5])
+    finished_at: float | None = Field(None, description="when it ended (Unix time), null while it runs",
+                                      examples=[None])
+    error: str | None = Field(None, description="why it failed (the message the synchronous request would have "
+                                                "answered)", examples=[None])
+    error_status: int | None = Field(None, description="the HTTP status of that error", examples=[None])
+    owned: bool = Field(False, description="you started it (you may cancel it)", examples=[True])
+    status_url: str = Field(..., description="GET: this summary", examples=["/api/attention/jobs/3f9c0a7b12e45d68"])
+    events_url: str = Field(..., description="GET: progress as server-sent events (progress, then end)",
+                            examples=["/api/attention/jobs/3f9c0a7b12e45d68/events"])
+    result_url: str = Field(..., description="GET: the attention map once done (the synchronous route's answer)",
+                            examples=["/api/attention/jobs/3f9c0a7b12e45d68/result"])
+
+
+class AttentionJobCreated(AttentionJob):
+    """The job just started, and the token that lets you cancel it."""
+
+    owner_token: str = Field(..., description="your owner token: send it as X-Owner-Token to cancel the job "
+                                              "(browsers keep it in a cookie)",
+                             examples=["q3Xh0bW6S8yJf2kVtN4cLm9pR1aZ7uEoD5iGwYx_B-0"])

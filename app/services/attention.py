@@ -1,6 +1,10 @@
 """An attention map for one model and one input: the request checked, the method run within the work budget, and
 the answer built (raw and normalised maps, the upsampled map, PNG overlays).
 
+Two steps, so that a heavy request can run in the background (``app.services.attention_jobs``):
+``prepare_attention`` checks everything and reads the input (every refusal happens here, while the request is
+still open), ``compute_attention`` runs the method and builds the answer. ``attention_map`` does both at once.
+
 Errors: ``UnknownMethodError`` and ``UnknownClassError`` (app/services/errors.py), ``UnknownNodeError`` for a layer
 the model does not have, engine errors for a layer or option the method cannot use.
 """
@@ -8,9 +12,10 @@ the model does not have, engine errors for a layer or option the method cannot u
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +28,13 @@ from app.services.models import StoredModel, takes_images
 from app.services.overlay import blend, colour, picture_of, png_data_url
 from app.services.predictions import label_of
 from engine.analysis import jsonable
-from engine.attention import METHODS, AttributionMap, explain
+from engine.attention import MANY_PASS, METHODS, AttributionMap, Progress, explain
+from engine.attention.budget import estimated_macs, plan
+
+#: how long a background job waits, with its compute slot released, before taking one again for its next batch, so
+#: that a request queued for a slot gets it first (1 ms was too short for a woken thread on a loaded machine: the
+#: job took the slot again 1 time in 3)
+YIELD_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -38,14 +49,50 @@ class AttentionRequest:
     options: Mapping[str, int | None] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreparedAttention:
+    """A checked request with its input read: what ``compute_attention`` needs, and the work it will do."""
+
+    model: StoredModel
+    prepared: PreparedInput
+    request: AttentionRequest
+    max_macs: int
+    estimated_macs: int
+
+
 def attention_map(model: StoredModel, model_input: ModelInput, request: AttentionRequest, settings: Settings,
                   compute: Callable[[], AbstractContextManager[None]]) -> AttentionResponse:
     """The attention map of ``request.method`` for ``model_input``, within ``settings``' input and work limits."""
+    return compute_attention(prepare_attention(model, model_input, request, settings), compute)
+
+
+def prepare_attention(model: StoredModel, model_input: ModelInput, request: AttentionRequest,
+                      settings: Settings) -> PreparedAttention:
+    """Refuse what cannot be done (unknown method, layer or class, an unreadable input, work beyond
+    ``settings.max_attention_gmacs``), read the input, and estimate the work."""
     check_request(model, request)
     prepared = prepare_input(model_input, model, settings.max_upload_bytes, settings.max_image_pixels,
                              settings.max_tensor_elements)
-    result, elapsed_ms = run_method(model, prepared.x, request, int(settings.max_attention_gmacs * 1e9), compute)
-    return response_of(model, prepared, request, result, elapsed_ms)
+    max_macs = int(settings.max_attention_gmacs * 1e9)
+    layer, options = method_arguments(model, request)
+    planned = plan(model.graph, request.method, options, max_macs, layer)
+    return PreparedAttention(model, prepared, request, max_macs,
+                             estimated_macs(model.graph, request.method, planned, layer))
+
+
+def runs_as_job(attention: PreparedAttention, settings: Settings) -> bool:
+    """Many-pass methods, and any request estimated at ``settings.attention_job_gmacs`` or more, run in the
+    background."""
+    return attention.request.method in MANY_PASS or attention.estimated_macs >= settings.attention_job_gmacs * 1e9
+
+
+def compute_attention(attention: PreparedAttention, compute: Callable[[], AbstractContextManager[None]],
+                      progress: Progress | None = None) -> AttentionResponse:
+    """Run the method and build the answer. With ``progress`` (a background job) the compute slot is given
+    back between batches of passes (see ``run_method``)."""
+    model, request = attention.model, attention.request
+    result, elapsed_ms = run_method(model, attention.prepared.x, request, attention.max_macs, compute, progress)
+    return response_of(model, attention.prepared, request, result, elapsed_ms)
 
 
 def check_request(model: StoredModel, request: AttentionRequest) -> None:
@@ -60,21 +107,54 @@ def check_request(model: StoredModel, request: AttentionRequest) -> None:
         raise UnknownClassError(model.id, request.target, classes[0])
 
 
-def run_method(model: StoredModel, x: np.ndarray, request: AttentionRequest, max_macs: int,
-               compute: Callable[[], AbstractContextManager[None]]) -> tuple[AttributionMap, float]:
-    """The method's map on ``x`` and the milliseconds it took in a compute slot: many-pass defaults shrink to
-    ``max_macs``; a map that overflowed is refused."""
+def method_arguments(model: StoredModel, request: AttentionRequest) -> tuple[str | None, dict[str, Any]]:
+    """The layer (the model's CAM layer for a method that takes one) and the options ``explain`` gets."""
     method, layer = request.method, request.layer
-    options: dict[str, int | str] = {k: v for k, v in request.options.items() if v is not None}
+    options: dict[str, Any] = {k: v for k, v in request.options.items() if v is not None}
     if method == "learned_attention" and model.bundle.attention_node:
         options["attention_node"] = model.bundle.attention_node
     if METHODS[method].uses_layer and layer is None:
         layer = model.bundle.cam_layer
-    with compute():
+    return layer, options
+
+
+@contextmanager
+def slot_per_batch(compute: Callable[[], AbstractContextManager[None]]) -> Iterator[Callable[[], None]]:
+    """Hold a compute slot; the ``between()`` it yields gives the slot back, lets a queued request take it
+    (``YIELD_SECONDS``), and waits for one again."""
+    with ExitStack() as stack:
+        held = [stack.enter_context(ExitStack())]
+        held[0].enter_context(compute())
+
+        def between() -> None:
+            held[0].close()
+            time.sleep(YIELD_SECONDS)
+            held[0] = stack.enter_context(ExitStack())
+            held[0].enter_context(compute())
+
+        yield between
+
+
+def run_method(model: StoredModel, x: np.ndarray, request: AttentionRequest, max_macs: int,
+               compute: Callable[[], AbstractContextManager[None]], progress: Progress | None = None
+               ) -> tuple[AttributionMap, float]:
+    """The method's map on ``x`` and the milliseconds it took: many-pass defaults shrink to ``max_macs``; a map
+    that overflowed is refused. Without ``progress`` one compute slot is held throughout; with it, a slot is held
+    for each batch of passes and given back between batches, after ``progress`` is told."""
+    method = request.method
+    layer, options = method_arguments(model, request)
+    with slot_per_batch(compute) as between:
         start = time.perf_counter()
+
+        def report(done: int, total: int) -> None:
+            assert progress is not None
+            progress(done, total)
+            if done < total:
+                between()
+
         try:
             result = explain(model.graph, model.bundle.params, x, method, target=request.target, layer=layer,
-                             max_macs=max_macs, **options)
+                             max_macs=max_macs, progress=None if progress is None else report, **options)
         except np.linalg.LinAlgError as exc:  # an SVD (Eigen-CAM) of activations that overflowed
             raise overflow_error(model.id, f"in the activations {method} decomposes") from exc
         elapsed_ms = (time.perf_counter() - start) * 1000

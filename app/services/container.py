@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.config import MB, Settings
+from app.services.attention_jobs import AttentionJobs
 from app.services.compute import ComputeSlots
 from app.services.models import ModelStore
 from app.services.runs import RunStore
@@ -23,6 +24,7 @@ class Services:
 
     models: ModelStore
     runs: RunStore
+    attention: AttentionJobs  # heavy attention maps computed in the background
     compute: ComputeSlots
     training: JobManager
 
@@ -34,6 +36,8 @@ def build_services(settings: Settings) -> Services:
     return Services(
         models=ModelStore(data_dir),
         runs=RunStore(data_dir / "runs", settings.run_cache_size, settings.run_cache_mb * MB, compute=compute),
+        attention=AttentionJobs(data_dir, settings.attention_max_jobs, settings.attention_jobs_per_owner,
+                                settings.attention_jobs_kept, settings.attention_job_ttl_s),
         compute=compute,
         training=JobManager(settings.training_max_jobs, settings.training_max_kept, data_dir=data_dir),
     )

@@ -17,6 +17,7 @@ from engine.attention.budget import occlusion_default, plan
 from engine.attention.common import (
     AttributionError,
     AttributionMap,
+    Progress,
     check_single_input,
     forward_with_layer,
     input_hw,
@@ -34,7 +35,8 @@ from engine.errors import EngineError
 from engine.graph import INPUT, Graph
 from engine.receptive_field import receptive_fields, unit_box
 
-__all__ = ["METHODS", "AttributionError", "AttributionMap", "MethodInfo", "explain", "resize_bilinear"]
+__all__ = ["MANY_PASS", "METHODS", "AttributionError", "AttributionMap", "MethodInfo", "Progress", "explain",
+           "resize_bilinear"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,10 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                False, "The gradient of one unit with respect to the input, beside its theoretical receptive field."),
 ]}
 
+#: the methods that pass the input through the network many times (one pass per step, sample, channel or window):
+#: they take ``progress``
+MANY_PASS = frozenset({"scorecam", "smoothgrad", "integrated_gradients", "occlusion"})
+
 _LAYER_CAMS = {
     "gradcam": cams.grad_cam,
     "gradcam++": cams.grad_cam_plus_plus,
@@ -92,7 +98,8 @@ _LAYER_CAMS = {
 
 
 def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: str, target: int | None = None,
-            layer: str | None = None, max_macs: int | None = None, **options: Any) -> AttributionMap:
+            layer: str | None = None, max_macs: int | None = None, progress: Progress | None = None,
+            **options: Any) -> AttributionMap:
     """Run ``method`` on ``x: (1, C, H, W)`` for class ``target`` (default: the top prediction) at node
     ``layer`` (default: the last spatial layer before pooling; ignored by gradient methods).
 
@@ -101,6 +108,9 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
     ``attention_node``; effective receptive field ``unit`` (channel, row, column; default: every channel
     at the centre). ``max_macs`` bounds the work (see ``budget.plan``): many-pass defaults shrink to fit
     it and explicit options beyond it are refused.
+
+    ``progress(done, total)`` (``MANY_PASS`` methods only; the others make one or two passes and never call it)
+    is called after each batch of passes; it may raise to stop the method there (see ``common.Progress``).
     """
     if method not in METHODS:
         raise AttributionError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
@@ -124,7 +134,7 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
                 raw = cams.cam(graph, params, layer, activations, target)
             elif method == "scorecam":
                 raw, extras = cams.score_cam(graph, params, x, activations, target, batch_size=batch_size,
-                                             max_channels=options.get("max_channels", 256))
+                                             max_channels=options.get("max_channels", 256), progress=progress)
             else:
                 raw = _LAYER_CAMS[method](activations, grads)
         score = None if target is None else float(trace.activations[score_node(graph)][0, target])
@@ -154,17 +164,19 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
         raw = grad_methods.saliency(graph, params, x, target)
     elif method == "smoothgrad":
         raw = grad_methods.smooth_grad(graph, params, x, target, samples=int(options.get("samples", 25)),
-                                       noise_level=float(options.get("noise_level", 0.15)), batch_size=batch_size)
+                                       noise_level=float(options.get("noise_level", 0.15)), batch_size=batch_size,
+                                       progress=progress)
     elif method == "integrated_gradients":
         raw, extras = grad_methods.integrated_gradients(graph, params, x, target, steps=int(options.get("steps", 64)),
-                                                        batch_size=batch_size)
+                                                        batch_size=batch_size, progress=progress)
     elif method == "guided_backprop":
         raw = grad_methods.guided_backprop(graph, params, x, target)
     else:
         default_window, default_stride = occlusion_default(graph)
         raw, extras = occlusion(graph, params, x, target, window=int(options.get("window", default_window)),
                                 stride=int(options.get("stride", default_stride)),
-                                baseline=float(options.get("baseline", 0.0)), batch_size=batch_size)
+                                baseline=float(options.get("baseline", 0.0)), batch_size=batch_size,
+                                progress=progress)
     normalizer = normalize_signed if info.signed else normalize_unsigned
     return _result(method, target, INPUT, raw, hw, normalizer, signed=info.signed, score=score, extras=extras)
 

@@ -70,6 +70,20 @@ def plan(graph: Graph, method: str, options: dict[str, Any], max_macs: int | Non
     return options
 
 
+def estimated_macs(graph: Graph, method: str, options: dict[str, Any], layer: str | None = None) -> int:
+    """The multiply-accumulates ``method`` will do with ``options`` as ``plan`` returned them (its defaults
+    filled in), by the same count of units ``plan`` bounds."""
+    per_pass = max(graph_macs(graph), 1)
+    if method in _MANY_PASS:
+        name, _, per_step, fixed = _MANY_PASS[method]
+        if name not in options:
+            options = plan(graph, method, options, None, layer)
+        return (fixed + per_step * int(options[name])) * per_pass
+    if method == "occlusion":
+        return (1 + _occlusion_windows(graph, options)) * per_pass
+    return _FIXED.get(method, 2) * per_pass
+
+
 def occlusion_default(graph: Graph) -> tuple[int, int]:
     """The default window and stride: an eighth and a sixteenth of the input's larger side."""
     side = max(graph.input_shape[1:3])

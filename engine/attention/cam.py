@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.attention.common import AttributionError, score_node, target_scores
+from engine.attention.common import AttributionError, PassCounter, Progress, score_node, target_scores
 from engine.attention.resize import resize_bilinear
 from engine.graph import Graph
 
@@ -87,14 +87,16 @@ def eigen_cam(activations: np.ndarray) -> np.ndarray:
 
 
 def score_cam(graph: Graph, params: dict, x: np.ndarray, activations: np.ndarray, target: int,
-              batch_size: int = 16, max_channels: int | None = 256) -> tuple[np.ndarray, dict]:
+              batch_size: int = 16, max_channels: int | None = 256, progress: Progress | None = None
+              ) -> tuple[np.ndarray, dict]:
     """Score-CAM (Wang et al., 2020): each channel, upsampled and min-max normalised to a mask
     ``H^k`` in [0, 1], weights the input; its weight is the increase in confidence it causes,
     ``α_k = softmax(f(X ∘ H^k))_c − softmax(f(X_b))_c`` with the baseline ``X_b = 0``, and
     ``L = Σ_k α_k A^k``. Masked inputs run as batches.
 
     ``max_channels`` bounds the work: beyond it only the channels with the largest mean activation
-    are scored (the others get weight 0); None scores every channel.
+    are scored (the others get weight 0); None scores every channel. ``progress`` counts the passes: one
+    per channel scored, then the baseline.
     """
     k = activations.shape[0]
     order = np.argsort(-activations.mean(axis=(1, 2)))
@@ -104,8 +106,9 @@ def score_cam(graph: Graph, params: dict, x: np.ndarray, activations: np.ndarray
     hi = masks.max(axis=(1, 2), keepdims=True)
     masks = np.where(hi - lo > 0, (masks - lo) / np.where(hi - lo > 0, hi - lo, 1), 0).astype(x.dtype)
     masked = x * masks[:, None]  # (k', C, H, W)
-    probs = target_scores(graph, params, masked, target, batch_size=batch_size, probabilities=True)
-    baseline = target_scores(graph, params, np.zeros_like(x), target, probabilities=True)[0]
+    counter = PassCounter(len(chosen) + 1, progress)
+    probs = target_scores(graph, params, masked, target, batch_size=batch_size, probabilities=True, passed=counter)
+    baseline = target_scores(graph, params, np.zeros_like(x), target, probabilities=True, passed=counter)[0]
     alpha = np.zeros(k, dtype=activations.dtype)
     alpha[chosen] = probs - baseline
     return np.tensordot(alpha, activations, axes=1), {"channels_scored": len(chosen), "channels": k}

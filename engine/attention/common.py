@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,27 @@ class AttributionMap:
     signed: bool
     score: float | None
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``progress(done, total)``: called by the many-pass methods after each batch of passes, with the inputs passed so
+#: far and the number the method will pass in all (``done`` grows and ends at ``total``). It may raise to stop
+#: the method between batches (a cheap cancel): the exception reaches ``explain``'s caller unchanged.
+Progress = Callable[[int, int], None]
+
+
+class PassCounter:
+    """Counts the inputs a many-pass method has passed and reports them to ``progress`` (None: counts only)."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = int(total)
+        self.done = 0
+        self.progress = progress
+
+    def __call__(self, passed: int) -> None:
+        """``passed`` more inputs went through the network."""
+        self.done += int(passed)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def score_node(graph: Graph) -> str:
@@ -118,8 +140,9 @@ def effective_batch(graph: Graph, xs: np.ndarray, batch_size: int) -> int:
 
 
 def input_gradients(graph: Graph, params: dict, xs: np.ndarray, target: int, batch_size: int = 16,
-                    rule=None) -> tuple[np.ndarray, np.ndarray]:
-    """d score_target / d input for each input in ``xs: (B, *input_shape)``, in batches (``effective_batch``).
+                    rule=None, passed: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """d score_target / d input for each input in ``xs: (B, *input_shape)``, in batches (``effective_batch``);
+    ``passed(n)`` is told after each batch of ``n`` inputs.
 
     Returns ``(gradients (B, *input_shape), scores (B,))``.
     """
@@ -132,12 +155,15 @@ def input_gradients(graph: Graph, params: dict, xs: np.ndarray, target: int, bat
         logits = trace.activations[node]
         scores.append(logits[:, target])
         grads.append(graph.backward(trace, {node: one_hot(logits, target)}, rule=rule, params=False).input)
+        if passed is not None:
+            passed(len(chunk))
     return np.concatenate(grads), np.concatenate(scores)
 
 
 def target_scores(graph: Graph, params: dict, xs: np.ndarray, target: int, batch_size: int = 16,
-                  probabilities: bool = False) -> np.ndarray:
-    """The target's score (or softmax probability) for each input in ``xs``, forward passes in batches."""
+                  probabilities: bool = False, passed: Callable[[int], None] | None = None) -> np.ndarray:
+    """The target's score (or softmax probability) for each input in ``xs``, forward passes in batches;
+    ``passed(n)`` is told after each batch of ``n`` inputs."""
     node = score_node(graph)
     out = []
     batch_size = effective_batch(graph, xs, batch_size)
@@ -147,6 +173,8 @@ def target_scores(graph: Graph, params: dict, xs: np.ndarray, target: int, batch
             out.append(softmax_forward(logits)[0][:, target])
         else:
             out.append(logits[:, target])
+        if passed is not None:
+            passed(len(logits))
     return np.concatenate(out)
 
 

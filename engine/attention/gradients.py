@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.attention.common import input_gradients, target_scores
+from engine.attention.common import PassCounter, Progress, input_gradients, target_scores
 from engine.graph import Graph, Node, Trace
 
 #: elementwise ops whose backward Guided Backpropagation replaces, with the output range they pass
@@ -22,30 +22,36 @@ def saliency(graph: Graph, params: dict, x: np.ndarray, target: int) -> np.ndarr
 
 
 def smooth_grad(graph: Graph, params: dict, x: np.ndarray, target: int, samples: int = 25,
-                noise_level: float = 0.15, seed: int = 0, batch_size: int = 16) -> np.ndarray:
+                noise_level: float = 0.15, seed: int = 0, batch_size: int = 16,
+                progress: Progress | None = None) -> np.ndarray:
     """SmoothGrad (Smilkov et al., 2017): ``M̂(x) = (1/n) Σ_i M(x + N(0, σ²))`` with ``M`` the vanilla
-    saliency map and ``σ = noise_level · (max(x) − min(x))``. Noisy copies run as batches."""
+    saliency map and ``σ = noise_level · (max(x) − min(x))``. Noisy copies run as batches; ``progress``
+    counts them (``samples`` in all)."""
     sigma = noise_level * float(x.max() - x.min())
     noise = np.random.default_rng(seed).standard_normal((samples, *x.shape[1:])).astype(x.dtype) * sigma
-    grads, _ = input_gradients(graph, params, x + noise, target, batch_size=batch_size)
+    grads, _ = input_gradients(graph, params, x + noise, target, batch_size=batch_size,
+                               passed=PassCounter(samples, progress))
     return np.abs(grads).max(axis=1).mean(axis=0)
 
 
 def integrated_gradients(graph: Graph, params: dict, x: np.ndarray, target: int, steps: int = 64,
-                         baseline: np.ndarray | None = None, batch_size: int = 16) -> tuple[np.ndarray, dict]:
+                         baseline: np.ndarray | None = None, batch_size: int = 16,
+                         progress: Progress | None = None) -> tuple[np.ndarray, dict]:
     """Integrated Gradients (Sundararajan et al., 2017):
     ``IG_i(x) = (x_i − x'_i) · ∫₀¹ ∂S(x' + α(x − x'))/∂x_i dα``, the integral by the midpoint rule,
     ``α_k = (k + ½) / steps`` (interpolated inputs run as batches; the midpoints avoid the kinks a ReLU
     network has at the baseline itself). Completeness: ``Σ_i IG_i ≈ S(x) − S(x')``.
     The map sums over channels (signed). ``baseline`` defaults to zeros (the dataset mean after normalising).
+    ``progress`` counts the passes: the ``steps`` path inputs, then the two ends.
     """
     x_base = np.zeros_like(x) if baseline is None else baseline.astype(x.dtype)
     alphas = ((np.arange(steps) + 0.5) / steps).astype(x.dtype)
     path = x_base + alphas[:, None, None, None] * (x - x_base)
-    grads, _ = input_gradients(graph, params, path, target, batch_size=batch_size)
+    counter = PassCounter(steps + 2, progress)
+    grads, _ = input_gradients(graph, params, path, target, batch_size=batch_size, passed=counter)
     avg = grads.astype(np.float64).mean(axis=0)
     attributions = ((x[0] - x_base[0]) * avg).astype(x.dtype)
-    ends = target_scores(graph, params, np.concatenate([x_base, x]), target)
+    ends = target_scores(graph, params, np.concatenate([x_base, x]), target, passed=counter)
     delta = float(ends[1] - ends[0])
     total = float(attributions.sum())
     return attributions.sum(axis=0), {

@@ -1,6 +1,8 @@
 // Attention maps: pick a model, an image, a method, a class and a layer; the API returns the map at the layer's
 // resolution and upsampled, with the picture the model saw. The heatmap is laid over the picture with an opacity
-// slider, and several methods can be compared side by side.
+// slider, and several methods can be compared side by side. Heavy methods (Score-CAM, SmoothGrad, Integrated
+// Gradients, occlusion) come back as a background job: its card shows a progress bar fed by the job's events,
+// then the result is fetched and drawn like any other.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { Grid } from "./grid.js";
 import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
@@ -18,6 +20,7 @@ let image = null; // { blob, name }
 let requestToken = 0;
 let imageVersion = 0; // bumps whenever the image changes, so cached maps of the previous image are not reused
 const answers = new Map(); // maps already computed for this image, by model, method, class and layer
+const following = new Set(); // background jobs whose progress is being followed: { source, job, reject }
 
 const state = createState(DEFAULTS, (changed) => {
   controls.forEach((show) => show());
@@ -216,13 +219,68 @@ function card(methodName) {
   figure.dataset.method = methodName;
   figure.innerHTML = `<figcaption><strong>${esc(m.title)}</strong> <span class="small muted"></span></figcaption>
     <div class="overlay-stack"><img class="picture" alt=""><img class="heat" alt=""></div>
+    <progress class="job-progress" max="1" value="0" hidden></progress>
     <p class="small muted card-note">computing…</p>`;
   return figure;
+}
+
+/** Stop following every background job (the page asks for other maps now) and cancel them on the server. */
+function abandonJobs() {
+  for (const entry of following) {
+    entry.source.close();
+    fetch(entry.job.status_url, { method: "DELETE" }).catch(() => {}); // ours (the cookie): frees its slot
+    entry.reject(new DOMException("another map was asked for", "AbortError"));
+  }
+  following.clear();
+}
+
+/** Follow a background job in its card's progress bar; resolves to its result, rejects with its error. */
+function followJob(job, figure, label) {
+  const bar = figure.querySelector(".job-progress");
+  const note = figure.querySelector(".card-note");
+  figure.dataset.job = job.id;
+  bar.hidden = false;
+  note.textContent = "queued…";
+  const show = (data) => {
+    if (!data.total) return;
+    bar.max = data.total;
+    bar.value = data.done;
+    note.textContent = `${data.done} of ${data.total} passes through the network…`;
+  };
+  return new Promise((resolve, reject) => {
+    const source = new EventSource(job.events_url);
+    const entry = { source, job, reject };
+    following.add(entry);
+    const finish = () => {
+      source.close();
+      following.delete(entry);
+    };
+    source.addEventListener("progress", (event) => show(JSON.parse(event.data)));
+    source.addEventListener("end", (event) => {
+      finish();
+      const end = JSON.parse(event.data);
+      show(end);
+      if (end.status === "done") {
+        bar.hidden = true;
+        resolve(api(end.result_url, { label }));
+      } else {
+        reject(new ApiError(end.error_status ?? 409, end.error ?? `the computation was ${end.status}`));
+      }
+    });
+    source.addEventListener("error", () => {
+      // the browser reconnects by itself (sending Last-Event-ID); it gives up only when the server refuses
+      if (source.readyState === EventSource.CLOSED) {
+        finish();
+        reject(new ApiError(0, "the server stopped reporting this computation's progress: try again"));
+      }
+    });
+  });
 }
 
 async function refresh() {
   if (!image || !state.values.model) return;
   const token = ++requestToken;
+  abandonJobs();
   clearError();
   const names = [state.values.method, ...state.values.compare.filter((n) => n !== state.values.method)];
   const cards = names.map(card);
@@ -238,16 +296,23 @@ async function refresh() {
     if (m?.uses_layer && state.values.layer) params.set("layer", state.values.layer);
     const key = `${state.values.model}|${imageVersion}|${params}`;
     try {
-      const answer = answers.get(key) ?? await api(`/api/models/${encodeURIComponent(state.values.model)}/attention?${params}`, {
-        body: form(), label: `Computing ${m?.title ?? name}…`,
+      const label = `Computing ${m?.title ?? name}…`;
+      let answer = answers.get(key) ?? await api(`/api/models/${encodeURIComponent(state.values.model)}/attention?${params}`, {
+        body: form(), label,
       });
+      if (token !== requestToken) {
+        if (answer.events_url) fetch(answer.status_url, { method: "DELETE" }).catch(() => {}); // nobody will look
+        return;
+      }
+      if (answer.events_url) answer = await followJob(answer, cards[i], label); // 202: a background job
       if (answers.size > 40) answers.clear();
       answers.set(key, answer);
       if (token !== requestToken) return;
       fillCard(cards[i], answer, m);
       if (i === 0) showLayerMap(answer, m);
     } catch (err) {
-      if (token !== requestToken) return;
+      if (token !== requestToken || err.name === "AbortError") return;
+      cards[i].querySelector(".job-progress").hidden = true;
       cards[i].querySelector(".card-note").textContent = err instanceof ApiError ? err.detail : String(err);
       cards[i].classList.add("failed");
       if (i === 0) showError(err, m?.title ?? name);

@@ -58,3 +58,23 @@ def test_learned_attention_is_offered_only_where_it_exists(page):
     assert page.locator("#learned").is_hidden()
     assert page.locator('#method option[value="learned_attention"]').is_disabled()
     page.console.check()
+
+
+def test_a_heavy_method_shows_its_progress_then_the_map(page):
+    """Score-CAM is a background job: the card follows its events in a progress bar, then draws the result."""
+    seen = []
+    page.on("request", lambda request: seen.append(request.url))
+    page.goto("/attention?model=digits_classic&method=scorecam")  # starts from a written "3"
+    card = wait_for_card(page, "scorecam")
+    page.wait_for_function(IMAGE_LOADED, arg=card.locator("img.heat").element_handle())
+    job_id = card.get_attribute("data-job")
+    assert job_id
+    assert any(url.endswith(f"/api/attention/jobs/{job_id}/events") for url in seen)
+    assert any(url.endswith(f"/api/attention/jobs/{job_id}/result") for url in seen)
+    bar = card.locator("progress.job-progress")
+    # the bar followed the passes to the end, and is hidden once the map is drawn
+    assert bar.evaluate("p => [p.value, p.max]") == [bar.evaluate("p => p.max")] * 2
+    assert bar.evaluate("p => p.max") > 1 and bar.is_hidden()
+    assert "ms" in card.locator(".card-note").inner_text()  # the note as for any map
+    assert "for “3”" in card.locator("figcaption").inner_text()
+    page.console.check()

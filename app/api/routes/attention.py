@@ -1,18 +1,50 @@
-"""Attention maps: GET /api/attention/methods and POST /api/models/{model_id}/attention."""
+"""Attention maps: GET /api/attention/methods, POST /api/models/{model_id}/attention, and the background jobs that
+heavy requests become (GET/DELETE /api/attention/jobs/{job_id}, its events and its result).
+
+A request for Score-CAM, SmoothGrad, Integrated Gradients or occlusion, or any request whose work is estimated at
+``attention_job_gmacs`` or more, is checked and its input read at once (every refusal is still a 4xx on the POST),
+then answers **202** with a job (``AttentionJobCreated``) and runs in the background. Cheap methods answer 200 with
+the map, as before.
+
+Event stream (``GET /api/attention/jobs/{job_id}/events``, ``text/event-stream``): ``progress`` events
+(``{"status", "done", "total"}``: passes through the network so far and in all), then one ``end`` event
+(``{"status", "error", "error_status", "result_url"}``), and the stream closes. Each event's ``id`` is the job's
+state counter: a client resuming with ``Last-Event-ID`` gets only newer states, and one resuming at or past the
+end gets a stream that closes at once. The stream polls the job's files, so any worker can serve it.
+
+Result (``GET .../result``): 200 with the synchronous route's answer once the job is done; **409** while it is
+queued or running (the body says how far it is) and once it was cancelled; a failed job answers the status and
+message the synchronous request would have answered (422, 503, ...).
+
+Owners: whoever starts a job owns it (the ``cnn_vis_owner`` cookie, or the returned ``owner_token`` as
+``X-Owner-Token``); only the owner and the lecturer may cancel it. Reading a job by its id is open, like a training
+job's.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from app.api.deps import ComputeDep, ModelDep, ModelInputDep, SettingsDep
-from app.schemas.attention import AttentionResponse, MethodInfo, MethodList
-from app.services.attention import AttentionRequest, attention_map
+from app.api.deps import AttentionJobsDep, ComputeDep, IdentityDep, ModelDep, ModelInputDep, SettingsDep, remember_owner
+from app.schemas.attention import AttentionJob, AttentionJobCreated, AttentionResponse, MethodInfo, MethodList
+from app.services.attention import AttentionRequest, compute_attention, prepare_attention, runs_as_job
+from app.services.attention_jobs import ACTIVE, AttentionJobs
 from app.services.inputs import INPUT_OPENAPI
+from app.services.owners import Access, Identity, check_may_change, new_token
 from engine.attention import METHODS
 
 router = APIRouter(tags=["attention"])
+
+POLL_SECONDS = 0.1
+HEARTBEAT_SECONDS = 10.0
+JOBS = "/api/attention/jobs"
 
 
 @router.get("/attention/methods", response_model=MethodList)
@@ -21,12 +53,29 @@ def list_methods() -> MethodList:
     return MethodList(methods=[MethodInfo(**m.__dict__) for m in METHODS.values()])
 
 
-@router.post("/models/{model_id}/attention", response_model=AttentionResponse, openapi_extra=INPUT_OPENAPI)
+def job_view(status: dict[str, Any], identity: Identity) -> AttentionJob:
+    """The job's summary as the caller sees it."""
+    fields = {name: status.get(name) for name in AttentionJob.model_fields if name in status}
+    job_id = status["id"]
+    return AttentionJob(**fields, owned=identity.owns(status.get("owner")), status_url=f"{JOBS}/{job_id}",
+                        events_url=f"{JOBS}/{job_id}/events", result_url=f"{JOBS}/{job_id}/result")
+
+
+@router.post("/models/{model_id}/attention", response_model=AttentionResponse, openapi_extra=INPUT_OPENAPI,
+             responses={202: {"model": AttentionJobCreated,
+                              "description": "a heavy request (Score-CAM, SmoothGrad, Integrated Gradients, "
+                                             "occlusion, or estimated at attention_job_gmacs or more) became a "
+                                             "background job: follow events_url, then GET result_url"},
+                        429: {"description": "as many attention jobs are running as the server allows, or as you "
+                                             "may run at once: wait for one to finish"}})
 def create_attention(
     model: ModelDep,
     model_input: ModelInputDep,
     settings: SettingsDep,
     compute: ComputeDep,
+    jobs: AttentionJobsDep,
+    identity: IdentityDep,
+    request: Request,
     method: Annotated[str, Query(description="an attribution method (GET /api/attention/methods)")] = "gradcam",
     target: Annotated[int | None, Query(ge=0, description="class to explain (default: the top prediction)")] = None,
     layer: Annotated[str | None, Query(description="node id (default: the model's CAM layer)")] = None,
@@ -36,8 +85,97 @@ def create_attention(
     window: Annotated[int | None, Query(ge=1, le=256, description="occlusion: window side in pixels")] = None,
     stride: Annotated[int | None, Query(ge=1, le=256, description="occlusion: window step in pixels")] = None,
     max_channels: Annotated[int | None, Query(ge=1, le=512, description="Score-CAM: channels used")] = None,
-) -> AttentionResponse:
-    """An attention map for an image or .npy tensor: raw and normalised at the layer, upsampled, and overlaid."""
+) -> AttentionResponse | JSONResponse:
+    """An attention map for an image or .npy tensor: raw and normalised at the layer, upsampled, and overlaid.
+    Heavy requests answer 202 with a background job instead (see the attention section of the docs)."""
     options = {"samples": samples, "steps": steps, "window": window, "stride": stride, "max_channels": max_channels}
-    request = AttentionRequest(method, target, layer, include_input_map, options)
-    return attention_map(model, model_input, request, settings, compute)
+    attention = prepare_attention(model, model_input, AttentionRequest(method, target, layer, include_input_map,
+                                                                       options), settings)
+    if not runs_as_job(attention, settings):
+        return compute_attention(attention, compute)
+    token = identity.token or new_token()
+    owner = Identity(token, identity.admin)
+    status = jobs.start(attention, compute, owner.owner, None if owner.admin else settings.attention_jobs_per_owner)
+    created = AttentionJobCreated(**job_view(status, owner).model_dump(), owner_token=token)
+    response = JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.status_url})
+    remember_owner(request, response, token)
+    return response
+
+
+@router.get("/attention/jobs/{job_id}", response_model=AttentionJob)
+def read_attention_job(job_id: str, jobs: AttentionJobsDep, identity: IdentityDep) -> AttentionJob:
+    """One attention job: its status and progress (any worker answers)."""
+    return job_view(jobs.read(job_id), identity)
+
+
+@router.delete("/attention/jobs/{job_id}", response_model=AttentionJob, status_code=202, responses={
+    403: {"description": "someone else's job: only its owner or the lecturer may cancel it"}})
+def delete_attention_job(job_id: str, jobs: AttentionJobsDep, identity: IdentityDep) -> AttentionJob:
+    """Cancel a job of yours: it stops before its next batch of passes (its stream ends with `cancelled`).
+    A finished job is left as it is."""
+    check_may_change(Access(jobs.read(job_id).get("owner")), identity, "attention job", "cancel", "started")
+    return job_view(jobs.cancel(job_id), identity)
+
+
+@router.get("/attention/jobs/{job_id}/result", response_model=AttentionResponse, responses={
+    409: {"description": "the job is still queued or running (the body says how far it is), or was cancelled"}})
+def read_attention_result(job_id: str, jobs: AttentionJobsDep) -> Response:
+    """The finished job's attention map: exactly what the synchronous request answers. A failed job answers its
+    error (status and message) as the synchronous request would have."""
+    return Response(jobs.result(job_id), media_type="application/json")
+
+
+def format_event(event: str, seq: int, data: dict[str, Any]) -> str:
+    """One message in the text/event-stream format."""
+    return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
+
+
+async def job_events(jobs: AttentionJobs, job_id: str, is_disconnected: Callable[[], Awaitable[bool]],
+                     after: int = -1, poll: float = POLL_SECONDS, heartbeat: float = HEARTBEAT_SECONDS
+                     ) -> AsyncIterator[str]:
+    """Each new state of the job after ``after`` as an event (``progress``, then ``end``), read from its files;
+    closes after ``end``, at once when ``after`` is at or past a finished job's last state, or on disconnect."""
+    yield "retry: 2000\n\n"
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            status = jobs.read(job_id)
+        except Exception:  # removed meanwhile (cleaned up): nothing more will come
+            return
+        seq = int(status.get("seq", 0))
+        finished = status["status"] not in ACTIVE
+        if seq > after:
+            after = seq
+            quiet_since = time.monotonic()
+            if finished:
+                yield format_event("end", seq, {"status": status["status"], "error": status.get("error"),
+                                                "error_status": status.get("error_status"),
+                                                "done": status["done"], "total": status.get("total"),
+                                                "result_url": f"{JOBS}/{job_id}/result"})
+                return
+            yield format_event("progress", seq, {"status": status["status"], "done": status["done"],
+                                                 "total": status.get("total")})
+        elif finished:  # resumed at or past the end: nothing more will come
+            return
+        if await is_disconnected():
+            return
+        if time.monotonic() - quiet_since > heartbeat:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(poll)
+
+
+@router.get("/attention/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
+    "content": {"text/event-stream": {"example": 'id: 3\nevent: progress\ndata: {"status": "running", "done": 48, '
+                                                 '"total": 257}\n\n'}},
+    "description": "server-sent events: progress, then end (see the attention section of the docs)"}})
+async def read_attention_job_events(
+        job_id: str, jobs: AttentionJobsDep, request: Request,
+        last_event_id: Annotated[int | None, Header(
+            description="resume after this event id (browsers send it when reconnecting)")] = None,
+) -> StreamingResponse:
+    """The job's progress as server-sent events; ends with the job (or at once when resumed past its end)."""
+    jobs.read(job_id)  # 404 before the stream starts
+    after = -1 if last_event_id is None else last_event_id
+    return StreamingResponse(job_events(jobs, job_id, request.is_disconnected, after), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
