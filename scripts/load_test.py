@@ -511,7 +511,9 @@ def run_lecture(args: argparse.Namespace, workers: int) -> int:
     print(f"RESULT lecture workers={workers} throughput={len(in_window) / args.seconds:.3f} "
           f"throughput_all={len(records) / wall:.3f} errors={len(records) - ok} "
           f"health_worst_ms={max(health):.0f} peak_mib={peak:.0f}", flush=True)
-    args.throughputs[workers] = len(in_window) / args.seconds
+    # all the requests over the time they took: requests that all finish just after the window (as when
+    # every pass shares the cores) would make the in-window figure near zero
+    args.throughputs[workers] = len(records) / wall
     return 0
 
 
@@ -683,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         status = max(status, MODES[args.mode](args, count))
     if len(args.throughputs) > 1:
         fewest, most = min(args.throughputs), max(args.throughputs)
-        print(f"\ngoal (issue 12): throughput with {most} workers >= with {fewest}: "
+        print(f"\ngoal (issue 12): throughput (with the requests in flight at the end) with {most} workers >= "
+              f"with {fewest}: "
               f"{args.throughputs[most]:.2f} vs {args.throughputs[fewest]:.2f} requests/s, "
               f"{goal(args.throughputs[most] >= args.throughputs[fewest])}")
     return status
