@@ -94,7 +94,7 @@ def test_a_many_pass_method_is_a_job_whose_result_is_the_synchronous_answer(clie
     got = result.json()
     request = AttentionRequest(method, 1, None, True, options)
     expected = json.loads(attention_map(store.get("tiny"), ModelInput("tensor", npy_bytes(X)), request, settings,
-                                        ComputeSlots(1, 5)).model_dump_json())
+                                        ComputeSlots(None, 1, 5)).model_dump_json())
     for key in ("layer_map", "layer_map_normalized", "input_map"):
         np.testing.assert_allclose(np.array(got.pop(key)), np.array(expected.pop(key)), rtol=1e-5, atol=1e-6)
     got.pop("elapsed_ms"), expected.pop("elapsed_ms")
