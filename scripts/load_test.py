@@ -417,8 +417,25 @@ class Lecture:
                 for node in json.loads(data)["nodes"][:self.pngs]:
                     records.append(call("feature-map png", self.url + node["png_url"], timeout=self.timeout)[0])
             return records
-        return [call(name, f"{models}/{self.image_model}/attention?method={name}", *self.photo(rng),
-                     timeout=self.timeout)[0]]
+        record, data = call(name, f"{models}/{self.image_model}/attention?method={name}", *self.photo(rng),
+                            timeout=self.timeout)
+        if record.status != 202:
+            return [record]
+        return [follow_job(record, json.loads(data), self.url, self.timeout)]
+
+
+def follow_job(accepted: Record, job: dict, url: str, timeout: float) -> Record:
+    """A background attention job (202) followed to its result: one record from the POST to the result."""
+    deadline = accepted.start + timeout
+    while time.monotonic() < deadline:
+        status, data = call(accepted.kind, url + job["status_url"], timeout=timeout)
+        if status.status != 200:
+            return Record(accepted.kind, accepted.start, status.end, status.status, status.detail)
+        if json.loads(data)["status"] not in ("queued", "running"):
+            result, _ = call(accepted.kind, url + job["result_url"], timeout=timeout)
+            return Record(accepted.kind, accepted.start, result.end, result.status, result.detail)
+        time.sleep(0.5)
+    return Record(accepted.kind, accepted.start, time.monotonic(), 0, "the job did not finish in time")
 
 
 def run_lecture(args: argparse.Namespace, workers: int) -> int:
