@@ -301,54 +301,57 @@ def errors_by_status(records: list[Record]) -> str:
     return "; ".join(f"{status or 'no answer'} x{n} (first: {first[status]})" for status, n in sorted(counts.items()))
 
 
-class MemoryWatch:
-    """Samples the server's resident memory (all its processes) every ``interval`` seconds in a thread."""
+class Sampler:
+    """Calls ``sample()`` in a thread until stopped, ``interval`` seconds apart (less the time a sample took)."""
 
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
-        self.pid, self.interval = pid, interval
-        self.samples: list[tuple[float, float]] = []
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), rss_mb(self.pid)))
-            self._stop.wait(self.interval)
+            start = time.monotonic()
+            self.sample()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
 
-    def start(self) -> MemoryWatch:
+    def start(self):
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class MemoryWatch(Sampler):
+    """Samples the server's resident memory (all its processes) every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(interval)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        self.samples.append((time.monotonic(), rss_mb(self.pid)))
 
     def peak(self, since: float, until: float) -> float:
         return max((mb for t, mb in self.samples if since <= t <= until), default=rss_mb(self.pid))
 
 
-class HealthProbe:
+class HealthProbe(Sampler):
     """Asks ``/api/health`` every ``interval`` seconds (waiting for each answer) and keeps the records."""
 
     def __init__(self, url: str, interval: float = 0.5, timeout: float = 300) -> None:
-        self.url, self.interval, self.timeout = url + "/api/health", interval, timeout
+        super().__init__(interval)
+        self.url, self.timeout = url + "/api/health", timeout
         self.records: list[Record] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            record, _ = call("health", self.url, timeout=self.timeout)
-            self.records.append(record)
-            self._stop.wait(max(0.0, self.interval - record.seconds))
-
-    def start(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.records.append(call("health", self.url, timeout=self.timeout)[0])
 
 
 def warm_up(url: str, workers: int, image_model: str, digit_model: str, photo: bytes, timeout: float) -> None:

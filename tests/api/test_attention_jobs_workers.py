@@ -4,19 +4,16 @@ receives it: the job's state is in the data directory, not in the worker that ru
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from tests.api.conftest import npy_bytes
-from tests.api.live_server import CLEARED, REPO
+from tests.api.live_server import start_uvicorn, stop_uvicorn
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -30,34 +27,12 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory) -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {name: value for name, value in os.environ.items() if name not in CLEARED}
-    env.update({"CNN_VIS_PRELOAD": "false", "CNN_VIS_DATA_DIR": str(tmp_path_factory.mktemp("data"))})
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                                "127.0.0.1", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+def two_workers(tmp_path_factory) -> Iterator[str]:
+    process, base = start_uvicorn({"CNN_VIS_DATA_DIR": str(tmp_path_factory.mktemp("data"))}, workers=2)
     try:
-        deadline = time.monotonic() + 60
-        while not _up(base):
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not start")
-            time.sleep(0.3)
         yield base
     finally:
-        process.terminate()
-        process.wait(timeout=15)
-
-
-def _up(base: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{base}/api/health", timeout=1).close()
-        return True
-    except OSError:
-        return False
+        stop_uvicorn(process)
 
 
 def test_every_worker_answers_for_an_attention_job(two_workers):

@@ -3,7 +3,6 @@ lanes (a light request never waits behind heavy ones), /api/health never waits, 
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import textwrap
@@ -14,10 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from app.api.deps import get_model_store
 from app.core.config import MB, Settings
@@ -27,6 +24,7 @@ from app.services.compute import DECODE_UNIT_BYTES, ComputeSlots, DecodeBudget, 
 from app.services.models import ModelStore
 from app.services.slots import SlotPool
 from tests.api.conftest import png_bytes
+from tests.app.test_decode_cost import png
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -190,28 +188,16 @@ def test_health_answers_at_once_while_every_slot_and_thread_is_taken(settings, s
     assert statuses == [200] * 4  # served once the slots came free
 
 
-def png_of(mode: str, width: int, height: int) -> bytes:
-    if mode == "I;16":
-        image = Image.fromarray((np.arange(width * height) % 65536).astype(np.uint16).reshape(height, width))
-    else:
-        bands = len(Image.new(mode, (1, 1)).getbands())
-        pixels = (np.arange(width * height * bands) % 251).astype(np.uint8).reshape(height, width, bands)
-        image = Image.fromarray(pixels[:, :, 0] if bands == 1 else pixels, mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_an_image_too_large_to_decode_is_refused_with_413_naming_estimate_and_limit(settings, store):
     settings = settings.model_copy(update={"max_decode_mb": 8})
     with make_client(settings, store) as client:
-        big = png_of("I;16", 1500, 1500)  # 2.25 Mpixels: under the pixel limit, about 14 MiB to decode
+        big = png("I;16", 1500, 1500)  # 2.25 Mpixels: under the pixel limit, about 14 MiB to decode
         answer = client.post("/api/models/tiny/predict", files={"image": ("big.png", big, "image/png")})
         assert answer.status_code == 413, answer.text
         detail = answer.json()["detail"]
         assert "1500 × 1500 pixels of mode I;16" in detail and "14 MiB" in detail and "limit is 8 MiB" in detail
         assert "8 bits" in detail  # what would work
-        small = png_of("I;16", 500, 500)
+        small = png("I;16", 500, 500)
         assert client.post("/api/models/tiny/predict",
                            files={"image": ("s.png", small, "image/png")}).status_code == 200
 
@@ -220,7 +206,7 @@ def test_decoding_waits_for_the_machine_wide_budget_then_503(settings, store):
     settings = settings.model_copy(update={"decode_budget_mb": 16, "decode_wait_s": 0.5})
     with make_client(settings, store) as client:
         with holding(SlotPool(slots_dir(settings), "decode", 16 * MB // DECODE_UNIT_BYTES)):
-            big = png_of("RGB", 1200, 1000)  # about 5 MiB decoded: counted
+            big = png("RGB", 1200, 1000)  # about 5 MiB decoded: counted
             start = time.monotonic()
             answer = client.post("/api/models/tiny/predict", files={"image": ("b.png", big, "image/png")})
             assert answer.status_code == 503, answer.text

@@ -5,10 +5,7 @@ answered while every heavy slot is held by another process."""
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,40 +16,16 @@ import numpy as np
 import pytest
 
 from app.services.slots import SlotPool
+from tests.api.live_server import start_uvicorn, stop_uvicorn
 
-REPO = Path(__file__).resolve().parents[2]
 DIGITS = "digits_classic"
 
 
 def start_server(data_dir: Path, workers: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "CNN_VIS_DATA_DIR": str(data_dir), "CNN_VIS_PRELOAD": "false", **env}
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
-            str(port), "--workers", str(workers), "--log-level", "warning"]
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/health", timeout=1).close()
-            return process, base
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop(process)
-                pytest.fail("the server did not start")
-            time.sleep(0.2)
+    return start_uvicorn({"CNN_VIS_DATA_DIR": str(data_dir), **env}, workers)
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()  # uvicorn's supervisor stops its workers
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        process.wait()
+stop = stop_uvicorn
 
 
 def post(url: str, body: bytes, content_type: str) -> tuple[int, float]:

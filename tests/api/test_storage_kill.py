@@ -5,10 +5,8 @@ directories a kill during storing leaves beside it."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,34 +18,16 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import npy_bytes, npy_load
+from tests.api.live_server import start_uvicorn
 
 onnx = pytest.importorskip("onnx")
 from tests.api.routes.test_models_upload import small_onnx  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def start_server(data_dir: Path, wrap: Callable[[list[str]], list[str]] = list,
                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """A uvicorn server on a free port with ``data_dir``; ``wrap`` may put a command before it (same process id)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "CNN_VIS_DATA_DIR": str(data_dir), "CNN_VIS_PRELOAD": "false", **(env or {})}
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port",
-            str(port), "--log-level", "warning"]
-    process = subprocess.Popen(wrap(argv), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/health", timeout=1).close()
-            return process, base
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("the server did not start")
-            time.sleep(0.2)
+    return start_uvicorn({"CNN_VIS_DATA_DIR": str(data_dir), **(env or {})}, wrap=wrap, seconds=30)
 
 
 def multipart(data: bytes) -> tuple[bytes, str]:

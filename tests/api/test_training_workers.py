@@ -6,20 +6,16 @@ resumed past its end and opened as a model through 10 fresh connections each, an
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.api.live_server import start_uvicorn, stop_uvicorn
+
 OWNER = {"X-Owner-Token": "workers-test-owner-0123456789abcdef"}
 QUICK = {"train_size": 200, "test_size": 100, "epochs": 2, "batch_size": 50, "lr": 0.05}
 LONG = {"train_size": 8000, "test_size": 100, "epochs": 20, "batch_size": 16}
@@ -30,41 +26,11 @@ TRIES = 10
 def server(tmp_path_factory) -> Iterator[str]:
     """A uvicorn server with two worker processes on a free port and a fresh data directory."""
     data_dir = tmp_path_factory.mktemp("workers") / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "CNN_VIS_DATA_DIR": str(data_dir), "CNN_VIS_PRELOAD": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                                "127.0.0.1", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    process, base = start_uvicorn({"CNN_VIS_DATA_DIR": str(data_dir)}, workers=2)
     try:
-        while True:  # both workers up: each answers health only once it has started
-            try:
-                urllib.request.urlopen(f"{base}/api/health", timeout=1).close()
-                if len(children(process.pid)) >= 2:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the server did not start with two workers")
-            time.sleep(0.2)
-        time.sleep(1.0)  # the second worker's lifespan
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+        stop_uvicorn(process)
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None,
