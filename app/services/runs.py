@@ -33,6 +33,7 @@ import numpy as np
 from app.errors import ApiError, shorten
 from app.services.compute import forward_gmacs, unbounded
 from app.services.models import ModelStore, StoredModel
+from app.services.single_flight import KeyedLocks
 from app.services.tiles import Scale, as_channels, render_png
 from engine.errors import UnknownNodeError
 from engine.graph import INPUT
@@ -109,15 +110,6 @@ def activation_stats(a: np.ndarray, low: float | None = None, high: float | None
             "zero_fraction": int(np.count_nonzero(flat == 0)) / n}  # 3x faster than counting float non-zeros
 
 
-@dataclass
-class _Flight:
-    """A run being computed: done is set when ``run`` (or ``error``) is there."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    run: Run | None = None
-    error: BaseException | None = None
-
-
 class RunStore:
     """Runs in memory (LRU, at most ``max_runs`` and ``max_bytes``) and their inputs on disk (``max_files``)."""
 
@@ -129,8 +121,7 @@ class RunStore:
         self.max_bytes = max_bytes
         self.max_files = max_files
         self._runs: OrderedDict[str, Run] = OrderedDict()
-        self._in_flight: dict[str, _Flight] = {}  # runs being computed: identical requests wait for them
-        self._encoding: dict[tuple[str, str, str], threading.Lock] = {}  # PNGs being encoded, likewise
+        self._flights = KeyedLocks()  # runs and PNGs being made: identical requests wait for the first
         self._lock = threading.Lock()
         self._disk_refused = False  # the last write failed: warn once, not on every run
 
@@ -224,30 +215,10 @@ class RunStore:
 
     def _compute(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
         """The run, computed once however many identical requests arrive together (single flight): the first
-        computes it, the others wait and get the same run (or the same error)."""
-        with self._lock:
-            run = self._runs.get(run_id)
-            if run is not None:
-                return run
-            flight = self._in_flight.get(run_id)
-            leader = flight is None
-            if leader:
-                flight = self._in_flight[run_id] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.run is None:
-                raise flight.error or RuntimeError("the identical run being computed failed")
-            return flight.run
-        try:
-            flight.run = self._forward(run_id, model, x)
-            return flight.run
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._in_flight[run_id]
-            flight.done.set()
+        computes it, the others wait and take it from the cache (after a failure, the next one tries again)."""
+        with self._flights.hold(("run", run_id)):
+            run = self._cached(run_id)
+            return run if run is not None else self._forward(run_id, model, x)
 
     def _forward(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
         with self.compute(gmacs=forward_gmacs(model.graph, len(x))):
@@ -301,21 +272,15 @@ class RunStore:
         found = run.pngs.get(key)
         if found is not None:
             return found
-        with self._lock:
-            lock = self._encoding.setdefault((run.run_id, *key), threading.Lock())
-        try:
-            with lock:
-                found = run.pngs.get(key)
-                if found is not None:
-                    return found
-                png, layout = render_png(run.activations[node_id][0], scale, self.channel_ranges(run, node_id))
-                found = png, json.dumps(layout.model_dump(exclude={"ranges"}))
-                with self._lock:
-                    if run.nbytes + len(png) <= self.max_bytes:  # else served, not kept
-                        run.pngs[key] = found
-                        run.png_bytes += len(png)
-                        self._evict()
+        with self._flights.hold(("png", run.run_id, *key)):
+            found = run.pngs.get(key)
+            if found is not None:
                 return found
-        finally:
+            png, layout = render_png(run.activations[node_id][0], scale, self.channel_ranges(run, node_id))
+            found = png, json.dumps(layout.model_dump(exclude={"ranges"}))
             with self._lock:
-                self._encoding.pop((run.run_id, *key), None)
+                if run.nbytes + len(png) <= self.max_bytes:  # else served, not kept
+                    run.pngs[key] = found
+                    run.png_bytes += len(png)
+                    self._evict()
+            return found

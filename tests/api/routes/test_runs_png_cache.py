@@ -83,4 +83,4 @@ def test_identical_requests_arriving_together_encode_once(store, tmp_path, monke
         thread.join(timeout=10)
     assert len(results) == 6 and len(set(results)) == 1
     assert calls == ["channel"]
-    assert not runs._encoding  # nothing left behind
+    assert not runs._flights._locks  # nothing left behind
