@@ -30,8 +30,10 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
 
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
-    previous = os.environ.get(ENV_PREFIX + "HOST")
-    os.environ[ENV_PREFIX + "HOST"] = host  # the app (in each worker) answers to the address it is bound to
+    # the app (in each worker) answers to the address it is bound to, and knows how many workers share the machine
+    given = {ENV_PREFIX + "HOST": host, ENV_PREFIX + "WORKERS": str(workers)}
+    previous = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
     get_settings.cache_clear()
     try:
         hint = hosts_hint(get_settings(), port)
@@ -41,10 +43,11 @@ def serve(host: str, port: int, workers: int, log_level: str = "info") -> None:
               flush=True)
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
     finally:  # as it was (for callers in the same process: the tests)
-        if previous is None:
-            os.environ.pop(ENV_PREFIX + "HOST", None)
-        else:
-            os.environ[ENV_PREFIX + "HOST"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         get_settings.cache_clear()
 
 

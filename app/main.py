@@ -19,7 +19,8 @@ from fastapi.templating import Jinja2Templates
 
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
-from app.core.memory import limit_malloc_arenas
+from app.core.cpu import limit_blas_threads
+from app.core.memory import IdleTrimmer, limit_malloc_arenas
 from app.docs_ui import has_local_assets, install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodyLimitMiddleware
@@ -83,8 +84,8 @@ def preload_models(store: ModelStore) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Size the thread pool (``thread_pool_size``), build the app's services from its settings
-    (``app.state.services``), clear a killed server's leftovers, preload the built-in models; at shutdown, stop the
-    training jobs."""
+    (``app.state.services``), clear a killed server's leftovers, preload the built-in models, give memory back when
+    idle (``idle_trim_s``); at shutdown, stop the training jobs."""
     settings: Settings = app.state.settings
     # blocking routes run in AnyIO's thread pool (40 threads by default); requests queueing for a compute slot
     # hold theirs, so leave room for the cheap ones (PNG fetches, model lists) beside them
@@ -93,10 +94,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = app.state.services = build_services(settings)
     if settings.preload:
         threading.Thread(target=preload_models, args=(services.models,), name="preload-models", daemon=True).start()
+    trimmer = IdleTrimmer(services.compute.idle_for, settings.idle_trim_s).start() if settings.idle_trim_s else None
     try:
         yield
     finally:
         services.training.shutdown(timeout=5.0)
+        if trimmer is not None:
+            trimmer.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings given here (``app.state.settings``)."""
     settings = settings or get_settings()
     limit_malloc_arenas(settings.malloc_arenas)
+    limit_blas_threads(settings.blas_threads)
 
     offline_docs = has_local_assets()
     app = FastAPI(title="cnn-visualiser", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,

@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest decoded image (width × height)")
     max_tensor_elements: int = Field(8_000_000, gt=0, description="largest input tensor, in elements")
     run_cache_size: int = Field(8, ge=1, description="how many forward passes (runs) each worker keeps in memory")
-    run_cache_mb: int = Field(512, ge=1, description="memory the runs kept by each worker may take, in MiB")
+    run_cache_mb: int = Field(512, ge=1, description="memory the runs kept in memory may take, in MiB, all the "
+                                                     "`workers` together (each keeps its share)")
     training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once, all workers together "
                                                         "(more: 429)")
     training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in the data directory's state.sqlite3 "
@@ -100,6 +101,14 @@ class Settings(BaseSettings):
                                 "behind heavy work")
     light_compute_slots: int = Field(1, ge=1, description="light passes run at once on the machine, beside the "
                                                           "compute_slots heavy ones")
+    background_compute_slots: int = Field(1, ge=1, description="passes of background jobs (many-pass attention "
+                                                               "maps) run at once on the machine, at a lower CPU "
+                                                               "priority, beside the heavy and light ones")
+    blas_threads: int = Field(1, ge=0, description="BLAS threads per matrix product in each worker (the compute "
+                                                   "slots already run passes in parallel; 0 leaves BLAS's default "
+                                                   "of one per core)")
+    idle_trim_s: float = Field(5.0, ge=0, description="give freed memory back to the system after this many "
+                                                      "seconds without computing (0: never)")
     thread_pool_size: int = Field(
         100, ge=1, description="threads each worker may use for blocking requests (AnyIO's default is 40): "
                                "requests waiting for a compute slot hold one, and must leave some for the "

@@ -29,15 +29,21 @@ class Services:
     training: JobManager
 
 
+def run_cache_share(settings: Settings) -> int:
+    """The bytes of runs this worker keeps: its share of ``run_cache_mb`` (all the ``workers`` together)."""
+    return max(1, settings.run_cache_mb * MB // settings.workers)
+
+
 def build_services(settings: Settings) -> Services:
     """Every long-lived part, with the limits ``settings`` gives."""
     data_dir = Path(settings.data_dir).resolve()
     compute = ComputeSlots.from_settings(settings)
+    models = ModelStore(data_dir)
     return Services(
-        models=ModelStore(data_dir),
-        runs=RunStore(data_dir / "runs", settings.run_cache_size, settings.run_cache_mb * MB, compute=compute),
+        models=models,
+        runs=RunStore(data_dir / "runs", settings.run_cache_size, run_cache_share(settings), compute=compute),
         attention=AttentionJobs(data_dir, settings.attention_max_jobs, settings.attention_jobs_per_owner,
-                                settings.attention_jobs_kept, settings.attention_job_ttl_s),
+                                settings.attention_jobs_kept, settings.attention_job_ttl_s, models.reloadable),
         compute=compute,
         training=JobManager(settings.training_max_jobs, settings.training_max_kept, data_dir=data_dir),
     )
