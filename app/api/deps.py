@@ -66,6 +66,14 @@ def get_compute(services: ServicesDep) -> ComputeSlot:
 ComputeDep = Annotated[ComputeSlot, Depends(get_compute)]
 
 
+def get_background_compute(services: ServicesDep) -> ComputeSlot:
+    """``with compute(): ...`` holds one of the machine's background compute slots (for background jobs)."""
+    return services.compute.background
+
+
+BackgroundComputeDep = Annotated[ComputeSlot, Depends(get_background_compute)]
+
+
 def get_model_store(services: ServicesDep) -> ModelStore:
     """The app's models: built-in and uploaded."""
     return services.models

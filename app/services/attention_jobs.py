@@ -33,9 +33,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from app.core.cpu import run_in_background
 from app.errors import ApiError, not_found
 from app.services.attention import PreparedAttention, compute_attention
 from app.services.errors import UnusableRequestError
+from app.services.job_process import compute_in_child
 from app.services.storage import StorageError, writing
 from engine.errors import EngineError, UnknownNodeError
 
@@ -101,8 +103,13 @@ def _process_alive(pid: int) -> bool:
 class AttentionJobs:
     """The attention jobs of a data directory: start, read, cancel; bounded and cleaned up across workers."""
 
-    def __init__(self, data_dir: Path, max_running: int, per_owner: int, kept: int, ttl_s: float) -> None:
-        self.root = Path(data_dir) / JOBS_DIR
+    def __init__(self, data_dir: Path, max_running: int, per_owner: int, kept: int, ttl_s: float,
+                 reloadable: Callable[[str], bool] | None = None) -> None:
+        """``reloadable(model_id)``: whether a child process can load the model (then the job's passes run in one,
+        ``app.services.job_process``); None: every job computes in its thread."""
+        self.data_dir = Path(data_dir)
+        self.reloadable = reloadable
+        self.root = self.data_dir / JOBS_DIR
         self.max_running = max_running
         self.per_owner = per_owner
         self.kept = kept
@@ -243,7 +250,9 @@ class AttentionJobs:
 
     def _run(self, directory: Path, status: dict[str, Any], attention: PreparedAttention,
              compute: Callable[[], AbstractContextManager[None]]) -> None:
-        """The job's thread: compute, recording progress; then the result, or why there is none."""
+        """The job's thread (at a lower CPU priority): compute, recording progress; then the result, or why there
+        is none."""
+        run_in_background()
         last_write = [0.0]
 
         def save(**changes: Any) -> None:
@@ -252,21 +261,29 @@ class AttentionJobs:
                 write_json(directory / STATUS_FILE, status)
             last_write[0] = time.monotonic()
 
-        def progress(done: int, total: int) -> None:
+        def check() -> None:
             if (directory / CANCEL_FILE).exists():
                 raise JobCancelledError
+
+        def progress(done: int, total: int) -> None:
+            check()
             status.update(done=done, total=total)
             if done >= total or time.monotonic() - last_write[0] >= PROGRESS_INTERVAL_S:
                 save()
 
         try:
-            if (directory / CANCEL_FILE).exists():
-                raise JobCancelledError
-            save(status="running", started_at=time.time())
-            answer = compute_attention(attention, compute, progress)
+            check()
+            if self.reloadable is not None and self.reloadable(attention.model.id):  # never share our interpreter
+                with compute(gmacs=attention.estimated_macs / 1e9):  # type: ignore[call-arg]
+                    check()
+                    save(status="running", started_at=time.time())
+                    answer = compute_in_child(attention, self.data_dir, progress, check)
+            else:
+                save(status="running", started_at=time.time())
+                answer = compute_attention(attention, compute, progress).model_dump_json()
             with writing("storing the attention map"):
                 temporary = directory / f".{RESULT_FILE}.tmp"
-                temporary.write_text(answer.model_dump_json(), encoding="utf-8")
+                temporary.write_text(answer, encoding="utf-8")
                 os.replace(temporary, directory / RESULT_FILE)
             total = status["total"] or 1
             save(status="done", done=total, total=total, finished_at=time.time())

@@ -6,10 +6,13 @@ are lock files under ``<data_dir>/slots/`` (``app.services.slots``): every worke
 deployment (``--workers N``) shares them, and a worker that dies gives its slots back with its file
 descriptors.
 
-- **Two lanes.** Work under ``light_gmacs`` (billions of multiply-accumulates: a digit model's forward
+- **Three lanes.** Work under ``light_gmacs`` (billions of multiply-accumulates: a digit model's forward
   pass) runs in the *light* lane (``light_slots`` slots); everything else, and ``with compute():`` without
-  an amount, in the *heavy* lane (``slots`` slots). A 5 ms digit prediction never queues behind a 20 s
-  Score-CAM on EfficientNet: the lanes do not share slots.
+  an amount, in the *heavy* lane (``slots`` slots). Background jobs (many-pass attention maps) take the
+  *background* lane (``background_slots``, through ``with compute.background():``) and run at a lower CPU
+  priority (``app.core.cpu.run_in_background``). A 5 ms digit prediction never queues behind a 20 s
+  Score-CAM on EfficientNet, and a photo's prediction never waits for a background job's passes: the lanes
+  do not share slots.
 - **Decoding.** ``with compute.decoding(nbytes):`` holds ``nbytes`` (estimated from the image header by
   ``app.imaging.decode_cost``) of ``decode_budget`` bytes while an image is decoded; one image may take
   at most ``decoding.limit_bytes`` (more: 413, before decoding). Images under ``FREE_DECODE_BYTES`` are
@@ -26,6 +29,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +45,9 @@ from engine.graph import Graph
 DECODE_UNIT_BYTES = 8 * MB
 #: decodings estimated under this take nothing from the budget (about a 700 × 700 RGB image)
 FREE_DECODE_BYTES = 2 * MB
-LIGHT, HEAVY = "light", "heavy"
+#: a background job waits this long for a background slot (the jobs before it run meanwhile; then 503)
+BACKGROUND_WAIT_S = 900.0
+LIGHT, HEAVY, BACKGROUND = "light", "heavy", "background"
 
 log = logging.getLogger("cnn_visualiser.compute")
 
@@ -106,21 +112,32 @@ class DecodeBudget:
 
 
 class ComputeSlots:
-    """At most ``slots`` heavy and ``light_slots`` light passes at once on the machine (every worker process
-    that shares ``directory``); ``with compute(gmacs=...): ...`` holds a slot of the lane the work belongs to
-    while the block runs (no amount: the heavy lane). Waiting longer than ``wait_s``: 503."""
+    """At most ``slots`` heavy, ``light_slots`` light and ``background_slots`` background passes at once on the
+    machine (every worker process that shares ``directory``); ``with compute(gmacs=...): ...`` holds a slot of
+    the lane the work belongs to while the block runs (no amount: the heavy lane), ``with compute.background():``
+    one of the background lane. Waiting longer than ``wait_s``: 503.
+
+    It also knows when this process last computed (:meth:`idle_for`), so memory can be given back when the
+    load ends (``app.core.memory.IdleTrimmer``)."""
 
     def __init__(self, directory: Path | None, slots: int, wait_s: float, light_slots: int = 1,
                  light_gmacs: float = 0.05, decoding: DecodeBudget | None = None,
-                 trace_file: Path | None = None) -> None:
+                 trace_file: Path | None = None, background_slots: int = 1,
+                 background_wait_s: float = BACKGROUND_WAIT_S) -> None:
         self.slots = slots
         self.trace_file = trace_file
         self.light_slots = light_slots
         self.light_gmacs = light_gmacs
+        self.background_slots = background_slots
         self.wait_s = wait_s
+        self.background_wait_s = background_wait_s  # jobs queue for their lane longer than requests do
         self.heavy = SlotPool(directory, "compute", slots)
         self.light = SlotPool(directory, "light", light_slots)
+        self.background_pool = SlotPool(directory, "background", background_slots)
         self.decoding = decoding or DecodeBudget(directory, 512 * MB, 256 * MB, wait_s)
+        self._activity = threading.Lock()
+        self._active = 0  # slots held in this process
+        self._last_end = time.monotonic()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ComputeSlots:
@@ -146,7 +163,8 @@ class ComputeSlots:
         decoding = DecodeBudget(directory, settings.decode_budget_mb * MB, settings.max_decode_mb * MB,
                                 settings.decode_wait_s)
         return cls(directory, settings.compute_slots, settings.compute_wait_s, settings.light_compute_slots,
-                   settings.light_work_gmacs, decoding, settings.compute_trace_file)
+                   settings.light_work_gmacs, decoding, settings.compute_trace_file,
+                   settings.background_compute_slots)
 
     def lane(self, gmacs: float | None) -> str:
         """``"light"`` for work known to be under ``light_gmacs``, else ``"heavy"``."""
@@ -155,17 +173,39 @@ class ComputeSlots:
     @contextmanager
     def __call__(self, gmacs: float | None = None) -> Iterator[None]:
         lane = self.lane(gmacs)
-        pool = self.light if lane == LIGHT else self.heavy
-        held = pool.take(1, self.wait_s)
+        with self._holding(lane, self.light if lane == LIGHT else self.heavy):
+            yield
+
+    @contextmanager
+    def background(self, gmacs: float | None = None) -> Iterator[None]:
+        """A slot of the background lane, for work nobody is waiting on (``gmacs`` is accepted and ignored, so
+        this can stand where ``compute`` does)."""
+        with self._holding(BACKGROUND, self.background_pool, self.background_wait_s):
+            yield
+
+    def idle_for(self) -> float:
+        """Seconds since this process last held a slot (0 while it holds one)."""
+        with self._activity:
+            return 0.0 if self._active else time.monotonic() - self._last_end
+
+    @contextmanager
+    def _holding(self, lane: str, pool: SlotPool, wait_s: float | None = None) -> Iterator[None]:
+        wait_s = self.wait_s if wait_s is None else wait_s
+        held = pool.take(1, wait_s)
         if held is None:
-            raise ApiError(503, f"the server is busy (every compute slot was taken for {self.wait_s:.0f} s): "
+            raise ApiError(503, f"the server is busy (every compute slot was taken for {wait_s:.0f} s): "
                                 "retry shortly")
+        with self._activity:
+            self._active += 1
         start = time.monotonic()
         try:
             yield
         finally:
             end = time.monotonic()  # before the release: the traced interval lies within the slot's holding
             pool.release(held)
+            with self._activity:
+                self._active -= 1
+                self._last_end = end
             if self.trace_file is not None:
                 self._trace(lane, start, end)
 

@@ -160,6 +160,7 @@ class ModelStore:
                  cache_size: int = 4) -> None:
         self.models_dir = Path(data_dir) / "models"
         self.builtins = dict(builtin_loaders(Path(data_dir) / "cache") if builtins is None else builtins)
+        self.standard_builtins = builtins is None  # another ModelStore(data_dir) has the same built-ins
         self.cache_size = cache_size
         self._builtin_cache: dict[str, StoredModel] = {}
         self._uploaded_cache: OrderedDict[str, StoredModel] = OrderedDict()
@@ -217,6 +218,15 @@ class ModelStore:
         with self._lock:
             self._uploaded_cache.pop(model_id, None)
         raise not_found("model", model_id, self.ids())
+
+    def reloadable(self, model_id: str) -> bool:
+        """Whether another process's ``ModelStore(data_dir).get(model_id)`` loads this same model (built-in, or
+        stored in the data directory), so work on it can be handed to a child process."""
+        if model_id in self.builtins:
+            return self.standard_builtins
+        if model_id in self._temporary:
+            return False
+        return (self.models_dir / model_id / "meta.json").is_file()
 
     def access(self, model_id: str) -> Access:
         """Whose the model is and whether it is shared, read afresh from meta.json (another worker may have

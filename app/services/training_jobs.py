@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.cpu import run_in_background
 from app.errors import ApiError, not_found
 from app.schemas.training import BatchPoint, EpochPoint, JobProgress, TrainingJob, TrainingSettings
 from app.services.job_store import FILENAME, JobRow, JobStore, Message, store_errors
@@ -503,6 +504,7 @@ class JobManager:
             run.stop()
 
     def _run(self, job_id: str, run: LocalRun) -> None:
+        run_in_background()  # people waiting on a request get the cores first
         status, error = "done", None
         try:
             s = run.settings

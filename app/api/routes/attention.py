@@ -32,7 +32,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from app.api.deps import AttentionJobsDep, ComputeDep, IdentityDep, ModelDep, ModelInputDep, SettingsDep, remember_owner
+from app.api.deps import (
+    AttentionJobsDep,
+    BackgroundComputeDep,
+    ComputeDep,
+    IdentityDep,
+    ModelDep,
+    ModelInputDep,
+    SettingsDep,
+    remember_owner,
+)
 from app.schemas.attention import AttentionJob, AttentionJobCreated, AttentionResponse, MethodInfo, MethodList
 from app.services.attention import AttentionRequest, compute_attention, prepare_attention, runs_as_job
 from app.services.attention_jobs import ACTIVE, AttentionJobs
@@ -73,6 +82,7 @@ def create_attention(
     model_input: ModelInputDep,
     settings: SettingsDep,
     compute: ComputeDep,
+    background: BackgroundComputeDep,
     jobs: AttentionJobsDep,
     identity: IdentityDep,
     request: Request,
@@ -95,7 +105,7 @@ def create_attention(
         return compute_attention(attention, compute)
     token = identity.token or new_token()
     owner = Identity(token, identity.admin)
-    status = jobs.start(attention, compute, owner.owner, None if owner.admin else settings.attention_jobs_per_owner)
+    status = jobs.start(attention, background, owner.owner, None if owner.admin else settings.attention_jobs_per_owner)
     created = AttentionJobCreated(**job_view(status, owner).model_dump(), owner_token=token)
     response = JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.status_url})
     remember_owner(request, response, token)
