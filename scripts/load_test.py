@@ -9,7 +9,8 @@ bursts; latency percentiles, errors and the server's resident memory before, dur
 Exits non-zero on any error.
 
 ``--mode lecture``: ``--clients`` (50) students for ``--seconds`` (60) against
-``uvicorn app.main:create_app --factory --workers N``, once per value of ``--workers`` (default 1 then 2).
+``cnn-visualiser serve --workers N`` (as users start it, in its default environment), once per value of
+``--workers`` (default 1 then 2).
 Each client, without pausing, repeats a task drawn from the mix: predict 35% (half on the digit network,
 half on EfficientNet-Lite0), activations on EfficientNet then ``--pngs`` (20) of its feature-map PNGs 35%,
 Grad-CAM 20%, Score-CAM or Integrated Gradients 10%. A separate prober asks ``/api/health`` every 0.5 s.
@@ -59,8 +60,18 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "efficientnet_lite0"
 DIGIT_MODEL = "digits_classic"
 MIB = 1024 * 1024
-#: glibc's malloc keeps large buffers (as in bench_engine.py): the same for every server this script starts
+#: glibc's malloc keeps large buffers (as in bench_engine.py): the burst mode's servers, and the others' with
+#: ``--malloc-env bench``; the lecture and explorer modes otherwise run the server as users do (its own settings)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "536870912"}
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment every server of a lecture or explorer run gets (the same for 1 and 2 workers)."""
+    return dict(MALLOC_ENV) if args.malloc_env == "bench" else {}
+
+
+def env_text(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items()) or "the server's default environment"
 HEAVY_KINDS = ("scorecam", "integrated_gradients")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -167,26 +178,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    """The app in a subprocess on a free port; stopped on exit. ``launcher``: ``"cli"`` runs
-    ``cnn-visualiser serve`` (the burst mode, as before), ``"uvicorn"`` runs
-    ``uvicorn app.main:create_app --factory --workers N``."""
+    """``cnn-visualiser serve`` in a subprocess on a free port, as users start it; stopped on exit."""
 
     def __init__(self, workers: int = 1, data_dir: str | None = None, env: dict[str, str] | None = None,
-                 launcher: str = "cli", quiet: bool = False) -> None:
+                 quiet: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if launcher == "cli":
-            environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
-            command = [sys.executable, "-m", "app.cli", "serve"]
-        else:
-            environment = {**os.environ, **(env or {})}
-            command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+        environment = {**os.environ, **(env or {})}
         if data_dir:
             environment["CNN_VIS_DATA_DIR"] = data_dir
         output = subprocess.DEVNULL if quiet else None
         self.process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
-             "--log-level", "warning"], cwd=ROOT, env=environment, stdout=output, stderr=output)
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(workers), "--log-level", "warning"], cwd=ROOT, env=environment, stdout=output,
+            stderr=output)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -443,8 +448,8 @@ def follow_job(accepted: Record, job: dict, url: str, timeout: float) -> Record:
 
 def run_lecture(args: argparse.Namespace, workers: int) -> int:
     photos = photo_variants(64, args.seed)
-    env = {**MALLOC_ENV}
-    with Server(workers, args.data_dir, env, launcher="uvicorn", quiet=args.quiet_server) as server:
+    env = server_env(args)
+    with Server(workers, args.data_dir, env, quiet=args.quiet_server) as server:
         pid = server.process.pid
         rss_ready = rss_mb(pid)
         try:
@@ -497,7 +502,7 @@ def run_lecture(args: argparse.Namespace, workers: int) -> int:
     ok = sum(r.status == 200 for r in records)
     print(f"\n== lecture hall: {args.clients} clients for {args.seconds:.0f} s, {workers} worker(s), "
           f"{os.cpu_count()} CPUs (load average {load_before} before, {load_after} at the end); models "
-          f"{args.image_model} and {args.digit_model}; {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
+          f"{args.image_model} and {args.digit_model}; {env_text(server_env(args))}")
     print(f"mix: predict 35% (half {args.digit_model}, half {args.image_model}), activations + {args.pngs} PNGs 35%, "
           f"gradcam 20%, scorecam or integrated_gradients 10%; the last requests ended {end - deadline:.1f} s "
           f"after the {args.seconds:.0f} s")
@@ -544,8 +549,8 @@ def run_explorer(args: argparse.Namespace, workers: int) -> int:
     rng = random.Random(args.seed)
     photos = photo_variants(args.students + 1, args.seed)
     offsets = sorted(rng.uniform(0, args.seconds) for _ in range(args.students))
-    env = {**MALLOC_ENV}
-    with Server(workers, args.data_dir, env, launcher="uvicorn", quiet=args.quiet_server) as server:
+    env = server_env(args)
+    with Server(workers, args.data_dir, env, quiet=args.quiet_server) as server:
         pid = server.process.pid
         try:
             warm_up(server.url, workers, args.image_model, args.digit_model, photos[-1], args.timeout)
@@ -593,7 +598,7 @@ def run_explorer(args: argparse.Namespace, workers: int) -> int:
     print(f"\n== explorer: {args.students} students open the explorer within {args.seconds:.0f} s, {workers} "
           f"worker(s), {os.cpu_count()} CPUs (load average {load_before} before, {load_after} at the end); "
           f"{args.image_model}, activations + the first {args.maps} nodes' PNGs "
-          f"({args.parallel_fetches} at a time); {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
+          f"({args.parallel_fetches} at a time); {env_text(server_env(args))}")
     print(f"sessions: {len(complete)} complete of {len(sessions)}; all done {wall:.1f} s after the first began")
     print(f"time to first maps: p50 {percentile(to_maps, 50):.2f} s, p95 {percentile(to_maps, 95):.2f} s, "
           f"max {max(to_maps):.2f} s (activations alone: p50 {percentile(to_run, 50):.2f} s, "
@@ -676,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=300, help="seconds a client waits for an answer")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--quiet-server", action="store_true", help="drop the server's own output")
+    parser.add_argument("--malloc-env", choices=["default", "bench"], default="default",
+                        help="lecture and explorer: run the server in its default environment (as users do), or "
+                             "with the benchmarks' glibc malloc thresholds")
     burst = parser.add_argument_group("burst")
     burst.add_argument("--requests", type=int, default=50)
     burst.add_argument("--concurrency", type=int, default=50)
