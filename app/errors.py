@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from app.services.errors import UnusableRequestError
+from app.services.redis_client import RedisUnavailableError
 from app.services.storage import StorageError
 from engine.errors import EngineError, ShapeError, SpecError, UnknownNodeError, WeightsError
 
@@ -132,6 +133,13 @@ async def handle_storage_error(request: Request, exc: StorageError) -> JSONRespo
     return error_json(exc.status_code, exc.message, storage=exc.kind)
 
 
+async def handle_redis_unavailable(request: Request, exc: RedisUnavailableError) -> JSONResponse:
+    """Redis (CNN_VIS_REDIS_URL) down or refusing: 503, the admin's to fix; the client may retry."""
+    response = error_json(503, exc.message, store="redis")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def handle_memory_error(request: Request, exc: MemoryError) -> JSONResponse:
     return error_json(413, "the request needs more memory than this server has: send a smaller input or batch")
 
@@ -152,5 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnusableRequestError, handle_unusable_request)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(StorageError, handle_storage_error)
+    app.add_exception_handler(RedisUnavailableError, handle_redis_unavailable)
     app.add_exception_handler(MemoryError, handle_memory_error)
     app.add_exception_handler(Exception, handle_unexpected)
