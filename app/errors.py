@@ -12,6 +12,7 @@ import logging
 import re
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -140,6 +141,13 @@ async def handle_redis_unavailable(request: Request, exc: RedisUnavailableError)
     return response
 
 
+async def handle_redis_error(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    """A Redis call that lost the server outside ``redis_errors``: the same 503, naming the configured URL."""
+    url = getattr(request.app.state.settings, "redis_url", None) or "CNN_VIS_REDIS_URL"
+    return await handle_redis_unavailable(request, RedisUnavailableError(url, "the request", f"it does not answer "
+                                                                                          f"({type(exc).__name__})"))
+
+
 async def handle_memory_error(request: Request, exc: MemoryError) -> JSONResponse:
     return error_json(413, "the request needs more memory than this server has: send a smaller input or batch")
 
@@ -161,5 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(StorageError, handle_storage_error)
     app.add_exception_handler(RedisUnavailableError, handle_redis_unavailable)
+    app.add_exception_handler(redis.exceptions.ConnectionError, handle_redis_error)
+    app.add_exception_handler(redis.exceptions.TimeoutError, handle_redis_error)
     app.add_exception_handler(MemoryError, handle_memory_error)
     app.add_exception_handler(Exception, handle_unexpected)
