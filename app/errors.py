@@ -2,8 +2,10 @@
 
 Bad input is a 4xx (413 too large, 415 not a format we read, 422 readable but unusable, 404 unknown
 id), never a 500. A disk that refuses a write is the admin's to fix: 507 when it is full, 503 when it is
-read-only (app/services/storage.py). Engine errors carry the user's terms already: ``SpecError`` names the node at fault
-(also returned as ``"node"``), ``ShapeError`` and ``WeightsError`` say which shapes or names disagree.
+read-only (app/services/storage.py); so is an unreachable Redis (``CNN_VIS_REDIS_URL``,
+app/services/redis_client.py), with ``Retry-After``. Engine errors carry the user's terms already:
+``SpecError`` names the node at fault (also returned as ``"node"``), ``ShapeError`` and ``WeightsError`` say
+which shapes or names disagree.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once, all workers together "
                                                         "(more: 429)")
     training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in the data directory's state.sqlite3 "
-                                                         "(oldest finished ones are forgotten first)")
+                                                         "(or Redis, with redis_url; oldest finished ones are "
+                                                         "forgotten first)")
     max_attention_gmacs: float = Field(
         40.0, gt=0, description="work one attention request may do, in billions of multiply-accumulates "
                                 "(EfficientNet-Lite0: 0.39 a forward pass, about 0.03 s here; a backward pass counts "
@@ -54,7 +55,8 @@ class Settings(BaseSettings):
                                "accumulates, counted as for max_attention_gmacs) run as background jobs (202), as "
                                "Score-CAM, SmoothGrad, Integrated Gradients and occlusion always do")
     attention_max_jobs: int = Field(4, ge=1, description="attention jobs running at once on this machine, all "
-                                                         "workers together (more: 429)")
+                                                         "workers together (with redis_url: in the whole deployment, "
+                                                         "queued ones too; more: 429)")
     attention_jobs_per_owner: int = Field(2, ge=1, description="attention jobs one person may run at once (more: "
                                                                "429; the lecturer is not limited)")
     attention_jobs_kept: int = Field(100, ge=1, description="finished attention jobs kept in the data directory "
