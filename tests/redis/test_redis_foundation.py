@@ -59,3 +59,20 @@ def test_without_redis_server_the_tests_skip_saying_how_to_install_it(monkeypatc
     monkeypatch.setattr(redis_server, "redis_server_binary", lambda: None)
     with pytest.raises(pytest.skip.Exception, match="apt-get install redis-server"), running_redis():
         pass
+
+
+def test_the_worker_command_needs_a_reachable_redis(monkeypatch, tmp_path, capsys):
+    from app import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CNN_VIS_REDIS_URL", raising=False)
+    cli.get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit, match="set CNN_VIS_REDIS_URL"):
+            cli.main(["worker", "--burst"])
+        monkeypatch.setenv("CNN_VIS_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+        cli.get_settings.cache_clear()
+        with pytest.raises(SystemExit, match="cannot be used, so connecting failed.*redis-server is running"):
+            cli.main(["worker", "--burst"])
+    finally:
+        cli.get_settings.cache_clear()
