@@ -72,7 +72,7 @@ def test_the_worker_command_needs_a_reachable_redis(monkeypatch, tmp_path, capsy
             cli.main(["worker", "--burst"])
         monkeypatch.setenv("CNN_VIS_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
         cli.get_settings.cache_clear()
-        with pytest.raises(SystemExit, match="cannot be used, so connecting failed.*redis-server is running"):
+        with pytest.raises(SystemExit, match=r"cannot be used, so connecting failed.*redis-server is running"):
             cli.main(["worker", "--burst"])
     finally:
         cli.get_settings.cache_clear()
