@@ -1,4 +1,5 @@
-"""The command line: ``cnn-visualiser serve [--host H] [--port P] [--workers N]``."""
+"""The command line: ``cnn-visualiser serve [--host H] [--port P] [--workers N]``, and ``cnn-visualiser worker``
+(with ``CNN_VIS_REDIS_URL``: run the training and attention jobs queued in Redis, ``app/worker.py``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=settings.workers,
                        help=f"worker processes (default {settings.workers})")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    worker = commands.add_parser("worker", help="run the training and attention jobs queued in Redis "
+                                                "(needs CNN_VIS_REDIS_URL; one job at a time)")
+    worker.add_argument("--burst", action="store_true", help="stop once the queues are empty")
+    worker.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
 
@@ -79,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "serve":
         serve(args.host, args.port, args.workers, args.log_level)
+    elif args.command == "worker":
+        from app.worker import run_worker
+
+        run_worker(get_settings(), burst=args.burst, log_level=args.log_level)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Bad input is a 4xx (413 too large, 415 not a format we read, 422 readable but unusable, 404 unknown
 id), never a 500. A disk that refuses a write is the admin's to fix: 507 when it is full, 503 when it is
-read-only (app/services/storage.py). Engine errors carry the user's terms already: ``SpecError`` names the node at fault
-(also returned as ``"node"``), ``ShapeError`` and ``WeightsError`` say which shapes or names disagree.
+read-only (app/services/storage.py); so is an unreachable Redis (``CNN_VIS_REDIS_URL``,
+app/services/redis_client.py), with ``Retry-After``. Engine errors carry the user's terms already:
+``SpecError`` names the node at fault (also returned as ``"node"``), ``ShapeError`` and ``WeightsError`` say
+which shapes or names disagree.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import re
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from app.services.errors import UnusableRequestError
+from app.services.redis_client import RedisUnavailableError
 from app.services.storage import StorageError
 from engine.errors import EngineError, ShapeError, SpecError, UnknownNodeError, WeightsError
 
@@ -132,6 +136,20 @@ async def handle_storage_error(request: Request, exc: StorageError) -> JSONRespo
     return error_json(exc.status_code, exc.message, storage=exc.kind)
 
 
+async def handle_redis_unavailable(request: Request, exc: RedisUnavailableError) -> JSONResponse:
+    """Redis (CNN_VIS_REDIS_URL) down or refusing: 503, the admin's to fix; the client may retry."""
+    response = error_json(503, exc.message, store="redis")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def handle_redis_error(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    """A Redis call that lost the server outside ``redis_errors``: the same 503, naming the configured URL."""
+    url = getattr(request.app.state.settings, "redis_url", None) or "CNN_VIS_REDIS_URL"
+    return await handle_redis_unavailable(request, RedisUnavailableError(url, "the request", f"it does not answer "
+                                                                                          f"({type(exc).__name__})"))
+
+
 async def handle_memory_error(request: Request, exc: MemoryError) -> JSONResponse:
     return error_json(413, "the request needs more memory than this server has: send a smaller input or batch")
 
@@ -152,5 +170,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnusableRequestError, handle_unusable_request)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(StorageError, handle_storage_error)
+    app.add_exception_handler(RedisUnavailableError, handle_redis_unavailable)
+    app.add_exception_handler(redis.exceptions.ConnectionError, handle_redis_error)
+    app.add_exception_handler(redis.exceptions.TimeoutError, handle_redis_error)
     app.add_exception_handler(MemoryError, handle_memory_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -31,6 +31,7 @@ from app.services.owners import (
     new_token,
     valid_token,
 )
+from app.services.redis_attention_jobs import RedisAttentionJobs
 from app.services.runs import RunStore
 from app.services.training_jobs import JobManager
 
@@ -90,12 +91,12 @@ def get_run_store(services: ServicesDep) -> RunStore:
 RunStoreDep = Annotated[RunStore, Depends(get_run_store)]
 
 
-def get_attention_jobs(services: ServicesDep) -> AttentionJobs:
-    """The attention maps computed in the background (their state is in the data directory)."""
+def get_attention_jobs(services: ServicesDep) -> AttentionJobs | RedisAttentionJobs:
+    """The attention maps computed in the background (their state is in the data directory, or in Redis)."""
     return services.attention
 
 
-AttentionJobsDep = Annotated[AttentionJobs, Depends(get_attention_jobs)]
+AttentionJobsDep = Annotated[AttentionJobs | RedisAttentionJobs, Depends(get_attention_jobs)]
 
 
 def get_job_manager(services: ServicesDep) -> JobManager:

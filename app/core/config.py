@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once, all workers together "
                                                         "(more: 429)")
     training_max_kept: int = Field(50, ge=1, description="training-lab jobs kept in the data directory's state.sqlite3 "
-                                                         "(oldest finished ones are forgotten first)")
+                                                         "(or Redis, with redis_url; oldest finished ones are "
+                                                         "forgotten first)")
     max_attention_gmacs: float = Field(
         40.0, gt=0, description="work one attention request may do, in billions of multiply-accumulates "
                                 "(EfficientNet-Lite0: 0.39 a forward pass, about 0.03 s here; a backward pass counts "
@@ -55,7 +56,8 @@ class Settings(BaseSettings):
                                "accumulates, counted as for max_attention_gmacs) run as background jobs (202), as "
                                "Score-CAM, SmoothGrad, Integrated Gradients and occlusion always do")
     attention_max_jobs: int = Field(4, ge=1, description="attention jobs running at once on this machine, all "
-                                                         "workers together (more: 429)")
+                                                         "workers together (with redis_url: in the whole deployment, "
+                                                         "queued ones too; more: 429)")
     attention_jobs_per_owner: int = Field(2, ge=1, description="attention jobs one person may run at once (more: "
                                                                "429; the lecturer is not limited)")
     attention_jobs_kept: int = Field(100, ge=1, description="finished attention jobs kept in the data directory "
@@ -119,6 +121,15 @@ class Settings(BaseSettings):
                                                          "may take, in MiB (others wait)")
     decode_wait_s: float = Field(60.0, gt=0, description="how long a request may wait for the decode budget "
                                                         "(then 503)")
+    redis_url: str | None = Field(
+        None, repr=False,
+        description="several machines: the Redis server they share, e.g. redis://redis-host:6379/0 (a password as "
+                    "redis://:secret@host:6379/0, TLS as rediss://). Training and heavy attention jobs then run "
+                    "through RQ queues on it, executed by `cnn-visualiser worker` processes, and any replica "
+                    "answers for any job (unset: everything stays on this machine, in the data directory)")
+    job_stale_s: float = Field(
+        30.0, gt=0, description="with redis_url: a job whose worker has not been heard from for this many seconds "
+                                "(its process or machine died) reads as failed, 'interrupted'")
     compute_trace_file: Path | None = Field(
         None, description="debugging: append a line 'pid lane start end' (monotonic seconds) per compute slot "
                           "held to this file (unset: none)")
@@ -129,11 +140,20 @@ class Settings(BaseSettings):
         """``"a, b"`` (as environment variables write lists) → ``["a", "b"]``."""
         return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        """An empty ``CNN_VIS_ADMIN_TOKEN=`` means no lecturer, not a too-short token."""
+        """An empty ``CNN_VIS_ADMIN_TOKEN=`` means no lecturer (not a too-short token), an empty
+        ``CNN_VIS_REDIS_URL=`` no Redis."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        """A Redis URL as redis-py reads it: ``redis://``, ``rediss://`` (TLS) or ``unix://`` (a socket)."""
+        if value is not None and value.strip().partition("://")[0].lower() not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a Redis URL such as redis://redis-host:6379/0 (or rediss://, unix://)")
+        return value.strip() if value is not None else None
 
     @model_validator(mode="after")
     def _default_allowed_hosts(self) -> Settings:

@@ -14,6 +14,9 @@ the new state, never half of one. Starting a job takes an exclusive lock on ``at
 jobs running on the machine (all workers) and to remove old ones: finished jobs beyond ``kept`` (oldest first)
 or older than ``ttl_s``. A job whose worker process is gone (same host, dead pid) or whose thread ended without
 recording its end reads as failed.
+
+With ``CNN_VIS_REDIS_URL``, ``app.services.redis_attention_jobs.RedisAttentionJobs`` keeps the same state in Redis
+and runs the jobs in RQ workers, behind the same methods.
 """
 
 from __future__ import annotations
@@ -130,6 +133,10 @@ class AttentionJobs:
         if status is None:
             raise not_found("attention job", job_id)
         return status
+
+    async def read_for_stream(self, job_id: str) -> dict[str, Any]:
+        """:meth:`read` for the event stream (small local files: read in the event loop, as it always was)."""
+        return self.read(job_id)
 
     def result(self, job_id: str) -> bytes:
         """The finished job's answer, as the JSON the synchronous route returns; otherwise the error to answer:

@@ -3,6 +3,10 @@
 Routes reach them through the dependencies in ``app.api.deps`` (tests override those), never through
 module-level singletons: two apps with different settings in one process (the tests do this) never share a
 store, a run cache or compute slots.
+
+The one place that picks where jobs live: with ``Settings.redis_url``, training jobs and heavy attention jobs are
+kept in Redis and run by RQ workers (``cnn-visualiser worker``, which builds the same services); without it, in the
+data directory and in threads of the web worker that took the request.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from app.core.config import MB, Settings
 from app.services.attention_jobs import AttentionJobs
 from app.services.compute import ComputeSlots
 from app.services.models import ModelStore
+from app.services.redis_attention_jobs import RedisAttentionJobs
+from app.services.redis_client import connect
 from app.services.runs import RunStore
 from app.services.training_jobs import JobManager
+from app.services.training_queue import QueuedJobManager
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class Services:
 
     models: ModelStore
     runs: RunStore
-    attention: AttentionJobs  # heavy attention maps computed in the background
+    attention: AttentionJobs | RedisAttentionJobs  # heavy attention maps computed in the background
     compute: ComputeSlots
     training: JobManager
 
@@ -38,12 +45,23 @@ def build_services(settings: Settings) -> Services:
     """Every long-lived part, with the limits ``settings`` gives."""
     data_dir = Path(settings.data_dir).resolve()
     compute = ComputeSlots.from_settings(settings)
+    attention: AttentionJobs | RedisAttentionJobs
     models = ModelStore(data_dir)
+    if settings.redis_url:
+        client = connect(settings.redis_url, check=False)  # Redis down: the app starts, job requests answer 503
+        attention = RedisAttentionJobs(client, settings.redis_url, settings.attention_max_jobs,
+                                       settings.attention_jobs_per_owner, settings.attention_jobs_kept,
+                                       settings.attention_job_ttl_s, settings.job_stale_s)
+        training: JobManager = QueuedJobManager(client, settings.redis_url, settings.training_max_jobs,
+                                                settings.training_max_kept, data_dir, settings.job_stale_s)
+    else:
+        attention = AttentionJobs(data_dir, settings.attention_max_jobs, settings.attention_jobs_per_owner,
+                                  settings.attention_jobs_kept, settings.attention_job_ttl_s, models.reloadable)
+        training = JobManager(settings.training_max_jobs, settings.training_max_kept, data_dir=data_dir)
     return Services(
         models=models,
         runs=RunStore(data_dir / "runs", settings.run_cache_size, run_cache_share(settings), compute=compute),
-        attention=AttentionJobs(data_dir, settings.attention_max_jobs, settings.attention_jobs_per_owner,
-                                settings.attention_jobs_kept, settings.attention_job_ttl_s, models.reloadable),
+        attention=attention,
         compute=compute,
-        training=JobManager(settings.training_max_jobs, settings.training_max_kept, data_dir=data_dir),
+        training=training,
     )

@@ -15,7 +15,9 @@ limits) run in ``BEGIN IMMEDIATE`` transactions, so two workers can never both t
 Every write that touches a running job is conditional on it still running, so a job marked interrupted
 (its worker died) is never revived by a late write.
 
-This module knows rows, not trainers: ``app.services.training_jobs`` decides what goes in them.
+This module knows rows, not trainers: ``app.services.training_jobs`` decides what goes in them. With
+``CNN_VIS_REDIS_URL``, ``app.services.redis_job_store.RedisJobStore`` keeps the same rows and events in Redis
+behind the same methods.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ class JobRow:
             values[key] = json.loads(values[key])
         values["cancel"] = bool(values["cancel"])
         return cls(**values)
+
+
+class JobIdTakenError(Exception):
+    """Another job has this id already (draw another)."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,13 @@ class JobStore:
     def admit(self, row: JobRow, max_running: int, max_per_owner: int | None, alive_since: float) -> Refusal | None:
         """Insert ``row`` unless ``max_running`` jobs run (or ``max_per_owner`` of its owner's), counting every
         worker's running jobs heard from since ``alive_since``, atomically. Returns why it was refused, or None.
-        Raises sqlite3.IntegrityError when the id is taken."""
+        Raises JobIdTakenError when the id is taken."""
+        try:
+            return self._admit(row, max_running, max_per_owner, alive_since)
+        except sqlite3.IntegrityError as exc:
+            raise JobIdTakenError(row.id) from exc
+
+    def _admit(self, row: JobRow, max_running: int, max_per_owner: int | None, alive_since: float) -> Refusal | None:
         with self.transaction(immediate=True) as con:
             running = con.execute("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND heartbeat >= ?",
                                   (alive_since,)).fetchone()[0]

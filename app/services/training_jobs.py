@@ -17,12 +17,18 @@ has not been heard from for ``STALE_SECONDS`` is marked ``failed`` ("interrupted
 looks at it; at start-up, a worker also marks at once the running jobs of workers on its machine whose process
 is gone. A clean shutdown cancels the worker's jobs (status ``cancelled``).
 
+Several machines (``CNN_VIS_REDIS_URL``): ``app.services.training_queue.QueuedJobManager`` keeps the same rows in
+Redis and runs each job in an RQ worker (``cnn-visualiser worker``) instead of a thread of the web worker; it
+reuses this class through the hooks ``_new_row_worker``, ``_launch``, ``_keep_weights``, ``trained_params`` and
+``wait_for_events``.
+
 Everything NumPy runs in the job's thread. The pictures (first-layer filters, one sample's feature maps)
 are rendered there while the Trainer is paused at a progress event, so they read consistent weights.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -40,11 +46,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from app.core.cpu import run_in_background
 from app.errors import ApiError, not_found
 from app.schemas.training import BatchPoint, EpochPoint, JobProgress, TrainingJob, TrainingSettings
-from app.services.job_store import FILENAME, JobRow, JobStore, Message, store_errors
+from app.services.job_store import FILENAME, JobIdTakenError, JobRow, JobStore, Message, store_errors
 from app.services.overlay import png_data_url
 from app.services.storage import StorageError, writing
 from app.services.training_networks import LabNetwork, PretrainedSource, build_network, shipped_weights, transfer
@@ -248,13 +255,14 @@ class JobManager:
 
     ``data_dir``: where ``state.sqlite3`` and the trained weights live (None: a private temporary directory,
     removed at :meth:`shutdown`; for tests and scripts). A data directory that cannot be written does not
-    stop the server: each training request then answers 503/507 saying why."""
+    stop the server: each training request then answers 503/507 saying why. ``store``: another store with
+    ``JobStore``'s methods (Redis: ``app.services.training_queue``) instead of ``<data dir>/state.sqlite3``."""
 
     def __init__(self, max_running: int = 2, max_kept: int = 50,
                  pretrained_source: PretrainedSource = shipped_weights,
                  data_loader: Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
                  data_dir: Path | None = None, stale_seconds: float = STALE_SECONDS,
-                 beat_seconds: float = BEAT_SECONDS) -> None:
+                 beat_seconds: float = BEAT_SECONDS, store: Any = None) -> None:
         self.max_running = max_running
         self.max_kept = max_kept
         self.pretrained_source = pretrained_source
@@ -264,7 +272,7 @@ class JobManager:
         self.stale_seconds = stale_seconds
         self.beat_seconds = beat_seconds
         self.worker = worker_id()
-        self._store: JobStore | None = None
+        self._store: JobStore | None = store
         self._runs: dict[str, LocalRun] = {}  # the jobs this worker trains or trained
         self._lock = threading.Lock()
         self._monitor: threading.Thread | None = None
@@ -287,12 +295,10 @@ class JobManager:
         return self.data_dir / "training" / job_id / "weights.npz"
 
     # --- requests ------------------------------------------------------------------------------
-    def start(self, settings: TrainingSettings, owner: str | None = None,
-              max_per_owner: int | None = None) -> TrainingJobState:
-        """Validate, then start a job in a background thread (422 on bad settings, 429 over a limit).
-
-        ``owner``: whose job it is (a token hash); ``max_per_owner``: how many of their jobs may run at once
-        (None: no per-owner limit, e.g. for the lecturer). Both limits count every worker's jobs."""
+    def _prepare(self, settings: TrainingSettings) -> tuple[LabNetwork, Graph, dict[str, np.ndarray], list[str]]:
+        """The network ``settings`` train, its graph, the weights training starts from and the names of those
+        copied from the shipped pre-trained ones (422 on bad settings; deterministic: every process builds the
+        same)."""
         try:
             network = network_of(settings)
         except ValueError as exc:
@@ -312,6 +318,19 @@ class JobManager:
             if not copied:
                 raise ApiError(422, f"no layer of this network matches the shipped {network.pretrained_from} "
                                     "weights: turn pretrained off")
+        return network, graph, params, copied
+
+    def _new_row_worker(self) -> str:
+        """Who a new job's row says runs it: this process (it starts the thread)."""
+        return self.worker
+
+    def start(self, settings: TrainingSettings, owner: str | None = None,
+              max_per_owner: int | None = None) -> TrainingJobState:
+        """Validate, then start a job in a background thread (422 on bad settings, 429 over a limit).
+
+        ``owner``: whose job it is (a token hash); ``max_per_owner``: how many of their jobs may run at once
+        (None: no per-owner limit, e.g. for the lecturer). Both limits count every worker's jobs."""
+        network, graph, params, copied = self._prepare(settings)
         progress = {"epochs": settings.epochs, "steps": settings.epochs * -(-settings.train_size //
                                                                            settings.batch_size)}
         run = LocalRun(settings, network, graph, params, dict(progress))
@@ -322,13 +341,14 @@ class JobManager:
                 row = JobRow(id=secrets.token_hex(4), owner=owner, name=settings.name or default_name(settings),
                              settings=settings.model_dump(mode="json"), network=network.description,
                              param_count=graph.param_count(), pretrained_params=copied, status="running", error=None,
-                             progress=progress, model_id=None, cancel=False, worker=self.worker, heartbeat=now,
+                             progress=progress, model_id=None, cancel=False, worker=self._new_row_worker(),
+                             heartbeat=now,
                              created=now, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
                              finished_at=None, last_seq=-1)
                 try:
                     refusal = self.store.admit(row, self.max_running, max_per_owner, now - self.stale_seconds)
                     break
-                except sqlite3.IntegrityError:
+                except JobIdTakenError:
                     continue
             else:
                 raise ApiError(503, "could not find a free job id: try again")
@@ -342,13 +362,18 @@ class JobManager:
                                 f"person may run at once ({refusal.limit}): wait for it to finish or stop it "
                                 "(the Stop button, or DELETE /api/training/jobs/{id})",
                            running=mine, limit=refusal.limit)
+        local = self._launch(row, run)
+        self._forget_old()
+        return TrainingJobState(row, self, local)
+
+    def _launch(self, row: JobRow, run: LocalRun) -> LocalRun | None:
+        """Start training an admitted job: here, in a thread of this process. Returns the run when it is local."""
         run.thread = threading.Thread(target=self._run, args=(row.id, run), name=f"training-{row.id}", daemon=True)
         with self._lock:
             self._runs[row.id] = run
         run.thread.start()
         self._ensure_monitor()
-        self._forget_old()
-        return TrainingJobState(row, self, run)
+        return run
 
     def get(self, job_id: str) -> TrainingJobState:
         """The job as stored now, from whichever worker started it (404 naming the known ids)."""
@@ -402,6 +427,11 @@ class JobManager:
                 self._check_alive(row)
                 messages, row = self.store.messages_and_row(job_id, seq)
         return messages, row is None or row.finished
+
+    async def wait_for_events(self, job_id: str, after: int, poll: float) -> None:
+        """Wait until the job may have events after ``after``: here, ``poll`` seconds (the store is polled);
+        Redis wakes up as soon as one is written."""
+        await asyncio.sleep(poll)
 
     def curves(self, job_id: str) -> list[Message]:
         """The job's ``epoch`` and ``batch`` events, in order."""
@@ -544,7 +574,7 @@ class JobManager:
             status, error = "failed", str(exc)
         except StorageError as exc:  # the data directory refused the weights (full, read-only)
             status, error = "failed", exc.message
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, redis.exceptions.RedisError) as exc:
             log.exception("training job %s could not record its progress", job_id)
             status, error = "failed", (f"training stopped: its progress could not be recorded ({exc}); ask the "
                                        "lecturer or admin to check the server's data directory")

@@ -129,8 +129,8 @@ def one_hot(logits: np.ndarray, target: int) -> np.ndarray:
 #: the activations one batch of passes may hold (bytes, every node's output). Beyond a few inputs a batch fits
 #: no cache anyway, so a bigger one gains nothing per pass, holds more memory and suffers when other processes
 #: compete for memory bandwidth. Measured on EfficientNet-Lite0 (79 MB per input, Integrated Gradients, 32
-#: passes, one thread): batches of 4, 8 and 16 took 2.3 s on a quiet machine; under load 16 took 4-6 s, 4-8 still 2.3. 512 MiB
-#: batches (6 inputs) peaked at ~1 GB resident in a lecture load; 256 MiB (3 inputs) keeps a worker's peak lower.
+#: passes, one thread): batches of 4, 8 and 16 took 2.3 s on a quiet machine; under load 16 took 4-6 s, 4-8 still
+#: 2.3. 512 MiB batches (6 inputs) peaked at ~1 GB resident in a lecture load; 256 MiB (3 inputs) keeps it lower.
 BATCH_BYTES = 256 * 2**20
 
 

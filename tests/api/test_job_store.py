@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import ApiError
-from app.services.job_store import JobRow, JobStore, Refusal, store_errors
+from app.services.job_store import JobIdTakenError, JobRow, JobStore, Refusal, store_errors
 from app.services.storage import StorageError
 
 
@@ -55,7 +55,7 @@ def test_admit_counts_the_server_limit_and_the_owners(store):
     assert store.admit(row("x1", owner=None), 3, 1, 0) is None  # no owner: only the server's limit
     assert store.admit(row("c1", owner="carol"), 3, 1, 0) == Refusal("server", 3, 3)
     assert [r.id for r in store.jobs()] == ["x1", "b1", "a1"]  # newest first
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(JobIdTakenError):
         store.admit(row("a1", owner="dave"), 9, None, 0)
 
 

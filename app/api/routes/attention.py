@@ -10,7 +10,8 @@ Event stream (``GET /api/attention/jobs/{job_id}/events``, ``text/event-stream``
 (``{"status", "done", "total"}``: passes through the network so far and in all), then one ``end`` event
 (``{"status", "error", "error_status", "result_url"}``), and the stream closes. Each event's ``id`` is the job's
 state counter: a client resuming with ``Last-Event-ID`` gets only newer states, and one resuming at or past the
-end gets a stream that closes at once. The stream polls the job's files, so any worker can serve it.
+end gets a stream that closes at once. The stream polls the job's files, so any worker can serve it (with
+``CNN_VIS_REDIS_URL``, the job's state in Redis, so any replica on any machine can).
 
 Result (``GET .../result``): 200 with the synchronous route's answer once the job is done; **409** while it is
 queued or running (the body says how far it is) and once it was cancelled; a failed job answers the status and
@@ -47,6 +48,7 @@ from app.services.attention import AttentionRequest, compute_attention, prepare_
 from app.services.attention_jobs import ACTIVE, AttentionJobs
 from app.services.inputs import INPUT_OPENAPI
 from app.services.owners import Access, Identity, check_may_change, new_token
+from app.services.redis_attention_jobs import RedisAttentionJobs
 from engine.attention import METHODS
 
 router = APIRouter(tags=["attention"])
@@ -140,16 +142,16 @@ def format_event(event: str, seq: int, data: dict[str, Any]) -> str:
     return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
 
 
-async def job_events(jobs: AttentionJobs, job_id: str, is_disconnected: Callable[[], Awaitable[bool]],
-                     after: int = -1, poll: float = POLL_SECONDS, heartbeat: float = HEARTBEAT_SECONDS
-                     ) -> AsyncIterator[str]:
+async def job_events(jobs: AttentionJobs | RedisAttentionJobs, job_id: str,
+                     is_disconnected: Callable[[], Awaitable[bool]], after: int = -1, poll: float = POLL_SECONDS,
+                     heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[str]:
     """Each new state of the job after ``after`` as an event (``progress``, then ``end``), read from its files;
     closes after ``end``, at once when ``after`` is at or past a finished job's last state, or on disconnect."""
     yield "retry: 2000\n\n"
     quiet_since = time.monotonic()
     while True:
         try:
-            status = jobs.read(job_id)
+            status = await jobs.read_for_stream(job_id)
         except Exception:  # removed meanwhile (cleaned up): nothing more will come
             return
         seq = int(status.get("seq", 0))
@@ -185,7 +187,7 @@ async def read_attention_job_events(
             description="resume after this event id (browsers send it when reconnecting)")] = None,
 ) -> StreamingResponse:
     """The job's progress as server-sent events; ends with the job (or at once when resumed past its end)."""
-    jobs.read(job_id)  # 404 before the stream starts
+    await jobs.read_for_stream(job_id)  # 404 before the stream starts
     after = -1 if last_event_id is None else last_event_id
     return StreamingResponse(job_events(jobs, job_id, request.is_disconnected, after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

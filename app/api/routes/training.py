@@ -16,7 +16,9 @@ which also tells a browser's EventSource not to reconnect; resuming a running jo
 waits for the job and ends with it (sending nothing it claims to have seen).
 
 Jobs live in the shared store (``app.services.job_store``): any worker answers for any job, and streams
-its events by polling the store.
+its events by polling the store. With ``CNN_VIS_REDIS_URL`` the store is Redis
+(``app.services.redis_job_store``): any replica on any machine answers, and a stream waits for new events with a
+blocking ``XREAD`` instead of polling.
 
 Owners (``app.services.owners``): whoever starts a job owns it. The list shows the caller's own jobs (the
 lecturer's: everyone's); stopping a job and opening it as a model are for its owner and the lecturer. A job
@@ -99,7 +101,7 @@ async def event_stream(job: TrainingJobState, is_disconnected: Callable[[], Awai
         if time.monotonic() - quiet_since > heartbeat:
             yield ": keep-alive\n\n"  # a comment: lets proxies and the server notice a vanished client
             quiet_since = time.monotonic()
-        await asyncio.sleep(poll)
+        await job.manager.wait_for_events(job.id, after, poll)
 
 
 @router.post("/jobs", response_model=TrainingJobCreated, status_code=201, responses={
