@@ -10,13 +10,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 SKIP_REASON = "redis-server is not installed: apt-get install redis-server to run the Redis tests"
 
 
@@ -32,18 +33,21 @@ def redis_server_binary() -> str | None:
 
 
 @contextmanager
-def running_redis(seconds: float = 15.0) -> Iterator[str]:
-    """A fresh redis-server for a ``with`` block; yields its URL (``redis://127.0.0.1:<port>/0``). Skips the test
-    where redis-server is not installed."""
+def running_redis(seconds: float = 15.0, options: Sequence[str] = NO_PERSISTENCE,
+                  directory: Path | None = None) -> Iterator[str]:
+    """A redis-server for a ``with`` block, started with ``options`` in ``directory`` (default: a fresh temporary
+    one, removed afterwards); yields its URL (``redis://127.0.0.1:<port>/0``). Skips the test where redis-server is
+    not installed."""
     binary = redis_server_binary()
     if binary is None:
         pytest.skip(SKIP_REASON)
-    directory = Path(tempfile.mkdtemp(prefix="cnn-vis-redis-"))
+    temporary = directory is None
+    directory = Path(tempfile.mkdtemp(prefix="cnn-vis-redis-")) if directory is None else directory
     port = free_port()
     log = directory / "redis.log"
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-         "--appendonly", "no", "--logfile", str(log), "--daemonize", "no", "--protected-mode", "yes"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), *options,
+         "--logfile", str(log), "--daemonize", "no", "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
@@ -67,7 +71,8 @@ def running_redis(seconds: float = 15.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        shutil.rmtree(directory, ignore_errors=True)
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def flush(url: str) -> None:

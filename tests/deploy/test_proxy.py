@@ -5,6 +5,7 @@ configuration in front of a real uvicorn server; the tests skip where nginx is a
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -15,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+from app.cli import build_parser
 from app.core.config import ENV_PREFIX, Settings
 from tests.api.live_server import REPO, live_server, wait_until_healthy
+from tests.redis_server import running_redis
 
 SITE = REPO / "deploy" / "nginx" / "cnn-visualiser.conf"
 UPSTREAM = REPO / "deploy" / "nginx" / "upstream.conf"
@@ -36,7 +40,44 @@ def test_the_compose_file_names_real_settings_files_and_services():
     services = set(re.findall(r"^  ([\w-]+):", text.split("\nservices:\n", 1)[1], re.MULTILINE))
     upstreams = set(re.findall(r"server ([\w-]+):8000", UPSTREAM.read_text()))
     assert upstreams and upstreams <= services  # the proxy sends to the app replicas the file defines
-    assert "cnn-vis-data:/data" in text and text.count("*app") == len(upstreams)  # every replica shares /data
+    replicas = set(re.findall(r"^  ([\w-]+): \*app$", text, re.MULTILINE))
+    assert replicas == upstreams  # the proxy sends to every replica, and only to them
+    assert "cnn-vis-data:/data" in text.split("\nservices:\n")[0]  # every replica (and the worker) shares /data
+
+
+def compose_service(name: str) -> str:
+    """The text of one service of docker-compose.yml."""
+    services = COMPOSE.read_text().split("\nservices:\n", 1)[1].split("\nvolumes:\n")[0]
+    found = re.search(rf"^  {name}:\n((?:    .*\n|\n)*)", services + "\n", re.MULTILINE)
+    assert found, f"docker-compose.yml has no service {name}"
+    return found.group(1)
+
+
+def test_the_compose_file_runs_a_worker_and_the_redis_every_process_shares():
+    text = COMPOSE.read_text()
+    redis_url = re.search(rf"{ENV_PREFIX}REDIS_URL: (\S+)", text).group(1)
+    host = re.match(r"redis://([\w-]+):6379/\d+$", redis_url)
+    assert host, redis_url
+    assert "image: redis:" in compose_service(host.group(1))  # the URL names the compose file's Redis
+    worker = compose_service("worker")
+    assert "<<: *app" in worker  # the replicas' settings: same data directory, same Redis
+    command = json.loads(re.search(r"command: (\[.*\])", worker).group(1))
+    assert command == ["cnn-visualiser", "worker"]
+    parsed = build_parser().parse_args(command[1:])  # a command the CLI knows
+    assert parsed.command == "worker"
+
+
+def test_the_compose_files_redis_keeps_what_it_stored_across_a_restart(tmp_path):
+    """The options docker-compose.yml gives its Redis, on a real redis-server: a restart loses nothing."""
+    options = json.loads(re.search(r"command: (\[\"redis-server\".*\])", COMPOSE.read_text()).group(1))[1:]
+    with running_redis(options=options, directory=tmp_path) as url:
+        client = redis.Redis.from_url(url)
+        client.set("cnn-vis:kept", "yes")
+        client.close()
+    with running_redis(options=options, directory=tmp_path) as url:
+        client = redis.Redis.from_url(url)
+        assert client.get("cnn-vis:kept") == b"yes"
+        client.close()
 
 
 def free_port() -> int:
