@@ -1,8 +1,10 @@
-"""Load tests against a real uvicorn server: a predict burst, a lecture hall, and a class opening the explorer.
+"""Load tests against a real server: a predict burst, a lecture hall, a class opening the explorer, and
+training jobs on several workers.
 
-Each mode starts its own server on 127.0.0.1 (a free port), warms it up, runs, and prints figures. Every
-server gets the same glibc malloc environment (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, as
-``scripts/bench_engine.py`` uses), so runs with one worker and with two compare like with like.
+Each mode starts its own server (``cnn-visualiser serve`` on 127.0.0.1, a free port), warms it up, runs, and
+prints figures. ``--malloc-env bench`` gives it the benchmarks' glibc malloc environment
+(``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, as ``scripts/bench_engine.py`` uses); the lecture and
+explorer modes otherwise measure the server as users start it.
 
 ``--mode burst`` (the default): 50 concurrent predict requests on EfficientNet-Lite0, in ``--rounds``
 bursts; latency percentiles, errors and the server's resident memory before, during (peak) and after.
@@ -28,6 +30,11 @@ server process from /proc/<pid>/stat over the run, divided by the sessions).
     .venv/bin/python scripts/load_test.py [--requests 50] [--concurrency 50] [--workers 1]
     .venv/bin/python scripts/load_test.py --mode lecture [--clients 50] [--seconds 60] [--workers 1 2]
     .venv/bin/python scripts/load_test.py --mode explorer [--students 200] [--seconds 60]
+    .venv/bin/python scripts/load_test.py --mode training [--workers 2] [--jobs 2] [--tries 10]
+
+``--mode training``: starts ``--jobs`` long training jobs on a server of ``--workers`` (2) processes, then asks
+for each job's status, its event stream and the job list ``--tries`` times, each on a new connection (so any
+worker may answer), and cancels it; prints how many were answered right (goal: all). Exits non-zero otherwise.
 
 Short runs: ``--mode lecture --clients 10 --seconds 20 --settle 20``. The figures compare with the goals
 of issue 12, printed beside them; the lecture and explorer modes measure and exit 0 whatever the figures
@@ -661,9 +668,64 @@ def run_burst(args: argparse.Namespace, workers: int) -> int:
           f"peak {max(peak):.0f}, after each round {after}")
     return 1 if errors else 0
 
+TRAINING_JOB = {"train_size": 8000, "test_size": 100, "epochs": 20, "batch_size": 16}
+
+
+def training_call(url: str, method: str = "GET", body: dict | None = None, owner: str = "",
+                  first_event: bool = False) -> tuple[int, bytes]:
+    """One request on a new connection (so every try may reach another worker): its status and body (for an
+    event stream, only up to its first event)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"X-Owner-Token": owner, **({"Content-Type": "application/json"} if data else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            if first_event:
+                return response.status, next((line for line in response if line.startswith(b"event: ")), b"")
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def run_training(args: argparse.Namespace, workers: int) -> int:
+    """Training jobs on a server of ``workers`` processes: every status, events, list and cancel request on a
+    new connection, ``--tries`` times per job; prints how many each worker answered right."""
+    owner = "load-test-owner-" + uuid.uuid4().hex
+    answered: Counter[str] = Counter()
+    asked: Counter[str] = Counter()
+    with Server(workers, args.data_dir, server_env(args), quiet=args.quiet_server) as server:
+        jobs = []
+        for _ in range(args.jobs):
+            status, data = training_call(f"{server.url}/api/training/jobs", "POST", TRAINING_JOB, owner)
+            if status not in (200, 201, 202):
+                print(f"could not start a training job: {status} {data[:200]!r}")
+                return 1
+            jobs.append(json.loads(data)["id"])
+        for job_id in jobs:
+            base = f"{server.url}/api/training/jobs/{job_id}"
+            listing = f"{server.url}/api/training/jobs"
+            for _ in range(args.tries):
+                checks = {
+                    "status": training_call(base, owner=owner)[0] == 200,
+                    "events": training_call(base + "/events", owner=owner, first_event=True)[0] == 200,
+                    "listed": job_id in {job["id"] for job in
+                                         json.loads(training_call(listing, owner=owner)[1])["jobs"]},
+                }
+                for kind, ok in checks.items():
+                    asked[kind] += 1
+                    answered[kind] += ok
+            asked["cancel"] += 1
+            answered["cancel"] += training_call(base, "DELETE", owner=owner)[0] == 202
+        print(f"\n== training jobs, {workers} worker(s): {args.jobs} jobs, {args.tries} tries each ==")
+        for kind in ("status", "events", "listed", "cancel"):
+            print(f"  {kind:<8} answered {answered[kind]}/{asked[kind]} ({100 * answered[kind] / asked[kind]:.0f}%)")
+    everything = all(answered[kind] == asked[kind] for kind in asked)
+    print(f"goal (issue 12): every request answered by whichever worker gets it: {goal(everything)}")
+    return 0 if everything else 1
+
 
 MODES: dict[str, Callable[[argparse.Namespace, int], int]] = {
-    "burst": run_burst, "lecture": run_lecture, "explorer": run_explorer}
+    "burst": run_burst, "lecture": run_lecture, "explorer": run_explorer, "training": run_training}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -701,12 +763,15 @@ def build_parser() -> argparse.ArgumentParser:
     explorer.add_argument("--students", type=int, default=200, help="sessions, each opening the explorer once")
     explorer.add_argument("--maps", type=int, default=12, help="nodes whose PNGs make the first screen")
     explorer.add_argument("--parallel-fetches", type=int, default=6, help="PNGs a session fetches at once")
+    training = parser.add_argument_group("training")
+    training.add_argument("--jobs", type=int, default=2, help="training jobs started")
+    training.add_argument("--tries", type=int, default=10, help="requests of each kind per job")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    workers = args.workers or ([1, 2] if args.mode == "lecture" else [1])
+    workers = args.workers or ([1, 2] if args.mode == "lecture" else [2] if args.mode == "training" else [1])
     args.throughputs = {}
     status = 0
     for count in workers:
