@@ -4,9 +4,10 @@ Routes reach them through the dependencies in ``app.api.deps`` (tests override t
 module-level singletons: two apps with different settings in one process (the tests do this) never share a
 store, a run cache or compute slots.
 
-The one place that picks where jobs live: with ``Settings.redis_url``, training jobs and heavy attention jobs are
-kept in Redis and run by RQ workers (``cnn-visualiser worker``, which builds the same services); without it, in the
-data directory and in threads of the web worker that took the request.
+The one place that picks where shared state lives: with ``Settings.redis_url``, training jobs and heavy attention
+jobs are kept in Redis and run by RQ workers (``cnn-visualiser worker``, which builds the same services), and the
+stored models' catalogue is Redis; without it, all of it is in the data directory, jobs run in threads (or child
+processes) of the web worker that took the request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from app.services.compute import ComputeSlots
 from app.services.models import ModelStore
 from app.services.redis_attention_jobs import RedisAttentionJobs
 from app.services.redis_client import connect
+from app.services.redis_models import RedisModelCatalogue
 from app.services.runs import RunStore
 from app.services.training_jobs import JobManager
 from app.services.training_queue import QueuedJobManager
@@ -46,9 +48,10 @@ def build_services(settings: Settings) -> Services:
     data_dir = Path(settings.data_dir).resolve()
     compute = ComputeSlots.from_settings(settings)
     attention: AttentionJobs | RedisAttentionJobs
-    models = ModelStore(data_dir)
-    if settings.redis_url:
-        client = connect(settings.redis_url, check=False)  # Redis down: the app starts, job requests answer 503
+    client = connect(settings.redis_url, check=False) if settings.redis_url else None  # down: 503s, not a crash
+    catalogue = RedisModelCatalogue(client, settings.redis_url) if client is not None and settings.redis_url else None
+    models = ModelStore(data_dir, catalogue=catalogue)
+    if client is not None and settings.redis_url:
         attention = RedisAttentionJobs(client, settings.redis_url, settings.attention_max_jobs,
                                        settings.attention_jobs_per_owner, settings.attention_jobs_kept,
                                        settings.attention_job_ttl_s, settings.job_stale_s)

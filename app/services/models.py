@@ -33,18 +33,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from app.errors import ApiError, not_found, shorten
 from app.services.model_files import DamagedModelError, read_stored
 from app.services.owners import Access
+from app.services.redis_client import RedisUnavailableError
 from app.services.storage import staging, writing
 from engine.errors import EngineError
 from engine.graph import Graph
 from engine.models.bundle import ModelBundle, Preprocessing
 from engine.models.weights import save_weights
+
+if TYPE_CHECKING:
+    from app.services.redis_models import RedisModelCatalogue
 
 UPLOAD_PREFIX = "onnx-"
 TRAINED_PREFIX = "trained-"  # networks trained in the training lab, stored like uploads (not counted in the quotas)
@@ -154,10 +158,15 @@ def takes_images(graph: Graph) -> bool:
 
 
 class ModelStore:
-    """Built-in and uploaded models, loaded on demand and cached (``cache_size`` uploaded models per process)."""
+    """Built-in and uploaded models, loaded on demand and cached (``cache_size`` uploaded models per process).
+
+    Stored models (uploads and trained networks) live in ``<data_dir>/models``, which every worker of the machine
+    reads; with a ``catalogue`` (Redis: ``app.services.redis_models``) the catalogue is the deployment's list, and
+    the directory a cache of it, so every machine serves every model."""
 
     def __init__(self, data_dir: Path, builtins: Mapping[str, Callable[[], ModelBundle]] | None = None,
-                 cache_size: int = 4) -> None:
+                 cache_size: int = 4, catalogue: RedisModelCatalogue | None = None) -> None:
+        self.catalogue = catalogue
         self.models_dir = Path(data_dir) / "models"
         self.builtins = dict(builtin_loaders(Path(data_dir) / "cache") if builtins is None else builtins)
         self.standard_builtins = builtins is None  # another ModelStore(data_dir) has the same built-ins
@@ -175,6 +184,12 @@ class ModelStore:
         return list(self.builtins) + self.uploaded_ids() + list(self._temporary)
 
     def uploaded_ids(self) -> list[str]:
+        if self.catalogue is not None:
+            try:
+                return [model_id for model_id in self.catalogue.ids() if is_stored_id(model_id)]
+            except RedisUnavailableError as exc:  # the built-in models still answer; uploaded ones say why not
+                log.warning("uploaded models are not listed: %s", exc.message)
+                return []
         if not self.models_dir.is_dir():
             return []
         found = []
@@ -213,11 +228,42 @@ class ModelStore:
         if model_id in self._temporary:
             return self._temporary[model_id]
         directory = self.models_dir / model_id
-        if model_id.startswith(STORED_PREFIXES) and "/" not in model_id and (directory / "meta.json").is_file():
-            return self._get_uploaded(model_id, directory)
+        if is_stored_id(model_id):
+            meta = self._sync(model_id, directory) if self.catalogue is not None else None
+            if (directory / "meta.json").is_file():
+                stored = self._get_uploaded(model_id, directory)
+                if meta is not None and (stored.owner, stored.shared) != (meta.get("owner"), bool(meta.get("shared"))):
+                    stored = dataclasses.replace(stored, owner=meta.get("owner"), shared=bool(meta.get("shared")))
+                    with self._lock:  # shared or unshared on another machine since this one loaded it
+                        if model_id in self._uploaded_cache:
+                            self._uploaded_cache[model_id] = stored
+                return stored
         with self._lock:
             self._uploaded_cache.pop(model_id, None)
         raise not_found("model", model_id, self.ids())
+
+    def _sync(self, model_id: str, directory: Path) -> dict[str, Any] | None:
+        """With a catalogue: bring this machine's copy in line with it (fetch a model stored elsewhere, remove one
+        deleted elsewhere); returns the catalogue's meta.json (None: no such model, or damaged)."""
+        assert self.catalogue is not None
+        try:
+            meta = self.catalogue.meta(model_id)
+        except ValueError:
+            return None
+        if meta is None:
+            if directory.is_dir():
+                self._remove_local(model_id, directory)
+            return None
+        if not (directory / "meta.json").is_file():
+            with writing("copying the model from the shared store"):
+                self.catalogue.fetch(model_id, self.models_dir)
+        return meta
+
+    def _stored(self, model_id: str) -> bool:
+        """Whether a stored model has this id (in the catalogue, or this data directory without one)."""
+        if self.catalogue is not None:
+            return self.catalogue.has(model_id)
+        return (self.models_dir / model_id / "meta.json").is_file()
 
     def reloadable(self, model_id: str) -> bool:
         """Whether another process's ``ModelStore(data_dir).get(model_id)`` loads this same model (built-in, or
@@ -236,6 +282,16 @@ class ModelStore:
         temporary = self._temporary.get(model_id)
         if temporary is not None:
             return Access(temporary.owner, temporary.shared)
+        if self.catalogue is not None:
+            if not is_stored_id(model_id):
+                raise not_found("model", model_id, self.ids())
+            try:
+                found = self.catalogue.meta(model_id)
+            except ValueError:
+                return Access(None)
+            if found is None:
+                raise not_found("model", model_id, self.ids())
+            return Access(found.get("owner"), bool(found.get("shared")))
         try:
             meta = json.loads(self._meta_path(model_id).read_text())
         except (FileNotFoundError, NotADirectoryError):
@@ -245,7 +301,10 @@ class ModelStore:
         return Access(meta.get("owner"), bool(meta.get("shared")))
 
     def upload_usage(self) -> list[tuple[str | None, int]]:
-        """(owner, bytes on disk) of every uploaded model, for the quotas."""
+        """(owner, bytes on disk) of every uploaded model, for the quotas (with a catalogue: the deployment's)."""
+        if self.catalogue is not None:
+            return [((meta or {}).get("owner"), size) for model_id, meta, size in self.catalogue.usage()
+                    if model_id.startswith(UPLOAD_PREFIX)]
         usage = []
         for model_id in self.uploaded_ids():
             if not model_id.startswith(UPLOAD_PREFIX):
@@ -331,7 +390,7 @@ class ModelStore:
         (shared or not)."""
         if not bundle.id.startswith(TRAINED_PREFIX) or "/" in bundle.id:
             raise ValueError(f"a trained model's id starts with '{TRAINED_PREFIX}', got {bundle.id!r}")
-        if not (self.models_dir / bundle.id / "meta.json").is_file():
+        if not self._stored(bundle.id):
             meta = {"id": bundle.id, "name": bundle.name, "task": bundle.task, "source": bundle.source,
                     "labels": list(bundle.labels), "version": fingerprint(bundle.graph, bundle.params),
                     "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -358,7 +417,7 @@ class ModelStore:
 
         digest = hashlib.sha256(data).hexdigest()
         model_id = upload_id(digest, owner)
-        if (self.models_dir / model_id / "meta.json").is_file():
+        if self._stored(model_id):
             return self.get(model_id), False
         if quota is not None:
             quota(0)  # refuse before the import's work when the count is already at its limit
@@ -421,13 +480,40 @@ class ModelStore:
                             os.rename(staged, target)  # atomic: other workers see all or nothing
                     except OSError:
                         if (target / "meta.json").is_file():
-                            return  # another request stored the same file meanwhile
+                            self._publish(model_id, target)  # another request stored the same file meanwhile
+                            return
                         if target.exists():
                             raise ApiError(409, f"a damaged copy of model '{model_id}' is in the way: delete it "
                                                 f"(DELETE /api/models/{model_id}) and upload again") from None
                         raise
                 finally:
                     shutil.rmtree(staged, ignore_errors=True)
+        self._publish(model_id, target)
+
+    def _publish(self, model_id: str, target: Path) -> None:
+        """With a catalogue, make the stored model every machine's; when that fails, remove it here too (it could
+        not be listed, and an upload answered with an error must leave nothing behind)."""
+        if self.catalogue is None:
+            return
+        try:
+            self.catalogue.publish(model_id, target)
+        except Exception:
+            self._remove_local(model_id, target)
+            raise
+
+    def _remove_local(self, model_id: str, directory: Path) -> None:
+        """Remove this machine's copy of a stored model: renamed within its folder first (atomic: of two
+        concurrent removals one wins, and a full disk can still be cleared), then deleted."""
+        trash = self.models_dir / f".delete-{secrets.token_hex(4)}-{model_id}"
+        try:
+            with writing("deleting the model"):
+                os.rename(directory, trash)
+        except FileNotFoundError:
+            return
+        finally:
+            with self._lock:
+                self._uploaded_cache.pop(model_id, None)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def set_shared(self, model_id: str, shared: bool) -> None:
         """Share an uploaded or trained model with everyone (or stop sharing it); 409 for a built-in one."""
@@ -439,16 +525,25 @@ class ModelStore:
                 self._temporary[model_id] = dataclasses.replace(temporary, shared=shared)
                 return
         path = self._meta_path(model_id)
+        damaged = ApiError(409, f"model '{model_id}' cannot be shared: its meta.json is damaged; delete it "
+                                f"(DELETE /api/models/{model_id}) and upload the ONNX file again")
         try:
-            with writing("sharing the model"):
-                self._rewrite_meta(path, shared)
+            if self.catalogue is not None:  # the deployment's record; this machine's copy follows if it has one
+                if not self.catalogue.set_shared(model_id, shared):
+                    raise not_found("model", model_id, self.ids())
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError, ValueError), \
+                        writing("sharing the model"):
+                    self._rewrite_meta(path, shared)
+            else:
+                with writing("sharing the model"):
+                    self._rewrite_meta(path, shared)
         except (FileNotFoundError, NotADirectoryError):
             raise not_found("model", model_id, self.ids()) from None
         except ValueError:
-            raise ApiError(409, f"model '{model_id}' cannot be shared: its meta.json is damaged; delete it "
-                                f"(DELETE /api/models/{model_id}) and upload the ONNX file again") from None
-        with self._lock:
-            self._uploaded_cache.pop(model_id, None)
+            raise damaged from None
+        finally:
+            with self._lock:
+                self._uploaded_cache.pop(model_id, None)
 
     @staticmethod
     def _rewrite_meta(path: Path, shared: bool) -> None:
@@ -475,8 +570,14 @@ class ModelStore:
         if self._temporary.pop(model_id, None) is not None:
             return
         directory = self.models_dir / model_id
-        if not (model_id.startswith(STORED_PREFIXES) and "/" not in model_id and directory.is_dir()):
+        if not is_stored_id(model_id):
             raise not_found("model", model_id, self.ids())
+        if self.catalogue is not None:  # the deployment's record; other machines drop their copies when asked
+            removed = self.catalogue.remove(model_id)
+            self._remove_local(model_id, directory)
+            if not removed:
+                raise not_found("model", model_id, self.ids())
+            return
         # renamed within its folder first (atomic: of two concurrent deletes, one wins; and no new directory is
         # needed, so a full disk can still be cleared); a server killed before the removal leaves a .delete-*
         trash = self.models_dir / f".delete-{secrets.token_hex(4)}-{model_id}"
@@ -489,3 +590,8 @@ class ModelStore:
             with self._lock:
                 self._uploaded_cache.pop(model_id, None)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def is_stored_id(model_id: str) -> bool:
+    """Whether ``model_id`` can name a stored model (an upload or a trained network): never a path."""
+    return model_id.startswith(STORED_PREFIXES) and "/" not in model_id and model_id not in (".", "..")
