@@ -23,6 +23,7 @@ from app.services.redis_attention_jobs import RedisAttentionJobs
 from app.services.redis_client import connect
 from app.services.redis_models import RedisModelCatalogue
 from app.services.runs import RunStore
+from app.services.shared_runs import SharedRuns
 from app.services.training_jobs import JobManager
 from app.services.training_queue import QueuedJobManager
 
@@ -41,6 +42,12 @@ class Services:
 def run_cache_share(settings: Settings) -> int:
     """The bytes of runs this worker keeps: its share of ``run_cache_mb`` (all the ``workers`` together)."""
     return max(1, settings.run_cache_mb * MB // settings.workers)
+
+
+def shared_runs(settings: Settings, data_dir: Path) -> SharedRuns | None:
+    """With several workers, runs are shared through files they all map (``app.services.shared_runs``), within
+    the machine's ``run_cache_mb``; one worker keeps them in its memory."""
+    return SharedRuns.for_data_dir(data_dir, settings.run_cache_mb * MB) if settings.workers > 1 else None
 
 
 def build_services(settings: Settings) -> Services:
@@ -63,7 +70,8 @@ def build_services(settings: Settings) -> Services:
         training = JobManager(settings.training_max_jobs, settings.training_max_kept, data_dir=data_dir)
     return Services(
         models=models,
-        runs=RunStore(data_dir / "runs", settings.run_cache_size, run_cache_share(settings), compute=compute),
+        runs=RunStore(data_dir / "runs", settings.run_cache_size, run_cache_share(settings), compute=compute,
+                      shared=shared_runs(settings, data_dir)),
         attention=attention,
         compute=compute,
         training=training,

@@ -33,6 +33,7 @@ import numpy as np
 from app.errors import ApiError, shorten
 from app.services.compute import forward_gmacs, unbounded
 from app.services.models import ModelStore, StoredModel
+from app.services.shared_runs import SharedRuns
 from app.services.single_flight import KeyedLocks
 from app.services.tiles import Scale, as_channels, render_png
 from engine.errors import UnknownNodeError
@@ -114,8 +115,10 @@ class RunStore:
     """Runs in memory (LRU, at most ``max_runs`` and ``max_bytes``) and their inputs on disk (``max_files``)."""
 
     def __init__(self, directory: Path, max_runs: int = 8, max_bytes: int = 512 * 1024 * 1024,
-                 max_files: int = 500, compute: Callable[..., AbstractContextManager[None]] = unbounded) -> None:
+                 max_files: int = 500, compute: Callable[..., AbstractContextManager[None]] = unbounded,
+                 shared: SharedRuns | None = None) -> None:
         self.directory = Path(directory)
+        self.shared = shared  # several workers: activations in files every worker maps (app.services.shared_runs)
         self.compute = compute
         self.max_runs = max_runs
         self.max_bytes = max_bytes
@@ -217,15 +220,29 @@ class RunStore:
         """The run, computed once however many identical requests arrive together (single flight): the first
         computes it, the others wait and take it from the cache (after a failure, the next one tries again)."""
         with self._flights.hold(("run", run_id)):
-            run = self._cached(run_id)
+            run = self._cached(run_id) or self._open_shared(run_id, model)
             return run if run is not None else self._forward(run_id, model, x)
+
+    def _open_shared(self, run_id: str, model: StoredModel) -> Run | None:
+        """The run as another worker computed it (None: no worker has shared it, or for another version)."""
+        found = self.shared.open(run_id) if self.shared is not None else None
+        if found is None or (found.model_id, found.version) != (model.id, model.version):
+            return None
+        run = Run(run_id, found.model_id, found.version, found.activations, found.elapsed_ms)
+        self._remember(run)
+        return run
 
     def _forward(self, run_id: str, model: StoredModel, x: np.ndarray) -> Run:
         with self.compute(gmacs=forward_gmacs(model.graph, len(x))):
             start = time.perf_counter()
             trace = model.graph.forward(x, model.bundle.params, keep_caches=False)
         elapsed = (time.perf_counter() - start) * 1000
-        run = Run(run_id, model.id, model.version, trace.activations, elapsed)
+        activations = trace.activations
+        if self.shared is not None:  # the other workers map the same pages; this one drops its private copy
+            published = self.shared.publish(run_id, model.id, model.version, elapsed, activations)
+            if published is not None:
+                activations = published.activations
+        run = Run(run_id, model.id, model.version, activations, elapsed)
         self._remember(run)
         return run
 
