@@ -1,6 +1,6 @@
 """Runs shared by a machine's workers through one mapped file each: what one worker computes, another maps (no
 second forward pass), with the same numbers; the files stay within their budget; a damaged, missing or
-other-version file is never used. (Two real workers sharing runs: tests/api/test_runs_workers.py.)"""
+other-version file is never used. (Two real workers: tests/api/test_runs_workers.py.)"""
 
 from __future__ import annotations
 
