@@ -94,7 +94,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = app.state.services = build_services(settings)
     if settings.preload:
         threading.Thread(target=preload_models, args=(services.models,), name="preload-models", daemon=True).start()
-    trimmer = IdleTrimmer(services.compute.idle_for, settings.idle_trim_s).start() if settings.idle_trim_s else None
+    trimmer = None
+    if settings.idle_trim_s:  # at rest: drop the runs nobody is looking at, then give the memory back
+        trimmer = IdleTrimmer(services.compute.idle_for, settings.idle_trim_s,
+                              before_trim=lambda: services.runs.forget_unused(settings.idle_trim_s)).start()
     try:
         yield
     finally:

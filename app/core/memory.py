@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import platform
 import threading
 from collections.abc import Callable
@@ -32,6 +33,9 @@ def limit_malloc_arenas(arenas: int) -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, arenas))
     except AttributeError:
         return False
+
+
+log = logging.getLogger("cnn_visualiser.memory")
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -55,8 +59,10 @@ class IdleTrimmer:
     """A daemon thread that calls :func:`trim_memory` once ``idle_s`` seconds have passed without computing
     (``idle_for()``: seconds since the last pass ended, 0 during one), and not again until more work was done."""
 
-    def __init__(self, idle_for: Callable[[], float], idle_s: float, check_s: float = 1.0) -> None:
+    def __init__(self, idle_for: Callable[[], float], idle_s: float, check_s: float = 1.0,
+                 before_trim: Callable[[], object] | None = None) -> None:
         self.idle_for = idle_for
+        self.before_trim = before_trim  # frees what the worker keeps (its idle runs) so the trim can return it
         self.idle_s = idle_s
         self.check_s = check_s
         self.trims = 0
@@ -78,6 +84,11 @@ class IdleTrimmer:
             if idle < self.idle_s:
                 trimmed = False
             elif not trimmed:
+                if self.before_trim is not None:
+                    try:
+                        self.before_trim()
+                    except Exception:  # never let the trimmer die: it would stop giving memory back
+                        log.exception("freeing idle memory failed")
                 trim_memory()
                 self.trims += 1
                 trimmed = True

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from app.core.config import MB, Settings
@@ -15,6 +16,7 @@ from app.core.memory import IdleTrimmer
 from app.main import create_app
 from app.services.compute import ComputeSlots
 from app.services.container import run_cache_share
+from app.services.runs import RunStore
 
 
 def test_the_app_runs_one_blas_thread_per_pass_unless_told_otherwise(tmp_path):
@@ -84,3 +86,40 @@ def test_the_trimmer_gives_memory_back_once_per_idle_spell():
 @pytest.mark.parametrize("workers, share", [(1, 512), (2, 256), (4, 128)])
 def test_the_run_cache_is_a_budget_of_the_machine_shared_by_its_workers(tmp_path, workers, share):
     assert run_cache_share(Settings(data_dir=tmp_path, run_cache_mb=512, workers=workers)) == share * MB
+
+
+def test_at_rest_the_runs_nobody_uses_are_dropped_before_the_trim(tmp_path, store):
+    runs = RunStore(tmp_path / "runs")
+    model = store.get("tiny")
+    rng = np.random.default_rng(0)
+    old, _ = runs.create(model, rng.standard_normal((1, 1, 12, 12)).astype(np.float32))
+    time.sleep(0.2)
+    recent, _ = runs.create(model, rng.standard_normal((1, 1, 12, 12)).astype(np.float32))
+    assert runs.forget_unused(idle_s=0.1) == 1  # the old one only: the recent one is being looked at
+    assert runs._cached(old.run_id) is None and runs._cached(recent.run_id) is not None
+    again = runs.get(old.run_id, store)  # recomputed from its stored input: the same numbers
+    for node, value in old.activations.items():
+        np.testing.assert_array_equal(again.activations[node], value)
+
+
+def test_the_trimmer_frees_what_the_worker_keeps_first_and_survives_a_failing_hook():
+    calls = []
+    idle = [0.0]
+
+    def hook():
+        calls.append(time.monotonic())
+        raise RuntimeError("a bug in the hook")
+
+    trimmer = IdleTrimmer(lambda: idle[0], idle_s=0.05, check_s=0.01, before_trim=hook)
+    trimmer.start()
+    try:
+        time.sleep(0.05)
+        idle[0] = 10.0
+        time.sleep(0.1)
+        idle[0] = 0.0
+        time.sleep(0.05)
+        idle[0] = 10.0
+        time.sleep(0.1)
+        assert len(calls) == 2 and trimmer.trims == 2  # once per idle spell, the trim done despite the error
+    finally:
+        trimmer.stop()
