@@ -57,6 +57,7 @@ class Run:
     pngs: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)  # (node, scale): PNG, layout
     png_bytes: int = 0  # of the PNGs kept, updated as they are added
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # node: each tile's min, max
+    used_at: float = field(default_factory=time.monotonic)  # when a request last used it (RunStore.forget_unused)
     activation_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +125,6 @@ class RunStore:
         self.max_bytes = max_bytes
         self.max_files = max_files
         self._runs: OrderedDict[str, Run] = OrderedDict()
-        self._used: dict[str, float] = {}  # run id: when it was last used (time.monotonic())
         self._flights = KeyedLocks()  # runs and PNGs being made: identical requests wait for the first
         self._lock = threading.Lock()
         self._disk_refused = False  # the last write failed: warn once, not on every run
@@ -134,15 +134,14 @@ class RunStore:
         with self._lock:
             self._runs[run.run_id] = run
             self._runs.move_to_end(run.run_id)
-            self._used[run.run_id] = time.monotonic()
+            run.used_at = time.monotonic()
             self._evict()
 
     def _evict(self) -> None:
         """Drop the least recently used runs until the rest fit (the newest always stays); hold ``_lock``."""
         total = sum(r.nbytes for r in self._runs.values())
         while len(self._runs) > 1 and (len(self._runs) > self.max_runs or total > self.max_bytes):
-            run_id, dropped = self._runs.popitem(last=False)
-            self._used.pop(run_id, None)
+            _, dropped = self._runs.popitem(last=False)
             total -= dropped.nbytes
 
     def _cached(self, run_id: str) -> Run | None:
@@ -150,7 +149,7 @@ class RunStore:
             run = self._runs.get(run_id)
             if run is not None:
                 self._runs.move_to_end(run_id)
-                self._used[run_id] = time.monotonic()
+                run.used_at = time.monotonic()
             return run
 
     def forget_unused(self, idle_s: float) -> int:
@@ -159,10 +158,9 @@ class RunStore:
         lecture's burst instead of holding ``max_bytes`` of runs until the next one."""
         cutoff = time.monotonic() - idle_s
         with self._lock:
-            stale = [run_id for run_id in self._runs if self._used.get(run_id, 0.0) <= cutoff]
+            stale = [run_id for run_id, run in self._runs.items() if run.used_at <= cutoff]
             for run_id in stale:
                 del self._runs[run_id]
-                self._used.pop(run_id, None)
         return len(stale)
 
     def cached_count(self) -> int:
