@@ -55,14 +55,16 @@ def build_services(settings: Settings) -> Services:
     data_dir = Path(settings.data_dir).resolve()
     compute = ComputeSlots.from_settings(settings)
     attention: AttentionJobs | RedisAttentionJobs
-    client = connect(settings.redis_url, check=False) if settings.redis_url else None  # down: 503s, not a crash
-    catalogue = RedisModelCatalogue(client, settings.redis_url) if client is not None and settings.redis_url else None
+    catalogue = None  # Redis down: the app starts, and what needs Redis answers 503
+    if settings.redis_url:
+        catalogue = RedisModelCatalogue(connect(settings.redis_url, check=False), settings.redis_url)
     models = ModelStore(data_dir, catalogue=catalogue)
-    if client is not None and settings.redis_url:
-        attention = RedisAttentionJobs(client, settings.redis_url, settings.attention_max_jobs,
+    if catalogue is not None:
+        client = catalogue.client
+        attention = RedisAttentionJobs(client, catalogue.url, settings.attention_max_jobs,
                                        settings.attention_jobs_per_owner, settings.attention_jobs_kept,
                                        settings.attention_job_ttl_s, settings.job_stale_s)
-        training: JobManager = QueuedJobManager(client, settings.redis_url, settings.training_max_jobs,
+        training: JobManager = QueuedJobManager(client, catalogue.url, settings.training_max_jobs,
                                                 settings.training_max_kept, data_dir, settings.job_stale_s)
     else:
         attention = AttentionJobs(data_dir, settings.attention_max_jobs, settings.attention_jobs_per_owner,
