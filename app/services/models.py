@@ -501,19 +501,21 @@ class ModelStore:
             self._remove_local(model_id, target)
             raise
 
-    def _remove_local(self, model_id: str, directory: Path) -> None:
-        """Remove this machine's copy of a stored model: renamed within its folder first (atomic: of two
-        concurrent removals one wins, and a full disk can still be cleared), then deleted."""
+    def _remove_local(self, model_id: str, directory: Path) -> bool:
+        """Remove this machine's copy of a stored model; whether there was one to remove. Renamed within its
+        folder first (atomic: of two concurrent removals one wins; and no new directory is needed, so a full disk
+        can still be cleared; a server killed before the removal leaves a .delete-*), then deleted."""
         trash = self.models_dir / f".delete-{secrets.token_hex(4)}-{model_id}"
         try:
             with writing("deleting the model"):
                 os.rename(directory, trash)
         except FileNotFoundError:
-            return
+            return False
         finally:
             with self._lock:
                 self._uploaded_cache.pop(model_id, None)
         shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def set_shared(self, model_id: str, shared: bool) -> None:
         """Share an uploaded or trained model with everyone (or stop sharing it); 409 for a built-in one."""
@@ -575,21 +577,10 @@ class ModelStore:
         if self.catalogue is not None:  # the deployment's record; other machines drop their copies when asked
             removed = self.catalogue.remove(model_id)
             self._remove_local(model_id, directory)
-            if not removed:
-                raise not_found("model", model_id, self.ids())
-            return
-        # renamed within its folder first (atomic: of two concurrent deletes, one wins; and no new directory is
-        # needed, so a full disk can still be cleared); a server killed before the removal leaves a .delete-*
-        trash = self.models_dir / f".delete-{secrets.token_hex(4)}-{model_id}"
-        try:
-            with writing("deleting the model"):
-                os.rename(directory, trash)
-        except FileNotFoundError:
-            raise not_found("model", model_id, self.ids()) from None
-        finally:
-            with self._lock:
-                self._uploaded_cache.pop(model_id, None)
-        shutil.rmtree(trash, ignore_errors=True)
+        else:
+            removed = directory.is_dir() and self._remove_local(model_id, directory)
+        if not removed:
+            raise not_found("model", model_id, self.ids())
 
 
 def is_stored_id(model_id: str) -> bool:
