@@ -10,9 +10,9 @@ directory, runs the method and sends back, over a pipe, JSON messages only (neve
 - ``["done", answer]``: the answer as the synchronous route gives it (``AttentionResponse`` as JSON text);
 - ``["failed", status, detail]``: the status and message the synchronous route would have answered.
 
-The child runs at ``nice`` ``CHILD_NICE`` with one BLAS thread; cancelling a job kills it at once, and when it
-ends the memory its passes took goes back to the system with it. The parent holds the job's background compute
-slot for the whole run, so the machine runs ``background_compute_slots`` such children at once.
+The child runs at ``nice`` ``CHILD_NICE`` (19, the lowest) with one BLAS thread; cancelling a job kills it at
+once, and when it ends the memory its passes took goes back to the system with it. The parent holds the job's
+background compute slot for the whole run, so the machine runs ``background_compute_slots`` such children at once.
 
 Models that exist only in one worker's memory cannot be loaded by a child (``ModelStore.reloadable`` says so):
 their jobs compute in the job's thread, one batch of passes per background slot.
@@ -33,8 +33,9 @@ import numpy as np
 
 from app.services.attention import AttentionRequest, PreparedAttention
 
-#: how much the child yields to the requests people wait on (nice 10: about a tenth of a nice-0 process's CPU)
-CHILD_NICE = 10
+#: the child's priority: the lowest, below the job threads' nice 10 (it used to add 10 to the nice 10 it inherits
+#: from the job's thread, which caps at 19: said here, not left to inheritance)
+CHILD_NICE = 19
 #: how often the parent looks for a cancel request while the child computes
 POLL_S = 0.2
 
@@ -109,7 +110,7 @@ def child_main(job: ChildJob, sender: Any) -> None:
         sender.send_bytes(json.dumps(message).encode())
 
     with contextlib.suppress(OSError):  # may not lower priority: compute anyway
-        os.nice(CHILD_NICE)
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), CHILD_NICE))
     limit_blas_threads(1)
     try:
         model = ModelStore(Path(job.data_dir)).get(job.model_id)
