@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
 
+log = logging.getLogger("cnn_visualiser.memory")
+
 
 def limit_malloc_arenas(arenas: int) -> bool:
     """Cap glibc's malloc arenas for this process; returns whether it was applied."""
@@ -33,9 +35,6 @@ def limit_malloc_arenas(arenas: int) -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, arenas))
     except AttributeError:
         return False
-
-
-log = logging.getLogger("cnn_visualiser.memory")
 
 
 def _glibc() -> ctypes.CDLL | None:
