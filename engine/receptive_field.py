@@ -17,15 +17,23 @@ Several paths (add, mul, concat) are handled as in the article: when every path 
 effective stride and the same centre offset ``(r − 1)/2 − P`` (the graph is *aligned*), the node
 takes the largest ``r`` (and its ``P``); otherwise there is no single receptive field and
 :func:`receptive_fields` raises a SpecError naming the node. An op whose geometry is GLOBAL
-(linear, global pooling, flatten of positions, spatial softmax) gives units that see the whole
-input. Transposed convolutions are not covered by the article: such nodes (and those after them)
-are marked ``undefined`` with the reason, rather than given a wrong number.
+(linear, global pooling, a reduction over spatial axes, flatten of positions, spatial softmax) gives
+units that see the whole input. Transposed convolutions are not covered by the article: such nodes
+(and those after them) are marked ``undefined`` with the reason, rather than given a wrong number.
+
+A *global gate* is an input of a merge whose units see the whole input but which has size 1 on every
+spatial axis of the merge's output (as NumPy broadcasts it), so one value per channel is spread over
+every position: squeeze-and-excitation's ``x * sigmoid(fc(mean(x)))``. Where such a gate joins a
+local path at a node with several positions, the node keeps the local path's field and is marked
+``modulated_at`` that node; later nodes inherit the mark. A gate that varies across positions is not
+a gate: computed from a global path it makes the node global, from a local path it is a path like
+any other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from engine.errors import EngineError, SpecError
@@ -74,6 +82,11 @@ class NodeRF:
     ``axes`` has one entry per spatial axis when ``status`` is "local" (None otherwise);
     ``reason`` explains the other statuses in plain words. ``input_size`` is the graph input's
     spatial size and ``spatial_shape`` the node's, both per spatial axis.
+
+    ``modulated_at`` lists, in graph order, the nodes on the way here (this one included) where a
+    global gate joined: the unit also depends on the whole input through a value that is the same at
+    every position, and ``axes`` is the field of its main path with the gates held fixed. It is empty
+    for "global" and "constant" nodes. ``gates`` names this node's inputs taken as global gates.
     """
 
     node_id: str
@@ -83,6 +96,13 @@ class NodeRF:
     input_size: tuple[int, ...]
     spatial_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+    modulated_at: tuple[str, ...] = ()
+    gates: tuple[str, ...] = ()
+
+    @property
+    def global_modulation(self) -> bool:
+        """Whether a global gate scales (or shifts) this node's units besides their local field."""
+        return bool(self.modulated_at)
 
     def to_dict(self) -> dict[str, Any]:
         names = axis_names(len(self.input_size))
@@ -90,6 +110,8 @@ class NodeRF:
             "status": self.status,
             "reason": self.reason,
             "axes": None if self.axes is None else [{"axis": name, **asdict(a)} for name, a in zip(names, self.axes)],
+            "global_modulation": self.global_modulation,
+            "modulated_at": list(self.modulated_at),
         }
 
 
@@ -106,34 +128,67 @@ def _spatial_of(shape: tuple[int, ...], n: int, fallback: tuple[int, ...]) -> tu
     return tuple(shape[-n:]) if len(shape) - 1 >= n else fallback
 
 
-def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]) -> NodeRF:
-    """Combine the receptive fields of a node's inputs (before the node's own geometry)."""
+def _is_gate(parent: NodeRF, out_shape: tuple[int, ...], n: int) -> bool:
+    """Whether ``parent`` joins a node of shape ``out_shape`` as a global gate: its units see the whole input,
+    and, aligned as NumPy broadcasts it, it has size 1 on every spatial axis of a node with several positions
+    (one value per channel, the same at every position)."""
+    if parent.status != WHOLE or n == 0 or len(out_shape) - 1 < n or all(s == 1 for s in out_shape[-n:]):
+        return False
+    shape = tuple(parent.output_shape)
+    if len(shape) > len(out_shape):
+        return False
+    aligned = (1,) * (len(out_shape) - len(shape)) + shape
+    return all(s == 1 for s in aligned[-n:])
+
+
+def _modulations(node_id: str, paths: list[NodeRF], gated: bool, position: Mapping[str, int]) -> tuple[str, ...]:
+    """Where global gates joined on the way to ``node_id``: every path's marks, and this node if it is ``gated``."""
+    found = {at for p in paths for at in p.modulated_at} | ({node_id} if gated else set())
+    return tuple(sorted(found, key=position.__getitem__))
+
+
+def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...],
+           position: Mapping[str, int]) -> NodeRF:
+    """Combine the receptive fields of a node's inputs (before the node's own geometry).
+
+    Global gates (see :func:`_is_gate`) are set apart when another input reads the input: the node takes
+    the field of the other inputs, and is marked as modulated here.
+    """
     out_shape = tuple(node.output_shape)
     reading = [p for p in parents if p.status != CONSTANT]
     if not reading:
         return NodeRF(node.id, CONSTANT, None, "does not depend on the input", input_size, (), out_shape)
+    gates = [p for p in reading if _is_gate(p, out_shape, n)]
+    paths = [p for p in reading if not _is_gate(p, out_shape, n)]
+    if not paths:  # nothing but gates: the node itself is one
+        paths, gates = reading, []
     for status in (WHOLE, UNDEFINED):
-        hit = next((p for p in reading if p.status == status), None)
+        hit = next((p for p in paths if p.status == status), None)
         if hit is not None:
             reason = hit.reason
             if status == WHOLE and len(reading) > 1:
                 reason = (f"'{node.id}' combines its inputs with '{hit.node_id}', whose units see the whole input "
                           f"({reason})")
-            return NodeRF(node.id, status, None, reason, input_size, (), out_shape)
-    if len(reading) == 1:
-        return reading[0]
-    spatial = _spatial_of(out_shape, n, reading[0].spatial_shape)
+            if status == WHOLE:
+                return NodeRF(node.id, WHOLE, None, reason, input_size, (), out_shape)
+            return NodeRF(node.id, status, None, reason, input_size, (), out_shape,
+                          _modulations(node.id, paths, bool(gates), position), tuple(g.node_id for g in gates))
+    modulated_at = _modulations(node.id, paths, bool(gates), position)
+    gate_ids = tuple(g.node_id for g in gates)
+    if len(paths) == 1 and not gates:
+        return replace(paths[0], modulated_at=modulated_at, gates=())
+    spatial = _spatial_of(out_shape, n, paths[0].spatial_shape)
     names = axis_names(n)
-    for p in reading:
+    for p in paths:
         if p.spatial_shape != spatial:
             return NodeRF(node.id, UNDEFINED, None,
                           f"'{node.id}' broadcasts '{p.node_id}' (positions {list(p.spatial_shape)}) over positions "
                           f"{list(spatial)}, so its units do not slide together with the other inputs'",
-                          input_size, (), out_shape)
-    first = reading[0]
+                          input_size, (), out_shape, modulated_at, gate_ids)
+    first = paths[0]
     assert first.axes is not None
     merged = list(first.axes)
-    for p in reading[1:]:
+    for p in paths[1:]:
         assert p.axes is not None
         for a, (mine, theirs) in enumerate(zip(merged, p.axes)):
             if mine.stride != theirs.stride or mine.centre_offset != theirs.centre_offset:
@@ -147,11 +202,12 @@ def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]
                 )
             if theirs.size > mine.size:
                 merged[a] = theirs
-    return NodeRF(node.id, LOCAL, tuple(merged), "", input_size, spatial, out_shape)
+    return NodeRF(node.id, LOCAL, tuple(merged), "", input_size, spatial, out_shape, modulated_at, gate_ids)
 
 
-def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]) -> NodeRF:
-    merged = _merge(node, parents, n, input_size)
+def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...],
+             position: Mapping[str, int]) -> NodeRF:
+    merged = _merge(node, parents, n, input_size, position)
     out_shape = tuple(node.output_shape)
     if merged.status == CONSTANT:
         return NodeRF(node.id, CONSTANT, None, merged.reason, input_size, (), out_shape)
@@ -162,26 +218,28 @@ def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ..
             return NodeRF(node.id, WHOLE, None, merged.reason, input_size, (), out_shape)
         # positions that each read part of the input, all mixed: the union is the whole input
         return NodeRF(node.id, WHOLE, None, reason + ", hence on the whole input", input_size, (), out_shape)
+    marks = (merged.modulated_at, merged.gates)
     if merged.status != LOCAL:
-        return NodeRF(node.id, merged.status, None, merged.reason, input_size, (), out_shape)
+        return NodeRF(node.id, merged.status, None, merged.reason, input_size, (), out_shape,
+                      *(marks if merged.status == UNDEFINED else ((), ())))
     assert merged.axes is not None
     spatial = _spatial_of(out_shape, n, merged.spatial_shape)
     if geometry == IDENTITY:
-        return NodeRF(node.id, LOCAL, merged.axes, "", input_size, spatial, out_shape)
+        return NodeRF(node.id, LOCAL, merged.axes, "", input_size, spatial, out_shape, *marks)
     if not isinstance(geometry, Sequence) or len(geometry) != n:
         return NodeRF(node.id, UNDEFINED, None,
                       f"'{node.id}' ({node.op.op}) keeps positions along {len(geometry)} axes but its input has {n} "
                       "spatial axes (positions move between axes or into the channels), so no r, S, P is given",
-                      input_size, (), out_shape)
+                      input_size, (), out_shape, *marks)
     if any(g.transposed for g in geometry):
         what = ("an upsample: output unit i reads the input at about i / s (s output units per input unit), a "
                 "step of 1/s rather than a whole stride" if node.op.op == "upsample" else
                 "a transposed convolution: receptive fields through transposed convolutions are not covered by "
                 "Araujo et al. (2019) (one output unit reads a varying number of input units)")
         return NodeRF(node.id, UNDEFINED, None, f"'{node.id}' is {what}, so no r, S, P is given",
-                      input_size, (), out_shape)
+                      input_size, (), out_shape, *marks)
     axes = tuple(rf.then(g) for rf, g in zip(merged.axes, geometry))
-    return NodeRF(node.id, LOCAL, axes, "", input_size, spatial, out_shape)
+    return NodeRF(node.id, LOCAL, axes, "", input_size, spatial, out_shape, *marks)
 
 
 def receptive_fields(graph: Graph, strict: bool = True) -> dict[str, NodeRF]:
@@ -194,9 +252,10 @@ def receptive_fields(graph: Graph, strict: bool = True) -> dict[str, NodeRF]:
     input_size = tuple(graph.input_shape[1:])
     result = {INPUT: NodeRF(INPUT, LOCAL, tuple(AxisRF(1, 1, 0) for _ in range(n)), "", input_size, input_size,
                             tuple(graph.input_shape))}
+    position = {node.id: i for i, node in enumerate(graph.nodes)}
     for node in graph.nodes:
         try:
-            result[node.id] = _node_rf(node, [result[i] for i in node.inputs], n, input_size)
+            result[node.id] = _node_rf(node, [result[i] for i in node.inputs], n, input_size, position)
         except SpecError as error:
             if strict:
                 raise
@@ -276,7 +335,20 @@ def unit_box(rf: NodeRF, index: Sequence[int]) -> UnitBox:
         parts = [f"{b.axis}: {b.padding_before} before and {b.padding_after} past the end" for b in padded]
         note = ("the box extends into the padding (" + "; ".join(parts) + "); the clipped box is the part "
                 "inside the input")
+    if rf.modulated_at:
+        note = "; ".join(filter(None, [note, modulation_note(rf)]))
     return UnitBox(rf.node_id, spatial, tuple(boxes), note)
+
+
+def modulation_note(rf: NodeRF) -> str:
+    """In plain words, how a global gate modulates the units of a node marked ``modulated_at`` ("" if none)."""
+    if not rf.modulated_at:
+        return ""
+    *earlier, last = rf.modulated_at
+    more = f", and {len(earlier)} earlier" if earlier else ""
+    return (f"besides this box, a global gate modulates the unit (it joins at '{last}'{more}): one value per "
+            "channel, the same at every position, computed from the whole input; the box is the field with the "
+            "gate held fixed")
 
 
 def footprints(graph: Graph, rfs: dict[str, NodeRF], node_id: str, index: Sequence[int]
@@ -288,18 +360,22 @@ def footprints(graph: Graph, rfs: dict[str, NodeRF], node_id: str, index: Sequen
     For an ancestor with (r_L, S_L, P_L) and the unit's input box [start, end], those are the positions
     whose own boxes lie inside the unit's: ``⌈(start + P_L) / S_L⌉ .. ⌊(end − r_L + 1 + P_L) / S_L⌋``
     (for an aligned graph the divisions are exact, and on a chain this is the unit's window through
-    the layers between). A unit with a global field depends on every position of every ancestor.
+    the layers between). A unit with a global field depends on every position of every ancestor. A unit
+    modulated by a global gate gets boxes on its main paths only: the gate's branch is not followed.
     """
+    whole = rfs[node_id].status == WHOLE
     ancestors = {INPUT, node_id}
     stack = [node_id]
     while stack:
-        for parent in graph.by_id[stack.pop()].inputs:
-            if parent not in ancestors:
+        current = stack.pop()
+        # a local unit depends on a gate's branch as a whole, not on a box of it: follow its main paths only
+        skip = () if whole else rfs[current].gates
+        for parent in graph.by_id[current].inputs:
+            if parent not in ancestors and parent not in skip:
                 ancestors.add(parent)
                 if parent != INPUT:
                     stack.append(parent)
     box = unit_box(rfs[node_id], index)
-    whole = rfs[node_id].status == WHOLE
     result: dict[str, list[tuple[int, int]]] = {}
     for ancestor in [INPUT, *(n.id for n in graph.nodes if n.id in ancestors)]:
         rf = rfs[ancestor]

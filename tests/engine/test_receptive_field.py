@@ -195,13 +195,24 @@ def test_global_nodes_see_the_whole_input():
     assert [(b.start, b.end, b.centre) for b in box.axes] == [(0, 9, 4.5), (0, 11, 5.5)]
 
 
-def test_gating_by_a_global_branch_is_global():
-    # squeeze-and-excitation: x * sigmoid(fc(gap(x))): every unit depends on the whole input
+def test_gating_by_a_global_branch_keeps_the_local_field_and_is_marked():
+    # squeeze-and-excitation: x * sigmoid(fc(gap(x))): the main path's field, and a mark for the global gate
+    # (tests/engine/test_receptive_field_gates.py has the whole story)
     g = (_Graph((4, 8, 8)).slide("c", k=3, p=1)
          .other("gap", "global_avg_pool", GLOBAL, ["c"], (4, 1, 1))
          .other("gate", "mul", IDENTITY, ["c", "gap"], (4, 8, 8)))
     gate = receptive_fields(g)["gate"]
-    assert gate.status == "global" and "'gate' combines its inputs with 'gap'" in gate.reason
+    assert gate.status == "local" and gate.axes == receptive_fields(g)["c"].axes
+    assert gate.modulated_at == ("gate",) and gate.gates == ("gap",)
+
+
+def test_gating_by_a_global_map_that_varies_over_positions_is_global():
+    g = (_Graph((4, 8, 8)).slide("c", k=3, p=1)
+         .other("map", "reshape", GLOBAL, ["c"], (1, 8, 8))   # e.g. a linear layer's output made a map
+         .other("gate", "mul", IDENTITY, ["c", "map"], (4, 8, 8)))
+    gate = receptive_fields(g)["gate"]
+    assert gate.status == "global" and "'gate' combines its inputs with 'map'" in gate.reason
+    assert gate.modulated_at == ()
 
 
 def test_constant_operands_do_not_count():
