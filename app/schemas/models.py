@@ -105,6 +105,15 @@ class ReceptiveFieldInfo(BaseModel):
     status: str = Field(..., description="'local', 'global', 'undefined' or 'constant'", examples=["local"])
     reason: str = Field("", examples=[""], description="for the statuses other than 'local', why")
     axes: list[AxisReceptiveField] | None = Field(None, description="per spatial axis, when local")
+    global_modulation: bool = Field(
+        False, examples=[True],
+        description="the units are also scaled (or shifted) by a global gate: one value per channel, the same at "
+                    "every position, computed from the whole input (squeeze-and-excitation). `axes` is then the "
+                    "field of the main path with the gate held fixed. Always false for 'global' and 'constant'")
+    modulated_at: list[str] = Field(
+        default_factory=list, examples=[["blocks.1.se.mul", "blocks.2.se.mul"]],
+        description="the nodes, in graph order, where a global gate joined on the way to this one (this node "
+                    "included if it is one): every earlier squeeze-excite multiplication the units depend on")
 
 
 class NodeInfo(BaseModel):

@@ -65,11 +65,14 @@ class ReceptiveFieldResponse(BaseModel):
                                                 description="the node's receptive field: size r, stride S, padding P "
                                                             "per axis")
     box: list[AxisBox] = Field(..., description="per spatial axis, the unit's box in the input")
-    note: str = Field("", examples=[""], description="e.g. that the box extends into the padding")
+    note: str = Field("", examples=[""],
+                      description="e.g. that the box extends into the padding, or that a global gate (squeeze-"
+                                  "excite) also modulates the unit, and where it joins")
     layers: dict[str, list[list[int]]] = Field(
         default_factory=dict,
         description="where the unit looks on every earlier layer: per node id ('input' and the node itself "
-                    "included), per spatial axis, the [first, last] positions it depends on (clipped to the layer)",
+                    "included), per spatial axis, the [first, last] positions it depends on (clipped to the layer); "
+                    "for a unit modulated by a global gate, the layers of its main path only",
         examples=[{"input": [[0, 7], [2, 9]], "conv1": [[0, 5], [2, 7]], "pool1": [[0, 2], [1, 3]]}])
     effective: EffectiveField | None = Field(None,
                                              description="the effective receptive field (null when effective=false)")
