@@ -18,6 +18,9 @@ hardswish      x * clip(x / 6 + 1/2, 0, 1)             0 at x = -3, 1 at x = 3
 
 ``hardsigmoid`` takes ONNX's ``alpha`` and ``beta``; the defaults 1/6 and 1/2 give PyTorch's
 ``x / 6 + 1/2`` (clipped). ``sigmoid`` is evaluated without overflow for large ``|x|``.
+
+``gelu`` is smooth: ``x * Phi(x)`` with the normal CDF ``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` (``erf`` from
+``engine.layers.erf``, to float64 precision), or with ``approximate="tanh"`` the tanh form BERT and GPT-2 used.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from engine.layers.erf import erf
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -151,3 +156,40 @@ def identity_forward(x: np.ndarray) -> tuple[np.ndarray, Any]:
 
 def identity_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     return dout
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+_SQRT_2_OVER_PI = float(np.sqrt(2 / np.pi))
+_INV_SQRT_2PI = float(1 / np.sqrt(2 * np.pi))
+
+
+def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, Any]:
+    """GELU, as ``torch.nn.GELU(approximate)``. x: any shape; out: same shape and dtype.
+
+    ``approximate="none"``: ``out = x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2))``, erf evaluated in float64.
+    ``approximate="tanh"``: ``out = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))``, in x's dtype.
+    """
+    if approximate == "none":
+        cdf = (0.5 * (1 + erf(x.astype(np.float64, copy=False) * np.sqrt(0.5)))).astype(x.dtype, copy=False)
+        return x * cdf, (x, cdf, approximate)
+    if approximate == "tanh":
+        xc = np.clip(x, -1e4, 1e4)  # tanh is +-1 long before: keeps x^3 finite in float32
+        t = np.tanh(np.asarray(_SQRT_2_OVER_PI, dtype=x.dtype) * (xc + np.asarray(0.044715, dtype=x.dtype) * xc ** 3))
+        return np.asarray(0.5, dtype=x.dtype) * x * (1 + t), (x, t, approximate)
+    raise ValueError(f"approximate must be one of {', '.join(GELU_APPROXIMATIONS)}, got {approximate!r}")
+
+
+def gelu_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
+    """``dx = dout * (Phi(x) + x * phi(x))`` with the normal density ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``;
+
+    for the tanh form, ``dx = dout * ((1 + t) / 2 + x / 2 * (1 - t^2) * sqrt(2 / pi) * (1 + 3 * 0.044715 x^2))``.
+    """
+    x, s, approximate = cache
+    xc = np.clip(x, -1e4, 1e4)  # x^2 stays finite; where it is clipped, phi and 1 - t^2 are exactly 0
+    one = np.asarray(1, dtype=x.dtype)
+    if approximate == "none":
+        pdf = np.exp(np.asarray(-0.5, dtype=x.dtype) * xc * xc) * np.asarray(_INV_SQRT_2PI, dtype=x.dtype)
+        return dout * (s + x * pdf)
+    slope = np.asarray(_SQRT_2_OVER_PI, dtype=x.dtype) * (one + np.asarray(3 * 0.044715, dtype=x.dtype) * xc * xc)
+    half = np.asarray(0.5, dtype=x.dtype)
+    return dout * (half * (one + s) + half * x * (one - s * s) * slope)

@@ -91,6 +91,21 @@ class ClipOp(ElementwiseOp):
         return shape
 
 
+@register_op("gelu")
+class GeluOp(ElementwiseOp):
+    """x * Phi(x), the normal CDF (``approximate="none"``), or its tanh approximation (``"tanh"``), as nn.GELU."""
+
+    defaults: ClassVar[dict[str, Any]] = {"approximate": "none"}
+    layer_forward = staticmethod(act.gelu_forward)
+    layer_backward = staticmethod(act.gelu_backward)
+
+    def build(self) -> Shape:  # a string attribute: ElementwiseOp.build checks numbers only
+        if self.attrs["approximate"] not in act.GELU_APPROXIMATIONS:
+            choices = " or ".join(f'"{a}"' for a in act.GELU_APPROXIMATIONS)
+            raise self.fail(f"approximate must be {choices} (PyTorch's nn.GELU), got {self.attrs['approximate']!r}")
+        return self.input_shapes[0]
+
+
 class _SoftmaxBase(Op):
     """Softmax-like op over one axis ``dim`` (counting the batch axis; 1 = classes or channels)."""
 

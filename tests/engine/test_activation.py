@@ -25,6 +25,8 @@ ACTIVATIONS = {
     "hardsigmoid_onnx": (lambda x: act.hardsigmoid_forward(x, 0.2, 0.5), act.hardsigmoid_backward),
     "hardswish": (act.hardswish_forward, act.hardswish_backward),
     "identity": (act.identity_forward, act.identity_backward),
+    "gelu": (act.gelu_forward, act.gelu_backward),
+    "gelu_tanh": (lambda x: act.gelu_forward(x, "tanh"), act.gelu_backward),
 }
 KINKS = np.array([-3.0, -2.5, -1.5, 0.0, 2.0, 3.0, 6.0])
 
@@ -105,6 +107,7 @@ TORCH_NAMES = {
     "hardsigmoid": lambda F, t: F.hardsigmoid(t),
     "hardswish": lambda F, t: F.hardswish(t),
     "identity": lambda F, t: t,
+    "gelu": lambda F, t: F.gelu(t),
 }
 
 
