@@ -14,6 +14,7 @@ from engine.ops import (  # noqa: F401
     normalization,
     pad,
     pool,
+    reduce,
     reshape,
     slice,
     transpose,
