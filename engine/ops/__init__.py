@@ -9,6 +9,7 @@ from engine.ops import (  # noqa: F401
     attention,
     conv,
     dropout,
+    layer_norm,
     linear,
     merge,
     normalization,
