@@ -1,7 +1,9 @@
 """Gradient attributions on the input pixels. ``S(x)`` is the target's score, ``x: (C, H, W)``.
 
 Maps are per pixel: unsigned methods take the largest magnitude over channels (as Simonyan et al.
-do); signed methods sum over channels, so that the sum over the map keeps its meaning.
+do); signed methods sum over channels, so that the sum over the map keeps its meaning. The same holds, position
+by position, for a sequence ``x: (C, L)`` or a volume ``x: (C, D, H, W)``; ``region`` (a map output's box,
+``common.class_scores``) is passed on to the score.
 """
 
 from __future__ import annotations
@@ -15,28 +17,38 @@ from engine.graph import Graph, Node, Trace
 _RECTIFIERS = {"relu", "relu6", "clip", "leaky_relu"}
 
 
-def saliency(graph: Graph, params: dict, x: np.ndarray, target: int) -> np.ndarray:
+def saliency(graph: Graph, params: dict, x: np.ndarray, target: int,
+             region: tuple[slice, ...] | None = None) -> np.ndarray:
     """Vanilla gradient (Simonyan et al., 2014): ``M_ij = max_c |∂S/∂x_cij|``."""
-    grads, _ = input_gradients(graph, params, x, target)
+    grads, _ = input_gradients(graph, params, x, target, region=region)
     return np.abs(grads[0]).max(axis=0)
+
+
+def gradient_x_input(graph: Graph, params: dict, x: np.ndarray, target: int,
+                     region: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Gradient × input (Shrikumar et al., 2016): ``M_ij = Σ_c x_cij · ∂S/∂x_cij``, signed. For a network that is
+    linear in ``x`` (no bias) the map sums to ``S(x)``; Integrated Gradients extends that to any network."""
+    grads, _ = input_gradients(graph, params, x, target, region=region)
+    return (x[0] * grads[0]).sum(axis=0)
 
 
 def smooth_grad(graph: Graph, params: dict, x: np.ndarray, target: int, samples: int = 25,
                 noise_level: float = 0.15, seed: int = 0, batch_size: int = 16,
-                progress: Progress | None = None) -> np.ndarray:
+                progress: Progress | None = None, region: tuple[slice, ...] | None = None) -> np.ndarray:
     """SmoothGrad (Smilkov et al., 2017): ``M̂(x) = (1/n) Σ_i M(x + N(0, σ²))`` with ``M`` the vanilla
     saliency map and ``σ = noise_level · (max(x) − min(x))``. Noisy copies run as batches; ``progress``
     counts them (``samples`` in all)."""
     sigma = noise_level * float(x.max() - x.min())
     noise = np.random.default_rng(seed).standard_normal((samples, *x.shape[1:])).astype(x.dtype) * sigma
     grads, _ = input_gradients(graph, params, x + noise, target, batch_size=batch_size,
-                               passed=PassCounter(samples, progress))
+                               passed=PassCounter(samples, progress), region=region)
     return np.abs(grads).max(axis=1).mean(axis=0)
 
 
 def integrated_gradients(graph: Graph, params: dict, x: np.ndarray, target: int, steps: int = 64,
                          baseline: np.ndarray | None = None, batch_size: int = 16,
-                         progress: Progress | None = None) -> tuple[np.ndarray, dict]:
+                         progress: Progress | None = None, region: tuple[slice, ...] | None = None
+                         ) -> tuple[np.ndarray, dict]:
     """Integrated Gradients (Sundararajan et al., 2017):
     ``IG_i(x) = (x_i − x'_i) · ∫₀¹ ∂S(x' + α(x − x'))/∂x_i dα``, the integral by the midpoint rule,
     ``α_k = (k + ½) / steps`` (interpolated inputs run as batches; the midpoints avoid the kinks a ReLU
@@ -46,12 +58,12 @@ def integrated_gradients(graph: Graph, params: dict, x: np.ndarray, target: int,
     """
     x_base = np.zeros_like(x) if baseline is None else baseline.astype(x.dtype)
     alphas = ((np.arange(steps) + 0.5) / steps).astype(x.dtype)
-    path = x_base + alphas[:, None, None, None] * (x - x_base)
+    path = x_base + alphas.reshape(-1, *[1] * (x.ndim - 1)) * (x - x_base)
     counter = PassCounter(steps + 2, progress)
-    grads, _ = input_gradients(graph, params, path, target, batch_size=batch_size, passed=counter)
+    grads, _ = input_gradients(graph, params, path, target, batch_size=batch_size, passed=counter, region=region)
     avg = grads.astype(np.float64).mean(axis=0)
     attributions = ((x[0] - x_base[0]) * avg).astype(x.dtype)
-    ends = target_scores(graph, params, np.concatenate([x_base, x]), target, passed=counter)
+    ends = target_scores(graph, params, np.concatenate([x_base, x]), target, passed=counter, region=region)
     delta = float(ends[1] - ends[0])
     total = float(attributions.sum())
     return attributions.sum(axis=0), {
@@ -76,8 +88,9 @@ def guided_rule(node: Node, dout: np.ndarray, trace: Trace) -> list[np.ndarray |
     return [dout * (active & (dout > 0))]
 
 
-def guided_backprop(graph: Graph, params: dict, x: np.ndarray, target: int) -> np.ndarray:
+def guided_backprop(graph: Graph, params: dict, x: np.ndarray, target: int,
+                    region: tuple[slice, ...] | None = None) -> np.ndarray:
     """Guided Backpropagation (Springenberg et al., 2015): the input gradient with every ReLU's
     backward replaced by ``R_in = 1[a > 0] · 1[R_out > 0] · R_out``. Map: max over channels of |.|."""
-    grads, _ = input_gradients(graph, params, x, target, rule=guided_rule)
+    grads, _ = input_gradients(graph, params, x, target, rule=guided_rule, region=region)
     return np.abs(grads[0]).max(axis=0)

@@ -1,4 +1,9 @@
-"""Bilinear resizing of 2D maps, as PyTorch's ``F.interpolate(mode="bilinear", align_corners=False)``."""
+"""Linear resizing of maps along their trailing axes, as PyTorch's ``F.interpolate(mode=..., align_corners=False)``:
+``linear`` for 1D maps ``(l,)``, ``bilinear`` for 2D ``(h, w)``, ``trilinear`` for 3D ``(d, h, w)``.
+
+Each is the 1D rule applied along one axis after another (the interpolation is separable), so one function
+serves all three.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,19 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     return lo, hi, src - lo
 
 
+def resize_linear(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """``maps: (..., *s)`` -> ``(..., *size)``: linear interpolation along each of the last ``len(size)`` axes in turn
+    (align_corners=False). One axis: PyTorch's ``linear``; two: ``bilinear``; three: ``trilinear``."""
+    out = maps
+    for axis, out_size in zip(range(maps.ndim - len(size), maps.ndim), size):
+        if out.shape[axis] == out_size:
+            continue
+        lo, hi, weight = _axis_weights(out.shape[axis], out_size)
+        weight = weight.astype(maps.dtype).reshape((-1,) + (1,) * (maps.ndim - 1 - axis))
+        out = np.take(out, lo, axis=axis) * (1 - weight) + np.take(out, hi, axis=axis) * weight
+    return out
+
+
 def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``maps: (..., h, w)`` -> ``(..., H, W)`` by bilinear interpolation (align_corners=False)."""
-    out_h, out_w = size
-    y0, y1, wy = _axis_weights(maps.shape[-2], out_h)
-    x0, x1, wx = _axis_weights(maps.shape[-1], out_w)
-    wy = wy.astype(maps.dtype)[:, None]
-    wx = wx.astype(maps.dtype)
-    rows = maps[..., y0, :] * (1 - wy) + maps[..., y1, :] * wy
-    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+    return resize_linear(maps, size)
