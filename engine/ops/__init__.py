@@ -6,6 +6,7 @@ and adds what a graph needs: attribute checks, output shape, parameters, cost an
 
 from engine.ops import (  # noqa: F401
     activation,
+    arith,
     attention,
     conv,
     dropout,
