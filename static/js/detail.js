@@ -9,7 +9,7 @@ import { VIEWS } from "./explain/index.js";
 import { paint, tileRect } from "./featuremaps.js";
 import { TITLES } from "./lessons.js";
 import { at, fetchNpy } from "./npy.js";
-import { fieldOf, perAxis } from "./receptive.js";
+import { GATE_EXPLANATION, fieldOf, gateNote, perAxis } from "./receptive.js";
 
 // Receptive fields asked of the API, by model, node, unit (and run, for effective fields): the most recently
 // used FIELD_CACHE_LIMIT of them (a Map keeps insertion order: the least recently used comes first).
@@ -212,6 +212,12 @@ export class DetailView {
         "earlier layer). Its neighbours see patches shifted by " +
         `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${esc(answer.note)}.` : ""}`,
     }));
+    const gate = gateNote(field, archById);
+    if (gate) {
+      // the API's note (above) says it in words; the badge names the gate at a glance
+      block.append(el("p", { class: "small gate-note" },
+        el("span", { class: "badge warn gate-badge", text: gate, title: GATE_EXPLANATION })));
+    }
     const button = el("button", { type: "button", class: "secondary small-button", text: "Which pixels actually move it? (effective receptive field)" });
     button.addEventListener("click", async () => {
       button.disabled = true;
@@ -248,7 +254,9 @@ export class DetailView {
       class: "small muted",
       text: "Brightness: how much each input pixel changes this neuron (|gradient|, on this image); orange: the " +
         "theoretical field. The influence fades towards the edges: the effective field is smaller than r." +
-        ` Non-zero gradient in rows ${nonzero[0][0]}…${nonzero[0][1]}, columns ${nonzero[1][0]}…${nonzero[1][1]}.`,
+        ` Non-zero gradient in rows ${nonzero[0][0]}…${nonzero[0][1]}, columns ${nonzero[1][0]}…${nonzero[1][1]}.` +
+        (answer.receptive_field?.global_modulation
+          ? " Through the global gate (squeeze-excite), pixels outside the box move it too." : ""),
     });
     return el("figure", { class: "erf" }, frame, caption);
   }

@@ -20,3 +20,23 @@ export function perAxis(field, key) {
   const values = field.axes.map((a) => a[key]);
   return values.every((v) => v === values[0]) ? String(values[0]) : values.join("×");
 }
+
+/**
+ * For a node whose units a global gate also scales (squeeze-and-excitation: one value per channel, computed from the
+ * whole input), the badge text, else "". Its outline stays the main path's field; the API's `modulated_at` names
+ * the merges where gates joined, the latest last.
+ */
+export function gateNote(field, archById) {
+  const joins = field?.global_modulation ? field.modulated_at ?? [] : [];
+  if (!joins.length) return "";
+  const last = joins[joins.length - 1];
+  const more = joins.length > 1 ? `, and ${joins.length - 1} earlier` : "";
+  return archById?.get(last)?.op === "add"
+    ? `also shifted by a global value (joined at ${last}${more})`
+    : `also scaled by a global gate (squeeze-excite at ${last}${more})`;
+}
+
+/** The longer explanation of `gateNote`, for a tooltip or a paragraph. */
+export const GATE_EXPLANATION = "A global gate is one number per channel, computed from the whole input and the " +
+  "same at every position (squeeze-and-excitation). The outline is where the rest of this neuron looks, with the " +
+  "gate held fixed; through the gate, every input pixel can change it a little.";

@@ -4,7 +4,7 @@ import { api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { TITLES } from "./lessons.js";
 import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
-import { fieldOf, perAxis, unitSpan } from "./receptive.js";
+import { GATE_EXPLANATION, fieldOf, gateNote, perAxis, unitSpan } from "./receptive.js";
 import { createState } from "./state.js";
 import { escapeHtml as esc } from "./text.js";
 
@@ -142,11 +142,13 @@ function render() {
       local ? perAxis(field, "size") : field.status, local ? perAxis(field, "stride") : "", local ? perAxis(field, "padding") : "",
       node.params.toLocaleString(), node.macs.toLocaleString(),
     ];
+    const gate = local ? gateNote(field, archById) : "";
     cells.forEach((text, c) => {
       const td = document.createElement("td");
       td.textContent = text;
       if (c >= 6) td.className = "num";
       if (c === 6 && !local) td.title = field.reason;
+      if (c === 6 && gate) td.append(" ", gateBadge("gate", `${gate}. ${GATE_EXPLANATION}`));
       tr.append(td);
     });
     tr.addEventListener("click", () => state.set({ layer: node.id }));
@@ -160,7 +162,8 @@ function render() {
   let previous = "";
   for (const node of arch.nodes) {
     const field = fieldOf(archById, node.id, axes);
-    const key = field.status === "local" ? JSON.stringify(field.axes) : field.status;
+    // a new step where the field changes, and where a global gate first joins (same outline, now modulated)
+    const key = field.status === "local" ? JSON.stringify([field.axes, Boolean(field.global_modulation)]) : field.status;
     if (key !== previous && field.status !== "undefined") steps.push(node);
     previous = key;
   }
@@ -170,6 +173,15 @@ function render() {
     state.set({ layer: wanted }, { silent: true });
     selectLayer(wanted);
   }
+}
+
+/** A small badge for a global gate: `text` shown, `title` on hover. */
+function gateBadge(text, title) {
+  const badge = document.createElement("span");
+  badge.className = "badge warn gate-badge";
+  badge.textContent = text;
+  badge.title = title;
+  return badge;
 }
 
 function fmtAttr(value) {
@@ -288,6 +300,8 @@ function drawPicture(index, archById, named = null) {
   const numbers = field ? `r = ${perAxis(field, "size")}, S = ${perAxis(field, "stride")}, P = ${perAxis(field, "padding")}. ` : "";
   $("field-text").innerHTML = `<strong>${esc(shown.id)}</strong> (${esc(TITLES[shown.op] ?? shown.op)}, output ${shown.output_shape.join(" × ")}): ` +
     `${numbers}Its centre neuron ${where}.`;
+  const gate = box.global ? "" : gateNote(fieldOf(archById, shown.id, arch.spatial_axes.length), archById);
+  if (gate) $("field-text").append(" ", gateBadge(gate, GATE_EXPLANATION));
   $("picture-caption").textContent = `The ${H}×${W} input${lo < 0 ? " with the padding around it" : ""}; orange: the field of each layer's centre neuron, the current layer's filled.`;
 }
 

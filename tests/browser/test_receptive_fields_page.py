@@ -73,3 +73,53 @@ def test_a_broken_spec_shows_the_api_message(page):
     page.locator("#spec").fill("{not json")
     page.get_by_role("button", name="Analyse").click()
     page.wait_for_function("document.querySelector('#error-text').textContent.includes('not valid JSON')")
+
+
+# A squeeze-excite block (tests/engine/test_receptive_field_gates.py works it out): stem 3×3 s2 p1 (r 3, S 2, P 1),
+# depthwise 5×5 p2 (r 3 + 4·2 = 11, S 2, P 1 + 2·2 = 5); the gate, one value per channel from the whole input,
+# scales the depthwise output: the product keeps r 11, S 2, P 5 and is marked.
+SE_SPEC = {"input_shape": [3, 20, 20], "nodes": [
+    {"id": "stem", "op": "conv2d", "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1},
+    {"id": "dw", "op": "conv2d", "out_channels": 8, "kernel_size": 5, "padding": 2, "groups": 8},
+    {"id": "act", "op": "relu"},
+    {"id": "se.pool", "op": "global_avg_pool"},
+    {"id": "se.view", "op": "reshape", "shape": [8, 1, 1]},
+    {"id": "se.fc1", "op": "conv2d", "out_channels": 2, "kernel_size": 1},
+    {"id": "se.act", "op": "relu"},
+    {"id": "se.fc2", "op": "conv2d", "out_channels": 8, "kernel_size": 1},
+    {"id": "se.gate", "op": "hardsigmoid"},
+    {"id": "se.mul", "op": "mul", "inputs": ["act", "se.gate"]},
+    {"id": "project", "op": "conv2d", "out_channels": 4, "kernel_size": 1},
+]}
+
+
+def test_a_squeeze_excite_gate_keeps_the_outline_with_a_badge(page):
+    page.goto("/receptive-fields?source=spec")
+    page.wait_for_selector('#rf-table tr[data-node="conv1"]')
+    page.locator("#spec").fill(json.dumps(SE_SPEC))
+    page.get_by_role("button", name="Analyse").click()
+    page.wait_for_selector('#rf-table tr[data-node="project"]')
+    badge = '#rf-table tr[data-node="{}"] .gate-badge'
+    assert page.locator(badge.format("act")).count() == 0
+    assert page.locator(badge.format("se.gate")).count() == 0 and row_cells(page, "se.gate")[6] == "global"
+    for node in ["se.mul", "project"]:
+        cells = row_cells(page, node)
+        assert cells[6].startswith("11") and cells[7:9] == ["2", "5"], (node, cells)
+        title = page.locator(badge.format(node)).get_attribute("title")
+        assert title.startswith("also scaled by a global gate (squeeze-excite at se.mul)"), title
+    page.locator('#rf-table tr[data-node="project"]').click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('project')")
+    text = page.locator("#field-text").inner_text()
+    assert "r = 11, S = 2, P = 5" in text and "rows" in text  # drawn as a local field
+    assert "also scaled by a global gate (squeeze-excite at se.mul)" in text
+    page.locator('#rf-table tr[data-node="act"]').click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('act')")
+    assert "global gate" not in page.locator("#field-text").inner_text()
+    # the product is a step of the picture of its own (where the gate joins), right after the gate's global branch
+    page.locator('#rf-table tr[data-node="se.pool"]').click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('se.pool')")
+    assert "sees the whole input" in page.locator("#field-text").inner_text()
+    page.locator("#picture-controls").get_by_role("button", name="Next ▶").click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('se.mul')")
+    assert "squeeze-excite at se.mul" in page.locator("#field-text").inner_text()
+    page.console.check()
