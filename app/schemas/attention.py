@@ -1,8 +1,12 @@
-"""Attention maps: which parts of the input drove the decision."""
+"""Attention maps: which parts of the input drove the decision.
+
+One answer per input kind (``kind``): an image ``(C, H, W)`` (``AttentionResponse``), a sequence ``(C, L)``
+(``SequenceAttentionResponse``), a volume ``(C, D, H, W)`` such as a video clip (``VolumeAttentionResponse``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -30,11 +34,14 @@ class MethodList(BaseModel):
     methods: list[MethodInfo] = Field(..., description="every attribution method this server offers")
 
 
-class AttentionResponse(BaseModel):
-    """The map at the layer's resolution (raw and normalised), upsampled to the input, and an overlay.
+REGION_DESCRIPTION = (
+    "for a model whose output is a map of class scores ((K, H, W), segmentation; (K, L); (K, D, H, W)): the box "
+    "whose class-`target` logits were summed into the score, [starts..., ends...] in output positions, half-open "
+    "([y0, x0, y1, x1] for (K, H, W)); null: the whole map, or a model with class scores (K,)")
 
-    Images are PNG data URLs (`data:image/png;base64,...`), usable directly as an `<img src>`.
-    """
+
+class AttentionAnswer(BaseModel):
+    """What every kind of input's answer holds."""
 
     model_id: str = Field(..., description="the model explained", examples=["digits_resnet"])
     method: str = Field(..., description="the attribution method used (see GET /api/attention/methods)",
@@ -43,10 +50,28 @@ class AttentionResponse(BaseModel):
                                examples=[3])
     target_label: str | None = Field(None, description="the target class's label (null when target is null)",
                                      examples=["3"])
-    score: float | None = Field(None, examples=[21.9999], description="the target's score (logit)")
+    score: float | None = Field(None, examples=[21.9999],
+                                description="the target's score (logit); for a map of class scores, the sum of the "
+                                            "target's logits over `region`")
+    region: list[int] | None = Field(None, description=REGION_DESCRIPTION, examples=[None])
     layer: str = Field(..., description="the node the map was taken at ('input' for gradient methods)",
                        examples=["block2.relu"])
     signed: bool = Field(..., examples=[False], description="normalised maps are in [-1, 1] (else [0, 1])")
+    extras: dict[str, Any] = Field(default_factory=dict, examples=[{}], description="per-method details")
+    elapsed_ms: float = Field(...,
+                              description="milliseconds the attribution itself took on the server (not decoding the "
+                                          "image or encoding the PNGs)",
+                              examples=[84.2])
+
+
+class AttentionResponse(AttentionAnswer):
+    """An image's map (kind `image`): at the layer's resolution (raw and normalised), upsampled to the input, and
+    an overlay.
+
+    Images are PNG data URLs (`data:image/png;base64,...`), usable directly as an `<img src>`.
+    """
+
+    kind: Literal["image"] = Field("image", description="the input kind: an image (C, H, W)", examples=["image"])
     layer_shape: list[int] = Field(..., description="the map's shape at the layer", examples=[[7, 7]])
     layer_map: list[list[float]] = Field(..., description="the raw map at the layer's resolution",
                                          examples=[[[0.125903, 0.136832, 0.126144], [0.067865, 0.057379, 0.035422],
@@ -65,11 +90,61 @@ class AttentionResponse(BaseModel):
                              description="the coloured map blended over the input picture")
     picture_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAc..."],
                              description="the input picture the model saw (after resizing and cropping)")
-    extras: dict[str, Any] = Field(default_factory=dict, examples=[{}], description="per-method details")
-    elapsed_ms: float = Field(...,
-                              description="milliseconds the attribution itself took on the server (not decoding the "
-                                          "image or encoding the PNGs)",
-                              examples=[84.2])
+
+
+class SequenceAttentionResponse(AttentionAnswer):
+    """A sequence's map (kind `sequence`, an input (C, L) such as audio for a Conv1d network): one value per
+    position, at the layer and upsampled to the input by linear interpolation, and the normalised map as a coloured
+    strip. There is no overlay: a sequence has no picture; plot `input_map` against your signal instead."""
+
+    kind: Literal["sequence"] = Field(..., description="the input kind: a sequence (C, L)", examples=["sequence"])
+    layer_shape: list[int] = Field(..., description="the map's shape at the layer, [l]", examples=[[8]])
+    layer_map: list[float] = Field(..., description="the raw map at the layer's resolution",
+                                   examples=[[0.0123, 0.5311, 0.2274, -0.0412, 0.1908, 0.3026, 0.0117, -0.0025]])
+    layer_map_normalized: list[float] = Field(
+        ..., description="the same, normalised: min-max to [0, 1] (CAMs: after a ReLU); if signed, divided by "
+                         "the largest |value|, to [-1, 1]",
+        examples=[[0.0232, 1.0, 0.4282, 0.0, 0.3593, 0.5698, 0.022, 0.0]])
+    input_shape: list[int] = Field(..., description="the input's length, [L]", examples=[[32]])
+    input_map: list[float] | None = Field(
+        None, description="the normalised map upsampled to the input's length (only with include_input_map=true)",
+        examples=[[0.0232, 0.2674, 0.7558, 1.0]])
+    input_map_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAACAAAAAQ..."],
+                               description="the normalised upsampled map as a strip L pixels wide and "
+                                           "16 high, coloured (inferno; diverging if signed)")
+
+
+class VolumeAttentionResponse(AttentionAnswer):
+    """A volume's map (kind `volume`, an input (C, D, H, W) such as a video clip for a Conv3d network): at the
+    layer (d, h, w) and upsampled to the input (D, H, W) by trilinear interpolation. The PNGs show the D slices
+    (frames) side by side, left to right, each W pixels wide: one picture D·W wide and H high."""
+
+    kind: Literal["volume"] = Field(..., description="the input kind: a volume (C, D, H, W)", examples=["volume"])
+    layer_shape: list[int] = Field(..., description="the map's shape at the layer, [d, h, w]", examples=[[2, 2, 2]])
+    layer_map: list[list[list[float]]] = Field(
+        ..., description="the raw map at the layer's resolution, slice by slice",
+        examples=[[[[0.1259, 0.1368], [0.0679, 0.0574]], [[0.0713, 0.0202], [0.0, -0.0039]]]])
+    layer_map_normalized: list[list[list[float]]] = Field(
+        ..., description="the same, normalised: min-max to [0, 1] (CAMs: after a ReLU); if signed, divided by "
+                         "the largest |value|, to [-1, 1]",
+        examples=[[[[0.9203, 1.0], [0.4963, 0.4196]], [[0.5212, 0.1477], [0.0, 0.0]]]])
+    input_shape: list[int] = Field(..., description="the input's spatial shape, [D, H, W]", examples=[[16, 112, 112]])
+    input_map: list[list[list[float]]] | None = Field(
+        None, description="the normalised map upsampled to the input (only with include_input_map=true; D·H·W "
+                          "numbers, so large for a clip)",
+        examples=[[[[0.92, 0.96], [0.5, 0.42]], [[0.52, 0.15], [0.0, 0.0]]]])
+    input_map_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAABwAAAABw..."],
+                               description="the normalised upsampled map's slices side by side, coloured (inferno; "
+                                           "diverging if signed)")
+    overlay_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAABwAAAABw..."],
+                             description="each slice of the coloured map blended over its frame, side by side")
+    picture_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAABwAAAABw..."],
+                             description="the frames the model saw, side by side (min-max scaled over the clip)")
+
+
+#: the attention answer, by input kind (``kind``: image, sequence or volume)
+AnyAttentionResponse = Annotated[AttentionResponse | SequenceAttentionResponse | VolumeAttentionResponse,
+                                 Field(discriminator="kind")]
 
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]

@@ -43,7 +43,8 @@ from app.api.deps import (
     SettingsDep,
     remember_owner,
 )
-from app.schemas.attention import AttentionJob, AttentionJobCreated, AttentionResponse, MethodInfo, MethodList
+from app.errors import ApiError
+from app.schemas.attention import AnyAttentionResponse, AttentionJob, AttentionJobCreated, MethodInfo, MethodList
 from app.services.attention import AttentionRequest, compute_attention, prepare_attention, runs_as_job
 from app.services.attention_jobs import ACTIVE, AttentionJobs
 from app.services.inputs import INPUT_OPENAPI
@@ -72,7 +73,19 @@ def job_view(status: dict[str, Any], identity: Identity) -> AttentionJob:
                         events_url=f"{JOBS}/{job_id}/events", result_url=f"{JOBS}/{job_id}/result")
 
 
-@router.post("/models/{model_id}/attention", response_model=AttentionResponse, openapi_extra=INPUT_OPENAPI,
+def parse_region(region: str | None) -> list[int] | None:
+    """``"y0,x0,y1,x1"`` (brackets and spaces allowed) as ints; 422 for anything else."""
+    if region is None:
+        return None
+    parts = [p.strip() for p in region.strip().strip("[]").split(",")]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ApiError(422, f"region must be integers separated by commas, such as region=8,8,24,24 ([y0, x0, y1, "
+                            f"x1] for an output map (K, H, W)), got '{region}'") from None
+
+
+@router.post("/models/{model_id}/attention", response_model=AnyAttentionResponse, openapi_extra=INPUT_OPENAPI,
              responses={202: {"model": AttentionJobCreated,
                               "description": "a heavy request (Score-CAM, SmoothGrad, Integrated Gradients, "
                                              "occlusion, or estimated at attention_job_gmacs or more) became a "
@@ -94,13 +107,21 @@ def create_attention(
     include_input_map: Annotated[bool, Query(description="also return the upsampled map as numbers")] = False,
     samples: Annotated[int | None, Query(ge=1, le=64, description="SmoothGrad: noisy copies")] = None,
     steps: Annotated[int | None, Query(ge=2, le=128, description="Integrated Gradients: path steps")] = None,
-    window: Annotated[int | None, Query(ge=1, le=256, description="occlusion: window side in pixels")] = None,
+    window: Annotated[int | None, Query(ge=1, le=256, description="occlusion: window length in pixels along "
+                                                                  "every spatial axis")] = None,
     stride: Annotated[int | None, Query(ge=1, le=256, description="occlusion: window step in pixels")] = None,
     max_channels: Annotated[int | None, Query(ge=1, le=512, description="Score-CAM: channels used")] = None,
-) -> AttentionResponse | JSONResponse:
+    region: Annotated[str | None, Query(
+        max_length=200, examples=["8,8,24,24"],
+        description="for a model whose output is a map of class scores (segmentation, (K, H, W)): the box whose "
+                    "class-`target` logits are summed into the score, y0,x0,y1,x1 in output pixels, half-open "
+                    "(l0,l1 for (K, L); d0,y0,x0,d1,y1,x1 for (K, D, H, W)); default the whole map")] = None,
+) -> AnyAttentionResponse | JSONResponse:
     """An attention map for an image or .npy tensor: raw and normalised at the layer, upsampled, and overlaid.
+    Sequence (C, L) and volume (C, D, H, W) inputs, sent as .npy, get answers of kind `sequence` and `volume`.
     Heavy requests answer 202 with a background job instead (see the attention section of the docs)."""
-    options = {"samples": samples, "steps": steps, "window": window, "stride": stride, "max_channels": max_channels}
+    options = {"samples": samples, "steps": steps, "window": window, "stride": stride, "max_channels": max_channels,
+               "region": parse_region(region)}
     attention = prepare_attention(model, model_input, AttentionRequest(method, target, layer, include_input_map,
                                                                        options), settings)
     if not runs_as_job(attention, settings):
@@ -129,7 +150,7 @@ def delete_attention_job(job_id: str, jobs: AttentionJobsDep, identity: Identity
     return job_view(jobs.cancel(job_id), identity)
 
 
-@router.get("/attention/jobs/{job_id}/result", response_model=AttentionResponse, responses={
+@router.get("/attention/jobs/{job_id}/result", response_model=AnyAttentionResponse, responses={
     409: {"description": "the job is still queued or running (the body says how far it is), or was cancelled"}})
 def read_attention_result(job_id: str, jobs: AttentionJobsDep) -> Response:
     """The finished job's attention map: exactly what the synchronous request answers. A failed job answers its
