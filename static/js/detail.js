@@ -32,6 +32,11 @@ function cachedField(key, request) {
   return promise;
 }
 
+/** The API's notes are clauses ("the box extends into the padding …"): as a sentence of their own. */
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 export class DetailView {
   constructor({ panel, body, canvas, caption, title, onUnit }) {
     Object.assign(this, { panel, body, canvas, caption, title, onUnit });
@@ -210,7 +215,7 @@ export class DetailView {
       html: `<strong>Receptive field:</strong> this neuron sees only a ${field.axes.map((a) => a.size).join("×")} patch ` +
         `of the input, rows ${bh.start}…${bh.end} and columns ${bw.start}…${bw.end} (outlined in orange on every ` +
         "earlier layer). Its neighbours see patches shifted by " +
-        `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${esc(answer.note)}.` : ""}`,
+        `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${esc(sentence(answer.note))}.` : ""}`,
     }));
     const gate = gateNote(field, archById);
     if (gate) {
