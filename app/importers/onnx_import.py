@@ -108,6 +108,8 @@ class ImportContext:
         self.values: dict[str, Value] = {input_name: Value(INPUT, input_shape)}
         self._node_shapes: dict[str, tuple[int, ...]] = {INPUT: input_shape}
         self.pending_pads: dict[str, PendingPad] = {}
+        #: tensors flattened with their batch axis of 1 (a Reshape to [-1]) that only Gathers read: the value before
+        self.flat_views: dict[str, Value] = {}
         self.spec_nodes: list[dict[str, Any]] = []
         self.params: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
@@ -377,6 +379,7 @@ def import_onnx(data: bytes | str | os.PathLike,
 
     Raises ``OnnxImportError`` for a file that is not a usable model, listing every problem.
     """
+    from app.importers.onnx_arith import find_gelu_chains, gelu_converter
     from app.importers.onnx_ops import CONVERTERS  # the converters import this module's helpers
 
     model = _load(data)
@@ -386,11 +389,9 @@ def import_onnx(data: bytes | str | os.PathLike,
     opset = _opset(model)
     unsupported = _unsupported(model, CONVERTERS)
     if unsupported:
-        listing = "; ".join(f"{op} (node '{node}')" for op, node in unsupported)
-        kinds = sorted({op for op, _ in unsupported})
         raise OnnxImportError(
-            f"the model uses {len(unsupported)} operator node(s) the engine does not support: {listing}. "
-            f"Unsupported operator types: {', '.join(kinds)}. Supported: {', '.join(sorted(CONVERTERS))}",
+            f"the model uses {len(unsupported)} operator node(s) the engine does not support: "
+            f"{_grouped_nodes(unsupported)}. Supported: {', '.join(sorted(CONVERTERS))}",
             unsupported=unsupported,
             problems=[f"unsupported operator {op} at node '{node}'" for op, node in unsupported],
         )
@@ -413,13 +414,21 @@ def import_onnx(data: bytes | str | os.PathLike,
             raise OnnxImportError(f"initializer '{init.name}' cannot be read ({exc}): the file is damaged or was "
                                   "written by a broken exporter; export the model again") from None
 
-    problems: list[str] = []
+    problems: list[tuple[str, str, str]] = []  # (op type, ONNX node label, what is wrong)
     broken: set[str] = set()
     node_map: dict[str, list[str]] = {}
+    fused: dict[int, Converter] = {}
+    skipped: set[int] = set()
+    for chain in find_gelu_chains(model):  # GELU written out: its last node becomes one gelu node
+        fused[chain.final_index] = gelu_converter(chain)
+        skipped.update(chain.skipped)
     for index, node in enumerate(model.graph.node):
         label = node.name or f"#{index}"
         if any(i in broken for i in node.input if i):
             broken.update(o for o in node.output if o)
+            continue
+        if index in skipped:  # inside a fused pattern: its last node emits the engine node
+            node_map[label] = []
             continue
         wanted = sanitise_id(node.name) or f"{node.op_type.lower()}_{index}"
         node_id = cx.new_id(wanted)
@@ -429,16 +438,16 @@ def import_onnx(data: bytes | str | os.PathLike,
             if index in cx.absorbed:
                 _alias_absorbed(cx, node, cx.absorbed[index])
             else:
-                CONVERTERS[node.op_type](cx, node, node_id)
+                fused.get(index, CONVERTERS[node.op_type])(cx, node, node_id)
         except NodeError as problem:
-            problems.append(f"{node.op_type} node '{label}': {problem}")
+            problems.append((node.op_type, label, str(problem)))
             broken.update(o for o in node.output if o)
             del cx.spec_nodes[before:]
             continue
         except (ValueError, IndexError, KeyError, TypeError, OverflowError, ZeroDivisionError) as error:
             # attributes or inputs no exporter writes (a perm of [0, 0], a scale of inf, pads of the wrong length)
-            problems.append(f"{node.op_type} node '{label}': its attributes or inputs are malformed "
-                            f"({type(error).__name__}: {error}); export the model again")
+            problems.append((node.op_type, label, f"its attributes or inputs are malformed "
+                             f"({type(error).__name__}: {error}); export the model again"))
             broken.update(o for o in node.output if o)
             del cx.spec_nodes[before:]
             continue
@@ -450,12 +459,13 @@ def import_onnx(data: bytes | str | os.PathLike,
         try:
             output = _output_value(cx, output_name)
         except NodeError as problem:
-            problems.append(f"output '{output_name}': {problem}")
+            problems.append(("output", output_name, str(problem)))
     for late_id, label in cx.late_nodes.items():  # a Pad made a pad node when a later reader could not fold it
         node_map.setdefault(label, []).append(late_id)
     if problems:
-        raise OnnxImportError(
-            f"the model cannot be imported; {len(problems)} problem(s): " + "; ".join(problems), problems=problems)
+        grouped = _grouped_problems(problems)
+        raise OnnxImportError(f"the model cannot be imported; {len(problems)} problem(s): {grouped}",
+                              problems=[_problem_text(*p) for p in problems])
 
     spec, params = _prune({"input_shape": list(input_shape), "nodes": cx.spec_nodes}, cx.params, output.node_id)
     not_finite = sorted(key for key, value in params.items()
@@ -494,6 +504,43 @@ def import_onnx(data: bytes | str | os.PathLike,
         "notes": cx.notes,
     }
     return spec, params, info
+
+
+#: node names listed per group in a refusal; the rest are counted ("and 16 more")
+NAMES_PER_GROUP = 3
+
+
+def _some_names(labels: list[str]) -> str:
+    shown = ", ".join(f"'{label}'" for label in labels[:NAMES_PER_GROUP])
+    return shown + (f" and {len(labels) - NAMES_PER_GROUP} more" if len(labels) > NAMES_PER_GROUP else "")
+
+
+def _grouped_nodes(found: list[tuple[str, str]]) -> str:
+    """``[(op type, node)]`` as one entry per op type, in order of first appearance:
+    ``LayerNormalization ×19 (nodes 'a', 'b', 'c' and 16 more)``."""
+    groups: dict[str, list[str]] = {}
+    for op, node in found:
+        groups.setdefault(op, []).append(node)
+    return "; ".join(f"{op} (node {_some_names(nodes)})" if len(nodes) == 1 else
+                     f"{op} ×{len(nodes)} (nodes {_some_names(nodes)})" for op, nodes in groups.items())
+
+
+def _problem_text(op: str, label: str, reason: str) -> str:
+    return f"output '{label}': {reason}" if op == "output" else f"{op} node '{label}': {reason}"
+
+
+def _grouped_problems(problems: list[tuple[str, str, str]]) -> str:
+    """Problems with the same op type and reason said once, naming a few of their nodes."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for op, label, reason in problems:
+        groups.setdefault((op, reason), []).append(label)
+    parts = []
+    for (op, reason), labels in groups.items():
+        if len(labels) == 1:
+            parts.append(_problem_text(op, labels[0], reason))
+        else:
+            parts.append(f"{len(labels)} {op} nodes ({_some_names(labels)}): {reason}")
+    return "; ".join(parts)
 
 
 def _alias_absorbed(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:

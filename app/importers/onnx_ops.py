@@ -14,7 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from app.importers.onnx_arith import CONVERTERS as ARITH_CONVERTERS
+from app.importers.onnx_arith import convert_general_matmul
 from app.importers.onnx_import import BATCH_SIZE, ImportContext, NodeError, PendingPad, Value, attributes, prod
+from app.importers.onnx_reduce_norm import CONVERTERS as REDUCE_NORM_CONVERTERS
 from app.importers.onnx_safety import tensor_array
 from engine.ops import OP_REGISTRY
 from engine.padding import same_padding
@@ -348,19 +351,20 @@ def _binary(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
     op = "add" if node.op_type in ("Add", "Sub") else "mul"
     if cx.is_const(a_name) or cx.is_const(b_name):
         const_first = cx.is_const(a_name)
-        if const_first and node.op_type in ("Sub", "Div"):
-            raise NodeError(f"constant {node.op_type.lower()} tensor (the constant first) has no single engine op")
         x = cx.value(b_name if const_first else a_name, node)
         c = _const_operand(cx.consts[a_name if const_first else b_name], x.rank)
-        if node.op_type == "Sub":
+        if const_first and node.op_type in ("Sub", "Div"):
+            op = node.op_type.lower()  # constant - tensor, constant / tensor: the engine's sub and div
+        elif node.op_type == "Sub":
             c = -c
         elif node.op_type == "Div":
-            c = 1.0 / c
+            with np.errstate(divide="ignore"):
+                c = 1.0 / c
         k = cx.emit_constant(node_id, c)
         inputs = [k.node_id, x.node_id] if const_first else [x.node_id, k.node_id]
     else:
         if node.op_type in ("Sub", "Div"):
-            raise NodeError(f"{node.op_type} of two computed tensors has no engine op (add and mul only)")
+            op = node.op_type.lower()
         a, b = cx.value(a_name, node), cx.value(b_name, node)
         if a.rank != b.rank:
             raise NodeError(f"ranks {a.rank} and {b.rank} differ: broadcasting would align a batch axis with "
@@ -375,13 +379,23 @@ def convert_concat(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> Non
     if all(cx.is_const(n) for n in names):
         cx.consts[node.output[0]] = np.concatenate([cx.consts[n] for n in names], axis=axis)
         return
-    values = [cx.value(n, node) for n in names]
-    rank = values[0].rank
+    computed = [cx.value(n, node) for n in names if not cx.is_const(n)]
+    rank = computed[0].rank
     if not -rank <= axis < rank:
         raise NodeError(f"axis {axis} is out of range for inputs of rank {rank}")
     axis %= rank
     if axis == 0:
         raise NodeError("axis 0 joins along the batch axis, which would mix samples")
+    values = []
+    for n in names:  # a constant (a vision transformer's class token) becomes a constant node every sample shares
+        if cx.is_const(n):
+            c = np.asarray(cx.consts[n], dtype=np.float32)
+            if c.ndim != rank or c.shape[0] != 1:
+                raise NodeError(f"the constant input '{n}' of shape {list(c.shape)} must have the other inputs' rank "
+                                f"({rank}) and 1 on the batch axis")
+            values.append(cx.emit_constant(node_id, c[0]))
+        else:
+            values.append(cx.value(n, node))
     cx.values[node.output[0]] = cx.emit(node_id, "concat", {"dim": axis}, [v.node_id for v in values],
                                         nonnegative=all(v.nonnegative for v in values))
 
@@ -421,6 +435,9 @@ def convert_reshape(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> No
     shape = [int(s) for s in given]
     sample = list(x.onnx_shape if x.onnx_shape is not None else x.shape)
     full = ["N", *sample]
+    if shape == [-1] and cx.static_batch == 1 and _only_flat_gathers(cx, node.output[0]):
+        cx.flat_views[node.output[0]] = x  # the dynamo exporter's as_strided: resolved by the Gather that reads it
+        return
     if not shape:
         raise NodeError("an empty target shape would drop the batch axis")
     if shape[0] == BATCH_SIZE:
@@ -526,11 +543,51 @@ def _shape_arithmetic_only(cx: ImportContext, node: onnx.NodeProto) -> None:
                         "-> Concat -> Reshape), not on a tensor computed from the input")
 
 
+def _only_flat_gathers(cx: ImportContext, name: str) -> bool:
+    """Whether every reader of ``name`` is a Gather along axis 0 with constant indices (``as_strided`` as the dynamo
+    exporter writes it: the tensor flattened, batch axis and all, then gathered back into shape)."""
+    readers = cx.consumers.get(name, [])
+    return bool(readers) and name not in cx.graph_outputs and all(
+        n.op_type == "Gather" and n.input[0] == name and int(attributes(n).get("axis", 0)) == 0
+        and cx.is_const(n.input[1]) for _, n in readers)
+
+
+def _gather_flat_view(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """A Gather of a flattened batch-1 tensor: a reshape when it reads every value in order (the ``as_strided`` of a
+    contiguous tensor), else refused."""
+    x = cx.flat_views[node.input[0]]
+    indices = np.asarray(cx.consts[node.input[1]])
+    sample = x.onnx_shape if x.onnx_shape is not None else x.shape
+    total = prod(sample)
+    if indices.ndim < 1 or indices.shape[0] != 1 or not np.array_equal(indices.reshape(-1), np.arange(total)):
+        raise NodeError(f"it gathers the flattened input [1, {', '.join(map(str, sample))}] with indices of shape "
+                        f"{list(indices.shape)} in another order (a strided view); the engine takes only views that "
+                        "read every value in order, which are reshapes")
+    cx.values[node.output[0]] = _reshaped(cx, x, [int(d) for d in indices.shape[1:]], node_id)
+
+
 def convert_gather(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    if node.input[0] in cx.flat_views:
+        _gather_flat_view(cx, node, node_id)
+        return
     _shape_arithmetic_only(cx, node)
     data = cx.const(node, 0, "data")
     indices = cx.const(node, 1, "indices")
     cx.consts[node.output[0]] = np.take(data, indices, axis=int(attributes(node).get("axis", 0)))
+
+
+def convert_equal(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Equal in shape arithmetic (``x.expand(B, -1, -1)`` exports as Equal(shape, -1) -> Where): folded."""
+    _shape_arithmetic_only(cx, node)
+    cx.consts[node.output[0]] = np.equal(cx.const(node, 0, "A"), cx.const(node, 1, "B"))
+
+
+def convert_where(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
+    """Where in shape arithmetic: folded; on a computed tensor refused."""
+    if not all(cx.is_const(n) for n in node.input):
+        raise NodeError("the engine takes Where only in shape arithmetic on constants, not on a tensor computed from "
+                        "the input")
+    cx.consts[node.output[0]] = np.where(*(cx.consts[n] for n in node.input))
 
 
 def convert_cast(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
@@ -546,8 +603,9 @@ def convert_cast(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
 def _features(cx: ImportContext, node: onnx.NodeProto) -> Value:
     x = cx.value(node.input[0], node)
     if len(x.shape) != 1:
-        raise NodeError(f"its input has shape [N, {', '.join(map(str, x.shape))}]; the engine's linear layer "
-                        "takes [N, features]: put a Flatten before it")
+        raise NodeError(f"its input has shape [N, {', '.join(map(str, x.shape))}], but Gemm multiplies matrices "
+                        "[N, K] (ONNX's rule). A classifier flattens its maps first (torch.flatten(x, 1)); a "
+                        "per-position linear layer on channels-last maps exports as MatMul, which the engine takes")
     return x
 
 
@@ -575,13 +633,14 @@ def convert_gemm(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
 
 
 def convert_matmul(cx: ImportContext, node: onnx.NodeProto, node_id: str) -> None:
-    if cx.is_const(node.input[0]):
-        raise NodeError("the constant is on the left (constant @ tensor); the engine's linear layer computes "
-                        "tensor @ weight")
-    x = _features(cx, node)
-    b = cx.const(node, 1, "B")
-    if b.ndim != 2:
-        raise NodeError(f"B has shape {list(b.shape)}; only [N, K] @ [K, M] maps to a linear layer")
+    """[N, K] @ constant [K, M] is a linear layer (a following bias Add merged in); every other product
+    (channels-last [N, H, W, C] @ [C, M], two computed tensors, a constant on the left) is the engine's matmul."""
+    a_name, b_name = node.input[0], node.input[1]
+    b = cx.consts.get(b_name)
+    if cx.is_const(a_name) or b is None or b.ndim != 2 or len(cx.value(a_name, node).shape) != 1:
+        convert_general_matmul(cx, node, node_id)
+        return
+    x = cx.value(a_name, node)
     params = {"weight": b.T}
     out = node.output[0]
     users = cx.consumers.get(out, [])
@@ -1013,6 +1072,8 @@ CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
     "Shape": convert_shape,
     "Gather": convert_gather,
     "Cast": convert_cast,
+    "Equal": convert_equal,
+    "Where": convert_where,
     "Gemm": convert_gemm,
     "MatMul": convert_matmul,
     "Softmax": convert_softmax,
@@ -1027,4 +1088,6 @@ CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
     "Slice": convert_slice,
     "Split": convert_split,
     "Transpose": convert_transpose,
+    **REDUCE_NORM_CONVERTERS,
+    **ARITH_CONVERTERS,
 }
