@@ -15,7 +15,7 @@ from engine.graph import Graph, Node, Trace
 
 MAX_CHAIN = 4  # elementwise nodes followed after the unit
 ELEMENTWISE = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip",
-               "identity", "dropout", "batch_norm")
+               "gelu", "sqrt", "pow", "identity", "dropout", "batch_norm")
 
 
 def explain_elementwise(unit: Unit) -> dict[str, Any]:
@@ -70,10 +70,24 @@ def formula_numbers(node: Node, params: Mapping[str, np.ndarray], index, v: floa
         "hardswish": lambda: v * min(max(v / 6 + 0.5, 0.0), 1.0),
         "clip": lambda: min(max(v, -math.inf if attrs["min"] is None else attrs["min"]),
                             math.inf if attrs["max"] is None else attrs["max"]),
+        "gelu": lambda: (0.5 * v * (1 + math.erf(v / math.sqrt(2))) if attrs["approximate"] == "none" else
+                         0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))),
+        "sqrt": lambda: math.sqrt(v) if v >= 0 else math.nan,
+        "pow": lambda: _power(v, attrs["exponent"]),
         "identity": lambda: v,
         "dropout": lambda: v,  # inference: unchanged
     }
     return {"result": float(formulas[op]())} if op in formulas else {}
+
+
+def _power(v: float, exponent: float) -> float:
+    """``v ** exponent`` as torch.pow gives it: nan for a negative base and a fractional exponent, inf at 0 for a
+    negative exponent."""
+    try:
+        result = v ** exponent
+    except ZeroDivisionError:
+        return math.inf
+    return math.nan if isinstance(result, complex) else float(result)
 
 
 EXPLAINERS = {op: Explainer("elementwise", explain_elementwise) for op in ELEMENTWISE}

@@ -25,6 +25,9 @@ export const TITLES = {
   softmax: "Softmax", add: "Add (skip connection)", mul: "Multiply (gating)", concat: "Concatenate",
   spatial_softmax: "Attention weights", attention_pool: "Attention pooling", identity: "Identity", constant: "Constant",
   pad: "Padding", upsample: "Upsampling", transpose: "Transpose", slice: "Slice",
+  layer_norm: "Layer normalisation", instance_norm: "Instance normalisation", gelu: "GELU", mean: "Mean",
+  sum: "Sum", max: "Maximum", sub: "Subtract", div: "Divide", pow: "Power", sqrt: "Square root", expand: "Expand",
+  matmul: "Matrix product",
 };
 
 /** One or two sentences about a node for lecture mode. `node`: architecture entry; `stats`: run statistics. */
@@ -67,6 +70,17 @@ export function lesson(node, stats, inputShape) {
   if (op === "transpose") return `Transpose: the axes swap places, ${inp} → ${out}; after a reshape into groups this shuffles the channels so that the next grouped convolution mixes information from every group.`;
   if (op === "slice") return `Slice: part of the volume is taken, ${inp} → ${out} (ShuffleNet splits its channels in two this way).`;
   if (op === "batch_norm") return "Batch normalisation (a training tip): each channel has its mean removed and is scaled by its standard deviation, then shifted and scaled by two learned numbers.";
+  if (op === "layer_norm") {
+    const shape = attr(node, "normalized_shape");
+    return `Layer normalisation (a training tip, as batch normalisation but per sample): the last axes (${shape}) of each ` +
+      "position are centred on their mean and divided by their standard deviation, then scaled and shifted by learned numbers.";
+  }
+  if (op === "instance_norm") return "Instance normalisation: each map of each image is centred on its own mean and divided by its own standard deviation (style transfer uses it to remove an image's contrast).";
+  if (op === "gelu") return `Activation GELU: x times the probability that a standard normal number is below x, a smooth ReLU (transformers and ConvNeXt use it); the shape stays ${out}.`;
+  if (["mean", "sum", "max"].includes(op)) return `${TITLES[op]} over axis ${attr(node, "dim")}: ${inp} → ${out}${op === "mean" ? " (over the spatial axes this is global average pooling)" : ""}.`;
+  if (op === "matmul") return `Matrix product: ${inp} times a matrix, ${out}. On channels-last maps it is a fully connected layer applied at every position separately (a 1×1 convolution).`;
+  if (["sub", "div", "pow", "sqrt"].includes(op)) return `${TITLES[op]}, number by number: ${inp} → ${out}.`;
+  if (op === "expand") return `Expand: the same numbers repeated along the axes of size 1, ${inp} → ${out}.`;
   if (op === "dropout") return "Dropout (regularisation): in training it drops random neurons; here, at inference, it passes everything through.";
   if (["relu", "relu6", "leaky_relu", "clip"].includes(op)) {
     return `Activation ${TITLES[op]}: negative numbers become ${op === "leaky_relu" ? "small" : "zero"}${op === "relu6" ? ", and numbers above 6 become 6" : ""}. It works on every number separately, so the shape stays ${out}.${zeros}`;

@@ -26,6 +26,9 @@ EVERY_OP = {"input_shape": [4, 5, 5], "nodes": [
     *({"id": op, "op": op, "inputs": ["bn"]} for op in
       ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "identity", "dropout")),
     {"id": "clip", "op": "clip", "min": -0.5, "max": 0.25, "inputs": ["bn"]},
+    {"id": "gelu", "op": "gelu", "inputs": ["bn"]},
+    {"id": "sqrt", "op": "sqrt", "inputs": ["relu6"]},
+    {"id": "cube", "op": "pow", "exponent": 3, "inputs": ["bn"]},
     {"id": "sum", "op": "add", "inputs": ["relu6", "tanh", "clip"]},
     {"id": "prod", "op": "mul", "inputs": ["sigmoid", "silu"]},
     {"id": "max", "op": "max_pool2d", "kernel_size": 2, "padding": 1, "inputs": ["prod"]},

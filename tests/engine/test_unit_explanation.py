@@ -176,6 +176,11 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
         *({"id": op, "op": op, "inputs": ["bn"]} for op in
           ("relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "identity", "dropout")),
         {"id": "clip", "op": "clip", "min": -0.5, "max": 0.25, "inputs": ["bn"]},
+        {"id": "gelu", "op": "gelu", "inputs": ["bn"]},
+        {"id": "gelu_tanh", "op": "gelu", "approximate": "tanh", "inputs": ["bn"]},
+        {"id": "sqrt", "op": "sqrt", "inputs": ["relu6"]},
+        {"id": "cube", "op": "pow", "exponent": 3, "inputs": ["bn"]},
+        {"id": "root", "op": "pow", "exponent": 0.5, "inputs": ["relu6"]},
         {"id": "sum", "op": "add", "inputs": ["relu6", "tanh", "clip"]},
         {"id": "prod", "op": "mul", "inputs": ["sigmoid", "silu"]},
         {"id": "score", "op": "conv2d", "out_channels": 1, "kernel_size": 1, "inputs": ["prod"]},
