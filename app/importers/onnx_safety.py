@@ -108,13 +108,21 @@ def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
 
 
 def first_undecodable_text(message) -> str | None:
-    """The name of the first text field in ``message`` (or a message nested in it) that is not valid UTF-8."""
-    for field, value in message.ListFields():
+    """The name of the first text field in ``message`` (or a message nested in it) that is not valid UTF-8.
+
+    Only text and message fields are read: ``ListFields()`` would also hand back every bytes field as a new Python
+    bytes object, i.e. copy each tensor's ``raw_data`` (400 MiB for VGG-16's largest) just to skip it."""
+    for field in message.DESCRIPTOR.fields:
+        if field.type not in (field.TYPE_STRING, field.TYPE_MESSAGE):
+            continue
         repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if not repeated and getattr(field, "has_presence", True) and not message.HasField(field.name):
+            continue
+        value = getattr(message, field.name)
         if field.type == field.TYPE_STRING:
             if any(isinstance(text, bytes) for text in (value if repeated else [value])):
                 return field.name
-        elif field.type == field.TYPE_MESSAGE:
+        else:
             for inner in value if repeated else [value]:
                 found = first_undecodable_text(inner)
                 if found is not None:
