@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.api.main import api_router
+from app.api.routes.models import document_upload_limit
 from app.core.config import Settings, get_settings
 from app.core.cpu import limit_blas_threads
 from app.core.memory import IdleTrimmer, limit_malloc_arenas
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security(app, settings)  # last: the Host and Origin checks wrap the middlewares above
     app.include_router(api_router)
     document_errors(app)
+    document_upload_limit(app)
     app.mount("/static", StaticFiles(directory=find_dir("static"), check_dir=False), name="static")
     app.state.templates = Jinja2Templates(directory=find_dir("templates"))
     app.include_router(pages_router)

@@ -75,6 +75,14 @@ def get_background_compute(services: ServicesDep) -> ComputeSlot:
 BackgroundComputeDep = Annotated[ComputeSlot, Depends(get_background_compute)]
 
 
+def get_import_slot(services: ServicesDep) -> ComputeSlot:
+    """``with importing(): ...`` holds the machine's one import slot (big ONNX imports, one at a time)."""
+    return services.compute.importing
+
+
+ImportSlotDep = Annotated[ComputeSlot, Depends(get_import_slot)]
+
+
 def get_model_store(services: ServicesDep) -> ModelStore:
     """The app's models: built-in and uploaded."""
     return services.models

@@ -13,6 +13,9 @@ descriptors.
   priority (``app.core.cpu.run_in_background``). A 5 ms digit prediction never queues behind a 20 s
   Score-CAM on EfficientNet, and a photo's prediction never waits for a background job's passes: the lanes
   do not share slots.
+- **Importing.** ``with compute.importing():`` holds the machine's one *import* slot while a big ONNX upload is
+  imported: an import holds about three copies of the model's weights at its peak (VGG-16: 1.7 GiB,
+  ``scripts/bench_model_upload.py``), so a class uploading at the same moment imports one model at a time.
 - **Decoding.** ``with compute.decoding(nbytes):`` holds ``nbytes`` (estimated from the image header by
   ``app.imaging.decode_cost``) of ``decode_budget`` bytes while an image is decoded; one image may take
   at most ``decoding.limit_bytes`` (more: 413, before decoding). Images under ``FREE_DECODE_BYTES`` are
@@ -47,7 +50,7 @@ DECODE_UNIT_BYTES = 8 * MB
 FREE_DECODE_BYTES = 2 * MB
 #: a background job waits this long for a background slot (the jobs before it run meanwhile; then 503)
 BACKGROUND_WAIT_S = 900.0
-LIGHT, HEAVY, BACKGROUND = "light", "heavy", "background"
+LIGHT, HEAVY, BACKGROUND, IMPORT = "light", "heavy", "background", "import"
 
 log = logging.getLogger("cnn_visualiser.compute")
 
@@ -134,6 +137,7 @@ class ComputeSlots:
         self.heavy = SlotPool(directory, "compute", slots)
         self.light = SlotPool(directory, "light", light_slots)
         self.background_pool = SlotPool(directory, "background", background_slots)
+        self.import_pool = SlotPool(directory, "import", 1)
         self.decoding = decoding or DecodeBudget(directory, 512 * MB, 256 * MB, wait_s)
         self._activity = threading.Lock()
         self._active = 0  # slots held in this process
@@ -183,18 +187,24 @@ class ComputeSlots:
         with self._holding(BACKGROUND, self.background_pool, self.background_wait_s):
             yield
 
+    @contextmanager
+    def importing(self) -> Iterator[None]:
+        """The machine's one import slot, for importing a big uploaded model (waiting up to ``wait_s``: 503)."""
+        with self._holding(IMPORT, self.import_pool, busy="another big model was being imported"):
+            yield
+
     def idle_for(self) -> float:
         """Seconds since this process last held a slot (0 while it holds one)."""
         with self._activity:
             return 0.0 if self._active else time.monotonic() - self._last_end
 
     @contextmanager
-    def _holding(self, lane: str, pool: SlotPool, wait_s: float | None = None) -> Iterator[None]:
+    def _holding(self, lane: str, pool: SlotPool, wait_s: float | None = None,
+                 busy: str = "every compute slot was taken") -> Iterator[None]:
         wait_s = self.wait_s if wait_s is None else wait_s
         held = pool.take(1, wait_s)
         if held is None:
-            raise ApiError(503, f"the server is busy (every compute slot was taken for {wait_s:.0f} s): "
-                                "retry shortly")
+            raise ApiError(503, f"the server is busy ({busy} for {wait_s:.0f} s): retry shortly")
         with self._activity:
             self._active += 1
         start = time.monotonic()
