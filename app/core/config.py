@@ -36,7 +36,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="uploaded models, converted weights and caches live here")
     max_upload_bytes: int = Field(20 * MB, gt=0, description="largest image or .npy tensor accepted, in bytes")
-    max_model_bytes: int = Field(100 * MB, gt=0, description="largest ONNX model accepted, in bytes")
+    max_model_bytes: int = Field(600 * MB, gt=0, description="largest ONNX model accepted, in bytes (VGG-16 is 528 "
+                                                             "MiB; importing one holds about three times its "
+                                                             "size in memory at its peak, one big import at a "
+                                                             "time on the machine)")
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest decoded image (width × height)")
     max_tensor_elements: int = Field(8_000_000, gt=0, description="largest input tensor, in elements")
     run_cache_size: int = Field(8, ge=1, description="how many forward passes (runs) each worker keeps in memory")
@@ -84,14 +87,16 @@ class Settings(BaseSettings):
         description="the lecturer's secret, sent as the X-Admin-Token header: share models with everyone, delete "
                     "or cancel anything, see every model and job (unset: there is no lecturer)")
     quota_models_per_owner: int = Field(10, ge=1, description="uploaded models one person may keep (more: 409)")
-    quota_model_bytes_per_owner: int = Field(200 * MB, ge=1, description="bytes on disk one person's uploaded "
-                                                                         "models may take (more: 409)")
+    quota_model_bytes_per_owner: int = Field(1024 * MB, ge=1, description="bytes on disk one person's uploaded "
+                                                                          "models may take (more: 409); a model "
+                                                                          "takes about its ONNX file's size")
     quota_running_jobs_per_owner: int = Field(2, ge=1, description="training jobs one person may run at once "
                                                                    "(more: 429); 2 lets the lab's runs A and B "
                                                                    "train side by side")
     quota_models_total: int = Field(200, ge=1, description="uploaded models the server keeps in all (more: 507)")
-    quota_model_bytes_total: int = Field(2048 * MB, ge=1, description="bytes on disk all uploaded models may take "
-                                                                     "(more: 507)")
+    quota_model_bytes_total: int = Field(4096 * MB, ge=1, description="bytes on disk all uploaded models may take "
+                                                                     "(more: 507); with redis_url, Redis holds "
+                                                                     "them in memory too")
     allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
         None, description="host names (the Host header, port ignored) this server answers to; others get 400 "
                           "(DNS rebinding). Default: localhost, 127.0.0.1, [::1] and `host` when it is one address. "

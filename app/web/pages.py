@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import remember_owner
+from app.core.config import MB
 from app.paths import find_dir
 from app.services.owners import new_token
 
@@ -64,8 +65,10 @@ def render(request: Request, page: Page) -> HTMLResponse:
 
     A browser without an owner cookie gets one, so that whatever it uploads or trains is its own."""
     templates = request.app.state.templates
+    max_model_mib = round(request.app.state.settings.max_model_bytes / MB)  # the upload page states the limit
     response = templates.TemplateResponse(request=request, name=page.template,
-                                          context={"page": page, "pages": PAGES, "samples": sample_images()})
+                                          context={"page": page, "pages": PAGES, "samples": sample_images(),
+                                                   "max_model_mib": max_model_mib})
     remember_owner(request, response, new_token())
     return response
 

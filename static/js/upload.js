@@ -45,9 +45,13 @@ function describe(model, arch) {
 }
 
 let chosenFile = null;
+const NOTHING_CHOSEN = $("onnx-chosen").textContent;  // the server's limit, written by the template
+function sizeText(bytes) {
+  return bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
 function choose(file) {
   chosenFile = file;
-  $("onnx-chosen").textContent = file ? `${file.name} (${(file.size / 1024).toFixed(1)} KB)` : "or drop it here (at most 100 MB)";
+  $("onnx-chosen").textContent = file ? `${file.name} (${sizeText(file.size)})` : NOTHING_CHOSEN;
 }
 
 $("onnx-file").addEventListener("change", () => choose($("onnx-file").files?.[0] ?? null));

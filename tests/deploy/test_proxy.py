@@ -124,9 +124,18 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
 def test_the_shipped_site_sets_the_timeouts_a_public_server_needs():
     text = SITE.read_text()
-    for directive in ("client_header_timeout 10s;", "client_body_timeout 30s;", "client_max_body_size 101m;",
+    for directive in ("client_header_timeout 10s;", "client_body_timeout 30s;", "client_max_body_size 601m;",
                       "proxy_buffering off;", "proxy_set_header Host $http_host;"):
         assert directive in text, directive
+
+
+def test_the_proxy_admits_the_largest_upload_the_app_accepts():
+    """client_max_body_size follows CNN_VIS_MAX_MODEL_BYTES's default (plus the multipart envelope the app allows)."""
+    from app.main import MULTIPART_SLACK
+
+    size = re.search(r"client_max_body_size (\d+)m;", SITE.read_text())
+    assert size, "the site sets no client_max_body_size in MiB"
+    assert int(size.group(1)) * 1024 * 1024 >= Settings.model_fields["max_model_bytes"].default + MULTIPART_SLACK
 
 
 def test_requests_pass_through_the_proxy_with_their_host(proxy):

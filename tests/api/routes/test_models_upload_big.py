@@ -16,8 +16,10 @@ from fastapi.testclient import TestClient
 import app.api.routes.models as models_routes
 from app.api.deps import get_model_store
 from app.core.config import MB, Settings
+from app.errors import ApiError
 from app.main import MULTIPART_SLACK, create_app
 from app.services.models import COPY_PIECE_BYTES, ModelStore, staged_file_name
+from app.services.quotas import ModelQuota, check_model_quota
 from engine.models.aligned_npz import is_mapped
 from tests.api.conftest import npy_bytes, npy_load, tiny_bundle
 
@@ -179,6 +181,17 @@ def test_the_openapi_description_states_the_servers_limit(tmp_path):
         assert "100 MB" not in json.dumps(operation)
 
 
+def test_the_defaults_let_vgg16_in():
+    defaults = Settings(_env_file=None)
+    assert defaults.max_model_bytes >= VGG16_ONNX_BYTES
+    quota = ModelQuota(defaults.quota_models_per_owner, defaults.quota_model_bytes_per_owner,
+                       defaults.quota_models_total, defaults.quota_model_bytes_total)
+    check_model_quota([], "alice", False, quota, VGG16_ONNX_BYTES)  # stored, it takes about its file's size
+    check_model_quota([("alice", 50 * MB)], "alice", False, quota, VGG16_ONNX_BYTES)
+    with pytest.raises(ApiError) as second:  # the control: the quota still bounds one person
+        check_model_quota([("alice", VGG16_ONNX_BYTES)], "alice", False, quota, VGG16_ONNX_BYTES)
+    assert second.value.status_code == 409 and "delete one of yours" in second.value.detail
+
 
 @pytest.mark.parametrize(("given", "staged"), [
     ("vgg16.onnx", "vgg16.onnx"), ("../../etc/passwd", "passwd"), ("C:\\Users\\me\\net.onnx", "net.onnx"),
@@ -200,3 +213,10 @@ def test_the_store_takes_bytes_or_a_file(client):
     again, created_again = store.add_onnx(io.BytesIO(small_onnx(seed=12)), "a.onnx", None, None)
     assert created and not created_again and again.id == model.id
 
+
+def test_the_upload_page_states_the_servers_limit(client, settings):
+    page = client.get("/upload")
+    assert page.status_code == 200
+    assert f"at most {settings.max_model_bytes // MB} MiB" in page.text and "100 MB" not in page.text
+    script = client.get("/static/js/upload.js").text
+    assert "100 MB" not in script and "NOTHING_CHOSEN" in script  # the script keeps the page's words
