@@ -28,6 +28,13 @@ local path at a node with several positions, the node keeps the local path's fie
 ``modulated_at`` that node; later nodes inherit the mark. A gate that varies across positions is not
 a gate: computed from a global path it makes the node global, from a local path it is a path like
 any other.
+
+Positions are the last axes of a shape, (C, *spatial), except where a transpose moved them: ConvNeXt
+computes between a transpose to channels-last (H, W, C) and one back. There the analysis follows them
+(``NodeRF.position_axes``) through the ops' ``aligned_axes()``, the axes each op keeps index for
+index: layer norm over the channels, a matmul contracting them, a per-channel bias and elementwise
+ops keep each position's field. Anything that cannot be shown to keep positions is global if its
+geometry is, else undefined.
 """
 
 from __future__ import annotations
@@ -87,6 +94,11 @@ class NodeRF:
     global gate joined: the unit also depends on the whole input through a value that is the same at
     every position, and ``axes`` is the field of its main path with the gates held fixed. It is empty
     for "global" and "constant" nodes. ``gates`` names this node's inputs taken as global gates.
+
+    ``position_axes`` is set on a local node whose positions are not its last axes (a channels-last (H, W, C)
+    between two transposes): the axes of its per-sample shape that hold the spatial axes, in the input's order
+    ((0, 1) for (H, W, C)). It is empty where they are the last axes, as usual. ``spatial_shape`` and ``axes``
+    are always in the input's order.
     """
 
     node_id: str
@@ -98,6 +110,7 @@ class NodeRF:
     output_shape: tuple[int, ...]
     modulated_at: tuple[str, ...] = ()
     gates: tuple[str, ...] = ()
+    position_axes: tuple[int, ...] = ()
 
     @property
     def global_modulation(self) -> bool:
@@ -112,7 +125,13 @@ class NodeRF:
             "axes": None if self.axes is None else [{"axis": name, **asdict(a)} for name, a in zip(names, self.axes)],
             "global_modulation": self.global_modulation,
             "modulated_at": list(self.modulated_at),
+            "position_axes": list(self.position_axes),
         }
+
+    def positions(self) -> tuple[int, ...]:
+        """The axes of the per-sample shape that hold the spatial axes (the last ones unless ``position_axes``)."""
+        n = len(self.input_size)
+        return self.position_axes or tuple(range(len(self.output_shape) - n, len(self.output_shape)))
 
 
 def _describe(rf: AxisRF) -> str:
@@ -178,13 +197,20 @@ def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]
     if len(paths) == 1 and not gates:
         return replace(paths[0], modulated_at=modulated_at, gates=())
     spatial = _spatial_of(out_shape, n, paths[0].spatial_shape)
-    names = axis_names(n)
     for p in paths:
         if p.spatial_shape != spatial:
             return NodeRF(node.id, UNDEFINED, None,
                           f"'{node.id}' broadcasts '{p.node_id}' (positions {list(p.spatial_shape)}) over positions "
                           f"{list(spatial)}, so its units do not slide together with the other inputs'",
                           input_size, (), out_shape, modulated_at, gate_ids)
+    return NodeRF(node.id, LOCAL, _widest(node.id, paths, n), "", input_size, spatial, out_shape, modulated_at,
+                  gate_ids)
+
+
+def _widest(node_id: str, paths: list[NodeRF], n: int) -> tuple[AxisRF, ...]:
+    """The field of a node whose local ``paths`` meet at the same positions: per axis the largest, when they are
+    aligned (the same effective stride and centres); a SpecError naming the node otherwise."""
+    names = axis_names(n)
     first = paths[0]
     assert first.axes is not None
     merged = list(first.axes)
@@ -194,7 +220,7 @@ def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]
             if mine.stride != theirs.stride or mine.centre_offset != theirs.centre_offset:
                 what = "effective strides" if mine.stride != theirs.stride else "centres"
                 raise SpecError(
-                    node.id,
+                    node_id,
                     f"its inputs are not aligned on axis {names[a]}, so its units have no single receptive field "
                     f"(Araujo et al., 2019): the {what} differ. Along the path through '{first.node_id}' "
                     f"{_describe(first.axes[a])}; through '{p.node_id}' {_describe(theirs)}. Make the paths' strides "
@@ -202,11 +228,104 @@ def _merge(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...]
                 )
             if theirs.size > mine.size:
                 merged[a] = theirs
-    return NodeRF(node.id, LOCAL, tuple(merged), "", input_size, spatial, out_shape, modulated_at, gate_ids)
+    return tuple(merged)
+
+
+def _layout(rf: NodeRF, n: int) -> tuple[int, ...] | None:
+    """Per axis of a local node's per-sample shape, the axis of the (C, *spatial) layout it holds (0 the channels,
+    1..n the spatial axes in order): (1, 2, 0) for a channels-last (H, W, C). None unless it has n + 1 axes."""
+    rank = len(rf.output_shape)
+    if rank != n + 1:
+        return None
+    layout = [0] * rank
+    for k, axis in enumerate(rf.positions(), start=1):
+        layout[axis] = k
+    return tuple(layout)
+
+
+def _where(rf: NodeRF, n: int) -> str:
+    """'(H, W, C)': the axes of a node whose positions are not its last ones, named."""
+    names = dict(zip(rf.positions(), axis_names(n)))
+    return "(" + ", ".join(names.get(a, "C") for a in range(len(rf.output_shape))) + ")"
+
+
+def _aligned_axes(op: Any) -> list[dict[int, int]] | None:
+    """``op.aligned_axes()``; None for an op that does not have the method (a stand-in declaring its geometry)."""
+    method = getattr(op, "aligned_axes", None)
+    return None if method is None else method()
+
+
+def _aligned_positions(node: Any, parents: list[NodeRF], n: int) -> tuple[tuple[int, ...] | None, str]:
+    """Where the node's positions are (its axes holding the spatial axes, in order), as ``op.aligned_axes()``
+    carries those of its local inputs through; or None and why not."""
+    op = f"'{node.id}' ({node.op.op})"
+    aligned = _aligned_axes(node.op)
+    found: tuple[int, ...] | None = None
+    for i, p in enumerate(parents):
+        if p.status != LOCAL:
+            continue
+        layout = _layout(p, n)
+        if aligned is None or layout is None:
+            return None, (f"{op} is not known to keep positions where they are not the last axes, and reads "
+                          f"'{p.node_id}' {_where(p, n)}" if layout is not None else
+                          f"{op} reads '{p.node_id}', of shape {list(p.output_shape)}, whose positions cannot be "
+                          "followed (only tensors of channels and positions, in any order, are)")
+        source = {source: axis for axis, source in aligned[i].items()}  # input axis -> output axis
+        axes = tuple(source.get(layout.index(k)) for k in range(1, n + 1))
+        if None in axes:
+            name = axis_names(n)[axes.index(None)]
+            return None, (f"{op} reads '{p.node_id}' {_where(p, n)} whole or broadcast along {name}, one of its "
+                          "positions' axes, so its units do not keep to one position")
+        if found is not None and axes != found:
+            return None, f"{op} pairs the positions of its inputs differently"
+        found = axes  # type: ignore[assignment]
+    if found is not None and len(node.output_shape) != n + 1:
+        return None, (f"{op} gives shape {list(node.output_shape)}: positions are followed only on tensors of "
+                      "channels and positions, in any order")
+    return found, ""
+
+
+def _follow_positions(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...],
+                      position: Mapping[str, int]) -> NodeRF | None:
+    """The field of a node whose inputs' positions are not their last axes (ConvNeXt's channels-last (H, W, C)
+    between two transposes), or which moves them there itself, followed through ``op.aligned_axes()``. None when
+    neither is so: the usual analysis applies.
+
+    Where positions keep to themselves (layer norm over the channels, a matmul contracting them, a bias broadcast
+    along the positions, elementwise ops, a transpose), the field is the inputs' (no window: ``aligned_axes``
+    means index i reads index i). Anything else is global if the op's geometry is, else undefined: never a guess.
+    """
+    out_shape = tuple(node.output_shape)
+    local = [p for p in parents if p.status == LOCAL]
+    moved = any(p.position_axes for p in local)
+    if not local or (not moved and _aligned_axes(node.op) is None):
+        return None
+    found, why = _aligned_positions(node, parents, n)
+    last = tuple(range(len(out_shape) - n, len(out_shape)))
+    if not moved and (found is None or found == last):
+        return None
+    hit = next((p for p in parents if p.status in (WHOLE, UNDEFINED)), None)
+    if hit is not None and hit.status == WHOLE:
+        return NodeRF(node.id, WHOLE, None, f"'{node.id}' combines its inputs with '{hit.node_id}', whose units see "
+                      f"the whole input ({hit.reason})", input_size, (), out_shape)
+    marks = _modulations(node.id, local, False, position)
+    if hit is not None:
+        return NodeRF(node.id, UNDEFINED, None, hit.reason, input_size, (), out_shape, marks)
+    if found is None:
+        if node.op.geometry() == GLOBAL:
+            return NodeRF(node.id, WHOLE, None, f"{why}: taken as depending on the whole input", input_size, (),
+                          out_shape)
+        return NodeRF(node.id, UNDEFINED, None, f"{why}; transpose back to channels first before it. No r, S, P "
+                      "is given", input_size, (), out_shape, marks)
+    return NodeRF(node.id, LOCAL, _widest(node.id, local, n), "", input_size, tuple(out_shape[a] for a in found),
+                  out_shape, marks, (), () if found == last else found)
 
 
 def _node_rf(node: Any, parents: list[NodeRF], n: int, input_size: tuple[int, ...],
              position: Mapping[str, int]) -> NodeRF:
+    followed = _follow_positions(node, parents, n, input_size, position)
+    if followed is not None:
+        return followed
     merged = _merge(node, parents, n, input_size, position)
     out_shape = tuple(node.output_shape)
     if merged.status == CONSTANT:
@@ -299,7 +418,7 @@ def _spatial_index(rf: NodeRF, index: Sequence[int]) -> tuple[int, ...]:
     if len(index) == full and full != n:
         if any(not 0 <= i < s for i, s in zip(index, rf.output_shape)):
             raise EngineError(f"unit {list(index)} is outside node '{rf.node_id}' of shape {list(rf.output_shape)}")
-        return index[-n:] if full - 1 >= n and n else (0,) * n
+        return tuple(index[a] for a in rf.positions()) if full - 1 >= n and n else (0,) * n
     if len(index) != n:
         raise EngineError(f"give the unit of '{rf.node_id}' as {n} spatial indices ({', '.join(axis_names(n))}) "
                           f"or a full index into its shape {list(rf.output_shape)}; got {list(index)}")

@@ -37,6 +37,10 @@ class ElementwiseOp(Op):
                 raise self.fail(f"{name} must be a number, got {value!r}")
         return self.input_shapes[0]
 
+    def aligned_axes(self) -> list[dict[int, int]]:
+        """Every axis: each value maps to its own."""
+        return [{axis: axis for axis in range(len(self.input_shapes[0]))}]
+
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         inplace = type(self).layer_inplace
         if ctx.overwrite and inplace is not None:

@@ -151,8 +151,10 @@ class MatmulOp(Op):
 
     MACs: prod(out) * K. Geometry: GLOBAL. The product contracts the first input's last axis, which in the
     engine's (C, *S) layout is a position axis, so every output unit mixes positions. For a channels-last
-    tensor (H, W, C) the positions do stay where they were, but the receptive-field analysis reads the last
-    axes of a shape as positions and would pair them wrongly; GLOBAL is the claim that holds in every layout.
+    tensor (H, W, C) the positions do stay where they were, but ``geometry()`` reads the last axes of a shape
+    as positions and would pair them wrongly; GLOBAL is the claim that holds in every layout.
+    ``aligned_axes()`` says which axes keep their index, so the receptive-field analysis, which knows where a
+    transpose moved the positions, keeps the field of each position when only channels are contracted.
     """
 
     arity = 2
@@ -193,6 +195,25 @@ class MatmulOp(Op):
 
     def geometry(self):
         return GLOBAL
+
+    def aligned_axes(self) -> list[dict[int, int]]:
+        """The first input is aligned on its rows P and the second on its columns M; both on the leading axes
+        where their size is the output's. The contracted axis K of each is read whole: (H, W, C) @ (C, M) keeps
+        H and W of the first input. A promoted vector (one axis, contracted) is aligned on none."""
+        a, b = self.input_shapes
+        lead = self.out_full[:-2]
+        rows = len(a) >= 2
+        # per input: its shape, and its own output axis (rows of the first, columns of the second) and input axis
+        own = [(a, len(lead), len(a) - 2), (b, len(lead) + rows, len(b) - 1)]
+        found = []
+        for shape, out_axis, in_axis in own:
+            if len(shape) < 2:
+                found.append({})
+                continue
+            offset = len(lead) - (len(shape) - 2)
+            mapping = {offset + i: i for i, size in enumerate(shape[:-2]) if size == lead[offset + i]}
+            found.append({**mapping, out_axis: in_axis})
+        return found
 
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         x1, x2 = inputs

@@ -134,6 +134,17 @@ class Op:
         """Per spatial axis, how output positions map to input positions; or IDENTITY / GLOBAL."""
         return IDENTITY
 
+    def aligned_axes(self) -> list[dict[int, int]] | None:
+        """Per input, ``{output axis: input axis}`` for the axes along which output index i reads that input at
+        index i only (axes of the per-sample shapes, no batch axis; the two have the same size). Along any other
+        axis the input is read whole (a contraction, a normalisation) or broadcast (size 1, or absent).
+
+        None (the default): not worked out, and the receptive-field analysis knows the op by ``geometry()``
+        alone. ``geometry()`` reads the last axes as positions; this lets the analysis follow positions that a
+        transpose moved elsewhere (ConvNeXt's channels-last (H, W, C) between two transposes).
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         """The node's attributes in canonical form (per-axis tuples, padding pairs), for display."""
         return dict(self.attrs)

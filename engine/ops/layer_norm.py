@@ -43,9 +43,9 @@ class LayerNormOp(Op):
 
     Geometry: the statistics mix every value of the normalised axes, and those are the *last* axes, where the
     graph's spatial axes are. So IDENTITY only on a (C,) input (each sample's features, no positions) and
-    GLOBAL otherwise. The op cannot tell a channels-last (H, W, C) from a (C, H, W): on the former its field
-    is in truth per position, but the receptive-field analysis, which left the field undefined at the transpose
-    before it, then calls it global.
+    GLOBAL otherwise. The op cannot tell a channels-last (H, W, C) from a (C, H, W); ``aligned_axes()`` names
+    the axes it leaves alone (those before the normalised ones), so the receptive-field analysis, which knows
+    where a transpose moved the positions, keeps the field of each position when only channels are normalised.
     """
 
     defaults: ClassVar[dict[str, Any]] = {"normalized_shape": REQUIRED, "eps": 1e-5, "elementwise_affine": True,
@@ -87,6 +87,11 @@ class LayerNormOp(Op):
 
     def geometry(self) -> str:
         return IDENTITY if len(self.input_shapes[0]) == 1 else GLOBAL
+
+    def aligned_axes(self) -> list[dict[int, int]]:
+        """Every axis before the normalised ones: on a channels-last (H, W, C) over [C], H and W."""
+        lead = len(self.input_shapes[0]) - len(self.normalized_shape)
+        return [{axis: axis for axis in range(lead)}]
 
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         return layer_norm_forward(inputs[0], len(self.normalized_shape), params.get("weight"), params.get("bias"),

@@ -57,6 +57,16 @@ class _BroadcastOp(Op):
                 ) from None
         return tuple(out)
 
+    def aligned_axes(self) -> list[dict[int, int]]:
+        """Per input, aligned at the last axis as NumPy broadcasts, the axes where its size is the output's (not
+        stretched from 1): a (C,) bias on (H, W, C) is aligned on C only, broadcast along H and W."""
+        out = self.output_shape
+        found = []
+        for shape in self.input_shapes:
+            lead = len(out) - len(shape)
+            found.append({lead + i: i for i, size in enumerate(shape) if size == out[lead + i]})
+        return found
+
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         rank = len(self.output_shape)
         aligned = _align(inputs, rank)

@@ -27,6 +27,9 @@ class _ReduceOp(Op):
     * only channels, without ``keepdim``: the spatial axes move up one place, which the op reports as one
       position-keeping axis (kernel 1) per axis after the channel axis, as ``transpose`` does. Where those are
       the graph's spatial axes the receptive field passes through; otherwise the analysis marks it undefined.
+
+    ``aligned_axes()`` names the axes not reduced, so that the analysis, which knows where a transpose moved the
+    positions, keeps the field of each position through a reduction over the channels of a channels-last tensor.
     """
 
     defaults: ClassVar[dict[str, Any]] = {"dim": REQUIRED, "keepdim": False}
@@ -63,6 +66,14 @@ class _ReduceOp(Op):
         if self.attrs["keepdim"]:
             return IDENTITY
         return [AxisGeometry(1, 1, 0)] * (len(self.input_shapes[0]) - 1)
+
+    def aligned_axes(self) -> list[dict[int, int]]:
+        """The axes not reduced (moving up past the reduced ones without ``keepdim``): over the last axis of a
+        channels-last (H, W, C), H and W, as opset 13 writes LayerNorm out."""
+        kept = [i for i in range(len(self.input_shapes[0])) if i + 1 not in self.dims]
+        if self.attrs["keepdim"]:
+            return [{i: i for i in kept}]
+        return [dict(enumerate(kept))]
 
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         return type(self).layer_forward(inputs[0], self.dims, self.attrs["keepdim"])

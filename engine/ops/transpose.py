@@ -24,7 +24,9 @@ class TransposeOp(Op):
     Geometry: IDENTITY for the identity permutation. Otherwise one position-keeping ``AxisGeometry(1, 1, 0)``
     for each trailing axis the permutation leaves in place: when those are the graph's spatial axes (a channel
     shuffle keeps H and W), receptive fields pass through unchanged; when the permutation moves a spatial axis,
-    the count differs from the graph's spatial axes and the receptive field is marked undefined, never guessed.
+    the count differs from the graph's spatial axes. The receptive-field analysis then follows the positions
+    through ``aligned_axes()`` (ConvNeXt's (C, H, W) -> (H, W, C) and back), and marks the field undefined
+    where it cannot, never guessed.
     """
 
     defaults: ClassVar[dict[str, Any]] = {"perm": REQUIRED}
@@ -61,6 +63,10 @@ class TransposeOp(Op):
                 break
             kept += 1
         return [AxisGeometry(1, 1, 0)] * kept
+
+    def aligned_axes(self) -> list[dict[int, int]]:
+        """Output axis i is input axis perm[i], index for index."""
+        return [dict(enumerate(self.perm))]
 
     def forward(self, inputs: list[np.ndarray], params: dict[str, np.ndarray], ctx: ForwardContext):
         return transpose_forward(inputs[0], self.perm)

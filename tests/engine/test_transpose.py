@@ -129,14 +129,19 @@ def test_receptive_field_passes_a_shuffle_and_stops_at_a_moved_spatial_axis():
                                   _Node("shuffle", shuffle, ["groups"], shuffle.output_shape)])
     rfs = receptive_fields(stand_in)
     assert rfs["shuffle"].status == "local" and rfs["shuffle"].axes == rfs["c"].axes == (AxisRF(3, 2, 1),) * 2
-    # on a real graph, swapping H and C moves a spatial axis: undefined (not global: nothing is mixed)
+    # on a real graph, swapping H and C moves a spatial axis: the analysis follows it (H now on axis 0), an
+    # elementwise op keeps it, and a conv, which would slide along (C, W) as if they were positions, is undefined
     graph = Graph({"input_shape": [4, 8, 8], "nodes": [
         {"id": "c", "op": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1},
         {"id": "swap", "op": "transpose", "perm": [1, 0, 2]},
-        {"id": "after", "op": "relu"}]})
+        {"id": "after", "op": "relu"},
+        {"id": "conv", "op": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}]})
     rfs = receptive_fields(graph)
     assert rfs["c"].status == "local"
-    assert rfs["swap"].status == rfs["after"].status == "undefined"
+    for node in ["swap", "after"]:
+        assert rfs[node].status == "local" and rfs[node].axes == rfs["c"].axes, node
+        assert rfs[node].position_axes == (0, 2), node
+    assert rfs["conv"].status == "undefined" and "transpose back" in rfs["conv"].reason
     assert rfs[INPUT].status == "local"
 
 
