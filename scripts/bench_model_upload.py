@@ -9,17 +9,21 @@ and prints its time and that process's resident memory before the stage, at the 
   parse       onnx.load_model_from_string
   safety      app/importers/onnx_safety.py's checks before any tensor is converted (text fields, external data)
   checker     onnx.checker.check_model, which the importer runs
-  import      app.importers.onnx_import.import_onnx on the bytes, the whole importer (all of the above, then the
-              conversion); held after: the bytes and the weights
+  import      app.importers.onnx_import.import_onnx, the whole importer (all of the above, then the conversion):
+              from the bytes (held after: the bytes and the weights), and from the file, as the store imports an
+              upload (held after: the weights)
   engine      Graph(spec), check_params and activation_count, the store's checks
   store       the weights written as the compressed .npz stored models used before (np.savez_compressed) and
               with today's engine.models.weights.save_weights: time and size
   load        each read back in a fresh process (np.load of the compressed file; today's read_weights), and the
-              first forward pass of one 224 x 224 image after it
+              first forward pass of one 224 x 224 image after it; then two processes that map today's file and
+              read all of it: each one's resident memory and its proportional share (shared pages count half)
 
-Then the same model uploaded through a real server (``cnn-visualiser serve``, one worker), streamed from the file
-in 1 MiB pieces: the time until the 201, the server's peak resident memory meanwhile, the first forward pass
-(``POST /api/models/{id}/forward``) and the server's resident memory after it.
+Then the same model uploaded through a real server (``cnn-visualiser serve``, one worker, its model limit set to
+the file's size), streamed from the file in 1 MiB pieces: the time from the first byte sent, and from the last, to
+the 201, the server's peak resident memory meanwhile, the first forward pass (``POST /api/models/{id}/forward``)
+and the server's resident memory after it. "anon" is the part of the resident memory that is not a mapped file
+(mapped weights are file pages every worker shares, which the kernel can drop and read again).
 
     .venv/bin/python scripts/bench_model_upload.py [--model vgg16|vgg11] [--work-dir DIR] [--skip-server]
 
@@ -104,10 +108,10 @@ def vgg_onnx(model: str, path: Path, seed: int = 0) -> None:
 # --- measuring one process ------------------------------------------------------------------------
 
 def memory_kib(pid: int | str = "self") -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of a process, in KiB."""
+    """VmRSS, VmHWM (its peak) and RssAnon (its memory not backed by a file) of a process, in KiB."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
+        if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:")):
             fields[line.split(":")[0]] = int(line.split()[1])
     return fields
 
@@ -127,7 +131,8 @@ def stage(name: str, extra: dict | None = None) -> Iterator[dict]:
     yield figures
     figures["seconds"] = time.perf_counter() - start
     after = memory_kib()
-    figures.update(before_mib=before / 1024, peak_mib=after["VmHWM"] / 1024, after_mib=after["VmRSS"] / 1024)
+    figures.update(before_mib=before / 1024, peak_mib=after["VmHWM"] / 1024, after_mib=after["VmRSS"] / 1024,
+                   anon_mib=after["RssAnon"] / 1024)
     print(json.dumps(figures), flush=True)
 
 
@@ -150,8 +155,11 @@ def child_import(onnx_path: Path, work: Path) -> None:
     with stage("checker"):
         onnx.checker.check_model(model)
     del model
-    with stage("import"):
+    with stage("import from bytes"):
         spec, params, _ = import_onnx(data)
+    del data, spec, params
+    with stage("import from the file (as the store)"):
+        spec, params, _ = import_onnx(onnx_path)
     with stage("engine"):
         graph = Graph(spec)
         graph.check_params(params)
@@ -186,6 +194,38 @@ def child_load(kind: str, work: Path) -> None:
         graph.forward(x, params, keep_caches=False, keep=())
 
 
+def child_hold(work: Path) -> None:
+    """Map the stored weights, read every value, then wait (for :func:`two_processes`) until stdin closes."""
+    from engine.models.weights import read_weights
+
+    params = read_weights(work / "weights-current.npz")
+    total = sum(float(value.sum()) for value in params.values())
+    print(json.dumps({"ready": total}), flush=True)
+    sys.stdin.read()
+
+
+def two_processes(work: Path) -> list[dict]:
+    """Two processes that mapped and read the same weights file: each one's resident memory, and its proportional
+    share (PSS: a page two processes share counts half for each), from /proc/<pid>/smaps_rollup."""
+    env = {**os.environ, **ONE_THREAD}
+    children = [subprocess.Popen([sys.executable, __file__, "--child", "hold", "--work-dir", str(work)], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    rows = []
+    try:
+        for child in children:
+            child.stdout.readline()
+        for i, child in enumerate(children):
+            fields = {line.split(":")[0]: int(line.split()[1])
+                      for line in Path(f"/proc/{child.pid}/smaps_rollup").read_text().splitlines()[1:]}
+            rows.append({"stage": f"two processes mapping it: process {i + 1}, resident", "mib": fields["Rss"] / 1024})
+            rows.append({"stage": f"two processes mapping it: process {i + 1}, its share", "mib": fields["Pss"] / 1024})
+    finally:
+        for child in children:
+            child.stdin.close()
+            child.wait()
+    return rows
+
+
 def run_child(*args: str) -> list[dict]:
     env = {**os.environ, **ONE_THREAD}
     done = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True, text=True)
@@ -196,22 +236,23 @@ def run_child(*args: str) -> list[dict]:
 
 # --- through a real server ----------------------------------------------------------------------
 
-def server_memory(pid: int) -> tuple[float, float]:
-    """(resident, peak) MiB summed over the server's processes."""
+def server_memory(pid: int) -> tuple[float, float, float]:
+    """(resident, peak, not file-backed) MiB summed over the server's processes."""
     from load_test import server_pids
 
-    rss = hwm = 0
+    rss = hwm = anon = 0
     for p in server_pids(pid):
         try:
             fields = memory_kib(p)
         except OSError:
             continue
-        rss, hwm = rss + fields["VmRSS"], hwm + fields["VmHWM"]
-    return rss / 1024, hwm / 1024
+        rss, hwm, anon = rss + fields["VmRSS"], hwm + fields["VmHWM"], anon + fields["RssAnon"]
+    return rss / 1024, hwm / 1024, anon / 1024
 
 
-def upload_streamed(port: int, onnx_path: Path) -> tuple[int, dict]:
-    """POST the file as multipart/form-data, sent in 1 MiB pieces (never the whole body in this process)."""
+def upload_streamed(port: int, onnx_path: Path) -> tuple[int, dict, float]:
+    """POST the file as multipart/form-data, sent in 1 MiB pieces (never the whole body in this process): the
+    status, the answer and when the last byte was sent (``time.perf_counter()``)."""
     boundary = uuid.uuid4().hex
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{onnx_path.name}\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode()
@@ -226,10 +267,11 @@ def upload_streamed(port: int, onnx_path: Path) -> tuple[int, dict]:
         while piece := handle.read(MIB):
             connection.send(piece)
     connection.send(tail)
+    sent = time.perf_counter()
     response = connection.getresponse()
     body = json.loads(response.read() or b"{}")
     connection.close()
-    return response.status, body
+    return response.status, body, sent
 
 
 def through_server(onnx_path: Path, work: Path) -> list[dict]:
@@ -245,23 +287,25 @@ def through_server(onnx_path: Path, work: Path) -> list[dict]:
         time.sleep(1.0)
         from load_test import server_pids
 
-        idle, _ = server_memory(server.process.pid)
+        idle, _, _ = server_memory(server.process.pid)
         for p in server_pids(server.process.pid):
             reset_peak(p)
         start = time.perf_counter()
-        status, body = upload_streamed(server.port, onnx_path)
-        seconds = time.perf_counter() - start
-        after, peak = server_memory(server.process.pid)
+        status, body, sent = upload_streamed(server.port, onnx_path)
+        end = time.perf_counter()
+        after, peak, anon = server_memory(server.process.pid)
         if status != 201:
             raise RuntimeError(f"the upload answered {status}: {body}")
-        rows.append({"stage": "server: upload", "seconds": seconds, "before_mib": idle, "peak_mib": peak,
-                     "after_mib": after})
+        rows.append({"stage": "server: upload, first byte to answer", "seconds": end - start, "before_mib": idle,
+                     "peak_mib": peak, "after_mib": after, "anon_mib": anon})
+        rows.append({"stage": "server: of which last byte to answer", "seconds": end - sent, "before_mib": idle,
+                     "peak_mib": peak, "after_mib": after, "anon_mib": anon})
         buffer = io.BytesIO()
         np.save(buffer, np.zeros((1, *body["input_shape"]), np.float32))
         for which in ("first", "second"):
             for p in server_pids(server.process.pid):
                 reset_peak(p)
-            before, _ = server_memory(server.process.pid)
+            before, _, _ = server_memory(server.process.pid)
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
             start = time.perf_counter()
             connection.request("POST", f"/api/models/{body['id']}/forward", body=buffer.getvalue(),
@@ -270,24 +314,24 @@ def through_server(onnx_path: Path, work: Path) -> list[dict]:
             answer.read()
             seconds = time.perf_counter() - start
             connection.close()
-            after, peak = server_memory(server.process.pid)
+            after, peak, anon = server_memory(server.process.pid)
             if answer.status != 200:
                 raise RuntimeError(f"the forward pass answered {answer.status}")
             rows.append({"stage": f"server: {which} forward", "seconds": seconds, "before_mib": before,
-                         "peak_mib": peak, "after_mib": after})
+                         "peak_mib": peak, "after_mib": after, "anon_mib": anon})
     stored = sum(p.stat().st_size for p in (data_dir / "models").rglob("*") if p.is_file())
     rows.append({"stage": "server: stored on disk", "mib": stored / MIB})
     return rows
 
 
 def show(rows: list[dict]) -> None:
-    print(f"{'stage':<40} {'seconds':>8} {'MiB before':>11} {'peak':>8} {'after':>8}")
+    print(f"{'stage':<46} {'seconds':>8} {'MiB before':>11} {'peak':>8} {'after':>8} {'of which anon':>14}")
     for row in rows:
         if "mib" in row:
-            print(f"{row['stage']:<40} {'':>8} {row['mib']:>11.0f}")
+            print(f"{row['stage']:<46} {'':>8} {row['mib']:>11.0f}")
             continue
-        print(f"{row['stage']:<40} {row['seconds']:>8.2f} {row['before_mib']:>11.0f} {row['peak_mib']:>8.0f} "
-              f"{row['after_mib']:>8.0f}")
+        print(f"{row['stage']:<46} {row['seconds']:>8.2f} {row['before_mib']:>11.0f} {row['peak_mib']:>8.0f} "
+              f"{row['after_mib']:>8.0f} {row['anon_mib']:>14.0f}")
 
 
 def main() -> int:
@@ -305,6 +349,8 @@ def main() -> int:
             vgg_onnx(args.model, onnx_path)
         elif kind == "import":
             child_import(onnx_path, work)
+        elif kind == "hold":
+            child_hold(work)
         else:
             child_load(rest[0], work)
         return 0
@@ -319,6 +365,7 @@ def main() -> int:
     rows = run_child("import", *common)
     for kind in ("compressed (before)", "save_weights (now)"):
         rows += run_child("load", kind, *common)
+    rows += two_processes(work)
     if not args.skip_server:
         rows += through_server(onnx_path, work)
     show(rows)

@@ -267,7 +267,7 @@ def create_model(
 
 #: what importing a big model costs, measured by scripts/bench_model_upload.py (2 cores, one worker)
 UPLOAD_COST = ("An import holds about three times the file's size in memory at its peak, big ones one at a time "
-               "on the machine, and stores about its size on disk. VGG-16 (528 MiB) took 8 s from the last byte "
+               "on the machine, and stores about its size on disk. VGG-16 (528 MiB) took 7 s from the last byte "
                "sent to the answer, with 1.7 GiB at the peak, and 0.4 s for its first forward pass.")
 
 
