@@ -114,6 +114,11 @@ class ReceptiveFieldInfo(BaseModel):
         default_factory=list, examples=[["blocks.1.se.mul", "blocks.2.se.mul"]],
         description="the nodes, in graph order, where a global gate joined on the way to this one (this node "
                     "included if it is one): every earlier squeeze-excite multiplication the units depend on")
+    position_axes: list[int] = Field(
+        default_factory=list, examples=[[0, 1]],
+        description="for a local node whose positions are not its last axes (a channels-last (H, W, C) block of "
+                    "ConvNeXt: [0, 1]), the axes of `output_shape` that hold the spatial positions, in the input's "
+                    "order; empty in the usual (C, *spatial) layout")
 
 
 class NodeInfo(BaseModel):

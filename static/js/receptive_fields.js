@@ -195,7 +195,9 @@ function centreBox(node, archById) {
   const field = fieldOf(archById, node.id, arch.spatial_axes.length);
   const spatial = arch.input_shape.slice(1);
   if (field.status !== "local") return { global: true, y: [0, spatial[0] - 1], x: [0, (spatial[1] ?? 1) - 1] };
-  const out = node.output_shape.slice(1);
+  // positions are the last axes, except in a channels-last block (H, W, C), which says where they are
+  const axes = field.position_axes ?? [];
+  const out = axes.length ? axes.map((a) => node.output_shape[a]) : node.output_shape.slice(1);
   const [fy, fx] = field.axes.length === 1 ? [null, field.axes[0]] : field.axes;
   const cy = Math.floor(((out[0] ?? 1) - 1) / 2);
   const cx = Math.floor(((out[out.length - 1] ?? 1) - 1) / 2);

@@ -123,3 +123,33 @@ def test_a_squeeze_excite_gate_keeps_the_outline_with_a_badge(page):
     page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('se.mul')")
     assert "squeeze-excite at se.mul" in page.locator("#field-text").inner_text()
     page.console.check()
+
+
+# A ConvNeXt-style channels-last block: conv 3×3 s2 p1 (r 3, S 2, P 1) on 20×20 gives 10×10 maps, which are
+# transposed to (H, W, C), normalised and multiplied per position, then transposed back before a 3×3 conv
+# (r 3 + 2·2 = 7, S 2, P 1 + 2 = 3). Between the transposes the positions are axes 0 and 1, not the last two.
+CHANNELS_LAST_SPEC = {"input_shape": [3, 20, 20], "nodes": [
+    {"id": "c1", "op": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1},
+    {"id": "to_last", "op": "transpose", "perm": [1, 2, 0]},
+    {"id": "ln", "op": "layer_norm", "normalized_shape": [4]},
+    {"id": "w", "op": "constant", "shape": [4, 8], "inputs": []},
+    {"id": "mm", "op": "matmul", "inputs": ["ln", "w"]},
+    {"id": "act", "op": "gelu"},
+    {"id": "to_first", "op": "transpose", "perm": [2, 0, 1]},
+    {"id": "c2", "op": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+]}
+
+
+def test_a_channels_last_block_is_drawn_at_its_positions(page):
+    page.goto("/receptive-fields?source=spec")
+    page.wait_for_selector('#rf-table tr[data-node="conv1"]')
+    page.locator("#spec").fill(json.dumps(CHANNELS_LAST_SPEC))
+    page.get_by_role("button", name="Analyse").click()
+    page.wait_for_selector('#rf-table tr[data-node="c2"]')
+    assert row_cells(page, "act")[6:9] == ["3", "2", "1"]
+    assert row_cells(page, "c2")[6:9] == ["7", "2", "3"]
+    page.locator('#rf-table tr[data-node="act"]').click()
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('act')")
+    # act is (10, 10, 8): its centre neuron is at position (4, 4), box 4·2 − 1 = 7 … 9 (not column 3 of 8 channels)
+    assert "rows 7…9 and columns 7…9" in page.locator("#field-text").inner_text()
+    page.console.check()
