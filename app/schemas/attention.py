@@ -30,8 +30,64 @@ class MethodInfo(BaseModel):
                              examples=["Feature maps weighted by their average gradient of the class score."])
 
 
+class ColourStop(BaseModel):
+    """One control point of a colour scale; colours between two points are interpolated linearly."""
+
+    value: float = Field(..., description="the normalised map's value", examples=[0.5])
+    rgb: list[int] = Field(..., description="red, green, blue in 0..255", examples=[[188, 55, 84]])
+
+
+class ColourScales(BaseModel):
+    """The colours of every map PNG (``input_map_png``, the overlays), for a legend."""
+
+    unsigned: list[ColourStop] = Field(..., description="maps in [0, 1] (inferno-like: dark none, bright most)")
+    signed: list[ColourStop] = Field(..., description="signed maps in [-1, 1]: blue lowers the score, white 0, red "
+                                                      "raises it")
+
+
 class MethodList(BaseModel):
     methods: list[MethodInfo] = Field(..., description="every attribution method this server offers")
+    scales: ColourScales = Field(..., description="the colour scales the map PNGs are drawn with")
+
+
+class MethodSupport(BaseModel):
+    """Whether one method can explain one model."""
+
+    name: str = Field(..., description="the method (GET /api/attention/methods)", examples=["cam"])
+    available: bool = Field(..., description="the method applies to this model (the work budget aside)",
+                            examples=[False])
+    reason: str | None = Field(None, description="why not, when it does not apply (the refusal a POST would get)",
+                               examples=["CAM needs the layer to feed global average pooling then one linear layer"])
+
+
+class AttentionSupport(BaseModel):
+    """What can explain one model, before any input is sent: the input it takes, its output, and the methods that
+    apply (the work budget is checked only when a map is asked for)."""
+
+    model_id: str = Field(..., description="the model", examples=["onnx-3f2a9c1b7d4e"])
+    explainable: bool = Field(..., description="at least one method applies", examples=[True])
+    reason: str | None = Field(None, description="why no method applies (null when one does)", examples=[None])
+    input_kind: Literal["sequence", "image", "volume"] | None = Field(
+        None, description="the input's kind by its spatial axes (null: no method can explain it)",
+        examples=["sequence"])
+    input_shape: list[int] = Field(..., description="one input, without the batch axis", examples=[[2, 32]])
+    input_axes: str | None = Field(None, description="the input's axes in letters", examples=["(C, L)"])
+    takes_images: bool = Field(..., description="accepts images (else only .npy tensors)", examples=[False])
+    expected_input: str = Field(..., description="what to send, in a sentence",
+                                examples=["a .npy file holding a float array of shape [2, 32] (C, L: 2 channels, "
+                                          "32 positions), or [1, 2, 32]"])
+    output_kind: Literal["classes", "map"] | None = Field(
+        None, description="'classes': class scores (K,); 'map': a map of class scores (K, *S) such as "
+                          "segmentation, explained over a `region`; null: neither", examples=["map"])
+    output_shape: list[int] = Field(..., description="the score node's shape (the logits), without the batch axis",
+                                    examples=[[3, 8, 8]])
+    region_axes: list[str] | None = Field(
+        None, description="for a map output: the region's axis names, in order (the region is their starts, then "
+                          "their ends)", examples=[["y", "x"]])
+    region_shape: list[int] | None = Field(None, description="for a map output: its spatial shape, the bounds of "
+                                                             "a region (the whole map by default)",
+                                           examples=[[8, 8]])
+    methods: list[MethodSupport] = Field(..., description="every method, in GET /api/attention/methods' order")
 
 
 REGION_DESCRIPTION = (
@@ -95,7 +151,8 @@ class AttentionResponse(AttentionAnswer):
 class SequenceAttentionResponse(AttentionAnswer):
     """A sequence's map (kind `sequence`, an input (C, L) such as audio for a Conv1d network): one value per
     position, at the layer and upsampled to the input by linear interpolation, and the normalised map as a coloured
-    strip. There is no overlay: a sequence has no picture; plot `input_map` against your signal instead."""
+    strip. There is no overlay: a sequence has no picture; `input_values` holds the signal to plot `input_map`
+    against."""
 
     kind: Literal["sequence"] = Field(..., description="the input kind: a sequence (C, L)", examples=["sequence"])
     layer_shape: list[int] = Field(..., description="the map's shape at the layer, [l]", examples=[[8]])
@@ -112,6 +169,9 @@ class SequenceAttentionResponse(AttentionAnswer):
     input_map_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAACAAAAAQ..."],
                                description="the normalised upsampled map as a strip L pixels wide and "
                                            "16 high, coloured (inferno; diverging if signed)")
+    input_values: list[list[float]] = Field(
+        ..., description="the input the model saw, channel by channel (C, L), to draw the map beside",
+        examples=[[[0.12, -0.4, 0.83, 0.05], [1.2, 0.9, -0.1, 0.0]]])
 
 
 class VolumeAttentionResponse(AttentionAnswer):

@@ -215,7 +215,7 @@ def response_of(model: StoredModel, prepared: PreparedInput, request: AttentionR
             kind="sequence", **common, layer_map=_numbers(result.layer_map, 1),
             layer_map_normalized=_numbers(result.layer_map_normalized, 1),
             input_map=_numbers(upsampled, 1) if request.include_input_map else None,
-            input_map_png=png_data_url(colour(strip, result.signed)))
+            input_map_png=png_data_url(colour(strip, result.signed)), input_values=_numbers(prepared.x[0], 2))
     if kind == "volume":
         if upsampled.shape != expected:
             raise UnfitMapError(request.method, list(upsampled.shape), expected[1], expected[2])

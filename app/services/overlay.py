@@ -16,6 +16,13 @@ SEQUENTIAL = [(0.0, (0, 0, 4)), (0.25, (87, 16, 110)), (0.5, (188, 55, 84)), (0.
 DIVERGING = [(0.0, (33, 102, 172)), (0.5, (247, 247, 247)), (1.0, (178, 24, 43))]  # blue − / white 0 / red +
 
 
+def colour_stops(signed: bool) -> list[tuple[float, tuple[int, int, int]]]:
+    """The control points of ``colour``'s scale by map value: [0, 1], or [-1, 1] when ``signed`` (for a legend)."""
+    if signed:
+        return [(2 * position - 1, rgb) for position, rgb in DIVERGING]
+    return list(SEQUENTIAL)
+
+
 def colour(values: np.ndarray, signed: bool) -> np.ndarray:
     """``values`` in [0, 1] (or [-1, 1] when ``signed``) -> (H, W, 3) uint8."""
     stops = DIVERGING if signed else SEQUENTIAL

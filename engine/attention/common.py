@@ -148,6 +148,14 @@ def resolve_region(graph: Graph, region: Any) -> tuple[slice, ...] | None:
     return tuple(slice(start, end) for start, end in zip(starts, ends))
 
 
+def region_axes(graph: Graph) -> tuple[str, ...] | None:
+    """The names of a region's axes, in ``resolve_region``'s order (``("y", "x")`` for a map ``(K, H, W)``); None
+    for class scores. AttributionError for an output that is neither."""
+    if output_kind(graph) == "classes":
+        return None
+    return _BOX_AXES[len(graph.by_id[score_node(graph)].output_shape) - 1]
+
+
 def region_list(region: tuple[slice, ...] | None) -> list[int] | None:
     """The slices of ``resolve_region`` back as ``[starts..., ends...]``."""
     return None if region is None else [s.start for s in region] + [s.stop for s in region]

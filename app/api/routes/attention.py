@@ -44,10 +44,21 @@ from app.api.deps import (
     remember_owner,
 )
 from app.errors import ApiError
-from app.schemas.attention import AnyAttentionResponse, AttentionJob, AttentionJobCreated, MethodInfo, MethodList
+from app.schemas.attention import (
+    AnyAttentionResponse,
+    AttentionJob,
+    AttentionJobCreated,
+    AttentionSupport,
+    ColourScales,
+    ColourStop,
+    MethodInfo,
+    MethodList,
+)
 from app.services.attention import AttentionRequest, compute_attention, prepare_attention, runs_as_job
 from app.services.attention_jobs import ACTIVE, AttentionJobs
+from app.services.attention_support import attention_support
 from app.services.inputs import INPUT_OPENAPI
+from app.services.overlay import colour_stops
 from app.services.owners import Access, Identity, check_may_change, new_token
 from app.services.redis_attention_jobs import RedisAttentionJobs
 from engine.attention import METHODS
@@ -61,8 +72,18 @@ JOBS = "/api/attention/jobs"
 
 @router.get("/attention/methods", response_model=MethodList)
 def list_methods() -> MethodList:
-    """Every attribution method: name, family, paper, and whether it takes a layer or a target."""
-    return MethodList(methods=[MethodInfo(**m.__dict__) for m in METHODS.values()])
+    """Every attribution method: name, family, paper, and whether it takes a layer or a target; and the colour
+    scales of the map PNGs."""
+    scales = {name: [ColourStop(value=value, rgb=list(rgb)) for value, rgb in colour_stops(signed)]
+              for name, signed in (("unsigned", False), ("signed", True))}
+    return MethodList(methods=[MethodInfo(**m.__dict__) for m in METHODS.values()], scales=ColourScales(**scales))
+
+
+@router.get("/models/{model_id}/attention", response_model=AttentionSupport)
+def read_attention_support(model: ModelDep) -> AttentionSupport:
+    """What can explain this model, before any input: the input's kind and the shape to send, the output (class
+    scores, or a map of them explained over a `region`), and per method whether it applies or why not."""
+    return attention_support(model)
 
 
 def job_view(status: dict[str, Any], identity: Identity) -> AttentionJob:
