@@ -87,6 +87,10 @@ class AttentionSupport(BaseModel):
     region_shape: list[int] | None = Field(None, description="for a map output: its spatial shape, the bounds of "
                                                              "a region (the whole map by default)",
                                            examples=[[8, 8]])
+    layers: list[str] = Field(..., description="the nodes a method that takes a `layer` accepts (those with the "
+                                               "input's spatial axes), in graph order", examples=[["act1", "act"]])
+    default_layer: str | None = Field(None, description="the layer used when none is given (null: no such layer)",
+                                      examples=["act"])
     methods: list[MethodSupport] = Field(..., description="every method, in GET /api/attention/methods' order")
 
 

@@ -13,8 +13,17 @@ from app.schemas.attention import AttentionSupport, MethodSupport
 from app.services.attention import AttentionRequest, method_arguments
 from app.services.models import StoredModel, takes_images
 from engine.attention import METHODS, check_applicable
-from engine.attention.common import INPUT_KINDS, input_kind, output_kind, region_axes, score_node
+from engine.attention.common import (
+    INPUT_KINDS,
+    default_layer,
+    input_kind,
+    output_kind,
+    region_axes,
+    resolve_layer,
+    score_node,
+)
 from engine.errors import EngineError
+from engine.graph import Graph
 
 
 def expected_input(shape: list[int], images: bool) -> str:
@@ -58,6 +67,13 @@ def attention_support(model: StoredModel) -> AttentionSupport:
         else:
             methods.append(MethodSupport(name=name, available=True))
     explainable = any(m.available for m in methods)
+    layers = [node.id for node in graph.nodes if fits_layer(graph, node.id)] if kind else []
+    default = method_arguments(model, AttentionRequest("gradcam"))[0]  # the model's CAM layer, if it names one
+    if default is None and layers:
+        try:
+            default = default_layer(graph)
+        except EngineError:
+            default = None
     scores = [int(n) for n in graph.by_id[score_node(graph)].output_shape]
     return AttentionSupport(
         model_id=model.id, explainable=explainable,
@@ -65,4 +81,14 @@ def attention_support(model: StoredModel) -> AttentionSupport:
         input_kind=kind, input_shape=shape, input_axes=INPUT_KINDS[len(shape) - 1][1] if kind else None,
         takes_images=takes_images(graph), expected_input=expected_input(shape, takes_images(graph)),
         output_kind=outputs, output_shape=scores, region_axes=list(axes) if axes else None,
-        region_shape=scores[1:] if outputs == "map" else None, methods=methods)
+        region_shape=scores[1:] if outputs == "map" else None, layers=layers,
+        default_layer=default, methods=methods)
+
+
+def fits_layer(graph: Graph, node_id: str) -> bool:
+    """``node_id`` has the input's spatial axes (a method that takes a layer accepts it)."""
+    try:
+        resolve_layer(graph, node_id)
+    except EngineError:
+        return False
+    return True

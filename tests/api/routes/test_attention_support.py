@@ -48,6 +48,10 @@ def test_a_conv1d_model_is_a_sequence_with_class_scores(client):
     assert unavailable == {"learned_attention"}, unavailable
     assert "no attention layer" in methods["learned_attention"]["reason"]
     assert methods["gradcam"]["reason"] is None
+    # layers with the input's one spatial axis; the default feeds the global pooling, as the POST's default
+    nodes = {n["id"]: n["output_shape"] for n in client.get(f"/api/models/{model_id}").json()["architecture"]["nodes"]}
+    assert answer["layers"] and all(len(nodes[n]) == 2 for n in answer["layers"])
+    assert answer["default_layer"] == "act" == attention(client, model_id, builder.sample(1)).json()["layer"]
 
 
 def test_a_sequence_answer_carries_the_signal_the_model_saw(client):
@@ -108,12 +112,14 @@ def test_a_model_without_spatial_axes_cannot_be_explained(client):
     assert "no spatial axis" in answer["reason"]
     assert answer["expected_input"] == "a .npy file holding a float array of shape [6], or [1, 6]"
     assert not any(m["available"] for m in answer["methods"])
+    assert answer["layers"] == [] and answer["default_layer"] is None
 
 
 def test_an_image_model_takes_images(client):
     answer = support(client, "tiny")
     assert answer["input_kind"] == "image" and answer["takes_images"] is True
     assert answer["expected_input"].startswith("an image, or a .npy file holding a float array of shape [1, 12, 12]")
+    assert answer["default_layer"] == "relu2" and "relu2" in answer["layers"] and "fc" not in answer["layers"]
 
 
 def test_an_unknown_model_is_404(client):
