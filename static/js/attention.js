@@ -1,23 +1,35 @@
-// Attention maps: pick a model, an image, a method, a class and a layer; the API returns the map at the layer's
+// Attention maps: pick a model, an input, a method, a class and a layer; the API returns the map at the layer's
 // resolution and upsampled, with the picture the model saw. The heatmap is laid over the picture with an opacity
 // slider, and several methods can be compared side by side. Heavy methods (Score-CAM, SmoothGrad, Integrated
 // Gradients, occlusion) come back as a background job: its card shows a progress bar fed by the job's events,
 // then the result is fetched and drawn like any other.
+//
+// What can explain the model is the API's answer (GET /api/models/{id}/attention): the input it takes (a model
+// that takes no images gets a .npy file, the shape to send said on the page), the methods that apply (the others
+// shown as unavailable, with the API's reason), the layers, and for a map of class scores (segmentation) the region
+// picker. Sequences and volumes are drawn by attention_kinds.js.
 import { ApiError, api, clearError, showError } from "./api.js";
+import { layerMapView, legendView, sequenceView, volumeView } from "./attention_kinds.js";
 import { Grid } from "./grid.js";
 import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
 import { architecture, fillModelSelect } from "./models.js";
+import { RegionPicker, describeRegion, parseRegion } from "./region.js";
 import { bindControl, createState } from "./state.js";
 import { escapeHtml as esc } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
-const DEFAULTS = { model: "", sample: "", method: "gradcam", target: -1, layer: "", opacity: 0.6, compare: [] };
+const DEFAULTS = { model: "", sample: "", method: "gradcam", target: -1, layer: "", opacity: 0.6, compare: [], region: "" };
+const IMAGE_TYPES = $("file").accept;
+const KIND_WORDS = { sequence: "a sequence", image: "an image", volume: "a volume" };
 
 let models = [];
 let methods = [];
+let scales = null; // the colour scales of the API's map PNGs, for legends
 let detail = null; // the model's architecture and labels
-let image = null; // { blob, name }
+let support = null; // what can explain the model (GET /api/models/{id}/attention)
+let image = null; // the input: { blob, name }, an image or a .npy tensor (its name ends in .npy)
 let requestToken = 0;
+let modelToken = 0;
 let imageVersion = 0; // bumps whenever the image changes, so cached maps of the previous image are not reused
 const answers = new Map(); // maps already computed for this image, by model, method, class and layer
 const following = new Set(); // background jobs whose progress is being followed: { source, job, reject }
@@ -37,6 +49,7 @@ const state = createState(DEFAULTS, (changed) => {
     return;
   }
   if (changed.includes("method")) describeMethod();
+  if (changed.includes("region")) showRegion();
   refresh();
 });
 
@@ -52,7 +65,7 @@ function applyOpacity() {
   document.querySelectorAll(".heat").forEach((img) => { img.style.opacity = String(state.values.opacity); });
 }
 
-$("model").addEventListener("change", () => state.set({ model: $("model").value, target: -1, layer: "" }, { push: true }));
+$("model").addEventListener("change", () => state.set({ model: $("model").value, target: -1, layer: "", region: "" }, { push: true }));
 document.querySelectorAll("#samples .sample").forEach((button) => {
   button.addEventListener("click", () => state.set({ sample: button.dataset.file, target: -1 }, { push: true }));
 });
@@ -79,6 +92,32 @@ $("draw-clear").addEventListener("click", () => pad.clear());
 
 $("learned").addEventListener("click", () => state.set({ method: "learned_attention" }, { push: true }));
 
+const region = new RegionPicker({
+  canvas: $("region-grid"),
+  inputs: $("region-bounds"),
+  onChange: (box) => state.set({ region: box ? box.join(",") : "" }, { push: true }),
+});
+$("region-whole").addEventListener("click", () => state.set({ region: "" }, { push: true }));
+
+/** The input is a .npy tensor (sent as the model's input as it is), not an image. */
+function isTensor(input) {
+  return input.name.toLowerCase().endsWith(".npy");
+}
+
+function forgetInput() {
+  image = null;
+  imageVersion += 1;
+  $("input-name").textContent = "";
+}
+
+/** No maps on screen (the model or input changed, or the input was refused): nothing stale stays. */
+function clearMaps(message = "") {
+  ++requestToken;
+  abandonJobs();
+  $("maps").replaceChildren(...(message ? [Object.assign(document.createElement("p"), { className: "small muted maps-note", textContent: message })] : []));
+  $("layer-panel").hidden = true;
+}
+
 function markSample(file) {
   document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === file)));
 }
@@ -86,11 +125,12 @@ function markSample(file) {
 async function init() {
   try {
     const [filled, list] = await Promise.all([
-      fillModelSelect($("model"), state.values.model, { filter: (m) => m.takes_images }),
+      fillModelSelect($("model"), state.values.model),
       api("/api/attention/methods", { label: "Loading the methods…" }),
     ]);
     models = filled.models;
     methods = list.methods;
+    scales = list.scales;
     fillMethods();
     state.set({ model: filled.chosen }, { silent: true });
     await loadModel();
@@ -137,29 +177,44 @@ function describeMethod() {
 async function loadModel() {
   const id = state.values.model;
   $("model").value = id;
+  const token = ++modelToken;
+  clearMaps();
   try {
-    detail = await architecture(id);
+    [detail, support] = await Promise.all([
+      architecture(id),
+      api(`/api/models/${encodeURIComponent(id)}/attention`, { label: "Asking what can explain it…" }),
+    ]);
   } catch (err) {
+    support = null;
     showError(err);
     return;
   }
+  if (token !== modelToken) return;
   const model = models.find((m) => m.id === id) ?? detail;
-  $("learned").hidden = !model.attention_node;
-  // the learned attention exists only in models with an attention layer
-  for (const option of $("method").options) option.disabled = option.value === "learned_attention" && !model.attention_node;
-  document.querySelectorAll("#compare input").forEach((box) => {
-    box.disabled = box.value === "learned_attention" && !model.attention_node;
-  });
-  if (!model.attention_node && state.values.compare.includes("learned_attention")) {
-    state.set({ compare: state.values.compare.filter((n) => n !== "learned_attention") }, { silent: true });
-  }
-  if (!model.attention_node && state.values.method === "learned_attention") state.set({ method: "gradcam" }, { silent: true });
-  $("method").value = state.values.method;
+  showMethodSupport();
   describeMethod();
-  const spatial = detail.architecture.nodes.filter((n) => n.output_shape.length === 3);
-  $("layer").replaceChildren(new Option(`the model's default (${model.cam_layer ?? "last spatial layer"})`, ""),
-    ...spatial.map((n) => new Option(`${n.id} · ${n.op} · ${n.output_shape.join("×")}`, n.id)));
+  const nodes = new Map(detail.architecture.nodes.map((n) => [n.id, n]));
+  $("layer").replaceChildren(new Option(`the model's default (${support.default_layer ?? "last spatial layer"})`, ""),
+    ...support.layers.map((node) => new Option(`${node} · ${nodes.get(node)?.op} · ${nodes.get(node)?.output_shape.join("×")}`, node)));
+  if (state.values.layer && !support.layers.includes(state.values.layer)) state.set({ layer: "" }, { silent: true });
   $("layer").value = state.values.layer;
+  showInputMode();
+  showRegionPicker();
+  $("model-note").hidden = support.explainable;
+  $("model-note").textContent = support.explainable ? "" : `No method can explain this model: ${support.reason}`;
+  if (!support.explainable) {
+    $("target").replaceChildren(new Option("the top prediction", "-1"));
+    return;
+  }
+  if (!support.takes_images) {
+    // a tensor model: its input is a .npy file of the shape the API names; an image chosen before does not fit
+    if (image && !isTensor(image)) forgetInput();
+    if (state.values.sample) state.set({ sample: "" }, { silent: true });
+    if (image) await afterImage();
+    else clearMaps(`Upload a .npy file to see its maps: ${support.expected_input}.`);
+    return;
+  }
+  if (image && isTensor(image)) forgetInput(); // a tensor of another model
   const digits = (model.input_shape?.[0] ?? 3) === 1;
   $("draw-box").hidden = !digits;
   showSamplesFor(digits);
@@ -175,6 +230,83 @@ async function loadModel() {
     const first = document.querySelector("#samples .sample:not([hidden])");
     if (first) state.set({ sample: first.dataset.file });
   }
+}
+
+/** The methods that apply to this model; the others disabled, their reasons (the API's) listed on the page. */
+function showMethodSupport() {
+  const verdicts = new Map(support.methods.map((m) => [m.name, m]));
+  const unavailable = (name) => verdicts.get(name)?.available === false;
+  for (const option of $("method").options) {
+    const title = methods.find((m) => m.name === option.value)?.title ?? option.value;
+    option.disabled = unavailable(option.value);
+    option.textContent = option.disabled ? `${title} (unavailable)` : title;
+    option.title = verdicts.get(option.value)?.reason ?? "";
+  }
+  document.querySelectorAll("#compare input").forEach((box) => {
+    box.disabled = unavailable(box.value);
+    box.parentElement.title = verdicts.get(box.value)?.reason ?? "";
+  });
+  $("learned").hidden = unavailable("learned_attention");
+  const compare = state.values.compare.filter((name) => !unavailable(name));
+  if (compare.length !== state.values.compare.length) state.set({ compare }, { silent: true });
+  if (unavailable(state.values.method)) {
+    const fallback = ["gradcam", ...support.methods.map((m) => m.name)].find((name) => !unavailable(name));
+    if (fallback) state.set({ method: fallback }, { silent: true });
+  }
+  $("method").value = state.values.method;
+  const refused = support.methods.filter((m) => !m.available);
+  $("unavailable").hidden = !support.explainable || refused.length === 0;
+  const title = (name) => methods.find((m) => m.name === name)?.title ?? name;
+  const list = document.createElement("ul");
+  list.append(...refused.map((m) => {
+    const item = document.createElement("li");
+    item.dataset.method = m.name;
+    const name = document.createElement("strong");
+    name.textContent = title(m.name);
+    item.append(name, `: ${m.reason}`);
+    return item;
+  }));
+  const heading = document.createElement("p");
+  heading.textContent = "Not available for this model:";
+  $("unavailable").replaceChildren(heading, list);
+}
+
+/** Images (samples, drawing, upload) for a model that takes them; a .npy file, with the shape to send, else. */
+function showInputMode() {
+  const tensors = !support.takes_images;
+  $("input-title").textContent = tensors ? "Input" : "Image";
+  $("samples").hidden = tensors;
+  if (tensors) $("draw-box").hidden = true;
+  $("tensor-box").hidden = !tensors;
+  const kind = KIND_WORDS[support.input_kind];
+  $("expected-input").textContent = `This model takes ${kind ? `${kind}: ` : ""}${support.expected_input}.`;
+  $("file").accept = tensors ? ".npy" : IMAGE_TYPES;
+  $("file-label").textContent = tensors ? "Upload a .npy file…" : "Upload an image…";
+  $("drop-hint").textContent = tensors ? "or drop one on the page" : "or drop or paste one";
+  $("opacity").closest(".control").hidden = support.input_kind === "sequence"; // a sequence has no picture under its map
+}
+
+/** The region picker, for a model whose output is a map of class scores. */
+function showRegionPicker() {
+  const map = support.output_kind === "map";
+  $("region-panel").hidden = !map;
+  if (!map) return;
+  const [classes, ...size] = support.output_shape;
+  region.setup(support.region_axes, support.region_shape);
+  $("region-info").textContent = `The output is a map of class scores: ${classes} classes at ${size.join(" × ")} ` +
+    `positions. The score explained is the chosen class's logits summed over a box of it, in output positions ` +
+    `(${support.region_axes.map((a) => `${a}0 ≤ ${a} < ${a}1`).join(", ")}): drag it on the grid or type its bounds. ` +
+    "The default is the whole map.";
+  showRegion();
+}
+
+function showRegion() {
+  if (!support || support.output_kind !== "map") return;
+  const box = parseRegion(state.values.region);
+  region.show(box);
+  $("region-now").textContent = `Explaining ${box ? describeRegion(box, support.region_axes, support.region_shape)
+    : `${describeRegion(null, support.region_axes, support.region_shape)}, the default`}.`;
+  $("region-whole").disabled = !box;
 }
 
 async function loadSample(file) {
@@ -196,6 +328,17 @@ function form() {
 }
 
 async function afterImage() {
+  if (!image || !support?.explainable) return;
+  $("input-name").textContent = isTensor(image) ? `Your file: ${image.name}` : "";
+  if (support.output_kind !== "classes") {
+    // a map of class scores: every class can be explained, by default the one scoring highest over the region
+    const labels = detail?.labels ?? [];
+    $("target").replaceChildren(new Option("the class scoring highest over the region", "-1"),
+      ...Array.from({ length: support.output_shape[0] }, (_, k) => new Option(labels[k] ?? `class ${k}`, String(k))));
+    $("target").value = String(state.values.target);
+    await refresh();
+    return;
+  }
   // the classes this image scores highest, to choose what to explain
   try {
     const answer = await api(`/api/models/${encodeURIComponent(state.values.model)}/predict?top_k=10`, { body: form(), label: "Predicting…" });
@@ -207,7 +350,12 @@ async function afterImage() {
     }
     $("target").value = String(state.values.target);
   } catch (err) {
+    $("target").replaceChildren(new Option("the top prediction", "-1")); // the classes of the last input no longer hold
     showError(err, "predicting");
+    if (isTensor(image) || !support.takes_images) {
+      clearMaps("No maps: the input was refused (the message above says why).");
+      return; // every map would be refused the same way
+    }
   }
   await refresh();
 }
@@ -278,14 +426,16 @@ function followJob(job, figure, label) {
 }
 
 async function refresh() {
-  if (!image || !state.values.model) return;
+  if (!image || !state.values.model || support?.model_id !== state.values.model || !support.explainable) return;
   const token = ++requestToken;
   abandonJobs();
   clearError();
+  $("layer-panel").hidden = true; // until this request's first map arrives
   const names = [state.values.method, ...state.values.compare.filter((n) => n !== state.values.method)];
   const cards = names.map(card);
   $("maps").replaceChildren(...cards);
   $("maps").classList.toggle("single", cards.length === 1);
+  $("maps").classList.toggle("wide", support.input_kind !== "image"); // a sequence or a clip's slices need the width
   applyOpacity();
   // one at a time: the many-pass methods are heavy, and the first answer should not wait for the others
   for (const [i, name] of names.entries()) {
@@ -294,6 +444,9 @@ async function refresh() {
     const params = new URLSearchParams({ method: name });
     if (m?.uses_target && state.values.target >= 0) params.set("target", String(state.values.target));
     if (m?.uses_layer && state.values.layer) params.set("layer", state.values.layer);
+    // a region selects the class score explained: class-agnostic methods take none
+    if (m?.uses_target && support.output_kind === "map" && state.values.region) params.set("region", state.values.region);
+    if (support.input_kind === "sequence") params.set("include_input_map", "true"); // L numbers, read on hover
     const key = `${state.values.model}|${imageVersion}|${params}`;
     try {
       const label = `Computing ${m?.title ?? name}…`;
@@ -308,7 +461,8 @@ async function refresh() {
       if (answers.size > 40) answers.clear();
       answers.set(key, answer);
       if (token !== requestToken) return;
-      fillCard(cards[i], answer, m);
+      await fillCard(cards[i], answer, m);
+      if (token !== requestToken) return;
       if (i === 0) showLayerMap(answer, m);
     } catch (err) {
       if (token !== requestToken || err.name === "AbortError") return;
@@ -320,23 +474,51 @@ async function refresh() {
   }
 }
 
-function fillCard(figure, answer, method) {
+/** What the card's map explains: the class, and for a map of class scores the region its score sums over. */
+function explained(answer, method) {
+  const what = answer.target_label !== null ? `for “${answer.target_label}”` : "";
+  if (support?.output_kind !== "map") return what;
+  if (!method?.uses_target) return `${what} (explains no class score, so no region)`;
+  return `${what} over ${describeRegion(answer.region, support.region_axes, support.region_shape)}`;
+}
+
+async function fillCard(figure, answer, method) {
+  if (answer.kind === "sequence" || answer.kind === "volume") {
+    await fillKindCard(figure, answer, method);
+    return;
+  }
   figure.querySelector(".picture").src = answer.picture_png;
   figure.querySelector(".picture").alt = "the input the model saw";
   const heat = figure.querySelector(".heat");
   heat.src = answer.input_map_png;
   heat.alt = `${method?.title ?? answer.method} heatmap`;
   heat.style.opacity = String(state.values.opacity);
-  const what = answer.target_label !== null ? `for “${answer.target_label}”` : "";
-  figure.querySelector("figcaption .muted").textContent = `${what} at ${answer.layer} (${answer.layer_shape.join("×")})`;
+  figure.querySelector("figcaption .muted").textContent = `${explained(answer, method)} at ${answer.layer} (${answer.layer_shape.join("×")})`;
   figure.querySelector(".card-note").textContent = `${Math.round(answer.elapsed_ms)} ms` +
     (answer.signed ? " · signed: red raises the score, blue lowers it" : " · bright: contributed most");
   figure.classList.add("done");
 }
 
+/** A sequence's or a volume's card: its own view in place of the overlay, and the colour legend. */
+async function fillKindCard(figure, answer, method) {
+  const view = answer.kind === "sequence" ? sequenceView(answer) : await volumeView(answer, state.values.opacity);
+  figure.querySelector(".overlay-stack").replaceWith(view);
+  figure.querySelector(".card-note").before(legendView(answer, scales));
+  figure.querySelector("figcaption .muted").textContent =
+    `${explained(answer, method)} at ${answer.layer} (${answer.layer_shape.join(" × ")}, upsampled to ${answer.input_shape.join(" × ")})`;
+  figure.querySelector(".card-note").textContent = `${Math.round(answer.elapsed_ms)} ms`;
+  figure.classList.add("done", `kind-${answer.kind}`);
+}
+
 function showLayerMap(answer, method) {
-  const [h, w] = answer.layer_shape;
   const panel = $("layer-panel");
+  if (answer.kind === "sequence" || answer.kind === "volume") {
+    const caption = layerMapView($("layer-grid"), answer, method);
+    panel.hidden = caption === null;
+    if (caption !== null) $("layer-map-caption").textContent = caption;
+    return;
+  }
+  const [h, w] = answer.layer_shape;
   if (h * (w ?? 1) > 400) {
     panel.hidden = true;
     return;

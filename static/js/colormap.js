@@ -64,11 +64,30 @@ export function recolor(imageData, name) {
   return imageData;
 }
 
-/** A horizontal legend canvas for a scale. */
+/**
+ * 256×3 lookup table from control points `[{value, rgb}]` (a scale the API draws with, such as the attention
+ * maps' in GET /api/attention/methods), spanning the first point's value to the last's, linear in between.
+ */
+export function tableOf(stops) {
+  const table = new Uint8ClampedArray(256 * 3);
+  const lo = stops[0].value;
+  const hi = stops[stops.length - 1].value;
+  for (let i = 0; i < 256; i += 1) {
+    const value = lo + ((hi - lo) * i) / 255;
+    const above = stops.findIndex((s) => s.value >= value);
+    const k = Math.max(0, Math.min(stops.length - 2, (above < 0 ? stops.length : above) - 1));
+    const [a, b] = [stops[k], stops[k + 1]];
+    const f = Math.max(0, Math.min(1, (value - a.value) / (b.value - a.value || 1)));
+    for (let c = 0; c < 3; c += 1) table[i * 3 + c] = a.rgb[c] * (1 - f) + b.rgb[c] * f;
+  }
+  return table;
+}
+
+/** A horizontal legend canvas for a scale: a name, or a table from `tableOf`. */
 export function legend(canvas, name) {
   const ctx = canvas.getContext("2d");
   const image = ctx.createImageData(canvas.width, canvas.height);
-  const table = lut(name);
+  const table = typeof name === "string" ? lut(name) : name;
   for (let x = 0; x < canvas.width; x += 1) {
     const i = Math.round((x / Math.max(1, canvas.width - 1)) * 255) * 3;
     for (let y = 0; y < canvas.height; y += 1) {
