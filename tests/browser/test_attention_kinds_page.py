@@ -106,6 +106,15 @@ def test_a_sequence_map_is_a_strip_along_its_positions(page):
     # the colour legend, from the API's unsigned scale
     legend = card.locator(".map-legend")
     assert legend.locator(".legend-end").all_inner_texts() == ["0", "1"] and legend.locator("canvas").count() == 1
+    stops = page.request.get("/api/attention/methods").json()["scales"]["unsigned"]
+    bar = legend.locator("canvas")
+    width = bar.evaluate("c => c.width")
+    drawn = bar.evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, 1).data)")
+    drawn = np.array(drawn, dtype=float).reshape(width, 4)[:, :3]
+    values = np.round(np.arange(width) / (width - 1) * 255) / 255  # the value each column stands for
+    positions = [s["value"] for s in stops]
+    scale = np.stack([np.interp(values, positions, [s["rgb"][i] for s in stops]) for i in range(3)], axis=1)
+    assert np.abs(drawn - scale).max() <= 1, "the legend is not the API's scale"
     # pointing at a position reads the API's numbers there (the map's peak, the signal's two channels)
     peak = int(np.argmax(answer["input_map"]))
     card.locator(".seq-plot").scroll_into_view_if_needed()
