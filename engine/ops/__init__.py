@@ -16,6 +16,7 @@ from engine.ops import (  # noqa: F401
     normalization,
     pad,
     pool,
+    recurrent,
     reduce,
     reshape,
     slice,

@@ -12,6 +12,8 @@ that justified it in its docstring:
 * ``wide``: stride 1 with few output channels, every kernel offset one contiguous run of the input;
 * ``depthwise`` and ``depthwise_copies``: one input channel per group, products over shifted row copies;
 * ``strided_copy``: step-2 columns copied in pairs (stride-2 patches and depthwise copies);
+* ``recurrent``: the LSTM's and GRU's forward loops, one ``tanh`` for all gates, written in place
+  (``engine.layers.recurrent`` holds the loop forms and every backward pass);
 * ``threads``: the opt-in thread pool the depthwise blocks can be spread over (``CNN_VIS_THREADS``).
 
 ``tests/engine/test_conv_fast_paths.py`` compares every path with the loops, forward and backward.
