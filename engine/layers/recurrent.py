@@ -19,7 +19,10 @@ and stores step t at index t, so every array is in input order.
 batch-first ``x: (N, T, F)``, initial states ``(N, L·D, H)`` (D = 2 if bidirectional), dropout between layers in
 training, and return the top layer's outputs ``(N, T, D·H)`` and the final states ``h_n``, ``c_n``.
 Inside ``grad_mode.input_grads_only()`` the weights' gradients are skipped (None); inside
-``grad_mode.without_input_grad()`` the first layer's dx.
+``grad_mode.without_input_grad()`` the first layer's dx and the initial states' gradients.
+
+The LSTM's and GRU's forward loops that run are ``engine.layers.fast.recurrent``'s: the same numbers with fewer
+NumPy calls per step (``recurrent_forward(..., fast=False)`` runs the loop forms written here).
 """
 
 from __future__ import annotations

@@ -275,8 +275,7 @@ def test_matches_pytorch(torch_or_skip, cell, extra, dtype):
         module = torch_module(torch, cell, features, attrs, dtype)
         theirs = [(name, tuple(p.shape)) for name, p in module.named_parameters()]
         assert list(first.param_shapes().items()) == theirs, f"trial {trial}: parameters, mine vs torch"
-        params = {name: value.astype(dtype) for name, value in first.init_params(rng).items()}
-        params = {name: rng.uniform(-1, 1, value.shape).astype(dtype) for name, value in params.items()}
+        params = random_params(first, rng, dtype)
         with torch.no_grad():
             for name, p in module.named_parameters():
                 p.copy_(torch.from_numpy(params[name]))
