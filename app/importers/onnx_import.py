@@ -96,6 +96,34 @@ class PendingPad:
     label: str = ""  # its ONNX node's label in ``info["node_map"]``
 
 
+@dataclass
+class TimeMajorView:
+    """A run-time tensor whose ONNX batch axis is not first: a recurrent node's time-major input ``[T, N, F]``, its
+    outputs ``Y`` ``[T, D, N, H]`` and ``Y_h`` ``[D, N, H]``, and what Transposes, Squeezes and Reshapes make of them.
+
+    The engine holds it batch first: ``value`` is the ONNX tensor with its batch axis moved to the front and the other
+    axes in ONNX's order (its ``onnx_shape``, or ``shape``, is the ONNX shape without the batch axis). Only the
+    converters in ``app/importers/onnx_recurrent.py`` read it (RNN, LSTM, GRU, and the Transpose, Squeeze, Reshape,
+    Gather, Slice and Concat that bring the batch axis back first); any other reader is refused.
+    """
+
+    value: Value
+    batch_axis: int  # where ONNX has the batch axis (1 or more)
+    origin: str  # the ONNX node that put the batch axis there, for messages
+    #: a Concat's output: its axis and each part's (ONNX name, size), so that a Gather within one part reads that part
+    parts: tuple[int, tuple[tuple[str, int], ...]] | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.value.onnx_shape if self.value.onnx_shape is not None else self.value.shape
+
+    def written(self) -> str:
+        """The ONNX shape, ``N`` for the batch axis: ``[5, N, 8]``."""
+        dims: list[int | str] = list(self.sample_shape)
+        dims.insert(self.batch_axis, "N")
+        return f"[{', '.join(map(str, dims))}]"
+
+
 class ImportContext:
     """The state of one import: ONNX values seen so far and the engine spec being written."""
 
@@ -110,6 +138,8 @@ class ImportContext:
         self.pending_pads: dict[str, PendingPad] = {}
         #: tensors flattened with their batch axis of 1 (a Reshape to [-1]) that only Gathers read: the value before
         self.flat_views: dict[str, Value] = {}
+        #: tensors whose ONNX batch axis is not first (recurrent nodes' time-major values), read by onnx_recurrent.py
+        self.time_major: dict[str, TimeMajorView] = {}
         self.spec_nodes: list[dict[str, Any]] = []
         self.params: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
@@ -162,12 +192,26 @@ class ImportContext:
         if name in self.pending_pads:
             return self.materialise_pad(name, consumer, f"it is read by a {consumer.op_type}, which cannot absorb "
                                                         "padding (only a Conv, MaxPool or AveragePool can)")
+        if name in self.time_major:
+            raise NodeError(self.time_major_refusal(name, f"a {consumer.op_type} cannot take it"))
         if name in self.consts:
             raise NodeError(f"input '{name}' is a constant, but the engine can only apply "
                             f"{consumer.op_type} to a tensor computed from the model's input")
         if name not in self.values:
             raise NodeError(f"input '{name}' is not produced by any earlier node")
         return self.values[name]
+
+    def time_major_refusal(self, name: str, why: str) -> str:
+        """Why the time-major tensor ``name`` cannot be read where it is (``why``: by whom)."""
+        view = self.time_major[name]
+        message = (f"'{name}' {view.written()} has the batch axis at position {view.batch_axis} (time-major, "
+                   f"since node '{view.origin}') and {why}: the engine keeps the batch axis first, and takes such "
+                   "tensors only in RNN, LSTM and GRU and in the Transpose, Squeeze, Reshape, Gather, Slice and "
+                   "Concat that bring the batch axis back first")
+        if not any(n.op_type in ("RNN", "LSTM", "GRU") for n in self.model.graph.node):
+            message += (". If this is an nn.RNN: torch.onnx.export(dynamo=True) writes it as a loop of MatMul, Add "
+                        "and Tanh over time-major steps; export it with dynamo=False, which writes one ONNX RNN node")
+        return message
 
     def value(self, name: str, consumer: onnx.NodeProto) -> Value:
         """The run-time value ``name`` with its ONNX shape (a reshape node added if needed)."""
@@ -555,6 +599,9 @@ def _output_value(cx: ImportContext, name: str) -> Value:
     if name in cx.pending_pads:
         return cx.materialise_pad(name, helper.make_node("Identity", [name], ["_"], name="output"),
                                   "it is the model's output")
+    if name in cx.time_major:
+        raise NodeError(cx.time_major_refusal(name, "it is the model's output, whose batch axis the engine puts "
+                                                    "first (return it batch first, e.g. output.transpose(0, 1))"))
     if name not in cx.values:
         raise NodeError("no node produces it")
     value = cx.values[name]

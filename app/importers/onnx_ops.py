@@ -17,6 +17,8 @@ import onnx
 from app.importers.onnx_arith import CONVERTERS as ARITH_CONVERTERS
 from app.importers.onnx_arith import convert_general_matmul
 from app.importers.onnx_import import BATCH_SIZE, ImportContext, NodeError, PendingPad, Value, attributes, prod
+from app.importers.onnx_recurrent import CONVERTERS as RECURRENT_CONVERTERS
+from app.importers.onnx_recurrent import with_time_major_views
 from app.importers.onnx_reduce_norm import CONVERTERS as REDUCE_NORM_CONVERTERS
 from app.importers.onnx_safety import tensor_array
 from engine.ops import OP_REGISTRY
@@ -1090,4 +1092,7 @@ CONVERTERS: dict[str, Callable[[ImportContext, onnx.NodeProto, str], None]] = {
     "Transpose": convert_transpose,
     **REDUCE_NORM_CONVERTERS,
     **ARITH_CONVERTERS,
+    **RECURRENT_CONVERTERS,
 }
+#: Transpose, Squeeze, Reshape, Gather, Slice, ... also take the time-major tensors around RNN, LSTM and GRU
+CONVERTERS = with_time_major_views(CONVERTERS)
