@@ -1,9 +1,11 @@
 """Re-train the shipped digit networks from scratch with the engine and print their test accuracy.
 
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/train_digits.py            # both models
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/train_digits.py            # every model
     python scripts/train_digits.py digits_classic --out /tmp/weights                      # one, elsewhere
+    python scripts/train_digits.py digits_lstm digits_gru_attention                       # the recurrent ones
 
-Each model is trained with its recipe in ``engine.models.digits.RECIPES`` (optimiser, learning rate,
+The CNNs' recipes are in ``engine.models.digits.RECIPES``, the recurrent networks' (digits read row by row)
+in ``engine.models.sequence_digits.RECIPES``. Each model is trained with its recipe (optimiser, learning rate,
 schedule, epochs, seed) on the 8,000 training digits and evaluated on the 2,000 held-out test digits;
 the weights go to ``engine/models/weights/<model id>.npz`` unless ``--out`` says otherwise. The same
 seed on the same machine gives the same weights.
@@ -20,9 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.datasets import load_mnist
 from engine.graph import Graph
-from engine.models.digits import RECIPES, SPECS, WEIGHTS_DIR
+from engine.models import digits, sequence_digits
+from engine.models.digits import WEIGHTS_DIR
 from engine.models.weights import save_weights
 from engine.training import Trainer, evaluate
+
+RECIPES = {**digits.RECIPES, **sequence_digits.RECIPES}
+SPECS = {**digits.SPECS, **sequence_digits.SPECS}
 
 
 def train_model(model_id: str, out_dir: Path, epochs: int | None = None) -> float:
