@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 #: field -> (lowest, highest) allowed; the error message quotes the range
 RANGES: dict[str, tuple[float, float]] = {
     "depth": (1, 8),
+    "num_layers": (1, 3),
     "dropout_p": (0.05, 0.9),
     "weight_decay": (1e-6, 0.1),
     "lr": (1e-5, 1.0),
@@ -18,6 +19,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "test_size": (100, 2000),
     "seed": (0, 2**31 - 1),
 }
+
+
+#: the networks that read a digit row by row (``engine.models.sequence_digits``)
+RECURRENT = ("lstm", "gru_attention")
 
 
 def _bounds(name: str) -> dict:
@@ -35,21 +40,31 @@ class TrainingSettings(BaseModel):
 
     name: str | None = Field(None, max_length=60, description="a label for the job (default: from the settings)",
                              examples=["plain, no batch norm"])
-    network: Literal["classic", "deep"] = Field(
-        "classic", description="'classic': the LeNet-style digit network (2 convolutions; pre-trained weights "
-                               "exist); 'deep': 2 × depth + 2 convolutions 3x3, where skip connections matter")
+    network: Literal["classic", "deep", "lstm", "gru_attention"] = Field(
+        "classic", description="'classic': the LeNet-style digit CNN (2 convolutions; pre-trained weights exist); "
+                               "'deep': a CNN of 2 × depth + 2 convolutions 3x3, where skip connections matter; "
+                               "'lstm': a recurrent network, an LSTM reading the digit row by row; "
+                               "'gru_attention': a GRU reading the rows, with attention over them (the recurrent "
+                               "ones have pre-trained weights too)")
     depth: int = Field(4, description="deep network only: blocks of two convolutions, 1 to 8", **_bounds("depth"))
-    batch_norm: bool = Field(False, description="batch normalisation after every convolution (tip: batch norm)")
+    num_layers: int = Field(1, description="recurrent networks only ('lstm', 'gru_attention'): stacked recurrent "
+                                           "layers, 1 to 3 (with dropout on, it also drops between them)",
+                            **_bounds("num_layers"))
+    batch_norm: bool = Field(False, description="CNNs only: batch normalisation after every convolution (tip: "
+                                                "batch norm)")
     skip_connections: bool = Field(False, description="deep network only: add each block's input to its output, "
                                                       "as in ResNet (tip: skip connections)")
-    dropout: bool = Field(False, description="dropout before the classifier (tip: regularisation)")
+    dropout: bool = Field(False, description="dropout before the classifier, and between stacked recurrent layers "
+                                             "(tip: regularisation)")
     dropout_p: float = Field(0.3, description="probability of zeroing a feature when dropout is on, 0.05 to 0.9",
                              **_bounds("dropout_p"))
-    l2: bool = Field(False, description="L2 weight decay on conv and linear weights (tip: regularisation)")
+    l2: bool = Field(False, description="L2 weight decay on the weight matrices: convolutions, linear layers, the "
+                                        "recurrent layers' and the attention's (tip: regularisation)")
     weight_decay: float = Field(5e-4, description="L2 strength when l2 is on (PyTorch's weight_decay), 1e-6 to 0.1",
                                 **_bounds("weight_decay"))
     pretrained: bool = Field(False, description="start from the shipped pre-trained weights and fine-tune "
-                                                "(classic network only) instead of from scratch (tip: pre-training)")
+                                                "('classic', 'lstm', 'gru_attention'; not 'deep') instead of from "
+                                                "scratch (tip: pre-training)")
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="'sgd': SGD with momentum 0.9; 'adam': Adam "
                                                                  "(betas 0.9, 0.999)")
     lr: float = Field(0.01, description="learning rate, 1e-5 to 1 (try 0.01 to 0.05 for SGD, 0.001 for Adam)",
@@ -72,13 +87,17 @@ class TrainingSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _deep_only(self) -> TrainingSettings:
-        if self.network == "classic" and self.skip_connections:
-            raise ValueError("skip_connections needs network 'deep': the classic network has only two "
-                             "convolutions, too shallow for skip connections to matter")
+    def _toggles_that_apply(self) -> TrainingSettings:
+        if self.network != "deep" and self.skip_connections:
+            raise ValueError(f"skip_connections needs network 'deep': the {self.network} network "
+                             + ("has only two convolutions, too shallow for skip connections to matter"
+                                if self.network == "classic" else "is recurrent, it has no blocks of convolutions"))
         if self.network == "deep" and self.pretrained:
-            raise ValueError("pretrained needs network 'classic': pre-trained weights are shipped for the classic "
-                             "network only; train the deep network from scratch")
+            raise ValueError("pretrained needs network 'classic', 'lstm' or 'gru_attention': no pre-trained weights "
+                             "are shipped for the deep network; train it from scratch")
+        if self.network in RECURRENT and self.batch_norm:
+            raise ValueError(f"batch_norm needs a CNN ('classic' or 'deep'): the {self.network} network is "
+                             "recurrent and has no convolutions to normalise; try dropout or L2 instead")
         return self
 
 

@@ -50,11 +50,18 @@ import redis
 
 from app.core.cpu import run_in_background
 from app.errors import ApiError, not_found
-from app.schemas.training import BatchPoint, EpochPoint, JobProgress, TrainingJob, TrainingSettings
+from app.schemas.training import RECURRENT, BatchPoint, EpochPoint, JobProgress, TrainingJob, TrainingSettings
 from app.services.job_store import FILENAME, JobIdTakenError, JobRow, JobStore, Message, store_errors
 from app.services.overlay import png_data_url
 from app.services.storage import StorageError, writing
-from app.services.training_networks import LabNetwork, PretrainedSource, build_network, shipped_weights, transfer
+from app.services.training_networks import (
+    GATE_NAMES,
+    LabNetwork,
+    PretrainedSource,
+    build_network,
+    shipped_weights,
+    transfer,
+)
 from engine.datasets.mnist import load_mnist
 from engine.errors import WeightsError
 from engine.graph import Graph
@@ -108,10 +115,72 @@ def filter_images(weight: np.ndarray) -> list[str]:
     return [png_data_url(diverging(m, scale)) for m in maps]
 
 
+def gate_weight_images(weight_ih: np.ndarray, gates: int) -> list[str]:
+    """A recurrent layer's input weights ``weight_ih: (G·H, F)``, gates stacked -> one PNG per gate, ``(H, F)``:
+    row j is what hidden unit j's gate adds up from the F pixels of a row. One diverging scale for them all."""
+    blocks = np.split(weight_ih, gates)
+    scale = float(np.abs(weight_ih).max())
+    return [png_data_url(diverging(block, scale)) for block in blocks]
+
+
+CONV_TEXT = {
+    "filter_title": "First-layer filters",
+    "filter_caption": "Red: positive weights, blue: negative, white: zero. Random at first; edge and stroke "
+                      "detectors once trained.",
+    "feature_title": "One test digit and its first-layer feature maps",
+}
+RECURRENT_TEXT = {
+    "filter_title": "Input weights of each gate",
+    "filter_caption": "One picture per gate: row j is what hidden unit j weighs in each of a row's 28 pixels. Red: "
+                      "positive, blue: negative, white: zero. Random at first; strokes at some positions once "
+                      "trained.",
+    "feature_title": "One test digit and its memory, row by row",
+}
+
+
+def network_pictures(network: LabNetwork, graph: Graph, params: dict[str, np.ndarray],
+                     x: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """What the page shows of the network now, for one digit ``x: (1, 1, 28, 28)``, and its logits ``(10,)``.
+
+    A CNN: its first convolution's filters and the digit's first-layer feature maps (own min–max, grey). A
+    recurrent network: its first layer's input weights per gate, and the digit's states after each row, one
+    picture each (28 rows × H units, red positive, blue negative; the hidden state on the fixed scale ±1 of its
+    tanh, the LSTM's cell state on its own), with the attention's weight of each row where there is one."""
+    if network.recurrent is None:
+        assert network.first_conv is not None and network.feature_node is not None
+        trace = graph.forward(x, params, training=False, keep_caches=False, keep=[network.feature_node])
+        maps = trace.activations[network.feature_node][0]
+        weight = params[f"{network.first_conv}.weight"]
+        return {"layout": "conv", **CONV_TEXT,
+                "filter_layer": network.first_conv, "filters": filter_images(weight),
+                "filter_labels": [f"filter {i}" for i in range(len(weight))],
+                "feature_layer": network.feature_node, "feature_maps": [png_data_url(grey(m)) for m in maps],
+                "feature_labels": [f"channel {i}" for i in range(len(maps))]}, trace.output[0]
+    trace = graph.forward(x, params, training=False)  # caches kept: they hold every row's states
+    node = network.recurrent
+    states = graph.by_id[node].op.recorded(trace.caches[node])
+    gates = network.gates
+    pictures = [diverging(states["h_l0"][0], 1.0)]
+    labels = ["hidden state h after each row (rows: the digit's rows; columns: the units)"]
+    if "c_l0" in states:
+        cell = states["c_l0"][0]
+        pictures.append(diverging(cell, float(np.abs(cell).max())))
+        labels.append("cell state c after each row (the LSTM's memory)")
+    if network.attention is not None:
+        weights = graph.by_id[network.attention].op.recorded(trace.caches[network.attention])["weights"][0]
+        pictures.append((weights / weights.max() * 255).round().astype(np.uint8)[:, None])  # black: no weight
+        labels.append("attention: each row's weight (white: the largest)")
+    return {"layout": "recurrent", **RECURRENT_TEXT,
+            "filter_layer": node, "filters": gate_weight_images(params[f"{node}.weight_ih_l0"], len(gates)),
+            "filter_labels": [f"{gate}: {GATE_NAMES[gate]}" for gate in gates],
+            "feature_layer": node, "feature_maps": [png_data_url(p) for p in pictures],
+            "feature_labels": labels}, trace.output[0]
+
+
 def network_of(settings: TrainingSettings) -> LabNetwork:
     """The network ``settings`` train (deterministic: every worker builds the same one)."""
     return build_network(settings.network, settings.depth, settings.batch_norm, settings.skip_connections,
-                         settings.dropout, settings.dropout_p)
+                         settings.dropout, settings.dropout_p, settings.num_layers)
 
 
 def worker_id() -> str:
@@ -243,7 +312,8 @@ class TrainingJobState:
 
 
 def default_name(s: TrainingSettings) -> str:
-    parts = [s.network if s.network == "classic" else f"deep {s.depth}"]
+    first = {"classic": "classic", "deep": f"deep {s.depth}", "lstm": "LSTM", "gru_attention": "GRU + attention"}
+    parts = [first[s.network] + (f" × {s.num_layers}" if s.network in RECURRENT and s.num_layers > 1 else "")]
     parts += [label for label, on in (("BN", s.batch_norm), ("skip", s.skip_connections), ("dropout", s.dropout),
                                       ("L2", s.l2), ("pre-trained", s.pretrained)) if on]
     parts.append(f"{'Adam' if s.optimizer == 'adam' else 'SGD'} lr {s.lr:g}")
@@ -308,8 +378,8 @@ class JobManager:
         copied: list[str] = []
         if settings.pretrained:
             if network.pretrained_from is None:
-                raise ApiError(422, "pretrained needs network 'classic': pre-trained weights are shipped for the "
-                                    "classic network only")
+                raise ApiError(422, f"pretrained needs network 'classic', 'lstm' or 'gru_attention': no pre-trained "
+                                    f"weights are shipped for the {network.family} network")
             try:
                 source = self.pretrained_source(network.pretrained_from)
             except FileNotFoundError as exc:
@@ -635,22 +705,16 @@ class JobManager:
 
     def _record_images(self, job_id: str, run: LocalRun, trainer: Trainer, sample: tuple[np.ndarray, int],
                        event: Progress | None) -> None:
-        """Filters and feature maps of the weights as they are now (the Trainer is paused)."""
+        """The pictures of the weights as they are now (the Trainer is paused) and one digit's prediction."""
         params = trainer.params
         assert params is not None
-        network = run.network
         x, label = sample
-        trace = run.graph.forward(x, params, training=False, keep_caches=False, keep=[network.feature_node])
-        logits = trace.activations[run.graph.output_id][0].astype(np.float64)
-        probabilities = softmax_forward(logits[None])[0][0]
-        maps = trace.activations[network.feature_node][0]
+        pictures, logits = network_pictures(run.network, run.graph, params, x)
+        probabilities = softmax_forward(logits.astype(np.float64)[None])[0][0]
         self._post(job_id, run, "images", {
             "step": event.step if event else 0,
             "x": (event.epoch - 1 + event.batch / event.batches) if event and event.epoch else 0.0,
-            "filter_layer": network.first_conv,
-            "filters": filter_images(params[f"{network.first_conv}.weight"]),
-            "feature_layer": network.feature_node,
-            "feature_maps": [png_data_url(grey(m)) for m in maps],
+            **pictures,
             "sample": {"image": png_data_url(grey(x[0, 0])), "label": label,
                        "predicted": int(probabilities.argmax()),
                        "probabilities": [round(p, 4) if (p := finite(q)) is not None else None

@@ -1,6 +1,6 @@
 """The training lab's networks: which graph spec a set of toggles means, and where pre-trained weights come from.
 
-Two families, both taking ``(N, 1, 28, 28)`` normalised digits and giving 10 logits:
+Four families, all taking ``(N, 1, 28, 28)`` normalised digits and giving 10 logits:
 
 - ``classic``: the shipped LeNet-style network (``engine.models.digits.classic_spec``), optionally with
   batch norm after each convolution and dropout before the classifier. Its pre-trained weights are the
@@ -8,10 +8,15 @@ Two families, both taking ``(N, 1, 28, 28)`` normalised digits and giving 10 log
 - ``deep``: ``engine.models.digits.lab_spec``, ``depth`` blocks of two 3x3 convolutions
   (``2 * depth + 2`` convolutions in all), with or without batch norm, skip connections and dropout.
   Deep enough (depth 4 and more) for a plain network to train visibly worse than one with skips.
+- ``lstm`` and ``gru_attention``: the recurrent networks of ``engine.models.sequence_digits``, which read a digit
+  row by row (28 steps of 28 pixels): the shipped ``digits_lstm`` and ``digits_gru_attention`` with ``num_layers``
+  stacked recurrent layers and optional dropout (between the layers and before the classifier). Their
+  pre-trained weights are the shipped ones. No batch norm (nothing to normalise: no convolutions), no skips.
 
 Pre-training copies every parameter of the shipped network whose name and shape match the new one
 (the usual "load what fits, initialise the rest" of fine-tuning): with batch norm on, the classic
-network's convolution weights and classifier come pre-trained and the batch-norm layers start fresh.
+network's convolution weights and classifier come pre-trained and the batch-norm layers start fresh; a stacked
+recurrent network gets its first layer and classifier pre-trained, its upper layers fresh.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from engine.graph import Graph
-from engine.models import digits
+from engine.layers.recurrent import GATES
+from engine.models import digits, sequence_digits
 
 Node = dict[str, Any]
 #: (model id) -> its shipped parameters; raises FileNotFoundError when they are not installed
@@ -46,21 +52,39 @@ def classic_variant(batch_norm: bool = False, dropout: bool = False, dropout_p: 
     return {"input_shape": list(digits.INPUT_SHAPE), "nodes": nodes}
 
 
+#: what each recurrent gate is, in the order the weights stack them (for the pictures' labels)
+GATE_NAMES = {"i": "input gate", "f": "forget gate", "g": "candidate cell", "o": "output gate",
+              "r": "reset gate", "z": "update gate", "n": "candidate state"}
+
+
 @dataclass(frozen=True)
 class LabNetwork:
-    """A network the lab trains: its spec and the nodes the page shows."""
+    """A network the lab trains: its spec and the nodes the page shows.
+
+    A CNN's pictures are ``first_conv``'s filters and ``feature_node``'s feature maps; a recurrent network's
+    (``recurrent`` is its recurrent node) are that node's input weights per gate and its per-row states."""
 
     spec: dict[str, Any]
-    family: str  # "classic" or "deep"
+    family: str  # "classic", "deep", "lstm" or "gru_attention"
     description: str
-    first_conv: str  # its weights are the filters shown
-    feature_node: str  # its activation (one sample) is the feature maps shown
-    cam_layer: str  # last spatial layer, for the explorer's class activation maps
+    first_conv: str | None  # its weights are the filters shown (CNNs)
+    feature_node: str | None  # its activation (one sample) is the feature maps shown (CNNs)
+    cam_layer: str | None  # last spatial layer, for the explorer's class activation maps (CNNs)
     pretrained_from: str | None  # the shipped model whose weights fine-tuning starts from
+    recurrent: str | None = None  # the recurrent node (recurrent networks)
+    attention: str | None = None  # the sequence_attention node, if any
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The recurrent node's gates in the order its weights stack them ("i", "f", "g", "o" for the LSTM)."""
+        if self.recurrent is None:
+            return ()
+        node = next(n for n in self.spec["nodes"] if n["id"] == self.recurrent)
+        return tuple(GATES[node["op"]])
 
 
 def build_network(network: str, depth: int = 4, batch_norm: bool = False, skip_connections: bool = False,
-                  dropout: bool = False, dropout_p: float = 0.3) -> LabNetwork:
+                  dropout: bool = False, dropout_p: float = 0.3, num_layers: int = 1) -> LabNetwork:
     """The network for these toggles (they are validated by the request schema)."""
     extras = [name for name, on in (("batch norm", batch_norm), ("skip connections", skip_connections),
                                     (f"dropout {dropout_p:g}", dropout)) if on]
@@ -83,7 +107,26 @@ def build_network(network: str, depth: int = 4, batch_norm: bool = False, skip_c
                                         + with_text,
                           first_conv="stem_conv", feature_node="stem_relu", cam_layer=last_block,
                           pretrained_from=None)
-    raise ValueError(f"network must be 'classic' or 'deep', got {network!r}")
+    if network in ("lstm", "gru_attention"):
+        if batch_norm or skip_connections:
+            raise ValueError(f"the {network} network is recurrent: batch_norm and skip_connections need a CNN "
+                             "('classic' or 'deep')")
+        p = dropout_p if dropout else None
+        layers = f"{num_layers} stacked layers" if num_layers > 1 else "one layer"
+        where = " between the layers and before the classifier" if num_layers > 1 else " before the classifier"
+        dropped = f", with dropout {dropout_p:g}{where}" if dropout else ""
+        if network == "lstm":
+            spec = sequence_digits.lstm_spec(num_layers=num_layers, dropout_p=p)
+            words = (f"LSTM reading the digit row by row: {sequence_digits.LSTM_HIDDEN} hidden units, {layers}, "
+                     "its last hidden state classified by a fully connected layer (10)")
+            return LabNetwork(spec, network, words + dropped, first_conv=None, feature_node=None, cam_layer=None,
+                              pretrained_from=sequence_digits.LSTM_ID, recurrent="lstm")
+        spec = sequence_digits.gru_attention_spec(num_layers=num_layers, dropout_p=p)
+        words = (f"GRU reading the digit row by row: {sequence_digits.GRU_HIDDEN} hidden units, {layers}, attention "
+                 "over the 28 rows, a fully connected layer (10)")
+        return LabNetwork(spec, network, words + dropped, first_conv=None, feature_node=None, cam_layer=None,
+                          pretrained_from=sequence_digits.GRU_ATTENTION_ID, recurrent="gru", attention="attention")
+    raise ValueError(f"network must be 'classic', 'deep', 'lstm' or 'gru_attention', got {network!r}")
 
 
 def shipped_weights(model_id: str) -> Mapping[str, np.ndarray]:
@@ -91,7 +134,7 @@ def shipped_weights(model_id: str) -> Mapping[str, np.ndarray]:
     path = digits.weights_path(model_id)
     if not path.is_file():
         raise FileNotFoundError(f"the pre-trained weights of {model_id} are not installed ({path.name}); "
-                                "create them with scripts/train_digits.py, or train from scratch")
+                                f"create them with scripts/train_digits.py {model_id}, or train from scratch")
     with np.load(path, allow_pickle=False) as data:
         return {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
 

@@ -216,7 +216,7 @@ def test_unknown_job_is_404(lab):
     ({"network": "deep", "depth": 9}, "depth must be from 1 to 8, got 9"),
     ({"seed": -1}, "seed must be from 0 to"),
     ({"optimizer": "rmsprop"}, "optimizer: Input should be 'sgd' or 'adam'"),
-    ({"network": "vgg"}, "network: Input should be 'classic' or 'deep'"),
+    ({"network": "vgg"}, "network: Input should be 'classic', 'deep', 'lstm' or 'gru_attention'"),
     ({"skip_connections": True}, "skip_connections needs network 'deep'"),
     ({"network": "deep", "pretrained": True}, "pretrained needs network 'classic'"),
     ({"learning_rate": 0.1}, "learning_rate: Extra inputs are not permitted"),
