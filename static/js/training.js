@@ -11,7 +11,7 @@ const COLORS = { a: "#1f5fbf", b: "#c2410c" };
 
 // one run's settings, as the API names them (TrainingSettings)
 const RUN_DEFAULTS = {
-  network: "classic", depth: 4, batch_norm: false, skip_connections: false, dropout: false, dropout_p: 0.3,
+  network: "classic", depth: 4, num_layers: 1, batch_norm: false, skip_connections: false, dropout: false, dropout_p: 0.3,
   l2: false, weight_decay: 0.0005, pretrained: false, optimizer: "sgd", lr: 0.05, batch_size: 64, epochs: 3,
   train_size: 2000, seed: 0,
 };
@@ -40,6 +40,13 @@ const PRESETS = {
     note: "500 digits only. B starts from the shipped weights (trained on all 8,000 training digits): it starts "
       + "where A hopes to end (look at epoch 0), and fine-tuning keeps it there, while A, from random weights, "
       + "has too few digits to get as far.",
+  },
+  rnn: {
+    a: { network: "classic", epochs: 6, optimizer: "adam", lr: 0.003 },
+    b: { network: "lstm", epochs: 6, optimizer: "adam", lr: 0.003 },
+    note: "The same 2,000 digits, optimiser and steps for a CNN and an LSTM. The CNN sees the whole digit at once "
+      + "and looks for local patterns everywhere; the LSTM reads it row by row and must learn what to remember, "
+      + "so it starts slower. Its pictures show its memory: the hidden and cell states after each row.",
   },
   regularisation: {
     a: { network: "classic", train_size: 200, epochs: 20, batch_size: 16, optimizer: "adam", lr: 0.002 },
@@ -77,9 +84,9 @@ function showControls() {
       if (el.type === "checkbox") el.checked = Boolean(value);
       else el.value = String(value);
     }
-    const network = state.values[`${run}_network`];
-    for (const el of $(`form-${run}`).querySelectorAll("[data-only]")) el.hidden = el.dataset.only !== network;
+    for (const el of $(`form-${run}`).querySelectorAll("[data-only]")) el.hidden = !applies(el, run);
     $(`${run}-depth-out`).textContent = `${state.values[`${run}_depth`]} (${2 * state.values[`${run}_depth`] + 2} conv)`;
+    $(`${run}-num_layers-out`).textContent = state.values[`${run}_num_layers`];
     $(`${run}-epochs-out`).textContent = state.values[`${run}_epochs`];
     $(`${run}-weight_decay`).disabled = !state.values[`${run}_l2`];
     $(`${run}-dropout_p`).disabled = !state.values[`${run}_dropout`];
@@ -96,12 +103,19 @@ function onStateChange() {
   queueDraw();
 }
 
+// a control marked data-only="deep" (or "lstm gru_attention") applies to those networks only
+function applies(el, run) {
+  return el.dataset.only.split(" ").includes(state.values[`${run}_network`]);
+}
+
 function settingsFor(run) {
   const s = {};
   for (const key of Object.keys(RUN_DEFAULTS)) s[key] = state.values[`${run}_${key}`];
-  // the toggles that do not apply to this network are hidden; do not send them
-  if (s.network === "classic") s.skip_connections = false;
-  if (s.network === "deep") s.pretrained = false;
+  // the toggles that do not apply to this network are hidden: send their defaults (off) instead
+  for (const only of $(`form-${run}`).querySelectorAll("[data-only]")) {
+    if (applies(only, run)) continue;
+    for (const el of only.querySelectorAll("[data-key]")) s[el.dataset.key] = RUN_DEFAULTS[el.dataset.key];
+  }
   return s;
 }
 
@@ -247,24 +261,34 @@ function showStatus(run) {
   form.setAttribute("aria-busy", data.status === "running" ? "true" : "false");
 }
 
-function fillThumbs(box, urls, label) {
+function fillThumbs(box, urls, labels) {
   while (box.children.length > urls.length) box.lastChild.remove();
   urls.forEach((url, i) => {
     let img = box.children[i];
     if (!img) {
       img = document.createElement("img");
-      img.alt = `${label} ${i}`;
       box.append(img);
     }
+    img.alt = labels[i];
+    img.title = labels[i];
     if (img.getAttribute("src") !== url) img.src = url;
   });
 }
 
 function showPictures(run, pictures) {
-  fillThumbs($(`${run}-filters`), pictures.filters, "filter");
-  fillThumbs($(`${run}-maps`), pictures.feature_maps, "feature map");
-  $(`${run}-filter-layer`).textContent = `(${pictures.filter_layer}, ${pictures.filters.length} filters)`;
-  $(`${run}-feature-layer`).textContent = `(${pictures.feature_layer})`;
+  // what the pictures are (a CNN's filters and feature maps, a recurrent network's gates and states) comes with them
+  const recurrent = pictures.layout === "recurrent";
+  $(`pictures-${run}`).classList.toggle("recurrent", recurrent);
+  $(`${run}-filter-title`).textContent = pictures.filter_title;
+  $(`${run}-filter-caption`).textContent = pictures.filter_caption;
+  $(`${run}-feature-title`).textContent = pictures.feature_title;
+  fillThumbs($(`${run}-filters`), pictures.filters, pictures.filter_labels);
+  fillThumbs($(`${run}-maps`), pictures.feature_maps, pictures.feature_labels);
+  const count = `${pictures.filters.length} ${recurrent ? "gates" : "filters"}`;
+  $(`${run}-filter-layer`).textContent = `(${pictures.filter_layer}, ${count})`;
+  $(`${run}-feature-layer`).textContent = recurrent
+    ? `(${pictures.feature_layer}: ${pictures.feature_labels.map((l) => l.split(" (")[0]).join("; ")})`
+    : `(${pictures.feature_layer})`;
   $(`${run}-pictures-when`).textContent = pictures.step ? `after ${pictures.step} steps (epoch ${pictures.x.toFixed(1)})`
     : "before training";
   const sample = pictures.sample;

@@ -135,3 +135,49 @@ def test_a_run_opened_from_someone_elses_link_can_be_watched_not_stopped(page, b
     wait_status(page, "a", "Stopped after", timeout=20_000)
     assert page.locator("#a-cancel").is_visible()  # the end event does not take the owner's buttons away
     page.console.check()
+
+
+def test_a_recurrent_network_trains_and_shows_its_gates_and_memory(page):
+    page.goto(f"/training?{QUICK}&a_optimizer=adam&a_lr=0.003")
+    page.select_option("#a-network", "lstm")
+    # the toggles that apply: layers, pre-training, dropout, L2; not batch norm, depth or skip connections
+    assert page.locator("#a-num_layers").is_visible() and page.locator("#a-pretrained").is_visible()
+    assert page.locator("#a-batch_norm").is_hidden() and page.locator("#a-depth").is_hidden()
+    assert page.locator("#a-skip_connections").is_hidden() and page.locator("#a-dropout").is_visible()
+    assert "a_network=lstm" in page.url
+    page.check("#a-dropout")
+    page.click("#a-start")
+    wait_status(page, "a", "Done")
+    row = page.locator("#summary tbody tr")
+    assert "LSTM" in row.inner_text() and "dropout" in row.inner_text() and "2 / 2" in row.inner_text()
+    assert page.locator("#loss-chart").evaluate(PIXELS_NEAR, BLUE) > 100
+    # the pictures say what they are: four gates, the hidden and cell states after each row
+    assert page.locator("#a-filter-title").inner_text() == "Input weights of each gate"
+    assert "(lstm, 4 gates)" in page.locator("#a-filter-layer").inner_text()
+    gates = page.locator("#a-filters img")
+    assert gates.count() == 4 and gates.first.get_attribute("alt") == "i: input gate"
+    states = page.locator("#a-maps img")
+    assert states.count() == 2 and states.nth(1).get_attribute("alt").startswith("cell state c")
+    assert page.locator("#a-feature-title").inner_text() == "One test digit and its memory, row by row"
+    # states are drawn as tall as the digit, one picture row per digit row
+    assert states.first.evaluate("img => img.getBoundingClientRect().height") == pytest.approx(84, abs=1)
+
+    # back to a CNN: the pictures' words follow the new run's network (epoch 0 is drawn before training starts)
+    page.select_option("#a-network", "classic")
+    assert page.locator("#a-batch_norm").is_visible() and page.locator("#a-num_layers").is_hidden()
+    first_job = page.evaluate(as_function("new URLSearchParams(location.search).get('a_job')"))
+    page.click("#a-start")
+    page.wait_for_function(as_function(f"new URLSearchParams(location.search).get('a_job') !== {first_job!r}"))
+    wait_status(page, "a", "Done")
+    assert page.locator("#a-filter-title").inner_text() == "First-layer filters"
+    assert page.locator("#a-filters img").count() == 8
+    page.console.check()
+
+
+def test_the_cnn_vs_rnn_preset(page):
+    page.goto("/training")
+    page.click('[data-preset="rnn"]')
+    assert page.locator("#a-network").input_value() == "classic" and page.locator("#b-network").input_value() == "lstm"
+    assert page.locator("#b-batch_norm").is_hidden() and page.locator("#b-num_layers").is_visible()
+    assert "row by row" in page.locator("#preset-note").inner_text()
+    page.console.check()
