@@ -167,3 +167,60 @@ class InputNeighbourhood(BaseModel):
                                       examples=[[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]])
     source: list[int] | None = Field(None, examples=[[2, 1]], description="[row, col] inside this grid of the "
                                      "value copied (absent: none is, the constant of a constant pad)")
+
+
+class GateSide(BaseModel):
+    """One side of a recurrent gate's weighted sum: the input side ``W_ih[row] · x_t + b_ih[row]`` or the recurrent
+    side ``W_hh[row] · h_{t−1} + b_hh[row]``."""
+
+    terms: list[LinearTerm] = Field(..., description="the largest |products| value × weight (bounded, see omitted); "
+                                                     "index: the feature of x_t, or the unit of h_{t−1}")
+    omitted: Omitted = Field(..., description="the products not listed, added up")
+    total: float = Field(..., description="Σ of all products", examples=[0.8123])
+    bias: float = Field(..., description="b_ih[row] or b_hh[row] (0 without biases)", examples=[-0.0412])
+    sum: float = Field(..., description="total + bias", examples=[0.7711])
+
+
+class RecurrentGate(BaseModel):
+    """One gate of a recurrent cell at one step, for one unit (an RNN's one 'gate' is h itself)."""
+
+    gate: Literal["i", "f", "g", "o", "r", "z", "n", "h"] = Field(
+        ..., description="LSTM: i, f, g, o; GRU: r, z, n; RNN: h", examples=["f"])
+    title: str = Field(..., description="the gate in words", examples=["forget gate"])
+    row: int = Field(..., description="its row in the stacked weights: gate position · H + unit", examples=[129])
+    activation: Literal["sigmoid", "tanh", "relu"] = Field(..., description="the function applied to the "
+                                                                            "pre-activation", examples=["sigmoid"])
+    input_side: GateSide = Field(..., description="W_ih[row] · x_t + b_ih[row]")
+    recurrent_side: GateSide = Field(..., description="W_hh[row] · h_{t−1} + b_hh[row]")
+    reset: float | None = Field(None, description="GRU's candidate n only: the reset gate r that scales the "
+                                                  "recurrent side (bias included)", examples=[0.42])
+    pre_activation: float = Field(..., description="input side + recurrent side (GRU's n: input side + r · "
+                                                   "recurrent side)", examples=[1.2345])
+    result: float = Field(..., description="the activation of the pre-activation, recomputed (float64)",
+                          examples=[0.7746])
+    engine_value: float = Field(..., description="the gate's value the engine recorded at this step",
+                                examples=[0.7746])
+
+
+class CellStateUpdate(BaseModel):
+    """LSTM: the new cell state ``c_t = f · c_{t−1} + i · g`` of the unit."""
+
+    previous: float = Field(..., description="c_{t−1} (the initial state c0, or zeros, at the first step read)",
+                            examples=[0.53])
+    previous_from: str = Field(..., description="where c_{t−1} comes from", examples=["c at step 4"])
+    forget_term: float = Field(..., description="f · c_{t−1}: what is kept", examples=[0.41])
+    input_term: float = Field(..., description="i · g: what is written", examples=[-0.12])
+    result: float = Field(..., description="c_t, recomputed (float64)", examples=[0.29])
+    engine_value: float = Field(..., description="c_t as the engine recorded it", examples=[0.29])
+    tanh: float = Field(..., description="tanh(c_t), which the output gate scales into h_t", examples=[0.2821])
+
+
+class GRUUpdate(BaseModel):
+    """GRU: the new hidden state ``h_t = (1 − z) · n + z · h_{t−1}`` of the unit."""
+
+    z: float = Field(..., description="the update gate", examples=[0.8])
+    n: float = Field(..., description="the candidate state", examples=[-0.3])
+    h_prev: float = Field(..., description="h_{t−1} of this unit", examples=[0.5])
+    new_term: float = Field(..., description="(1 − z) · n: the candidate's share", examples=[-0.06])
+    kept_term: float = Field(..., description="z · h_{t−1}: the previous state's share", examples=[0.4])
+

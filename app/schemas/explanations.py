@@ -10,14 +10,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from app.schemas.explanation_parts import (
+    CellStateUpdate,
     ChainStep,
     ConvChannel,
+    GRUUpdate,
     InputNeighbourhood,
     InterpolationSample,
     LinearTerm,
     Omitted,
     Operand,
     PadAxis,
+    RecurrentGate,
     SoftmaxEntry,
     TransposedAxis,
     TransposedChannel,
@@ -271,15 +274,53 @@ class UpsampleExplanation(ExplanationBase):
     samples: list[InterpolationSample] | None = Field(None, description="bilinear: the 4 values mixed")
 
 
+class RecurrentExplanation(ExplanationBase):
+    """rnn / lstm / gru: hidden unit j at step t (``index`` [t, j]; [k, t, j] for layer k of a node of several
+    layers). The step's input x_t and previous state h_{t−1}, each gate's weighted sums split into the input side and
+    the recurrent side, its activation, and the new state: c_t then h_t = o · tanh(c_t) (LSTM), h_t = (1 − z) · n +
+    z · h_{t−1} (GRU), h_t = the gate itself (RNN). ``result`` is h_t recomputed in float64 from the engine's own
+    x_t, h_{t−1} and c_{t−1}; ``engine_value`` the h_t the engine recorded."""
+
+    kind: Literal["rnn", "lstm", "gru"] = kind_field("lstm")
+    family: Literal["recurrent"] = family_field("recurrent")
+    cell: Literal["rnn", "lstm", "gru"] = Field(..., description="the cell (the op)", examples=["lstm"])
+    layer: int = Field(..., description="the layer k (0: the one that reads the sequence)", examples=[0])
+    direction: Literal["forward", "reverse"] = Field(..., examples=["forward"],
+                                                     description="reverse: the backward direction of a bidirectional "
+                                                                 "node, which reads the steps from last to first")
+    step: int = Field(..., description="t, the step in input order", examples=[12])
+    unit: int = Field(..., description="the hidden unit j within its direction (0 to H − 1)", examples=[5])
+    hidden_size: int = Field(..., description="H", examples=[128])
+    steps: int = Field(..., description="T, the steps of the sequence", examples=[28])
+    previous_step: int | None = Field(None, description="the step whose state this one reads (t − 1; t + 1 in "
+                                                        "reverse); absent at the first step read", examples=[11])
+    x: list[float] = Field(..., description="x_t: the step's input (the sequence's row t for layer 0; the layer "
+                                            "below's h_t for layer k > 0)", examples=[[0.0, 0.12, 0.98]])
+    x_from: str = Field(..., description="where x_t comes from", examples=["row 12 of 'rows' (the sequence read)"])
+    h_prev: list[float] = Field(..., description="h_{t−1}: every unit of the previous hidden state (H numbers)",
+                                examples=[[0.1, -0.3, 0.05]])
+    h_prev_from: str = Field(..., description="where h_{t−1} comes from (the previous step, the initial state h0, "
+                                              "or zeros)", examples=["h at step 11"])
+    gates: list[RecurrentGate] = Field(..., description="every gate in PyTorch's order (LSTM i, f, g, o; GRU r, z, "
+                                                        "n; RNN its one h)")
+    cell_state: CellStateUpdate | None = Field(None, description="LSTM: the new cell state c_t")
+    update: GRUUpdate | None = Field(None, description="GRU: how h_t mixes the candidate and the previous state")
+    activation_index: list[int] | None = Field(
+        None, examples=[[12, 5]], description="where h_t of this unit sits in the node's own output (output "
+                                              "'sequence': [t, j] of the top layer; 'hidden': its row of h_n at the "
+                                              "last step read); absent when the output does not hold it")
+
+
 EXPLANATIONS = (ConvExplanation, TransposedConvExplanation, MaxPoolExplanation, AvgPoolExplanation,
                 LinearExplanation, SoftmaxExplanation, GlobalAvgPoolExplanation, AttentionPoolExplanation,
-                MergeExplanation, ActivationExplanation, BatchNormExplanation, PadExplanation, UpsampleExplanation)
+                MergeExplanation, ActivationExplanation, BatchNormExplanation, PadExplanation, UpsampleExplanation,
+                RecurrentExplanation)
 
 
 class UnitExplanation(RootModel[Annotated[
         ConvExplanation | TransposedConvExplanation | MaxPoolExplanation | AvgPoolExplanation | LinearExplanation
         | SoftmaxExplanation | GlobalAvgPoolExplanation | AttentionPoolExplanation | MergeExplanation
-        | ActivationExplanation | BatchNormExplanation | PadExplanation | UpsampleExplanation,
+        | ActivationExplanation | BatchNormExplanation | PadExplanation | UpsampleExplanation | RecurrentExplanation,
         Field(discriminator="kind")]]):
     """How one unit's number was made, recomputed by the engine: one shape per family of ops, told apart by ``kind``
     (the op explained). Always: ``result`` (recomputed, float64) and ``engine_value`` (the forward pass's own float32

@@ -7,7 +7,9 @@ family of ops says what its units' explanations hold:
 - ``conv``: conv2d; ``transposed``: conv_transpose2d; ``pool``: max_pool2d / avg_pool2d; ``linear``;
   ``softmax``: softmax / spatial_softmax (and ``explain_softmax_of_scores``, the prediction's probabilities);
   ``global_pool``: global_avg_pool, attention_pool; ``merge``: add / mul; ``pad``; ``upsample``;
-  ``elementwise``: batch norm, ReLU, ... and the ``chain`` of elementwise nodes that follows any explained unit.
+  ``elementwise``: batch norm, ReLU, ... and the ``chain`` of elementwise nodes that follows any explained unit;
+  ``recurrent``: rnn / lstm / gru, hidden unit j at step t (``unit_shape``: the index is (t, j) whatever the node
+  outputs), gate by gate.
 
 ``REGISTRY`` maps each explained op to its ``Explainer`` (its family, its function, and why a node of it cannot be
 explained, e.g. a pad that is not on 2D maps); ``explainable_ops()`` lists the ops and ``explainable(node)`` says
@@ -28,19 +30,34 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ShapeError
-from engine.explain import conv, elementwise, global_pool, linear, merge, pad, pool, softmax, transposed, upsample
+from engine.explain import (
+    conv,
+    elementwise,
+    global_pool,
+    linear,
+    merge,
+    pad,
+    pool,
+    recurrent,
+    softmax,
+    transposed,
+    upsample,
+)
 from engine.explain.base import MAX_CHANNELS, Explainer, Unit
 from engine.explain.linear import MAX_TERMS
 from engine.explain.softmax import MAX_CLASSES
 from engine.graph import Graph, Node, Trace
 from engine.layers.softmax import softmax_forward
 
+#: what the index of a unit whose ``unit_shape`` is not the node's output names, in words
+UNIT_AXES = {op: "step t, then unit j of the step's output (D·H: forward units, then reverse); k, t, j for a node "
+                 "of several layers" for op in recurrent.EXPLAINERS}
 #: op name -> its explainer, in the order the ops are listed to users
 REGISTRY: dict[str, Explainer] = {
     **conv.EXPLAINERS, **transposed.EXPLAINERS, **pool.EXPLAINERS, **linear.EXPLAINERS, **softmax.EXPLAINERS,
     "global_avg_pool": global_pool.EXPLAINERS["global_avg_pool"], **merge.EXPLAINERS,
     "attention_pool": global_pool.EXPLAINERS["attention_pool"], **pad.EXPLAINERS, **upsample.EXPLAINERS,
-    **elementwise.EXPLAINERS,
+    **elementwise.EXPLAINERS, **recurrent.EXPLAINERS,
 }
 
 
@@ -62,9 +79,19 @@ def explainable(node: Node) -> bool:
     return refusal(node) is None
 
 
+def unit_shape(node: Node) -> tuple[int, ...]:
+    """What a unit index of ``node`` addresses: its output shape, or its explainer's own (a recurrent node's
+    (T, D·H): step, unit)."""
+    explainer = REGISTRY.get(node.op.op)
+    if explainer is None or explainer.unit_shape is None:
+        return tuple(node.output_shape)
+    return tuple(explainer.unit_shape(node))
+
+
 def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, node_id: str,
                  index: Sequence[int]) -> dict[str, Any]:
-    """The arithmetic behind unit ``index`` (no batch axis, e.g. ``(channel, y, x)``) of ``node_id``, sample 0.
+    """The arithmetic behind unit ``index`` (no batch axis, e.g. ``(channel, y, x)``; ``unit_shape`` says what it
+    addresses) of ``node_id``, sample 0.
 
     Returns a dict with ``node``, ``op``, ``kind`` (the op explained), ``family``, ``index``, ``input``, ``inputs``,
     ``engine_value``, ``result`` and the op's own fields (see the family modules); ``chain``: the elementwise nodes
@@ -74,20 +101,26 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
     if node_id not in graph.by_id:
         raise ShapeError(f"the graph has no node '{node_id}' (its nodes: {', '.join(list(graph.by_id)[:30])})")
     node = graph.by_id[node_id]
-    shape = node.output_shape
+    shape = unit_shape(node)
     index = tuple(int(i) for i in index)
     if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
-        raise ShapeError(f"unit {list(index)} is outside node '{node_id}' of shape {list(shape)}: give "
+        what = f" ({UNIT_AXES[node.op.op]})" if node.op.op in UNIT_AXES else ""
+        raise ShapeError(f"unit {list(index)} is outside node '{node_id}' of shape {list(shape)}{what}: give "
                          f"{len(shape)} indices, each from 0 to the size minus 1")
     reason = refusal(node)
     if reason is not None:
         raise ShapeError(reason)
     explainer = REGISTRY[node.op.op]
-    out = {"node": node_id, "op": node.op.op, "kind": node.op.op, "family": explainer.family, "index": list(index),
-           "input": node.inputs[0], "inputs": list(node.inputs),
-           "engine_value": float(trace.activations[node_id][0][index])}
-    out.update(explainer.explain(Unit(graph, params, trace, node, index)))
-    out["chain"] = elementwise.chain(graph, params, trace, node_id, index, out["engine_value"])
+    out: dict[str, Any] = {"node": node_id, "op": node.op.op, "kind": node.op.op, "family": explainer.family,
+                           "index": list(index), "input": node.inputs[0], "inputs": list(node.inputs)}
+    own = explainer.explain(Unit(graph, params, trace, node, index))
+    at: tuple[int, ...] | None = index
+    if "engine_value" not in own:
+        out["engine_value"] = float(trace.activations[node_id][0][index])
+    else:  # the explainer's own value, which may not be one of the node's outputs
+        at = None if own.get("activation_index") is None else tuple(own["activation_index"])
+    out.update(own)
+    out["chain"] = [] if at is None else elementwise.chain(graph, params, trace, node_id, at, out["engine_value"])
     return out
 
 
@@ -118,4 +151,4 @@ def explain_softmax_of_scores(graph: Graph, trace: Trace, node_id: str, index: S
 
 
 __all__ = ["MAX_CHANNELS", "MAX_CLASSES", "MAX_TERMS", "REGISTRY", "Explainer", "Unit", "explain_softmax_of_scores",
-           "explain_unit", "explainable", "explainable_ops", "refusal"]
+           "explain_unit", "explainable", "explainable_ops", "refusal", "unit_shape"]

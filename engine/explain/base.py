@@ -57,12 +57,16 @@ class Explainer:
     """How units of one op are explained.
 
     ``family``: the explanation's shape (one response model and one page view per family); ``explain``: the op's
-    own fields for a unit; ``refuse``: why a node of this op cannot be explained (None: it can).
+    own fields for a unit; ``refuse``: why a node of this op cannot be explained (None: it can); ``unit_shape``:
+    what a unit index addresses, when it is not the node's output (a recurrent node's (step, unit), whatever it
+    outputs). An ``explain`` that sets ``engine_value`` itself gives ``activation_index``, where that value sits in
+    the node's output (None: it is not there, and no elementwise chain follows).
     """
 
     family: str
     explain: Callable[[Unit], dict[str, Any]]
     refuse: Callable[[Node], str | None] = always
+    unit_shape: Callable[[Node], tuple[int, ...]] | None = None
 
 
 def maps_only(node: Node) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from app.schemas.explanations import EXPLANATIONS, UnitExplanation
-from engine.explain import REGISTRY, explain_softmax_of_scores, explain_unit, explainable_ops
+from engine.explain import REGISTRY, explain_softmax_of_scores, explain_unit, explainable_ops, unit_shape
 from engine.graph import Graph
 
 REF_PREFIX = "#/components/schemas/"
@@ -43,6 +43,10 @@ EVERY_OP = {"input_shape": [4, 5, 5], "nodes": [
     {"id": "smooth", "op": "upsample", "scale_factor": 2, "mode": "bilinear", "inputs": ["input"]},
     {"id": "deconv", "op": "conv_transpose2d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1,
      "output_padding": 1, "inputs": ["input"]},
+    {"id": "rows", "op": "reshape", "shape": [20, 5], "inputs": ["input"]},
+    {"id": "elman", "op": "rnn", "hidden_size": 3, "nonlinearity": "relu"},
+    {"id": "lstm", "op": "lstm", "hidden_size": 2, "bidirectional": True, "output": "hidden", "inputs": ["rows"]},
+    {"id": "gru", "op": "gru", "hidden_size": 2, "num_layers": 2, "inputs": ["rows"]},
     {"id": "flat", "op": "flatten", "inputs": ["gap"]},
     {"id": "fc", "op": "linear", "out_features": 5},
     {"id": "probs", "op": "softmax"}]}
@@ -65,7 +69,7 @@ def explanations():
     trace = graph.forward(x, params)
     for node in graph.nodes:
         if node.op.op in REGISTRY:
-            for index in itertools.islice(itertools.product(*(range(n) for n in node.output_shape)), 0, None, 7):
+            for index in itertools.islice(itertools.product(*(range(n) for n in unit_shape(node))), 0, None, 7):
                 yield explain_unit(graph, params, trace, node.id, index)
     yield explain_softmax_of_scores(graph, trace, "fc", (2,))
 

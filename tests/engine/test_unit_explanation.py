@@ -20,6 +20,7 @@ from engine.explain import (
     explain_unit,
     explainable,
     explainable_ops,
+    unit_shape,
 )
 from engine.explain.upsample import linear_source
 from engine.graph import Graph
@@ -198,6 +199,13 @@ def test_every_unit_of_a_random_graph_with_every_explained_op():
     pooled = explain_unit(graph, params, trace, "pooled", (2,))
     assert pooled["inputs"] == ["sum", "att"]
     np.testing.assert_allclose(pooled["weights"], trace.activations["att"][0, 0], rtol=1e-6)
+    # the recurrent cells, a unit being (step, unit) whatever the node outputs
+    spec = {"input_shape": [4, 3], "nodes": [
+        {"id": "rnn", "op": "rnn", "hidden_size": 2, "nonlinearity": "relu"},
+        {"id": "lstm", "op": "lstm", "hidden_size": 2, "bidirectional": True, "output": "hidden"},
+        {"id": "gru", "op": "gru", "hidden_size": 2, "num_layers": 2, "inputs": ["rnn"]}]}
+    graph, params, trace = run(spec, seed=6)
+    explained |= explain_every_unit(graph, params, trace)
     assert explained == set(EXPLAINED)
 
 
@@ -206,7 +214,7 @@ def explain_every_unit(graph, params, trace) -> set[str]:
     for node in graph.nodes:
         if node.op.op not in EXPLAINED:
             continue
-        for index in itertools.product(*(range(n) for n in node.output_shape)):
+        for index in itertools.product(*(range(n) for n in unit_shape(node))):
             e = explain_unit(graph, params, trace, node.id, index)
             assert "result" in e, node.id
             assert_matches_engine(e)
