@@ -15,10 +15,11 @@ import numpy as np
 
 from engine.arithmetic import OutputSize, output_size
 from engine.errors import EngineError
-from engine.explain import explainable
+from engine.explain import explainable, unit_shape
 from engine.graph import Graph, Node
 from engine.ops.base import AxisGeometry
 from engine.receptive_field import NodeRF, axis_names, receptive_fields
+from engine.time_steps import sequence_summary, time_axes
 
 
 def jsonable(value: Any) -> Any:
@@ -52,6 +53,10 @@ class NodeSummary:
     shape_arithmetic: list[OutputSize] | None = None
     #: its units can be explained, number by number (``engine.explain``)
     explainable: bool = False
+    #: the axis of ``output_shape`` that indexes time steps (a sequence (T, F): 0), None without one
+    time_axis: int | None = None
+    #: recurrent and sequence_attention nodes: steps, sizes, recorded arrays, parameters (``time_steps``)
+    sequence: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +73,10 @@ class NodeSummary:
                 {"axis": name, **jsonable(a.to_dict())}
                 for name, a in zip(axis_names(len(self.shape_arithmetic)), self.shape_arithmetic)],
             "explainable": self.explainable,
+            "time_axis": self.time_axis,
+            "sequence": None if self.sequence is None else {
+                **jsonable({k: v for k, v in self.sequence.items() if k != "params"}),
+                "params": [{"name": name, "shape": list(shape)} for name, shape in self.sequence["params"]]},
         }
 
 
@@ -116,6 +125,15 @@ class Analysis:
         }
 
 
+def _sequence(graph: Graph, node: Node) -> dict[str, Any] | None:
+    """``time_steps.sequence_summary``, and for a recurrent node the shape its unit explanations are addressed in
+    ((T, D·H): step, unit)."""
+    summary = sequence_summary(graph, node)
+    if summary is not None and summary["kind"] == "recurrent":
+        summary["unit_shape"] = unit_shape(node)
+    return summary
+
+
 def analyze(graph: Graph, strict: bool = True) -> Analysis:
     """Summarise every node of ``graph``.
 
@@ -124,6 +142,7 @@ def analyze(graph: Graph, strict: bool = True) -> Analysis:
     marked "undefined" and the rest is still reported.
     """
     rfs = receptive_fields(graph, strict=strict)
+    times = time_axes(graph)
     summaries = []
     for node in graph.nodes:
         shapes = node.op.param_shapes()
@@ -142,6 +161,8 @@ def analyze(graph: Graph, strict: bool = True) -> Analysis:
             receptive_field=rfs[node.id],
             shape_arithmetic=shape_arithmetic(node),
             explainable=explainable(node),
+            time_axis=times.get(node.id),
+            sequence=_sequence(graph, node),
         ))
     return Analysis(
         input_shape=tuple(graph.input_shape),

@@ -97,7 +97,7 @@ def sequence_summary(graph: Graph, node: Node) -> dict[str, Any] | None:
     summary: dict[str, Any] = {"steps": steps, "features": features, "recorded": recorded_names(node),
                                "params": params}
     if node.op.op == "sequence_attention":
-        return {**summary, "kind": "attention", "cell": None, "per_step_shape": (), "score": node.op.attrs["score"],
+        return {**summary, "kind": "attention", "per_step_shape": (), "score": node.op.attrs["score"],
                 "attention_size": node.op.attention_size if node.op.attrs["score"] == "additive" else None}
     a = node.op.attrs
     return {**summary, "kind": "recurrent", "cell": node.op.op, "per_step_shape": (a["hidden_size"],),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -121,6 +121,60 @@ class ReceptiveFieldInfo(BaseModel):
                     "order; empty in the usual (C, *spatial) layout")
 
 
+class ParamShape(BaseModel):
+    """One parameter of a node: its name (PyTorch's, for recurrent nodes) and shape."""
+
+    name: str = Field(..., description="the name within the node (the model's parameter is '<node>.<name>')",
+                      examples=["weight_ih_l0"])
+    shape: list[int] = Field(..., description="its shape", examples=[[512, 28]])
+
+
+class SequenceBase(BaseModel):
+    """What every node that reads a sequence (T, F) records per step (GET /api/runs/{run_id}/nodes/{node_id}/steps)."""
+
+    steps: int = Field(..., description="T: the time steps of the sequence read", examples=[28])
+    features: int = Field(..., description="F: the features of each step read", examples=[28])
+    recorded: list[str] = Field(..., description="the per-step arrays GET .../steps gives",
+                                examples=[["h_l0", "c_l0", "i_l0", "f_l0", "g_l0", "o_l0"]])
+    params: list[ParamShape] = Field(..., description="the node's parameters, in PyTorch's named_parameters() order "
+                                                      "for recurrent nodes")
+
+
+class RecurrentSequenceInfo(SequenceBase):
+    """An rnn, lstm or gru node: its cell, sizes, what it records per step and its parameters."""
+
+    kind: Literal["recurrent"] = Field(..., description="a recurrent cell", examples=["recurrent"])
+    cell: Literal["rnn", "lstm", "gru"] = Field(..., description="the cell (the op)", examples=["lstm"])
+    per_step_shape: list[int] = Field(..., description="one step of each recorded array: [H]", examples=[[128]])
+    hidden_size: int = Field(..., description="H", examples=[128])
+    num_layers: int = Field(..., description="layers", examples=[1])
+    directions: int = Field(..., description="2 if bidirectional, else 1", examples=[1])
+    output: Literal["sequence", "hidden", "cell"] = Field(
+        ..., description="what the node passes on: 'sequence' (T, D·H), 'hidden' h_n or 'cell' c_n (num_layers·D, "
+                         "H)", examples=["hidden"])
+    gates: list[str] = Field(..., description="the gates in PyTorch's order (none for rnn)",
+                             examples=[["i", "f", "g", "o"]])
+    states: list[str] = Field(..., description="the states the cell carries", examples=[["h", "c"]])
+    unit_shape: list[int] = Field(
+        ..., description="what GET .../units/{index} addresses for this node: [T, D·H], step t then unit j, whatever "
+                         "the node outputs ([num_layers, T, D·H] for several layers)", examples=[[28, 128]])
+
+
+class AttentionSequenceInfo(SequenceBase):
+    """A sequence_attention node: a score and a softmax weight per step, recorded as 'scores' and 'weights'."""
+
+    kind: Literal["attention"] = Field(..., description="attention pooling over the steps", examples=["attention"])
+    per_step_shape: list[int] = Field(..., description="one step of each recorded array: [] (one number)",
+                                      examples=[[]])
+    score: Literal["additive", "dot"] = Field(..., description="the score", examples=["additive"])
+    attention_size: int | None = Field(None, description="A, the additive score's width (null for 'dot')",
+                                       examples=[32])
+
+
+#: a recurrent or attention node's per-step description, told apart by ``kind``
+SequenceInfo = Annotated[RecurrentSequenceInfo | AttentionSequenceInfo, Field(discriminator="kind")]
+
+
 class NodeInfo(BaseModel):
     """One node of the architecture."""
 
@@ -139,6 +193,11 @@ class NodeInfo(BaseModel):
     explainable: bool = Field(False, examples=[True],
                               description="GET /api/runs/{run_id}/nodes/{id}/units/{index} can explain its units "
                                           "number by number (its op, on its shape, has an explanation)")
+    time_axis: int | None = Field(None, examples=[None],
+                                  description="the axis of output_shape that indexes time steps (0 for a sequence "
+                                              "(T, F) a recurrent node makes or reads); null without one")
+    sequence: SequenceInfo | None = Field(None, description="recurrent and sequence_attention nodes: the steps, "
+                                                            "what is recorded per step, the parameters")
 
 
 class Totals(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.analysis import analyze
 from engine.errors import ShapeError
 from engine.graph import Graph
 from engine.layers.recurrent import STATES, recurrent_forward
@@ -113,3 +114,13 @@ def test_heads_that_cannot_be_applied_per_step_say_why():
     graph, params, _, trace = run(row_reader("gru", bidirectional=True))
     with pytest.raises(ShapeError, match="bidirectional"):
         step_predictions(graph, params, record_steps(graph, params, trace, "rnn"), "rnn")
+
+
+def test_the_analysis_says_which_axis_is_time_and_what_each_step_records():
+    nodes = {n["id"]: n for n in analyze(Graph(row_reader("lstm", bidirectional=True))).to_dict()["nodes"]}
+    assert nodes["rows"]["time_axis"] == 0 and nodes["rnn"]["time_axis"] is None  # h_n: no time axis
+    assert nodes["rows"]["sequence"] is None and nodes["fc"]["time_axis"] is None
+    sequence = nodes["rnn"]["sequence"]
+    assert sequence["unit_shape"] == [T, 2 * H] and sequence["per_step_shape"] == [H]
+    assert sequence["params"][0] == {"name": "weight_ih_l0", "shape": [4 * H, F]}
+    assert sequence["recorded"][-1] == "o_l0_reverse" and sequence["output"] == "hidden"
