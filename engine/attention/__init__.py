@@ -6,6 +6,10 @@ method on one input ``x: (1, C, H, W)`` (or a sequence ``(1, C, L)``, or a volum
 be done: every method works for every input kind, for class scores ``(K,)`` and for maps of class scores
 ``(K, *S)`` (the target's logits summed over a ``region``), except where the method's own structure is missing
 (CAM's pooling and linear head, learned attention's attention layer).
+
+For a model that reads a sequence (a recurrent network; ``engine.attention.steps``), learned attention takes the
+weights over time steps of its ``sequence_attention`` node, and saliency and gradient × input also give one number
+per step (``AttributionMap.steps``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from engine.attention import cam as cams
 from engine.attention import gradients as grad_methods
+from engine.attention import steps as time_steps
 from engine.attention.budget import occlusion_default, plan
 from engine.attention.common import (
     AttributionError,
@@ -43,6 +48,7 @@ from engine.attention.resize import resize_bilinear, resize_linear
 from engine.errors import EngineError
 from engine.graph import INPUT, Graph
 from engine.receptive_field import receptive_fields, unit_box
+from engine.time_steps import record_steps
 
 __all__ = ["MANY_PASS", "METHODS", "AttributionError", "AttributionMap", "MethodInfo", "Progress", "explain",
            "input_kind", "prepare", "resize_bilinear", "resize_linear"]
@@ -91,8 +97,8 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
     MethodInfo("occlusion", "Occlusion", "perturbation", "Zeiler & Fergus, 2014", True, False, True,
                "How much the class score drops when a window of the input is covered."),
     MethodInfo("learned_attention", "Learned attention", "learned", "the model's own attention layer", False,
-               False, False, "The attention weights the network itself computed: a softmax over positions "
-               "used for a weighted sum of the features."),
+               False, False, "The attention weights the network itself computed: a softmax over positions (or "
+               "over a sequence's time steps) used for a weighted sum of the features."),
     MethodInfo("effective_rf", "Effective receptive field", "receptive field", "Luo et al., 2016", False, True,
                False, "The gradient of one unit with respect to the input, beside its theoretical receptive field."),
 ]}
@@ -219,6 +225,8 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
 
     if method == "learned_attention":
         node_id = _attention_node(graph, options.get("attention_node"))
+        if graph.by_id[node_id].op.op == "sequence_attention":
+            return _learned_steps(graph, params, x, node_id)
         trace = graph.forward(x, params, keep_caches=False, keep=[node_id, score_node(graph)])
         weights = trace.activations[node_id][0]
         logits = trace.activations[score_node(graph)]
@@ -234,7 +242,13 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
     logits = graph.forward(x, params, keep_caches=False, stop_at=score_node(graph), keep=()).output
     target = resolve_target(graph, logits, target, region)
     score = float(class_scores(logits, region)[0, target])
-    if method in _INPUT_GRADIENTS:
+    step_values = None
+    sequence = time_steps.sequence_read(graph) if method in time_steps.PER_STEP_RULES else None
+    if sequence is not None:  # the same map, and one number per time step from the same backward pass
+        grads, per_step = time_steps.gradient_steps(graph, params, x, target, method, sequence, region)
+        raw = grad_methods.saliency_of(grads) if method == "saliency" else grad_methods.gradient_x_input_of(x, grads)
+        step_values = _step_values(graph, sequence, per_step, info.signed, time_steps.PER_STEP_RULES[method])
+    elif method in _INPUT_GRADIENTS:
         raw = _INPUT_GRADIENTS[method](graph, params, x, target, region=region)
     elif method == "smoothgrad":
         raw = grad_methods.smooth_grad(graph, params, x, target, samples=int(options.get("samples", 25)),
@@ -250,8 +264,10 @@ def explain(graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, method: 
                                 baseline=float(options.get("baseline", 0.0)), batch_size=batch_size,
                                 progress=progress, region=region)
     normalizer = normalize_signed if info.signed else normalize_unsigned
-    return _result(method, target, INPUT, raw, size, normalizer, signed=info.signed, score=score, extras=extras,
-                   region=region_list(region))
+    result = _result(method, target, INPUT, raw, size, normalizer, signed=info.signed, score=score, extras=extras,
+                     region=region_list(region))
+    result.steps = step_values
+    return result
 
 
 def _result(method: str, target: int | None, layer: str, raw: np.ndarray, size: tuple[int, ...], normalizer,
@@ -265,20 +281,56 @@ def _result(method: str, target: int | None, layer: str, raw: np.ndarray, size: 
 
 
 def _attention_node(graph: Graph, node_id: str | None) -> str:
-    """``node_id`` (default: the model's first ``spatial_softmax``), checked to hold one weight per position."""
+    """``node_id`` (default: the model's first ``spatial_softmax``, else its first ``sequence_attention``), checked
+    to hold one weight per position (or per time step, laid on the input)."""
     if node_id is None:
         node_id = next((node.id for node in graph.nodes if node.op.op == "spatial_softmax"), None)
+        node_id = node_id or next((node.id for node in graph.nodes if node.op.op == "sequence_attention"), None)
         if node_id is None:
-            raise AttributionError("this model has no attention layer (a spatial_softmax node): "
-                                   "try gradcam or another post-hoc method")
+            raise AttributionError("this model has no attention layer (a spatial_softmax node, or a "
+                                   "sequence_attention node over time steps): try gradcam or another post-hoc method")
     if node_id not in graph.by_id:
         raise AttributionError(f"no node '{node_id}' in this model")
+    if graph.by_id[node_id].op.op == "sequence_attention":
+        time_steps.check_attention_steps(graph, node_id)
+        return node_id
     shape = graph.by_id[node_id].output_shape
     dims = len(input_size(graph))
     if len(shape) != 1 + dims or shape[0] != 1:
         raise AttributionError(f"node '{node_id}' has shape {list(shape)}: learned attention needs one weight per "
                                f"position, (1, {', '.join(['*'] * dims)}) with the input's {dims} spatial axes")
     return node_id
+
+
+def _step_values(graph: Graph, node_id: str, values: np.ndarray, signed: bool, rule: str) -> time_steps.StepValues:
+    """One number per step of sequence ``node_id``, normalised as the method's maps are."""
+    values = np.asarray(values, dtype=np.float64)
+    return time_steps.StepValues(node=node_id, values=values,
+                                 normalized=normalize_signed(values) if signed else normalize_unsigned(values),
+                                 signed=signed, step_axis=time_steps.step_axis(graph, time_steps.steps_on_input(
+                                     graph, node_id)), rule=rule)
+
+
+def _learned_steps(graph: Graph, params: dict, x: np.ndarray, node_id: str) -> AttributionMap:
+    """Learned attention over time steps: the ``sequence_attention`` node's weights (T,) as its recording gives
+    them, each input value given its step's weight (``steps.map_on_input``)."""
+    node = graph.by_id[node_id]
+    trace = graph.forward(x, params, keep_caches=False, keep=[*node.inputs, score_node(graph)])
+    recorded = record_steps(graph, params, trace, node_id)
+    weights, scores = recorded["weights"].astype(np.float64), recorded["scores"].astype(np.float64)
+    step_of = time_steps.steps_on_input(graph, node.inputs[0])
+    assert step_of is not None  # _attention_node refused it otherwise
+    normalized = normalize_unsigned(weights)
+    extras = {"weights_sum": float(weights.sum()),
+              "prediction": resolve_target(graph, trace.activations[score_node(graph)], None),
+              "scores": scores.tolist()}
+    steps = time_steps.StepValues(node=node_id, values=weights, normalized=normalized, signed=False,
+                                  step_axis=time_steps.step_axis(graph, step_of),
+                                  rule="the softmax weight of each step (they sum to 1)")
+    return AttributionMap(method="learned_attention", target=None, layer=node_id, layer_map=weights.astype(np.float32),
+                          layer_map_normalized=normalized, input_map=time_steps.map_on_input(weights, step_of),
+                          input_map_normalized=time_steps.map_on_input(normalized, step_of), signed=False, score=None,
+                          extras=extras, steps=steps)
 
 
 def _effective_rf(graph: Graph, params: dict, x: np.ndarray, layer: str | None, unit: Any,

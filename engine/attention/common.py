@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from engine.errors import EngineError
 from engine.graph import Graph, Trace
 from engine.layers.softmax import softmax_forward
 from engine.ops.base import GLOBAL
+
+if TYPE_CHECKING:
+    from engine.attention.steps import StepValues
 
 #: ops whose output is a probability normalisation of the logits before it; attribution uses the logits
 _NORMALISERS = {"softmax", "log_softmax"}
@@ -37,6 +40,8 @@ class AttributionMap:
     trilinear interpolation). ``*_normalized`` are in [0, 1] (class activation maps: ReLU, then min-max) or, where
     ``signed``, in [-1, 1] (divided by the largest magnitude, so zero stays zero). ``region`` is the box of a map
     output whose logits made the score, ``[starts..., ends...]`` (None: class scores, or the whole map).
+    ``steps``: one number per time step, for a model that reads a sequence (``engine.attention.steps``: learned
+    attention over a ``sequence_attention`` node, and saliency and gradient × input per step); None otherwise.
     """
 
     method: str
@@ -50,6 +55,7 @@ class AttributionMap:
     score: float | None
     extras: dict[str, Any] = field(default_factory=dict)
     region: list[int] | None = None
+    steps: StepValues | None = None
 
 
 #: ``progress(done, total)``: called by the many-pass methods after each batch of passes, with the inputs passed so

@@ -21,7 +21,17 @@ def saliency(graph: Graph, params: dict, x: np.ndarray, target: int,
              region: tuple[slice, ...] | None = None) -> np.ndarray:
     """Vanilla gradient (Simonyan et al., 2014): ``M_ij = max_c |∂S/∂x_cij|``."""
     grads, _ = input_gradients(graph, params, x, target, region=region)
+    return saliency_of(grads)
+
+
+def saliency_of(grads: np.ndarray) -> np.ndarray:
+    """The vanilla gradient map of the input's gradient ``grads: (1, C, *spatial)``: max over channels of |.|."""
     return np.abs(grads[0]).max(axis=0)
+
+
+def gradient_x_input_of(x: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """The gradient × input map of ``x`` and its gradient ``grads``, each ``(1, C, *spatial)``: Σ over channels."""
+    return (x[0] * grads[0]).sum(axis=0)
 
 
 def gradient_x_input(graph: Graph, params: dict, x: np.ndarray, target: int,
@@ -29,7 +39,7 @@ def gradient_x_input(graph: Graph, params: dict, x: np.ndarray, target: int,
     """Gradient × input (Shrikumar et al., 2016): ``M_ij = Σ_c x_cij · ∂S/∂x_cij``, signed. For a network that is
     linear in ``x`` (no bias) the map sums to ``S(x)``; Integrated Gradients extends that to any network."""
     grads, _ = input_gradients(graph, params, x, target, region=region)
-    return (x[0] * grads[0]).sum(axis=0)
+    return gradient_x_input_of(x, grads)
 
 
 def smooth_grad(graph: Graph, params: dict, x: np.ndarray, target: int, samples: int = 25,
