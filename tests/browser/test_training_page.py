@@ -1,5 +1,6 @@
 """The training lab in a real browser: a short run draws its curves and pictures, opens in the explorer; two runs
-share one chart; bad settings show the API's message; a run can be stopped; the keyboard alone starts a run."""
+share one chart; bad settings show the API's message; a run can be stopped; the keyboard alone starts a run; a
+recurrent network shows its own toggles and pictures."""
 
 from __future__ import annotations
 
