@@ -6,7 +6,8 @@ Event stream (``GET /api/training/jobs/{id}/events``, ``text/event-stream``): ev
 - ``epoch``: loss and accuracy, training and test, after an epoch (epoch 0: before training);
 - ``batch``: the running training loss and accuracy within the epoch, the step and the time left (``eta``);
 - ``images``: the first-layer filters and one test digit's first-layer feature maps as PNG data URLs
-  (``data:image/png;base64,...``), with the digit, its label and the network's probabilities;
+  (``data:image/png;base64,...``), with the digit, its label and the network's probabilities; for a recurrent
+  network, its gates' input weights and the digit's states after each row (``layout``, titles and labels say which);
 - ``end``: the job's final state (status ``done``, ``cancelled`` or ``failed`` with ``error``); the stream ends.
 
 A new stream first replays what happened so far (the latest pictures only), then follows the job live.
