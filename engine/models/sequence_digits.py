@@ -142,4 +142,5 @@ def load_gru_attention() -> ModelBundle:
         description=f"A recurrent network: a GRU ({GRU_HIDDEN} hidden units) reads the digit row by row; attention "
                     "gives each row's output a weight (softmax over the 28 rows, summing to 1) and their weighted "
                     "sum is classified by a fully connected layer (10). The weights show which rows mattered.",
+        attention_node="attention",  # its recording's weights over the rows are the learned attention
     )

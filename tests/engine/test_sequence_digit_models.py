@@ -77,7 +77,8 @@ def test_bundles_read_the_digit_row_by_row(lstm, gru):
         # the digit CNNs' images and preprocessing, labels and data source
         assert bundle.preprocessing == digits.PREPROCESSING and bundle.labels == digits.LABELS
         assert "CC BY-SA 3.0" in bundle.source and bundle.task == "digit classification"
-        assert bundle.cam_layer is None and bundle.attention_node is None  # no spatial layer, no spatial map
+        assert bundle.cam_layer is None  # no spatial layer
+    assert lstm.attention_node is None and gru.attention_node == "attention"
     assert lstm.graph.by_id["lstm"].op.attrs["hidden_size"] == sequence_digits.LSTM_HIDDEN == 128
     assert gru.graph.by_id["gru"].op.attrs["hidden_size"] == sequence_digits.GRU_HIDDEN == 64
     attention = gru.graph.by_id["attention"]
