@@ -196,8 +196,16 @@ class NodeInfo(BaseModel):
     time_axis: int | None = Field(None, examples=[None],
                                   description="the axis of output_shape that indexes time steps (0 for a sequence "
                                               "(T, F) a recurrent node makes or reads); null without one")
-    sequence: SequenceInfo | None = Field(None, description="recurrent and sequence_attention nodes: the steps, "
-                                                            "what is recorded per step, the parameters")
+    sequence: SequenceInfo | None = Field(
+        None, description="recurrent and sequence_attention nodes: the steps, what is recorded per step, the "
+                          "parameters (told apart by `kind`)",
+        examples=[{"kind": "recurrent", "cell": "lstm", "steps": 28, "features": 28, "per_step_shape": [128],
+                   "recorded": ["h_l0", "c_l0", "i_l0", "f_l0", "g_l0", "o_l0"],
+                   "params": [{"name": "weight_ih_l0", "shape": [512, 28]},
+                              {"name": "weight_hh_l0", "shape": [512, 128]},
+                              {"name": "bias_ih_l0", "shape": [512]}, {"name": "bias_hh_l0", "shape": [512]}],
+                   "hidden_size": 128, "num_layers": 1, "directions": 1, "output": "hidden",
+                   "gates": ["i", "f", "g", "o"], "states": ["h", "c"], "unit_shape": [28, 128]}])
 
 
 class Totals(BaseModel):

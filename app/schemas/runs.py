@@ -32,6 +32,10 @@ class TileLayout(BaseModel):
         default_factory=list, description="per tile, the [low, high] values grey 0 and 255 stand for "
                                           "(filled in by the PNG's X-Tile-Layout header)",
         examples=[[[-10.72, 5.02], [-3.4, 2.9]]])
+    time: Literal["rows"] | None = Field(
+        None, examples=[None], description="'rows': the activation is a sequence (T, F), drawn as one tile of T "
+                                           "rows and F columns: pixel row t is time step t (in input order), column "
+                                           "f feature f. null: not a sequence")
 
 
 class NodeActivation(BaseModel):
@@ -54,6 +58,14 @@ class NodeActivation(BaseModel):
     npy_url: str = Field(..., description="the raw float32 activation, shape [1, *shape]",
                          examples=["/api/runs/3f2a.../nodes/stem.relu6.npy"])
     layout: TileLayout = Field(..., description="the PNG's grid (ranges come with the PNG itself)")
+    time_axis: int | None = Field(None, examples=[None],
+                                  description="the axis of `shape` that indexes time steps (0 for a sequence (T, F) "
+                                              "a recurrent node makes or reads); null without one")
+    per_step_shape: list[int] | None = Field(None, examples=[None],
+                                             description="with a time axis: one step's shape (`shape` without it)")
+    steps_url: str | None = Field(None, examples=[None],
+                                  description="rnn, lstm, gru and sequence_attention nodes: every step's states, "
+                                              "gates (or attention scores and weights) and the prediction so far")
 
 
 class ActivationsResponse(BaseModel):

@@ -38,6 +38,7 @@ from app.services.single_flight import KeyedLocks
 from app.services.tiles import Scale, as_channels, render_png
 from engine.errors import UnknownNodeError
 from engine.graph import INPUT
+from engine.time_steps import time_axes
 
 RUN_ID_LENGTH = 32
 
@@ -58,6 +59,7 @@ class Run:
     png_bytes: int = 0  # of the PNGs kept, updated as they are added
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # node: each tile's min, max
     used_at: float = field(default_factory=time.monotonic)  # when a request last used it (RunStore.forget_unused)
+    time_axes: dict[str, int] = field(default_factory=dict)  # node: its time axis (engine.time_steps.time_axes)
     activation_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -242,7 +244,8 @@ class RunStore:
         found = self.shared.open(run_id) if self.shared is not None else None
         if found is None or (found.model_id, found.version) != (model.id, model.version):
             return None
-        run = Run(run_id, found.model_id, found.version, found.activations, found.elapsed_ms)
+        run = Run(run_id, found.model_id, found.version, found.activations, found.elapsed_ms,
+                  time_axes=time_axes(model.graph))
         self._remember(run)
         return run
 
@@ -256,7 +259,7 @@ class RunStore:
             published = self.shared.publish(run_id, model.id, model.version, elapsed, activations)
             if published is not None:
                 activations = published.activations
-        run = Run(run_id, model.id, model.version, activations, elapsed)
+        run = Run(run_id, model.id, model.version, activations, elapsed, time_axes=time_axes(model.graph))
         self._remember(run)
         return run
 
@@ -288,10 +291,11 @@ class RunStore:
 
     @staticmethod
     def channel_ranges(run: Run, node_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Each tile's (channel's) minimum and maximum, computed once: for the statistics and the PNGs."""
+        """Each tile's (channel's) minimum and maximum, computed once: for the statistics and the PNGs (a sequence
+        (T, F) is one tile)."""
         found = run.ranges.get(node_id)
         if found is None:
-            maps = as_channels(np.asarray(run.activations[node_id][0], dtype=np.float32))
+            maps = as_channels(np.asarray(run.activations[node_id][0], dtype=np.float32), run.time_axes.get(node_id))
             found = run.ranges[node_id] = maps.min(axis=(1, 2)), maps.max(axis=(1, 2))
         return found
 
@@ -307,7 +311,8 @@ class RunStore:
             found = run.pngs.get(key)
             if found is not None:
                 return found
-            png, layout = render_png(run.activations[node_id][0], scale, self.channel_ranges(run, node_id))
+            png, layout = render_png(run.activations[node_id][0], scale, self.channel_ranges(run, node_id),
+                                     run.time_axes.get(node_id))
             found = png, json.dumps(layout.model_dump(exclude={"ranges"}))
             with self._lock:
                 if run.nbytes + len(png) <= self.max_bytes:  # else served, not kept

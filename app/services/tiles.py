@@ -5,6 +5,9 @@ Channel ``c`` sits at row ``c // columns``, column ``c % columns``; its top-left
 ``[low, high]`` of that channel (``scale="channel"``) or of the whole layer (``scale="layer"``); the
 front-end applies its own colour scale to the grey levels.
 
+A sequence ``(T, F)`` (``time_axis=0``: a recurrent node's output, or what one reads) is one map of T rows, one per
+time step, and F columns, rather than T tiles one pixel high: a digit read row by row looks like the digit.
+
 Encoding was most of the cost of an explorer session (EfficientNet-Lite0: 143 nodes, 22 M grey pixels, about
 1 s with Pillow, whose adaptive row filters and deflate run on every pixel), so the PNG is written here: rows
 unfiltered, deflated (zlib's fastest, run-length strategy) only where that pays, i.e. mostly-zero maps such as
@@ -33,14 +36,21 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFLATE_ZERO_SHARE = 0.5
 
 
-def as_channels(activation: np.ndarray) -> np.ndarray:
+def as_channels(activation: np.ndarray, time_axis: int | None = None) -> np.ndarray:
     """One sample's activation as ``(tiles, height, width)``: (C, H, W) as is, (C, L) -> (C, 1, L),
-    (F,) -> (1, 1, F), (C, D, H, W) -> (C * D, H, W)."""
-    return activation.reshape(tiled_shape(activation.shape))
+    (F,) -> (1, 1, F), (C, D, H, W) -> (C * D, H, W); a sequence (T, F) with ``time_axis=0`` -> (1, T, F)."""
+    return activation.reshape(tiled_shape(activation.shape, time_axis))
 
 
-def tiled_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+def is_sequence(shape: tuple[int, ...], time_axis: int | None) -> bool:
+    """A sequence (T, F) drawn as one map, time steps as rows."""
+    return time_axis == 0 and len(shape) == 2
+
+
+def tiled_shape(shape: tuple[int, ...], time_axis: int | None = None) -> tuple[int, int, int]:
     """``(tiles, height, width)`` that :func:`as_channels` gives for an activation of ``shape``."""
+    if is_sequence(shape, time_axis):
+        return 1, shape[0], shape[1]
     if len(shape) == 3:
         return shape[0], shape[1], shape[2]
     if len(shape) == 2:
@@ -51,15 +61,17 @@ def tiled_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def tile_layout(
-    shape: tuple[int, ...], ranges: list[list[float]] | None = None, scale: Scale = "channel"
+    shape: tuple[int, ...], ranges: list[list[float]] | None = None, scale: Scale = "channel",
+    time_axis: int | None = None,
 ) -> TileLayout:
-    """The grid for an activation of ``shape`` (one sample, no batch axis): near-square overall."""
-    tiles, height, width = tiled_shape(shape)
+    """The grid for an activation of ``shape`` (one sample, no batch axis): near-square overall; a sequence
+    (``time_axis=0``) is one tile, time down its rows."""
+    tiles, height, width = tiled_shape(shape, time_axis)
     columns = min(tiles, max(1, math.ceil(math.sqrt(tiles * height / width))))
     rows = math.ceil(tiles / columns)
     return TileLayout(tiles=tiles, rows=rows, columns=columns, tile_height=height, tile_width=width, gap=GAP,
                       width=columns * width + (columns - 1) * GAP, height=rows * height + (rows - 1) * GAP,
-                      scale=scale, ranges=ranges or [])
+                      scale=scale, ranges=ranges or [], time="rows" if is_sequence(shape, time_axis) else None)
 
 
 def tile_ranges(maps: np.ndarray, scale: Scale = "channel",
@@ -124,11 +136,13 @@ def encode_scanlines(lines: np.ndarray, deflate: bool) -> bytes:
 
 
 def render_png(activation: np.ndarray, scale: Scale = "channel",
-               per_tile: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[bytes, TileLayout]:
+               per_tile: tuple[np.ndarray, np.ndarray] | None = None,
+               time_axis: int | None = None) -> tuple[bytes, TileLayout]:
     """``activation``: one sample, e.g. (C, H, W). Returns the PNG bytes and the layout, without ranges (what the
-    PNG's X-Tile-Layout header holds). ``per_tile``: as for :func:`tile_ranges`."""
-    maps = as_channels(np.asarray(activation, dtype=np.float32))
-    layout = tile_layout(tuple(activation.shape), scale=scale)
+    PNG's X-Tile-Layout header holds). ``per_tile``: as for :func:`tile_ranges`; ``time_axis``: as for
+    :func:`as_channels`."""
+    maps = as_channels(np.asarray(activation, dtype=np.float32), time_axis)
+    layout = tile_layout(tuple(activation.shape), scale=scale, time_axis=time_axis)
     return encode_png(maps, *tile_ranges(maps, scale, per_tile), layout), layout
 
 

@@ -50,9 +50,11 @@ from app.services.models import PREPROCESSING_PRESETS, StoredModel, num_classes,
 from app.services.owners import Access, Identity, check_admin, check_may_change, may_read
 from app.services.predictions import top_classes
 from app.services.quotas import ModelQuota, model_quota_check
+from app.services.runs import Run
+from app.services.steps import sequence_fields
 from app.services.tensors import NPY_MEDIA_TYPE, parse_npy, to_npy
 from app.services.tiles import tile_layout
-from engine.graph import INPUT
+from engine.graph import INPUT, Graph
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -141,10 +143,13 @@ def create_prediction(model: ModelDep, model_input: ModelInputDep, settings: Set
                            input_shape=list(prepared.x.shape), elapsed_ms=elapsed)
 
 
-def node_activation(run_id: str, node_id: str, op: str, activation: np.ndarray, stats: dict) -> NodeActivation:
-    base = f"/api/runs/{run_id}/nodes/{node_id}"
-    return NodeActivation(id=node_id, op=op, shape=list(activation.shape[1:]), **stats, png_url=f"{base}.png",
-                          npy_url=f"{base}.npy", layout=tile_layout(tuple(activation.shape[1:])))
+def node_activation(run: Run, graph: Graph, node_id: str, op: str, activation: np.ndarray,
+                    stats: dict) -> NodeActivation:
+    base = f"/api/runs/{run.run_id}/nodes/{node_id}"
+    shape = list(activation.shape[1:])
+    return NodeActivation(id=node_id, op=op, shape=shape, **stats, png_url=f"{base}.png", npy_url=f"{base}.npy",
+                          layout=tile_layout(tuple(shape), time_axis=run.time_axes.get(node_id)),
+                          **sequence_fields(run, graph, node_id, shape))
 
 
 @router.post("/{model_id}/activations", response_model=ActivationsResponse, openapi_extra=INPUT_OPENAPI)
@@ -154,11 +159,11 @@ def create_activations(model: ModelDep, model_input: ModelInputDep, settings: Se
     prepared = prepare_input(model_input, model, settings.max_upload_bytes, settings.max_image_pixels,
                              settings.max_tensor_elements)
     run, cached = runs.create(model, prepared.x)
-    nodes = [node_activation(run.run_id, INPUT, "input", run.input, runs.stats(run, INPUT))]
+    nodes = [node_activation(run, model.graph, INPUT, "input", run.input, runs.stats(run, INPUT))]
     for node in model.graph.nodes:
         act, stats = run.activations[node.id], runs.stats(run, node.id)
         check_stats_finite(model.id, node.id, stats)  # min and max are NaN or infinite when any value is
-        nodes.append(node_activation(run.run_id, node.id, node.op.op, act, stats))
+        nodes.append(node_activation(run, model.graph, node.id, node.op.op, act, stats))
     output = run.activations[model.graph.output_id][0]
     classes = top_classes(model, output, top_k) if output.ndim == 1 else None
     return ActivationsResponse(model_id=model.id, run_id=run.run_id, input_shape=list(run.input.shape), nodes=nodes,

@@ -1,5 +1,5 @@
 """GET /api/runs/{run_id}/nodes/{node_id}.png | .npy | .json: one node's feature maps from a run;
-.../units/{index}: how one unit's number was made."""
+.../units/{index}: how one unit's number was made; .../steps: a recurrent or attention node's every time step."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import ModelStoreDep, RunStoreDep
+from app.api.deps import ComputeDep, ModelStoreDep, RunStoreDep
 from app.errors import ApiError
 from app.schemas.explanations import UnitExplanation
 from app.schemas.runs import NodeActivation, TileLayout
+from app.schemas.steps import NodeSteps
 from app.services.runs import activation_of
+from app.services.steps import node_steps, sequence_fields
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import as_channels, tile_layout, tile_ranges
 from engine.errors import ShapeError
-from engine.explain import explain_softmax_of_scores, explain_unit, explainable_ops
+from engine.explain import UNIT_AXES, explain_softmax_of_scores, explain_unit, explainable_ops, unit_shape
 from engine.graph import INPUT, Trace
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -27,7 +29,8 @@ NodeId = Annotated[str, Path(description="a node id, or 'input'", examples=["con
 ScaleQuery = Annotated[Literal["channel", "layer"], Query(
     description="grey levels scaled per channel (each map uses its full range) or over the whole layer")]
 UnitIndex = Annotated[str, Path(description="the unit without the batch axis, comma-separated: channel,y,x for a "
-                                         "feature map, one number for a vector", examples=["5,4,4"])]
+                                         "feature map, one number for a vector; t,j (step, unit) for an rnn, lstm "
+                                         "or gru node, whatever it outputs", examples=["5,4,4"])]
 SoftmaxQuery = Annotated[bool, Query(
     description="explain the softmax of this node's class scores (the prediction's probabilities) instead of the "
                 "node's own op; the node must give a vector of scores")]
@@ -63,12 +66,35 @@ def read_node_json(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mo
     run = runs.get(run_id, models)
     activation = activation_of(run, node_id)
     maps = activation[0]
-    low, high = tile_ranges(as_channels(maps), scale, runs.channel_ranges(run, node_id))  # the PNG's, computed once
-    layout: TileLayout = tile_layout(tuple(maps.shape), np.stack([low, high], axis=1).tolist(), scale)
-    op = "input" if node_id == INPUT else models.get(run.model_id).graph.node(node_id).op.op
+    time_axis = run.time_axes.get(node_id)
+    low, high = tile_ranges(as_channels(maps, time_axis), scale, runs.channel_ranges(run, node_id))  # the PNG's
+    layout: TileLayout = tile_layout(tuple(maps.shape), np.stack([low, high], axis=1).tolist(), scale, time_axis)
+    graph = models.get(run.model_id).graph
+    op = "input" if node_id == INPUT else graph.node(node_id).op.op
     base = f"/api/runs/{run_id}/nodes/{node_id}"
     return NodeActivation(id=node_id, op=op, shape=list(maps.shape), **runs.stats(run, node_id),
-                          png_url=f"{base}.png", npy_url=f"{base}.npy", layout=layout)
+                          png_url=f"{base}.png", npy_url=f"{base}.npy", layout=layout,
+                          **sequence_fields(run, graph, node_id, list(maps.shape)))
+
+
+@router.get("/{run_id}/nodes/{node_id}/steps", response_model=NodeSteps, responses={
+    422: {"description": "the node records no steps (it is not an rnn, lstm, gru or sequence_attention node)"}})
+def read_node_steps(
+    run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: ModelStoreDep, compute: ComputeDep,
+    first_unit: Annotated[int, Query(ge=0, description="the first hidden unit listed (recurrent nodes)")] = 0,
+    units: Annotated[int | None, Query(ge=1, le=4096, description="how many units to list (default: as many as "
+                                                                  "fit the answer's bound)")] = None,
+    top_k: Annotated[int, Query(ge=1, le=20, description="classes per step in the predictions")] = 3,
+) -> NodeSteps:
+    """Every time step of a recurrent node (hidden state, cell state and each gate per layer and direction, and the
+    prediction after each step), or of a sequence_attention node (each step's score and weight): the node run again
+    on the run's sequence with its recording kept."""
+    run = runs.get(run_id, models)
+    activation_of(run, node_id)  # UnknownNodeError (404) for an unknown node
+    model = models.get(run.model_id)
+    node = model.graph.by_id.get(node_id)
+    with compute(gmacs=(node.op.macs() if node is not None else 0) / 1e9):  # the node runs again
+        return node_steps(run, model, node_id, first_unit, units, top_k)
 
 
 def parse_index(text: str) -> tuple[int, ...]:
@@ -93,10 +119,13 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
     if node_id == INPUT:
         raise ApiError(422, "'input' is the image itself: pick a unit of a node that computes something "
                             f"({', '.join(explainable_ops())})")
-    shape = list(run.activations[node_id].shape[1:])
+    op = graph.node(node_id).op.op
+    # what an index addresses: the activation, or for a recurrent node (step, unit) (unless explaining a softmax)
+    shape = list(run.activations[node_id].shape[1:] if softmax else unit_shape(graph.node(node_id)))
     if len(unit) != len(shape) or any(not 0 <= i < n for i, n in zip(unit, shape)):
-        raise ApiError(422, f"unit {list(unit)} is outside node '{node_id}' of shape {shape}: give {len(shape)} "
-                            "comma-separated indices, each from 0 to that size minus 1")
+        what = f" ({UNIT_AXES[op]})" if op in UNIT_AXES and not softmax else ""
+        raise ApiError(422, f"unit {list(unit)} is outside node '{node_id}' of shape {shape}{what}: give "
+                            f"{len(shape)} comma-separated indices, each from 0 to that size minus 1")
     trace = Trace(run.activations)
     try:
         explanation = (explain_softmax_of_scores(graph, trace, node_id, unit) if softmax else

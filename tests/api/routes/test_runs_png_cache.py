@@ -67,10 +67,10 @@ def test_kept_pngs_count_in_the_memory_budget(store, tmp_path):
 def test_identical_requests_arriving_together_encode_once(store, tmp_path, monkeypatch):
     calls = []
 
-    def slow_render(activation, scale="channel", per_tile=None):
+    def slow_render(activation, scale="channel", per_tile=None, time_axis=None):
         calls.append(scale)
         time.sleep(0.3)  # the others arrive while this one encodes
-        return render_png(activation, scale, per_tile)
+        return render_png(activation, scale, per_tile, time_axis)
 
     monkeypatch.setattr(runs_module, "render_png", slow_render)
     runs = RunStore(tmp_path / "runs")

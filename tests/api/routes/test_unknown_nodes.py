@@ -29,6 +29,7 @@ NODE_ROUTES = [
     ("GET", "/api/runs/{run}/nodes/{node}.npy", None, RUN_NODES),
     ("GET", "/api/runs/{run}/nodes/{node}.json", None, RUN_NODES),
     ("GET", "/api/runs/{run}/nodes/{node}/units/0,0,0", None, RUN_NODES),
+    ("GET", "/api/runs/{run}/nodes/{node}/steps", None, RUN_NODES),
 ]
 #: the same routes as OpenAPI names them, to notice a new route that takes a node id
 NODE_OPERATIONS = {
@@ -39,6 +40,7 @@ NODE_OPERATIONS = {
     ("get", "/api/runs/{run_id}/nodes/{node_id}.npy"),
     ("get", "/api/runs/{run_id}/nodes/{node_id}.json"),
     ("get", "/api/runs/{run_id}/nodes/{node_id}/units/{index}"),
+    ("get", "/api/runs/{run_id}/nodes/{node_id}/steps"),
 }
 NODE_PARAMETERS = {"node", "node_id", "layer"}
 
