@@ -100,6 +100,35 @@ REGION_DESCRIPTION = (
     "([y0, x0, y1, x1] for (K, H, W)); null: the whole map, or a model with class scores (K,)")
 
 
+class StepAttention(BaseModel):
+    """One number per time step, for a model that reads a sequence (a recurrent network; a digit read row by row):
+    learned attention's weights over the steps (summing to 1), or saliency and gradient × input summed over each
+    step's features."""
+
+    node: str = Field(..., description="the node whose steps these are: the sequence_attention node (learned "
+                                       "attention), or the sequence the first recurrent node reads",
+                      examples=["rows"])
+    values: list[float] = Field(..., description="one number per step, in input order",
+                                examples=[[0.0012, 0.0431, 0.2117]])
+    normalized: list[float] = Field(..., description="the same, normalised as the maps are: [0, 1] (or [-1, 1] when "
+                                                     "signed)", examples=[[0.0, 0.2, 1.0]])
+    signed: bool = Field(..., description="the numbers have signs", examples=[False])
+    rule: str = Field(..., description="how a step's number was made, in words",
+                      examples=["Σ over the step's features of |∂S/∂x|"])
+    step_axis: str | None = Field(
+        None, examples=["H"],
+        description="the input axis the steps run along: 'H' when step t is the input's row t (a digit read row by "
+                    "row), 'W' for columns, 'C' when the input is the sequence (T, F) itself; null when the steps do "
+                    "not lie on the input (a convolution stands between)")
+    strip_png: str = Field(..., examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAQ..."],
+                           description="the normalised numbers as a strip T pixels wide and 16 high, coloured as the "
+                                       "maps (inferno; diverging if signed)")
+    overlay_png: str | None = Field(
+        None, examples=["data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAc..."],
+        description="image inputs whose steps lie on them: each input position coloured by its step's number (a "
+                    "digit: row t by step t) and blended over the picture; null otherwise")
+
+
 class AttentionAnswer(BaseModel):
     """What every kind of input's answer holds."""
 
@@ -118,6 +147,10 @@ class AttentionAnswer(BaseModel):
                        examples=["block2.relu"])
     signed: bool = Field(..., examples=[False], description="normalised maps are in [-1, 1] (else [0, 1])")
     extras: dict[str, Any] = Field(default_factory=dict, examples=[{}], description="per-method details")
+    steps: StepAttention | None = Field(
+        None, description="for a model that reads a sequence (a recurrent network): one number per time step "
+                          "(learned attention over a sequence_attention node; saliency and gradient × input); null "
+                          "otherwise")
     elapsed_ms: float = Field(...,
                               description="milliseconds the attribution itself took on the server (not decoding the "
                                           "image or encoding the PNGs)",

@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from app.core.config import Settings
-from app.schemas.attention import AttentionResponse, SequenceAttentionResponse, VolumeAttentionResponse
+from app.schemas.attention import (
+    AttentionResponse,
+    SequenceAttentionResponse,
+    StepAttention,
+    VolumeAttentionResponse,
+)
 from app.services.errors import UnfitMapError, UnknownClassError, UnknownMethodError
 from app.services.finite import check_finite, overflow_error
 from app.services.inputs import ModelInput, PreparedInput, prepare_input
@@ -190,6 +195,21 @@ def _numbers(values: np.ndarray, ndim: int) -> list:
     return values.round(6).tolist()
 
 
+def step_attention(result: AttributionMap, picture: np.ndarray | None) -> StepAttention | None:
+    """The method's numbers per time step (``result.steps``), as a strip and, over an image's ``picture``, each
+    position coloured by its step's number."""
+    steps = result.steps
+    if steps is None:
+        return None
+    strip = np.repeat(np.asarray(steps.normalized, dtype=np.float64)[None], STRIP_HEIGHT, axis=0)
+    overlay = None
+    if picture is not None and steps.input_map is not None and steps.input_map.shape == picture.shape[:2]:
+        overlay = png_data_url(blend(picture, steps.input_map, steps.signed))
+    return StepAttention(node=steps.node, values=_numbers(steps.values, 1), normalized=_numbers(steps.normalized, 1),
+                         signed=steps.signed, rule=steps.rule, step_axis=steps.step_axis,
+                         strip_png=png_data_url(colour(strip, steps.signed)), overlay_png=overlay)
+
+
 def side_by_side(volume: np.ndarray) -> np.ndarray:
     """``(D, H, W, ...)`` -> ``(H, D·W, ...)``: the slices left to right."""
     return np.concatenate(list(volume), axis=1)
@@ -212,7 +232,7 @@ def response_of(model: StoredModel, prepared: PreparedInput, request: AttentionR
             raise UnfitMapError(request.method, list(upsampled.shape), 1, expected[0])
         strip = np.repeat(upsampled[None], STRIP_HEIGHT, axis=0)
         return SequenceAttentionResponse(
-            kind="sequence", **common, layer_map=_numbers(result.layer_map, 1),
+            kind="sequence", **common, steps=step_attention(result, None), layer_map=_numbers(result.layer_map, 1),
             layer_map_normalized=_numbers(result.layer_map_normalized, 1),
             input_map=_numbers(upsampled, 1) if request.include_input_map else None,
             input_map_png=png_data_url(colour(strip, result.signed)), input_values=_numbers(prepared.x[0], 2))
@@ -223,7 +243,7 @@ def response_of(model: StoredModel, prepared: PreparedInput, request: AttentionR
         frames = picture_of(side_by_side(prepared.x[0].transpose(1, 2, 3, 0)).transpose(2, 0, 1), None)
         flat_map = side_by_side(upsampled)
         return VolumeAttentionResponse(
-            kind="volume", **common, layer_map=_numbers(result.layer_map, 3),
+            kind="volume", **common, steps=step_attention(result, None), layer_map=_numbers(result.layer_map, 3),
             layer_map_normalized=_numbers(result.layer_map_normalized, 3),
             input_map=_numbers(upsampled, 3) if request.include_input_map else None,
             input_map_png=png_data_url(colour(flat_map, result.signed)),
@@ -233,7 +253,7 @@ def response_of(model: StoredModel, prepared: PreparedInput, request: AttentionR
     if upsampled.ndim != 2 or upsampled.shape != picture.shape[:2]:
         raise UnfitMapError(request.method, list(upsampled.shape), picture.shape[0], picture.shape[1])
     return AttentionResponse(
-        **common, layer_map=_numbers(result.layer_map, 2),
+        **common, steps=step_attention(result, picture), layer_map=_numbers(result.layer_map, 2),
         layer_map_normalized=_numbers(result.layer_map_normalized, 2),
         input_map=_numbers(upsampled, 2) if request.include_input_map else None,
         input_map_png=png_data_url(colour(upsampled, result.signed)),

@@ -305,10 +305,11 @@ def _attention_node(graph: Graph, node_id: str | None) -> str:
 def _step_values(graph: Graph, node_id: str, values: np.ndarray, signed: bool, rule: str) -> time_steps.StepValues:
     """One number per step of sequence ``node_id``, normalised as the method's maps are."""
     values = np.asarray(values, dtype=np.float64)
-    return time_steps.StepValues(node=node_id, values=values,
-                                 normalized=normalize_signed(values) if signed else normalize_unsigned(values),
-                                 signed=signed, step_axis=time_steps.step_axis(graph, time_steps.steps_on_input(
-                                     graph, node_id)), rule=rule)
+    normalized = normalize_signed(values) if signed else normalize_unsigned(values)
+    step_of = time_steps.steps_on_input(graph, node_id)
+    return time_steps.StepValues(node=node_id, values=values, normalized=normalized, signed=signed,
+                                 step_axis=time_steps.step_axis(graph, step_of), rule=rule,
+                                 input_map=None if step_of is None else time_steps.map_on_input(normalized, step_of))
 
 
 def _learned_steps(graph: Graph, params: dict, x: np.ndarray, node_id: str) -> AttributionMap:
@@ -324,13 +325,13 @@ def _learned_steps(graph: Graph, params: dict, x: np.ndarray, node_id: str) -> A
     extras = {"weights_sum": float(weights.sum()),
               "prediction": resolve_target(graph, trace.activations[score_node(graph)], None),
               "scores": scores.tolist()}
+    on_input = time_steps.map_on_input(normalized, step_of)
     steps = time_steps.StepValues(node=node_id, values=weights, normalized=normalized, signed=False,
                                   step_axis=time_steps.step_axis(graph, step_of),
-                                  rule="the softmax weight of each step (they sum to 1)")
+                                  rule="the softmax weight of each step (they sum to 1)", input_map=on_input)
     return AttributionMap(method="learned_attention", target=None, layer=node_id, layer_map=weights.astype(np.float32),
                           layer_map_normalized=normalized, input_map=time_steps.map_on_input(weights, step_of),
-                          input_map_normalized=time_steps.map_on_input(normalized, step_of), signed=False, score=None,
-                          extras=extras, steps=steps)
+                          input_map_normalized=on_input, signed=False, score=None, extras=extras, steps=steps)
 
 
 def _effective_rf(graph: Graph, params: dict, x: np.ndarray, layer: str | None, unit: Any,

@@ -47,7 +47,8 @@ class StepValues:
     ``values`` (T,) raw, ``normalized`` (T,) in [0, 1] (or [-1, 1] if ``signed``); ``step_axis``: the input axis
     the steps run along ("H" for a digit read row by row; "C" when the input is the sequence (T, F) itself, whose
     first axis is time), None when the steps do not lie on the input (a convolution stands between);
-    ``rule``: how a step's number was made.
+    ``rule``: how a step's number was made; ``input_map``: ``normalized`` laid on the input's spatial shape
+    (``map_on_input``: a digit's row t filled with step t's number), None where the steps do not lie on the input.
     """
 
     node: str
@@ -56,6 +57,7 @@ class StepValues:
     signed: bool
     step_axis: str | None
     rule: str
+    input_map: np.ndarray | None = None
 
 
 def sequence_read(graph: Graph) -> str | None:

@@ -73,6 +73,7 @@ def test_per_step_attribution_is_the_per_pixel_map_summed_over_each_row(method):
     assert not np.allclose(steps.values[:COLS], per_pixel.sum(axis=0), rtol=1e-3)
     assert steps.signed is (method == "gradient_x_input")
     assert np.abs(steps.normalized).max() == pytest.approx(1.0)
+    np.testing.assert_allclose(steps.input_map, np.repeat(steps.normalized[:, None], COLS, axis=1))  # rows
 
 
 def test_a_model_that_takes_the_sequence_itself_has_time_on_its_first_axis():
@@ -117,6 +118,7 @@ def test_steps_that_do_not_lie_on_the_input_are_said_so():
         explain(graph, params, x, "learned_attention")
     result = explain(graph, params, x, "saliency")  # per step all the same, but not drawn over the input
     assert result.steps.node == "rows" and result.steps.step_axis is None and result.steps.values.shape == (ROWS,)
+    assert result.steps.input_map is None
 
 
 def test_models_without_a_sequence_have_no_steps():
