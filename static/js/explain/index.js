@@ -8,6 +8,7 @@ import { linearView } from "./linear.js";
 import { mergeView } from "./merge.js";
 import { padView } from "./pad.js";
 import { poolView } from "./pool.js";
+import { recurrentView } from "./recurrent.js";
 import { softmaxView } from "./softmax.js";
 import { transposedConvView } from "./transposed_conv.js";
 import { upsampleView } from "./upsample.js";
@@ -24,4 +25,5 @@ export const VIEWS = {
   elementwise: elementwiseView,
   pad: padView,
   upsample: upsampleView,
+  recurrent: recurrentView,
 };
