@@ -39,6 +39,8 @@ PAGES = [
     Page("/receptive-fields", "read_receptive_fields", "Receptive fields", "Receptive fields",
          "receptive_fields.html", "js/receptive_fields.js"),
     Page("/attention", "read_attention", "Attention", "Attention", "attention.html", "js/attention.js"),
+    Page("/recurrent", "read_recurrent", "Recurrent networks", "Recurrent networks", "recurrent.html",
+         "js/recurrent.js"),
     Page("/upload", "read_upload", "Bring your own model", "Your model", "upload.html", "js/upload.js"),
     Page("/training", "read_training", "Training lab", "Training lab", "training.html", "js/training.js"),
 ]
