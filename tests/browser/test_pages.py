@@ -15,6 +15,7 @@ PAGES = [
     ("/arithmetic", "#input-grid .cell.window"),
     ("/receptive-fields?model=digits_resnet", '#rf-table tr[data-node="attention"]'),
     ("/attention?model=digits_classic&sample=coffee.jpg", ".map-card.done"),
+    ("/recurrent", "#step-bars .bar-row"),
     ("/upload", "#uploaded p"),
 ]
 
