@@ -38,6 +38,8 @@ VIEWS = [
     ("attention-learned.png", "/attention?model=digits_resnet&method=learned_attention&compare=gradcam",
      '.map-card.done[data-method="learned_attention"]', None, True),
     ("upload.png", "/upload", "#uploaded", None, False),
+    # the recurrent page: the LSTM half-way down a "7", its gates as strips, the prediction so far
+    ("recurrent.png", "/recurrent?sample=digit-7.png&step=11", "#weight-bars .weight-bar", None, False),
     # the training lab: the batch-norm comparison, both runs trained to the end (about 15 s)
     ("training.png", "/training", "#presets", "document.querySelector('[data-preset=bn]').click();"
      "setTimeout(() => document.querySelector('#start-both').click(), 300)", True),
@@ -70,6 +72,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="take only these shots (e.g. recurrent.png)")
     args = parser.parse_args()
     if not CHROMIUM.exists():
         raise SystemExit("Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium")
@@ -92,6 +95,8 @@ def main() -> None:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 720}, base_url=base)
                 for name, path, selector, script, full_page in VIEWS:
+                    if args.only and name not in args.only:
+                        continue
                     page.goto(path)
                     page.wait_for_selector(selector, timeout=60_000)
                     if full_page:  # sticky bars would be painted mid-page in a full-page shot
