@@ -90,7 +90,7 @@ export function placeBand(band, unread, t, count) {
 }
 
 /**
- * One strip of cells, one per unit: a label, the cells coloured by value, the scale's range. With `onPick`, the
+ * One strip of cells, one per unit: a label (with the scale's range), the cells coloured by value. With `onPick`, the
  * cells are buttons (one tab stop; arrow keys move along the strip, Enter or a click picks a unit).
  */
 export class Strip {
@@ -102,15 +102,17 @@ export class Strip {
     this.selected = -1;
     this.label = document.createElement("span");
     this.label.className = "strip-label";
-    this.label.innerHTML = label;
     this.label.title = title;
+    const text = document.createElement("span");
+    text.innerHTML = label;
+    this.range = document.createElement("span");
+    this.range.className = "strip-range";
+    this.label.append(text, this.range);
     this.element = document.createElement("div");
     this.element.className = `strip${onPick ? " pick" : ""}`;
     this.element.setAttribute("role", "group");
     this.element.setAttribute("aria-label", title || name);
     this.element.dataset.name = name;
-    this.range = document.createElement("span");
-    this.range.className = "strip-range";
     this.cells = Array.from({ length: count }, (_, u) => {
       const cell = document.createElement(onPick ? "button" : "span");
       cell.className = "cell";
@@ -124,7 +126,7 @@ export class Strip {
       return cell;
     });
     this.element.append(...this.cells);
-    container.append(this.label, this.element, this.range);
+    container.append(this.label, this.element);
   }
 
   moveFocus(event, u) {
