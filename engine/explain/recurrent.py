@@ -155,5 +155,28 @@ def _activation_index(node: Node, k: int, t: int, d: int, u: int, steps: int) ->
     return None
 
 
+def unit_of_activation(node: Node, position: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The unit index (``recurrent_unit_shape``'s) whose h_t sits at ``position`` of the node's output, or None where
+    the output holds no hidden state (a ``cell`` output) or ``position`` is outside it.
+
+    ``output="sequence"`` (T, D·H): (t, j) is the top layer's unit j at step t. ``output="hidden"`` (L·D, H): row
+    k·D + d holds layer k's last state in direction d, the state after step T − 1 forward and after step 0 in
+    reverse."""
+    a = node.op.attrs
+    steps = node.op.input_shapes[0][0]
+    directions = 2 if a["bidirectional"] else 1
+    layers, hidden = a["num_layers"], a["hidden_size"]
+    if len(position) != 2 or any(i < 0 or i >= n for i, n in zip(position, node.output_shape)):
+        return None
+    if a["output"] == "sequence":
+        k, (t, j) = layers - 1, position
+    elif a["output"] == "hidden":
+        k, d = divmod(position[0], directions)
+        t, j = (0 if d else steps - 1), d * hidden + position[1]
+    else:
+        return None
+    return (t, j) if layers == 1 else (k, t, j)
+
+
 EXPLAINERS = {op: Explainer("recurrent", explain_recurrent, unit_shape=recurrent_unit_shape)
               for op in ("rnn", "lstm", "gru")}

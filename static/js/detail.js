@@ -302,8 +302,11 @@ export class DetailView {
   explanation(nodeId, unit, { softmax = false } = {}) {
     const { run } = this.context;
     const index = unit.y === null ? [unit.channel] : [unit.channel, unit.y, unit.x];
+    // a sequence node's maps are its activation; the API turns a position into the (step, unit) it holds
+    const sequence = !softmax && this.context.archById.get(nodeId)?.sequence;
+    const query = softmax ? "?softmax=true" : sequence ? "?position=true" : "";
     const path = `/api/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(nodeId)}/units/` +
-      `${index.join(",")}${softmax ? "?softmax=true" : ""}`;
+      `${index.join(",")}${query}`;
     return api(path, { label: "Fetching the numbers…" });
   }
 

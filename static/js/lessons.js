@@ -27,7 +27,7 @@ export const TITLES = {
   pad: "Padding", upsample: "Upsampling", transpose: "Transpose", slice: "Slice",
   layer_norm: "Layer normalisation", instance_norm: "Instance normalisation", gelu: "GELU", mean: "Mean",
   sum: "Sum", max: "Maximum", sub: "Subtract", div: "Divide", pow: "Power", sqrt: "Square root", expand: "Expand",
-  matmul: "Matrix product",
+  matmul: "Matrix product", rnn: "Recurrent layer", lstm: "LSTM", gru: "GRU", sequence_attention: "Attention over time",
 };
 
 /** One or two sentences about a node for lecture mode. `node`: architecture entry; `stats`: run statistics. */
@@ -81,6 +81,12 @@ export function lesson(node, stats, inputShape) {
   if (op === "matmul") return `Matrix product: ${inp} times a matrix, ${out}. On channels-last maps it is a fully connected layer applied at every position separately (a 1×1 convolution).`;
   if (["sub", "div", "pow", "sqrt"].includes(op)) return `${TITLES[op]}, number by number: ${inp} → ${out}.`;
   if (op === "expand") return `Expand: the same numbers repeated along the axes of size 1, ${inp} → ${out}.`;
+  if (["rnn", "lstm", "gru"].includes(op)) {
+    return `${TITLES[op]}: a recurrent network reads the sequence one step at a time (here each row of the digit), and each neuron ` +
+      "uses its internal memory, the hidden state, to keep information about the previous input: " +
+      `${inp} → ${out}. The Recurrent networks page shows it step by step.`;
+  }
+  if (op === "sequence_attention") return "Attention over time: a score for every step, turned by a softmax into weights that add up to 1; the output is the weighted sum of the steps, which shows which rows drove the decision.";
   if (op === "dropout") return "Dropout (regularisation): in training it drops random neurons; here, at inference, it passes everything through.";
   if (["relu", "relu6", "leaky_relu", "clip"].includes(op)) {
     return `Activation ${TITLES[op]}: negative numbers become ${op === "leaky_relu" ? "small" : "zero"}${op === "relu6" ? ", and numbers above 6 become 6" : ""}. It works on every number separately, so the shape stays ${out}.${zeros}`;

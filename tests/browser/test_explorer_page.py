@@ -442,3 +442,16 @@ def test_transposed_convolution_units_are_explained_with_the_apis_numbers(page):
     assert f"+ bias {shown(page, e['bias'])} = {shown(page, e['result'])}" in text
     assert f"matches the engine's value {shown(page, e['engine_value'])}" in text
     page.console.check()
+
+
+def test_a_recurrent_units_map_position_is_explained_at_its_step(page):
+    """The LSTM's h_n (1 × 128) and the GRU's outputs (28 × 64) are maps in the explorer; clicking one explains the
+    hidden unit whose state sits there, at its step (the API maps the position), gate by gate."""
+    for unit, words in (("lstm,0,0,37", "LSTM unit 37 at step 27 of 28"), ("gru,0,13,18", "at step 13 of 28")):
+        model = "digits_lstm" if unit.startswith("lstm") else "digits_gru_attention"
+        page.goto(f"/?model={model}&unit={unit}")
+        view = page.locator("#detail-body [data-family=recurrent]")
+        view.locator(".badge.ok").first.wait_for(timeout=20_000)
+        assert words in view.inner_text(), (unit, view.inner_text()[:300])
+        assert view.locator(".badge.bad, .badge.error").count() == 0
+    page.console.check()

@@ -249,3 +249,20 @@ def test_units_match_pytorch(torch_or_skip, cell):
     for t, j in itertools.product(range(T), range(2 * H)):
         e = explain_unit(graph, params, trace, "rnn", (1, t, j))
         assert e["result"] == pytest.approx(out[t, j], rel=1e-9, abs=1e-12), f"mine vs torch at step {t}, column {j}"
+
+
+@pytest.mark.parametrize("cell, attrs, states", CONFIGS, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CONFIGS)])
+def test_a_position_of_the_output_is_the_unit_whose_state_sits_there(cell, attrs, states):
+    """unit_of_activation inverts activation_index: every position of an output of hidden states names the unit
+    whose explanation points back at it, and a cell output names none."""
+    graph, params, trace = run(spec_of(cell, states, **attrs), seed=3)
+    node = graph.by_id["rnn"]
+    for position in itertools.product(*(range(n) for n in node.output_shape)):
+        unit = recurrent_explainer.unit_of_activation(node, position)
+        if attrs.get("output") == "cell":
+            assert unit is None
+            continue
+        e = explain_unit(graph, params, trace, "rnn", unit)
+        assert e["activation_index"] == list(position), (position, unit)
+        assert e["engine_value"] == float(trace.activations["rnn"][0][position])
+    assert recurrent_explainer.unit_of_activation(node, (node.output_shape[0], 0)) is None  # outside

@@ -19,6 +19,8 @@ from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import as_channels, tile_layout, tile_ranges
 from engine.errors import ShapeError
 from engine.explain import UNIT_AXES, explain_softmax_of_scores, explain_unit, explainable_ops, unit_shape
+from engine.explain.recurrent import EXPLAINERS as RECURRENT_OPS
+from engine.explain.recurrent import unit_of_activation
 from engine.graph import INPUT, Trace
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -34,6 +36,10 @@ UnitIndex = Annotated[str, Path(description="the unit without the batch axis, co
 SoftmaxQuery = Annotated[bool, Query(
     description="explain the softmax of this node's class scores (the prediction's probabilities) instead of the "
                 "node's own op; the node must give a vector of scores")]
+PositionQuery = Annotated[bool, Query(
+    description="the index is a position in the node's activation, as the explorer's maps show it (a (T, F) "
+                "sequence is one map, so a leading 0 is accepted); for an rnn, lstm or gru node it is turned into "
+                "the (step, unit) whose hidden state sits there")]
 CACHE_HEADERS = {"Cache-Control": "public, max-age=86400, immutable"}  # a run id is a content hash
 
 
@@ -97,6 +103,20 @@ def read_node_steps(
         return node_steps(run, model, node_id, first_unit, units, top_k)
 
 
+def _unit_at_position(node, unit: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A position in the node's activation as the unit index its explanation takes (see ``PositionQuery``)."""
+    if len(shape) == 2 and len(unit) == 3 and unit[0] == 0:
+        unit = unit[1:]  # a (T, F) activation drawn as one map: (0, row, column)
+    if node.op.op not in RECURRENT_OPS:
+        return unit
+    found = unit_of_activation(node, unit)
+    if found is None:
+        raise ApiError(422, f"position {list(unit)} of node '{node.id}' (shape {list(shape)}) holds no hidden state "
+                            f"h_t: give a position of a '{node.id}' output of hidden states, or address the unit as "
+                            "t,j (step, unit) without position=true")
+    return found
+
+
 def parse_index(text: str) -> tuple[int, ...]:
     """'5,4,4' -> (5, 4, 4), or a 422 saying what an index looks like."""
     try:
@@ -109,7 +129,8 @@ def parse_index(text: str) -> tuple[int, ...]:
 @router.get("/{run_id}/nodes/{node_id}/units/{index}", response_model=UnitExplanation,
             response_model_exclude_none=True)
 def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs: RunStoreDep,
-                          models: ModelStoreDep, softmax: SoftmaxQuery = False) -> UnitExplanation:
+                          models: ModelStoreDep, softmax: SoftmaxQuery = False,
+                          position: PositionQuery = False) -> UnitExplanation:
     """How one unit's number was made: its window, weights, products, sums and what follows, from the engine."""
     run = runs.get(run_id, models)
     activation_of(run, node_id)  # UnknownNodeError (404) for an unknown node
@@ -120,6 +141,8 @@ def read_unit_explanation(run_id: RunId, node_id: NodeId, index: UnitIndex, runs
         raise ApiError(422, "'input' is the image itself: pick a unit of a node that computes something "
                             f"({', '.join(explainable_ops())})")
     op = graph.node(node_id).op.op
+    if position and not softmax:
+        unit = _unit_at_position(graph.node(node_id), unit, run.activations[node_id].shape[1:])
     # what an index addresses: the activation, or for a recurrent node (step, unit) (unless explaining a softmax)
     shape = list(run.activations[node_id].shape[1:] if softmax else unit_shape(graph.node(node_id)))
     if len(unit) != len(shape) or any(not 0 <= i < n for i, n in zip(unit, shape)):

@@ -352,3 +352,24 @@ def test_the_gru_digit_models_attention_over_the_rows(real_client):
     rows = real_client.post("/api/models/digits_gru_attention/attention?method=saliency",
                             files={"image": ("d.png", png, "image/png")}).json()["steps"]
     assert rows["step_axis"] == "H" and rows["overlay_png"]
+
+
+@pytest.mark.parametrize("model_id, node, position", [("rows_lstm", "lstm", "0,0,2"), ("rows_lstm", "lstm", "0,2"),
+                                                      ("rows_gru", "gru", "0,4,3"), ("seq_gru", "gru", "3,1")])
+def test_a_position_in_the_maps_is_explained_as_the_unit_held_there(client, model_id, node, position):
+    """The explorer sends the position it shows (a (T, F) map is one channel: a leading 0); the API explains the
+    (step, unit) whose hidden state sits there, and says where it sits."""
+    _, data = make_run(client, model_id, seed=5)
+    response = client.get(f"/api/runs/{data['run_id']}/nodes/{node}/units/{position}?position=true")
+    assert response.status_code == 200, response.text
+    explanation = response.json()
+    at = [int(i) for i in position.split(",")][-2:]
+    assert explanation["activation_index"] == at
+    activation = npy_load(client.get(f"/api/runs/{data['run_id']}/nodes/{node}.npy").content)[0]
+    assert explanation["engine_value"] == pytest.approx(float(activation[tuple(at)]), rel=1e-6)
+
+
+def test_a_position_outside_the_output_is_a_422_saying_so(client):
+    _, data = make_run(client, "rows_lstm")
+    outside = client.get(f"/api/runs/{data['run_id']}/nodes/lstm/units/0,{H}?position=true")
+    assert outside.status_code == 422 and "holds no hidden state" in outside.json()["detail"]
