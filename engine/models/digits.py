@@ -150,38 +150,31 @@ def weights_path(model_id: str) -> Path:
     return WEIGHTS_DIR / f"{model_id}.npz"
 
 
+def shipped_bundle(model_id: str, spec: dict[str, Any], name: str, description: str, **extra: Any) -> ModelBundle:
+    """A shipped digit network: its graph, its trained weights from ``weights_path(model_id)``, the digits' labels,
+    preprocessing and source; ``extra`` sets the bundle's other fields (``cam_layer``, ``attention_node``)."""
+    graph = Graph(spec)
+    return ModelBundle(id=model_id, name=name, task="digit classification", graph=graph,
+                       params=load_weights(weights_path(model_id), graph), labels=list(LABELS),
+                       preprocessing=PREPROCESSING, source=DATA_SOURCE, description=description, **extra)
+
+
 def load_classic() -> ModelBundle:
     """The shipped classic network with its trained weights."""
-    graph = Graph(classic_spec())
-    return ModelBundle(
-        id=CLASSIC_ID,
-        name="Classic digit CNN (LeNet style)",
-        task="digit classification",
-        graph=graph,
-        params=load_weights(weights_path(CLASSIC_ID), graph),
-        labels=list(LABELS),
-        preprocessing=PREPROCESSING,
-        source=DATA_SOURCE,
-        description="conv 5x5 (8) - ReLU - max pool - conv 5x5 (16) - ReLU - max pool - fully connected (10): "
-                    "small enough to draw every neuron.",
+    return shipped_bundle(
+        CLASSIC_ID, classic_spec(), "Classic digit CNN (LeNet style)",
+        "conv 5x5 (8) - ReLU - max pool - conv 5x5 (16) - ReLU - max pool - fully connected (10): "
+        "small enough to draw every neuron.",
         cam_layer="relu2",
     )
 
 
 def load_resnet() -> ModelBundle:
     """The shipped residual network with batch norm, skip connections and an attention-pooling head."""
-    graph = Graph(resnet_spec())
-    return ModelBundle(
-        id=RESNET_ID,
-        name="Residual digit CNN with attention pooling",
-        task="digit classification",
-        graph=graph,
-        params=load_weights(weights_path(RESNET_ID), graph),
-        labels=list(LABELS),
-        preprocessing=PREPROCESSING,
-        source=DATA_SOURCE,
-        description="Two residual blocks with batch normalisation and skip connections; the features are pooled "
-                    "with a learned attention map (softmax over positions of a 1x1 convolution's scores).",
+    return shipped_bundle(
+        RESNET_ID, resnet_spec(), "Residual digit CNN with attention pooling",
+        "Two residual blocks with batch normalisation and skip connections; the features are pooled "
+        "with a learned attention map (softmax over positions of a 1x1 convolution's scores).",
         attention_node="attention",
         cam_layer="block2_out",
     )

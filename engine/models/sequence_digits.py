@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.graph import Graph
 from engine.models.bundle import ModelBundle
-from engine.models.digits import DATA_SOURCE, INPUT_SHAPE, LABELS, PREPROCESSING, weights_path
-from engine.models.weights import load_weights
+from engine.models.digits import INPUT_SHAPE, shipped_bundle
 from engine.training import TrainConfig
 
 LSTM_ID = "digits_lstm"
@@ -111,36 +109,20 @@ SPECS = {LSTM_ID: lstm_spec, GRU_ATTENTION_ID: gru_attention_spec}
 
 def load_lstm() -> ModelBundle:
     """The shipped LSTM with its trained weights."""
-    graph = Graph(lstm_spec())
-    return ModelBundle(
-        id=LSTM_ID,
-        name="LSTM reading the digit row by row",
-        task="digit classification",
-        graph=graph,
-        params=load_weights(weights_path(LSTM_ID), graph),
-        labels=list(LABELS),
-        preprocessing=PREPROCESSING,
-        source=DATA_SOURCE,
-        description=f"A recurrent network: an LSTM ({LSTM_HIDDEN} hidden units) reads the 28 rows of the digit "
-                    "from top to bottom, one row of 28 pixels per step, carrying a memory from row to row; its "
-                    "final hidden state is classified by a fully connected layer (10).",
+    return shipped_bundle(
+        LSTM_ID, lstm_spec(), "LSTM reading the digit row by row",
+        f"A recurrent network: an LSTM ({LSTM_HIDDEN} hidden units) reads the 28 rows of the digit "
+        "from top to bottom, one row of 28 pixels per step, carrying a memory from row to row; its "
+        "final hidden state is classified by a fully connected layer (10).",
     )
 
 
 def load_gru_attention() -> ModelBundle:
     """The shipped GRU with attention over the rows, with its trained weights."""
-    graph = Graph(gru_attention_spec())
-    return ModelBundle(
-        id=GRU_ATTENTION_ID,
-        name="GRU with attention over the rows",
-        task="digit classification",
-        graph=graph,
-        params=load_weights(weights_path(GRU_ATTENTION_ID), graph),
-        labels=list(LABELS),
-        preprocessing=PREPROCESSING,
-        source=DATA_SOURCE,
-        description=f"A recurrent network: a GRU ({GRU_HIDDEN} hidden units) reads the digit row by row; attention "
-                    "gives each row's output a weight (softmax over the 28 rows, summing to 1) and their weighted "
-                    "sum is classified by a fully connected layer (10). The weights show which rows mattered.",
+    return shipped_bundle(
+        GRU_ATTENTION_ID, gru_attention_spec(), "GRU with attention over the rows",
+        f"A recurrent network: a GRU ({GRU_HIDDEN} hidden units) reads the digit row by row; attention "
+        "gives each row's output a weight (softmax over the 28 rows, summing to 1) and their weighted "
+        "sum is classified by a fully connected layer (10). The weights show which rows mattered.",
         attention_node="attention",  # its recording's weights over the rows are the learned attention
     )
