@@ -55,6 +55,11 @@ TAGS = [
     {"name": "arithmetic", "description": "The output-size formula with your numbers, and why it must be whole."},
     {"name": "architecture", "description": "Shapes, parameters, MACs and receptive fields of any graph spec."},
     {"name": "playground", "description": "A convolution or pooling on a small grid, every window step."},
+    {"name": "learned", "description": "What the network learned: each channel's top examples and feature "
+                                       "visualisation, projections and linear probes of the representation, "
+                                       "backpropagation's gradients and one SGD step, adversarial examples."},
+    {"name": "jobs", "description": "Long analyses (top examples, feature visualisation, projections, probes) run "
+                                   "as background jobs: progress as server-sent events, then the result and files."},
     {"name": "health", "description": "Is the server up."},
 ]
 

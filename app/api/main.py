@@ -5,17 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.routes import (
+    adversarial,
     architecture,
     arithmetic,
     attention,
+    backprop,
+    channels,
     health,
+    jobs,
     models,
     playground,
     receptive_field,
+    representations,
     runs,
     training,
 )
 
 api_router = APIRouter(prefix="/api")
-for _routes in (health, arithmetic, architecture, playground, models, runs, receptive_field, attention, training):
+for _routes in (health, arithmetic, architecture, playground, models, runs, receptive_field, attention, training, jobs,
+                channels, representations, backprop, adversarial):
     api_router.include_router(_routes.router)

@@ -41,6 +41,8 @@ PAGES = [
     Page("/attention", "read_attention", "Attention", "Attention", "attention.html", "js/attention.js"),
     Page("/recurrent", "read_recurrent", "Recurrent networks", "Recurrent networks", "recurrent.html",
          "js/recurrent.js"),
+    Page("/learned", "read_learned", "What the network learned", "What it learned", "learned.html",
+         "js/learned.js"),
     Page("/upload", "read_upload", "Bring your own model", "Your model", "upload.html", "js/upload.js"),
     Page("/training", "read_training", "Training lab", "Training lab", "training.html", "js/training.js"),
 ]
