@@ -16,6 +16,7 @@ from fastapi import Depends, Header, Path, Request, Response
 
 from app.core.config import Settings
 from app.errors import ApiError, not_found
+from app.services.analysis_jobs import AnalysisJobs
 from app.services.attention_jobs import AttentionJobs
 from app.services.container import Services
 from app.services.inputs import ModelInput, read_model_input
@@ -105,6 +106,14 @@ def get_attention_jobs(services: ServicesDep) -> AttentionJobs | RedisAttentionJ
 
 
 AttentionJobsDep = Annotated[AttentionJobs | RedisAttentionJobs, Depends(get_attention_jobs)]
+
+
+def get_analysis_jobs(services: ServicesDep) -> AnalysisJobs:
+    """The long analyses of what a network learned, computed in the background and cached in the data directory."""
+    return services.analysis
+
+
+AnalysisJobsDep = Annotated[AnalysisJobs, Depends(get_analysis_jobs)]
 
 
 def get_job_manager(services: ServicesDep) -> JobManager:

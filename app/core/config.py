@@ -63,6 +63,14 @@ class Settings(BaseSettings):
                                                          "queued ones too; more: 429)")
     attention_jobs_per_owner: int = Field(2, ge=1, description="attention jobs one person may run at once (more: "
                                                                "429; the lecturer is not limited)")
+    analysis_max_jobs: int = Field(2, ge=1, description="analysis jobs (top examples, feature visualisation, "
+                                                        "projections, probes) running at once on this machine, all "
+                                                        "workers together (more: 429)")
+    analysis_jobs_kept: int = Field(500, ge=1, description="finished analysis jobs kept in the data directory as "
+                                                           "the cache of their answers (the least recently used are "
+                                                           "removed first)")
+    analysis_job_ttl_s: float = Field(3600.0, gt=0, description="failed or cancelled analysis jobs older than this "
+                                                                "many seconds are removed")
     attention_jobs_kept: int = Field(100, ge=1, description="finished attention jobs kept in the data directory "
                                                             "(the oldest are removed first)")
     attention_job_ttl_s: float = Field(3600.0, gt=0, description="finished attention jobs older than this many "

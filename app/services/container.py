@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.config import MB, Settings
+from app.services.analysis_jobs import AnalysisJobs
 from app.services.attention_jobs import AttentionJobs
 from app.services.compute import ComputeSlots
 from app.services.models import ModelStore
@@ -37,6 +38,7 @@ class Services:
     attention: AttentionJobs | RedisAttentionJobs  # heavy attention maps computed in the background
     compute: ComputeSlots
     training: JobManager
+    analysis: AnalysisJobs  # top examples, feature visualisation, projections, probes: cached in the data directory
 
 
 def run_cache_share(settings: Settings) -> int:
@@ -77,4 +79,6 @@ def build_services(settings: Settings) -> Services:
         attention=attention,
         compute=compute,
         training=training,
+        analysis=AnalysisJobs(data_dir, settings.analysis_max_jobs, settings.analysis_jobs_kept,
+                              settings.analysis_job_ttl_s),
     )
