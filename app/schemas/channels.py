@@ -49,6 +49,10 @@ class ChannelExamples(BaseModel):
     channel: int = Field(..., description="the channel's index in the node's output", examples=[3])
     examples: list[TopExample] = Field(..., description="the k digits with the highest score, best first; equal "
                                                         "scores go to the lower index")
+    tied: bool = Field(False, description="every one of the k examples has the same value, so their order says "
+                                          "nothing about the channel (they are in index order); a value of 0 after a "
+                                          "ReLU means the channel does not fire on any of the 10,000 digits",
+                       examples=[False])
 
 
 class TopExamplesBase(BaseModel):

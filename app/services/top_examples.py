@@ -230,6 +230,12 @@ def _examples(stored: StoredTopExamples, rf: NodeRF, row: int, channel: int, k: 
     return examples
 
 
+def _tied(stored: StoredTopExamples, row: int, k: int) -> bool:
+    """Whether the first ``k`` examples of a row (two or more) all have the same value."""
+    values = stored.values[row, :k]
+    return bool(values.size > 1 and (values == values[0]).all())
+
+
 def _base(model: StoredModel, stored: StoredTopExamples, node: Node, k: int) -> tuple[dict[str, Any], NodeRF]:
     rf = receptive_fields(model.graph, strict=False)[node.id]
     note = ""
@@ -256,7 +262,8 @@ def channel_answer(model: StoredModel, stored: StoredTopExamples, node: Node, ch
     if not 0 <= channel < channels:
         raise ChannelRangeError(node.id, channel, channels)
     base, rf = _base(model, stored, node, k)
-    return ChannelTopExamples(**base, channel=channel, examples=_examples(stored, rf, offset + channel, channel, k))
+    return ChannelTopExamples(**base, channel=channel, examples=_examples(stored, rf, offset + channel, channel, k),
+                              tied=_tied(stored, offset + channel, k))
 
 
 def layer_answer(model: StoredModel, stored: StoredTopExamples, node: Node, k: int) -> LayerTopExamples:
@@ -264,7 +271,8 @@ def layer_answer(model: StoredModel, stored: StoredTopExamples, node: Node, k: i
     offset, channels = _rows(stored, node)
     base, rf = _base(model, stored, node, k)
     return LayerTopExamples(**base, channels=[
-        ChannelExamples(channel=c, examples=_examples(stored, rf, offset + c, c, k)) for c in range(channels)])
+        ChannelExamples(channel=c, examples=_examples(stored, rf, offset + c, c, k), tied=_tied(stored, offset + c, k))
+        for c in range(channels)])
 
 
 def check_channel(node: Node, channel: int) -> None:

@@ -41,8 +41,10 @@ DIGIT_SPEC = {  # a small random CNN taking the shipped digits: padding (clipped
 
 def digit_bundle() -> ModelBundle:
     graph = Graph(DIGIT_SPEC)
+    params = graph.init_params(seed=5)
+    params["conv1.bias"][0] = -1000.0  # channel 0 never fires: after the ReLU, every digit ties at 0
     return ModelBundle(id="digits_tiny", name="Tiny digit CNN", task="digit classification", graph=graph,
-                       params=graph.init_params(seed=5), labels=["0", "1", "2", "3"],
+                       params=params, labels=["0", "1", "2", "3"],
                        preprocessing=digits.PREPROCESSING, source="random weights (seed 5), for tests")
 
 
@@ -139,9 +141,19 @@ def test_answer_is_the_engines_over_the_shipped_digits(client):
 
 
 def test_fewer_examples_are_the_first_of_more(client):
-    nine = answered(client, "/api/models/digits_tiny/nodes/relu1/channels/0/top-examples?k=9")["examples"]
-    three = answered(client, "/api/models/digits_tiny/nodes/relu1/channels/0/top-examples?k=3")["examples"]
+    nine = answered(client, "/api/models/digits_tiny/nodes/relu1/channels/1/top-examples?k=9")["examples"]
+    three = answered(client, "/api/models/digits_tiny/nodes/relu1/channels/1/top-examples?k=3")["examples"]
     assert three == nine[:3]
+
+
+def test_a_channel_that_never_fires_is_tied_in_index_order(client):
+    layer = answered(client, "/api/models/digits_tiny/nodes/relu1/top-examples?k=5")
+    dead, alive = layer["channels"][0], layer["channels"][1]
+    assert dead["tied"] and [e["value"] for e in dead["examples"]] == [0.0] * 5
+    assert [e["index"] for e in dead["examples"]] == [0, 1, 2, 3, 4]
+    assert not alive["tied"] and alive["examples"][0]["value"] > alive["examples"][-1]["value"]
+    one = answered(client, "/api/models/digits_tiny/nodes/relu1/channels/0/top-examples?k=1")
+    assert not one["tied"]  # one example ties with nothing
 
 
 def test_layer_answer_has_every_channel_as_the_channel_route_gives_it(client):
