@@ -1,4 +1,471 @@
-// The "adversarial" view of the learned page: mount(root, state) is called once, when the view is first shown.
-export function mount(root) {
+// Fooling the network: pick a model and an input, an attack (FGSM or PGD), ε and optionally a target class; the API
+// (POST /api/models/{id}/adversarial) answers the original, the perturbation amplified with its scale, the
+// adversarial input, both predictions and both attention maps, and links to the three tensors as .npy. For digit
+// models the accuracy against ε on held-out digits (GET .../adversarial/robustness, an analysis job the first time)
+// is drawn as a chart, the current ε marked on it.
+//
+// Every number is the API's. The state (adv*) is in the URL beside the page's `view`.
+import { ApiError, api, clearError, showError } from "./api.js";
+import { drawBars } from "./bars.js";
+import { el, fmt } from "./explain/common.js";
+import { fetchResult, progressText } from "./jobs.js";
+import { architecture, fillModelSelect, inputChannels } from "./models.js";
+import { createState } from "./state.js";
+
+// advTarget -1: untargeted; advPgdCurve: the PGD curve was asked for
+const DEFAULTS = {
+  advModel: "", advSample: "", advMethod: "fgsm", advEps: 0.2, advSteps: 10, advRandom: false, advSeed: 0,
+  advTarget: -1, advPgdCurve: false,
+};
+const PREFERRED_MODEL = "digits_classic";
+// ε suggested when the model changes: the issue's 0.2 for digits, about 8/255 for photos
+const SUGGESTED_EPS = { digit: 0.2, photo: 0.03 };
+const CURVE_PGD_STEPS = 10;
+const SERIES = { fgsm: { name: "FGSM", colour: "#1f5fbf" }, pgd: { name: "PGD, 10 steps", colour: "#b3261e" } };
+
+let root = null;
+let state = null;
+let models = [];
+let model = null; // the chosen model's summary
+let labels = [];
+let input = null; // { blob, name, tensor }
+let attackToken = 0;
+let attackAbort = null;
+let answer = null; // the last attack's answer
+let curveToken = 0;
+let curveAbort = null;
+const curves = {}; // method -> the API's RobustnessResponse for the chosen model, or an Error
+
+const $ = (id) => root.querySelector(`#${id}`);
+const pct = (p) => `${(100 * p).toFixed(1)}%`;
+// a loss near 0 (a confident right answer) keeps its digits: 3.2e-5, not 0.000
+const lossText = (v) => (v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(1) : fmt(v));
+
+export function mount(element) {
+  root = element;
   root.dataset.mounted = "1";
+  state = createState(DEFAULTS, (changed) => {
+    // Back / Forward: the controls follow the state, then whatever changed is redone
+    showControls();
+    if (changed.includes("advModel")) loadModel();
+    else if (changed.includes("advSample")) loadSample();
+    else {
+      if (changed.includes("advPgdCurve")) loadCurves();
+      attack();
+    }
+  });
+  bind();
+  showControls();
+  init();
+}
+
+function bind() {
+  $("adv-model").addEventListener("change", () => {
+    const chosen = models.find((m) => m.id === $("adv-model").value);
+    state.set({ advModel: $("adv-model").value, advSample: "", advTarget: -1, advEps: SUGGESTED_EPS[kindOf(chosen)] },
+      { push: true, silent: true });
+    showControls();
+    loadModel();
+  });
+  root.querySelectorAll("#adv-samples .sample").forEach((button) => {
+    button.addEventListener("click", () => {
+      state.set({ advSample: button.dataset.file }, { push: true, silent: true });
+      loadSample();
+    });
+  });
+  $("adv-file").addEventListener("change", () => {
+    const file = $("adv-file").files?.[0];
+    $("adv-file").value = "";
+    if (file) takeFile(file);
+  });
+  const drop = root.querySelector(".dropzone");
+  drop.addEventListener("dragover", (event) => event.preventDefault());
+  drop.addEventListener("drop", (event) => {
+    const file = event.dataTransfer?.files?.[0];
+    if (file) {
+      event.preventDefault();
+      takeFile(file);
+    }
+  });
+  const controls = [
+    ["adv-method", "advMethod", (e) => e.value, "change"],
+    ["adv-eps", "advEps", (e) => Number(e.value), "change"],
+    ["adv-steps", "advSteps", (e) => Math.round(Number(e.value)), "change"],
+    ["adv-random", "advRandom", (e) => e.checked, "change"],
+    ["adv-seed", "advSeed", (e) => Math.round(Number(e.value)), "change"],
+    ["adv-target", "advTarget", (e) => Number(e.value), "change"],
+  ];
+  for (const [id, key, read, event] of controls) {
+    $(id).addEventListener(event, () => {
+      state.set({ [key]: read($(id)) }, { silent: true });
+      showControls();
+      attack();
+    });
+  }
+  $("adv-eps").addEventListener("input", () => { $("adv-eps-out").textContent = $("adv-eps").value; });
+  $("adv-curve-pgd").addEventListener("click", () => {
+    state.set({ advPgdCurve: true }, { push: true, silent: true });
+    loadCurves();
+  });
+}
+
+/** The controls show the state; PGD's options only for PGD. */
+function showControls() {
+  const v = state.values;
+  $("adv-method").value = v.advMethod;
+  $("adv-eps").value = v.advEps;
+  $("adv-eps-out").textContent = String(v.advEps);
+  $("adv-steps").value = v.advSteps;
+  $("adv-random").checked = v.advRandom;
+  $("adv-seed").value = v.advSeed;
+  $("adv-seed").disabled = !v.advRandom;
+  $("adv-target").value = String(v.advTarget);
+  $("adv-pgd").hidden = v.advMethod !== "pgd";
+  $("adv-alpha").textContent = v.advMethod === "pgd"
+    ? `step α = 2.5 · ε / steps = ${fmt((2.5 * v.advEps) / Math.max(1, v.advSteps))} (the API's default)` : "";
+  if (answer) markEpsilon();
+}
+
+function kindOf(m) {
+  return inputChannels(m) === 1 ? "digit" : "photo";
+}
+
+async function init() {
+  try {
+    const wanted = state.values.advModel || PREFERRED_MODEL;
+    const filled = await fillModelSelect($("adv-model"), wanted, { filter: (m) => (m.input_shape ?? []).length === 3 });
+    models = filled.models;
+    state.set({ advModel: filled.chosen }, { silent: true });
+    await loadModel();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function loadModel() {
+  model = models.find((m) => m.id === state.values.advModel) ?? null;
+  $("adv-model").value = state.values.advModel;
+  input = null;
+  clearResult("Pick an input to attack.");
+  for (const key of Object.keys(curves)) delete curves[key];
+  if (!model) return;
+  const kind = kindOf(model);
+  root.querySelectorAll("#adv-samples .sample").forEach((button) => { button.hidden = button.dataset.kind !== kind; });
+  try {
+    const detail = await architecture(model.id);
+    labels = detail.labels ?? [];
+    $("adv-target").replaceChildren(new Option("none: away from the prediction", "-1"),
+      ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
+    $("adv-target").value = String(state.values.advTarget);
+  } catch (err) {
+    showError(err, `model ${model.id}`);
+    return;
+  }
+  loadCurves();
+  if (!state.values.advSample) {
+    const first = root.querySelector(`#adv-samples .sample[data-kind="${kind}"]`);
+    if (first) state.set({ advSample: first.dataset.file }, { silent: true });
+  }
+  await loadSample();
+}
+
+async function loadSample() {
+  const file = state.values.advSample;
+  root.querySelectorAll("#adv-samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === file)));
+  if (!file) return;
+  try {
+    const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
+    input = { blob, name: file, tensor: false };
+    $("adv-input-name").textContent = "";
+    attack();
+  } catch (err) {
+    showError(err, `sample ${file}`);
+  }
+}
+
+function takeFile(file) {
+  input = { blob: file, name: file.name || "your image", tensor: (file.name || "").toLowerCase().endsWith(".npy") };
+  state.set({ advSample: "" }, { silent: true });
+  root.querySelectorAll("#adv-samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
+  $("adv-input-name").textContent = `Your file: ${input.name}`;
+  attack();
+}
+
+function query() {
+  const v = state.values;
+  const params = new URLSearchParams({ method: v.advMethod, epsilon: String(v.advEps) });
+  if (v.advMethod === "pgd") {
+    params.set("steps", String(v.advSteps));
+    if (v.advRandom) {
+      params.set("random_start", "true");
+      params.set("seed", String(v.advSeed));
+    }
+  }
+  if (v.advTarget >= 0) params.set("target", String(v.advTarget));
+  return params;
+}
+
+async function attack() {
+  if (!model || !input) return;
+  const token = ++attackToken;
+  attackAbort?.abort();
+  attackAbort = new AbortController();
+  let body;
+  const headers = {};
+  if (input.tensor) {
+    body = input.blob;
+    headers["Content-Type"] = "application/x-npy";
+  } else {
+    body = new FormData();
+    body.append("image", input.blob, input.name.includes(".") ? input.name : `${input.name}.png`);
+  }
+  try {
+    const result = await api(`/api/models/${encodeURIComponent(model.id)}/adversarial?${query()}`,
+      { body, headers, label: "Attacking…", signal: attackAbort.signal });
+    if (token !== attackToken) return;
+    clearError();
+    answer = result;
+    render(result);
+  } catch (err) {
+    if (token !== attackToken || err.name === "AbortError") return;
+    clearResult("The attack was refused: see the message above.");
+    showError(err, "attack");
+  }
+}
+
+function clearResult(message) {
+  answer = null;
+  $("adv-verdict").textContent = message;
+  $("adv-figures").hidden = true;
+  $("adv-attention").hidden = true;
+  $("adv-downloads").hidden = true;
+}
+
+function top(side) {
+  return side.predictions[0];
+}
+
+function quoted(score) {
+  return `“${score.label}” (${pct(score.probability)})`;
+}
+
+function verdict(a) {
+  const before = top(a.original);
+  const after = top(a.adversarial);
+  const how = `${a.method.toUpperCase()} at ε = ${a.epsilon}${a.method === "pgd" ? `, ${a.steps} steps of ${fmt(a.alpha)}` : ""}`;
+  if (a.targeted) {
+    return a.reached_target
+      ? `Fooled towards the target: ${how} turned ${quoted(before)} into ${quoted(after)}.`
+      : `Not at the target “${a.target_label}” yet: ${how} gives ${quoted(after)} (was ${quoted(before)}).`;
+  }
+  return a.fooled
+    ? `Fooled: ${how} turned ${quoted(before)} into ${quoted(after)}.`
+    : `Not fooled: after ${how} the network still says ${quoted(after)} (was ${quoted(before)}).`;
+}
+
+function render(a) {
+  $("adv-verdict").textContent = verdict(a);
+  $("adv-verdict").dataset.fooled = String(a.targeted ? a.reached_target : a.fooled);
+  $("adv-figures").hidden = false;
+  $("adv-original").src = a.original.picture_png;
+  $("adv-adversarial").src = a.adversarial.picture_png;
+  $("adv-perturbation").src = a.perturbation.png;
+  drawBars($("adv-original-bars"), a.original.predictions);
+  drawBars($("adv-adversarial-bars"), a.adversarial.predictions);
+  renderScale(a);
+  const p = a.perturbation;
+  $("adv-norms").replaceChildren(
+    el("span", { text: `L∞ = max |δ| = ${fmt(p.linf)} (at most ε = ${a.epsilon}) · L2 = ${fmt(p.l2)} · ` +
+      `${pct(p.changed_fraction)} of the pixels changed.` }),
+    el("br"),
+    el("span", { text: `Loss of “${a.attacked_label}” (${a.targeted ? "the target, lowered" : "the prediction, raised"}): ` +
+      `${lossText(a.original.loss)} → ${lossText(a.adversarial.loss)}.` }));
+  renderAttention(a);
+  $("adv-downloads").hidden = false;
+  $("adv-downloads").replaceChildren("Tensors (.npy): ",
+    el("a", { href: a.original.npy_url, download: "original.npy", text: "original" }), " · ",
+    el("a", { href: p.npy_url, download: "perturbation.npy", text: "perturbation (pixel units)" }), " · ",
+    el("a", { href: a.adversarial.npy_url, download: "adversarial.npy", text: "adversarial" }),
+    " (the two inputs as the model reads them, normalised; POST them to any page's API)");
+  markEpsilon();
+}
+
+/** The perturbation's colour scale with its numbers: −ε blue, 0 white, +ε red (δ × amplification in [−1, 1]). */
+function renderScale(a) {
+  const p = a.perturbation;
+  const extra = p.rgb_png
+    ? [el("img", { class: "adv-picture adv-rgb", src: p.rgb_png, alt: "The perturbation per colour channel" }),
+      el("p", { class: "small muted", text: `Per channel: 0.5 + 0.5 · δ × ${fmt(p.amplification)} (grey: no change).` })]
+    : [];
+  const inverted = a.pixel_space.invert ? " The model inverts its pictures: shown is the picture's change, −δ." : "";
+  $("adv-scale").replaceChildren(
+    el("div", { class: "adv-scale-bar", role: "img", "aria-label": `colour scale from −${p.scale} (blue) through 0 (white) to +${p.scale} (red)` }),
+    el("div", { class: "adv-scale-ticks" }, el("span", { text: `−${p.scale}` }), el("span", { text: "0" }),
+      el("span", { text: `+${p.scale}` })),
+    el("p", { class: "small", text: `Amplified ×${fmt(p.amplification)}: full colour is a change of ±${p.scale} ` +
+      `(pixels in [0, 1]).${inverted}` }),
+    ...extra);
+}
+
+function renderAttention(a) {
+  const before = a.original.attention;
+  const after = a.adversarial.attention;
+  $("adv-attention").hidden = !before || !after;
+  if (!before || !after) {
+    $("adv-attention-note").textContent = a.attention_reason ?? "";
+    return;
+  }
+  const name = a.attention_method === "gradcam" ? "Grad-CAM" : "The gradient (saliency)";
+  $("adv-attention-note").textContent = `${name} of each input's top class, at ${before.layer}: the same ` +
+    "method and layer for both, so a change in the map is a change in what drives the decision.";
+  $("adv-attention-before").src = before.overlay_png;
+  $("adv-attention-after").src = after.overlay_png;
+  $("adv-attention-before-caption").textContent = `Before: for “${before.target_label}”`;
+  $("adv-attention-after-caption").textContent = `After: for “${after.target_label}”`;
+}
+
+// --- the accuracy-against-ε curve -------------------------------------------------------------------------
+
+async function loadCurves() {
+  if (!model) return;
+  const token = ++curveToken;
+  curveAbort?.abort();
+  curveAbort = new AbortController();
+  $("adv-curve-pgd").hidden = state.values.advPgdCurve;
+  const methods = state.values.advPgdCurve ? ["fgsm", "pgd"] : ["fgsm"];
+  drawCurves();
+  for (const method of methods) {
+    if (curves[method]) continue;
+    const steps = method === "pgd" ? `&steps=${CURVE_PGD_STEPS}` : "";
+    try {
+      curves[method] = await fetchResult(`/api/models/${encodeURIComponent(model.id)}/adversarial/robustness?method=${method}${steps}`, {
+        label: "Measuring accuracy against ε…",
+        signal: curveAbort.signal,
+        onProgress: (summary) => showProgress(token, method, summary),
+      });
+    } catch (err) {
+      if (token !== curveToken || err.name === "AbortError") return;
+      if (err instanceof ApiError && err.status === 422) {
+        curves[method] = err; // not a digit model: the API says why
+      } else {
+        showError(err, "the accuracy curve");
+        curves[method] = err;
+      }
+    }
+    if (token !== curveToken) return;
+    $("adv-curve-progress").hidden = true;
+    drawCurves();
+  }
+}
+
+function showProgress(token, method, summary) {
+  if (token !== curveToken) return;
+  const bar = $("adv-curve-progress");
+  bar.hidden = summary.status === "done";
+  bar.max = summary.total || 1;
+  bar.value = summary.done || 0;
+  $("adv-curve-note").textContent = `${SERIES[method].name}: ${progressText(summary, "batches")}`;
+}
+
+function drawCurves() {
+  const ready = Object.entries(curves).filter(([, c]) => !(c instanceof Error));
+  const refused = Object.values(curves).find((c) => c instanceof Error);
+  const chart = $("adv-chart");
+  if (refused && !ready.length) {
+    $("adv-curve").classList.add("adv-curve-off");
+    $("adv-curve-note").textContent = refused.detail ?? refused.message;
+    $("adv-curve-pgd").hidden = true;
+    chart.replaceChildren();
+    $("adv-curve-table").replaceChildren();
+    return;
+  }
+  $("adv-curve").classList.remove("adv-curve-off");
+  if (!ready.length) {
+    chart.replaceChildren();
+    return;
+  }
+  const first = ready[0][1];
+  $("adv-curve-note").textContent = `${model.name ?? model.id}: the first ${first.n.toLocaleString("en")} held-out ` +
+    `digits (${first.correct.toLocaleString("en")} right without an attack), every one attacked at every ε, ` +
+    "untargeted; pixels in [0, 1].";
+  chart.replaceChildren(chartSvg(ready));
+  $("adv-curve-table").replaceChildren(curveTable(ready));
+  markEpsilon();
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+const svg = (tag, attrs = {}, text = "") => {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text) node.textContent = text;
+  return node;
+};
+const BOX = { width: 560, height: 280, left: 52, right: 130, top: 14, bottom: 42 };
+
+function axes(epsilons) {
+  const xMax = Math.max(...epsilons);
+  const w = BOX.width - BOX.left - BOX.right;
+  const h = BOX.height - BOX.top - BOX.bottom;
+  return { x: (e) => BOX.left + (e / xMax) * w, y: (a) => BOX.top + (1 - a) * h, xMax, w, h };
+}
+
+function chartSvg(ready) {
+  const epsilons = ready[0][1].epsilons;
+  const { x, y } = axes(epsilons);
+  const chart = svg("svg", { viewBox: `0 0 ${BOX.width} ${BOX.height}`, class: "adv-chart-svg", role: "img",
+    "aria-label": "Accuracy against epsilon: " + ready.map(([m, c]) => `${SERIES[m].name} ${c.accuracy.map(pct).join(", ")}`).join("; ") });
+  for (const a of [0, 0.25, 0.5, 0.75, 1]) {
+    chart.append(svg("line", { x1: BOX.left, x2: x(epsilons.at(-1)), y1: y(a), y2: y(a), class: "adv-grid" }),
+      svg("text", { x: BOX.left - 6, y: y(a) + 4, "text-anchor": "end", class: "adv-tick" }, `${100 * a}%`));
+  }
+  for (const e of epsilons) {
+    chart.append(svg("line", { x1: x(e), x2: x(e), y1: y(0), y2: y(0) + 4, class: "adv-axis" }),
+      svg("text", { x: x(e), y: y(0) + 17, "text-anchor": "middle", class: "adv-tick" }, String(e)));
+  }
+  chart.append(svg("line", { x1: BOX.left, x2: x(epsilons.at(-1)), y1: y(0), y2: y(0), class: "adv-axis" }),
+    svg("line", { x1: BOX.left, x2: BOX.left, y1: y(0), y2: y(1), class: "adv-axis" }),
+    svg("text", { x: (BOX.left + x(epsilons.at(-1))) / 2, y: BOX.height - 4, "text-anchor": "middle", class: "adv-label" },
+      "ε (largest change of a pixel in [0, 1])"),
+    svg("text", { x: 12, y: y(0.5), "text-anchor": "middle", class: "adv-label", transform: `rotate(-90 12 ${y(0.5)})` },
+      "accuracy"));
+  ready.forEach(([method, curve], i) => {
+    const { colour, name } = SERIES[method];
+    const points = curve.epsilons.map((e, k) => `${x(e)},${y(curve.accuracy[k])}`).join(" ");
+    chart.append(svg("polyline", { points, fill: "none", stroke: colour, "stroke-width": 2 }));
+    curve.epsilons.forEach((e, k) => chart.append(svg("circle", { cx: x(e), cy: y(curve.accuracy[k]), r: 3, fill: colour },
+      "")));
+    const ly = BOX.top + 12 + 18 * i;
+    const lx = x(epsilons.at(-1)) + 14;
+    chart.append(svg("line", { x1: lx, x2: lx + 18, y1: ly - 4, y2: ly - 4, stroke: colour, "stroke-width": 2 }),
+      svg("text", { x: lx + 22, y: ly, class: "adv-tick" }, name));
+  });
+  chart.append(svg("line", { id: "adv-eps-line", class: "adv-eps-line", y1: y(0), y2: y(1), x1: -10, x2: -10 }),
+    svg("text", { id: "adv-eps-label", class: "adv-tick", y: y(1) - 2, x: -10, "text-anchor": "middle" }, ""));
+  return chart;
+}
+
+/** The current ε as a dashed line on the chart (when it is within the curve's range). */
+function markEpsilon() {
+  const line = root.querySelector("#adv-eps-line");
+  const label = root.querySelector("#adv-eps-label");
+  const ready = Object.values(curves).find((c) => c && !(c instanceof Error));
+  if (!line || !ready) return;
+  const eps = state.values.advEps;
+  const { x, xMax } = axes(ready.epsilons);
+  const inside = eps <= xMax;
+  line.setAttribute("x1", inside ? x(eps) : -10);
+  line.setAttribute("x2", inside ? x(eps) : -10);
+  label.setAttribute("x", inside ? x(eps) : -10);
+  label.textContent = inside ? `ε = ${eps}` : "";
+}
+
+function curveTable(ready) {
+  const head = el("tr", {}, el("th", { scope: "col", text: "ε" }),
+    ...ready.flatMap(([m]) => [el("th", { scope: "col", text: `${SERIES[m].name}: accuracy` }),
+      el("th", { scope: "col", text: `${SERIES[m].name}: flipped` })]));
+  const rows = ready[0][1].epsilons.map((e, k) => el("tr", {}, el("td", { text: String(e) }),
+    ...ready.flatMap(([, c]) => [el("td", { text: pct(c.accuracy[k]) }), el("td", { text: pct(c.flip_rate[k]) })])));
+  return el("table", { class: "data adv-table" }, el("caption", { class: "small muted",
+    text: "flipped: the share of the digits classified right without an attack that the attack makes wrong" }),
+  el("thead", {}, head), el("tbody", {}, ...rows));
 }
