@@ -29,9 +29,11 @@ export function createState(defaults, onChange = () => {}) {
   }
 
   function writeUrl(push) {
-    const params = new URLSearchParams();
+    // keys this state does not own stay: a page may keep several states in one URL (the learned page's views)
+    const params = new URLSearchParams(window.location.search);
     for (const [key, value] of Object.entries(values)) {
       if (formatValue(value) !== formatValue(defaults[key])) params.set(key, formatValue(value));
+      else params.delete(key);
     }
     const search = params.toString();
     const url = `${window.location.pathname}${search ? `?${search}` : ""}${window.location.hash}`;
