@@ -12,7 +12,8 @@ import { NetworkView } from "./network.js";
 import { bindControl, createState } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
-const DEFAULTS = { model: "", sample: "", scale: "viridis", filter: "auto", lecture: false, layer: "", unit: [] };
+// digit: one of the 10,000 shipped MNIST digits by index (-1: none), as the learned page's atlas links to it
+const DEFAULTS = { model: "", sample: "", digit: -1, scale: "viridis", filter: "auto", lecture: false, layer: "", unit: [] };
 // in "main" mode these pass-through nodes share the column of the activation after them
 const FOLDED = new Set(["batch_norm", "dropout", "identity"]);
 const ACTIVATIONS = new Set(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip"]);
@@ -56,6 +57,7 @@ const state = createState(DEFAULTS, (changed) => {
     return;
   }
   if (changed.includes("sample") && state.values.sample) runSample(state.values.sample);
+  if (changed.includes("digit") && state.values.digit >= 0 && !state.values.sample) runDigit(state.values.digit);
   if (changed.includes("scale")) {
     network.setScale(state.values.scale);
     legend($("scale-legend"), state.values.scale);
@@ -105,7 +107,9 @@ async function loadModel() {
   $("draw-box").hidden = !digits;
   showSamplesFor(digits);
   run = null;
+  showAtlasLink(null);
   if (state.values.sample) await runSample(state.values.sample);
+  else if (digits && state.values.digit >= 0) await runDigit(state.values.digit);
   else if (currentInput) await runImage(currentInput.blob, currentInput.name);
   else if (!digits) {
     const first = document.querySelector("#samples .sample:not([hidden])");
@@ -121,7 +125,7 @@ async function loadModel() {
 document.querySelectorAll("#samples .sample").forEach((button) => {
   button.addEventListener("click", () => {
     if (state.values.sample === button.dataset.file) runSample(button.dataset.file);
-    else state.set({ sample: button.dataset.file, unit: [] }, { push: true });
+    else state.set({ sample: button.dataset.file, digit: -1, unit: [] }, { push: true });
   });
 });
 
@@ -140,7 +144,7 @@ acceptImages({
   fileInput: $("file"),
   dropTarget: document.body,
   onImage: (blob, name) => {
-    state.set({ sample: "", unit: [] });
+    state.set({ sample: "", digit: -1, unit: [] });
     document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
     runImage(blob, name);
   },
@@ -154,9 +158,20 @@ function classifyDrawing() {
   if (pad.empty) return;
   clearTimeout(drawTimer);
   drawTimer = setTimeout(async () => {
-    state.set({ sample: "" });
+    state.set({ sample: "", digit: -1 });
     runImage(await pad.toBlob28(), "your drawing");
   }, 150);
+}
+
+/** One of the shipped digits (the atlas's top examples link here with it), at its own 28 × 28 pixels. */
+async function runDigit(index) {
+  try {
+    startedAt = performance.now();
+    const blob = await api(`/api/digits/${index}.png?scale=1`, { as: "blob", label: "Loading the digit…" });
+    await runImage(blob, `shipped digit #${index}`, { keepStart: true });
+  } catch (err) {
+    showError(err, `shipped digit ${index}`);
+  }
 }
 
 /** Send an image to the model: every node's activation, then the columns and the prediction. */
@@ -173,7 +188,7 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
   if (name.toLowerCase().endsWith(".npy")) preview.removeAttribute("src");
   else preview.src = URL.createObjectURL(blob);
-  preview.classList.toggle("pixelated", name === "your drawing");
+  preview.classList.toggle("pixelated", name === "your drawing" || name.startsWith("shipped digit"));
   $("input-figure").hidden = false;
   $("input-caption").textContent = name;
   // a .npy file is a raw input tensor (for models that do not take images); anything else is an image
@@ -339,6 +354,7 @@ async function selectUnit(unit, { fromState = false } = {}) {
   await network.load(column);
   detail.open({ model: state.values.model, arch, archById, run, column, unit, scale: state.values.scale,
     explain: column.node.chain?.[0] });
+  showAtlasLink(unit);
   // bring the explanation into view when a neuron is picked in the columns (not while stepping in the unit view)
   if (!fromState && document.activeElement?.id !== "unit-canvas") {
     $("detail").scrollIntoView({ block: "nearest", behavior: "smooth" });
@@ -366,8 +382,27 @@ $("explain-softmax").addEventListener("click", async () => {
   $("detail").scrollIntoView({ block: "nearest" });
 });
 
+// --- the atlas: what each channel of the selected layer detects (the learned page's channels view) -----
+let atlasLayers = null; // promise: model id -> Set of its layers with top examples (GET /api/top-examples/models)
+
+async function showAtlasLink(unit) {
+  const link = $("atlas-link");
+  link.hidden = true;
+  if (!unit) return;
+  atlasLayers ??= api("/api/top-examples/models", { label: "Finding the atlas…" })
+    .then((answer) => new Map(answer.models.map((m) => [m.id, new Set(m.layers.map((l) => l.node))])))
+    .catch(() => new Map());
+  const model = state.values.model;
+  if (!(await atlasLayers).get(model)?.has(unit.node) || state.values.model !== model) return;
+  const query = new URLSearchParams({ view: "channels", ch_model: model, ch_layer: unit.node, ch_channel: unit.channel });
+  link.href = `/learned?${query}`;
+  link.textContent = `What each channel of ${unit.node} detects (atlas) →`;
+  link.hidden = false;
+}
+
 $("detail-close").addEventListener("click", () => {
   detail.close();
+  showAtlasLink(null);
   state.set({ unit: [] });
   network.highlight(null, null);
 });
