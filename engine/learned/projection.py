@@ -284,9 +284,11 @@ def input_similarities(x: np.ndarray, config: TSNEConfig) -> tuple[np.ndarray, n
     return joint_probabilities(p_conditional), betas, ratio
 
 
-def tsne(x: np.ndarray, config: TSNEConfig | None = None, progress: Progress | None = None) -> TSNEResult:
+def tsne(x: np.ndarray, config: TSNEConfig | None = None, progress: Progress | None = None,
+         snapshot: Callable[[int, np.ndarray], None] | None = None) -> TSNEResult:
     """Exact t-SNE of ``x: (N, D)`` into 2 dimensions; ``progress(steps, iterations)`` each time the KL is recorded
-    (it may raise to cancel). Deterministic for a given ``config.seed``."""
+    (it may raise to cancel), and ``snapshot(steps, embedding: (N, 2))`` then too (a copy: the embedding so far, to
+    watch it form). Deterministic for a given ``config.seed``."""
     config = config or TSNEConfig()
     if x.ndim != 2 or x.shape[0] < 4:
         raise ValueError(f"t-SNE takes a matrix x: (N, D) with at least 4 points, got shape {list(x.shape)}")
@@ -306,6 +308,8 @@ def tsne(x: np.ndarray, config: TSNEConfig | None = None, progress: Progress | N
             result.kl.append((done, float(kl)))
             if progress is not None:
                 progress(done, config.iterations)
+            if snapshot is not None:
+                snapshot(done, y.copy())
         momentum = config.initial_momentum if iteration <= config.momentum_switch else config.final_momentum
         same_sign = (grad > 0) == (step > 0)
         gains = np.where(same_sign, gains * 0.8, gains + 0.2)
@@ -317,5 +321,7 @@ def tsne(x: np.ndarray, config: TSNEConfig | None = None, progress: Progress | N
     result.kl.append((config.iterations, float(kl)))
     if progress is not None:
         progress(config.iterations, config.iterations)
+    if snapshot is not None:
+        snapshot(config.iterations, y.copy())
     result.embedding = y
     return result

@@ -170,9 +170,12 @@ def test_seeded_and_deterministic(rng):
 
 def test_progress_and_pca_first(rng):
     x = rng.standard_normal((60, 80))
-    calls = []
-    result = tsne(x, TSNEConfig(perplexity=5.0, iterations=40), progress=lambda done, total: calls.append(done))
-    assert calls == [0, 10, 20, 30, 40]
+    calls, frames = [], []
+    result = tsne(x, TSNEConfig(perplexity=5.0, iterations=40), progress=lambda done, total: calls.append(done),
+                  snapshot=lambda done, y: frames.append((done, y)))
+    assert calls == [0, 10, 20, 30, 40] and [done for done, _ in frames] == calls
+    np.testing.assert_array_equal(frames[-1][1], result.embedding)
+    assert not np.array_equal(frames[0][1], frames[1][1])  # copies, not the embedding changing under the caller
     assert 0 < result.pca_variance_ratio < 1  # 80 dims were reduced to 50 first
     assert result.betas.shape == (60,) and np.all(result.betas > 0)
 
