@@ -208,8 +208,11 @@ function channelCell(answer, { channel, examples, tied }) {
   if (tied) {
     const value = examples[0].value;
     // examples[0] is the largest value over all 10,000 digits: 0 means the channel is never positive on them
-    cell.append(el("p", { class: "small tied-note", text: `All ${examples.length} tied at ${fmt(value)}: their ` +
-      "order is by index, not by the channel." + (value === 0 ? " It is never above 0 on any of the 10,000 digits." : "") }));
+    const why = value === 0 ? "it is never above 0 on any of the 10,000 digits"
+      : "many digits hold exactly the same pixels where it peaks (strokes saturate at full white), so they reach " +
+        "the same value";
+    cell.append(el("p", { class: "small tied-note",
+      text: `All ${examples.length} tied at ${fmt(value)}: ${why}; their order is by index, not by the channel.` }));
   }
   cell.append(fv);
   drawVisualisation(fv, answer, channel);

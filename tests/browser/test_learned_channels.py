@@ -90,6 +90,20 @@ def test_the_layer_and_k_are_in_the_url_and_redraw_the_grid(page):
     page.console.check()
 
 
+def test_tied_channels_say_that_their_order_means_nothing(page):
+    open_view(page, "&ch_model=digits_resnet&ch_layer=stem_conv")
+    expected = layer_answer(page, "digits_resnet", "stem_conv", 6)["channels"]
+    tied = [c["channel"] for c in expected if c["tied"]]
+    assert tied and len(tied) < len(expected)  # digits_resnet's stem has both kinds
+    notes = page.locator(".channel-cell").evaluate_all(
+        "cells => cells.filter(c => c.querySelector('.tied-note')).map(c => Number(c.dataset.channel))")
+    assert notes == tied
+    value = js_number(expected[tied[0]]["examples"][0]["value"])
+    assert page.locator(f'.channel-cell[data-channel="{tied[0]}"] .tied-note').inner_text().startswith(
+        f"All 6 tied at {value}:")
+    page.console.check()
+
+
 def test_a_channels_sixteen_digits_show_their_boxes(page):
     open_view(page, "&ch_model=digits_classic&ch_layer=conv2&ch_channel=5")
     page.wait_for_selector("#ch-detail:not([hidden]) .example")
