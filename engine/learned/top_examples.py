@@ -98,7 +98,10 @@ def channel_nodes(graph: Graph) -> list[str]:
 
 
 def batch_size_for(graph: Graph, nodes: Sequence[str]) -> int:
-    """A batch size whose kept activations stay within ``BATCH_BUDGET_VALUES`` values (at least 1)."""
+    """A batch size whose kept activations stay within ``BATCH_BUDGET_VALUES`` values (at least 1).
+
+    Per digit: the kept nodes' values, and a quarter of the whole graph's for the activations alive at once on
+    the way (a lean pass releases each after its last reader)."""
     per_sample = sum(int(np.prod(graph.node(n).output_shape)) for n in nodes) + graph.activation_count() // 4
     return int(max(1, min(MAX_BATCH, BATCH_BUDGET_VALUES // max(per_sample, 1))))
 
