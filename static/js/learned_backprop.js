@@ -486,8 +486,9 @@ function unitAt(canvas, event) {
   const py = ((event.clientY - rect.top) / rect.height) * canvas.height;
   const node = answer.nodes[state.values.bpStep];
   if (canvas.dataset.vector === "true") {
-    const i = Math.floor(py) * canvas.width + Math.floor(px);
-    return i < node.shape[0] ? [i] : null;
+    const i = Math.floor(py) * canvas.width + Math.floor(px); // a vector (F,) or a single row (1, L)
+    if (i >= node.shape.at(-1)) return null;
+    return node.shape.length === 2 ? [0, i] : [i];
   }
   const layout = JSON.parse(canvas.dataset.layout || "null");
   const hit = layout && tileAt(layout, px, py);
@@ -525,7 +526,8 @@ function placeMarker() {
   }
   let cell;
   if (canvas.dataset.vector === "true") {
-    cell = { x: unit.index[0] % canvas.width, y: Math.floor(unit.index[0] / canvas.width) };
+    const i = unit.index.at(-1);
+    cell = { x: i % canvas.width, y: Math.floor(i / canvas.width) };
   } else {
     const [channel, y, x] = unit.index.length === 3 ? unit.index
       : layout.time === "rows" ? [0, ...unit.index] : [unit.index[0], 0, unit.index[1]];

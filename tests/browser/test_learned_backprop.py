@@ -142,3 +142,19 @@ def test_an_sgd_step_lowers_the_loss_for_a_small_rate_and_raises_it_for_a_large_
     assert "too large a step overshoots" in page.locator("#bp-sgd-verdict").inner_text()
     assert "bpRate=" in page.url
     page.console.check()
+
+
+def test_a_unit_of_a_vector_and_of_a_sequence_is_addressed_right(page):
+    """A (1, 128) LSTM output is drawn as a block (reflowed vector) and a (28, 28) sequence as one map, time steps as
+    rows: a click names the unit with the node's own axes, and its sum matches the engine's."""
+    for step, node, pattern in [(2, "lstm", "lstm%400%2C"), (3, "rows", "rows%40")]:
+        page.goto(f"/learned?view=backprop&bpModel=digits_lstm&bpLabel={LABEL}&bpStep={step}")
+        page.wait_for_selector("#bp-strip .bp-chip", timeout=30_000)
+        page.wait_for_function(f"document.querySelector('#bp-grad').dataset.node === '{node}'")
+        canvas = page.locator("#bp-grad")
+        box = canvas.bounding_box()
+        canvas.click(position={"x": box["width"] * 0.52, "y": box["height"] * 0.4})
+        page.wait_for_selector("#bp-chain-body .bp-total")
+        assert pattern in page.url, page.url
+        assert page.locator("#bp-chain-body .bp-total .badge.ok").first.is_visible()
+    page.console.check()
