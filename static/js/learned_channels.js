@@ -109,6 +109,7 @@ async function showLayer() {
   layerAbort = new AbortController();
   const token = ++layerToken;
   layerAnswer = null;
+  updateQueueButton();
   $("ch-grid").replaceChildren();
   $("ch-summary").textContent = "";
   clearError();
@@ -343,7 +344,8 @@ function stopQueue() {
 function updateQueueButton() {
   const button = $("ch-visualise-all");
   const count = layerAnswer?.channels.length ?? 0;
-  button.textContent = queue ? "Stop visualising" : `Visualise every channel (${count}, one after another)`;
+  button.textContent = queue ? "Stop visualising"
+    : `Visualise every channel${count ? ` (${count}, one after another)` : ""}`;
   button.setAttribute("aria-pressed", String(Boolean(queue)));
   button.disabled = !layerAnswer;
   if (!queue) $("ch-visualise-note").textContent = "or one channel at a time with its own button";
