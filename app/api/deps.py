@@ -18,6 +18,7 @@ from app.core.config import Settings
 from app.errors import ApiError, not_found
 from app.services.analysis_jobs import AnalysisJobs
 from app.services.attention_jobs import AttentionJobs
+from app.services.backprop import GradientStore
 from app.services.container import Services
 from app.services.inputs import ModelInput, read_model_input
 from app.services.models import ModelStore, StoredModel
@@ -114,6 +115,14 @@ def get_analysis_jobs(services: ServicesDep) -> AnalysisJobs:
 
 
 AnalysisJobsDep = Annotated[AnalysisJobs, Depends(get_analysis_jobs)]
+
+
+def get_gradient_store(services: ServicesDep) -> GradientStore:
+    """Backpropagation's recent gradients (per worker, computed from runs)."""
+    return services.gradients
+
+
+GradientStoreDep = Annotated[GradientStore, Depends(get_gradient_store)]
 
 
 def get_job_manager(services: ServicesDep) -> JobManager:

@@ -18,6 +18,7 @@ from pathlib import Path
 from app.core.config import MB, Settings
 from app.services.analysis_jobs import AnalysisJobs
 from app.services.attention_jobs import AttentionJobs
+from app.services.backprop import GradientStore
 from app.services.compute import ComputeSlots
 from app.services.models import ModelStore
 from app.services.redis_attention_jobs import RedisAttentionJobs
@@ -39,6 +40,7 @@ class Services:
     compute: ComputeSlots
     training: JobManager
     analysis: AnalysisJobs  # top examples, feature visualisation, projections, probes: cached in the data directory
+    gradients: GradientStore  # backpropagation's recent gradients, in half this worker's share of the run cache
 
 
 def run_cache_share(settings: Settings) -> int:
@@ -81,4 +83,5 @@ def build_services(settings: Settings) -> Services:
         training=training,
         analysis=AnalysisJobs(data_dir, settings.analysis_max_jobs, settings.analysis_jobs_kept,
                               settings.analysis_job_ttl_s),
+        gradients=GradientStore(settings.run_cache_size, max(1, run_cache_share(settings) // 2), compute),
     )

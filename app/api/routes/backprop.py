@@ -10,13 +10,20 @@ kept per worker like runs (app/services/backprop.py says why they are not inline
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import ComputeDep, ModelDep, ModelInputDep, ModelStoreDep, RunStoreDep, ServicesDep, SettingsDep
+from app.api.deps import (
+    ComputeDep,
+    GradientStoreDep,
+    ModelDep,
+    ModelInputDep,
+    ModelStoreDep,
+    RunStoreDep,
+    SettingsDep,
+)
 from app.api.routes.runs import parse_index
 from app.core.config import Settings
 from app.schemas.backprop import (
@@ -42,7 +49,6 @@ from app.services.backprop import (
     top_scores,
 )
 from app.services.compute import forward_gmacs
-from app.services.container import run_cache_share
 from app.services.inputs import INPUT_OPENAPI, prepare_input
 from app.services.models import StoredModel
 from app.services.runs import Run, RunStore
@@ -56,24 +62,6 @@ from engine.learned.weight_gradient import check_filter, filter_gradient, filter
 
 router = APIRouter(tags=["learned"])
 
-_CREATING = threading.Lock()  # guards the one-time creation of an app's gradient store (below), nothing else
-
-
-def get_gradient_store(request: Request, settings: SettingsDep, services: ServicesDep) -> GradientStore:
-    """The app's gradient store (on ``app.state``, made on first use): recent gradients, per worker, in half the
-    run cache's memory share."""
-    store = getattr(request.app.state, "gradient_store", None)
-    if store is None:
-        with _CREATING:
-            store = getattr(request.app.state, "gradient_store", None)
-            if store is None:
-                store = GradientStore(settings.run_cache_size, max(1, run_cache_share(settings) // 2),
-                                      services.compute)
-                request.app.state.gradient_store = store
-    return store
-
-
-GradientStoreDep = Annotated[GradientStore, Depends(get_gradient_store)]
 LabelQuery = Annotated[int | None, Query(ge=0, description="the class the loss is measured against (default: the "
                                                            "model's prediction)", examples=[3])]
 ScaleQuery = Annotated[Literal["layer", "channel"], Query(
