@@ -11,6 +11,7 @@ from app.api.routes import (
     attention,
     backprop,
     channels,
+    feature_vis,
     health,
     jobs,
     models,
@@ -23,5 +24,5 @@ from app.api.routes import (
 
 api_router = APIRouter(prefix="/api")
 for _routes in (health, arithmetic, architecture, playground, models, runs, receptive_field, attention, training, jobs,
-                channels, representations, backprop, adversarial):
+                channels, representations, backprop, adversarial, feature_vis):
     api_router.include_router(_routes.router)
