@@ -36,7 +36,7 @@ class Objective:
             return f"the mean activation of channel {self.index[0]} of '{self.node}'"
         if self.kind == "unit":
             return f"unit {list(self.index)} of '{self.node}'"
-        return f"the logit of class {self.index[0]} ('{self.node}')"
+        return f"the logit of class {self.index[0]} (node '{self.node}', before any softmax)"
 
     def value(self, activation: np.ndarray) -> np.ndarray:
         """activation: (N, ...) -> (N,) float64, the objective per sample."""
