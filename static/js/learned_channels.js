@@ -1,7 +1,8 @@
 // What each channel detects: the atlas of one layer of a digit model. One cell per channel with its top examples
 // (GET /api/models/{id}/nodes/{node}/top-examples: the shipped digits that activate it most, cropped to the receptive
 // field of the unit where it peaks) and, on demand, its feature visualisation (POST .../feature-visualisation, a job
-// whose preview improves as it runs). A channel opens its maps in the explorer; "all 16" shows its examples whole,
+// whose preview improves as it runs; its objective is the channel's mean over positions, where the examples rank by
+// the maximum). A channel opens its maps in the explorer; "all 16" shows its examples whole,
 // with the box the unit reads. The first request for a model ranks all 10,000 digits once (a job with progress).
 //
 // Which models and layers have top examples is the API's to say (GET /api/top-examples/models). The state (ch_*) is
@@ -244,13 +245,17 @@ function visBox(answer, channel) {
   return $("ch-grid").querySelector(`.channel-cell[data-channel="${channel}"] .feature-vis`);
 }
 
+/** A finished FeatureVisualisation (app/schemas/feature_vis.py): the picture, and how far it raised the objective
+ * (the channel's mean over its positions) beside the digits' own values. */
 function showVisResult(box, result) {
-  const ratio = result.ratio === undefined || result.ratio === null ? "" : `×${fmt(result.ratio)}`;
-  const words = `the optimised input raises the channel from ${fmt(result.objective_start)} to ` +
-    `${fmt(result.objective_end)}; its mean over the shipped digits is ${fmt(result.reference_mean)}`;
+  const ref = result.reference;
+  const words = `${result.objective.description}: ${fmt(result.start)} on the starting picture, ${fmt(result.end)} ` +
+    `on this one; over ${ref.description}, mean ${fmt(ref.mean)}, best ${fmt(ref.max)}`;
+  const ratio = result.ratio === null ? `${fmt(result.end)} (the digits' mean is not above 0)`
+    : `×${fmt(result.ratio)} the digits' mean`;
   box.replaceChildren(
     el("img", { class: "vis-image", src: result.image_url, alt: `feature visualisation: ${words}` }),
-    el("p", { class: "small vis-text", title: words, text: ratio ? `${ratio} the digits' mean` : "" }));
+    el("p", { class: "small vis-text", title: words, text: ratio }));
 }
 
 /** Start (or find) the feature visualisation of one channel; the preview improves as the job runs. */

@@ -1,7 +1,8 @@
 """The learned page's "What each channel detects" view in a real browser: the first visit's job with its progress, the
 atlas's grid with the API's values and crops, a channel's 16 digits with their boxes, a channel opened in the explorer
 with the right state, the explorer's link to a layer's atlas, and feature visualisation on demand (its endpoint
-answered by the test: a job whose preview improves, then its result; "every channel" one job after another)."""
+answered by the test where the steps must be seen one by one: a job whose preview improves, then its result;
+"every channel" one job after another; and by the real endpoint)."""
 
 from __future__ import annotations
 
@@ -214,9 +215,15 @@ class FakeFeatureVis:
 
     def result(self, route) -> None:
         channel = int(route.request.url.split("/")[-2].split("-")[1])
-        route.fulfill(status=200, content_type="application/json", body=json.dumps({
-            "image_url": f"/api/digits/{100 + channel}.png", "npy_url": "/api/jobs/x/files/input.npy",
-            "objective_start": 0.5, "objective_end": 31.25, "reference_mean": 4.0, "ratio": 7.8125}))
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({  # a FeatureVisualisation
+            "model_id": "digits_classic", "steps": 128, "seed": 0, "learning_rate": 0.23, "input_shape": [1, 28, 28],
+            "objective": {"kind": "channel", "node": "conv2", "channel": channel, "unit": None, "class_index": None,
+                          "label": None, "description": f"the mean activation of channel {channel} of 'conv2'"},
+            "resized": False, "start": 0.5, "end": 31.25, "history": [0.5, 31.25], "ratio": 7.8125,
+            "reference": {"source": "digits", "description": "the 2,000 held-out shipped digits", "count": 2000,
+                          "mean": 4.0, "max": 12.5},
+            "ratio_to_best": 2.5, "image_url": f"/api/digits/{100 + channel}.png",
+            "input_npy_url": "/api/jobs/x/files/input.npy", "seconds": 0.2}))
 
 
 def test_visualise_one_channel_shows_the_preview_then_the_result(page):
@@ -252,4 +259,21 @@ def test_visualise_every_channel_runs_one_job_at_a_time(page):
     assert [p["channel"] for p in fake.posts] == list(range(8))
     assert fake.most_at_once == 1
     assert button.inner_text().startswith("Visualise every channel")
+    page.console.check()
+
+
+def test_visualise_with_the_real_endpoint_shows_its_picture_and_ratio(page):
+    open_view(page, "&ch_model=digits_classic&ch_layer=relu2")
+    page.locator('.channel-cell[data-channel="3"] .visualise').click()
+    final = page.locator('.channel-cell[data-channel="3"] img.vis-image')
+    final.wait_for(state="visible", timeout=60_000)
+    response = page.request.post("/api/models/digits_classic/feature-visualisation",
+                                 data={"node": "relu2", "channel": 3, "steps": 128, "seed": 0})
+    assert response.status == 200, response.text()  # the page's job is done: the cached answer
+    expected = response.json()
+    assert final.get_attribute("src") == expected["image_url"]
+    assert final.evaluate("img => img.complete && img.naturalWidth === 28")
+    text = page.locator('.channel-cell[data-channel="3"] .vis-text')
+    assert text.inner_text() == f"×{js_number(expected['ratio'])} the digits' mean"
+    assert f"mean {js_number(expected['reference']['mean'])}" in text.get_attribute("title")
     page.console.check()
