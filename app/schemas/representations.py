@@ -34,6 +34,8 @@ class SpriteInfo(BaseModel):
     cell: int = Field(..., description="each digit's side in pixels", examples=[28])
     width: int = Field(..., description="the sheet's width in pixels", examples=[1400])
     height: int = Field(..., description="the sheet's height in pixels", examples=[1120])
+    labels: list[int] = Field(..., description="each digit's label, 0-9, in the sheet's order (the projections' "
+                                               "points are in the same order)")
 
 
 class RepresentationsSupport(BaseModel):

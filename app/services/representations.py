@@ -321,10 +321,11 @@ def find_neighbours(model: StoredModel, model_input: ModelInput, node: str, k: i
 # --- the sprite sheet -----------------------------------------------------------------------------------------------
 
 def sprite_info() -> SpriteInfo:
+    _, labels = mnist.load_raw()
     count, cell = mnist.TEST_SIZE, 28
     rows = math.ceil(count / SPRITE_COLUMNS)
     return SpriteInfo(url=SPRITE_URL, count=count, columns=SPRITE_COLUMNS, cell=cell, width=SPRITE_COLUMNS * cell,
-                      height=rows * cell)
+                      height=rows * cell, labels=labels[mnist.TRAIN_SIZE:mnist.TRAIN_SIZE + count].tolist())
 
 
 @lru_cache(maxsize=1)

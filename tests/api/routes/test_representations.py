@@ -116,8 +116,10 @@ def test_support_of_a_digit_model(client):
     body = client.get("/api/models/digits_tiny/representations").json()
     assert body["takes_digits"] and body["takes_images"] and body["digits_reason"] is None
     assert body["nodes"] == ["input", "relu1", "pool1", "fc"] and body["default_node"] == "pool1"
+    labels = body["sprite"].pop("labels")
     assert body["sprite"] == {"url": "/api/datasets/digits/test-sprite.png", "count": 2000, "columns": 50,
                               "cell": 28, "width": 1400, "height": 1120}
+    assert labels == mnist.load_mnist("test")[1].tolist()
 
 
 def test_support_of_other_models(client):
