@@ -216,6 +216,16 @@ class AnalysisJobs:
                                 "list the files it wrote")
         return path
 
+    def file_bytes(self, job_id: str, name: str) -> bytes:
+        """The bytes of a file the job wrote, read through one open file (a preview replaced meanwhile is read
+        whole, old or new); 404 when there is no such file."""
+        path = self.file(job_id, name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ApiError(404, f"analysis job '{job_id}' has no file '{name}' any more (removed meanwhile): send "
+                                "the request again") from None
+
     def _load(self, directory: Path) -> dict[str, Any] | None:
         try:
             status = json.loads((directory / STATUS_FILE).read_text(encoding="utf-8"))

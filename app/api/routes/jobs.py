@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import AnalysisJobsDep, IdentityDep
 from app.schemas.jobs import AnalysisJob, job_view
@@ -60,13 +60,14 @@ def read_job_result(job_id: str, jobs: AnalysisJobsDep) -> Response:
     return Response(jobs.result(job_id), media_type="application/json")
 
 
-@router.get("/{job_id}/files/{name}", response_class=FileResponse, responses={
+@router.get("/{job_id}/files/{name}", response_class=Response, responses={
     200: {"content": {"image/png": {}, "application/octet-stream": {}},
           "description": "a PNG or .npy file the job wrote (its result and events link to them)"}})
-def read_job_file(job_id: str, name: str, jobs: AnalysisJobsDep) -> FileResponse:
+def read_job_file(job_id: str, name: str, jobs: AnalysisJobsDep) -> Response:
     """A file the job wrote: a PNG or a `.npy` tensor its result links to."""
-    return FileResponse(jobs.file(job_id, name), media_type=media_type(name),
-                        headers={"Cache-Control": "no-cache"})
+    # read whole through one open file: a preview is replaced while the job runs, and a response that took its
+    # length from one version and its bytes from the next would break off (ERR_CONTENT_LENGTH_MISMATCH)
+    return Response(jobs.file_bytes(job_id, name), media_type=media_type(name), headers={"Cache-Control": "no-cache"})
 
 
 def format_event(event: str, seq: int, data: dict[str, Any]) -> str:

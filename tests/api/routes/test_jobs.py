@@ -235,3 +235,29 @@ def test_bad_file_names_are_refused_by_the_context(tmp_path) -> None:
     for name in ["../x.png", "A.png", ".hidden", "a/b.png", ""]:
         with pytest.raises(ValueError):
             ctx.write_file(name, b"x")
+
+
+def test_a_preview_replaced_while_it_is_read_arrives_whole(client: TestClient) -> None:
+    """The atlas once saw ERR_CONTENT_LENGTH_MISMATCH: a preview rewritten while it was served."""
+    versions = [b"a" * 50_000, b"b" * 70_000]
+    stop = threading.Event()
+
+    def run(ctx: JobContext) -> dict:
+        turn = 0
+        while not stop.is_set():
+            ctx.preview("preview.png", versions[turn % 2])
+            turn += 1
+        return {}
+
+    status = jobs_of(client).submit(AnalysisTask("rewrite", "tiny", "v1", {}, run), nullcontext)
+    url = f"/api/jobs/{status['id']}/files/preview.png"
+    try:
+        deadline = time.monotonic() + 10
+        while client.get(url).status_code != 200:
+            assert time.monotonic() < deadline
+        for _ in range(100):
+            answer = client.get(url)
+            assert answer.content in versions and int(answer.headers["content-length"]) == len(answer.content)
+    finally:
+        stop.set()
+    wait_for(client, status["id"], lambda s: s["status"] == "done")
