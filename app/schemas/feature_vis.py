@@ -53,7 +53,8 @@ class FeatureVisRequest(BaseModel):
 class FeatureVisObjective(BaseModel):
     """What was maximised."""
 
-    kind: Literal["channel", "unit", "class"] = Field(..., examples=["channel"])
+    kind: Literal["channel", "unit", "class"] = Field(..., description="channel: a channel's mean over its positions; "
+                                                      "unit: one unit; class: a class logit", examples=["channel"])
     node: str = Field(..., description="the node read (for a class: the logits node)", examples=["relu2"])
     channel: int | None = Field(None, description="the channel (kind channel)", examples=[3])
     unit: list[int] | None = Field(None, description="the unit's index (kind unit)", examples=[None])
@@ -69,7 +70,8 @@ class FeatureVisReference(BaseModel):
     source: Literal["digits", "photos"] = Field(..., description="digits: the held-out shipped digits (for models "
                                                 "that read them); photos: the sample photos in static/samples",
                                                 examples=["digits"])
-    description: str = Field(..., examples=["the 2,000 held-out shipped digits (engine.datasets.mnist, test split)"])
+    description: str = Field(..., description="the inputs, in words",
+                             examples=["the 2,000 held-out shipped digits (engine.datasets.mnist, test split)"])
     count: int = Field(..., description="inputs measured", examples=[2000])
     mean: float = Field(..., description="the objective's mean over them", examples=[0.391])
     max: float = Field(..., description="its largest value among them (the best real input)", examples=[1.314])
@@ -78,10 +80,10 @@ class FeatureVisReference(BaseModel):
 class FeatureVisualisation(BaseModel):
     """A finished feature visualisation: the picture, the model's input for it, and how far the objective rose."""
 
-    model_id: str = Field(..., examples=["digits_classic"])
-    objective: FeatureVisObjective
-    steps: int = Field(..., examples=[128])
-    seed: int = Field(..., examples=[0])
+    model_id: str = Field(..., description="the model visualised", examples=["digits_classic"])
+    objective: FeatureVisObjective = Field(..., description="what was maximised")
+    steps: int = Field(..., description="gradient-ascent steps taken", examples=[128])
+    seed: int = Field(..., description="the seed of the starting picture and the transforms", examples=[0])
     learning_rate: float = Field(..., description="Adam's learning rate used", examples=[0.2286])
     input_shape: list[int] = Field(..., description="the picture as the model reads it: (C, H, W)",
                                    examples=[[1, 28, 28]])
@@ -92,8 +94,8 @@ class FeatureVisualisation(BaseModel):
     end: float = Field(..., description="the objective on the final picture (`input_npy_url`, without transforms)",
                        examples=[3.782])
     history: list[float] = Field(..., description="the objective each step saw, on its randomly shifted, zoomed and "
-                                 "rotated picture (one per step)")
-    reference: FeatureVisReference
+                                 "rotated picture (one per step)", examples=[[0.146, 0.52, 1.9, 3.6]])
+    reference: FeatureVisReference = Field(..., description="the objective on real inputs, to compare with")
     ratio: float | None = Field(..., description="end / reference mean; null when that mean is zero or negative "
                                 "(a ratio would mean nothing)", examples=[9.7])
     ratio_to_best: float | None = Field(..., description="end / the best real input's value; null when that is zero "
