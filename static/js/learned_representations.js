@@ -318,7 +318,7 @@ function renderLegend(classes, labels) {
   for (const label of labels) counts[label] += 1;
   $("rep-legend").replaceChildren(...classes.map((name, k) => {
     const swatch = el("span", { class: "rep-swatch" });
-    swatch.style.background = CLASS_COLOURS[k % CLASS_COLOURS.length]; // CSSOM: the page's CSP forbids style=""
+    swatch.style.background = CLASS_COLOURS[k % CLASS_COLOURS.length]; // CSSOM: the CSP allows it, not inline style attributes
     return el("li", { "data-class": String(k) }, swatch, el("span", { text: `${name} (${counts[k]})` }));
   }));
 }
