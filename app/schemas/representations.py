@@ -178,7 +178,7 @@ class NeighboursResponse(BaseModel):
     """The sample photos nearest to an input at one node, by cosine similarity of the node's features."""
 
     model_id: str = Field(..., description="the model", examples=["efficientnet_lite0"])
-    node: str = Field(..., description="the node whose features are compared", examples=["head_relu"])
+    node: str = Field(..., description="the node whose features are compared", examples=["head.relu6"])
     features: FeatureInfo = Field(..., description="the feature vector: its shape, and how it was pooled")
     similarity: str = Field(..., description="the measure", examples=["cosine: a.b / (|a| |b|)"])
     gallery: int = Field(..., description="sample photos compared", examples=[4])
