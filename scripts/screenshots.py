@@ -40,12 +40,26 @@ VIEWS = [
     ("upload.png", "/upload", "#uploaded", None, False),
     # the recurrent page: the LSTM half-way down a "7", its gates as strips, the prediction so far
     ("recurrent.png", "/recurrent?sample=digit-7.png&step=11", "#weight-bars .weight-bar", None, False),
+    # what the network learned: an atlas (top digits and, after "Visualise every channel", each channel's picture),
+    # t-SNE of the held-out digits at pool2, backpropagation with one unit's chain rule, and an adversarial "2"
+    ("learned-channels.png", "/learned?view=channels&ch_model=digits_classic&ch_layer=relu2&ch_k=4",
+     "#view-channels .channel-cell .example", "document.querySelector('#ch-visualise-all').click()", True),
+    ("learned-representations.png",
+     "/learned?view=representations&repModel=digits_classic&repNode=pool2&repMethod=tsne",
+     "#rep-kl:not([hidden])", None, True),
+    ("learned-backprop.png", "/learned?view=backprop&bpModel=digits_classic&bpSample=digit-7.png&bpLabel=3&bpStep=2"
+     "&bpUnit=conv2@15,2,2", "#bp-chain-body .bp-total", None, True),
+    ("learned-adversarial.png", "/learned?view=adversarial&advModel=digits_classic&advSample=digit-2.png",
+     "#view-adversarial #adv-original-bars .bar-row", None, True),
     # the training lab: the batch-norm comparison, both runs trained to the end (about 15 s)
     ("training.png", "/training", "#presets", "document.querySelector('[data-preset=bn]').click();"
      "setTimeout(() => document.querySelector('#start-both').click(), 300)", True),
 ]
 #: shots that need more than a selector: a condition (JavaScript) to wait for after the script ran
 READY_AFTER_SCRIPT = {
+    "learned-channels.png": "document.querySelectorAll('#ch-grid img.vis-image').length >= 16",
+    "learned-representations.png": "document.querySelectorAll('#rep-probes-table tbody tr').length >= 3",
+    "learned-adversarial.png": "document.querySelector('#adv-chart svg') !== null",
     "training.png": "['a', 'b'].every(r => /done/i.test(document.querySelector(`#${r}-status`).textContent))",
 }
 
@@ -67,6 +81,16 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"the server did not answer {url} within {timeout:.0f} s")
+
+
+def wait_until(page, condition: str, timeout: float) -> None:
+    """Poll a JavaScript condition from here: Playwright's wait_for_function evaluates a string, which the pages'
+    CSP (script-src 'self', no 'unsafe-eval') forbids, while page.evaluate goes through the debugger protocol."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(condition):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not ready within {timeout:.0f} s: {condition}")
+        page.wait_for_timeout(250)
 
 
 def main() -> None:
@@ -99,12 +123,13 @@ def main() -> None:
                         continue
                     page.goto(path)
                     page.wait_for_selector(selector, timeout=60_000)
-                    if full_page:  # sticky bars would be painted mid-page in a full-page shot
-                        page.add_style_tag(content=".site-header, .toolbar { position: static !important; }")
+                    if full_page:  # sticky bars would be painted mid-page (CSSOM: the CSP allows it)
+                        page.evaluate("document.querySelectorAll('.site-header, .toolbar').forEach("
+                                      "e => e.style.setProperty('position', 'static', 'important'))")
                     if script:
                         page.evaluate(script)
                     if name in READY_AFTER_SCRIPT:
-                        page.wait_for_function(READY_AFTER_SCRIPT[name], timeout=300_000)
+                        wait_until(page, READY_AFTER_SCRIPT[name], timeout=300)
                     page.wait_for_timeout(600)  # let images decode and transitions settle
                     page.screenshot(path=args.out / name, full_page=full_page)
                     print(f"{args.out / name}")

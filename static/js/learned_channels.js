@@ -256,6 +256,12 @@ function showVisResult(box, result) {
   box.replaceChildren(
     el("img", { class: "vis-image", src: result.image_url, alt: `feature visualisation: ${words}` }),
     el("p", { class: "small vis-text", title: words, text: ratio }));
+  if (result.ratio !== null && result.ratio < 1) {
+    // a nearly dead channel: zero on the starting picture and on almost every digit, so almost no gradient to climb
+    box.append(el("p", { class: "small tied-note vis-failed", text: "Gradient ascent found no picture that " +
+      `excites it more than the digits do: it barely fires on any input (best digit ${fmt(ref.max)}, mean ` +
+      `${fmt(ref.mean)}), so it left almost no gradient to climb.` }));
+  }
 }
 
 /** Start (or find) the feature visualisation of one channel; the preview improves as the job runs. */

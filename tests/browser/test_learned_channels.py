@@ -277,3 +277,21 @@ def test_visualise_with_the_real_endpoint_shows_its_picture_and_ratio(page):
     assert text.inner_text() == f"×{js_number(expected['ratio'])} the digits' mean"
     assert f"mean {js_number(expected['reference']['mean'])}" in text.get_attribute("title")
     page.console.check()
+
+
+def test_a_channel_the_ascent_cannot_raise_says_why(page):
+    """relu2's channel 10 in digits_classic is nearly dead (mean 0.0095 over the digits, zero on the starting
+    picture): the ascent ends below the digits' mean, and the cell says so rather than showing a bare ×0.001."""
+    open_view(page, "&ch_model=digits_classic&ch_layer=relu2")
+    page.locator('.channel-cell[data-channel="10"] .visualise').click()
+    page.locator('.channel-cell[data-channel="10"] img.vis-image').wait_for(state="visible", timeout=60_000)
+    expected = page.request.post("/api/models/digits_classic/feature-visualisation",
+                                 data={"node": "relu2", "channel": 10, "steps": 128, "seed": 0}).json()
+    assert expected["ratio"] < 1
+    note = page.locator('.channel-cell[data-channel="10"] .vis-failed')
+    assert "no picture that excites it more than the digits do" in note.inner_text()
+    assert f"best digit {js_number(expected['reference']['max'])}" in note.inner_text()
+    page.locator('.channel-cell[data-channel="3"] .visualise').click()
+    page.locator('.channel-cell[data-channel="3"] img.vis-image').wait_for(state="visible", timeout=60_000)
+    assert page.locator('.channel-cell[data-channel="3"] .vis-failed').count() == 0  # raised ×5 and more: no note
+    page.console.check()
