@@ -259,8 +259,8 @@ function showVisResult(box, result) {
   if (result.ratio !== null && result.ratio < 1) {
     // a nearly dead channel: zero on the starting picture and on almost every digit, so almost no gradient to climb
     box.append(el("p", { class: "small tied-note vis-failed", text: "Gradient ascent found no picture that " +
-      `excites it more than the digits do: it barely fires on any input (best digit ${fmt(ref.max)}, mean ` +
-      `${fmt(ref.mean)}), so it left almost no gradient to climb.` }));
+      `excites it more than the digits do: averaged over its positions (the objective), it barely fires on any ` +
+      `input (best digit ${fmt(ref.max)}, mean ${fmt(ref.mean)}), so it left almost no gradient to climb.` }));
   }
 }
 
