@@ -24,10 +24,6 @@ job's.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -43,6 +39,7 @@ from app.api.deps import (
     SettingsDep,
     remember_owner,
 )
+from app.api.job_stream import job_event_stream
 from app.errors import ApiError
 from app.schemas.attention import (
     AnyAttentionResponse,
@@ -55,18 +52,14 @@ from app.schemas.attention import (
     MethodList,
 )
 from app.services.attention import AttentionRequest, compute_attention, prepare_attention, runs_as_job
-from app.services.attention_jobs import ACTIVE, AttentionJobs
 from app.services.attention_support import attention_support
 from app.services.inputs import INPUT_OPENAPI
 from app.services.overlay import colour_stops
 from app.services.owners import Access, Identity, check_may_change, new_token
-from app.services.redis_attention_jobs import RedisAttentionJobs
 from engine.attention import METHODS
 
 router = APIRouter(tags=["attention"])
 
-POLL_SECONDS = 0.1
-HEARTBEAT_SECONDS = 10.0
 JOBS = "/api/attention/jobs"
 
 
@@ -179,44 +172,12 @@ def read_attention_result(job_id: str, jobs: AttentionJobsDep) -> Response:
     return Response(jobs.result(job_id), media_type="application/json")
 
 
-def format_event(event: str, seq: int, data: dict[str, Any]) -> str:
-    """One message in the text/event-stream format."""
-    return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
-
-
-async def job_events(jobs: AttentionJobs | RedisAttentionJobs, job_id: str,
-                     is_disconnected: Callable[[], Awaitable[bool]], after: int = -1, poll: float = POLL_SECONDS,
-                     heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[str]:
-    """Each new state of the job after ``after`` as an event (``progress``, then ``end``), read from its files;
-    closes after ``end``, at once when ``after`` is at or past a finished job's last state, or on disconnect."""
-    yield "retry: 2000\n\n"
-    quiet_since = time.monotonic()
-    while True:
-        try:
-            status = await jobs.read_for_stream(job_id)
-        except Exception:  # removed meanwhile (cleaned up): nothing more will come
-            return
-        seq = int(status.get("seq", 0))
-        finished = status["status"] not in ACTIVE
-        if seq > after:
-            after = seq
-            quiet_since = time.monotonic()
-            if finished:
-                yield format_event("end", seq, {"status": status["status"], "error": status.get("error"),
-                                                "error_status": status.get("error_status"),
-                                                "done": status["done"], "total": status.get("total"),
-                                                "result_url": f"{JOBS}/{job_id}/result"})
-                return
-            yield format_event("progress", seq, {"status": status["status"], "done": status["done"],
-                                                 "total": status.get("total")})
-        elif finished:  # resumed at or past the end: nothing more will come
-            return
-        if await is_disconnected():
-            return
-        if time.monotonic() - quiet_since > heartbeat:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(poll)
+def describe_attention_job(status: dict[str, Any], finished: bool) -> dict[str, Any]:
+    """An event's data: progress, and at the end the outcome with the result's URL."""
+    if not finished:
+        return {"status": status["status"], "done": status["done"], "total": status.get("total")}
+    return {"status": status["status"], "error": status.get("error"), "error_status": status.get("error_status"),
+            "done": status["done"], "total": status.get("total"), "result_url": f"{JOBS}/{status['id']}/result"}
 
 
 @router.get("/attention/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
@@ -229,7 +190,4 @@ async def read_attention_job_events(
             description="resume after this event id (browsers send it when reconnecting)")] = None,
 ) -> StreamingResponse:
     """The job's progress as server-sent events; ends with the job (or at once when resumed past its end)."""
-    await jobs.read_for_stream(job_id)  # 404 before the stream starts
-    after = -1 if last_event_id is None else last_event_id
-    return StreamingResponse(job_events(jobs, job_id, request.is_disconnected, after), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await job_event_stream(jobs, job_id, request.is_disconnected, describe_attention_job, last_event_id)

@@ -16,24 +16,18 @@ and ``.npy`` the result links to. Cancelling: the owner (whoever started the job
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import AnalysisJobsDep, IdentityDep
+from app.api.job_stream import job_event_stream
 from app.schemas.jobs import AnalysisJob, job_view
-from app.services.analysis_jobs import ACTIVE, AnalysisJobs, media_type
+from app.services.analysis_jobs import media_type
 from app.services.owners import Access, check_may_change
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-POLL_SECONDS = 0.1
-HEARTBEAT_SECONDS = 10.0
 
 
 @router.get("/{job_id}", response_model=AnalysisJob)
@@ -70,41 +64,6 @@ def read_job_file(job_id: str, name: str, jobs: AnalysisJobsDep) -> Response:
     return Response(jobs.file_bytes(job_id, name), media_type=media_type(name), headers={"Cache-Control": "no-cache"})
 
 
-def format_event(event: str, seq: int, data: dict[str, Any]) -> str:
-    """One message in the text/event-stream format."""
-    return f"id: {seq}\nevent: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
-
-
-async def job_events(jobs: AnalysisJobs, job_id: str, is_disconnected: Callable[[], Awaitable[bool]],
-                     after: int = -1, poll: float = POLL_SECONDS,
-                     heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[str]:
-    """Each new state of the job after ``after`` as an event (``progress``, then ``end``); closes after ``end``, at
-    once when ``after`` is at or past a finished job's last state, or on disconnect."""
-    yield "retry: 2000\n\n"
-    quiet_since = time.monotonic()
-    while True:
-        try:
-            status = await jobs.read_for_stream(job_id)
-        except Exception:  # removed meanwhile (cleaned up): nothing more will come
-            return
-        seq = int(status.get("seq", 0))
-        finished = status["status"] not in ACTIVE
-        if seq > after:
-            after = seq
-            quiet_since = time.monotonic()
-            yield format_event("end" if finished else "progress", seq, job_view(status, None).model_dump())
-            if finished:
-                return
-        elif finished:  # resumed at or past the end: nothing more will come
-            return
-        if await is_disconnected():
-            return
-        if time.monotonic() - quiet_since > heartbeat:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(poll)
-
-
 @router.get("/{job_id}/events", response_class=StreamingResponse, responses={200: {
     "content": {"text/event-stream": {"example": 'id: 3\nevent: progress\ndata: {"id": "5d41402abc4b2a76", "status": '
                                                  '"running", "done": 48, "total": 128}\n\n'}},
@@ -115,7 +74,9 @@ async def read_job_events(
             description="resume after this event id (browsers send it when reconnecting)")] = None,
 ) -> StreamingResponse:
     """The job's progress as server-sent events; ends with the job (or at once when resumed past its end)."""
-    await jobs.read_for_stream(job_id)  # 404 before the stream starts
-    after = -1 if last_event_id is None else last_event_id
-    return StreamingResponse(job_events(jobs, job_id, request.is_disconnected, after), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await job_event_stream(jobs, job_id, request.is_disconnected, describe_analysis_job, last_event_id)
+
+
+def describe_analysis_job(status: dict[str, Any], finished: bool) -> dict[str, Any]:
+    """An event's data: the job's summary, as GET /api/jobs/{job_id} answers it to someone else."""
+    return job_view(status, None).model_dump()
