@@ -8,8 +8,9 @@
 import { ApiError, api, clearError, showError } from "./api.js";
 import { drawBars } from "./bars.js";
 import { el, fmt } from "./explain/common.js";
+import { InputPicker, inputRequest, kindOf } from "./input_picker.js";
 import { fetchResult, progressText } from "./jobs.js";
-import { architecture, fillModelSelect, inputChannels } from "./models.js";
+import { architecture, fillModelSelect } from "./models.js";
 import { createState } from "./state.js";
 
 // advTarget -1: untargeted; advPgdCurve: the PGD curve was asked for
@@ -28,7 +29,7 @@ let state = null;
 let models = [];
 let model = null; // the chosen model's summary
 let labels = [];
-let input = null; // { blob, name, tensor }
+let picker = null; // the model select's samples and upload: the input attacked
 let attackToken = 0;
 let attackAbort = null;
 let answer = null; // the last attack's answer
@@ -67,25 +68,15 @@ function bind() {
     showControls();
     loadModel();
   });
-  root.querySelectorAll("#adv-samples .sample").forEach((button) => {
-    button.addEventListener("click", () => {
-      state.set({ advSample: button.dataset.file }, { push: true, silent: true });
+  picker = new InputPicker(root, "adv", {
+    onSample: (file) => {
+      state.set({ advSample: file }, { push: true, silent: true });
       loadSample();
-    });
-  });
-  $("adv-file").addEventListener("change", () => {
-    const file = $("adv-file").files?.[0];
-    $("adv-file").value = "";
-    if (file) takeFile(file);
-  });
-  const drop = root.querySelector(".dropzone");
-  drop.addEventListener("dragover", (event) => event.preventDefault());
-  drop.addEventListener("drop", (event) => {
-    const file = event.dataTransfer?.files?.[0];
-    if (file) {
-      event.preventDefault();
-      takeFile(file);
-    }
+    },
+    onFile: () => {
+      state.set({ advSample: "" }, { silent: true });
+      attack();
+    },
   });
   const controls = [
     ["adv-method", "advMethod", (e) => e.value, "change"],
@@ -126,10 +117,6 @@ function showControls() {
   if (answer) markEpsilon();
 }
 
-function kindOf(m) {
-  return inputChannels(m) === 1 ? "digit" : "photo";
-}
-
 async function init() {
   try {
     const wanted = state.values.advModel || PREFERRED_MODEL;
@@ -145,12 +132,11 @@ async function init() {
 async function loadModel() {
   model = models.find((m) => m.id === state.values.advModel) ?? null;
   $("adv-model").value = state.values.advModel;
-  input = null;
+  picker.clear();
   clearResult("Pick an input to attack.");
   for (const key of Object.keys(curves)) delete curves[key];
   if (!model) return;
-  const kind = kindOf(model);
-  root.querySelectorAll("#adv-samples .sample").forEach((button) => { button.hidden = button.dataset.kind !== kind; });
+  const first = picker.showKind(model);
   try {
     const detail = await architecture(model.id);
     labels = detail.labels ?? [];
@@ -162,33 +148,14 @@ async function loadModel() {
     return;
   }
   loadCurves();
-  if (!state.values.advSample) {
-    const first = root.querySelector(`#adv-samples .sample[data-kind="${kind}"]`);
-    if (first) state.set({ advSample: first.dataset.file }, { silent: true });
-  }
+  if (!state.values.advSample && first) state.set({ advSample: first }, { silent: true });
   await loadSample();
 }
 
 async function loadSample() {
   const file = state.values.advSample;
-  root.querySelectorAll("#adv-samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === file)));
-  if (!file) return;
-  try {
-    const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
-    input = { blob, name: file, tensor: false };
-    $("adv-input-name").textContent = "";
-    attack();
-  } catch (err) {
-    showError(err, `sample ${file}`);
-  }
-}
-
-function takeFile(file) {
-  input = { blob: file, name: file.name || "your image", tensor: (file.name || "").toLowerCase().endsWith(".npy") };
-  state.set({ advSample: "" }, { silent: true });
-  root.querySelectorAll("#adv-samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
-  $("adv-input-name").textContent = `Your file: ${input.name}`;
-  attack();
+  picker.press(file);
+  if (file && await picker.load(file)) attack();
 }
 
 function query() {
@@ -206,22 +173,13 @@ function query() {
 }
 
 async function attack() {
-  if (!model || !input) return;
+  if (!model || !picker.input) return;
   const token = ++attackToken;
   attackAbort?.abort();
   attackAbort = new AbortController();
-  let body;
-  const headers = {};
-  if (input.tensor) {
-    body = input.blob;
-    headers["Content-Type"] = "application/x-npy";
-  } else {
-    body = new FormData();
-    body.append("image", input.blob, input.name.includes(".") ? input.name : `${input.name}.png`);
-  }
   try {
     const result = await api(`/api/models/${encodeURIComponent(model.id)}/adversarial?${query()}`,
-      { body, headers, label: "Attacking…", signal: attackAbort.signal });
+      { ...inputRequest(picker.input), label: "Attacking…", signal: attackAbort.signal });
     if (token !== attackToken) return;
     clearError();
     answer = result;

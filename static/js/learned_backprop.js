@@ -14,7 +14,8 @@ import { drawBars } from "./bars.js";
 import { legend } from "./colormap.js";
 import { el, gridBlock } from "./explain/common.js";
 import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
-import { architecture, archNodes, fillModelSelect, inputChannels } from "./models.js";
+import { InputPicker, inputRequest } from "./input_picker.js";
+import { architecture, archNodes, fillModelSelect } from "./models.js";
 import { createState } from "./state.js";
 
 // bpLabel -1: the model's prediction; bpUnit "node@c,y,x" ("" none); bpRate: an index into the API's swept rates
@@ -31,7 +32,7 @@ let state = null;
 let models = [];
 let model = null;
 let detail = null; // the model's architecture (labels, nodes and their inputs)
-let input = null; // { blob, name, tensor }
+let picker = null; // the model select's samples and upload: the input backpropagated
 let answer = null; // the BackpropResponse shown
 let animator = null;
 let passToken = 0;
@@ -84,25 +85,15 @@ function bind() {
       bpFilter: 0, bpChannel: 0 }, { push: true, silent: true });
     loadModel();
   });
-  root.querySelectorAll("#bp-samples .sample").forEach((button) => {
-    button.addEventListener("click", () => {
-      state.set({ bpSample: button.dataset.file, bpUnit: "" }, { push: true, silent: true });
+  picker = new InputPicker(root, "bp", {
+    onSample: (file) => {
+      state.set({ bpSample: file, bpUnit: "" }, { push: true, silent: true });
       loadSample();
-    });
-  });
-  $("bp-file").addEventListener("change", () => {
-    const file = $("bp-file").files?.[0];
-    $("bp-file").value = "";
-    if (file) takeFile(file);
-  });
-  const drop = root.querySelector(".dropzone");
-  drop.addEventListener("dragover", (event) => event.preventDefault());
-  drop.addEventListener("drop", (event) => {
-    const file = event.dataTransfer?.files?.[0];
-    if (file) {
-      event.preventDefault();
-      takeFile(file);
-    }
+    },
+    onFile: () => {
+      state.set({ bpSample: "", bpUnit: "" }, { silent: true });
+      runBackprop();
+    },
   });
   $("bp-label").addEventListener("change", () => {
     state.set({ bpLabel: Number($("bp-label").value), bpUnit: "" }, { push: true, silent: true });
@@ -223,20 +214,15 @@ async function init() {
   }
 }
 
-function kindOf(m) {
-  return inputChannels(m) === 1 ? "digit" : "photo";
-}
-
 async function loadModel() {
   model = models.find((m) => m.id === state.values.bpModel) ?? null;
   $("bp-model").value = state.values.bpModel;
-  input = null;
+  picker.clear();
   answer = null;
   sweep = null;
   clearPass("Pick an input.");
   if (!model) return;
-  const kind = kindOf(model);
-  root.querySelectorAll("#bp-samples .sample").forEach((button) => { button.hidden = button.dataset.kind !== kind; });
+  const first = picker.showKind(model);
   try {
     detail = await architecture(model.id);
   } catch (err) {
@@ -247,44 +233,18 @@ async function loadModel() {
   $("bp-label").replaceChildren(new Option("the model's prediction", "-1"),
     ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
   $("bp-label").value = String(state.values.bpLabel);
-  if (!state.values.bpSample) {
-    const first = root.querySelector(`#bp-samples .sample[data-kind="${kind}"]`);
-    if (first) state.set({ bpSample: first.dataset.file }, { silent: true });
-  }
+  if (!state.values.bpSample && first) state.set({ bpSample: first }, { silent: true });
   await loadSample();
 }
 
 async function loadSample() {
   const file = state.values.bpSample;
-  root.querySelectorAll("#bp-samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === file)));
+  picker.press(file);
   if (!file) {
-    if (input) runBackprop();
+    if (picker.input) runBackprop();
     return;
   }
-  try {
-    const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
-    input = { blob, name: file, tensor: false };
-    $("bp-input-name").textContent = "";
-    await runBackprop();
-  } catch (err) {
-    showError(err, `sample ${file}`);
-  }
-}
-
-function takeFile(file) {
-  input = { blob: file, name: file.name || "your image", tensor: (file.name || "").toLowerCase().endsWith(".npy") };
-  state.set({ bpSample: "", bpUnit: "" }, { silent: true });
-  root.querySelectorAll("#bp-samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
-  $("bp-input-name").textContent = `Your file: ${input.name}`;
-  runBackprop();
-}
-
-/** The request body and headers that send the current input. */
-function inputRequest() {
-  if (input.tensor) return { body: input.blob, headers: { "Content-Type": "application/x-npy" } };
-  const body = new FormData();
-  body.append("image", input.blob, input.name.includes(".") ? input.name : `${input.name}.png`);
-  return { body, headers: {} };
+  if (await picker.load(file)) await runBackprop();
 }
 
 function modelPath(suffix) {
@@ -293,11 +253,11 @@ function modelPath(suffix) {
 
 // --- the loss and the backward pass ----------------------------------------------------------------------------------
 async function runBackprop() {
-  if (!model || !input) return;
+  if (!model || !picker.input) return;
   const token = ++passToken;
   const label = state.values.bpLabel >= 0 ? `?label=${state.values.bpLabel}` : "";
   try {
-    const result = await api(modelPath(`backprop${label}`), { ...inputRequest(), label: "Backpropagating…" });
+    const result = await api(modelPath(`backprop${label}`), { ...inputRequest(picker.input), label: "Backpropagating…" });
     if (token !== passToken) return;
     clearError();
     answer = result;
@@ -549,7 +509,7 @@ async function explainUnit() {
   const token = ++chainToken;
   const params = new URLSearchParams({ label: String(answer.label), node: unit.nodeId, unit: unit.index.join(",") });
   try {
-    const result = await api(modelPath(`backprop/chain-rule?${params}`), { ...inputRequest(), label: "The chain rule…" });
+    const result = await api(modelPath(`backprop/chain-rule?${params}`), { ...inputRequest(picker.input), label: "The chain rule…" });
     if (token !== chainToken) return;
     renderChain(result);
   } catch (err) {
@@ -716,7 +676,7 @@ async function runSgd() {
   }
   const token = ++sgdToken;
   try {
-    const result = await api(modelPath(`sgd-step?${params}`), { ...inputRequest(), label: "Taking one SGD step…" });
+    const result = await api(modelPath(`sgd-step?${params}`), { ...inputRequest(picker.input), label: "Taking one SGD step…" });
     if (token !== sgdToken) return;
     if (!known) {
       sweep = { key, rates: result.sweep.map((o) => o.lr), outcomes: result.sweep };

@@ -133,3 +133,26 @@ def test_a_photo_model_gets_photos_and_no_curve(page):
     page.wait_for_function("document.querySelector('#adv-curve-note').textContent.includes('digit classifier')")
     assert page.locator("#adv-chart svg").count() == 0
     page.console.check(ignore=["422"])
+
+
+def test_an_uploaded_digit_and_tensor_are_attacked(page):
+    """The picker's upload: a PNG as an image, a `.npy` as the model's own input; no sample stays pressed."""
+    open_view(page)
+    expected = attack_beside(page, "digits_classic", "digit-5.png", "method=fgsm&epsilon=0.2")
+    with page.expect_response(lambda r: "/adversarial?" in r.url and r.request.method == "POST") as answered:
+        page.locator("#adv-file").set_input_files(str(SAMPLES / "digit-5.png"))
+    assert answered.value.ok
+    page.wait_for_function("document.querySelector('#adv-input-name').textContent === 'Your file: digit-5.png'")
+    assert page.locator('#adv-samples .sample[aria-pressed="true"]').count() == 0
+    page.wait_for_function("([want]) => document.querySelector('#adv-original').getAttribute('src') === want",
+                           arg=[expected["original"]["picture_png"]])
+    tensor = npy(page, expected["original"]["npy_url"])  # the model's input for the same digit
+    buffer = io.BytesIO()
+    np.save(buffer, tensor, allow_pickle=False)
+    with page.expect_response(lambda r: "/adversarial?" in r.url and r.request.method == "POST") as answered:
+        page.locator("#adv-file").set_input_files(
+            {"name": "five.npy", "mimeType": "application/octet-stream", "buffer": buffer.getvalue()})
+    assert answered.value.ok and answered.value.request.headers["content-type"] == "application/x-npy"
+    page.wait_for_function("document.querySelector('#adv-input-name').textContent === 'Your file: five.npy'")
+    assert bar_texts(page, "#adv-original-bars")[0] == as_bar_text(expected["original"]["predictions"][0])
+    page.console.check()

@@ -158,3 +158,17 @@ def test_a_unit_of_a_vector_and_of_a_sequence_is_addressed_right(page):
         assert pattern in page.url, page.url
         assert page.locator("#bp-chain-body .bp-total .badge.ok").first.is_visible()
     page.console.check()
+
+
+def test_an_uploaded_digit_is_backpropagated(page):
+    """The picker's upload: the loss is the uploaded digit's, and no sample stays pressed."""
+    open_view(page)
+    image = {"name": "digit-5.png", "mimeType": "image/png", "buffer": (SAMPLES / "digit-5.png").read_bytes()}
+    expected = page.request.post(f"/api/models/digits_classic/backprop?label={LABEL}", multipart={"image": image})
+    assert expected.ok, expected.text()
+    page.locator("#bp-file").set_input_files(str(SAMPLES / "digit-5.png"))
+    page.wait_for_function("document.querySelector('#bp-input-name').textContent === 'Your file: digit-5.png'")
+    want = js_num(expected.json()["loss"])
+    page.wait_for_function("([want]) => document.querySelector('#bp-loss-value').textContent === want", arg=[want])
+    assert page.locator('#bp-samples .sample[aria-pressed="true"]').count() == 0
+    page.console.check()
