@@ -207,6 +207,13 @@ class Graph:
             raise UnknownNodeError(node_id, list(self.by_id))
         return found
 
+    def check_node_or_input(self, node_id: str) -> str:
+        """``node_id`` when it is ``"input"`` or one of the graph's nodes; else ``UnknownNodeError`` listing them
+        (``"input"`` first)."""
+        if node_id != INPUT and node_id not in self.by_id:
+            raise UnknownNodeError(node_id, [INPUT, *self.by_id])
+        return node_id
+
     def check_input(self, x: np.ndarray) -> None:
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"input has shape {list(x.shape)}, but this model takes "
@@ -261,9 +268,8 @@ class Graph:
         if isinstance(keep, str):
             raise TypeError(f"keep takes a list of node ids, e.g. keep=[{keep!r}], not a string")
         wanted = set(keep)
-        unknown = sorted(wanted - set(self.by_id) - {INPUT})
-        if unknown:
-            raise UnknownNodeError(unknown[0], [INPUT, *self.by_id])
+        for node_id in sorted(wanted):
+            self.check_node_or_input(node_id)
         if stop_at is not None:
             end = self._position[stop_at]
             later = sorted(name for name in wanted - {INPUT} if self._position[name] > end)

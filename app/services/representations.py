@@ -48,7 +48,6 @@ from app.services.errors import UnusableRequestError
 from app.services.inputs import ModelInput, prepare_input
 from app.services.models import StoredModel, takes_images
 from engine.datasets import mnist
-from engine.errors import UnknownNodeError
 from engine.graph import INPUT, Graph
 from engine.learned.features import BATCH_SIZE, MAX_FEATURES, FeatureLayout, extract_features, layout
 from engine.learned.neighbours import nearest
@@ -114,13 +113,6 @@ def check_digit_model(model: StoredModel) -> None:
         raise NotDigitModelError(model, reason)
 
 
-def check_node(graph: Graph, node: str) -> str:
-    """``node`` when it is ``"input"`` or one of the graph's nodes; else ``UnknownNodeError`` (404) listing them."""
-    if node != INPUT and node not in graph.by_id:
-        raise UnknownNodeError(node, [INPUT, *graph.by_id])
-    return node
-
-
 def feature_info(graph: Graph, node: str) -> FeatureInfo:
     found = layout(graph, node, MAX_FEATURES)
     return _info(found)
@@ -155,7 +147,7 @@ def digits_for(model: StoredModel, split: mnist.Split) -> tuple[np.ndarray, np.n
 def projection_task(model: StoredModel, node: str, method: str) -> AnalysisTask:
     """The analysis job embedding the held-out digits at ``node`` by ``method`` (checked first)."""
     check_digit_model(model)
-    check_node(model.graph, node)
+    model.graph.check_node_or_input(node)
     if method not in METHODS:  # the route's Literal refuses it first
         raise UnusableRequestError(f"method must be one of {', '.join(METHODS)}, got '{method}'")
     pre = model.bundle.preprocessing
@@ -292,7 +284,7 @@ def find_neighbours(model: StoredModel, model_input: ModelInput, node: str, k: i
     graph = model.graph
     if not takes_images(graph):
         raise NotImageModelError(model)
-    check_node(graph, node)
+    graph.check_node_or_input(node)
     if not 1 <= k <= MAX_NEIGHBOURS:  # the route's bounds refuse it first
         raise UnusableRequestError(f"k must be 1 to {MAX_NEIGHBOURS}, got {k}")
     if not photos:

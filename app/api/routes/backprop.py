@@ -54,7 +54,6 @@ from app.services.models import StoredModel
 from app.services.runs import Run, RunStore
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import as_channels, tile_layout
-from engine.errors import UnknownNodeError
 from engine.graph import INPUT
 from engine.learned.backprop import check_label
 from engine.learned.chain_rule import chain_rule
@@ -114,8 +113,7 @@ def stored_gradient(run_id: str, label: int, node_id: str, runs: RunStore, model
     node without a gradient, 422 for a label outside the model's classes)."""
     run = runs.get(run_id, models)
     model = models.get(run.model_id)
-    if node_id != INPUT and node_id not in model.graph.by_id:
-        raise UnknownNodeError(node_id, [INPUT, *model.graph.by_id])  # the one 404 for a node no model has
+    model.graph.check_node_or_input(node_id)  # the one 404 for a node the model does not have
     entry, _ = store.get(model, run, check_label(model.graph, label))
     return run, model, entry, gradient_of(entry, node_id)
 

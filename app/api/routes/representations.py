@@ -114,7 +114,7 @@ def create_neighbours(
     """The shipped sample photos most similar to an image at a node: cosine similarity of the node's features."""
     if not service.takes_images(model.graph):  # before decoding anything
         raise service.NotImageModelError(model)
-    service.check_node(model.graph, node)
+    model.graph.check_node_or_input(node)
     photos = service.sample_photos(sample_images(), samples_dir())
     return service.find_neighbours(model, model_input, node, k, photos, settings.max_upload_bytes,
                                    settings.max_image_pixels, settings.max_tensor_elements, compute)
