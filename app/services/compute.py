@@ -21,6 +21,13 @@ descriptors.
   at most ``decoding.limit_bytes`` (more: 413, before decoding). Images under ``FREE_DECODE_BYTES`` are
   not counted (they cannot add up to much, and cheap requests should never wait for the budget).
 
+- **Shorter work first.** Waiters of a lane are served in order across every worker (``app.services.slots``), and
+  in the heavy lane a pass of ``g`` GMACs queues as if it had arrived ``g × QUEUE_S_PER_GMAC`` seconds later (at
+  most ``MAX_QUEUE_HANDICAP_S``; work of unknown size takes the most). A photo's prediction (0.4 GMACs on
+  EfficientNet-Lite0) then goes before the Grad-CAMs (a forward and a backward pass) that arrived up to a few
+  seconds before it, as shortest-job-first scheduling would, and no work waits forever: after its handicap, it
+  is first come, first served.
+
 A request that waits longer than ``wait_s`` for a compute slot (``decode_wait_s`` for the decode budget)
 gets a 503.
 """
@@ -51,6 +58,10 @@ FREE_DECODE_BYTES = 2 * MB
 #: a background job waits this long for a background slot (the jobs before it run meanwhile; then 503)
 BACKGROUND_WAIT_S = 900.0
 LIGHT, HEAVY, BACKGROUND, IMPORT = "light", "heavy", "background", "import"
+#: in the heavy lane, a pass queues as if it had arrived this many seconds later per GMAC of its work ...
+QUEUE_S_PER_GMAC = 30.0
+#: ... and at most this much later (also the handicap of work of unknown size)
+MAX_QUEUE_HANDICAP_S = 60.0
 
 log = logging.getLogger("cnn_visualiser.compute")
 
@@ -177,7 +188,8 @@ class ComputeSlots:
     @contextmanager
     def __call__(self, gmacs: float | None = None) -> Iterator[None]:
         lane = self.lane(gmacs)
-        with self._holding(lane, self.light if lane == LIGHT else self.heavy):
+        priority = None if lane == LIGHT else time.monotonic() + queue_handicap(gmacs)
+        with self._holding(lane, self.light if lane == LIGHT else self.heavy, priority=priority):
             yield
 
     @contextmanager
@@ -200,9 +212,9 @@ class ComputeSlots:
 
     @contextmanager
     def _holding(self, lane: str, pool: SlotPool, wait_s: float | None = None,
-                 busy: str = "every compute slot was taken") -> Iterator[None]:
+                 busy: str = "every compute slot was taken", priority: float | None = None) -> Iterator[None]:
         wait_s = self.wait_s if wait_s is None else wait_s
-        held = pool.take(1, wait_s)
+        held = pool.take(1, wait_s, priority)
         if held is None:
             raise ApiError(503, f"the server is busy ({busy} for {wait_s:.0f} s): retry shortly")
         with self._activity:
@@ -223,6 +235,13 @@ class ComputeSlots:
         """One line per slot held (``compute_trace_file``): appended in one write, so workers do not interleave."""
         with open(self.trace_file, "a", encoding="utf-8") as file:
             file.write(f"{os.getpid()} {lane} {start:.6f} {end:.6f}\n")
+
+
+def queue_handicap(gmacs: float | None) -> float:
+    """Seconds a heavy pass of ``gmacs`` queues behind later arrivals (see the module docstring)."""
+    if gmacs is None:
+        return MAX_QUEUE_HANDICAP_S
+    return min(MAX_QUEUE_HANDICAP_S, max(0.0, gmacs) * QUEUE_S_PER_GMAC)
 
 
 def forward_gmacs(graph: Graph, batch: int = 1) -> float:

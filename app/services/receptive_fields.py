@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 
 from app.schemas.receptive_field import EffectiveField, ReceptiveFieldRequest, ReceptiveFieldResponse
+from app.services.compute import forward_gmacs
 from app.services.errors import ForeignRunError
 from app.services.models import ModelStore, StoredModel
 from app.services.overlay import png_data_url
@@ -27,7 +28,7 @@ MAX_VALUES = 4096
 
 
 def receptive_field_of(model: StoredModel, request: ReceptiveFieldRequest, runs: RunStore, models: ModelStore,
-                       compute: Callable[[], AbstractContextManager[None]]) -> ReceptiveFieldResponse:
+                       compute: Callable[..., AbstractContextManager[None]]) -> ReceptiveFieldResponse:
     """The unit's box, centre and per-layer footprint; with ``request.effective``, its effective field too."""
     graph = model.graph
     node = graph.node(request.node)
@@ -39,7 +40,7 @@ def receptive_field_of(model: StoredModel, request: ReceptiveFieldRequest, runs:
     if request.effective:
         index = effective_index(node.id, node.output_shape, request.index, spatial)
         x, name = effective_input(model, request.run_id, runs, models)
-        with compute():
+        with compute(gmacs=2 * forward_gmacs(graph)):  # a forward and a backward pass
             effective = effective_field(model, x, node.id, index, name)
     return ReceptiveFieldResponse(model_id=model.id, node=node.id, index=spatial,
                                   receptive_field=rf.to_dict(), box=[b.__dict__ for b in box.axes], note=box.note,
