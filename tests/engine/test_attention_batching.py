@@ -49,3 +49,32 @@ def test_the_activation_budget_sets_the_batch():
     assert common.effective_batch(graph, x, 16) == min(16, common.BATCH_BYTES // per_input)
     assert common.effective_batch(graph, x, 2) == 2
     assert common.effective_batch(graph, np.zeros((1, 3, 224, 224), np.float32), 16) >= 1
+
+
+def test_differentiated_passes_count_their_caches_and_gradients(monkeypatch):
+    """A batch that is differentiated holds BACKWARD_MEMORY times its activations: fewer inputs per batch."""
+    graph = Graph(SPEC)
+    x = np.zeros((1, 2, 12, 12), dtype=np.float32)
+    per_input = sum(int(np.prod(n.output_shape)) for n in graph.nodes) * 4
+    monkeypatch.setattr(common, "BATCH_BYTES", 6 * per_input)
+    assert common.effective_batch(graph, x, 16) == 6
+    assert common.effective_batch(graph, x, 16, backward=True) == 6 // common.BACKWARD_MEMORY
+    monkeypatch.setattr(common, "BATCH_BYTES", per_input)
+    assert common.effective_batch(graph, x, 16, backward=True) == 1  # never fewer than one
+
+
+def test_gradient_batches_use_the_backward_budget(monkeypatch):
+    graph = Graph(SPEC)
+    params = graph.init_params(seed=2)
+    per_input = sum(int(np.prod(n.output_shape)) for n in graph.nodes) * 8  # float64 inputs
+    monkeypatch.setattr(common, "BATCH_BYTES", 6 * per_input)
+    sizes = []
+    forward = Graph.forward
+
+    def counting(self, x, *args, **kwargs):
+        sizes.append(len(x))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Graph, "forward", counting)
+    common.input_gradients(graph, params, np.zeros((7, 2, 12, 12)), target=1)
+    assert sizes == [2, 2, 2, 1]
