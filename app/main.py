@@ -103,7 +103,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     trimmer = None
     if settings.idle_trim_s:  # at rest: drop the runs nobody is looking at, then give the memory back
         trimmer = IdleTrimmer(services.compute.idle_for, settings.idle_trim_s,
-                              before_trim=lambda: services.runs.forget_unused(settings.idle_trim_s)).start()
+                              before_trim=lambda: services.runs.forget_unused(settings.idle_trim_s),
+                              busy_trim_s=settings.busy_trim_s).start()
     try:
         yield
     finally:

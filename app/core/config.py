@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest decoded image (width × height)")
     max_tensor_elements: int = Field(8_000_000, gt=0, description="largest input tensor, in elements")
     run_cache_size: int = Field(8, ge=1, description="how many forward passes (runs) each worker keeps in memory")
-    run_cache_mb: int = Field(512, ge=1, description="memory the runs kept in memory may take, in MiB, all the "
+    run_cache_mb: int = Field(320, ge=1, description="memory the runs kept in memory may take, in MiB, all the "
                                                      "`workers` together (each keeps its share)")
     training_max_jobs: int = Field(2, ge=1, description="training-lab jobs running at once, all workers together "
                                                         "(more: 429)")
@@ -124,6 +124,8 @@ class Settings(BaseSettings):
                                                    "of one per core)")
     idle_trim_s: float = Field(5.0, ge=0, description="give freed memory back to the system after this many "
                                                       "seconds without computing (0: never)")
+    busy_trim_s: float = Field(2.0, ge=0, description="while passes keep running, give freed memory back to the "
+                                                      "system this often, in seconds (0: only at rest)")
     thread_pool_size: int = Field(
         100, ge=1, description="threads each worker may use for blocking requests (AnyIO's default is 40): "
                                "requests waiting for a compute slot hold one, and must leave some for the "

@@ -19,6 +19,7 @@ import ctypes.util
 import logging
 import platform
 import threading
+import time
 from collections.abc import Callable
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
@@ -56,15 +57,22 @@ def trim_memory() -> bool:
 
 class IdleTrimmer:
     """A daemon thread that calls :func:`trim_memory` once ``idle_s`` seconds have passed without computing
-    (``idle_for()``: seconds since the last pass ended, 0 during one), and not again until more work was done."""
+    (``idle_for()``: seconds since the last pass ended, 0 during one), and not again until more work was done.
+
+    With ``busy_trim_s``, it also trims every ``busy_trim_s`` seconds while passes keep running (without
+    ``before_trim``): under a steady load a worker is never idle, and the arenas kept the memory of finished
+    passes until the load ended."""
 
     def __init__(self, idle_for: Callable[[], float], idle_s: float, check_s: float = 1.0,
-                 before_trim: Callable[[], object] | None = None) -> None:
+                 before_trim: Callable[[], object] | None = None, busy_trim_s: float = 0.0) -> None:
         self.idle_for = idle_for
         self.before_trim = before_trim  # frees what the worker keeps (its idle runs) so the trim can return it
         self.idle_s = idle_s
-        self.check_s = check_s
+        self.busy_trim_s = busy_trim_s
+        self.check_s = min(check_s, busy_trim_s) if busy_trim_s > 0 else check_s
         self.trims = 0
+        self.busy_trims = 0
+        self.trim_seconds = 0.0  # time spent trimming, for the benchmarks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="idle-trimmer", daemon=True)
 
@@ -76,18 +84,29 @@ class IdleTrimmer:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _trim(self) -> None:
+        start = time.perf_counter()
+        trim_memory()
+        self.trim_seconds += time.perf_counter() - start
+
     def _watch(self) -> None:
         trimmed = True  # nothing to give back before the first pass
+        last_busy_trim = time.monotonic()
         while not self._stop.wait(self.check_s):
             idle = self.idle_for()
             if idle < self.idle_s:
                 trimmed = False
+                now = time.monotonic()
+                if self.busy_trim_s > 0 and now - last_busy_trim >= self.busy_trim_s:
+                    self._trim()
+                    self.busy_trims += 1
+                    last_busy_trim = now
             elif not trimmed:
                 if self.before_trim is not None:
                     try:
                         self.before_trim()
                     except Exception:  # never let the trimmer die: it would stop giving memory back
                         log.exception("freeing idle memory failed")
-                trim_memory()
+                self._trim()
                 self.trims += 1
                 trimmed = True

@@ -3,6 +3,7 @@ own, memory given back when idle, and the run cache split between the workers.""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -81,6 +82,27 @@ def test_the_trimmer_gives_memory_back_once_per_idle_spell():
         assert trimmer.trims == 1  # once per spell
     finally:
         trimmer.stop()
+
+
+def test_under_a_steady_load_the_trimmer_trims_every_busy_trim_s(monkeypatch):
+    """A worker that never rests (a lecture) still gives back what finished passes freed, at most every
+    busy_trim_s; without it, only at rest."""
+    calls = []
+    monkeypatch.setattr("app.core.memory.trim_memory", lambda: calls.append(time.monotonic()) or True)
+    busy = IdleTrimmer(lambda: 0.0, idle_s=5, check_s=1.0, busy_trim_s=0.05).start()
+    try:
+        time.sleep(0.32)
+    finally:
+        busy.stop()
+    assert 2 <= busy.busy_trims <= 7 and busy.trims == 0 and len(calls) == busy.busy_trims
+    assert all(b - a >= 0.045 for a, b in itertools.pairwise(calls))
+    calls.clear()
+    rest_only = IdleTrimmer(lambda: 0.0, idle_s=5, check_s=0.01).start()
+    try:
+        time.sleep(0.1)
+    finally:
+        rest_only.stop()
+    assert calls == [] and rest_only.busy_trims == 0
 
 
 @pytest.mark.parametrize("workers, share", [(1, 512), (2, 256), (4, 128)])
