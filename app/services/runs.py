@@ -167,6 +167,8 @@ class RunStore:
             stale = [run_id for run_id, run in self._runs.items() if run.used_at <= cutoff]
             for run_id in stale:
                 del self._runs[run_id]
+        if self.shared is not None:  # and the shared files no worker opened meanwhile (memory in /dev/shm)
+            self.shared.forget_unused(idle_s)
         return len(stale)
 
     def cached_count(self) -> int:

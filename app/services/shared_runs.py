@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,17 @@ class SharedRuns:
             total += size
             if index > 0 and total > self.max_bytes:
                 path.unlink(missing_ok=True)
+
+    def forget_unused(self, idle_s: float) -> int:
+        """Remove the files no worker opened for ``idle_s`` seconds (a later request maps a run its worker still
+        holds, or recomputes it from its stored input); returns how many. Called when a worker rests: the files
+        are memory in ``/dev/shm`` that no process would otherwise give back after a lecture's burst."""
+        cutoff = time.time() - idle_s
+        removed = 0
+        with contextlib.suppress(OSError):
+            for path in self.directory.glob(f"*{SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):  # removed by another worker meanwhile
+                    if path.stat().st_mtime <= cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
