@@ -182,53 +182,39 @@ def test_the_handicap_grows_with_the_work_and_is_bounded():
     assert queue_handicap(None) == MAX_QUEUE_HANDICAP_S  # work of unknown size: the most
 
 
+def served_in_order(compute: ComputeSlots, works: list[tuple[str, float, float]]) -> list[str]:
+    """With the heavy slot held, queue ``(name, gmacs, pause)`` in turn (``pause``: seconds after it queued),
+    then free the slot: the order in which they computed."""
+    order: list[str] = []
+
+    def work(name: str, gmacs: float) -> None:
+        with compute(gmacs=gmacs):
+            order.append(name)
+
+    blocker = compute.heavy.take(1, wait_s=1)
+    threads = []
+    for count, (name, gmacs, pause) in enumerate(works, start=1):
+        threads.append(threading.Thread(target=work, args=(name, gmacs)))
+        threads[-1].start()
+        wait_for_waiters(compute.heavy, count)
+        time.sleep(pause)
+    time.sleep(RANKED_S)
+    compute.heavy.release(blocker)
+    for thread in threads:
+        thread.join(10)
+    return order
+
+
 def test_a_prediction_goes_before_a_grad_cam_that_queued_first(tmp_path):
     """EfficientNet-Lite0: a prediction is 0.385 GMACs, a Grad-CAM about twice that (a forward and a backward
     pass). The Grad-CAM queues first; when the slot frees, the prediction takes it."""
     compute = ComputeSlots(tmp_path, slots=1, wait_s=10)
-    order: list[str] = []
-
-    def run(name: str, gmacs: float) -> threading.Thread:
-        def work() -> None:
-            with compute(gmacs=gmacs):
-                order.append(name)
-
-        thread = threading.Thread(target=work)
-        thread.start()
-        return thread
-
-    blocker = compute.heavy.take(1, wait_s=1)
-    grad_cam = run("grad-cam", 0.77)
-    wait_for_waiters(compute.heavy, 1)
-    predict = run("predict", 0.385)
-    wait_for_waiters(compute.heavy, 2)
-    time.sleep(RANKED_S)
-    compute.heavy.release(blocker)
-    grad_cam.join(10)
-    predict.join(10)
-    assert order == ["predict", "grad-cam"]
+    assert served_in_order(compute, [("grad-cam", 0.77, 0.0), ("predict", 0.385, 0.0)]) == ["predict", "grad-cam"]
 
 
 def test_long_work_is_served_once_its_handicap_has_passed(tmp_path, monkeypatch):
     """No starvation: work that queued more than its handicap before a shorter one still goes first."""
     monkeypatch.setattr("app.services.compute.QUEUE_S_PER_GMAC", 0.5)  # a 0.8 GMAC handicap of 0.4 s
     compute = ComputeSlots(tmp_path, slots=1, wait_s=10)
-    order: list[str] = []
-    blocker = compute.heavy.take(1, wait_s=1)
-
-    def work(name: str, gmacs: float) -> None:
-        with compute(gmacs=gmacs):
-            order.append(name)
-
-    long = threading.Thread(target=work, args=("long", 0.8))
-    long.start()
-    wait_for_waiters(compute.heavy, 1)
-    time.sleep(0.6)  # more than its 0.4 s handicap
-    short = threading.Thread(target=work, args=("short", 0.1))  # above the light lane's 0.05
-    short.start()
-    wait_for_waiters(compute.heavy, 2)
-    time.sleep(RANKED_S)
-    compute.heavy.release(blocker)
-    long.join(10)
-    short.join(10)
-    assert order == ["long", "short"]
+    # the short one (above the light lane's 0.05 GMACs) comes 0.6 s after the long one: past its handicap
+    assert served_in_order(compute, [("long", 0.8, 0.6), ("short", 0.1, 0.0)]) == ["long", "short"]
