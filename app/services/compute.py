@@ -188,7 +188,8 @@ class ComputeSlots:
     @contextmanager
     def __call__(self, gmacs: float | None = None) -> Iterator[None]:
         lane = self.lane(gmacs)
-        priority = None if lane == LIGHT else time.monotonic() + queue_handicap(gmacs)
+        # never a handicap that could outlast the wait a request is allowed (a 503 for work of unknown size)
+        priority = None if lane == LIGHT else time.monotonic() + min(queue_handicap(gmacs), self.wait_s / 2)
         with self._holding(lane, self.light if lane == LIGHT else self.heavy, priority=priority):
             yield
 

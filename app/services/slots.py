@@ -36,10 +36,11 @@ from pathlib import Path
 
 #: the first waiters poll for a slot this often (a slot freed by a short pass is taken within milliseconds)
 POLL_FIRST_S = 0.002
-#: every waiter checks its rank in the queue this often (reading the queue's directory)
+#: a waiter with a ticket reads the whole queue at least this often (and whenever the queue's directory changes)
 RANK_EVERY_S = 0.02
-#: a ticket's name: its priority in microseconds (zero-padded, so names sort by priority), pid and a number
-TICKET_FORMAT = "{key:020d}-{pid}-{seq}.ticket"
+#: a ticket's name: its priority in microseconds, pid and a number (zero-padded: names sort as the local queue
+#: does), then the slots it asks for
+TICKET_FORMAT = "{key:020d}-{pid:010d}-{seq:020d}-{n}.ticket"
 #: flock needs no write access: reading is enough (a file deleted meanwhile is made again)
 OPEN_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
 
@@ -57,7 +58,7 @@ class SlotPool:
         self.count = count
         self._released = threading.Condition()  # wakes this process's waiters when one of its slots is freed
         self._local_free = count  # directory None: the slots free in this process
-        self._local_queue: list[tuple[int, int]] = []  # this process's waiters: (priority in µs, number), in order
+        self._local_queue: list[tuple[int, int, int]] = []  # this process's waiters: (priority in µs, number, slots)
         self._seq = itertools.count()
         self.paths: list[Path] = []
         self.queue: Path | None = None
@@ -104,10 +105,11 @@ class SlotPool:
         """``n`` slots, waiting up to ``wait_s`` seconds for them; None when they did not come free in time.
 
         Waiters are served in the order of ``priority`` (a ``time.monotonic()`` value: smaller first), by default
-        the time they arrived. A taker never passes a waiter that is ahead of it."""
+        the time they arrived. A taker never passes a waiter that is ahead of it: it may try only while the slots
+        asked for by the waiters ahead of it and its own fit in ``count``."""
         deadline = time.monotonic() + wait_s
         key = time.monotonic() if priority is None else priority
-        place = (max(0, int(key * 1e6)), next(self._seq))
+        place = (max(0, int(key * 1e6)), next(self._seq), n)
         with self._released:
             alone = not self._local_queue
             self._local_queue.append(place)
@@ -118,10 +120,10 @@ class SlotPool:
                 held = self.try_take(n)
                 if held is not None:
                     return held
-            first, next_rank = False, 0.0
+            first, next_rank, seen = False, 0.0, -1
             while True:
-                with self._released:  # behind `count` waiters of this process: wait for them to leave
-                    while self._local_queue.index(place) >= self.count:
+                with self._released:  # behind this process's waiters that fill the pool: wait for them to leave
+                    while not fits(self._ahead_here(place), n, self.count):
                         left = deadline - time.monotonic()
                         if left <= 0:
                             return None
@@ -132,18 +134,20 @@ class SlotPool:
                     except OSError:  # no room for a ticket (a full disk): wait unordered, as one of the first
                         ticket = ("", -1)
                 now = time.monotonic()
-                if now >= next_rank:  # the rank changes only when waiters come and go: checked now and then
-                    first = self._rank(place, ticket) < self.count
-                    next_rank = now + RANK_EVERY_S
-                if first and self._local_rank(place) < self.count:  # a shorter job of this process came meanwhile?
+                changed = self._queue_version()
+                if now >= next_rank or changed != seen:  # waiters came or went (or it is time to look again)
+                    first = fits(self._ahead(place, ticket), n, self.count)
+                    next_rank, seen = now + RANK_EVERY_S, changed
+                if first and fits(self._ahead_here(place), n, self.count):  # a shorter job came meanwhile?
                     held = self.try_take(n)
                     if held is not None:
                         return held
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                with self._released:  # woken at once by a release in this process; polls for the others'
-                    self._released.wait(min(POLL_FIRST_S if first else next_rank - time.monotonic(), left))
+                with self._released:  # woken at once by a release or a departure in this process
+                    if self._released.wait(min(POLL_FIRST_S, left)):
+                        next_rank = 0.0
         finally:
             self._leave(place, ticket)
 
@@ -157,11 +161,20 @@ class SlotPool:
             return any(not entry.name.startswith(".") for entry in entries)
         return False
 
-    def _join(self, place: tuple[int, int]) -> tuple[str, int]:
-        """The ticket of a waiter at ``place`` (its priority in microseconds, and a number): its name and the
-        descriptor that holds its lock."""
+    def _queue_version(self) -> int:
+        """Changes whenever a ticket comes or goes in any process (the directory's modification time)."""
+        if self.queue is None:
+            return 0
+        try:
+            return os.stat(self.queue).st_mtime_ns
+        except OSError:
+            return 0
+
+    def _join(self, place: tuple[int, int, int]) -> tuple[str, int]:
+        """The ticket of a waiter at ``place`` (its priority in microseconds, a number, the slots it asks for): its
+        name and the descriptor that holds its lock."""
         assert self.queue is not None
-        name = TICKET_FORMAT.format(key=place[0], pid=os.getpid(), seq=place[1])
+        name = TICKET_FORMAT.format(key=place[0], pid=os.getpid(), seq=place[1], n=place[2])
         temporary = self.queue / f".{name}"  # locked before it is visible: nobody takes it for a dead one
         fd = os.open(temporary, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -174,35 +187,37 @@ class SlotPool:
             raise
         return name, fd
 
-    def _leave(self, place: tuple[int, int], ticket: tuple[str, int] | None) -> None:
-        if ticket is not None and ticket[1] >= 0:
-            with contextlib.suppress(OSError):
-                os.unlink(self.queue / ticket[0])
-            os.close(ticket[1])
-        with self._released:
-            self._local_queue.remove(place)
-            self._released.notify_all()  # the next in line may now take a slot
+    def _leave(self, place: tuple[int, int, int], ticket: tuple[str, int] | None) -> None:
+        try:
+            if ticket is not None and ticket[1] >= 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.queue / ticket[0])
+                os.close(ticket[1])
+        finally:
+            with self._released:
+                self._local_queue.remove(place)
+                self._released.notify_all()  # the next in line may now take a slot
 
-    def _local_rank(self, place: tuple[int, int]) -> int:
+    def _ahead_here(self, place: tuple[int, int, int]) -> list[int]:
+        """The slots asked for by each of this process's waiters ahead of ``place``."""
         with self._released:
-            return self._local_queue.index(place)
+            return [other[2] for other in self._local_queue[:self._local_queue.index(place)]]
 
-    def _rank(self, place: tuple[int, int], ticket: tuple[str, int] | None) -> int:
-        """How many live waiters of every process are ahead (counted up to ``count``: only whether it is among
-        the first ``count`` matters). Tickets whose holder died are removed on the way."""
-        local = self._local_rank(place)
+    def _ahead(self, place: tuple[int, int, int], ticket: tuple[str, int] | None) -> list[int]:
+        """The slots asked for by each live waiter of every process ahead of ``place`` (listed until they fill the
+        pool: only whether this waiter's own still fit matters). Tickets whose holder died are removed."""
         if self.queue is None or ticket is None or not ticket[0]:
-            return local
+            return self._ahead_here(place)
         try:
             names = sorted(n for n in os.listdir(self.queue) if not n.startswith(".") and n < ticket[0])
         except OSError:
-            return local
-        ahead = 0
+            return self._ahead_here(place)
+        ahead: list[int] = []
         for other in names:
-            if ahead >= self.count:
+            if sum(ahead) >= self.count:
                 break
             if self._alive(self.queue / other):
-                ahead += 1
+                ahead.append(ticket_units(other))
         return ahead
 
     @staticmethod
@@ -250,3 +265,20 @@ class SlotPool:
         for fd in taken:
             os.close(fd)
         return count
+
+
+def ticket_units(name: str) -> int:
+    """The slots a ticket asks for, from its name (1 for a name without them)."""
+    try:
+        return int(name.removesuffix(".ticket").rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 1
+
+
+def fits(ahead: list[int], n: int, count: int) -> bool:
+    """Whether a waiter asking for ``n`` of ``count`` slots may try, behind waiters asking for ``ahead``: among the
+    first ``count`` when every request is for one slot; only at the head of the queue behind a request for
+    several (else the single ones, each taking a slot as the last frees it, would keep it from ever having all)."""
+    if any(units > 1 for units in ahead):
+        return False
+    return sum(ahead) + n <= count

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.services.compute import MAX_QUEUE_HANDICAP_S, QUEUE_S_PER_GMAC, ComputeSlots, queue_handicap
-from app.services.slots import RANK_EVERY_S, TICKET_FORMAT, SlotPool
+from app.services.slots import RANK_EVERY_S, TICKET_FORMAT, SlotPool, ticket_units
 
 REPO = Path(__file__).resolve().parents[2]
 #: time for every waiter to have looked at the queue after the last one joined
@@ -131,23 +131,71 @@ def test_a_waiter_in_another_process_keeps_its_place(tmp_path):
         """)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         wait_for_tickets(pool, 1, timeout=20)
-        order: list[str] = []
-        mine = take_in_thread(pool, order, "this process")
+        took: list[float] = []
+
+        def mine() -> None:
+            again = pool.take(1, wait_s=10)
+            took.append(time.monotonic())
+            pool.release(again)
+
+        thread = threading.Thread(target=mine)
+        thread.start()
         wait_for_tickets(pool, 2)  # the first waiter of each process holds a ticket
         pool.release(held)
         word, when = other.stdout.readline().split()
-        mine.join(10)
-        assert word == "took" and order == ["this process"]
-        assert float(when) < time.monotonic()  # it took the slot before this process's later waiter
+        thread.join(10)
+        assert word == "took" and len(took) == 1
+        assert float(when) < took[0]  # the other process took the slot first: it came first
     finally:
         other.kill()
         other.wait()
 
 
+def test_a_big_request_at_the_head_is_not_overtaken_by_small_ones(tmp_path):
+    """The decode budget takes several units at once: eight one-unit requests that queue after a three-unit one
+    must not take the units one by one before it."""
+    pool = SlotPool(tmp_path, "decode", 4)
+    held = pool.take(4, wait_s=1)
+    order: list[str] = []
+
+    def take(name: str, n: int) -> threading.Thread:
+        def run() -> None:
+            got = pool.take(n, wait_s=10)
+            assert got is not None
+            order.append(name)
+            time.sleep(0.02)
+            pool.release(got)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    threads = [take("big", 3)]
+    wait_for_waiters(pool, 1)
+    for i in range(8):
+        threads.append(take(f"small{i}", 1))
+        wait_for_waiters(pool, i + 2)
+    time.sleep(RANKED_S)
+    pool.release(held)
+    for thread in threads:
+        thread.join(10)
+    # behind a request for several units nobody else tries: else each small one would take a unit as the last
+    # was freed, and the big one would never find three free at once (it went last, after 2 s)
+    assert order[0] == "big" and sorted(order[1:]) == [f"small{i}" for i in range(8)]
+
+
+def test_ticket_names_sort_as_the_waiters_do():
+    """Equal priorities: the names must sort by pid and number as numbers (9 before 10), as the local queue does."""
+    places = [(5, 42, 9), (5, 42, 10), (5, 7, 100), (4, 99_999, 1)]
+    names = [TICKET_FORMAT.format(key=k, pid=p, seq=s, n=1) for k, p, s in places]
+    assert sorted(names) == [names[i] for i in sorted(range(4), key=lambda i: places[i])]
+    assert ticket_units(TICKET_FORMAT.format(key=1, pid=2, seq=3, n=7)) == 7
+
+
 def test_the_ticket_of_a_dead_waiter_is_skipped_and_removed(tmp_path):
     """A worker killed while it waited leaves its ticket unlocked: it must not block the queue."""
     pool = SlotPool(tmp_path, "compute", 1)
-    dead = pool.queue / TICKET_FORMAT.format(key=0, pid=999_999, seq=0)  # first in line, but nobody holds it
+    dead = pool.queue / TICKET_FORMAT.format(key=0, pid=999_999, seq=0, n=1)  # first in line, but nobody holds it
     dead.touch()
     start = time.monotonic()
     held = pool.take(1, wait_s=5)
@@ -173,6 +221,12 @@ def test_a_waiter_that_gives_up_leaves_the_queue(tmp_path):
 
 
 # --- shorter work first ------------------------------------------------------------------------------------
+
+def test_the_handicap_never_outlasts_half_the_allowed_wait(tmp_path):
+    """With CNN_VIS_COMPUTE_WAIT_S under the handicap, work of unknown size would time out behind later work."""
+    compute = ComputeSlots(tmp_path, slots=1, wait_s=4)
+    assert served_in_order(compute, [("unknown", None, 2.2), ("short", 0.1, 0.0)]) == ["unknown", "short"]
+
 
 def test_the_handicap_grows_with_the_work_and_is_bounded():
     assert queue_handicap(0.0) == 0.0
@@ -208,7 +262,7 @@ def served_in_order(compute: ComputeSlots, works: list[tuple[str, float, float]]
 def test_a_prediction_goes_before_a_grad_cam_that_queued_first(tmp_path):
     """EfficientNet-Lite0: a prediction is 0.385 GMACs, a Grad-CAM about twice that (a forward and a backward
     pass). The Grad-CAM queues first; when the slot frees, the prediction takes it."""
-    compute = ComputeSlots(tmp_path, slots=1, wait_s=10)
+    compute = ComputeSlots(tmp_path, slots=1, wait_s=120)  # the default wait: handicaps of 11.5 s and 23 s
     assert served_in_order(compute, [("grad-cam", 0.77, 0.0), ("predict", 0.385, 0.0)]) == ["predict", "grad-cam"]
 
 
