@@ -45,6 +45,8 @@ RUN_ID_LENGTH = 32
 #: EfficientNet-Lite0 it took 65 ms against 40 ms for a pass that keeps nothing (a prediction), and sharing the
 #: run with the other workers 27 ms more
 RECORDING_WORK = 2.0
+#: a worker that serves a shared run from its cache marks the run's file as used at most this often
+SHARED_TOUCH_S = 1.0
 
 log = logging.getLogger("cnn_visualiser.runs")
 
@@ -63,6 +65,7 @@ class Run:
     png_bytes: int = 0  # of the PNGs kept, updated as they are added
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # node: each tile's min, max
     used_at: float = field(default_factory=time.monotonic)  # when a request last used it (RunStore.forget_unused)
+    touched_at: float = field(default_factory=time.monotonic)  # when its shared file was last marked as used
     time_axes: dict[str, int] = field(default_factory=dict)  # node: its time axis (engine.time_steps.time_axes)
     activation_bytes: int = field(init=False)
 
@@ -153,10 +156,16 @@ class RunStore:
     def _cached(self, run_id: str) -> Run | None:
         with self._lock:
             run = self._runs.get(run_id)
-            if run is not None:
-                self._runs.move_to_end(run_id)
-                run.used_at = time.monotonic()
-            return run
+            if run is None:
+                return None
+            self._runs.move_to_end(run_id)
+            run.used_at = now = time.monotonic()
+            touch = self.shared is not None and now - run.touched_at >= SHARED_TOUCH_S
+            if touch:
+                run.touched_at = now
+        if touch:  # tell the other workers' forget_unused that the run's file is still in use (at most once a second)
+            self.shared.touch(run_id)
+        return run
 
     def forget_unused(self, idle_s: float) -> int:
         """Drop the runs nobody used for ``idle_s`` seconds (a later request recomputes one from its stored input,

@@ -149,6 +149,11 @@ class SharedRuns:
             if index > 0 and total > self.max_bytes:
                 path.unlink(missing_ok=True)
 
+    def touch(self, run_id: str) -> None:
+        """Mark the run's file as used now (a worker serving it from its own cache opens no file)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(run_id))
+
     def forget_unused(self, idle_s: float) -> int:
         """Remove the files no worker opened for ``idle_s`` seconds (a later request maps a run its worker still
         holds, or recomputes it from its stored input); returns how many. Called when a worker rests: the files

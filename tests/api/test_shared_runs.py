@@ -110,6 +110,21 @@ def test_at_rest_the_files_nobody_opened_are_removed(tmp_path, store):
     np.testing.assert_array_equal(again.activations["input"], old.activations["input"])
 
 
+def test_a_run_served_from_a_workers_cache_keeps_its_file(tmp_path, store, monkeypatch):
+    """A worker serving a shared run from its own cache opens no file: it marks the file as used (at most once a
+    second), so a resting worker does not remove a run another one is still showing."""
+    monkeypatch.setattr("app.services.runs.SHARED_TOUCH_S", 0.0)
+    model = store.get("tiny")
+    shared = SharedRuns(tmp_path / "shared", max_bytes=1 << 24)
+    serving = RunStore(tmp_path / "runs", compute=counting([]), shared=shared)
+    resting = RunStore(tmp_path / "runs", compute=counting([]), shared=shared)
+    run, _ = serving.create(model, tiny_input())
+    os.utime(shared.path(run.run_id), (1, 1))
+    serving.get(run.run_id, store)  # a PNG fetch, from the cache
+    resting.forget_unused(idle_s=60)
+    assert shared.path(run.run_id).exists()
+
+
 def test_the_machine_shares_runs_in_memory_when_dev_shm_has_room(tmp_path):
     shared = SharedRuns.for_data_dir(tmp_path, max_bytes=1 << 20)
     if SHM.is_dir():
