@@ -6,16 +6,19 @@ A pool is ``count`` files ``<directory>/<name>-<i>.lock``. Holding a slot is hol
 loses its locks with its descriptors, so no slot is ever leaked. A request for several slots takes
 all of them or none, so two large requests cannot each hold half of what both need.
 
-**Waiting in order, across processes.** A taker that finds no free slot (or others already waiting) leaves a
-*ticket* in ``<directory>/<name>.queue/``: a file named by its priority (by default the time it arrived, so the
-queue is first come, first served; ``ComputeSlots`` puts shorter work first), which it holds an ``flock`` on
-while it waits. Only the ``count`` first live tickets may take a slot, and they poll for one every
-``POLL_FIRST_S`` (a slot freed in another worker is taken within milliseconds; one freed in their own at once);
-the others check their rank every ``RANK_EVERY_S``. Without the queue, the waiters of the process that freed a
-slot (woken at once) always beat the waiters of the other workers (polling), so with ``--workers 2`` one worker
-ran both passes under one GIL while the other idled, and every waiter polled every lock file (the lecture load
-test: 36 requests/s with 2 workers against 43 with 1; in order, 66). A ticket whose holder died has no lock:
-the next waiter that reads it removes it.
+**Waiting in order, across processes.** A taker that finds no free slot (or others already waiting) waits in
+this process's queue; the first of them (as many as could be served at once) also leave a *ticket* in
+``<directory>/<name>.queue/``: a file named by their priority (by default the time they arrived, so the queue is
+first come, first served; ``ComputeSlots`` puts shorter work first) and the slots they ask for, which they hold an
+``flock`` on while they wait. A waiter may try to take slots only while the requests of the live tickets ahead of
+it and its own fit in ``count`` (behind a request for several slots, only the head of the queue may try: else
+single requests would keep it from ever finding all it needs free). Ticket holders poll every ``POLL_FIRST_S``
+and read the queue again whenever its directory changes, so a slot freed in another worker is taken within
+milliseconds (one freed in their own at once); the waiters behind them wait on a condition and cost nothing.
+Without the queue, the waiters of the process that freed a slot (woken at once) always beat those of the other
+workers (polling), so with ``--workers 2`` one worker ran both passes under one GIL while the other idled, and
+every waiter polled every lock file (the lecture load test: 36 requests/s with 2 workers against 43 with 1; in
+order, 56-61). A ticket whose holder died has no lock: the next waiter that reads it removes it.
 
     pool = SlotPool(data_dir / "slots", "compute", 2)
     held = pool.take(1, wait_s=120)   # None when every slot stayed taken for 120 s
