@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 #: the first waiters poll for a slot this often (a slot freed by a short pass is taken within milliseconds)
-POLL_FIRST_S = 0.002
+POLL_FIRST_S = 0.004
 #: a waiter with a ticket reads the whole queue at least this often (and whenever the queue's directory changes)
 RANK_EVERY_S = 0.02
 #: a ticket's name: its priority in microseconds, pid and a number (zero-padded: names sort as the local queue
@@ -61,6 +61,7 @@ class SlotPool:
         self.count = count
         self._released = threading.Condition()  # wakes this process's waiters when one of its slots is freed
         self._local_free = count  # directory None: the slots free in this process
+        self._held_here = 0  # with lock files: the slots this pool object holds (it cannot take more than count)
         self._local_queue: list[tuple[int, int, int]] = []  # this process's waiters: (priority in µs, number, slots)
         self._seq = itertools.count()
         self.paths: list[Path] = []
@@ -96,13 +97,22 @@ class SlotPool:
                 continue
             except BaseException:
                 os.close(fd)
-                self.release(held)
+                self._close(held)
                 raise
             held.append(fd)
         if len(held) < n:
-            self.release(held)
+            self._close(held)
             return None
+        with self._released:
+            self._held_here += n
         return held
+
+    @staticmethod
+    def _close(held: list[int]) -> None:
+        """Drop locks taken on the way to a request that could not have all it asked for."""
+        for fd in held:
+            os.close(fd)
+        held.clear()
 
     def take(self, n: int, wait_s: float, priority: float | None = None) -> list[int] | None:
         """``n`` slots, waiting up to ``wait_s`` seconds for them; None when they did not come free in time.
@@ -141,7 +151,9 @@ class SlotPool:
                 if now >= next_rank or changed != seen:  # waiters came or went (or it is time to look again)
                     first = fits(self._ahead(place, ticket), n, self.count)
                     next_rank, seen = now + RANK_EVERY_S, changed
-                if first and fits(self._ahead_here(place), n, self.count):  # a shorter job came meanwhile?
+                # this process holding every slot itself, only its own release (which wakes it) can free one
+                possible = self.directory is None or self._held_here + n <= self.count
+                if first and possible and fits(self._ahead_here(place), n, self.count):  # a shorter job came?
                     held = self.try_take(n)
                     if held is not None:
                         return held
@@ -149,7 +161,7 @@ class SlotPool:
                 if left <= 0:
                     return None
                 with self._released:  # woken at once by a release or a departure in this process
-                    if self._released.wait(min(POLL_FIRST_S, left)):
+                    if self._released.wait(min(POLL_FIRST_S if possible else RANK_EVERY_S, left)):
                         next_rank = 0.0
         finally:
             self._leave(place, ticket)
@@ -246,6 +258,7 @@ class SlotPool:
             if self.directory is None:
                 self._local_free += len(held)
             else:
+                self._held_here -= len(held)
                 for fd in held:
                     os.close(fd)
             held.clear()
