@@ -186,7 +186,8 @@ class FakeFeatureVis:
     """POST .../feature-visualisation answered with a job per channel (202); its events come in two connections (the
     first ends after progress with a preview, the browser reconnects and gets the end), then its result."""
 
-    def __init__(self, page) -> None:
+    def __init__(self, page, reconnect_ms: int = 300) -> None:
+        self.reconnect_ms = reconnect_ms  # how long the browser waits before it reconnects to the events
         self.posts: list[dict] = []
         self.connections: dict[str, int] = {}
         self.running: set[str] = set()
@@ -207,7 +208,8 @@ class FakeFeatureVis:
         job_id = route.request.url.split("/")[-2]
         self.connections[job_id] = self.connections.get(job_id, 0) + 1
         if self.connections[job_id] == 1:
-            body = "retry: 300\n\n" + sse("progress", 1, job(job_id, "running", 64, 128, "/api/digits/1.png?scale=2"))
+            body = f"retry: {self.reconnect_ms}\n\n" + sse("progress", 1, job(job_id, "running", 64, 128,
+                                                                        "/api/digits/1.png?scale=2"))
         else:
             self.running.discard(job_id)
             body = sse("end", 2, job(job_id, "done", 128, 128))
@@ -227,7 +229,9 @@ class FakeFeatureVis:
 
 
 def test_visualise_one_channel_shows_the_preview_then_the_result(page):
-    fake = FakeFeatureVis(page)
+    # the browser reconnects (and gets the end) only after 2.5 s: time to read the preview on a loaded machine (after
+    # 300 ms, CI once saw 128 of 128 before it read the progress)
+    fake = FakeFeatureVis(page, reconnect_ms=2500)
     open_view(page, "&ch_model=digits_classic&ch_layer=conv2")
     assert not fake.posts  # nothing starts without the user asking
     page.locator('.channel-cell[data-channel="4"] .visualise').click()
