@@ -86,20 +86,16 @@ class SlotPool:
             return [-1] * n
         held: list[int] = []
         start = random.randrange(self.count)  # spread the takers over the files: fewer failed attempts
-        for k in range(self.count):
-            if len(held) == n:
-                break
-            fd = os.open(self.paths[(start + k) % self.count], OPEN_FLAGS, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                self._close(held)
-                raise
-            held.append(fd)
+        try:
+            for k in range(self.count):
+                if len(held) == n:
+                    break
+                fd = lock_nowait(self.paths[(start + k) % self.count])
+                if fd is not None:
+                    held.append(fd)
+        except BaseException:
+            self._close(held)
+            raise
         if len(held) < n:
             self._close(held)
             return None
@@ -239,14 +235,13 @@ class SlotPool:
     def _alive(path: Path) -> bool:
         """Whether a waiter still holds ``path`` (a ticket nobody holds is removed)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            fd = lock_nowait(path, os.O_RDONLY | os.O_CLOEXEC)  # never made again once its waiter removed it
+        except FileNotFoundError:
             return False  # it left meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError: its waiter holds it
-            os.close(fd)
-            return True
+        except OSError:
+            return True  # unreadable: count it, rather than pass a waiter
+        if fd is None:
+            return True  # its waiter holds it
         with contextlib.suppress(OSError):
             os.unlink(path)  # its waiter died (a killed worker): nobody else would remove it
         os.close(fd)
@@ -268,19 +263,24 @@ class SlotPool:
         """How many slots are free right now, in every process (a snapshot, for tests and diagnostics)."""
         if self.directory is None:
             return self._local_free
-        taken = []
-        for path in self.paths:
-            fd = os.open(path, OPEN_FLAGS, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            taken.append(fd)
+        taken = [fd for fd in map(lock_nowait, self.paths) if fd is not None]
         count = len(taken)
-        for fd in taken:
-            os.close(fd)
+        self._close(taken)
         return count
+
+
+def lock_nowait(path: Path, flags: int = OPEN_FLAGS) -> int | None:
+    """A descriptor of ``path`` holding an exclusive ``flock`` on it, or None when another descriptor holds one."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def ticket_units(name: str) -> int:
