@@ -136,13 +136,7 @@ class SharedRuns:
 
     def prune(self) -> None:
         """Remove the least recently used files until the rest fit in ``max_bytes`` (the newest always stays)."""
-        files = []
-        with contextlib.suppress(OSError):
-            for path in self.directory.glob(f"*{SUFFIX}"):
-                with contextlib.suppress(FileNotFoundError):  # pruned by another worker meanwhile
-                    status = path.stat()
-                    files.append((status.st_mtime, status.st_size, path))
-        files.sort(reverse=True)
+        files = sorted(self._files(), reverse=True)
         total = 0
         for index, (_, size, path) in enumerate(files):
             total += size
@@ -159,11 +153,17 @@ class SharedRuns:
         holds, or recomputes it from its stored input); returns how many. Called when a worker rests: the files
         are memory in ``/dev/shm`` that no process would otherwise give back after a lecture's burst."""
         cutoff = time.time() - idle_s
-        removed = 0
+        stale = [path for used, _, path in self._files() if used <= cutoff]
+        for path in stale:
+            path.unlink(missing_ok=True)  # or removed by another worker meanwhile
+        return len(stale)
+
+    def _files(self) -> list[tuple[float, int, Path]]:
+        """Each run file's last use (modification time), size and path."""
+        files = []
         with contextlib.suppress(OSError):
             for path in self.directory.glob(f"*{SUFFIX}"):
                 with contextlib.suppress(FileNotFoundError):  # removed by another worker meanwhile
-                    if path.stat().st_mtime <= cutoff:
-                        path.unlink()
-                        removed += 1
-        return removed
+                    status = path.stat()
+                    files.append((status.st_mtime, status.st_size, path))
+        return files
