@@ -72,7 +72,6 @@ class IdleTrimmer:
         self.check_s = min(check_s, busy_trim_s) if busy_trim_s > 0 else check_s
         self.trims = 0
         self.busy_trims = 0
-        self.trim_seconds = 0.0  # time spent trimming, for the benchmarks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="idle-trimmer", daemon=True)
 
@@ -84,11 +83,6 @@ class IdleTrimmer:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _trim(self) -> None:
-        start = time.perf_counter()
-        trim_memory()
-        self.trim_seconds += time.perf_counter() - start
-
     def _watch(self) -> None:
         trimmed = True  # nothing to give back before the first pass
         last_busy_trim = time.monotonic()
@@ -98,7 +92,7 @@ class IdleTrimmer:
                 trimmed = False
                 now = time.monotonic()
                 if self.busy_trim_s > 0 and now - last_busy_trim >= self.busy_trim_s:
-                    self._trim()
+                    trim_memory()
                     self.busy_trims += 1
                     last_busy_trim = now
             elif not trimmed:
@@ -107,6 +101,6 @@ class IdleTrimmer:
                         self.before_trim()
                     except Exception:  # never let the trimmer die: it would stop giving memory back
                         log.exception("freeing idle memory failed")
-                self._trim()
+                trim_memory()
                 self.trims += 1
                 trimmed = True
