@@ -6,8 +6,8 @@ import { Grid, formatNumber } from "./grid.js";
 import { bindControl, createState } from "./state.js";
 import { drawVolumes } from "./volume.js";
 import { VolumeWindow } from "./volume_window.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 
 const DEFAULTS = { op: "conv", size: 7, kernel: 3, padding: 0, stride: 2, dilation: 1, ceil: false, bias: 0,
   depth: 3, filters: 4, x: [], w: [], step: 0 };

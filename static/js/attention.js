@@ -15,9 +15,8 @@ import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
 import { architecture, fillModelSelect } from "./models.js";
 import { RegionPicker, describeRegion, parseRegion } from "./region.js";
 import { bindControl, createState } from "./state.js";
-import { escapeHtml as esc } from "./text.js";
+import { $, escapeHtml as esc } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const DEFAULTS = { model: "", sample: "", method: "gradcam", target: -1, layer: "", opacity: 0.6, compare: [], region: "" };
 const IMAGE_TYPES = $("file").accept;
 const KIND_WORDS = { sequence: "a sequence", image: "an image", volume: "a volume" };

@@ -5,25 +5,12 @@
 // the API's: the page lays them out.
 import { legend, tableOf } from "./colormap.js";
 import { Grid, formatNumber } from "./grid.js";
+import { el, svg } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 /** channels of a sequence drawn as lines (the others are named, not drawn: a 64-channel input is a wall of lines) */
 export const CHANNELS_DRAWN = 8;
 /** the most numbers the layer-resolution panel shows as a grid */
 const GRID_NUMBERS = 400;
-
-function el(tag, className, text) {
-  const element = document.createElement(tag);
-  if (className) element.className = className;
-  if (text !== undefined) element.textContent = text;
-  return element;
-}
-
-function svg(tag, attributes) {
-  const element = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
-  return element;
-}
 
 /** Positions to number on an axis of `n`: multiples of a 1-2-5 step, and the last position. */
 export function ticks(n, most = 8) {
@@ -51,10 +38,10 @@ function range(values) {
 
 /** The axis under a sequence: position numbers centred on their strip pixels. */
 function positionAxis(length) {
-  const axis = el("div", "seq-axis");
+  const axis = el("div", { class: "seq-axis" });
   axis.setAttribute("aria-hidden", "true");
   for (const i of ticks(length)) {
-    const tick = el("span", "seq-tick", String(i));
+    const tick = el("span", { class: "seq-tick", text: String(i) });
     tick.style.left = `${((i + 0.5) / length) * 100}%`;
     axis.append(tick);
   }
@@ -67,10 +54,10 @@ function positionAxis(length) {
  */
 export function sequenceView(answer) {
   const [length] = answer.input_shape;
-  const view = el("div", "seq-view");
+  const view = el("div", { class: "seq-view" });
   view.dataset.length = String(length);
-  const labels = el("div", "seq-labels");
-  const plot = el("div", "seq-plot");
+  const labels = el("div", { class: "seq-labels" });
+  const plot = el("div", { class: "seq-plot" });
   const channels = answer.input_values;
   const drawn = channels.slice(0, CHANNELS_DRAWN);
   const rowHeight = 40;
@@ -84,24 +71,24 @@ export function sequenceView(answer) {
     if (c > 0) lines.append(svg("line", { x1: 0, x2: length, y1: top, y2: top, class: "seq-separator", "vector-effect": "non-scaling-stroke" }));
     const points = values.map((v, i) => `${i + 0.5},${(top + 3 + (1 - (v - lo) / span) * (rowHeight - 6)).toFixed(2)}`);
     lines.append(svg("polyline", { points: points.join(" "), class: "seq-line", "vector-effect": "non-scaling-stroke" }));
-    const label = el("span", "seq-label seq-row-label", `channel ${c}`);
+    const label = el("span", { class: "seq-label seq-row-label", text: `channel ${c}` });
     label.title = `channel ${c}: ${formatNumber(lo)} (bottom) to ${formatNumber(hi)} (top)`;
-    label.append(el("small", "", `${formatNumber(lo)}…${formatNumber(hi)}`));
+    label.append(el("small", { text: `${formatNumber(lo)}…${formatNumber(hi)}` }));
     labels.append(label);
   });
-  const strip = el("img", "seq-strip");
+  const strip = el("img", { class: "seq-strip" });
   strip.src = answer.input_map_png;
   strip.alt = `the map along the ${length} positions, coloured`;
-  labels.append(el("span", "seq-label seq-strip-label", "map"), el("span", "seq-label seq-axis-label", "position"));
-  const cursor = el("div", "seq-cursor");
+  labels.append(el("span", { class: "seq-label seq-strip-label", text: "map" }), el("span", { class: "seq-label seq-axis-label", text: "position" }));
+  const cursor = el("div", { class: "seq-cursor" });
   cursor.hidden = true;
   plot.append(lines, strip, positionAxis(length), cursor);
   view.append(labels, plot);
-  const readout = el("p", "seq-readout small muted", "Point at the plot to read the values at a position.");
-  const wrapper = el("div", "seq-figure");
+  const readout = el("p", { class: "seq-readout small muted", text: "Point at the plot to read the values at a position." });
+  const wrapper = el("div", { class: "seq-figure" });
   wrapper.append(view, readout);
   if (channels.length > drawn.length) {
-    wrapper.append(el("p", "small muted", `The first ${drawn.length} of ${channels.length} channels are drawn.`));
+    wrapper.append(el("p", { class: "small muted", text: `The first ${drawn.length} of ${channels.length} channels are drawn.` }));
   }
   plot.addEventListener("pointermove", (event) => {
     const rect = plot.getBoundingClientRect();
@@ -124,7 +111,7 @@ function loadImage(url) {
 
 /** Slice `index` (`width` pixels wide) of a picture whose slices lie side by side, as a canvas. */
 function slice(image, index, width, height, className) {
-  const canvas = el("canvas", className);
+  const canvas = el("canvas", { class: className });
   canvas.width = width;
   canvas.height = height;
   canvas.getContext("2d").drawImage(image, index * width, 0, width, height, 0, 0, width, height);
@@ -138,30 +125,30 @@ function slice(image, index, width, height, className) {
 export async function volumeView(answer, opacity) {
   const [depth, height, width] = answer.input_shape;
   const [picture, heat] = await Promise.all([loadImage(answer.picture_png), loadImage(answer.input_map_png)]);
-  const view = el("div", "volume-view");
+  const view = el("div", { class: "volume-view" });
   view.dataset.slices = String(depth);
   for (let d = 0; d < depth; d += 1) {
-    const figure = el("figure", "slice");
+    const figure = el("figure", { class: "slice" });
     figure.dataset.depth = String(d);
-    const stack = el("div", "overlay-stack slice-stack");
+    const stack = el("div", { class: "overlay-stack slice-stack" });
     stack.style.aspectRatio = `${width} / ${height}`;
     const map = slice(heat, d, width, height, "heat");
     map.style.opacity = String(opacity);
     stack.append(slice(picture, d, width, height, "picture"), map);
-    figure.append(stack, el("figcaption", "small", `d = ${d}`));
+    figure.append(stack, el("figcaption", { class: "small", text: `d = ${d}` }));
     view.append(figure);
   }
-  const wrapper = el("div", "volume-figure");
-  wrapper.append(view, el("p", "small muted", `${depth} slices along the depth axis D, left to right, each ${height} × ${width}; ` +
-    "the frames are scaled together over the clip"));
+  const wrapper = el("div", { class: "volume-figure" });
+  wrapper.append(view, el("p", { class: "small muted", text: `${depth} slices along the depth axis D, left to right, each ${height} × ${width}; ` +
+    "the frames are scaled together over the clip" }));
   return wrapper;
 }
 
 /** The colour legend of a map: the API's scale (`scales` of GET /api/attention/methods) from its ends. */
 export function legendView(answer, scales) {
   const stops = answer.signed ? scales.signed : scales.unsigned;
-  const box = el("div", "map-legend small");
-  const bar = el("canvas", "legend-bar");
+  const box = el("div", { class: "map-legend small" });
+  const bar = el("canvas", { class: "legend-bar" });
   bar.width = 160;
   bar.height = 10;
   bar.setAttribute("role", "img");
@@ -169,9 +156,9 @@ export function legendView(answer, scales) {
   const lo = stops[0].value;
   const hi = stops[stops.length - 1].value;
   bar.setAttribute("aria-label", `colour scale from ${lo} to ${hi}`);
-  box.append(el("span", "legend-end", formatNumber(lo)), bar, el("span", "legend-end", formatNumber(hi)),
-    el("span", "muted", answer.signed ? "normalised map: blue lowers the score, red raises it"
-      : "normalised map: dark none, bright contributed most"));
+  box.append(el("span", { class: "legend-end", text: formatNumber(lo) }), bar, el("span", { class: "legend-end", text: formatNumber(hi) }),
+    el("span", { class: "muted", text: answer.signed ? "normalised map: blue lowers the score, red raises it"
+      : "normalised map: dark none, bright contributed most" }));
   return box;
 }
 
@@ -189,9 +176,9 @@ export function layerMapView(container, answer, method) {
       `and upsampled linearly to the input's ${answer.input_shape[0]}).`;
   }
   const slices = answer.layer_map.map((rows, d) => {
-    const box = el("div", "layer-slice");
+    const box = el("div", { class: "layer-slice" });
     const grid = el("div");
-    box.append(el("p", "grid-caption", `d = ${d}`), grid);
+    box.append(el("p", { class: "grid-caption", text: `d = ${d}` }), grid);
     new Grid(grid, { label: `layer-resolution map, slice ${d}`, compact: shape[1] * shape[2] > 49 }).set(rows);
     return box;
   });

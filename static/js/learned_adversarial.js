@@ -12,6 +12,7 @@ import { InputPicker, inputRequest, kindOf } from "./input_picker.js";
 import { fetchResult, progressText } from "./jobs.js";
 import { architecture, fillModelSelect } from "./models.js";
 import { createState } from "./state.js";
+import { within } from "./dom.js";
 
 // advTarget -1: untargeted; advPgdCurve: the PGD curve was asked for
 const DEFAULTS = {
@@ -37,7 +38,7 @@ let curveToken = 0;
 let curveAbort = null;
 const curves = {}; // method -> the API's RobustnessResponse for the chosen model, or an Error
 
-const $ = (id) => root.querySelector(`#${id}`);
+const $ = within(() => root);
 const pct = (p) => `${(100 * p).toFixed(1)}%`;
 // a loss near 0 (a confident right answer) keeps its digits: 3.2e-5, not 0.000
 const lossText = (v) => (v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(1) : fmt(v));

@@ -17,6 +17,7 @@ import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
 import { InputPicker, inputRequest } from "./input_picker.js";
 import { architecture, archNodes, fillModelSelect } from "./models.js";
 import { createState } from "./state.js";
+import { svg, within } from "./dom.js";
 
 // bpLabel -1: the model's prediction; bpUnit "node@c,y,x" ("" none); bpRate: an index into the API's swept rates
 const DEFAULTS = {
@@ -42,7 +43,7 @@ let sgdToken = 0;
 let sweep = null; // { key, rates, outcomes } of the SGD step shown
 const tiles = new Map(); // url -> Promise<{ grey, layout }>
 
-const $ = (id) => root.querySelector(`#${id}`);
+const $ = within(() => root);
 
 /** A number as text: 4 significant digits, small or huge ones as powers of ten, a true minus sign. */
 export function num(v) {
@@ -724,13 +725,6 @@ function renderSgd(r, o) {
   $("bp-sgd-chart").replaceChildren(sweepChart(r, o));
 }
 
-const SVG = "http://www.w3.org/2000/svg";
-const svg = (tag, attrs = {}, text = "") => {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text) node.textContent = text;
-  return node;
-};
 const BOX = { width: 560, height: 250, left: 56, right: 16, top: 22, bottom: 40 };
 
 /** The loss after one step against the rate (log axis), the loss before as a line, the chosen rate marked. */

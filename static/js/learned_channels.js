@@ -11,6 +11,7 @@ import { api, clearError, showError } from "./api.js";
 import { el, fmt } from "./explain/common.js";
 import { progressText, runJob } from "./jobs.js";
 import { createState } from "./state.js";
+import { within } from "./dom.js";
 
 // ch_channel: the channel opened in the detail (-1: none)
 const DEFAULTS = { ch_model: "", ch_layer: "", ch_k: 6, ch_channel: -1 };
@@ -27,7 +28,7 @@ let layerAbort = null; // stops following the top-examples job when the layer ch
 const visualisations = new Map(); // "model/node/channel" -> { result } or { running: Promise }
 let queue = null; // { abort: AbortController } while "Visualise every channel" runs
 
-const $ = (id) => root.querySelector(`#${id}`);
+const $ = within(() => root);
 
 export function mount(element) {
   root = element;

@@ -14,13 +14,13 @@ import { fetchResult, progressText } from "./jobs.js";
 import { fillModelSelect } from "./models.js";
 import { fetchNpy } from "./npy.js";
 import { createState } from "./state.js";
+import { svg, within } from "./dom.js";
 
 const DEFAULTS = { repModel: "", repNode: "", repMethod: "pca", repPhoto: "", repK: 4 };
 const PREFERRED_MODEL = "digits_classic";
 // Tableau's ten categorical colours: distinct on white, one per digit
 const CLASS_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
   "#9c755f", "#5b5b5b"];
-const SVG = "http://www.w3.org/2000/svg";
 const POINT_RADIUS = 2.5;
 const HOVER_RADIUS = 10;
 const PLOT_MARGIN = { left: 46, right: 12, top: 12, bottom: 36 };
@@ -39,7 +39,7 @@ let photo = null; // { blob, name } for the neighbours
 const tokens = { projection: 0, probes: 0, neighbours: 0 };
 const aborts = {};
 
-const $ = (id) => root.querySelector(`#${id}`);
+const $ = within(() => root);
 const pct = (p) => `${(100 * p).toFixed(2)}%`;
 const api_ = (id) => `/api/models/${encodeURIComponent(id)}`;
 
@@ -485,13 +485,6 @@ function hover(i) {
   box.hidden = false;
   box.style.left = `${Math.min(left, wrap.width - box.offsetWidth - 4)}px`;
   box.style.top = `${Math.max(0, Math.min(top, wrap.height - box.offsetHeight - 4))}px`;
-}
-
-function svg(tag, attrs = {}, text = null) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== null) node.textContent = text;
-  return node;
 }
 
 function drawKl(records) {

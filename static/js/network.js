@@ -1,6 +1,8 @@
 // The network as columns of layer volumes: per node its name, op, shape (a small cuboid: a stack of
 // channels) and every channel's feature map, tiled. Maps load lazily as their column scrolls into view.
 import { showError } from "./api.js";
+import { VOLUME_COLOURS, cuboid, logSide } from "./cuboid.js";
+import { svg } from "./dom.js";
 import { loadTiles, paint, reflowVector, tileAt, tileRect } from "./featuremaps.js";
 import { formatNumber } from "./grid.js";
 import { TITLES } from "./lessons.js";
@@ -8,35 +10,14 @@ import { fetchNpy } from "./npy.js";
 
 const NEURON_LIST_MAX = 64; // vectors up to this length are drawn as labelled neurons
 
-const NS = "http://www.w3.org/2000/svg";
-
 function miniVolume(shape) {
   // a cuboid whose depth grows with the channel count (log scale), width/height with the map size
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", "0 0 64 40");
-  svg.setAttribute("width", "64");
-  svg.setAttribute("height", "40");
-  svg.setAttribute("aria-hidden", "true");
   const [c, h, w] = shape.length === 3 ? shape : shape.length === 1 ? [shape[0], 1, 1] : [shape[0], 1, shape[shape.length - 1]];
-  const side = Math.max(4, Math.min(26, 4 + 3 * Math.log2(Math.max(h, w))));
-  const hh = Math.max(4, Math.min(26, 4 + 3 * Math.log2(Math.max(1, h))));
-  const d = Math.max(2, Math.min(30, 2 + 3 * Math.log2(c)));
-  const x = 4;
-  const y = 36 - hh;
-  const dx = d * 0.7;
-  const dy = -d * 0.5;
-  const poly = (points, fill) => {
-    const p = document.createElementNS(NS, "polygon");
-    p.setAttribute("points", points);
-    p.setAttribute("fill", fill);
-    p.setAttribute("stroke", "#2b3445");
-    p.setAttribute("stroke-width", "0.8");
-    svg.append(p);
-  };
-  poly(`${x},${y} ${x + dx},${y + dy} ${x + side + dx},${y + dy} ${x + side},${y}`, "#e6effb");
-  poly(`${x + side},${y} ${x + side + dx},${y + dy} ${x + side + dx},${y + hh + dy} ${x + side},${y + hh}`, "#a9c4ea");
-  poly(`${x},${y} ${x + side},${y} ${x + side},${y + hh} ${x},${y + hh}`, "#cfe0f7");
-  return svg;
+  const side = logSide(Math.max(h, w));
+  const high = logSide(h);
+  const depth = Math.max(2, Math.min(30, 2 + 3 * Math.log2(c)));
+  return svg("svg", { viewBox: "0 0 64 40", width: 64, height: 40, "aria-hidden": "true" },
+    cuboid(4, 36 - high, side, high, depth, VOLUME_COLOURS.input, { stroke: 0.8 }));
 }
 
 export function shapeText(shape) {

@@ -21,8 +21,8 @@ import {
   Strip, colourScale, drawMatrix, drawSequence, drawStepLine, matrixCellAt, placeBand, rangeOf,
 } from "./sequence_views.js";
 import { createState } from "./state.js";
+import { $ } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 // step -1: the last step; unit -1: no unit explained; feature -1: the attention output's largest feature
 const DEFAULTS = { model: "", sample: "", step: -1, unit: -1, feature: -1, lecture: false, cnn: "digits_classic" };
 const CELL_NAMES = { lstm: "LSTM", gru: "GRU", rnn: "RNN" };

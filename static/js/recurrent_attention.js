@@ -6,9 +6,9 @@
 // engine's own output.
 import { checkLine, el, esc, fmt, signed } from "./explain/common.js";
 import { Strip, colourScale, drawMatrix, drawSequence, matrixCellAt, rangeOf } from "./sequence_views.js";
+import { $ } from "./dom.js";
 
 const TERMS_SHOWN = 6;
-const $ = (id) => document.getElementById(id);
 
 export class AttentionOverTime {
   /** `onFeature(j)`: a feature was picked (a column of the states, a cell of the output). */

@@ -4,6 +4,7 @@
 // a small line chart over the steps. Every number drawn is the API's; these only map numbers to colours and places.
 import { colorOf } from "./colormap.js";
 import { formatNumber as fmt } from "./grid.js";
+import { svg } from "./dom.js";
 
 /** [lowest, highest] of a list of numbers or of rows of numbers. */
 export function rangeOf(values) {
@@ -165,14 +166,6 @@ export class Strip {
       cell.tabIndex = 0;
     }
   }
-}
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function svg(tag, attributes) {
-  const element = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
-  return element;
 }
 
 /**

@@ -4,8 +4,8 @@
 // app/api/routes/training.py.
 import { api, clearError, showError } from "./api.js";
 import { createState } from "./state.js";
+import { $ } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const RUNS = ["a", "b"];
 const COLORS = { a: "#1f5fbf", b: "#c2410c" };
 

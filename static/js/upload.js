@@ -2,19 +2,7 @@
 // unsupported operator it refused), and link to the pages that explore it.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { architecture, forgetModels, listModels, listUnavailable } from "./models.js";
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
+import { $, el } from "./dom.js";
 
 function links(model) {
   const id = encodeURIComponent(model.id);

@@ -3,22 +3,9 @@
 // input around a copied value. Each family's view (static/js/explain/<family>.js) is built from these.
 import { Grid, formatNumber as fmt } from "../grid.js";
 import { TITLES } from "../lessons.js";
-import { escapeHtml as esc } from "../text.js";
+import { el, escapeHtml as esc } from "../dom.js";
 
-export { fmt, esc };
-
-/** An element with attributes ("class", "text", "html" or any other attribute) and children. */
-export function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k === "html") node.innerHTML = v;
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
+export { el, fmt, esc };
 
 /** A number for a product: negatives in parentheses, so "2·(−0.4)" reads as one product. */
 export function signed(v) {
