@@ -34,12 +34,44 @@ function describe(model, arch) {
 
 let chosenFile = null;
 const NOTHING_CHOSEN = $("onnx-chosen").textContent;  // the server's limit, written by the template
+const MAX_MIB = $("upload-form").dataset.maxMib;
 function sizeText(bytes) {
   return bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
 }
+
+// What the form refuses before sending anything is said just under its button (#upload-problem, role="alert"; the
+// browser's own `required` bubble cannot show on the hidden file input, so the form is `novalidate`).
+const WHAT_TO_CHOOSE = `an ONNX file (.onnx) with its weights inside it (not in ONNX external data), at most ${MAX_MIB} MiB`;
+const NOT_ONNX = [
+  [/\.(pt|pth|ckpt)$/i, "a PyTorch file, not an ONNX file: export the model with torch.onnx.export(model, " +
+    "example_input, \"model.onnx\") and choose the .onnx file it writes"],
+  [/\.(data|bin|weights)$/i, "not an ONNX file: if it holds an ONNX model's weights (external data), save the " +
+    "model as one file with onnx.save_model(model, \"model.onnx\", save_as_external_data=False) and choose that"],
+];
+
+/** Why `file` cannot be sent (null when it can). */
+function problemWith(file) {
+  if (!file) return `Choose a model file first: ${WHAT_TO_CHOOSE}. Use “Choose an .onnx file…” above, or drop the file on the dashed box.`;
+  if (!/\.onnx$/i.test(file.name)) {
+    const why = NOT_ONNX.find(([pattern]) => pattern.test(file.name))?.[1]
+      ?? "not an ONNX file: choose a file whose name ends in .onnx (from PyTorch: torch.onnx.export)";
+    return `“${file.name}” is ${why}.`;
+  }
+  if (file.size === 0) return `“${file.name}” is empty (0 bytes): export the model again and choose the new file.`;
+  return null;
+}
+
+function showProblem(text) {
+  const input = $("onnx-file");
+  $("upload-problem").textContent = text ?? "";
+  if (text) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
 function choose(file) {
   chosenFile = file;
   $("onnx-chosen").textContent = file ? `${file.name} (${sizeText(file.size)})` : NOTHING_CHOSEN;
+  showProblem(null);
 }
 
 $("onnx-file").addEventListener("change", () => choose($("onnx-file").files?.[0] ?? null));
@@ -49,16 +81,26 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  const file = e.dataTransfer?.files?.[0];
-  if (file) choose(file);
+  const files = e.dataTransfer?.files;
+  if (!files?.[0]) return;
+  try {
+    $("onnx-file").files = files;  // the input shows (and a screen reader hears) the dropped file too
+  } catch {
+    // an older browser cannot set it: chosenFile alone is sent
+  }
+  choose(files[0]);
 });
 
 $("upload-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   clearError();
   const result = $("upload-result");
-  if (!chosenFile) {
-    showError("choose an .onnx file first");
+  const problem = problemWith(chosenFile);
+  showProblem(problem);
+  if (problem) {
+    result.replaceChildren();  // a previous upload's result would read as this file's
+    $("onnx-file").focus({ preventScroll: true });  // the dashed box turns red; the message below the button
+    $("upload-problem").scrollIntoView({ block: "nearest" });  // is in view, not scrolled away for the input's sake
     return;
   }
   const data = new FormData();

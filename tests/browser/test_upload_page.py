@@ -138,3 +138,78 @@ def test_an_upload_is_this_browsers_own(page, browser, server, tmp_path):
     mine.get_by_role("button", name="Delete Only mine").click()
     page.locator(".uploaded-model", has_text="Only mine").wait_for(state="detached")
     page.console.check()
+
+
+#: the element is on screen (a pixel of rounding allowed at the bottom)
+IN_VIEW = """e => { const r = e.getBoundingClientRect();
+  return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight + 1; }"""
+
+
+def form_message(page):
+    """The message the form shows just under its button (an alert: read out as it appears)."""
+    return page.locator("#upload-form").get_by_role("alert")
+
+
+def test_uploading_without_a_file_says_what_to_choose(page, tmp_path):
+    """Issue 13: "Upload and import" with no file chosen did nothing visible (the hidden file input's `required`
+    stopped the form with a browser bubble that cannot show on a hidden input). It says what to choose, under
+    the button, and puts the focus on the file input; a result shown before does not stay on the page."""
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and "/api/models" in r.url else None)
+    page.goto("/upload")
+    page.get_by_role("button", name="Upload and import").click()
+    message = form_message(page)
+    message.wait_for()
+    text = message.inner_text()
+    assert "Choose a model file first" in text and ".onnx" in text and "external data" in text
+    assert message.evaluate(IN_VIEW)  # seen at 1280×720 without scrolling, beside the button
+    assert page.evaluate("document.activeElement.id") == "onnx-file"
+    assert page.locator("#onnx-file").get_attribute("aria-invalid") == "true"
+    assert not posts
+
+    # a model imported, then the file taken away: the message again, and the old result is gone
+    page.set_input_files("#onnx-file", str(tiny_cnn(tmp_path / "first.onnx")))
+    form_message(page).wait_for(state="hidden")  # choosing a file takes the message away
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_selector("#upload-result .badge.ok")
+    page.set_input_files("#onnx-file", [])
+    page.get_by_role("button", name="Upload and import").click()
+    form_message(page).wait_for()
+    assert "Choose a model file first" in form_message(page).inner_text()
+    assert page.locator("#upload-result").inner_text().strip() == ""
+    page.console.check()
+
+
+def test_a_file_that_is_not_onnx_is_named_and_not_sent(page, tmp_path):
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and "/api/models" in r.url else None)
+    weights = tmp_path / "my_cnn.pt"
+    weights.write_bytes(b"PK\x03\x04 a PyTorch checkpoint")
+    page.goto("/upload")
+    page.set_input_files("#onnx-file", str(weights))
+    page.get_by_role("button", name="Upload and import").click()
+    message = form_message(page)
+    message.wait_for()
+    text = message.inner_text()
+    assert "my_cnn.pt" in text and "not an ONNX file" in text and "torch.onnx.export" in text
+    assert page.evaluate("document.activeElement.id") == "onnx-file"
+    assert not posts
+    page.console.check()
+
+
+def test_a_dropped_file_is_uploaded(page, tmp_path):
+    """A file dropped on the box (not chosen through the file input) is sent: the empty input's `required` used to
+    stop the form without a word."""
+    data = list(tiny_cnn(tmp_path / "dropped.onnx").read_bytes())
+    page.goto("/upload")
+    transfer = page.evaluate_handle("""bytes => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([new Uint8Array(bytes)], "dropped.onnx"));
+      return transfer;
+    }""", data)
+    page.locator("#onnx-drop").dispatch_event("drop", {"dataTransfer": transfer})
+    assert "dropped.onnx" in page.locator("#onnx-chosen").inner_text()
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_selector("#upload-result .badge.ok")
+    assert not form_message(page).count()
+    page.console.check()
