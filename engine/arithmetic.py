@@ -5,10 +5,10 @@ One function, :func:`output_size`, holds the formula for one axis; everything el
 It returns the size together with the formula, the formula with the user's numbers, and, when the
 stride does not divide evenly, what happens to the fraction and what would make it whole.
 
-Conventions are PyTorch's: ``padding`` is ``(before, after)`` per axis, the dilated kernel spans
-``D·(K − 1) + 1`` positions, and for pooling ``ceil_mode`` drops a last window that would start in
-the right padding. :func:`volume_output` is the lecture's volume view: W×H×D in, K filters of size
-F×F×D, W_out×H_out×K out.
+Conventions are PyTorch's, in the lecture's letters (F the kernel size, S the stride, d the dilation):
+``padding`` is ``(before, after)`` per axis, the dilated kernel spans ``d·(F − 1) + 1`` positions, and
+for pooling ``ceil_mode`` drops a last window that would start in the right padding.
+:func:`volume_output` is the lecture's volume view: W×H×D in, K filters of size F×F×D, W_out×H_out×K out.
 """
 
 from __future__ import annotations
@@ -141,12 +141,12 @@ def output_size(
 
     Convolution and pooling (PyTorch's ``Conv2d``/``MaxPool2d`` shape formula, per side padding)::
 
-        out = ⌊(W − D·(K − 1) − 1 + P_before + P_after) / S⌋ + 1
+        out = ⌊(W − d·(F − 1) − 1 + P_before + P_after) / S⌋ + 1
 
     with ``⌈ ⌉`` instead of ``⌊ ⌋`` for pooling with ``ceil_mode``, minus one if that last window
     would start in the right padding. Transposed convolution::
 
-        out = (W − 1)·S − P_before − P_after + D·(K − 1) + output_padding + 1
+        out = (W − 1)·S − P_before − P_after + d·(F − 1) + output_padding + 1
 
     ``axis`` ("W", "H", "D" or "L") only names the axis in the formula and the explanation.
     Raises EngineError (with advice) when the kernel does not fit or an argument is out of range.
@@ -189,7 +189,7 @@ def _sliding(
     size = output_length(W, K, S, (pb, pa), D, ceil_mode)
 
     lo, hi = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
-    formula = f"{lo}({symbol} − D·(K − 1) − 1 + P_before + P_after) / S{hi} + 1"
+    formula = f"{lo}({symbol} − d·(F − 1) − 1 + P_before + P_after) / S{hi} + 1"
     worked = f"{lo}({W} − {D}·({K} − 1) − 1 + {pb} + {pa}) / {S}{hi} + 1 = {lo}{numerator} / {S}{hi} + 1 = "
     rounded = -(-numerator // S) if ceil_mode else numerator // S
     worked += f"{rounded} + 1" if exact else f"{lo}{_decimal(value)}{hi} + 1"
@@ -303,7 +303,7 @@ def _transposed(W: int, K: int, S: int, pb: int, pa: int, D: int, op: int, symbo
         raise EngineError(f"padding {pb} + {pa} crops more than the transposed convolution produces "
                           f"({(W - 1) * S + span + op}): the output would be empty. Use less padding "
                           f"(at most {(W - 1) * S + span + op - 1} in total) or a larger kernel or stride")
-    formula = f"({symbol} − 1)·S − P_before − P_after + D·(K − 1) + output_padding + 1"
+    formula = f"({symbol} − 1)·S − P_before − P_after + d·(F − 1) + output_padding + 1"
     worked = f"({W} − 1)·{S} − {pb} − {pa} + {D}·({K} − 1) + {op} + 1 = {size}"
     notes: tuple[str, ...] = ()
     if S > 1:

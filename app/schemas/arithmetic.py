@@ -58,7 +58,7 @@ class AxisOutput(BaseModel):
     axis: str = Field(..., description="the axis' name in the formula", examples=["W"])
     size: int = Field(..., description="output length", examples=[14])
     formula: str = Field(..., description="the general formula",
-                         examples=["⌊(W − D·(K − 1) − 1 + P_before + P_after) / S⌋ + 1"])
+                         examples=["⌊(W − d·(F − 1) − 1 + P_before + P_after) / S⌋ + 1"])
     worked: str = Field(..., description="the formula with these numbers",
                         examples=["⌊(32 − 1·(5 − 1) − 1 + 0 + 0) / 2⌋ + 1 = ⌊27 / 2⌋ + 1 = ⌊13.5⌋ + 1 = 14"])
     exact: bool = Field(..., examples=[False], description="did the stride divide evenly (no input left over)")

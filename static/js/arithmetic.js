@@ -85,7 +85,7 @@ let playground = null; // the API's answer for the current settings
 let controllers = [];
 
 function renderFormula(result) {
-  $("formula").textContent = result.formula;
+  $("formula").textContent = result.formula; // the engine writes the lecture's letters: F kernel, d dilation
   $("worked").textContent = result.worked;
   $("out-size").textContent = `${result.size} × ${result.size}`;
   const badge = $("exact-badge");
@@ -93,24 +93,24 @@ function renderFormula(result) {
   badge.className = `badge ${result.exact ? "ok" : "warn"}`;
   $("inexact").hidden = result.exact;
   $("explanation").textContent = result.explanation || "";
-  const list = $("suggestions");
-  list.replaceChildren();
+  // a button only for what these controls can set, so that every button does what it says; the rest (padding one
+  // side only, a value beyond a slider) is listed as text, with the reason
+  const buttons = [];
+  const others = [];
   for (const suggestion of result.suggestions || []) {
-    const patch = suggestionPatch(suggestion);
-    const item = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "secondary";
-    button.textContent = suggestion.text;
-    if (!patch) {
-      button.disabled = true;
-      button.title = "this page pads both sides equally; asymmetric padding is shown for reference";
-    } else {
+    const { patch, reason } = suggestionPatch(suggestion);
+    if (patch) {
+      const button = el("button", { type: "button", class: "secondary", text: suggestion.text });
       button.addEventListener("click", () => state.set(patch, { push: true }));
+      buttons.push(el("li", {}, button));
+    } else {
+      others.push(el("li", { text: `${suggestion.text}: ${reason}` }));
     }
-    item.append(button);
-    list.append(item);
   }
+  $("suggestions").replaceChildren(...buttons);
+  $("suggestions-intro").hidden = buttons.length === 0;
+  $("other-suggestions").replaceChildren(...others);
+  $("other-fixes").hidden = others.length === 0;
   $("notes").replaceChildren(...(result.notes || []).map((note) => {
     const li = document.createElement("li");
     li.textContent = note;
@@ -118,16 +118,25 @@ function renderFormula(result) {
   }));
 }
 
+/** The state change a suggestion asks for, if the page's sliders can make it (else `patch` is null and `reason` says why). */
 function suggestionPatch(suggestion) {
   const { parameter, value } = suggestion;
-  if (parameter === "stride" && value <= 5) return { stride: value };
-  if (parameter === "in_size" && value >= 2 && value <= 16) return { size: value, x: [] };
-  if (parameter === "padding" && Array.isArray(value) && value[0] === value[1] && value[0] <= 4) return { padding: value[0] };
-  return null;
+  const fits = (key, v) => {
+    const input = $(key);
+    return Number.isInteger(v) && v >= Number(input.min) && v <= Number(input.max);
+  };
+  const beyond = (key, label) => ({ patch: null, reason: `the ${label} slider goes from ${$(key).min} to ${$(key).max}` });
+  if (parameter === "stride") return fits("stride", value) ? { patch: { stride: value } } : beyond("stride", "stride");
+  if (parameter === "in_size") return fits("size", value) ? { patch: { size: value, x: [] } } : beyond("size", "input size");
+  if (parameter === "padding" && Array.isArray(value)) {
+    if (value[0] !== value[1]) return { patch: null, reason: "this page pads both sides equally" };
+    return fits("padding", value[0]) ? { patch: { padding: value[0] } } : beyond("padding", "padding");
+  }
+  return { patch: null, reason: "this page has no control for it" };
 }
 
 function renderVolume(volume) {
-  drawVolumes($("volume-svg"), volume);
+  drawVolumes($("volume-svg"), volume, $("volume-legend"));
   $("volume-lines").replaceChildren(...(volume.explanation || []).map((line) => {
     const li = document.createElement("li");
     li.textContent = line;
@@ -257,8 +266,14 @@ async function refresh(changed = []) {
       $("step-text").textContent = "";
     }
     if (results[0].status === "rejected") {
+      // no size, so nothing to make whole: the last answer's suggestions would set sliders for other settings
       $("out-size").textContent = "–";
       $("worked").textContent = "";
+      $("exact-badge").textContent = "";
+      $("exact-badge").className = "badge";
+      $("inexact").hidden = true;
+      $("suggestions").replaceChildren();
+      $("other-suggestions").replaceChildren();
     }
   }
 }

@@ -1,37 +1,17 @@
 // Neurons arranged in 3D: draw a layer's input volume, one filter and the output volume as cuboids (SVG),
 // from the API's volume answer (in_shape W×H×D, filter_shape F×F×D, out_shape W_out×H_out×K).
+// The letters are the lecture's, one meaning each: W, H input width and height, D input depth (channels),
+// F filter (kernel) size, K number of filters (and so the output's depth); dilation, where shown, is d.
+import { VOLUME_COLOURS, cuboid } from "./cuboid.js";
+import { el as html, svg as el } from "./dom.js";
 
-const NS = "http://www.w3.org/2000/svg";
+const { input: INPUT, filter: FILTER, output: OUTPUT } = VOLUME_COLOURS;
 
-function el(name, attrs = {}, text) {
-  const node = document.createElementNS(NS, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-/** A cuboid w (right) × h (down) × d (into the page, drawn up-right), front face at (x, y). */
-function cuboid(x, y, w, h, d, colors, layers = 1) {
-  const g = el("g");
-  const dx = d * 0.7;
-  const dy = -d * 0.5;
-  g.append(el("polygon", { points: `${x},${y} ${x + dx},${y + dy} ${x + w + dx},${y + dy} ${x + w},${y}`, fill: colors.top, stroke: "#2b3445" }));
-  g.append(el("polygon", { points: `${x + w},${y} ${x + w + dx},${y + dy} ${x + w + dx},${y + h + dy} ${x + w},${y + h}`, fill: colors.side, stroke: "#2b3445" }));
-  // channel slices drawn on the top face: depth is a stack of 2D maps
-  for (let i = 1; i < Math.min(layers, 32); i += 1) {
-    const t = i / layers;
-    g.append(el("line", { x1: x + dx * t, y1: y + dy * t, x2: x + w + dx * t, y2: y + dy * t, stroke: "#2b3445", "stroke-opacity": 0.35 }));
-    g.append(el("line", { x1: x + w + dx * t, y1: y + dy * t, x2: x + w + dx * t, y2: y + h + dy * t, stroke: "#2b3445", "stroke-opacity": 0.35 }));
-  }
-  g.append(el("rect", { x, y, width: w, height: h, fill: colors.front, stroke: "#2b3445" }));
-  return g;
-}
-
-const INPUT = { front: "#cfe0f7", top: "#e6effb", side: "#a9c4ea" };
-const FILTER = { front: "#f6c667", top: "#fbe0a6", side: "#e0a637" };
-const OUTPUT = { front: "#f2b8b0", top: "#f8d7d2", side: "#df8f84" };
-
-export function drawVolumes(container, volume) {
+/**
+ * Draw the volumes into `container`; with `legend` (an element), also write there what each shape is in the
+ * lecture's letters: input W×H×D, K filters of F×F×D, output W_out×H_out×K, each with its numbers.
+ */
+export function drawVolumes(container, volume, legend = null) {
   const [W, H, D] = volume.in_shape;
   const [F, , FD] = volume.filter_shape;
   const [Wo, Ho, K] = volume.out_shape;
@@ -45,22 +25,33 @@ export function drawVolumes(container, volume) {
   const inX = 20;
   const inW = W * unit;
   const inH = H * unit;
-  svg.append(cuboid(inX, base - inH, inW, inH, D * depthUnit, INPUT, D));
-  svg.append(el("text", { x: inX, y: base + 20 }, `input ${W}×${H}×${D}`));
-  const fX = inX + inW + D * depthUnit * 0.7 + 40;
+  svg.append(cuboid(inX, base - inH, inW, inH, D * depthUnit, INPUT, { slices: D }));
+  // each label starts under its cuboid, and a cuboid starts after the label before it (small volumes would overlap)
+  const labelWidth = (text) => text.length * 8;
+  const inLabel = `input ${W}×${H}×${D}`;
+  svg.append(el("text", { x: inX, y: base + 20 }, inLabel));
+  const fX = Math.max(inX + inW + D * depthUnit * 0.7 + 40, inX + labelWidth(inLabel) + 12);
   const fS = F * unit;
-  svg.append(cuboid(fX, base - fS, fS, fS, FD * depthUnit, FILTER, FD));
-  svg.append(el("text", { x: fX, y: base + 20 }, `${K} filter${K === 1 ? "" : "s"} ${F}×${F}×${FD}`));
+  svg.append(cuboid(fX, base - fS, fS, fS, FD * depthUnit, FILTER, { slices: FD }));
+  const filterLabel = `${K} filter${K === 1 ? "" : "s"} ${F}×${F}×${FD}`;
+  svg.append(el("text", { x: fX, y: base + 20 }, filterLabel));
   const arrowX = fX + fS + FD * depthUnit * 0.7 + 15;
   svg.append(el("text", { x: arrowX, y: base - 20, "font-size": 22 }, "→"));
-  const oX = arrowX + 40;
+  const oX = Math.max(arrowX + 40, fX + labelWidth(filterLabel) + 12);
   const oW = Wo * unit;
   const oH = Ho * unit;
-  svg.append(cuboid(oX, base - oH, oW, oH, K * depthUnit, OUTPUT, K));
+  svg.append(cuboid(oX, base - oH, oW, oH, K * depthUnit, OUTPUT, { slices: K }));
   svg.append(el("text", { x: oX, y: base + 20 }, `output ${Wo}×${Ho}×${K}`));
   svg.append(el("text", { x: 20, y: base + 42, class: "muted" },
     `${volume.params.toLocaleString()} parameters · ${volume.macs.toLocaleString()} multiply-accumulates`));
   svg.setAttribute("viewBox", `0 0 ${Math.max(width, oX + oW + K * depthUnit * 0.7 + 20)} ${height}`);
   container.replaceChildren(svg);
-  container.setAttribute("aria-label", `Input ${W}×${H}×${D}, ${K} filters of ${F}×${F}×${FD}, output ${Wo}×${Ho}×${K}`);
+  container.setAttribute("aria-label", `Input W×H×D = ${W}×${H}×${D}, K = ${K} filters of F×F×D = ${F}×${F}×${FD}, ` +
+    `output W_out×H_out×K = ${Wo}×${Ho}×${K}`);
+  legend?.replaceChildren(
+    html("span", { class: "volume-key" }, html("strong", { text: "input" }), ` W×H×D = ${W}×${H}×${D}`), " · ",
+    html("span", { class: "volume-key" }, html("strong", { text: `K = ${K} filter${K === 1 ? "" : "s"}` }),
+      `, each F×F×D = ${F}×${F}×${FD}`), " · ",
+    html("span", { class: "volume-key" }, html("strong", { text: "output" }), ` W_out×H_out×K = ${Wo}×${Ho}×${K}`),
+  );
 }

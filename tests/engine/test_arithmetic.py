@@ -18,7 +18,7 @@ def test_lecture_example_32_kernel_5_stride_2():
     assert not r.exact
     assert r.fraction == (27, 2)
     assert r.worked == "⌊(32 − 1·(5 − 1) − 1 + 0 + 0) / 2⌋ + 1 = ⌊27 / 2⌋ + 1 = ⌊13.5⌋ + 1 = 14"
-    assert r.formula == "⌊(W − D·(K − 1) − 1 + P_before + P_after) / S⌋ + 1"
+    assert r.formula == "⌊(W − d·(F − 1) − 1 + P_before + P_after) / S⌋ + 1"
     # 27 = 2*13 + 1: one input column is left over after the last full window
     assert "stride 2 does not divide 32 − 5 + 0 = 27" in r.explanation
     assert "14.5" in r.explanation
