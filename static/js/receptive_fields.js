@@ -6,10 +6,8 @@ import { TITLES } from "./lessons.js";
 import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
 import { GATE_EXPLANATION, fieldOf, gateNote, perAxis, unitSpan } from "./receptive.js";
 import { createState } from "./state.js";
-import { escapeHtml as esc } from "./text.js";
+import { $, escapeHtml as esc, svg as svgEl } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
-const NS = "http://www.w3.org/2000/svg";
 
 const EXAMPLE = {
   input_shape: [1, 28, 28],
@@ -45,7 +43,12 @@ const state = createState({ source: "model", model: "", layer: "", spec: "" }, (
 
 let arch = null; // the API's Architecture
 let steps = []; // nodes where the field changes, for the picture
-let background = null;
+let background = null; // { image, name, pixelated } drawn under the fields, or null
+let loads = 0; // the latest load's number: an older answer arriving late is dropped
+
+/** The shipped held-out MNIST digit drawn under the fields of a digit model. */
+const DIGIT_INDEX = 0;
+const DIGIT_SHAPE = [1, 28, 28];
 
 /** A spec as text: one node per line, so it reads like a layer list. */
 function specText(spec) {
@@ -80,6 +83,7 @@ $("example-branch").addEventListener("click", () => {
 });
 
 async function load() {
+  const token = ++loads;
   clearError();
   try {
     if (state.values.source === "spec") {
@@ -94,31 +98,73 @@ async function load() {
       } catch (err) {
         throw new Error(`the spec is not valid JSON (${err.message}): check the brackets, quotes and commas`);
       }
-      arch = await api("/api/architecture/analyze", { json: spec, label: "Analysing the architecture…" });
+      const answer = await api("/api/architecture/analyze", { json: spec, label: "Analysing the architecture…" });
+      if (token !== loads) return;
+      arch = answer;
       background = null;
     } else {
       const { chosen, models } = await fillModelSelect($("model"), state.values.model);
       if (chosen !== state.values.model) state.set({ model: chosen }, { silent: true });
       const detail = await architecture(chosen);
-      arch = detail.architecture;
       const model = models.find((m) => m.id === chosen);
-      background = await sampleBackground(model);
+      const picture = await sampleBackground(model);
+      if (token !== loads) return;
+      arch = detail.architecture;
+      background = picture;
     }
     render();
   } catch (err) {
+    if (token !== loads) return;
+    clearView();
     showError(err);
   }
 }
 
+/** Nothing of an earlier architecture stays on screen after a failed load: no table, picture, text or chart. */
+function clearView() {
+  arch = null;
+  steps = [];
+  background = null;
+  animator.pause();
+  animator.count = 0;
+  animator.step = 0;
+  $("rf-table").tBodies[0].replaceChildren();
+  $("totals").textContent = "";
+  const canvas = $("field-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.background;
+  $("field-text").replaceChildren();
+  $("picture-caption").textContent = "";
+  $("growth").replaceChildren();
+  const range = $("picture-controls").querySelector("[data-role=step]");
+  range.max = "0";
+  range.value = "0";
+  $("picture-controls").querySelector("[data-role=step-label]").textContent = "";
+}
+
+/** Whether a model reads the shipped MNIST digits as images ([1, 28, 28]). */
+function takesDigits(model) {
+  return Boolean(model?.takes_images) && JSON.stringify(model.input_shape) === JSON.stringify(DIGIT_SHAPE);
+}
+
 async function sampleBackground(model) {
-  // a photo under the fields for image models (centre-cropped like the preprocessing); none for tensors
-  const sample = $("rf-page").dataset.sample;
-  if (!model?.takes_images || (model.input_shape?.[0] ?? 3) !== 3 || !sample) return null;
+  // under the fields: a held-out digit for digit models, at its own pixels; a photo for colour-image models
+  // (centre-cropped like the preprocessing); nothing for tensors
+  let source = null;
+  let name = "";
+  if (takesDigits(model)) {
+    source = `/api/digits/${DIGIT_INDEX}.png?scale=1`;
+    name = `held-out MNIST digit #${DIGIT_INDEX}`;
+  } else if (model?.takes_images && (model.input_shape?.[0] ?? 3) === 3 && $("rf-page").dataset.sample) {
+    source = $("rf-page").dataset.sample;
+    name = "a sample photo";
+  }
+  if (!source) return null;
   const image = new Image();
-  image.src = sample;
+  image.src = source;
   try {
     await image.decode();
-    return image;
+    return { image, name, pixelated: takesDigits(model) };
   } catch {
     return null;
   }
@@ -207,6 +253,7 @@ function centreBox(node, archById) {
 }
 
 function renderStep(index) {
+  if (!arch) return;
   const archById = new Map(arch.nodes.map((n) => [n.id, n]));
   const node = steps[index];
   if (!node) return;
@@ -227,6 +274,7 @@ function highlightRow(id) {
 }
 
 function selectLayer(id) {
+  if (!arch) return;
   const index = steps.findIndex((n) => n.id === id);
   if (index >= 0) {
     animator.goto(index);
@@ -256,24 +304,32 @@ function drawPicture(index, archById, named = null) {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.fillStyle = "#eef0f4";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  // the input itself
-  if (background) {
-    const side = Math.min(background.naturalWidth, background.naturalHeight);
-    ctx.drawImage(background, (background.naturalWidth - side) / 2, (background.naturalHeight - side) / 2, side, side, px(0), px(0), W * scale, H * scale);
-    ctx.fillStyle = "rgba(255, 255, 255, 0.35)";
-    ctx.fillRect(px(0), px(0), W * scale, H * scale);
+  // the input itself: a digit at its own pixels (with the pixel grid, to count rows and columns), a photo washed
+  // lighter so that the orange shows, or an empty grid
+  const image = background?.image;
+  if (image) {
+    const side = Math.min(image.naturalWidth, image.naturalHeight);
+    ctx.imageSmoothingEnabled = !background.pixelated;
+    ctx.drawImage(image, (image.naturalWidth - side) / 2, (image.naturalHeight - side) / 2, side, side, px(0), px(0), W * scale, H * scale);
+    ctx.imageSmoothingEnabled = true;
+    if (!background.pixelated) {
+      ctx.fillStyle = "rgba(255, 255, 255, 0.35)";
+      ctx.fillRect(px(0), px(0), W * scale, H * scale);
+    }
   } else {
     ctx.fillStyle = "#1d2333";
     ctx.fillRect(px(0), px(0), W * scale, H * scale);
-    if (scale >= 4) {
-      ctx.strokeStyle = "rgba(255, 255, 255, 0.12)";
-      ctx.lineWidth = 1;
-      for (let i = 0; i <= Math.max(H, W); i += 1) {
-        ctx.beginPath(); ctx.moveTo(px(i), px(0)); ctx.lineTo(px(i), px(H)); ctx.stroke();
-        ctx.beginPath(); ctx.moveTo(px(0), px(i)); ctx.lineTo(px(W), px(i)); ctx.stroke();
-      }
+  }
+  if ((!image || background.pixelated) && scale >= 4) {
+    ctx.strokeStyle = "rgba(255, 255, 255, 0.12)";
+    ctx.lineWidth = 1;
+    for (let i = 0; i <= Math.max(H, W); i += 1) {
+      ctx.beginPath(); ctx.moveTo(px(i), px(0)); ctx.lineTo(px(i), px(H)); ctx.stroke();
+      ctx.beginPath(); ctx.moveTo(px(0), px(i)); ctx.lineTo(px(W), px(i)); ctx.stroke();
     }
   }
+  if (image) canvas.dataset.background = image.src;
+  else delete canvas.dataset.background;
   ctx.strokeStyle = "#2b3445";
   ctx.setLineDash([]);
   ctx.strokeRect(px(0), px(0), W * scale, H * scale);
@@ -304,45 +360,74 @@ function drawPicture(index, archById, named = null) {
     `${numbers}Its centre neuron ${where}.`;
   const gate = box.global ? "" : gateNote(fieldOf(archById, shown.id, arch.spatial_axes.length), archById);
   if (gate) $("field-text").append(" ", gateBadge(gate, GATE_EXPLANATION));
-  $("picture-caption").textContent = `The ${H}×${W} input${lo < 0 ? " with the padding around it" : ""}; orange: the field of each layer's centre neuron, the current layer's filled.`;
+  $("picture-caption").textContent = `The ${H}×${W} input${background ? ` (${background.name})` : ""}` +
+    `${lo < 0 ? " with the padding around it" : ""}; orange: the field of each layer's centre neuron, the current layer's filled.`;
 }
 
+/** A round step for about `count` ticks from 0 to `top`: 1, 2 or 5 times a power of ten, at least 1. */
+function tickStep(top, count = 5) {
+  const raw = top / count;
+  const magnitude = 10 ** Math.floor(Math.log10(Math.max(raw, 1e-9)));
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+  return Math.max(1, step);
+}
+
+/**
+ * The field's size r (input pixels, the larger axis) at each step of the picture, as bars: the y axis numbered in
+ * input pixels, the x axis by layer index (the table's # column), the input's size dashed. A bar opens its step.
+ */
 function drawGrowth(index, archById) {
   const svg = $("growth");
   svg.replaceChildren();
   const width = svg.clientWidth || 500;
-  const height = 190;
+  const height = svg.clientHeight || 240;
+  const font = { "font-size": 14, fill: "#4a5261" };
   const sizes = steps.map((node) => {
     const field = fieldOf(archById, node.id, arch.spatial_axes.length);
     return field.status === "local" ? Math.max(...field.axes.map((a) => a.size)) : null;
   });
   const inputSize = Math.max(...arch.input_shape.slice(1));
-  const top = Math.max(inputSize, ...sizes.filter((s) => s !== null));
-  const barWidth = Math.max(2, (width - 40) / steps.length - 2);
-  const y = (v) => height - 22 - (v / top) * (height - 40);
-  const add = (name, attrs, text) => {
-    const el = document.createElementNS(NS, name);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-    if (text !== undefined) el.textContent = text;
-    svg.append(el);
-    return el;
-  };
-  add("line", { x1: 30, x2: width, y1: y(inputSize), y2: y(inputSize), stroke: "#8a1414", "stroke-dasharray": "4 3" });
-  add("text", { x: 32, y: y(inputSize) - 4, "font-size": 11, fill: "#8a1414" }, `input size ${inputSize}`);
+  const largest = Math.max(inputSize, ...sizes.filter((s) => s !== null));
+  const step = tickStep(largest);
+  const top = Math.ceil(largest / step) * step;
+  const ticks = Array.from({ length: top / step + 1 }, (_, i) => i * step);
+  // the plot's box: room on the left for the y numbers, below for the layer numbers and the axis title
+  const left = 12 + 9 * String(top).length;
+  const right = width - 8;
+  const upper = 26;
+  const base = height - 46;
+  const y = (v) => base - (v / top) * (base - upper);
+  const add = (name, attrs, text) => svg.appendChild(svgEl(name, attrs, ...(text === undefined ? [] : [text])));
+  for (const tick of ticks) {
+    add("line", { x1: left, x2: right, y1: y(tick), y2: y(tick), stroke: tick ? "#e3e6ec" : "#4a5261" });
+    add("line", { x1: left - 4, x2: left, y1: y(tick), y2: y(tick), stroke: "#4a5261" });
+    add("text", { ...font, class: "tick y-tick", x: left - 6, y: y(tick) + 5, "text-anchor": "end" }, String(tick));
+  }
+  add("line", { x1: left, x2: left, y1: upper, y2: base, stroke: "#4a5261" });
+  add("text", { ...font, x: 0, y: 14 }, "r (input pixels)");
+  const slot = (right - left) / Math.max(1, steps.length);
+  const rowOf = (node) => (node.id === "input" ? 0 : arch.nodes.indexOf(node) + 1);
+  const labelWidth = 9 * String(arch.nodes.length).length + 8;
+  const every = Math.max(1, Math.ceil(labelWidth / slot));
   steps.forEach((node, i) => {
     const r = sizes[i] ?? top;
+    const x = left + i * slot + 1;
     const bar = add("rect", {
-      x: 34 + i * (barWidth + 2), y: y(r), width: barWidth, height: Math.max(1, height - 22 - y(r)),
+      x, y: y(r), width: Math.max(2, slot - 2), height: Math.max(1, base - y(r)),
       fill: i === index ? "#e8a317" : sizes[i] === null ? "#c9ced8" : "#1f5fbf", opacity: i > index ? 0.3 : 1,
     });
-    const title = document.createElementNS(NS, "title");
-    title.textContent = `${node.id}: r = ${sizes[i] ?? "whole input"}`;
-    bar.append(title);
+    bar.append(svgEl("title", {}, `#${rowOf(node)} ${node.id}: r = ${sizes[i] ?? "whole input"}`));
     bar.style.cursor = "pointer";
     bar.addEventListener("click", () => { animator.pause(); animator.goto(i); });
+    if (i % every === 0) {
+      add("text", { ...font, class: "tick x-tick", x: x + (slot - 2) / 2, y: base + 18, "text-anchor": "middle" },
+        String(rowOf(node)));
+    }
   });
-  add("text", { x: 0, y: 12, "font-size": 11, fill: "#4a5261" }, "r");
-  add("text", { x: 34, y: height - 6, "font-size": 11, fill: "#4a5261" }, "layers where the field changes →");
+  add("line", { x1: left, x2: right, y1: y(inputSize), y2: y(inputSize), stroke: "#8a1414", "stroke-dasharray": "4 3" });
+  add("text", { "font-size": 14, fill: "#8a1414", x: right - 2, y: y(inputSize) - 5, "text-anchor": "end",
+    stroke: "#ffffff", "stroke-width": 3, "paint-order": "stroke" }, `input size ${inputSize}`);
+  add("text", { ...font, x: left, y: height - 6 }, "layer # where the field changes →");
 }
 
 const animator = new Animator({ figure: $("picture-panel"), render: renderStep, interval: 900 });

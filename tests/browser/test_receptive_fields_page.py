@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -152,4 +153,110 @@ def test_a_channels_last_block_is_drawn_at_its_positions(page):
     page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('act')")
     # act is (10, 10, 8): its centre neuron is at position (4, 4), box 4·2 − 1 = 7 … 9 (not column 3 of 8 channels)
     assert "rows 7…9 and columns 7…9" in page.locator("#field-text").inner_text()
+    page.console.check()
+
+
+def analyse(page, spec: dict | str) -> None:
+    page.locator("#spec").fill(spec if isinstance(spec, str) else json.dumps(spec))
+    page.get_by_role("button", name="Analyse").click()
+
+
+#: the canvas has nothing drawn on it (every pixel transparent)
+BLANK_CANVAS = """() => {
+  const c = document.querySelector('#field-canvas');
+  return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every((v, i) => i % 4 !== 3 || v === 0);
+}"""
+
+
+def assert_nothing_stale(page) -> None:
+    assert page.locator("#rf-table tbody tr").count() == 0
+    assert page.locator("#field-text").inner_text() == ""
+    assert page.locator("#picture-caption").inner_text() == ""
+    assert page.locator("#totals").inner_text() == ""
+    assert page.locator("#growth > *").count() == 0
+    assert page.evaluate(BLANK_CANVAS)
+
+
+def test_an_error_after_a_good_spec_leaves_nothing_stale(page):
+    page.goto("/receptive-fields?source=spec")
+    page.wait_for_selector('#rf-table tr[data-node="conv1"]')
+    analyse(page, SPEC)
+    page.wait_for_selector('#rf-table tr[data-node="c2"]')
+    page.wait_for_function("document.querySelector('#field-text').textContent !== ''")
+    assert page.locator("#growth rect").count() == 4
+    assert not page.evaluate(BLANK_CANVAS)
+    # the API refuses this one (an 11×11 kernel on an 8×8 input): the c1/p1/c2 table, picture and chart go
+    bad = {"input_shape": [1, 8, 8], "nodes": [{"id": "big", "op": "conv2d", "out_channels": 1, "kernel_size": 11}]}
+    analyse(page, bad)
+    page.wait_for_selector("#error:not([hidden])")
+    assert "big" in page.locator("#error-text").inner_text()
+    assert_nothing_stale(page)  # cleared before the error is shown
+    # a good spec again, then one that is not even JSON (refused by the page itself): the same
+    analyse(page, SPEC)
+    page.wait_for_selector('#rf-table tr[data-node="c2"]')
+    assert page.locator("#error").is_hidden()
+    analyse(page, "{not json")
+    page.wait_for_function("document.querySelector('#error-text').textContent.includes('not valid JSON')")
+    assert page.locator("#error").is_visible()
+    assert_nothing_stale(page)
+    page.console.check(ignore=["status of 422"])
+
+
+def tick_labels(page, axis: str) -> list[str]:
+    return page.locator(f"#growth text.{axis}-tick").all_text_contents()
+
+
+def tick_y(page, axis: str, label: str) -> float:
+    return float(page.locator(f"#growth text.{axis}-tick", has_text=re.compile(f"^{label}$")).get_attribute("y"))
+
+
+def test_the_growth_chart_has_numbered_axes(page):
+    page.goto("/receptive-fields?source=spec")
+    page.wait_for_selector('#rf-table tr[data-node="conv1"]')
+    analyse(page, SPEC)
+    page.wait_for_selector('#rf-table tr[data-node="c2"]')
+    page.wait_for_function("document.querySelectorAll('#growth rect').length === 4")
+    # y: r in input pixels, from 0 past the 16-pixel input in round steps; x: the table's row number of each step
+    # (input, c1, p1, c2 are rows 0 to 3)
+    assert tick_labels(page, "y") == ["0", "5", "10", "15", "20"]
+    assert tick_labels(page, "x") == ["0", "1", "2", "3"]
+    assert "r (input pixels)" in page.locator("#growth").text_content()
+    ys = [tick_y(page, "y", label) for label in ["0", "5", "10", "15", "20"]]
+    assert ys == sorted(ys, reverse=True)  # larger r higher up
+    # c2's bar (r = 8) ends between the 5 and the 10 lines; the text is 14 px
+    bar = page.locator("#growth rect").nth(3)
+    assert "c2: r = 8" in bar.locator("title").text_content()
+    top = float(bar.get_attribute("y"))
+    assert tick_y(page, "y", "10") - 5 < top < tick_y(page, "y", "5") - 5
+    sizes = page.locator("#growth text").evaluate_all("els => els.map(e => parseFloat(getComputedStyle(e).fontSize))")
+    assert min(sizes) >= 14, sizes
+    page.console.check()
+
+
+#: per input pixel of the 28×28 digit (sampled at the pixel's centre on the canvas, at the first step, where the
+#: whole canvas is the input): how many are bright and how many dark
+PIXEL_COUNTS = """() => {
+  const c = document.querySelector('#field-canvas');
+  const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const s = c.width / 28;
+  let bright = 0, dark = 0;
+  for (let r = 0; r < 28; r += 1) for (let col = 0; col < 28; col += 1) {
+    const i = (Math.floor((r + 0.5) * s) * c.width + Math.floor((col + 0.5) * s)) * 4;
+    const v = (data[i] + data[i + 1] + data[i + 2]) / 3;
+    if (v > 150) bright += 1; else if (v < 60) dark += 1;
+  }
+  return { bright, dark };
+}"""
+
+
+def test_a_digit_model_draws_the_field_on_a_digit(page):
+    page.goto("/receptive-fields?model=digits_classic")
+    page.wait_for_function("document.querySelector('#field-text').textContent.startsWith('input')")
+    assert "/api/digits/" in page.locator("#field-canvas").get_attribute("data-background")
+    assert "MNIST digit" in page.locator("#picture-caption").inner_text()
+    counts = page.evaluate(PIXEL_COUNTS)
+    # an empty grid is one dark colour everywhere but the centre pixel; a digit has a stroke of bright pixels
+    assert counts["bright"] >= 30 and counts["dark"] >= 300, counts
+    labels = tick_labels(page, "x") + tick_labels(page, "y")
+    assert tick_labels(page, "x")[0] == "0" and all(t.isdigit() for t in labels), labels
     page.console.check()
