@@ -32,6 +32,11 @@ function cachedField(key, request) {
   return promise;
 }
 
+/** "1 pixel", "2 pixels", "2×1 pixels" (a stride per axis, as perAxis writes it). */
+function pixels(amount) {
+  return `${amount} ${amount === "1" ? "pixel" : "pixels"}`;
+}
+
 /** The API's notes are clauses ("the box extends into the padding …"): as a sentence of their own. */
 function sentence(text) {
   return text.charAt(0).toUpperCase() + text.slice(1);
@@ -215,7 +220,7 @@ export class DetailView {
       html: `<strong>Receptive field:</strong> this neuron sees only a ${field.axes.map((a) => a.size).join("×")} patch ` +
         `of the input, rows ${bh.start}…${bh.end} and columns ${bw.start}…${bw.end} (outlined in orange on every ` +
         "earlier layer). Its neighbours see patches shifted by " +
-        `${perAxis(field, "stride")} pixels (the effective stride).${answer.note ? ` ${esc(sentence(answer.note))}.` : ""}`,
+        `${pixels(perAxis(field, "stride"))} (the effective stride).${answer.note ? ` ${esc(sentence(answer.note))}.` : ""}`,
     }));
     const gate = gateNote(field, archById);
     if (gate) {

@@ -10,8 +10,8 @@ import { TITLES, lesson } from "./lessons.js";
 import { architecture, archNodes, fillModelSelect, inputChannels } from "./models.js";
 import { NetworkView } from "./network.js";
 import { bindControl, createState } from "./state.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 // digit: one of the 10,000 shipped MNIST digits by index (-1: none), as the learned page's atlas links to it
 const DEFAULTS = { model: "", sample: "", digit: -1, scale: "viridis", filter: "auto", lecture: false, layer: "", unit: [] };
 // in "main" mode these pass-through nodes share the column of the activation after them
@@ -151,16 +151,19 @@ acceptImages({
 });
 
 const pad = new DrawingPad($("draw"), { onStroke: () => classifyDrawing() });
-$("draw-clear").addEventListener("click", () => pad.clear());
+$("draw-clear").addEventListener("click", () => {
+  pad.clear();
+  runToken += 1; // an answer for the drawing just wiped must not arrive after it
+  if (currentInput?.name === "your drawing") showNoInput("The pad is empty: draw a digit to see what the network makes of it.");
+});
 $("draw-run").addEventListener("click", () => classifyDrawing());
-let drawTimer = null;
-function classifyDrawing() {
+// Each lifted stroke is classified at once (no debounce: a 10 ms answer should not wait 150 ms for a second
+// stroke that may never come); a newer stroke's answer replaces an older one's, and the older run's feature-map
+// fetches are cancelled so they do not hold the browser's six connections while the new answer waits.
+async function classifyDrawing() {
   if (pad.empty) return;
-  clearTimeout(drawTimer);
-  drawTimer = setTimeout(async () => {
-    state.set({ sample: "", digit: -1 });
-    runImage(await pad.toBlob28(), "your drawing");
-  }, 150);
+  state.set({ sample: "", digit: -1 });
+  runImage(await pad.toBlob28(), "your drawing");
 }
 
 /** One of the shipped digits (the atlas's top examples link here with it), at its own 28 × 28 pixels. */
@@ -188,6 +191,8 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
   if (name.toLowerCase().endsWith(".npy")) preview.removeAttribute("src");
   else preview.src = URL.createObjectURL(blob);
+  // a file that is not a picture would show the browser's broken-image icon: the error says what went wrong
+  preview.onerror = () => { if (preview.src) $("input-figure").hidden = true; };
   preview.classList.toggle("pixelated", name === "your drawing" || name.startsWith("shipped digit"));
   $("input-figure").hidden = false;
   $("input-caption").textContent = name;
@@ -202,7 +207,10 @@ async function runImage(blob, name, { keepStart = false } = {}) {
       label: "Running the network…",
     });
   } catch (err) {
-    if (token === runToken) showError(err, `running ${state.values.model} on ${name}`);
+    if (token !== runToken) return;
+    showError(err, `running ${state.values.model} on ${name}`);
+    // nothing of the previous image may stay on screen as if it were this one's
+    showNoInput(`No result: ${name} could not be read (the message above says why). Pick another image.`);
     return;
   }
   if (token !== runToken) return;
@@ -213,6 +221,26 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   if (run.classes) drawBars($("predictions"), run.classes);
   else predict(blob, name);
   $("explain-softmax").hidden = !run.classes;
+}
+
+/** Back to the empty state: no input, no maps, no prediction, no detail; `message` says why. */
+function showNoInput(message) {
+  currentInput = null;
+  run = null;
+  visible = [];
+  animator.pause();
+  animator.setSteps(0);
+  network.clear(message);
+  detail.close();
+  showAtlasLink(null);
+  const preview = $("input-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.removeAttribute("src");
+  $("input-figure").hidden = true;
+  $("predictions").replaceChildren(el("p", { class: "small muted", text: "Pick an image to see what the network thinks." }));
+  $("explain-softmax").hidden = true;
+  $("lesson").hidden = true;
+  $("timing").textContent = "";
 }
 
 async function predict(blob, name) {

@@ -33,6 +33,7 @@ export class NetworkView {
     this.byId = new Map();
     this.scale = "viridis";
     this.generation = 0;
+    this.fetches = new AbortController(); // aborted when the columns are replaced
     this.observer = new IntersectionObserver((entries) => {
       for (const entry of entries) {
         if (entry.isIntersecting) this.load(this.byId.get(entry.target.dataset.node));
@@ -40,10 +41,23 @@ export class NetworkView {
     }, { root: container, rootMargin: "0px 600px 0px 600px" });
   }
 
+  /** Remove every column: the empty state, with `message` in its place. */
+  clear(message) {
+    this.retire();
+    this.observer.disconnect();
+    this.run = null;
+    this.columns = [];
+    this.byId.clear();
+    const note = document.createElement("p");
+    note.className = "muted empty-note";
+    note.textContent = message;
+    this.container.replaceChildren(note);
+  }
+
   /** Lay out one column per node of a run. `nodes`: the run's node list; `archById`: architecture entries. */
   show(run, nodes, archById, labels = []) {
     this.labels = labels;
-    this.generation += 1;
+    this.retire();
     this.observer.disconnect();
     this.run = run;
     this.archById = archById;
@@ -62,6 +76,13 @@ export class NetworkView {
     // the first layer's maps before the input's (they are what the user waits for)
     const [input, first, ...rest] = this.columns;
     Promise.resolve(first && this.load(first)).finally(() => [input, ...rest.slice(0, 3)].forEach((c) => this.load(c)));
+  }
+
+  /** Forget the columns shown so far: their pending feature-map fetches are cancelled, late answers dropped. */
+  retire() {
+    this.generation += 1;
+    this.fetches?.abort();
+    this.fetches = new AbortController();
   }
 
   archOp(id) {
@@ -141,13 +162,15 @@ export class NetworkView {
     if (!column || column.loading) return column?.loading;
     const generation = this.generation;
     column.element.classList.add("loading");
-    column.loading = loadTiles(column.node.png_url, column.node.layout).then(({ grey, layout }) => {
+    column.loading = loadTiles(column.node.png_url, column.node.layout, { signal: this.fetches.signal }).then(({ grey, layout }) => {
       if (generation !== this.generation) return;
       column.layout = layout;
       column.grey = column.vector ? reflowVector(grey) : grey;
       paint(column.canvas, column.grey, this.scale, column.vector ? null : layout);
       column.overlay.width = column.canvas.width;
       column.overlay.height = column.canvas.height;
+      // the maps' box takes the tiles' own shape, so the overlay drawn over it lies on the tiles (no letterbox)
+      column.canvas.parentElement.style.setProperty("--ratio", String(column.canvas.width / column.canvas.height));
       column.element.classList.remove("loading");
       column.element.classList.add("loaded");
       if (column.vector && column.node.shape[0] <= NEURON_LIST_MAX) return this.drawNeurons(column);
@@ -157,6 +180,7 @@ export class NetworkView {
     }).catch((err) => {
       column.loading = null;
       column.element.classList.remove("loading");
+      if (generation !== this.generation) return; // cancelled: these columns are gone
       showError(err, `feature maps of ${column.node.id}`);
     });
     return column.loading;
