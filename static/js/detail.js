@@ -66,6 +66,9 @@ export class DetailView {
   disposeAnimator() {
     this.animator?.dispose();
     this.animator = null;
+    // and what its view handed over (`own`: the convolution's kernel slide)
+    for (const owned of this.owned ?? []) owned.dispose();
+    this.owned = [];
   }
 
   /**
@@ -291,8 +294,8 @@ export class DetailView {
   // --- numbers ----------------------------------------------------------------------------------------
   // Every number below comes from the engine: the activations (.npy) for the neuron's own value, and
   // GET /api/runs/{run}/nodes/{node}/units/{index} for how it was made (windows, weights, products, sums).
-  async activation(nodeId) {
-    const node = this.context.run.nodes.find((n) => n.id === nodeId);
+  async activation(nodeId, run = this.context.run) {
+    const node = run.nodes.find((n) => n.id === nodeId);
     if (!node) throw new Error(`no node ${nodeId} in this run`);
     return fetchNpy(node.npy_url);
   }
@@ -328,7 +331,10 @@ export class DetailView {
     const view = VIEWS[e.family];
     if (!view) return el("p", { class: "small muted", text: `This page cannot draw a ${e.family} explanation yet.` });
     const labels = this.context.arch?.labels ?? [];
-    const shown = view(e, { unit, labels, animate: (steps, render, intro) => this.animatedFigure(steps, render, intro) });
+    const { run } = this.context;
+    const shown = view(e, { unit, labels, animate: (steps, render, intro) => this.animatedFigure(steps, render, intro),
+      activation: (id) => this.activation(id, run), scale: this.scale,
+      own: (thing) => (this.owned ??= []).push(thing) });
     shown.dataset.family = e.family;
     return shown;
   }
@@ -346,7 +352,7 @@ export class DetailView {
     figure.append(el("p", { class: "small", html: intro }), controls, stage);
     // long explanations (a 1×1 convolution over 96 channels) play faster, so the whole story takes seconds
     const interval = Math.max(250, Math.min(1100, 9000 / steps));
-    this.disposeAnimator();
+    this.animator?.dispose(); // the previous step animator only: what the view owns stays with this explanation
     this.animator = new Animator({ figure, render: (i) => render(i, stage), interval });
     bindAnimatorControls(this.animator, figure);
     queueMicrotask(() => {

@@ -1,6 +1,7 @@
 // conv2d: per input channel the window, the kernel and their products, step by step, then the sum over the
 // channels plus the bias; a 1×1 convolution over many channels as a weighted sum.
 import { chainAfter, chainBlock, checkLine, el, esc, fmt, gridBlock, signed, weightedSum } from "./common.js";
+import { kernelSlide } from "./slide.js";
 
 /** Each input channel's contribution as a bar (red +, blue −); `current`: the channel being shown. */
 function channelSums(windows, current) {
@@ -15,7 +16,17 @@ function channelSums(windows, current) {
   return el("div", {}, el("p", { class: "small muted", text: "each input channel's contribution (red +, blue −):" }), strip);
 }
 
-export function convView(e, { unit, animate }) {
+/**
+ * The view, and below it the kernel sliding over the real input map (`slide.js`) when the detail can fetch the
+ * run's maps (`activation`). Built after `animate`'s figure: the slide's animator belongs to this explanation.
+ */
+export function convView(e, options) {
+  const shown = explainConv(e, options);
+  if (!options.activation || !options.own) return shown;
+  return el("div", { class: "conv-view" }, shown, kernelSlide(e, options));
+}
+
+function explainConv(e, { unit, animate }) {
   const [kh, kw] = e.kernel_size;
   const { rows, cols, channels: windows, chain } = e;
   const depthwise = e.groups > 1 && e.channels_in_group === 1;
