@@ -1,5 +1,6 @@
 // What the network learned: four views on one page, one ES module each, mounted the first time it is shown.
 // The view is in the URL (?view=...), so a link opens the same view; each module keeps its own state there too.
+import { presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import * as adversarial from "./learned_adversarial.js";
 import * as backprop from "./learned_backprop.js";
@@ -29,4 +30,20 @@ function show(name) {
 for (const tab of document.querySelectorAll(".learned-tabs [data-view]")) {
   tab.addEventListener("click", () => state.set({ view: tab.dataset.view }, { push: true }));
 }
+
+// the clicker's keys (presenter.js): the page's views, in the tabs' order. Registered before any view is mounted,
+// so a view with steps of its own (backpropagation's pass) takes the keys while it is shown.
+const names = Object.keys(VIEWS);
+const showView = (pick) => () => {
+  const at = Math.max(0, names.indexOf(state.values.view));
+  const view = names[Math.max(0, Math.min(names.length - 1, pick(at)))];
+  if (view !== state.values.view) state.set({ view }, { push: true });
+};
+presenterKeys({
+  name: "the page's views, one tab per step",
+  next: showView((at) => at + 1),
+  prev: showView((at) => at - 1),
+  first: showView(() => 0),
+  last: showView(() => names.length - 1),
+});
 show(state.values.view);

@@ -16,6 +16,7 @@ import { el, gridBlock } from "./explain/common.js";
 import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
 import { InputPicker, inputRequest } from "./input_picker.js";
 import { architecture, archNodes, fillModelSelect } from "./models.js";
+import { presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { svg, within } from "./dom.js";
 
@@ -133,7 +134,7 @@ function bind() {
     });
   }
   $("bp-rate").addEventListener("input", () => showRate(Number($("bp-rate").value)));
-  document.addEventListener("keydown", onKey);
+  presenterKeys(clickerKeys());
   window.addEventListener("resize", () => fitCanvases());
 }
 
@@ -163,43 +164,28 @@ function applyLecture() {
   requestAnimationFrame(() => fitCanvases());
 }
 
-function onKey(event) {
-  if (root.hidden || !answer || event.altKey || event.ctrlKey || event.metaKey) return;
-  const target = event.target;
-  if (target.closest?.("input, select, textarea")) return; // form fields keep their keys
-  const act = (work) => {
-    event.preventDefault(); // PageDown and Space would scroll the page
+/** The clicker's keys (presenter.js) while this view is shown: the pass's nodes, from the loss back to the input. */
+function clickerKeys() {
+  const stepBy = (work) => () => {
+    if (!answer) return; // the pass is still being computed: nothing to step yet
     animator.pause();
     work();
   };
-  switch (event.key) {
-    case "ArrowRight":
-    case "PageDown":
-      act(() => animator.next());
-      break;
-    case "ArrowLeft":
-    case "PageUp":
-      act(() => animator.prev());
-      break;
-    case "Home":
-      act(() => animator.goto(0));
-      break;
-    case "End":
-      act(() => animator.goto(animator.count - 1));
-      break;
-    case " ":
-      if (target.closest?.("button, a") && !target.closest("[data-action]")) return; // a focused button keeps Space
-      event.preventDefault();
-      animator.toggle();
-      break;
-    case "Escape":
+  return {
+    name: "the backward pass, one node per step from the loss back to the input; Space plays it",
+    active: () => !root.hidden,
+    next: stepBy(() => animator.next()),
+    prev: stepBy(() => animator.prev()),
+    first: stepBy(() => animator.goto(0)),
+    last: stepBy(() => animator.goto(animator.count - 1)),
+    toggle: () => { if (answer) animator.toggle(); },
+    escape: () => {
       if (state.values.bpLecture) {
         state.set({ bpLecture: false }, { push: true, silent: true });
         applyLecture();
       }
-      break;
-    default:
-  }
+    },
+  };
 }
 
 // --- model, input, label --------------------------------------------------------------------------------------------

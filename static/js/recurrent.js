@@ -20,6 +20,7 @@ import { AttentionOverTime } from "./recurrent_attention.js";
 import {
   Strip, colourScale, drawMatrix, drawSequence, drawStepLine, matrixCellAt, placeBand, rangeOf,
 } from "./sequence_views.js";
+import { presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { $ } from "./dom.js";
 
@@ -476,49 +477,29 @@ $("lecture").addEventListener("click", () => {
 });
 applyLecture();
 
-document.addEventListener("keydown", (event) => {
-  if (event.altKey || event.ctrlKey || event.metaKey || !view) return;
-  const target = event.target;
-  // form fields keep their keys (the step slider moves itself), as does the drawing pad
-  if (target.closest?.("input, select, textarea, canvas#draw")) return;
-  const inStrip = target.closest?.(".strip.pick");
-  const act = (work) => {
-    event.preventDefault();
-    animator.pause();
-    work();
-  };
-  switch (event.key) {
-    case "ArrowRight":
-    case "ArrowLeft":
-      if (inStrip) return; // moves along the strip's cells
-      act(() => (event.key === "ArrowRight" ? animator.next() : animator.prev()));
-      break;
-    case "PageDown":
-      act(() => animator.next());
-      break;
-    case "PageUp":
-      act(() => animator.prev());
-      break;
-    case "Home":
-      act(() => animator.goto(0));
-      break;
-    case "End":
-      act(() => animator.goto(animator.count - 1));
-      break;
-    case " ":
-      // a focused button or link keeps Space (it presses it), except the step buttons
-      if (target.closest?.("button, a") && !target.closest("[data-action]")) return;
-      event.preventDefault();
-      animator.toggle();
-      break;
-    case "Escape":
-      if (state.values.lecture) {
-        state.set({ lecture: false }, { push: true, silent: true });
-        applyLecture();
-      }
-      break;
-    default:
-  }
+// the clicker's keys (presenter.js): the rows, one step each. A strip of cells keeps its arrows (its own handler
+// moves along the cells and marks them handled), while Page Down and Page Up still step there; the drawing pad
+// keeps its keys. Esc closes the unit's explanation, then leaves lecture mode.
+const stepBy = (work) => () => {
+  if (!view) return;
+  animator.pause();
+  work();
+};
+presenterKeys({
+  name: "the rows of the digit as the network reads them (one row per step); Space plays them",
+  next: stepBy(() => animator.next()),
+  prev: stepBy(() => animator.prev()),
+  first: stepBy(() => animator.goto(0)),
+  last: stepBy(() => animator.goto(animator.count - 1)),
+  toggle: () => { if (view) animator.toggle(); },
+  escape: () => {
+    if (!$("unit-detail").hidden) $("unit-close").click();
+    else if (state.values.lecture) {
+      state.set({ lecture: false }, { push: true, silent: true });
+      applyLecture();
+    }
+  },
+  ignore: "canvas#draw",
 });
 
 init();

@@ -3,6 +3,7 @@
 // the curves of both runs share one pair of charts. Request and event shapes: app/schemas/training.py and
 // app/api/routes/training.py.
 import { api, clearError, showError } from "./api.js";
+import { presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { $ } from "./dom.js";
 
@@ -459,6 +460,51 @@ $("start-both").addEventListener("click", async () => {
 for (const button of document.querySelectorAll("[data-preset]")) {
   button.addEventListener("click", () => applyPreset(button.dataset.preset));
 }
+
+// the clicker's keys (presenter.js): the ready-made comparisons in the page's order; Space trains the runs shown
+// (A and B together when B is beside A) or stops them
+function presetNames() {
+  return [...document.querySelectorAll("#presets [data-preset]")].map((button) => button.dataset.preset);
+}
+
+/** The preset the settings now are (both runs exactly as it sets them, B beside A), or -1. */
+function currentPreset(names) {
+  const matches = (name, run) => Object.entries({ ...RUN_DEFAULTS, ...PRESETS[name][run] })
+    .every(([key, value]) => String(state.values[`${run}_${key}`]) === String(value));
+  return state.values.compare ? names.findIndex((name) => RUNS.every((run) => matches(name, run))) : -1;
+}
+
+function showPreset(pick) {
+  const names = presetNames();
+  const index = Math.max(0, Math.min(names.length - 1, pick(names, currentPreset(names))));
+  if (names.length) applyPreset(names[index]);
+}
+
+let starting = false; // between the key and the server's answer: a second press must not start the runs twice
+async function trainOrStop() {
+  const mine = RUNS.filter((run) => isRunning(run) && runs[run].job?.owned !== false);
+  if (mine.length) {
+    await Promise.all(mine.map(cancelRun));
+    return;
+  }
+  if (starting) return;
+  starting = true;
+  try {
+    for (const run of state.values.compare ? RUNS : ["a"]) await startRun(run);
+  } finally {
+    starting = false;
+  }
+}
+
+presenterKeys({
+  name: "the ready-made comparisons (Space trains the runs shown, A and B together, or stops them)",
+  next: () => showPreset((names, i) => i + 1),
+  prev: () => showPreset((names, i) => (i < 0 ? 0 : i - 1)),
+  first: () => showPreset(() => 0),
+  last: () => showPreset((names) => names.length - 1),
+  toggle: trainOrStop,
+});
+
 window.addEventListener("resize", queueDraw);
 window.addEventListener("beforeunload", () => RUNS.forEach((run) => runs[run].source?.close()));
 
