@@ -11,6 +11,32 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 
+class MethodCost(BaseModel):
+    """The work one map takes, counted as the server's work budget counts it: one forward pass of one input is 1
+    unit, a backward pass about 2 more. A request does ``(units + units_per_step x steps) x`` one forward pass's
+    multiply-accumulates."""
+
+    heavy: bool = Field(..., examples=[True],
+                        description="the method passes the input through the network many times (once per step): "
+                                    "a POST always answers 202 with a background job, and a map may take seconds to "
+                                    "minutes on a large model")
+    units: int = Field(..., examples=[3], description="the fixed work, in units (forward pass 1, backward pass 2)")
+    units_per_step: int = Field(..., examples=[1],
+                                description="the work each step adds, in units (0: a fixed number of passes)")
+    step: str | None = Field(None, examples=["channel"],
+                             description="what is repeated, one step each: 'channel' (Score-CAM), 'noisy copy' "
+                                         "(SmoothGrad), 'path step' (Integrated Gradients), 'occluded window' "
+                                         "(occlusion); null for a fixed number of passes")
+    option: str | None = Field(None, examples=["max_channels"],
+                               description="the request option that sets the number of steps (null: fixed, or "
+                                           "occlusion, whose windows follow `window` and `stride`)")
+    default_steps: int | None = Field(None, examples=[256],
+                                      description="the steps by default, shrunk to fit the work budget (Score-CAM: "
+                                                  "at most the layer's channels); null when `option` is")
+    passes: str = Field(..., examples=["1 forward pass per channel"],
+                        description="the passes in words, per step for a heavy method")
+
+
 class MethodInfo(BaseModel):
     """One attribution method."""
 
@@ -28,6 +54,8 @@ class MethodInfo(BaseModel):
     description: str = Field(...,
                              description="what the map shows, in a sentence",
                              examples=["Feature maps weighted by their average gradient of the class score."])
+    cost: MethodCost = Field(..., description="the work one map takes: heavy methods (many passes) run as "
+                                              "background jobs")
 
 
 class ColourStop(BaseModel):

@@ -47,6 +47,33 @@ def minimum_units(method: str) -> int:
     return _FIXED.get(method, _DEFAULT_UNITS)
 
 
+#: what a many-pass method repeats, in words (occlusion: one occluded copy per window)
+_STEP_WORDS = {"smoothgrad": "noisy copy", "integrated_gradients": "path step", "scorecam": "channel",
+               "occlusion": "occluded window"}
+#: passes in words, by their units: a forward pass is 1, a backward pass 2 more
+_PASS_WORDS = {1: "1 forward pass", 2: "1 forward + 1 backward pass to the layer",
+               3: "1 forward + 1 backward pass"}
+
+
+def method_cost(method: str) -> dict[str, Any]:
+    """The work one map of ``method`` takes, counted as ``plan`` counts it (``estimated_macs`` is
+    ``(units + units_per_step x steps) x`` one forward pass's MACs): ``units`` fixed, ``units_per_step`` for each
+    ``step`` (0 and None for a fixed number of passes), ``option`` the request option that sets the number of steps
+    and ``default_steps`` its default (Score-CAM: at most the layer's channels; occlusion's windows follow ``window``
+    and ``stride``, so null), and ``passes`` in words."""
+    if method in _MANY_PASS:
+        option, default, per_step, fixed = _MANY_PASS[method]
+    elif method == "occlusion":
+        option, default, per_step, fixed = None, None, 1, 1
+    else:
+        units = _FIXED.get(method, _DEFAULT_UNITS)
+        return {"units": units, "units_per_step": 0, "step": None, "option": None, "default_steps": None,
+                "passes": _PASS_WORDS[units]}
+    step = _STEP_WORDS[method]
+    return {"units": fixed, "units_per_step": per_step, "step": step, "option": option, "default_steps": default,
+            "passes": f"{_PASS_WORDS[per_step]} per {step}"}
+
+
 def plan(graph: Graph, method: str, options: dict[str, Any], max_macs: int | None, layer: str | None = None,
          alternatives: Sequence[str] = (), limit_name: str = "max_macs") -> dict[str, Any]:
     """``options`` with the many-pass defaults filled in to fit ``max_macs``; raises AttributionError

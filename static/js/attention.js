@@ -10,12 +10,15 @@
 // picker. Sequences and volumes are drawn by attention_kinds.js.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { layerMapView, legendView, sequenceView, volumeView } from "./attention_kinds.js";
+import { drawBars } from "./bars.js";
+import { legend, tableOf } from "./colormap.js";
 import { Grid } from "./grid.js";
 import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
 import { architecture, fillModelSelect } from "./models.js";
 import { RegionPicker, describeRegion, parseRegion } from "./region.js";
+import { presenterKeys } from "./presenter.js";
 import { bindControl, createState } from "./state.js";
-import { $, escapeHtml as esc } from "./dom.js";
+import { $, el, escapeHtml as esc } from "./dom.js";
 
 const DEFAULTS = { model: "", sample: "", method: "gradcam", target: -1, layer: "", opacity: 0.6, compare: [], region: "" };
 const IMAGE_TYPES = $("file").accept;
@@ -26,6 +29,7 @@ let methods = [];
 let scales = null; // the colour scales of the API's map PNGs, for legends
 let detail = null; // the model's architecture and labels
 let support = null; // what can explain the model (GET /api/models/{id}/attention)
+let prediction = null; // the model's top classes for this input (POST /api/models/{id}/predict), most probable first
 let image = null; // the input: { blob, name }, an image or a .npy tensor (its name ends in .npy)
 let requestToken = 0;
 let modelToken = 0;
@@ -91,6 +95,39 @@ $("draw-clear").addEventListener("click", () => pad.clear());
 
 $("learned").addEventListener("click", () => state.set({ method: "learned_attention" }, { push: true }));
 
+// the clicker's keys (presenter.js): the methods this model allows, in the menu's order; Space keeps the method
+// shown in the side-by-side comparison, so that the next steps show it beside the others
+function methodNames() {
+  return [...$("method").options].filter((option) => !option.disabled).map((option) => option.value);
+}
+
+function showMethod(pick) {
+  const names = methodNames();
+  if (!names.length) return;
+  const name = names[Math.max(0, Math.min(names.length - 1, pick(names, names.indexOf(state.values.method))))];
+  if (name !== state.values.method) state.set({ method: name }, { push: true });
+}
+
+presenterKeys({
+  name: "the attention methods this model allows, one map per step (Space keeps the current method in the comparison beside the next ones)",
+  next: () => showMethod((names, i) => i + 1),
+  prev: () => showMethod((names, i) => (i < 0 ? 0 : i - 1)),
+  first: () => showMethod(() => 0),
+  last: () => showMethod((names) => names.length - 1),
+  toggle: () => {
+    if (!methods.length) return;
+    const name = state.values.method;
+    const box = [...document.querySelectorAll("#compare input")].find((input) => input.value === name);
+    if (!box || box.disabled) return;
+    const keep = !state.values.compare.includes(name);
+    box.checked = keep;
+    const chosen = methods.map((m) => m.name).filter((n) => (n === name ? keep : state.values.compare.includes(n)));
+    state.set({ compare: chosen }, { push: true });
+  },
+  // the drawing pad keeps its own keys (as on the explorer)
+  ignore: "canvas#draw",
+});
+
 const region = new RegionPicker({
   canvas: $("region-grid"),
   inputs: $("region-bounds"),
@@ -107,6 +144,7 @@ function forgetInput() {
   image = null;
   imageVersion += 1;
   $("input-name").textContent = "";
+  showPrediction(null, "Pick an input to see what the model predicts.");
 }
 
 /** No maps on screen (the model or input changed, or the input was refused): nothing stale stays. */
@@ -144,7 +182,7 @@ function fillMethods() {
   $("method").replaceChildren(...[...families].map(([family, list]) => {
     const group = document.createElement("optgroup");
     group.label = family;
-    group.append(...list.map((m) => new Option(m.title, m.name)));
+    group.append(...list.map((m) => Object.assign(new Option(methodLabel(m), m.name), { className: m.cost?.heavy ? "slow" : "" })));
     return group;
   }));
   $("method").value = state.values.method;
@@ -159,6 +197,7 @@ function fillMethods() {
       state.set({ compare: chosen }, { push: true });
     });
     label.append(box, ` ${m.title}`);
+    if (m.cost?.heavy) label.append(el("small", { class: "slow-mark", text: `slow: ${m.cost.passes}` }));
     return label;
   }));
   describeMethod();
@@ -167,10 +206,106 @@ function fillMethods() {
 function describeMethod() {
   const m = methods.find((x) => x.name === state.values.method);
   if (!m) return;
-  $("method-info").textContent = `${m.description} (${m.paper})${m.signed ? " Signed: blue lowers the score, red raises it." : ""}`;
+  $("method-info").textContent = `${m.description} (${m.paper})${m.signed ? " Signed: blue lowers the score, red raises it." : ""}` +
+    (m.cost?.heavy ? ` ${slowWords(m)}` : "");
   $("layer").disabled = !m.uses_layer;
   $("target").disabled = !m.uses_target;
   document.querySelectorAll("#compare input").forEach((box) => { box.checked = state.values.compare.includes(box.value); });
+}
+
+// --- reading the maps: slow methods, the colour legend, the prediction and the class explained ----------------
+
+/** A method's name in the menu: a heavy one (the API's `cost.heavy`: many passes, a background job) marked slow. */
+function methodLabel(m) {
+  return m.cost?.heavy ? `${m.title} (slow: ${m.cost.passes})` : m.title;
+}
+
+/** What makes a heavy method slow, in the API's numbers. */
+function slowWords(m) {
+  const c = m.cost;
+  const steps = c.option && c.default_steps ? ` (${c.option} = ${c.default_steps} by default, fewer if the server's budget asks)` : "";
+  return `Slow: ${c.passes}${steps}. It runs in the background; the bar counts the passes.`;
+}
+
+const percent = (p) => `${(100 * p).toFixed(p >= 0.1 ? 1 : 2)}%`;
+const signedNumber = (v) => (v > 0 ? `+${v}` : String(v).replace("-", "−"));
+
+/** What the ends (and a signed scale's middle) of a legend mean, as the API normalises the maps. */
+const LEGEND_WORDS = {
+  unsigned: {
+    ends: ["least influence", "most influence"],
+    note: "Normalised per map: min-max to [0, 1], so 1 is each map's own largest value (CAMs after a ReLU: 0 is " +
+      "no positive influence).",
+  },
+  signed: {
+    ends: ["lowers the class score", "no effect", "raises the class score"],
+    note: "Normalised per map: divided by its largest |value|, so 0 stays 0 and ±1 is that map's strongest push.",
+  },
+};
+
+/** The colour legend beside the maps: one per scale the maps shown use (the API's `scales`), its ends labelled. */
+function showLegends(names) {
+  if (!scales) return;
+  const shown = names.map((name) => methods.find((m) => m.name === name)).filter(Boolean);
+  const blocks = ["unsigned", "signed"].map((scale) => {
+    const users = shown.filter((m) => m.signed === (scale === "signed"));
+    if (!users.length) return null;
+    const stops = scales[scale];
+    const words = LEGEND_WORDS[scale];
+    const values = [stops[0].value, ...(scale === "signed" ? [0] : []), stops[stops.length - 1].value];
+    const bar = el("canvas", { width: 240, height: 12, role: "img",
+      "aria-label": `colour scale from ${values[0]} (${words.ends[0]}) to ${values[values.length - 1]} (${words.ends[words.ends.length - 1]})` });
+    legend(bar, tableOf(stops));
+    const ends = el("div", { class: "key-ends small" }, ...values.map((v, i) =>
+      el("span", { class: "key-end" }, el("b", { text: scale === "signed" ? signedNumber(v) : String(v) }), words.ends[i])));
+    return el("div", { class: "key-legend", "data-scale": scale },
+      el("p", { class: "small key-methods", text: users.map((m) => m.title).join(", ") }), bar, ends,
+      el("p", { class: "small muted key-note", text: words.note }));
+  });
+  $("map-legends").replaceChildren(...blocks.filter(Boolean));
+}
+
+/** The model's top 5 classes for this input as bars (`classes` from /predict), or `message` when there are none. */
+function showPrediction(classes, message = "") {
+  prediction = classes?.length ? classes : null;
+  if (prediction) drawBars($("prediction"), prediction.slice(0, 5));
+  else $("prediction").replaceChildren(el("p", { class: "small muted", text: message }));
+  showExplained();
+}
+
+/** Which class the maps explain: the one chosen under "Class to explain", else the predicted class; its bar marked. */
+function showExplained() {
+  const target = state.values.target;
+  const labels = detail?.labels ?? [];
+  const top = prediction?.[0];
+  let index = null;
+  let text;
+  if (support?.output_kind === "map") {
+    text = target >= 0 ? `The maps explain “${labels[target] ?? `class ${target}`}” (chosen under Class to explain), its scores summed over the region.`
+      : "The maps explain the class scoring highest over the region (the default).";
+  } else if (target >= 0) {
+    index = target;
+    const rank = prediction ? prediction.findIndex((c) => c.index === target) : -1;
+    const label = prediction?.[rank]?.label ?? labels[target] ?? `class ${target}`;
+    text = `The maps explain “${label}”, chosen under Class to explain` +
+      (rank >= 0 ? ` (ranked ${rank + 1}, ${percent(prediction[rank].probability)})` : "") +
+      (top ? `; the model predicts “${top.label}”.` : ".");
+  } else if (top) {
+    index = top.index;
+    text = `The maps explain “${top.label}”, the predicted class (the top prediction, ${percent(top.probability)}).`;
+  } else {
+    text = "The maps explain the predicted class (the top prediction).";
+  }
+  const names = [state.values.method, ...state.values.compare];
+  const agnostic = methods.filter((m) => names.includes(m.name) && !m.uses_target).map((m) => m.title);
+  if (agnostic.length) text += ` ${agnostic.join(", ")} explain${agnostic.length === 1 ? "s" : ""} no class (class-agnostic).`;
+  $("explained-class").textContent = text;
+  $("prediction").querySelectorAll(".bar-row").forEach((row, i) => {
+    const explains = index !== null && prediction?.[i]?.index === index;
+    row.classList.toggle("explained", explains);
+    const label = (row.getAttribute("aria-label") ?? "").replace(/, the class the maps explain$/, "");
+    row.setAttribute("aria-label", explains ? `${label}, the class the maps explain` : label);
+  });
 }
 
 async function loadModel() {
@@ -178,6 +313,7 @@ async function loadModel() {
   $("model").value = id;
   const token = ++modelToken;
   clearMaps();
+  showPrediction(null, "Predicting…");
   try {
     [detail, support] = await Promise.all([
       architecture(id),
@@ -236,9 +372,10 @@ function showMethodSupport() {
   const verdicts = new Map(support.methods.map((m) => [m.name, m]));
   const unavailable = (name) => verdicts.get(name)?.available === false;
   for (const option of $("method").options) {
-    const title = methods.find((m) => m.name === option.value)?.title ?? option.value;
+    const method = methods.find((m) => m.name === option.value);
+    const title = method?.title ?? option.value;
     option.disabled = unavailable(option.value);
-    option.textContent = option.disabled ? `${title} (unavailable)` : title;
+    option.textContent = option.disabled ? `${title} (unavailable)` : method ? methodLabel(method) : title;
     option.title = verdicts.get(option.value)?.reason ?? "";
   }
   document.querySelectorAll("#compare input").forEach((box) => {
@@ -335,6 +472,7 @@ async function afterImage() {
     $("target").replaceChildren(new Option("the class scoring highest over the region", "-1"),
       ...Array.from({ length: support.output_shape[0] }, (_, k) => new Option(labels[k] ?? `class ${k}`, String(k))));
     $("target").value = String(state.values.target);
+    showPrediction(null, "This model's output is a map of class scores (such as segmentation): no single prediction.");
     await refresh();
     return;
   }
@@ -348,8 +486,10 @@ async function afterImage() {
       $("target").append(new Option(label, String(state.values.target)));
     }
     $("target").value = String(state.values.target);
+    showPrediction(answer.classes);
   } catch (err) {
     $("target").replaceChildren(new Option("the top prediction", "-1")); // the classes of the last input no longer hold
+    showPrediction(null, "No prediction: the input was refused (the message above says why).");
     showError(err, "predicting");
     if (isTensor(image) || !support.takes_images) {
       clearMaps("No maps: the input was refused (the message above says why).");
@@ -368,6 +508,7 @@ function card(methodName) {
     <div class="overlay-stack"><img class="picture" alt=""><img class="heat" alt=""></div>
     <progress class="job-progress" max="1" value="0" hidden></progress>
     <p class="small muted card-note">computing…</p>`;
+  if (m.cost?.heavy) figure.querySelector(".card-note").before(el("p", { class: "small slow-note", text: slowWords(m) }));
   return figure;
 }
 
@@ -431,6 +572,8 @@ async function refresh() {
   clearError();
   $("layer-panel").hidden = true; // until this request's first map arrives
   const names = [state.values.method, ...state.values.compare.filter((n) => n !== state.values.method)];
+  showLegends(names);
+  showExplained();
   const cards = names.map(card);
   $("maps").replaceChildren(...cards);
   $("maps").classList.toggle("single", cards.length === 1);

@@ -48,6 +48,7 @@ from app.schemas.attention import (
     AttentionSupport,
     ColourScales,
     ColourStop,
+    MethodCost,
     MethodInfo,
     MethodList,
 )
@@ -56,7 +57,8 @@ from app.services.attention_support import attention_support
 from app.services.inputs import INPUT_OPENAPI
 from app.services.overlay import colour_stops
 from app.services.owners import Access, Identity, check_may_change, new_token
-from engine.attention import METHODS
+from engine.attention import MANY_PASS, METHODS
+from engine.attention.budget import method_cost
 
 router = APIRouter(tags=["attention"])
 
@@ -65,11 +67,13 @@ JOBS = "/api/attention/jobs"
 
 @router.get("/attention/methods", response_model=MethodList)
 def list_methods() -> MethodList:
-    """Every attribution method: name, family, paper, and whether it takes a layer or a target; and the colour
-    scales of the map PNGs."""
+    """Every attribution method: name, family, paper, whether it takes a layer or a target, and its cost (the
+    passes one map takes; heavy methods run as background jobs); and the colour scales of the map PNGs."""
     scales = {name: [ColourStop(value=value, rgb=list(rgb)) for value, rgb in colour_stops(signed)]
               for name, signed in (("unsigned", False), ("signed", True))}
-    return MethodList(methods=[MethodInfo(**m.__dict__) for m in METHODS.values()], scales=ColourScales(**scales))
+    methods = [MethodInfo(**m.__dict__, cost=MethodCost(heavy=m.name in MANY_PASS, **method_cost(m.name)))
+               for m in METHODS.values()]
+    return MethodList(methods=methods, scales=ColourScales(**scales))
 
 
 @router.get("/models/{model_id}/attention", response_model=AttentionSupport)
