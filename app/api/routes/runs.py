@@ -1,18 +1,22 @@
 """GET /api/runs/{run_id}/nodes/{node_id}.png | .npy | .json: one node's feature maps from a run;
-.../units/{index}: how one unit's number was made; .../steps: a recurrent or attention node's every time step."""
+.../units/{index}: how one unit's number was made; .../steps: a recurrent or attention node's every time step;
+GET /api/runs/{run_id}/input.png: the model's input as the picture it sees."""
 
 from __future__ import annotations
 
+import io
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Path, Query, Response
+from PIL import Image
 
 from app.api.deps import ComputeDep, ModelStoreDep, RunStoreDep
 from app.errors import ApiError
 from app.schemas.explanations import UnitExplanation
 from app.schemas.runs import NodeActivation, TileLayout
 from app.schemas.steps import NodeSteps
+from app.services.models import takes_images
 from app.services.runs import activation_of
 from app.services.steps import node_steps, sequence_fields
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
@@ -63,6 +67,32 @@ def read_node_npy(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mod
     activation = activation_of(runs.get(run_id, models), node_id)
     return Response(to_npy(activation), media_type=NPY_MEDIA_TYPE,
                     headers={**CACHE_HEADERS, "Content-Disposition": f'attachment; filename="{node_id}.npy"'})
+
+
+@router.get("/{run_id}/input.png", response_class=Response, responses={
+    200: {"content": {"image/png": {}},
+          "description": "the model's input, its normalisation undone: RGB (3 channels) or grey (1), at the input's "
+                         "own size (an image model's centre crop, e.g. 224 × 224)"},
+    422: {"description": "the model does not read pictures (its input is not 1 or 3 channels of a square)"}})
+def read_input_png(run_id: RunId, runs: RunStoreDep, models: ModelStoreDep) -> Response:
+    """The picture the model sees: the run's input tensor with the model's normalisation undone, ``x * std + mean``
+    per channel, clipped to [0, 1] and scaled to 0-255; for an image, the resized centre crop it was given (a
+    model that inverts its pixels is shown them inverted, as it reads them)."""
+    run = runs.get(run_id, models)
+    model = models.get(run.model_id)
+    x = np.asarray(run.input[0], dtype=np.float32)
+    pre = model.bundle.preprocessing
+    channels = x.shape[0]
+    if not takes_images(model.graph) or len(pre.mean) not in (1, channels) or len(pre.std) not in (1, channels):
+        raise ApiError(422, f"model '{model.id}' takes {list(x.shape)} tensors, not pictures with a mean and std per "
+                            f"channel: its input is at /api/runs/{run_id}/nodes/{INPUT}.npy")
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(-1, 1, 1)
+    pixels = (np.clip(x * std + mean, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if channels == 1 else np.ascontiguousarray(pixels)).save(
+        buffer, format="PNG", compress_level=1)
+    return Response(buffer.getvalue(), media_type="image/png", headers=CACHE_HEADERS)
 
 
 @router.get("/{run_id}/nodes/{node_id}.json", response_model=NodeActivation)
