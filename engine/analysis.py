@@ -1,8 +1,8 @@
 """Per-node analysis of a graph: what each node is, what it outputs, what it costs and what it sees.
 
 This is what ``GET /api/models/{id}`` and ``POST /api/architecture/analyze`` return. Nothing is
-re-derived here: shapes, parameter counts and MACs come from the ops, receptive fields from
-``engine.receptive_field``.
+re-derived here: shapes, parameter counts, MACs and titles come from the ops, receptive fields from
+``engine.receptive_field``, the columns of the "main layers" view from ``engine.main_layers``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from engine.arithmetic import OutputSize, output_size
 from engine.errors import EngineError
 from engine.explain import explainable, unit_shape
 from engine.graph import Graph, Node
+from engine.main_layers import main_columns
 from engine.ops.base import AxisGeometry
 from engine.receptive_field import NodeRF, axis_names, receptive_fields
 from engine.time_steps import sequence_summary, time_axes
@@ -37,8 +38,8 @@ def jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class NodeSummary:
-    """One node: op, inputs, canonical attributes, output shape (no batch axis), cost, receptive field, and whether
-    its units can be explained."""
+    """One node: op, inputs, canonical attributes, output shape (no batch axis), cost, receptive field, whether
+    its units can be explained, and how it is named and shown."""
 
     id: str
     op: str
@@ -57,11 +58,16 @@ class NodeSummary:
     time_axis: int | None = None
     #: recurrent and sequence_attention nodes: steps, sizes, recorded arrays, parameters (``time_steps``)
     sequence: dict[str, Any] | None = None
+    #: what the op is called ("Convolution"; the op's ``title``)
+    title: str = ""
+    #: the node whose column shows this one in the "main layers" view (``engine.main_layers``); None: hidden
+    main_column: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "op": self.op,
+            "title": self.title,
             "inputs": list(self.inputs),
             "attributes": jsonable(self.attributes),
             "output_shape": list(self.output_shape),
@@ -77,6 +83,7 @@ class NodeSummary:
             "sequence": None if self.sequence is None else {
                 **jsonable({k: v for k, v in self.sequence.items() if k != "params"}),
                 "params": [{"name": name, "shape": list(shape)} for name, shape in self.sequence["params"]]},
+            "main_column": self.main_column,
         }
 
 
@@ -143,6 +150,7 @@ def analyze(graph: Graph, strict: bool = True) -> Analysis:
     """
     rfs = receptive_fields(graph, strict=strict)
     times = time_axes(graph)
+    columns = main_columns(graph)
     summaries = []
     for node in graph.nodes:
         shapes = node.op.param_shapes()
@@ -163,6 +171,8 @@ def analyze(graph: Graph, strict: bool = True) -> Analysis:
             explainable=explainable(node),
             time_axis=times.get(node.id),
             sequence=_sequence(graph, node),
+            title=node.op.title,
+            main_column=columns[node.id],
         ))
     return Analysis(
         input_shape=tuple(graph.input_shape),

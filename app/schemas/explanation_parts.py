@@ -98,6 +98,7 @@ class ChainStep(BaseModel):
 
     node: str = Field(..., description="id of the elementwise node", examples=["stem_bn"])
     op: str = Field(..., description="its op", examples=["batch_norm"])
+    title: str = Field(..., description="what its op is called, for display", examples=["Batch normalisation"])
     input_value: float = Field(..., examples=[4.0103],
                                description="the value coming in (the previous step's engine value)")
     engine_value: float = Field(..., examples=[3.2153], description="this node's value in the forward pass")

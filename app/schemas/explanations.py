@@ -50,6 +50,8 @@ class ExplanationBase(BaseModel):
     node: str = Field(..., description="the node the unit belongs to", examples=["conv2"])
     op: str = Field(..., description="the node's op (for the softmax of scores: the op that gave the scores)",
                     examples=["conv2d"])
+    title: str = Field(..., description="what that op is called, for display (as the architecture's nodes say)",
+                       examples=["Convolution"])
     index: list[int] = Field(..., description="the unit, without the batch axis", examples=[[5, 4, 4]])
     input: str = Field(..., description="the node the unit reads", examples=["pool1"])
     inputs: list[str] = Field(..., description="every node the unit reads (attention_pool: features, weights)",
@@ -327,7 +329,8 @@ class UnitExplanation(RootModel[Annotated[
     number); they agree to rounding."""
 
     model_config = {"json_schema_extra": {"examples": [{
-        "node": "pool1", "op": "max_pool2d", "kind": "max_pool2d", "family": "pool", "index": [0, 5, 6],
+        "node": "pool1", "op": "max_pool2d", "title": "Max pooling", "kind": "max_pool2d", "family": "pool",
+        "index": [0, 5, 6],
         "input": "relu1", "inputs": ["relu1"], "engine_value": 4.85, "result": 4.85, "chain": [],
         "kernel_size": [2, 2], "stride": [2, 2], "padding": [[0, 0], [0, 0]], "dilation": [1, 1], "rows": [10, 11],
         "cols": [12, 13], "row_in_padding": [False, False], "col_in_padding": [False, False], "channel": 0,

@@ -180,6 +180,8 @@ class NodeInfo(BaseModel):
 
     id: str = Field(..., description="node id, unique in the graph", examples=["conv1"])
     op: str = Field(..., description="the engine op (docs/graph-spec.md)", examples=["conv2d"])
+    title: str = Field(..., description="what the op is called, for display (the engine op's own name for it)",
+                       examples=["Convolution"])
     inputs: list[str] = Field(..., description="ids of the nodes it reads, in order ('input' is the model's input)",
                               examples=[["input"]])
     attributes: dict[str, Any] = Field(..., description="the op's attributes in canonical form (per axis)",
@@ -206,6 +208,13 @@ class NodeInfo(BaseModel):
                               {"name": "bias_ih_l0", "shape": [512]}, {"name": "bias_hh_l0", "shape": [512]}],
                    "hidden_size": 128, "num_layers": 1, "directions": 1, "output": "hidden",
                    "gates": ["i", "f", "g", "o"], "states": ["h", "c"], "unit_shape": [28, 128]}])
+    main_column: str | None = Field(
+        ..., examples=["stem.relu6"],
+        description="the id of the node whose column shows this one in the explorer's \"main layers\" view: its own "
+                    "id, or, for a convolution followed by its batch norm and activation (or a batch norm, dropout "
+                    "or identity before an activation), the id of the last node of that chain, whose column stands "
+                    "for them all; null for a node the view hides (a constant). The model's input always has a "
+                    "column of its own, and so does the output node")
 
 
 class Totals(BaseModel):

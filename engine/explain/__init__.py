@@ -111,8 +111,9 @@ def explain_unit(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, n
     if reason is not None:
         raise ShapeError(reason)
     explainer = REGISTRY[node.op.op]
-    out: dict[str, Any] = {"node": node_id, "op": node.op.op, "kind": node.op.op, "family": explainer.family,
-                           "index": list(index), "input": node.inputs[0], "inputs": list(node.inputs)}
+    out: dict[str, Any] = {"node": node_id, "op": node.op.op, "title": node.op.title, "kind": node.op.op,
+                           "family": explainer.family, "index": list(index), "input": node.inputs[0],
+                           "inputs": list(node.inputs)}
     own = explainer.explain(Unit(graph, params, trace, node, index))
     at: tuple[int, ...] | None = index
     if "engine_value" not in own:
@@ -143,7 +144,8 @@ def explain_softmax_of_scores(graph: Graph, trace: Trace, node_id: str, index: S
         raise ShapeError(f"class {list(index)} is outside node '{node_id}' of shape {list(scores.shape[1:])}: give "
                          f"one index from 0 to {scores.shape[1] - 1}")
     probabilities, _ = softmax_forward(scores[:1].astype(np.float64), dim=1)
-    out = {"node": node_id, "op": graph.by_id[node_id].op.op, "kind": "softmax", "family": "softmax",
+    out = {"node": node_id, "op": graph.by_id[node_id].op.op, "title": graph.by_id[node_id].op.title,
+           "kind": "softmax", "family": "softmax",
            "index": list(index), "input": node_id, "inputs": [node_id],
            "engine_value": float(probabilities[0, index[0]]), "chain": []}
     out.update(softmax.softmax_numbers(scores[0].astype(np.float64), index[0], "class"))

@@ -35,7 +35,7 @@ def chain(graph: Graph, params: Mapping[str, np.ndarray], trace: Trace, node_id:
         if len(consumers) != 1 or graph.by_id[consumers[0]].op.op not in ELEMENTWISE:
             break
         nxt = graph.by_id[consumers[0]]
-        step: dict[str, Any] = {"node": nxt.id, "op": nxt.op.op, "input_value": previous,
+        step: dict[str, Any] = {"node": nxt.id, "op": nxt.op.op, "title": nxt.op.title, "input_value": previous,
                                 "engine_value": float(trace.activations[nxt.id][0][index])}
         step.update(formula_numbers(nxt, params, index, previous))
         steps.append(step)

@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.layers import activation as act
 from engine.layers.softmax import log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward
-from engine.ops.base import GLOBAL, IDENTITY, ForwardContext, Op, Shape, register_op
+from engine.ops.base import GLOBAL, IDENTITY, ForwardContext, MainView, Op, Shape, register_op
 from engine.ops.dims import batch_dim
 
 
@@ -51,32 +51,37 @@ class ElementwiseOp(Op):
         return [type(self).layer_backward(dout, cache)], {}
 
 
-def _elementwise(name: str, forward, backward, defaults: dict[str, Any] | None = None, doc: str = "",
-                 inplace: Callable[[np.ndarray], np.ndarray] | None = None) -> type[Op]:
+def _elementwise(name: str, title: str, forward, backward, defaults: dict[str, Any] | None = None, doc: str = "",
+                 inplace: Callable[[np.ndarray], np.ndarray] | None = None,
+                 main_view: MainView | None = "activation") -> type[Op]:
     cls = type(f"{name.title().replace('_', '')}Op", (ElementwiseOp,), {
         "layer_forward": staticmethod(forward),
         "layer_backward": staticmethod(backward),
         "layer_inplace": None if inplace is None else staticmethod(inplace),
         "can_overwrite": inplace is not None,
         "defaults": dict(defaults or {}),
+        "title": title,
+        "main_view": main_view,
         "__doc__": doc,
     })
     return register_op(name)(cls)
 
 
-ReluOp = _elementwise("relu", act.relu_forward, act.relu_backward, doc="max(x, 0).", inplace=act.relu_inplace)
-Relu6Op = _elementwise("relu6", act.relu6_forward, act.relu6_backward, doc="min(max(x, 0), 6).",
+ReluOp = _elementwise("relu", "ReLU", act.relu_forward, act.relu_backward, doc="max(x, 0).",
+                      inplace=act.relu_inplace)
+Relu6Op = _elementwise("relu6", "ReLU6", act.relu6_forward, act.relu6_backward, doc="min(max(x, 0), 6).",
                        inplace=act.relu6_inplace)
-LeakyReluOp = _elementwise("leaky_relu", act.leaky_relu_forward, act.leaky_relu_backward,
+LeakyReluOp = _elementwise("leaky_relu", "Leaky ReLU", act.leaky_relu_forward, act.leaky_relu_backward,
                            {"negative_slope": 0.01}, "x if x > 0 else negative_slope * x.")
-SigmoidOp = _elementwise("sigmoid", act.sigmoid_forward, act.sigmoid_backward, doc="1 / (1 + exp(-x)).")
-TanhOp = _elementwise("tanh", act.tanh_forward, act.tanh_backward, doc="tanh(x).")
-SiluOp = _elementwise("silu", act.silu_forward, act.silu_backward, doc="x * sigmoid(x).")
-HardsigmoidOp = _elementwise("hardsigmoid", act.hardsigmoid_forward, act.hardsigmoid_backward,
+SigmoidOp = _elementwise("sigmoid", "Sigmoid", act.sigmoid_forward, act.sigmoid_backward, doc="1 / (1 + exp(-x)).")
+TanhOp = _elementwise("tanh", "Tanh", act.tanh_forward, act.tanh_backward, doc="tanh(x).")
+SiluOp = _elementwise("silu", "SiLU", act.silu_forward, act.silu_backward, doc="x * sigmoid(x).")
+HardsigmoidOp = _elementwise("hardsigmoid", "Hard sigmoid", act.hardsigmoid_forward, act.hardsigmoid_backward,
                              {"alpha": 1 / 6, "beta": 0.5}, "clip(alpha * x + beta, 0, 1).")
-HardswishOp = _elementwise("hardswish", act.hardswish_forward, act.hardswish_backward,
+HardswishOp = _elementwise("hardswish", "Hard swish", act.hardswish_forward, act.hardswish_backward,
                            doc="x * clip(x / 6 + 1/2, 0, 1).")
-IdentityOp = _elementwise("identity", act.identity_forward, act.identity_backward, doc="x.")
+IdentityOp = _elementwise("identity", "Identity", act.identity_forward, act.identity_backward, doc="x.",
+                          main_view="pass_through")
 
 
 @register_op("clip")
@@ -84,6 +89,8 @@ class ClipOp(ElementwiseOp):
     """min(max(x, min), max); ``null`` leaves a side open."""
 
     defaults: ClassVar[dict[str, Any]] = {"min": None, "max": None}
+    title = "Clip"
+    main_view = "activation"
     layer_forward = staticmethod(act.clip_forward)
     layer_backward = staticmethod(act.clip_backward)
 
@@ -100,6 +107,7 @@ class GeluOp(ElementwiseOp):
     """x * Phi(x), the normal CDF (``approximate="none"``), or its tanh approximation (``"tanh"``), as nn.GELU."""
 
     defaults: ClassVar[dict[str, Any]] = {"approximate": "none"}
+    title = "GELU"  # main_view None: the main layers view has always given GELU a column of its own
     layer_forward = staticmethod(act.gelu_forward)
     layer_backward = staticmethod(act.gelu_backward)
 
@@ -138,6 +146,7 @@ class _SoftmaxBase(Op):
 class SoftmaxOp(_SoftmaxBase):
     """exp(x) / sum(exp(x)) along ``dim``."""
 
+    title = "Softmax"
     layer_forward = staticmethod(softmax_forward)
     layer_backward = staticmethod(softmax_backward)
 
@@ -146,5 +155,6 @@ class SoftmaxOp(_SoftmaxBase):
 class LogSoftmaxOp(_SoftmaxBase):
     """x - log(sum(exp(x))) along ``dim``."""
 
+    title = "Log softmax"
     layer_forward = staticmethod(log_softmax_forward)
     layer_backward = staticmethod(log_softmax_backward)

@@ -27,6 +27,7 @@ from engine.ops.merge import _BroadcastOp, _shape_text
 class SubOp(_BroadcastOp):
     """x1 - x2, broadcasting as ``add`` (either input may be a batch-1 constant). Geometry: IDENTITY."""
 
+    title = "Subtract"
     arity = 2
     verb = "subtract"
     layer_forward = staticmethod(arith.sub_forward)
@@ -40,6 +41,7 @@ class DivOp(_BroadcastOp):
     Division by zero gives ±inf (0 / 0 nan), as in PyTorch.
     """
 
+    title = "Divide"
     arity = 2
     verb = "divide"
     layer_forward = staticmethod(arith.div_forward)
@@ -53,6 +55,7 @@ class PowOp(ElementwiseOp):
     At x = 0 and for negative x the values and gradients are PyTorch's (inf, nan): see ``engine.layers.arith``.
     """
 
+    title = "Power"
     defaults: ClassVar[dict[str, Any]] = {"exponent": REQUIRED}
     layer_forward = staticmethod(arith.pow_forward)
     layer_backward = staticmethod(arith.pow_backward)
@@ -68,6 +71,7 @@ class PowOp(ElementwiseOp):
 class SqrtOp(ElementwiseOp):
     """sqrt(x), as ``torch.sqrt``: nan for x < 0; the gradient at 0 is inf."""
 
+    title = "Square root"
     layer_forward = staticmethod(arith.sqrt_forward)
     layer_backward = staticmethod(arith.sqrt_backward)
     layer_inplace = staticmethod(arith.sqrt_inplace)
@@ -92,6 +96,7 @@ class ExpandOp(Op):
     channel axis stretched, or new leading axes) IDENTITY.
     """
 
+    title = "Expand"
     defaults: ClassVar[dict[str, Any]] = {"shape": REQUIRED}
 
     def build(self) -> Shape:
@@ -157,6 +162,7 @@ class MatmulOp(Op):
     transpose moved the positions, keeps the field of each position when only channels are contracted.
     """
 
+    title = "Matrix product"
     arity = 2
 
     def build(self) -> Shape:

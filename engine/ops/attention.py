@@ -36,6 +36,8 @@ class SpatialSoftmaxOp(Op):
     Geometry: GLOBAL (every weight depends on every score, through the normalising sum).
     """
 
+    title = "Attention weights"
+
     def build(self) -> Shape:
         shape = self.input_shapes[0]
         if len(shape) < 2:
@@ -61,6 +63,7 @@ class AttentionPoolOp(Op):
     MACs: C * (number of positions). Geometry: GLOBAL.
     """
 
+    title = "Attention pooling"
     arity = 2
 
     def build(self) -> Shape:

@@ -15,7 +15,7 @@ take no gradient; an op that updates them in training mode does so in place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -26,6 +26,11 @@ Shape = tuple[int, ...]
 REQUIRED: Any = object()  # marks an attribute a spec must give
 
 OP_REGISTRY: dict[str, type[Op]] = {}
+
+#: How the explorer's "main layers" view treats an op (``engine.main_layers``): a "convolution" shares the column of
+#: a "normalisation" or "activation" right after it; a "normalisation" or "pass_through" shares the column of an
+#: "activation", "normalisation" or "pass_through" right after it; a "hidden" op has no column.
+MainView = Literal["convolution", "normalisation", "pass_through", "activation", "hidden"]
 
 
 def register_op(*names: str):
@@ -90,6 +95,10 @@ class Op:
     buffer_names: ClassVar[tuple[str, ...]] = ()
     #: the op can compute in place, into ``inputs[0]``, when ``ctx.overwrite`` allows it
     can_overwrite: ClassVar[bool] = False
+    #: what the op is called in lessons and labels ("Convolution", "Batch normalisation"); every op sets one
+    title: ClassVar[str] = ""
+    #: its part in the "main layers" view (see ``MainView``); None: it keeps a column of its own
+    main_view: ClassVar[MainView | None] = None
 
     def __init__(self, node_id: str, op: str, attrs: dict[str, Any], input_shapes: list[Shape]) -> None:
         self.node_id = node_id

@@ -65,6 +65,7 @@ def check_window_fits(op: Op, sizes, kernel, dilation, pads, spatial: int) -> No
 class _ConvBase(Op):
     """What convolution and transposed convolution share: per-axis attributes, groups, bias, init."""
 
+    main_view = "convolution"
     spatial: ClassVar[int] = 2
 
     def _common(self) -> None:
@@ -106,6 +107,7 @@ class _ConvBase(Op):
 class ConvNd(_ConvBase):
     """Convolution over ``spatial`` axes; weight ``(out_channels, in_channels / groups, *kernel_size)``."""
 
+    title = "Convolution"
     defaults: ClassVar[dict[str, Any]] = {
         "out_channels": REQUIRED,
         "kernel_size": REQUIRED,
@@ -182,6 +184,7 @@ class ConvTransposeNd(_ConvBase):
     out = (in - 1) * stride - pad_before - pad_after + dilation * (kernel_size - 1) + output_padding + 1 per axis
     """
 
+    title = "Transposed convolution"
     defaults: ClassVar[dict[str, Any]] = {**ConvNd.defaults, "output_padding": 0}
 
     def build(self) -> Shape:

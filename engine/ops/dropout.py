@@ -17,6 +17,8 @@ class DropoutOp(Op):
     The mask is drawn from the forward pass's ``ctx.rng``, so a seeded pass is reproducible.
     """
 
+    title = "Dropout"
+    main_view = "pass_through"
     defaults: ClassVar[dict[str, Any]] = {"p": 0.5}
 
     def build(self) -> Shape:

@@ -48,6 +48,7 @@ class LayerNormOp(Op):
     where a transpose moved the positions, keeps the field of each position when only channels are normalised.
     """
 
+    title = "Layer normalisation"
     defaults: ClassVar[dict[str, Any]] = {"normalized_shape": REQUIRED, "eps": 1e-5, "elementwise_affine": True,
                                           "bias": True}
 
@@ -113,6 +114,7 @@ class InstanceNormOp(Op):
     against C. Geometry: GLOBAL, since every output value depends on its channel's whole map.
     """
 
+    title = "Instance normalisation"
     defaults: ClassVar[dict[str, Any]] = {"eps": 1e-5, "affine": False, "num_features": None}
 
     def build(self) -> Shape:

@@ -19,6 +19,7 @@ class LinearOp(Op):
     MACs: F_in * out_features. Geometry: GLOBAL (every output sees every input value).
     """
 
+    title = "Fully connected"
     defaults: ClassVar[dict[str, Any]] = {"out_features": REQUIRED, "bias": True}
 
     def build(self) -> Shape:

@@ -83,6 +83,7 @@ class _BroadcastOp(Op):
 class AddOp(_BroadcastOp):
     """x1 + x2 + ... (skip connections)."""
 
+    title = "Add (skip connection)"
     verb = "add"
     layer_forward = staticmethod(add_forward)
     layer_backward = staticmethod(add_backward)
@@ -92,6 +93,7 @@ class AddOp(_BroadcastOp):
 class MulOp(_BroadcastOp):
     """x1 * x2 * ... (gating, e.g. squeeze-and-excitation)."""
 
+    title = "Multiply (gating)"
     verb = "multiply"
     layer_forward = staticmethod(mul_forward)
     layer_backward = staticmethod(mul_backward)
@@ -104,6 +106,7 @@ class ConcatOp(Op):
     Geometry: IDENTITY along channels; GLOBAL when joining along a spatial axis (positions shift).
     """
 
+    title = "Concatenate"
     arity = None
     defaults: ClassVar[dict[str, Any]] = {"dim": 1}
 
@@ -140,6 +143,8 @@ class ConstantOp(Op):
     add/mul/concat. The ONNX importer uses it for constant operands. It takes no gradient.
     """
 
+    title = "Constant"
+    main_view = "hidden"
     arity = 0
     defaults: ClassVar[dict[str, Any]] = {"shape": REQUIRED}
     buffer_names = ("value",)

@@ -24,6 +24,8 @@ class BatchNormOp(Op):
     MACs: 0 (a per-channel scale and shift, folded into the convolution before it at inference).
     """
 
+    title = "Batch normalisation"
+    main_view = "normalisation"
     defaults: ClassVar[dict[str, Any]] = {"eps": 1e-5, "momentum": 0.1, "affine": True, "num_features": None}
     buffer_names = ("running_mean", "running_var")
 

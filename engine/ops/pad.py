@@ -32,6 +32,7 @@ class PadOp(Op):
     input while the value they hold comes from the nearest mirrored or edge position.
     """
 
+    title = "Padding"
     defaults: ClassVar[dict[str, Any]] = {"padding": REQUIRED, "mode": "constant", "value": 0.0}
 
     def build(self) -> Shape:

@@ -67,6 +67,7 @@ class _PoolNd(Op):
 class MaxPoolNd(_PoolNd):
     """Max pooling: each output is the largest input in its (dilated) window; padding counts as -inf."""
 
+    title = "Max pooling"
     defaults: ClassVar[dict[str, Any]] = {
         "kernel_size": REQUIRED, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
     }
@@ -91,6 +92,7 @@ class MaxPoolNd(_PoolNd):
 class AvgPoolNd(_PoolNd):
     """Average pooling; ``count_include_pad`` (default true, as PyTorch) counts zero padding in the divisor."""
 
+    title = "Average pooling"
     defaults: ClassVar[dict[str, Any]] = {
         "kernel_size": REQUIRED, "stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
     }
@@ -148,6 +150,7 @@ class AvgPool3d(AvgPoolNd):
 class GlobalAvgPool(Op):
     """Mean over every spatial axis: (C, *S) -> (C,)."""
 
+    title = "Global average pooling"
     defaults: ClassVar[dict[str, Any]] = {}
 
     def build(self) -> Shape:

@@ -149,6 +149,7 @@ class RNNOp(_RecurrentOp):
     (H, H), bias_ih_l{k}, bias_hh_l{k} (H,). MACs: T·H·(F_in + H) per layer and direction. Geometry: GLOBAL.
     """
 
+    title = "Recurrent layer"
     cell = "rnn"
     defaults: ClassVar[dict[str, Any]] = {**_RecurrentOp.defaults, "nonlinearity": "tanh"}
 
@@ -167,6 +168,7 @@ class LSTMOp(_RecurrentOp):
     bias_ih_l{k}, bias_hh_l{k} (4H,). MACs: T·4H·(F_in + H) per layer and direction. Geometry: GLOBAL.
     """
 
+    title = "LSTM"
     cell = "lstm"
 
 
@@ -179,6 +181,7 @@ class GRUOp(_RecurrentOp):
     layer and direction. Geometry: GLOBAL.
     """
 
+    title = "GRU"
     cell = "gru"
 
 
@@ -191,6 +194,7 @@ class SequenceAttentionOp(Op):
     MACs: T·(A·F + A + F) additive, 2·T·F dot. Geometry: GLOBAL.
     """
 
+    title = "Attention over time"
     defaults: ClassVar[dict[str, Any]] = {"score": "additive", "attention_size": None}
 
     def build(self) -> Shape:

@@ -86,6 +86,7 @@ class _ReduceOp(Op):
 class SumOp(_ReduceOp):
     """The sum over ``dim`` (``torch.sum(x, dim, keepdim)``, ONNX's ReduceSum)."""
 
+    title = "Sum"
     layer_forward = staticmethod(reduce.sum_forward)
     layer_backward = staticmethod(reduce.sum_backward)
 
@@ -94,6 +95,7 @@ class SumOp(_ReduceOp):
 class MeanOp(_ReduceOp):
     """The mean over ``dim`` (``torch.mean(x, dim, keepdim)``, ONNX's ReduceMean)."""
 
+    title = "Mean"
     layer_forward = staticmethod(reduce.mean_forward)
     layer_backward = staticmethod(reduce.mean_backward)
 
@@ -103,5 +105,6 @@ class MaxOp(_ReduceOp):
     """The maximum over ``dim`` (``torch.amax(x, dim, keepdim)``, ONNX's ReduceMax); tied maxima share the
     gradient evenly."""
 
+    title = "Maximum"
     layer_forward = staticmethod(reduce.max_forward)
     layer_backward = staticmethod(reduce.max_backward)

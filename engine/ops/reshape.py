@@ -20,6 +20,7 @@ class FlattenOp(Op):
     GLOBAL: once positions are merged into features, any later unit may read any of them.
     """
 
+    title = "Flatten"
     defaults: ClassVar[dict[str, Any]] = {"start_dim": 1, "end_dim": -1}
 
     def build(self) -> Shape:
@@ -59,6 +60,7 @@ class ReshapeOp(Op):
     graph's spatial axes, and calls the field undefined otherwise). Any other reshape is GLOBAL.
     """
 
+    title = "Reshape"
     defaults: ClassVar[dict[str, Any]] = {"shape": REQUIRED}
 
     def build(self) -> Shape:

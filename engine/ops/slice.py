@@ -31,6 +31,7 @@ class SliceOp(Op):
     (a negative padding: the window starts inside the input), and ``(1, 1, 0)`` on the others.
     """
 
+    title = "Slice"
     defaults: ClassVar[dict[str, Any]] = {"dim": REQUIRED, "start": 0, "end": None, "step": 1}
 
     def build(self) -> Shape:

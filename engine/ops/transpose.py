@@ -29,6 +29,7 @@ class TransposeOp(Op):
     where it cannot, never guessed.
     """
 
+    title = "Transpose"
     defaults: ClassVar[dict[str, Any]] = {"perm": REQUIRED}
 
     def build(self) -> Shape:

@@ -41,6 +41,7 @@ class UpsampleOp(Op):
     instead of giving wrong numbers.
     """
 
+    title = "Upsampling"
     defaults: ClassVar[dict[str, Any]] = {"scale_factor": REQUIRED, "mode": "nearest", "align_corners": False}
 
     def build(self) -> Shape:

@@ -135,6 +135,8 @@ def test_chain_batch_norm_then_relu6_recomputed():
     _, _, trace = run(spec, params=params)
     e = explain_unit(graph, params, trace, "conv", (1, 2, 3))
     assert [s["op"] for s in e["chain"]] == ["batch_norm", "relu6"]
+    # named as the architecture names them (the page shows these, it keeps no titles of its own)
+    assert e["title"] == "Convolution" and [s["title"] for s in e["chain"]] == ["Batch normalisation", "ReLU6"]
     bn = e["chain"][0]
     assert bn["running_var"] == pytest.approx(float(params["bn.running_var"][1])) and bn["eps"] == 1e-5
     assert bn["input_value"] == e["engine_value"]

@@ -36,6 +36,28 @@ def test_analyze_reports_shapes_params_macs_and_receptive_fields(client):
     assert data["totals"]["params"] == sum(n["params"] for n in data["nodes"])
 
 
+def test_analyze_says_which_main_layers_column_shows_each_node(client):
+    """conv → bn → relu share the relu's column; a skip connection's add keeps its own; a constant has none."""
+    spec = {"input_shape": [2, 8, 8], "nodes": [
+        {"id": "conv", "op": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1},
+        {"id": "bn", "op": "batch_norm"},
+        {"id": "relu", "op": "relu"},
+        {"id": "skip", "op": "add", "inputs": ["relu", "input"]},
+        {"id": "scale", "op": "constant", "inputs": [], "shape": [2, 1, 1]},
+        {"id": "gate", "op": "mul", "inputs": ["skip", "scale"]},
+        {"id": "drop", "op": "dropout"},
+        {"id": "act", "op": "sigmoid"},
+    ]}
+    response = analyze(client, spec)
+    assert response.status_code == 200, response.text
+    nodes = response.json()["nodes"]
+    assert [(n["id"], n["main_column"]) for n in nodes] == [
+        ("conv", "relu"), ("bn", "relu"), ("relu", "relu"), ("skip", "skip"), ("scale", None), ("gate", "gate"),
+        ("drop", "act"), ("act", "act")]
+    assert [n["title"] for n in nodes] == ["Convolution", "Batch normalisation", "ReLU", "Add (skip connection)",
+                                           "Constant", "Multiply (gating)", "Dropout", "Sigmoid"]
+
+
 def test_unknown_op_names_the_node(client):
     spec = {"input_shape": [3, 8, 8], "nodes": [{"id": "fc", "op": "dense", "units": 3}]}
     response = analyze(client, spec)

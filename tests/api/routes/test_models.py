@@ -58,6 +58,17 @@ def test_architecture_says_which_nodes_units_can_be_explained(client):
     assert [n["explainable"] for n in analysed] == [False, True]  # pad: on 2D maps only
 
 
+def test_architecture_names_each_op_and_its_main_layers_column(client):
+    """The explorer's "main layers" view and its titles come from here (issue 13), not from op lists in the page."""
+    nodes = client.get("/api/models/tiny").json()["architecture"]["nodes"]
+    assert {n["id"]: n["main_column"] for n in nodes} == {
+        "conv1": "relu1", "relu1": "relu1", "pool1": "pool1", "conv2": "relu2", "relu2": "relu2",
+        "flatten": "flatten", "fc": "fc"}
+    assert {n["id"]: n["title"] for n in nodes} == {
+        "conv1": "Convolution", "relu1": "ReLU", "pool1": "Max pooling", "conv2": "Convolution", "relu2": "ReLU",
+        "flatten": "Flatten", "fc": "Fully connected"}
+
+
 def test_unknown_model_is_404_listing_known(client):
     for path in ["/api/models/nope", "/api/models/nope/predict"]:
         response = client.get(path) if path.endswith("nope") else client.post(path, files={"image": png_bytes()})

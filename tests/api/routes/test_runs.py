@@ -216,7 +216,8 @@ def test_pad_and_upsample_units_are_explained_with_the_engines_numbers(client, s
     assert [a["rule"] for a in up["axes"]] == ["row 5 → ⌊5 / 2⌋ = 2", "column 7 → ⌊7 / 3⌋ = 2"]
     assert [a["block"] for a in up["axes"]] == [[4, 5], [6, 8]]
     assert up["input"] == "mirror" and up["source"] == [2, 2] and up["input_value"] == -9 == up["engine_value"]
-    assert up["chain"] == [{"node": "act", "op": "relu", "input_value": -9, "engine_value": 0, "result": 0}]
+    assert up["chain"] == [{"node": "act", "op": "relu", "title": "ReLU", "input_value": -9, "engine_value": 0,
+                            "result": 0}]
     # bilinear: output (3, 4) samples the input at (1.25, 1.75): x = 4·row + column − 10 there, 6.75 − 10
     smooth = client.get(f"{base}/smooth/units/0,3,4").json()
     assert smooth["mode"] == "bilinear" and smooth["align_corners"] is False
@@ -268,7 +269,8 @@ def test_transposed_convolution_units_are_explained_with_the_engines_numbers(cli
                                              [(1, 1, 2, 1, 13, 4), (2, 1, 0, 1, 16, 2.5)]]
     assert [c["sum"] for c in e["channel_terms"]] == [-16, 92] and e["total"] == 76 and e["bias"] == -1
     assert e["result"] == 75 == e["engine_value"]
-    assert e["chain"] == [{"node": "act", "op": "relu", "input_value": 75, "engine_value": 75, "result": 75}]
+    assert e["chain"] == [{"node": "act", "op": "relu", "title": "ReLU", "input_value": 75, "engine_value": 75,
+                           "result": 75}]
     assert "channels" not in e and "values" not in e  # conv2d's fields are left out
     # other units, against the activation the run serves
     activations = {node["id"]: node for node in response.json()["nodes"]}
