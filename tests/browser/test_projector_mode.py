@@ -12,7 +12,7 @@ MIN_PX = 18
 # (path, a selector that appears once the page has its numbers from the API)
 PAGES = [
     ("/?model=digits_classic&unit=conv1,0,5,5", "#detail-body .check, #detail-body .field-block"),
-    ("/?model=efficientnet_lite0&sample=cat.jpg", ".layer.loaded"),
+    ("/?model=efficientnet_lite0&sample=cat.jpg&overview=1", "#overview svg .ov-node"),
     ("/?model=digits_classic&lecture=1&layer=pool1&unit=pool1,2,7,7", ".layer.current.loaded"),
     ("/arithmetic", "#input-grid .cell.window"),
     ("/receptive-fields?model=digits_classic", "#rf-table tr[data-node]"),
@@ -43,7 +43,8 @@ TEXT_SIZES = """() => {
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const text = node.textContent.trim();
     const el = node.parentElement;
-    if (!text || !el || el.closest("script, style, option, .visually-hidden, .skip-link, [aria-hidden=true] title, title")) continue;
+    const skipped = "script, style, option, .visually-hidden, .skip-link, title";
+    if (!text || !el || el.closest(skipped)) continue;
     if (!visible(el)) continue;
     let size = parseFloat(getComputedStyle(el).fontSize);
     if (el instanceof SVGElement) {
@@ -53,8 +54,12 @@ TEXT_SIZES = """() => {
     out.push({ size, text: text.slice(0, 40), where: (el.id ? "#" + el.id : el.tagName.toLowerCase()) +
       (el.className && typeof el.className === "string" ? "." + el.className.split(" ").join(".") : "") });
   }
-  for (const el of document.querySelectorAll("input:not([type=hidden]):not([type=range]):not([type=checkbox]):not([type=radio]), select, button, textarea")) {
-    if (visible(el) && !el.closest(".visually-hidden")) out.push({ size: parseFloat(getComputedStyle(el).fontSize), text: el.value || el.textContent.trim().slice(0, 40), where: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") });
+  const controls = "input:not([type=hidden]):not([type=range]):not([type=checkbox]):not([type=radio]), select, " +
+    "button, textarea";
+  for (const el of document.querySelectorAll(controls)) {
+    if (!visible(el) || el.closest(".visually-hidden")) continue;
+    out.push({ size: parseFloat(getComputedStyle(el).fontSize), text: el.value || el.textContent.trim().slice(0, 40),
+               where: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") });
   }
   return out;
 }"""
@@ -70,7 +75,8 @@ def test_no_text_under_18_px_in_projector_mode(page, path, ready):
     assert len(sizes) > 10
     small = sorted({(round(s["size"], 1), s["where"], s["text"]) for s in sizes if s["size"] < MIN_PX - 0.05})
     assert not small, f"{len(small)} pieces of text under {MIN_PX} px on {path}:\n" + "\n".join(map(str, small[:40]))
-    page.console.check(ignore=["404"])
+    # 429: the learned views start analysis jobs, and the server runs two at once (the page says so, in large type)
+    page.console.check(ignore=["404", "429"])
 
 
 def test_projector_mode_is_kept_in_the_address_and_carried_to_the_other_pages(page):
