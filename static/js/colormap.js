@@ -97,3 +97,47 @@ export function legend(canvas, name) {
   }
   ctx.putImageData(image, 0, 0);
 }
+
+// --- signed values, centred on zero ----------------------------------------------------------------------
+// A diverging scale shows a signed number's sign: its middle colour (white) is 0, not the middle of the map's range.
+
+/** Scales drawn centred on zero: blue for negative numbers, white for 0, red for positive ones. */
+export const SIGNED = new Set(["rdbu"]);
+
+/** The colour at `t` in [0, 1] between a scale's control points (exactly a control point's colour on one). */
+function colourAt(stops, t) {
+  const at = Math.max(0, Math.min(1, t)) * (stops.length - 1);
+  const lo = Math.floor(at);
+  const hi = Math.min(lo + 1, stops.length - 1);
+  const f = at - lo;
+  return [0, 1, 2].map((c) => stops[lo][c] * (1 - f) + stops[hi][c] * f);
+}
+
+/**
+ * The grey level that holds 0 when grey 0..255 stands for [low, high] (or -1 when 0 is outside): the API's own
+ * rounding, `trunc((v - low) / (high - low) * 255 + 0.5)` step by step in float32 (app/services/tiles.py).
+ */
+export function zeroLevel(low, high) {
+  if (!(low <= 0 && high >= 0)) return -1;
+  const f = Math.fround;
+  const span = high > low ? f(high - low) : 1;
+  return Math.min(255, Math.floor(f(f(f(f(0 - low) / span) * 255) + 0.5)));
+}
+
+/**
+ * 256×3 lookup table for grey levels that stand for [low, high] (a tile's range, as the API gives it) on a
+ * diverging scale centred on zero: value v is at 0.5 + v / (2 max) of the scale, max = max(|low|, |high|) (pass
+ * the layer's for one range over a layer), so -v and v lie the same distance either side of white; the grey level
+ * that holds 0 is the middle colour exactly.
+ */
+export function signedTable(low, high, name = "rdbu", max = Math.max(Math.abs(low), Math.abs(high))) {
+  const stops = STOPS[name] || STOPS.rdbu;
+  const table = new Uint8ClampedArray(256 * 3);
+  const zero = zeroLevel(low, high);
+  for (let g = 0; g < 256; g += 1) {
+    const value = low + (g / 255) * (high - low);
+    const t = g === zero || !(max > 0) ? 0.5 : 0.5 + value / (2 * max);
+    table.set(colourAt(stops, t).map(Math.round), g * 3);
+  }
+  return table;
+}

@@ -7,7 +7,7 @@ import { Animator, bindAnimatorControls } from "./animator.js";
 import { el, esc, fmt } from "./explain/common.js";
 import { VIEWS } from "./explain/index.js";
 import { paint, tileRect } from "./featuremaps.js";
-import { TITLES } from "./lessons.js";
+import { columnTitles } from "./lessons.js";
 import { at, fetchNpy } from "./npy.js";
 import { GATE_EXPLANATION, fieldOf, gateNote, perAxis } from "./receptive.js";
 
@@ -104,7 +104,7 @@ export class DetailView {
     const head = explain ? run.nodes.find((n) => n.id === explain) : null;
     const explained = head ?? node;
     const where = unit.y === null ? `[${unit.channel}]` : `[${unit.channel}, ${unit.y}, ${unit.x}]`;
-    const ops = [...(node.chain ?? []).map((id) => archById.get(id)?.op ?? id), node.op].map((op) => TITLES[op] ?? op);
+    const ops = columnTitles(node, archById);
     this.title.textContent = `${ops.join(" → ").replace("Batch normalisation", "BN")} · ${node.id} · unit ${where}`;
     this.drawMap();
     this.body.replaceChildren(el("p", { class: "muted", text: "Fetching the numbers…" }));
@@ -127,7 +127,7 @@ export class DetailView {
     if (!column.grey) return;
     const layout = column.layout;
     if (column.vector) {
-      paint(this.canvas, column.grey, this.scale);
+      paint(this.canvas, column.grey, this.scale, null, column.ranges); // a signed scale: centred on zero
       this.caption.textContent = `${column.node.shape[0]} numbers, ${column.canvas.width} per row; click one`;
     } else {
       const t = tileRect(layout, unit.channel);
@@ -136,7 +136,7 @@ export class DetailView {
         const start = ((t.y + row) * column.grey.width + t.x) * 4;
         tile.data.set(column.grey.data.subarray(start, start + t.w * 4), row * t.w * 4);
       }
-      paint(this.canvas, tile, this.scale);
+      paint(this.canvas, tile, this.scale, null, column.ranges && [column.ranges[unit.channel]]);
       this.caption.textContent = `map ${unit.channel} of ${layout.tiles} (${t.h} × ${t.w}); click a neuron, or use the arrow keys ` +
         "(Page Up / Page Down: another map)";
     }

@@ -3,20 +3,30 @@
 import { api, clearError, field, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { drawBars } from "./bars.js";
-import { SCALES, legend } from "./colormap.js";
+import { SCALES, SIGNED, legend } from "./colormap.js";
 import { DetailView } from "./detail.js";
 import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
-import { TITLES, lesson } from "./lessons.js";
+import { columnTitles, lesson, opTitle } from "./lessons.js";
 import { architecture, archNodes, fillModelSelect, inputChannels } from "./models.js";
 import { NetworkView } from "./network.js";
+import { OverviewView, mainLayers } from "./overview.js";
 import { bindControl, createState } from "./state.js";
 import { $, el } from "./dom.js";
+import { Guide } from "./guide.js";
+import { presenterKeys, projectorOn } from "./presenter.js";
 
 // digit: one of the 10,000 shipped MNIST digits by index (-1: none), as the learned page's atlas links to it
-const DEFAULTS = { model: "", sample: "", digit: -1, scale: "viridis", filter: "auto", lecture: false, layer: "", unit: [] };
-// in "main" mode these pass-through nodes share the column of the activation after them
-const FOLDED = new Set(["batch_norm", "dropout", "identity"]);
-const ACTIVATIONS = new Set(["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "clip"]);
+const DEFAULTS = {
+  model: "", sample: "", digit: -1, scale: "viridis", range: "map", filter: "auto", lecture: false, layer: "", unit: [],
+  overview: false, speed: 1,
+};
+// The first input, one the model gets right with confidence (tests/browser/test_explorer_scales_inputs.py checks it):
+// for a photo model the coffee (EfficientNet-Lite0: espresso, about 95%; the cat's best class has under 40%),
+// for a digit model a held-out MNIST "3" that every shipped digit model gives over 99%.
+const DEFAULT_PHOTO = "coffee.jpg";
+const DEFAULT_DIGIT = 8055;
+const PLAY_MS = 900; // one step of Play at speed 1×
+const PROBABILITIES = "(probabilities)"; // the id of the last step, after the output node: its softmax
 
 let models = [];
 let arch = null;
@@ -33,11 +43,16 @@ const detail = new DetailView({
   onUnit: (unit) => selectUnit(unit),
 });
 
+const guide = new Guide();
+$("guide-open").addEventListener("click", () => guide.show(0));
+
 const network = new NetworkView($("network"), {
   onSelect: (column, hit) => selectUnit({ node: column.node.id, ...hit }),
   onLoaded: (column) => {
     if (!firstMapLogged && column.node.id !== "input") {
       firstMapLogged = true;
+      // a student's first visit: the guide, once the maps it points at are on screen
+      guide.openIfNew({ presenting: state.values.lecture || projectorOn() });
       const ms = performance.now() - startedAt;
       window.cnnVis.firstFeatureMapMs = ms;
       const server = run?.elapsed_ms ? `forward pass ${Math.round(run.elapsed_ms)} ms on the server; ` : "";
@@ -59,22 +74,51 @@ const state = createState(DEFAULTS, (changed) => {
   if (changed.includes("sample") && state.values.sample) runSample(state.values.sample);
   if (changed.includes("digit") && state.values.digit >= 0 && !state.values.sample) runDigit(state.values.digit);
   if (changed.includes("scale")) {
-    network.setScale(state.values.scale);
+    // a signed scale is centred on zero with the maps' ranges: the detail's map is repainted once they are there
+    network.setScale(state.values.scale).then(() => detail.setScale(state.values.scale));
     legend($("scale-legend"), state.values.scale);
-    detail.setScale(state.values.scale);
   }
-  if (changed.includes("filter")) renderNetwork();
-  if (changed.includes("lecture")) applyLecture();
+  if (changed.includes("scale") || changed.includes("range")) showScaleEnds();
+  if (changed.includes("range")) {
+    network.range = state.values.range; // the maps are fetched again, at the API's scale for that range
+    renderNetwork();
+  }
+  if (changed.includes("filter")) {
+    overview.show(arch, state.values.filter);
+    renderNetwork();
+  }
+  if (changed.includes("overview")) overview.setOpen(state.values.overview);
+  if (changed.includes("lecture")) {
+    // a big network's lecture groups its blocks (filterMode): the columns change with the mode
+    if (state.values.filter === "auto" && (run?.nodes.length ?? 0) > 40) renderNetwork();
+    else applyLecture();
+  }
+  if (changed.includes("speed")) animator.interval = PLAY_MS / state.values.speed;
   if (changed.includes("layer") && !changed.includes("filter")) syncStepFromLayer();
 });
 
 $("scale").replaceChildren(...Object.entries(SCALES).map(([value, label]) => new Option(label, value)));
 const controls = [
   bindControl(state, "scale", $("scale"), { event: "change" }),
+  bindControl(state, "range", $("range"), { event: "change", parse: (el) => el.value }),
   bindControl(state, "filter", $("filter"), { event: "change", parse: (el) => el.value }),
+  bindControl(state, "speed", $("speed"), { event: "change", parse: (el) => Number(el.value) }),
 ];
 legend($("scale-legend"), state.values.scale);
 network.scale = state.values.scale;
+network.range = state.values.range;
+showScaleEnds();
+
+// the whole graph above the strip (overview.js): it marks the strip's current column; a click selects that layer
+const overview = new OverviewView($("overview"), {
+  onSelect: (id) => selectLayer(id),
+  onToggle: (open) => {
+    state.set({ overview: open });
+    fitNetwork(); // the maps below moved
+  },
+});
+overview.follow(network);
+overview.setOpen(state.values.overview);
 
 $("model").addEventListener("change", () => state.set({ model: $("model").value, layer: "", unit: [] }, { push: true }));
 
@@ -100,6 +144,7 @@ async function loadModel() {
   const model = models.find((m) => m.id === id);
   arch = await architecture(id);
   archById = new Map(archNodes(arch).map((n) => [n.id, n]));
+  overview.show(arch, state.values.filter);
   const info = model ?? arch;
   $("model-info").textContent = [info.task, info.input_shape && `input ${info.input_shape.join("×")}`,
     info.num_classes && `${info.num_classes} classes`, info.source].filter(Boolean).join(" · ");
@@ -112,12 +157,12 @@ async function loadModel() {
   else if (digits && state.values.digit >= 0) await runDigit(state.values.digit);
   else if (currentInput) await runImage(currentInput.blob, currentInput.name);
   else if (!digits) {
-    const first = document.querySelector("#samples .sample:not([hidden])");
+    const first = document.querySelector(`#samples .sample[data-file="${DEFAULT_PHOTO}"]:not([hidden])`) ??
+      document.querySelector("#samples .sample:not([hidden])");
     if (first) state.set({ sample: first.dataset.file });
   } else {
-    // a digit to start from, so the network is never empty; the user draws over it or clears it
-    pad.drawText("3");
-    runImage(await pad.toBlob28(), "your drawing");
+    // a real held-out digit to start from, so the network is never empty; the pad stays free to draw on
+    state.set({ digit: DEFAULT_DIGIT });
   }
 }
 
@@ -196,6 +241,8 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   preview.classList.toggle("pixelated", name === "your drawing" || name.startsWith("shipped digit"));
   $("input-figure").hidden = false;
   $("input-caption").textContent = name;
+  showModelInput(null); // the previous input's picture and note are not this one's
+  showKindNote(null);
   // a .npy file is a raw input tensor (for models that do not take images); anything else is an image
   const tensor = name.toLowerCase().endsWith(".npy");
   const form = new FormData();
@@ -221,6 +268,8 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   if (run.classes) drawBars($("predictions"), run.classes);
   else predict(blob, name);
   $("explain-softmax").hidden = !run.classes;
+  showModelInput(run, name);
+  showKindNote(blob, name, token);
 }
 
 /** Back to the empty state: no input, no maps, no prediction, no detail; `message` says why. */
@@ -237,10 +286,135 @@ function showNoInput(message) {
   if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
   preview.removeAttribute("src");
   $("input-figure").hidden = true;
+  showModelInput(null);
+  showKindNote(null);
   $("predictions").replaceChildren(el("p", { class: "small muted", text: "Pick an image to see what the network thinks." }));
   $("explain-softmax").hidden = true;
-  $("lesson").hidden = true;
+  $("lesson-title").textContent = "";
+  $("lesson-text").textContent = LESSON_IDLE;
   $("timing").textContent = "";
+}
+
+// --- what the model sees, and whether it is the kind of picture it was trained on --------------------------
+/** The model's entry in GET /api/models (its task, input shape, preprocessing, source), else its architecture's. */
+function modelInfo() {
+  return models.find((m) => m.id === state.values.model) ?? arch;
+}
+
+/** The legend's words for the colour bar's ends: the scale (signed or not) and the range (each map or the layer). */
+function showScaleEnds() {
+  const layer = state.values.range === "layer";
+  const signed = SIGNED.has(state.values.scale);
+  const whose = layer ? "the layer's" : "each map's";
+  $("scale-low").textContent = signed ? "−max" : `${whose} minimum`;
+  $("scale-mid").textContent = signed ? "0 (white)" : "";
+  $("scale-high").textContent = signed ? "+max" : `${whose} maximum`;
+  $("scale-whose").textContent = signed ? `max = max |value| of ${layer ? "the layer (one range for all its maps)" : "each map"}`
+    : layer ? "one range for all the layer's maps" : "";
+}
+
+/**
+ * The model's input as a picture, beside the file (GET /api/runs/{id}/input.png: the input's numbers with the
+ * model's normalisation undone, e.g. EfficientNet's 224 × 224 centre crop); null, or a model without pictures, hides it.
+ */
+function showModelInput(answer, name = "") {
+  const box = $("input-model-box");
+  const caption = $("input-model-caption");
+  const picture = $("input-model");
+  const info = modelInfo();
+  const [, channels, height, width] = answer?.input_shape ?? [];
+  if (!answer || !info?.takes_images || !height) {
+    box.hidden = true;
+    caption.hidden = true;
+    picture.removeAttribute("src");
+    return;
+  }
+  picture.src = `/api/runs/${encodeURIComponent(answer.run_id)}/input.png`;
+  picture.classList.toggle("pixelated", height <= 64);
+  $("input-model-size").textContent = `what the model sees: ${height} × ${width}`;
+  const pre = info.preprocessing;
+  const how = name.toLowerCase().endsWith(".npy") || !pre ? "the tensor sent, its normalisation undone"
+    : `the picture's shorter side scaled to ${pre.resize} pixels, the centre ${pre.crop} × ${pre.crop} kept` +
+      (pre.grayscale ? ", in grey" : ", in colour (RGB)");
+  const parts = channels === 3 ? "its red, green and blue channels are the first column's maps"
+    : "its one channel is the first column's map";
+  caption.textContent = `What the model sees: ${how}; ${parts}.`;
+  caption.hidden = false;
+  box.hidden = false;
+}
+
+/** What the model was trained on, in words, from the API's task, source and input shape (null: not known). */
+function trainedOn(info) {
+  const [channels, height, width] = info.input_shape ?? [];
+  if (/digit/i.test(info.task ?? "")) {
+    return `handwritten digits${/MNIST/.test(info.source ?? "") ? " (MNIST)" : ""}, grey, ${height} × ${width}`;
+  }
+  if (/imagenet/i.test(info.task ?? "")) return `colour photos (ImageNet${info.num_classes ? `, ${info.num_classes} classes` : ""})`;
+  return channels === 1 ? "one-channel (grey) pictures" : channels === 3 ? "colour pictures" : null;
+}
+
+/** Whether a picture has colour rather than grey levels only (its pixels at 64 × 64); null if it cannot be read. */
+async function hasColour(blob) {
+  try {
+    const bitmap = await createImageBitmap(blob, { resizeWidth: 64, resizeHeight: 64 });
+    const ctx = new OffscreenCanvas(64, 64).getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    bitmap.close?.();
+    const { data } = ctx.getImageData(0, 0, 64, 64);
+    let coloured = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]) > 24) coloured += 1;
+    }
+    return coloured > 0.02 * 64 * 64;
+  } catch {
+    return null;
+  }
+}
+
+/** The input's kind, as far as the page knows: how it was made (pad, shipped digit, sample), else its colours. */
+async function inputKind(blob, name) {
+  if (name === "your drawing") return "drawing";
+  if (name.startsWith("shipped digit")) return "digit";
+  if (name.toLowerCase().endsWith(".npy")) return null; // a tensor: not a picture
+  const sample = [...document.querySelectorAll("#samples .sample")].find((b) => b.dataset.file === name);
+  if (sample) return sample.dataset.kind === "digit" ? "digit" : "photo";
+  const colour = await hasColour(blob);
+  return colour === null ? null : colour ? "colour" : "grey";
+}
+
+const KIND_WORDS = {
+  drawing: "a digit drawn by hand, in grey", digit: "a handwritten digit, in grey", photo: "a colour photo",
+  colour: "a colour picture", grey: "a picture in grey levels only",
+};
+
+/**
+ * Beside the prediction, a note when the input is not the kind of picture the model was trained on: a colour photo
+ * on a one-channel digit model, a drawn or shipped digit (or any grey picture) on a colour ImageNet model. null hides it.
+ */
+async function showKindNote(blob, name, token) {
+  const note = $("input-kind-note");
+  note.hidden = true;
+  delete note.dataset.input;
+  delete note.dataset.model;
+  if (!blob) return;
+  const info = modelInfo();
+  const kind = await inputKind(blob, name);
+  if (token !== runToken) return;
+  note.dataset.input = name; // checked (shown or not) for this input and model: what the tests wait for
+  note.dataset.model = state.values.model;
+  if (!info || !kind) return;
+  const channels = inputChannels(info);
+  const wrong = channels === 1 ? kind === "photo" || kind === "colour" : channels === 3 && ["drawing", "digit", "grey"].includes(kind);
+  const trained = trainedOn(info);
+  if (!wrong || !trained) return;
+  const [, height, width] = info.input_shape;
+  const read = channels === 1 ? ` The model reads it turned grey and cut to ${height} × ${width}.` : "";
+  const classes = info.num_classes ? ` Its answer is still one of its ${info.num_classes} classes.` : "";
+  // ImageNet holds a few grey photos among its colour ones: a grey upload is only said to have no colour
+  const lead = kind === "grey" ? "No colour in this picture." : "Not the kind of picture this model was trained on.";
+  note.replaceChildren(el("strong", { text: lead }),
+    ` ${info.name ?? info.id} learned from ${trained}; this is ${KIND_WORDS[kind]}.${read}${classes}`);
+  note.hidden = false;
 }
 
 async function predict(blob, name) {
@@ -257,43 +431,53 @@ async function predict(blob, name) {
 // --- the network ------------------------------------------------------------------------------------
 function filterMode() {
   if (state.values.filter !== "auto") return state.values.filter;
-  return (run?.nodes.length ?? 0) > 40 ? "main" : "all";
+  const many = (run?.nodes.length ?? 0) > 40;
+  // a lecture through a big network (EfficientNet: 61 main steps) shows one step per named block (15 + the rest)
+  if (many && state.values.lecture) return "blocks";
+  return many ? "main" : "all";
+}
+
+/** A node's block: the part of its id before the first dot ("block3.expand.conv" → "block3"), or null. */
+function blockOf(id) {
+  const dot = id.indexOf(".");
+  return dot > 0 ? id.slice(0, dot) : null;
 }
 
 function renderNetwork() {
   if (!run) return;
-  const consumers = new Map();
-  for (const node of archNodes(arch)) for (const input of node.inputs ?? []) {
-    consumers.set(input, [...(consumers.get(input) ?? []), node.id]);
-  }
   const mode = filterMode();
   const last = run.nodes[run.nodes.length - 1]?.id;
-  visible = run.nodes.filter((node) => {
-    if (mode === "all" || node.id === "input" || node.id === last) return true;
-    if (node.op === "constant") return false;
-    // a convolution, its batch norm and its activation make one column, shown after the last of them
-    const next = consumers.get(node.id) ?? [];
-    const nextOp = next.length === 1 ? archById.get(next[0])?.op : null;
-    if (node.op.startsWith("conv") && (nextOp === "batch_norm" || ACTIVATIONS.has(nextOp))) return false;
-    if (FOLDED.has(node.op) && (ACTIVATIONS.has(nextOp) || FOLDED.has(nextOp))) return false;
-    return true;
-  });
-  // in "main" mode a convolution's batch norm and activation share one column: note what it stands for
-  const shown = new Set(visible.map((n) => n.id));
-  visible = visible.map((node) => {
-    const chain = [];
-    let id = node.id;
-    for (;;) {
-      const inputs = archById.get(id)?.inputs ?? [];
-      if (inputs.length !== 1 || inputs[0] === "input" || shown.has(inputs[0])) break;
-      chain.unshift(inputs[0]);
-      id = inputs[0];
+  // in "main" (and "blocks") mode a convolution, its batch norm and its activation make one column, shown after the
+  // last of them (the architecture's main_column says which); its `chain` notes what it stands for
+  visible = mainLayers(run.nodes, archById, mode);
+  if (mode === "blocks") {
+    // one column per named block: its last node stands for the block, the others are listed in its lesson
+    const members = new Map();
+    for (const node of run.nodes) {
+      const block = blockOf(node.id);
+      if (block) members.set(block, [...(members.get(block) ?? []), node.id]);
     }
-    return chain.length ? { ...node, chain } : node;
-  });
+    visible = visible.filter((node, i) => {
+      const block = blockOf(node.id);
+      return !block || node.id === last || blockOf(visible[i + 1]?.id ?? "") !== block;
+    }).map((node) => {
+      const block = blockOf(node.id);
+      const folded = members.get(block) ?? [];
+      // a block that is only this column's own convolution → batch norm → activation keeps that column's lesson
+      const more = folded.length > (node.chain?.length ?? 0) + 1;
+      return block && more && node.id !== last ? { ...node, block: { name: block, members: folded } } : node;
+    });
+  }
+  // the forward pass ends on the answer: the softmax of the last node's scores, the top classes labelled
+  const output = run.nodes[run.nodes.length - 1];
+  if (run.classes?.length && output && output.op !== "softmax") {
+    visible.push({ id: PROBABILITIES, synthetic: "probabilities", op: "softmax", shape: output.shape, classes: run.classes, from: output.id });
+  }
   network.show(run, visible, archById, arch?.labels ?? []);
   const wanted = state.values.layer;
-  animator.setSteps(visible.length, Math.max(0, visible.findIndex((n) => n.id === wanted)));
+  // a layer folded into a block's column is shown by that column
+  const at = visible.findIndex((n) => n.id === wanted || n.block?.members.includes(wanted));
+  animator.setSteps(visible.length, Math.max(0, at));
   if (!wanted && !state.values.lecture) {
     network.clearStep();
     state.set({ layer: "" }, { silent: true });
@@ -313,29 +497,57 @@ function renderLayer(index) {
   const node = visible[index];
   if (!node) return;
   network.setStep(index, { reveal: animator.playing || state.values.lecture });
+  if (node.synthetic === "probabilities") {
+    $("lesson-title").textContent = `${index + 1}. Softmax · the probabilities`;
+    $("lesson-text").textContent = probabilitiesLesson(node);
+    if (state.values.layer !== node.id) state.set({ layer: node.id }, { silent: true });
+    return;
+  }
   // a collapsed column (convolution → batch norm → activation) is explained by its first node, then the rest
   const head = node.chain ? archById.get(node.chain[0]) : archById.get(node.id);
   const archNode = head ?? { op: node.op, output_shape: node.shape };
   const inputs = (archNode.inputs ?? []).map((id) => run.nodes.find((n) => n.id === id)?.shape);
-  const ops = [...(node.chain ?? []).map((id) => archById.get(id)?.op), node.op];
-  $("lesson-title").textContent = `${index + 1}. ${ops.map((op) => TITLES[op] ?? op).join(" → ")} · ${node.id}`;
+  const titles = columnTitles(node, archById);
+  $("lesson-title").textContent = `${index + 1}. ${titles.join(" → ")} · ${node.id}`;
   let text = lesson({ ...archNode, output_shape: archNode.output_shape ?? node.shape }, node, inputs[0]);
-  if (node.chain) {
-    const rest = ops.slice(1).map((op) => TITLES[op] ?? op).join(" and ");
-    text += ` Then ${rest}, number by number (shown here: the result after ${TITLES[node.op] ?? node.op}).`;
+  if (node.block) {
+    const kinds = [...new Set(node.block.members.map((id) => opTitle(archById.get(id))))];
+    $("lesson-title").textContent = `${index + 1}. Block ${node.block.name} (${node.block.members.length} layers) · ${node.id}`;
+    text = `The whole block ${node.block.name} in one step (lecture mode groups a big network's blocks; "Layers shown" ` +
+      `lists every layer): ${kinds.join(", ")}. Its output: ${node.shape.join(" × ")}.`;
+  } else if (node.chain) {
+    const rest = titles.slice(1).join(" and ");
+    text += ` Then ${rest}, number by number (shown here: the result after ${titles[titles.length - 1]}).`;
   }
   $("lesson-text").textContent = text;
   if (state.values.layer !== node.id) state.set({ layer: node.id }, { silent: true });
 }
 
-const animator = new Animator({ figure: $("network"), render: renderLayer, interval: 900 });
+/** The last step's lesson, with the API's numbers: the top classes and their probabilities. */
+function probabilitiesLesson(node) {
+  const pct = (p) => `${(100 * p).toFixed(p >= 0.1 ? 1 : 2)}%`;
+  const [best, ...rest] = node.classes;
+  const others = rest.map((c) => `${c.label} ${pct(c.probability)}`).join(", ");
+  return `Softmax turns the ${node.shape[0]} scores of ${node.from} into probabilities, e^score divided by the sum of ` +
+    `all the e^score: positive numbers that add up to 1. The network's answer is the most probable class, ` +
+    `${best.label} (${pct(best.probability)})${others ? `; then ${others}` : ""}.`;
+}
+
+const animator = new Animator({ figure: $("network"), render: renderLayer, interval: PLAY_MS / state.values.speed });
 bindAnimatorControls(animator, $("toolbar"));
 const baseToggle = animator.onPlayChange;
 animator.onPlayChange = (playing) => {
   baseToggle(playing);
-  $("lesson").hidden = !(playing || state.values.lecture);
   if (!playing && !state.values.lecture && animator.step >= animator.count - 1) network.clearStep();
 };
+
+/** A layer picked in the overview: the strip marks it and scrolls to it, as stepping there would (also when the
+ * layer was already the state's, but unmarked after play ended); without a run yet, the run starts there. */
+function selectLayer(id) {
+  state.set({ layer: id }, { push: true, silent: true });
+  const index = visible.findIndex((n) => n.id === id || n.block?.members.includes(id));
+  if (index >= 0) animator.goto(index);
+}
 
 function syncStepFromLayer() {
   const index = visible.findIndex((n) => n.id === state.values.layer);
@@ -346,28 +558,46 @@ function applyLecture() {
   const on = state.values.lecture;
   document.body.classList.toggle("lecture", on);
   $("lecture").setAttribute("aria-pressed", String(on));
-  $("lesson").hidden = !(on || animator.playing);
+  fitNetwork();
   if (on) window.scrollTo(0, 0);
   if (on && visible.length) animator.goto(Math.max(0, visible.findIndex((n) => n.id === state.values.layer)));
 }
 
+// The lesson panel is always there, at a fixed height, so pressing Play, stepping or a lesson of another length
+// never moves the maps. In lecture and projector modes the maps take the height left under it (--network-h),
+// measured when the mode, the window or the panels above change, never while playing.
+const LESSON_IDLE = "Press ▶ Play (or Space) to walk through the forward pass, one layer per step; → and PageDown step.";
+function fitNetwork() {
+  const network = $("network");
+  const top = network.getBoundingClientRect().top + window.scrollY;
+  const height = Math.max(240, window.innerHeight - top - 8);
+  network.style.setProperty("--network-h", `${Math.round(height)}px`);
+}
+window.addEventListener("resize", fitNetwork);
+window.addEventListener("projectorchange", fitNetwork);
+new ResizeObserver(fitNetwork).observe($("toolbar"));
 $("lecture").addEventListener("click", () => state.set({ lecture: !state.values.lecture }, { push: true }));
-document.addEventListener("keydown", (event) => {
-  if (event.target.closest?.("input, select, textarea, canvas#draw, canvas#unit-canvas")) return;
-  if (event.key === "ArrowRight" || event.key === "PageDown") {
-    event.preventDefault();
-    animator.pause();
-    animator.next();
-  } else if (event.key === "ArrowLeft" || event.key === "PageUp") {
-    event.preventDefault();
-    animator.pause();
-    animator.prev();
-  } else if (event.key === "Escape" && state.values.lecture) {
-    state.set({ lecture: false });
-  } else if ((event.key === " " || event.key === "k") && event.target === document.body) {
-    event.preventDefault();
-    animator.toggle();
-  }
+// projector mode folds the sidebar away (the maps get the width); this button brings it back over the maps
+$("sidebar-toggle").addEventListener("click", () => {
+  const open = !document.body.classList.contains("sidebar-open");
+  document.body.classList.toggle("sidebar-open", open);
+  $("sidebar-toggle").setAttribute("aria-expanded", String(open));
+});
+// the clicker's keys (presenter.js): the layers; Esc closes the detail, then leaves lecture mode
+const stepBy = (work) => () => { animator.pause(); work(); };
+presenterKeys({
+  name: "the network's layers (a forward pass, one layer per step)",
+  next: stepBy(() => animator.next()),
+  prev: stepBy(() => animator.prev()),
+  first: stepBy(() => animator.goto(0)),
+  last: stepBy(() => animator.goto(animator.count - 1)),
+  toggle: () => animator.toggle(),
+  escape: () => {
+    if (!$("detail").hidden) $("detail-close").click();
+    else if (state.values.lecture) state.set({ lecture: false });
+  },
+  // the drawing pad and the detail's map keep their own keys (arrows move the neuron there)
+  ignore: "canvas#draw, canvas#unit-canvas",
 });
 
 // --- units: receptive field and the operation detail ------------------------------------------------

@@ -2,7 +2,7 @@
 // tile layout (rows, columns, tile size, gap; per-tile value ranges in the PNG's X-Tile-Layout header).
 // The page keeps the grey pixels and paints them with the chosen colour scale.
 import { api } from "./api.js";
-import { recolor } from "./colormap.js";
+import { SIGNED, recolor, signedTable } from "./colormap.js";
 
 /** Fetch a node's tiled PNG -> { grey: ImageData, layout } (layout from the header when present). */
 export async function loadTiles(url, layout, { signal } = {}) {
@@ -41,13 +41,16 @@ export function reflowVector(grey) {
 
 /**
  * Paint grey ImageData onto a canvas with a colour scale (the grey data is not modified). With a tile `layout`,
- * the gaps between tiles are left transparent, so they do not read as the scale's lowest colour.
+ * the gaps between tiles are left transparent, so they do not read as the scale's lowest colour. With `ranges`
+ * (per tile, the [low, high] the API says grey 0 and 255 stand for; one tile without a layout), a signed scale is
+ * centred on zero in each tile (colormap.js `signedTable`); without them every scale spans grey 0..255.
  */
-export function paint(canvas, grey, scaleName, layout = null) {
+export function paint(canvas, grey, scaleName, layout = null, ranges = null) {
   canvas.width = grey.width;
   canvas.height = grey.height;
   const copy = new ImageData(new Uint8ClampedArray(grey.data), grey.width, grey.height);
-  recolor(copy, scaleName);
+  if (ranges?.length && SIGNED.has(scaleName)) recolorSigned(copy, scaleName, layout, ranges);
+  else recolor(copy, scaleName);
   if (layout && layout.gap > 0) {
     const stepX = layout.tile_width + layout.gap;
     const stepY = layout.tile_height + layout.gap;
@@ -60,6 +63,24 @@ export function paint(canvas, grey, scaleName, layout = null) {
     }
   }
   canvas.getContext("2d").putImageData(copy, 0, 0);
+}
+
+/** Recolour grey tiles in place, each with its own zero-centred table (gaps take any: they are cleared after). */
+function recolorSigned(image, name, layout, ranges) {
+  const tables = ranges.map(([low, high]) => signedTable(low, high, name));
+  const px = image.data;
+  for (let y = 0; y < image.height; y += 1) {
+    const row = layout ? Math.floor(y / (layout.tile_height + layout.gap)) * layout.columns : 0;
+    for (let x = 0; x < image.width; x += 1) {
+      const tile = layout ? row + Math.floor(x / (layout.tile_width + layout.gap)) : 0;
+      const table = tables[tile] ?? tables[0];
+      const i = (y * image.width + x) * 4;
+      const g = px[i] * 3;
+      px[i] = table[g];
+      px[i + 1] = table[g + 1];
+      px[i + 2] = table[g + 2];
+    }
+  }
 }
 
 /** Which tile (channel) and which unit in it a pixel of the tiled image falls on, or null on a gap. */

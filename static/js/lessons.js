@@ -14,21 +14,18 @@ function attr(node, name) {
   return a;
 }
 
-export const TITLES = {
-  input: "Input", conv1d: "Convolution", conv2d: "Convolution", conv3d: "Convolution",
-  conv_transpose1d: "Transposed convolution", conv_transpose2d: "Transposed convolution",
-  conv_transpose3d: "Transposed convolution", max_pool1d: "Max pooling", max_pool2d: "Max pooling",
-  max_pool3d: "Max pooling", avg_pool1d: "Average pooling", avg_pool2d: "Average pooling", avg_pool3d: "Average pooling",
-  global_avg_pool: "Global average pooling", linear: "Fully connected", flatten: "Flatten", reshape: "Reshape",
-  batch_norm: "Batch normalisation", dropout: "Dropout", relu: "ReLU", relu6: "ReLU6", leaky_relu: "Leaky ReLU",
-  sigmoid: "Sigmoid", tanh: "Tanh", silu: "SiLU", hardswish: "Hard swish", hardsigmoid: "Hard sigmoid", clip: "Clip",
-  softmax: "Softmax", add: "Add (skip connection)", mul: "Multiply (gating)", concat: "Concatenate",
-  spatial_softmax: "Attention weights", attention_pool: "Attention pooling", identity: "Identity", constant: "Constant",
-  pad: "Padding", upsample: "Upsampling", transpose: "Transpose", slice: "Slice",
-  layer_norm: "Layer normalisation", instance_norm: "Instance normalisation", gelu: "GELU", mean: "Mean",
-  sum: "Sum", max: "Maximum", sub: "Subtract", div: "Divide", pow: "Power", sqrt: "Square root", expand: "Expand",
-  matmul: "Matrix product", rnn: "Recurrent layer", lstm: "LSTM", gru: "GRU", sequence_attention: "Attention over time",
-};
+// What the columns that are no architecture node are called: the input, and the probabilities after the output
+const OWN_TITLES = { input: "Input", softmax: "Softmax" };
+
+/** What a node's op is called ("Convolution"): the architecture's `title` (the engine's op names it). */
+export function opTitle(node) {
+  return node?.title ?? OWN_TITLES[node?.op] ?? node?.op;
+}
+
+/** The titles of what a strip column shows: its folded chain's nodes, then its own (`byId`: architecture nodes). */
+export function columnTitles(node, byId) {
+  return [...(node.chain ?? []).map((id) => opTitle(byId?.get(id) ?? { op: id })), opTitle(byId?.get(node.id) ?? node)];
+}
 
 /** One or two sentences about a node for lecture mode. `node`: architecture entry; `stats`: run statistics. */
 export function lesson(node, stats, inputShape) {
@@ -77,21 +74,21 @@ export function lesson(node, stats, inputShape) {
   }
   if (op === "instance_norm") return "Instance normalisation: each map of each image is centred on its own mean and divided by its own standard deviation (style transfer uses it to remove an image's contrast).";
   if (op === "gelu") return `Activation GELU: x times the probability that a standard normal number is below x, a smooth ReLU (transformers and ConvNeXt use it); the shape stays ${out}.`;
-  if (["mean", "sum", "max"].includes(op)) return `${TITLES[op]} over axis ${attr(node, "dim")}: ${inp} → ${out}${op === "mean" ? " (over the spatial axes this is global average pooling)" : ""}.`;
+  if (["mean", "sum", "max"].includes(op)) return `${opTitle(node)} over axis ${attr(node, "dim")}: ${inp} → ${out}${op === "mean" ? " (over the spatial axes this is global average pooling)" : ""}.`;
   if (op === "matmul") return `Matrix product: ${inp} times a matrix, ${out}. On channels-last maps it is a fully connected layer applied at every position separately (a 1×1 convolution).`;
-  if (["sub", "div", "pow", "sqrt"].includes(op)) return `${TITLES[op]}, number by number: ${inp} → ${out}.`;
+  if (["sub", "div", "pow", "sqrt"].includes(op)) return `${opTitle(node)}, number by number: ${inp} → ${out}.`;
   if (op === "expand") return `Expand: the same numbers repeated along the axes of size 1, ${inp} → ${out}.`;
   if (["rnn", "lstm", "gru"].includes(op)) {
-    return `${TITLES[op]}: a recurrent network reads the sequence one step at a time (here each row of the digit), and each neuron ` +
+    return `${opTitle(node)}: a recurrent network reads the sequence one step at a time (here each row of the digit), and each neuron ` +
       "uses its internal memory, the hidden state, to keep information about the previous input: " +
       `${inp} → ${out}. The Recurrent networks page shows it step by step.`;
   }
   if (op === "sequence_attention") return "Attention over time: a score for every step, turned by a softmax into weights that add up to 1; the output is the weighted sum of the steps, which shows which rows drove the decision.";
   if (op === "dropout") return "Dropout (regularisation): in training it drops random neurons; here, at inference, it passes everything through.";
   if (["relu", "relu6", "leaky_relu", "clip"].includes(op)) {
-    return `Activation ${TITLES[op]}: negative numbers become ${op === "leaky_relu" ? "small" : "zero"}${op === "relu6" ? ", and numbers above 6 become 6" : ""}. It works on every number separately, so the shape stays ${out}.${zeros}`;
+    return `Activation ${opTitle(node)}: negative numbers become ${op === "leaky_relu" ? "small" : "zero"}${op === "relu6" ? ", and numbers above 6 become 6" : ""}. It works on every number separately, so the shape stays ${out}.${zeros}`;
   }
-  if (["sigmoid", "tanh", "silu", "hardswish", "hardsigmoid"].includes(op)) return `Activation ${TITLES[op]}, applied to every number separately; the shape stays ${out}.`;
+  if (["sigmoid", "tanh", "silu", "hardswish", "hardsigmoid"].includes(op)) return `Activation ${opTitle(node)}, applied to every number separately; the shape stays ${out}.`;
   if (op === "softmax") return "Softmax turns the scores into probabilities: exponentiate each, then divide by their sum, so they are positive and add up to 1.";
   if (op === "add") return "Skip connection (ResNet): the block's input is added to its output, so the block only has to learn a correction, and gradients flow straight back.";
   if (op === "mul") return "Gating: two volumes multiplied number by number.";
@@ -106,5 +103,5 @@ export function lesson(node, stats, inputShape) {
     return `Upsampling (${how}), so the maps grow from ${inp} to ${out}. No new detail appears; the next layers add it.`;
   }
   if (op === "attention_pool") return "Attention pooling: each feature is averaged over positions weighted by the attention map: a weighted sum that shows which parts drove the decision.";
-  return `${TITLES[op] ?? op}: ${inp} → ${out}.`;
+  return `${opTitle(node)}: ${inp} → ${out}.`;
 }

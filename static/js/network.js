@@ -1,11 +1,13 @@
 // The network as columns of layer volumes: per node its name, op, shape (a small cuboid: a stack of
 // channels) and every channel's feature map, tiled. Maps load lazily as their column scrolls into view.
-import { showError } from "./api.js";
+import { api, field, showError } from "./api.js";
+import { drawBars } from "./bars.js";
+import { SIGNED } from "./colormap.js";
 import { VOLUME_COLOURS, cuboid, logSide } from "./cuboid.js";
 import { svg } from "./dom.js";
 import { loadTiles, paint, reflowVector, tileAt, tileRect } from "./featuremaps.js";
 import { formatNumber } from "./grid.js";
-import { TITLES } from "./lessons.js";
+import { columnTitles } from "./lessons.js";
 import { fetchNpy } from "./npy.js";
 
 const NEURON_LIST_MAX = 64; // vectors up to this length are drawn as labelled neurons
@@ -20,6 +22,17 @@ function miniVolume(shape) {
     cuboid(4, 36 - high, side, high, depth, VOLUME_COLOURS.input, { stroke: 0.8 }));
 }
 
+/** Width / height of a node's painted maps: its tiles with their gaps, or a vector re-flowed into a near-square. */
+function expectedRatio(node) {
+  if (node.shape.length === 1) {
+    const columns = Math.ceil(Math.sqrt(node.shape[0]));
+    return columns / Math.ceil(node.shape[0] / columns);
+  }
+  const l = node.layout;
+  if (!l?.columns || !l?.rows) return 1;
+  return (l.columns * l.tile_width + (l.columns - 1) * (l.gap ?? 0)) / (l.rows * l.tile_height + (l.rows - 1) * (l.gap ?? 0));
+}
+
 export function shapeText(shape) {
   return shape.join(" × ");
 }
@@ -32,6 +45,7 @@ export class NetworkView {
     this.columns = [];
     this.byId = new Map();
     this.scale = "viridis";
+    this.range = "map"; // "map": grey 0..255 is each map's own minimum..maximum; "layer": the whole layer's
     this.generation = 0;
     this.fetches = new AbortController(); // aborted when the columns are replaced
     this.observer = new IntersectionObserver((entries) => {
@@ -70,7 +84,8 @@ export class NetworkView {
       this.byId.set(node.id, column);
       fragment.append(column.element);
     });
-    this.container.replaceChildren(fragment);
+    this.before = this.makeBefore();
+    this.container.replaceChildren(this.before.element, fragment);
     for (const column of this.columns) this.observer.observe(column.element);
     // the first columns are on screen at once: fetch them now rather than after the observer's first callback,
     // the first layer's maps before the input's (they are what the user waits for)
@@ -85,11 +100,86 @@ export class NetworkView {
     this.fetches = new AbortController();
   }
 
-  archOp(id) {
-    return this.archById?.get(id)?.op ?? id;
+  /**
+   * Lecture mode's left slot: a picture of the step before the current one (its maps and outlines, copied). The
+   * slot stays in place while the steps change, so stepping moves nothing (a column that moved from the current
+   * place to the previous one would be a layout shift).
+   */
+  makeBefore() {
+    const element = document.createElement("article");
+    element.className = "layer before-slot empty";
+    element.setAttribute("aria-label", "The layer before this one");
+    const header = document.createElement("header");
+    const title = document.createElement("h3");
+    const op = document.createElement("span");
+    op.className = "op";
+    const shape = document.createElement("span");
+    shape.className = "shape mono";
+    header.append(title, op, shape);
+    const body = document.createElement("div");
+    body.className = "before-body";
+    element.append(header, body);
+    return { element, title, op, shape, body, column: null };
+  }
+
+  /** Show `column` (or nothing) in the lecture's left slot; redrawn when its maps arrive or are outlined. */
+  fillBefore(column) {
+    const before = this.before;
+    if (!before) return;
+    before.column = column ?? null;
+    before.element.classList.toggle("empty", !column);
+    if (!column) return;
+    const header = column.element.querySelector("header");
+    before.title.textContent = header.querySelector("h3")?.textContent ?? column.node.id;
+    before.op.textContent = header.querySelector(".op")?.textContent ?? "";
+    before.shape.textContent = header.querySelector(".shape")?.textContent ?? "";
+    const list = column.element.querySelector(".neurons, .bars");
+    if (list) {
+      before.body.replaceChildren(list.cloneNode(true));
+    } else if (column.grey) {
+      const picture = document.createElement("canvas");
+      picture.width = column.canvas.width;
+      picture.height = column.canvas.height;
+      const ctx = picture.getContext("2d");
+      ctx.drawImage(column.canvas, 0, 0);
+      ctx.drawImage(column.overlay, 0, 0);
+      before.body.replaceChildren(picture);
+    } else {
+      before.body.replaceChildren();
+    }
+    if (!column.grey && !column.synthetic) {
+      Promise.resolve(this.load(column)).then(() => { if (this.before?.column === column && column.grey) this.fillBefore(column); });
+    }
+  }
+
+  /** The lecture's last step: the softmax of the class scores, the top classes as labelled bars (the API's). */
+  makeProbabilities(node, index) {
+    const element = document.createElement("article");
+    element.className = "layer probabilities loaded";
+    element.dataset.node = node.id;
+    element.dataset.index = String(index);
+    const header = document.createElement("header");
+    const title = document.createElement("h3");
+    title.textContent = "probabilities";
+    const op = document.createElement("span");
+    op.className = "op";
+    op.textContent = "Softmax";
+    const shape = document.createElement("span");
+    shape.className = "shape mono";
+    shape.textContent = `top ${node.classes.length} of ${node.shape[0]} classes`;
+    header.append(miniVolume(node.shape), title, op, shape);
+    const bars = document.createElement("div");
+    bars.className = "bars probability-bars";
+    drawBars(bars, node.classes);
+    const note = document.createElement("p");
+    note.className = "stats small muted";
+    note.textContent = `e^score / Σ e^score over all ${node.shape[0]} scores of ${node.from}`;
+    element.append(header, bars, note);
+    return { node, element, synthetic: true, loading: Promise.resolve() };
   }
 
   makeColumn(node, arch, index, previous) {
+    if (node.synthetic === "probabilities") return this.makeProbabilities(node, index);
     const element = document.createElement("article");
     element.className = "layer";
     element.dataset.node = node.id;
@@ -99,8 +189,7 @@ export class NetworkView {
     title.textContent = node.id;
     const op = document.createElement("span");
     op.className = "op";
-    op.textContent = [...(node.chain ?? []).map((id) => TITLES[this.archOp(id)] ?? this.archOp(id)), TITLES[node.op] ?? node.op]
-      .map((t) => t.replace("Batch normalisation", "BN")).join(" → ");
+    op.textContent = columnTitles(node, this.archById).map((t) => t.replace("Batch normalisation", "BN")).join(" → ");
     const shape = document.createElement("span");
     shape.className = "shape mono";
     shape.textContent = shapeText(node.shape);
@@ -123,6 +212,8 @@ export class NetworkView {
     canvas.tabIndex = 0;
     const vector = node.shape.length === 1;
     canvas.setAttribute("aria-label", `${node.id}: ${vector ? `${node.shape[0]} numbers` : `${node.layout.tiles} feature maps of ${node.layout.tile_height}×${node.layout.tile_width}`}; click one to inspect it`);
+    // the maps' shape is known before they arrive (the layout), so the column does not change shape when they do
+    figure.style.setProperty("--ratio", String(expectedRatio(node)));
     const overlay = document.createElement("canvas");
     overlay.className = "overlay";
     overlay.setAttribute("aria-hidden", "true");
@@ -131,9 +222,17 @@ export class NetworkView {
     stats.className = "stats small muted";
     stats.textContent = `${node.min.toFixed(2)} … ${node.max.toFixed(2)}` +
       (node.zero_fraction > 0.01 ? ` · ${Math.round(node.zero_fraction * 100)}% zeros` : "");
+    stats.title = `The smallest and the largest number in ${node.id} (all its maps)` +
+      (node.zero_fraction > 0.01 ? `; ${Math.round(node.zero_fraction * 100)}% of its numbers are exactly 0 (a ReLU switched those neurons off)` : "");
     element.append(header, figure, stats);
     const column = { node, arch, element, canvas, overlay, vector, grey: null, layout: node.layout, loading: null };
     canvas.addEventListener("click", (event) => this.pick(column, event));
+    // the channel and position under the pointer, as a tooltip (what a click would explain)
+    canvas.addEventListener("mousemove", (event) => {
+      const hit = this.hitAt(column, event);
+      canvas.title = !hit ? "" : hit.y === null ? `${node.id}[${hit.channel}]: click to see how it was computed`
+        : `channel ${hit.channel}, row ${hit.y}, column ${hit.x}: click to see how this neuron was computed`;
+    });
     canvas.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
         event.preventDefault();
@@ -143,30 +242,36 @@ export class NetworkView {
     return column;
   }
 
-  pick(column, event) {
-    if (!column.grey) return;
+  /** The unit under a pointer event on a column's maps: {channel, y, x} (y and x null for a vector), or null. */
+  hitAt(column, event) {
+    if (!column.grey) return null;
     const rect = column.canvas.getBoundingClientRect();
     const px = ((event.clientX - rect.left) / rect.width) * column.canvas.width;
     const py = ((event.clientY - rect.top) / rect.height) * column.canvas.height;
     if (column.vector) {
       const index = Math.floor(py) * column.canvas.width + Math.floor(px);
-      if (index < column.node.shape[0]) this.onSelect(column, { channel: index, y: null, x: null });
-      return;
+      return index < column.node.shape[0] ? { channel: index, y: null, x: null } : null;
     }
-    const hit = tileAt(column.layout, px, py);
+    return tileAt(column.layout, px, py);
+  }
+
+  pick(column, event) {
+    const hit = this.hitAt(column, event);
     if (hit) this.onSelect(column, hit);
   }
 
   /** Fetch and paint a column's maps (once); resolves when painted. */
   load(column) {
-    if (!column || column.loading) return column?.loading;
+    if (!column || column.loading || column.synthetic) return column?.loading;
     const generation = this.generation;
     column.element.classList.add("loading");
-    column.loading = loadTiles(column.node.png_url, column.node.layout, { signal: this.fetches.signal }).then(({ grey, layout }) => {
+    const tiles = loadTiles(this.atRange(column.node.png_url), column.node.layout, { signal: this.fetches.signal });
+    // the tile ranges come beside the tiles; asked again after them in case a signed scale was chosen meanwhile
+    column.loading = Promise.all([tiles, this.rangesOf(column)]).then(([loaded]) => this.rangesOf(column).then(() => loaded)).then(({ grey, layout }) => {
       if (generation !== this.generation) return;
       column.layout = layout;
       column.grey = column.vector ? reflowVector(grey) : grey;
-      paint(column.canvas, column.grey, this.scale, column.vector ? null : layout);
+      paint(column.canvas, column.grey, this.scale, column.vector ? null : layout, column.ranges);
       column.overlay.width = column.canvas.width;
       column.overlay.height = column.canvas.height;
       // the maps' box takes the tiles' own shape, so the overlay drawn over it lies on the tiles (no letterbox)
@@ -203,8 +308,11 @@ export class NetworkView {
       const label = last && this.labels[i] !== undefined ? this.labels[i] : String(i);
       item.innerHTML = '<span class="neuron-label"></span><span class="neuron-bar"><span></span></span><span class="neuron-value mono"></span>';
       item.querySelector(".neuron-label").textContent = label;
+      // a signed bar around zero (the track's middle): right and red for a positive number, left and blue below
       const bar = item.querySelector(".neuron-bar span");
-      bar.style.width = `${(Math.abs(v) / top) * 100}%`;
+      const half = (Math.abs(v) / top) * 50;
+      bar.style.width = `${half}%`;
+      bar.style.marginLeft = `${v >= 0 ? 50 : 50 - half}%`;
       bar.style.background = v >= 0 ? "#d6604d" : "#4393c3";
       item.querySelector(".neuron-value").textContent = formatNumber(v);
       item.title = `${column.node.id}[${i}] = ${v}`;
@@ -218,9 +326,37 @@ export class NetworkView {
     list.setAttribute("aria-label", `${column.node.id}: ${data.length} neurons; press Enter on one to see how it was computed`);
   }
 
+  /** Repaint every loaded column with scale `name`; resolves once painted (a signed scale fetches tile ranges). */
   setScale(name) {
     this.scale = name;
-    for (const column of this.columns) if (column.grey) paint(column.canvas, column.grey, name, column.vector ? null : column.layout);
+    const generation = this.generation;
+    return Promise.all(this.columns.filter((c) => c.grey).map((column) => this.rangesOf(column).then(() => {
+      if (generation !== this.generation || this.scale !== name) return;
+      paint(column.canvas, column.grey, name, column.vector ? null : column.layout, column.ranges);
+    }))).catch((err) => {
+      if (generation === this.generation) showError(err, "the maps' value ranges");
+    });
+  }
+
+  /** A node's URL at the maps' range: the API's `scale=layer` (one range for every map of it), else its default. */
+  atRange(url) {
+    return this.range === "layer" ? `${url}?scale=layer` : url;
+  }
+
+  /**
+   * For a signed scale, a column's tile ranges, once (GET …/nodes/{id}.json: per tile the [low, high] grey 0 and 255
+   * stand for, at the maps' range), which the scale is centred on zero with; nothing to fetch for the others.
+   */
+  rangesOf(column) {
+    if (!SIGNED.has(this.scale) || column.ranges) return Promise.resolve();
+    column.rangesLoading ??= api(this.atRange(column.node.png_url.replace(/\.png$/, ".json")), {
+      signal: this.fetches.signal, label: "Fetching the maps' value ranges…",
+    }).then((answer) => {
+      column.ranges = field(field(answer, "layout", "object"), "ranges");
+    }).finally(() => {
+      column.rangesLoading = null;
+    });
+    return column.rangesLoading;
   }
 
   /** Show columns up to `index` (later ones dimmed), mark `index` as current, and bring it into view. */
@@ -230,6 +366,7 @@ export class NetworkView {
       column.element.classList.toggle("pending", reveal && i > index);
       column.element.classList.toggle("previous", i === index - 1);
     });
+    this.fillBefore(this.columns[index - 1]);
     const current = this.columns[index];
     if (current) {
       this.load(current);
@@ -242,6 +379,7 @@ export class NetworkView {
 
   clearStep() {
     for (const column of this.columns) column.element.classList.remove("current", "pending", "previous");
+    this.fillBefore(null);
   }
 
   /**
@@ -250,6 +388,7 @@ export class NetworkView {
    */
   highlight(boxes, unit) {
     for (const column of this.columns) {
+      if (column.synthetic) continue;
       const ctx = column.overlay.getContext("2d");
       ctx.clearRect(0, 0, column.overlay.width, column.overlay.height);
       column.element.classList.toggle("in-field", Boolean(boxes?.[column.node.id]));
@@ -292,5 +431,6 @@ export class NetworkView {
         ctx.fillRect(t.x + unit.x, t.y + unit.y, 1, 1);
       }
     }
+    if (this.before?.column) this.fillBefore(this.before.column); // its picture carries the outlines too
   }
 }

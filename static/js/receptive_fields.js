@@ -2,9 +2,10 @@
 // /api/architecture/analyze), the centre neuron's field drawn on the input, growing layer by layer.
 import { api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
-import { TITLES } from "./lessons.js";
+import { opTitle } from "./lessons.js";
 import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
 import { GATE_EXPLANATION, fieldOf, gateNote, perAxis, unitSpan } from "./receptive.js";
+import { presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { $, escapeHtml as esc, svg as svgEl } from "./dom.js";
 
@@ -183,7 +184,7 @@ function render() {
     tr.dataset.node = node.id;
     tr.tabIndex = 0;
     const cells = [
-      String(i), node.id, TITLES[node.op] ?? node.op, node.output_shape.join(" × "),
+      String(i), node.id, opTitle(node), node.output_shape.join(" × "),
       fmtAttr(attrs.kernel_size), fmtAttr(attrs.stride),
       local ? perAxis(field, "size") : field.status, local ? perAxis(field, "stride") : "", local ? perAxis(field, "padding") : "",
       node.params.toLocaleString(), node.macs.toLocaleString(),
@@ -356,7 +357,7 @@ function drawPicture(index, archById, named = null) {
       (box.y[0] < 0 || box.x[0] < 0 || box.y[1] >= H || box.x[1] >= W ? " (part of it is padding, outside the image)" : "");
   const field = box.field;
   const numbers = field ? `r = ${perAxis(field, "size")}, S = ${perAxis(field, "stride")}, P = ${perAxis(field, "padding")}. ` : "";
-  $("field-text").innerHTML = `<strong>${esc(shown.id)}</strong> (${esc(TITLES[shown.op] ?? shown.op)}, output ${shown.output_shape.join(" × ")}): ` +
+  $("field-text").innerHTML = `<strong>${esc(shown.id)}</strong> (${esc(opTitle(shown))}, output ${shown.output_shape.join(" × ")}): ` +
     `${numbers}Its centre neuron ${where}.`;
   const gate = box.global ? "" : gateNote(fieldOf(archById, shown.id, arch.spatial_axes.length), archById);
   if (gate) $("field-text").append(" ", gateBadge(gate, GATE_EXPLANATION));
@@ -432,6 +433,16 @@ function drawGrowth(index, archById) {
 
 const animator = new Animator({ figure: $("picture-panel"), render: renderStep, interval: 900 });
 bindAnimatorControls(animator, $("picture-controls"));
+// the clicker's keys (presenter.js): the layers where the field changes, as the picture's buttons step them
+const stepBy = (work) => () => { animator.pause(); work(); };
+presenterKeys({
+  name: "the layers where the receptive field changes (one layer per step); Space plays them",
+  next: stepBy(() => animator.next()),
+  prev: stepBy(() => animator.prev()),
+  first: stepBy(() => animator.goto(0)),
+  last: stepBy(() => animator.goto(animator.count - 1)),
+  toggle: () => animator.toggle(),
+});
 
 showSource();
 load();

@@ -121,20 +121,21 @@ def test_lecture_mode_steps_with_the_arrow_keys(page):
 
 def test_drawing_a_digit_classifies_it(page):
     page.goto("/?model=digits_classic")
-    first_maps_ready(page)  # the page starts from a written "3"
+    first_maps_ready(page)  # the page starts from a shipped held-out "3"; the pad is left empty to draw on
     assert page.locator("#predictions .bar-label").first.inner_text() == "3"
-    page.get_by_role("button", name="Clear").click()
-    # an empty pad has no prediction and no maps: the old "3" must not stay on screen (issue 13, bug 3)
-    assert page.locator("#predictions .bar-label").count() == 0
-    assert page.locator("#network .layer").count() == 0
-    assert "pad is empty" in page.locator("#network").inner_text()
     pad = page.locator("#draw").bounding_box()
     page.mouse.move(pad["x"] + pad["width"] * 0.5, pad["y"] + pad["height"] * 0.15)
     page.mouse.down()
     page.mouse.move(pad["x"] + pad["width"] * 0.5, pad["y"] + pad["height"] * 0.85, steps=12)
     page.mouse.up()  # a vertical stroke: a "1"
     page.wait_for_function("document.querySelector('#predictions .bar-label')?.textContent === '1'")
+    page.wait_for_selector('.layer.loaded[data-node="conv1"]')
     assert page.locator('.layer.loaded[data-node="conv1"] canvas.tiles').evaluate(CANVAS_HAS_PICTURE)
+    page.get_by_role("button", name="Clear").click()
+    # an empty pad has no prediction and no maps: the drawing's "1" must not stay on screen (issue 13, bug 3)
+    assert page.locator("#predictions .bar-label").count() == 0
+    assert page.locator("#network .layer").count() == 0
+    assert "pad is empty" in page.locator("#network").inner_text()
     page.console.check()
 
 

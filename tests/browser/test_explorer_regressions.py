@@ -26,20 +26,30 @@ def uncovered(page, selector: str) -> bool:
 def test_lecture_mode_draws_the_field_rings_on_their_tiles(page):
     # bug 1: the overlay canvas was stretched over the column while the tiles were letterboxed inside it
     page.goto("/?model=digits_classic&lecture=1&layer=pool1&unit=pool1,2,7,7")
-    page.wait_for_selector('.layer.in-field.loaded[data-node="relu1"]')
-    for node in ("relu1", "pool1"):
-        geometry = page.locator(f'.layer[data-node="{node}"] .maps').evaluate("""maps => {
-          const tiles = maps.querySelector("canvas.tiles"), overlay = maps.querySelector("canvas.overlay");
-          const t = tiles.getBoundingClientRect(), o = overlay.getBoundingClientRect();
-          return {t: [t.left, t.top, t.width, t.height], o: [o.left, o.top, o.width, o.height],
-                  ratio: tiles.width / tiles.height, painted: overlay.getContext("2d")
-                    .getImageData(0, 0, overlay.width, overlay.height).data.some(v => v > 0)};
-        }""")
-        t, o = geometry["t"], geometry["o"]
-        assert all(abs(a - b) <= 1 for a, b in zip(t, o, strict=True)), (node, t, o)
-        # the tiles are drawn at their own shape (nothing letterboxed in a box of another shape)
-        assert abs(t[2] / t[3] - geometry["ratio"]) < 0.03, (node, t, geometry["ratio"])
-        assert geometry["painted"], node
+    page.wait_for_selector('.layer.current.loaded[data-node="pool1"]')
+    page.wait_for_selector('.layer.in-field[data-node="relu1"]', state="attached")
+    geometry = page.locator('.layer[data-node="pool1"] .maps').evaluate("""maps => {
+      const tiles = maps.querySelector("canvas.tiles"), overlay = maps.querySelector("canvas.overlay");
+      const t = tiles.getBoundingClientRect(), o = overlay.getBoundingClientRect();
+      return {t: [t.left, t.top, t.width, t.height], o: [o.left, o.top, o.width, o.height],
+              ratio: tiles.width / tiles.height, painted: overlay.getContext("2d")
+                .getImageData(0, 0, overlay.width, overlay.height).data.some(v => v > 0)};
+    }""")
+    t, o = geometry["t"], geometry["o"]
+    assert all(abs(a - b) <= 1 for a, b in zip(t, o, strict=True)), (t, o)
+    # the tiles are drawn at their own shape (nothing letterboxed in a box of another shape)
+    assert abs(t[2] / t[3] - geometry["ratio"]) < 0.03, (t, geometry["ratio"])
+    assert geometry["painted"]
+    # the layer before (relu1) is shown in the left slot as one picture: its maps with the field's orange outlines
+    page.wait_for_function("document.querySelector('.before-slot h3').textContent === 'relu1'")
+    page.wait_for_function("""() => {
+      const c = document.querySelector('.before-slot canvas');
+      if (!c) return false;
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      const orange = (i) => d[i] >= 250 && d[i + 1] >= 165 && d[i + 1] <= 185 && d[i + 2] <= 10;  // #ffb000
+      for (let i = 0; i < d.length; i += 4) if (orange(i)) return true;
+      return false;
+    }""")
     page.console.check()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.schemas.models import Architecture, ModelDetail, ModelList, NodeInfo, PredictResponse
+from app.schemas.runs import ActivationsResponse, NodeActivation, TileLayout
 
 SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "static" / "js").rglob("*.js"))
 
@@ -37,7 +38,8 @@ def test_no_fallback_hides_the_apis_field_names(path):
 def test_the_fields_the_pages_require_are_the_schemas_own():
     """Every field the pages read through ``field()`` exists in the API's schemas, as a list or an object."""
     kinds: dict[str, set[str]] = {}
-    for model in (Architecture, ModelDetail, ModelList, NodeInfo, PredictResponse):
+    for model in (Architecture, ModelDetail, ModelList, NodeInfo, PredictResponse, ActivationsResponse, NodeActivation,
+                  TileLayout):
         for name, info in model.model_fields.items():
             origin = getattr(info.annotation, "__origin__", info.annotation)
             kinds.setdefault(name, set()).add("list" if origin is list else "object")

@@ -2,7 +2,6 @@
 // engine's own value, a grid of numbers, a weighted sum drawn as bars, the elementwise chain after a unit and the
 // input around a copied value. Each family's view (static/js/explain/<family>.js) is built from these.
 import { Grid, formatNumber as fmt } from "../grid.js";
-import { TITLES } from "../lessons.js";
 import { el, escapeHtml as esc } from "../dom.js";
 
 export { el, fmt, esc };
@@ -54,7 +53,7 @@ export function formula(step) {
   }
   return {
     relu: `ReLU: max(0, ${x})`, relu6: `ReLU6: min(max(0, ${x}), 6)`, identity: x, dropout: `${x} (inference: unchanged)`,
-  }[step.op] ?? `${TITLES[step.op] ?? step.op}(${x})`;
+  }[step.op] ?? `${step.title}(${x})`;
 }
 
 /** The elementwise steps after a unit (the API's `chain`): batch norm with its statistics, then the activation. */

@@ -1,0 +1,92 @@
+"""The explorer's first-visit guide (issue 13): a student alone is told what a feature map is, what the colours and
+the numbers under a map mean and how to pick a neuron; the guide closes, stays closed and reopens on demand."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import CSP_LISTENER, ConsoleLog
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def first_visit(browser, server):
+    """A page in a fresh browser profile: nothing stored, so the guide has never been seen."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, base_url=server)
+    context.expose_function("__cspViolation", lambda text: pytest.fail(f"CSP violation: {text}"))
+    context.add_init_script(CSP_LISTENER)
+    page = context.new_page()
+    console = ConsoleLog()
+    page.on("console", lambda msg: console.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: console.errors.append(str(exc)))
+    page.console = console
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def test_the_guide_opens_on_a_first_visit_and_walks_four_steps(first_visit):
+    page = first_visit
+    page.goto("/?model=digits_classic")
+    page.wait_for_selector("#guide:not([hidden])")
+    titles, targets = [], []
+    for step in range(4):
+        assert page.locator(".guide-count").inner_text() == f"Guide · {step + 1} of 4"
+        titles.append(page.locator("#guide-title").inner_text())
+        target = page.locator(".guide-target")
+        assert target.count() == 1 and target.is_visible()
+        targets.append(target.evaluate("e => e.className + ' ' + (e.id || '')"))
+        page.locator("#guide").get_by_role("button", name="Done" if step == 3 else "Next", exact=True).click()
+    assert titles == ["Each small picture is a feature map", "The colours are numbers", "The numbers under a map",
+                      "Click a neuron"]
+    assert "maps" in targets[0] and "stats" in targets[2] and "tiles" in targets[3]
+    assert page.locator("#guide").is_hidden() and page.locator(".guide-target").count() == 0
+    # seen: a reload does not open it again; the Guide button does
+    page.reload()
+    page.wait_for_selector(".layer.loaded")
+    page.wait_for_timeout(500)
+    assert page.locator("#guide").is_hidden()
+    page.get_by_role("button", name="Guide", exact=True).click()
+    assert page.locator("#guide").is_visible()
+    assert page.locator(".guide-count").inner_text() == "Guide · 1 of 4"
+    page.keyboard.press("Escape")
+    assert page.locator("#guide").is_hidden()
+    page.console.check()
+
+
+def test_the_guide_can_be_closed_at_once_and_never_moves_the_page(first_visit):
+    page = first_visit
+    page.goto("/?model=digits_classic")
+    page.wait_for_selector("#guide:not([hidden])")
+    assert page.locator("#guide").evaluate("e => getComputedStyle(e).position") == "fixed"
+    page.get_by_role("button", name="Close the guide").click()
+    assert page.locator("#guide").is_hidden()
+    page.console.check()
+
+
+def test_no_guide_for_a_presenter(first_visit):
+    page = first_visit
+    for url in ("/?model=digits_classic&projector=1", "/?model=digits_classic&lecture=1"):
+        page.goto(url)
+        page.wait_for_selector(".layer.loaded", state="attached")
+        page.wait_for_timeout(500)
+        assert page.locator("#guide").is_hidden(), url
+    page.console.check()
+
+
+def test_the_numbers_under_a_map_and_a_maps_channel_are_explained_on_hover(page):
+    page.goto("/?model=digits_classic")
+    page.wait_for_selector('.layer.loaded[data-node="relu1"]')
+    stats = page.locator('.layer[data-node="relu1"] .stats')
+    assert "zeros" in stats.inner_text()
+    assert "smallest and the largest number" in stats.get_attribute("title")
+    assert "ReLU switched those neurons off" in stats.get_attribute("title")
+    tiles = page.locator('.layer[data-node="relu1"] canvas.tiles')
+    tiles.hover(position={"x": 2, "y": 2})
+    assert tiles.get_attribute("title").startswith("channel 0, row 0, column 0"), tiles.get_attribute("title")
+    box = tiles.bounding_box()
+    tiles.hover(position={"x": box["width"] - 3, "y": 5})  # the first row's last tile
+    title = tiles.get_attribute("title")
+    assert title.startswith("channel ") and not title.startswith("channel 0,"), title
+    page.console.check()
