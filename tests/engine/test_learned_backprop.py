@@ -269,10 +269,29 @@ def test_filter_gradient_of_a_linear_layer():
 
 
 # --- PyTorch: the loss, every node's gradient, the filters' ---------------------------------------------------------
+def max_pool_as_routed(torch, x, engine_input: np.ndarray, kernel, stride):
+    """Max pooling whose gradient goes where the engine's went: each window's first maximum in the engine's own
+    forward numbers (PyTorch's rule too). Windows of a black background tie exactly in exact arithmetic, and which
+    copy wins then depends on float rounding, which differs between the engine, PyTorch and BLAS versions: both
+    answers are right, so the reference follows the engine's choice; every other step stays PyTorch's own."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, c, h, w = engine_input.shape
+    rows, cols = (h - kh) // sh + 1, (w - kw) // sw + 1
+    index = np.empty((n, c, rows, cols), dtype=np.int64)
+    for i in range(rows):
+        for j in range(cols):
+            window = engine_input[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(n, c, -1)
+            first = window.argmax(axis=2)  # the first maximum, row by row
+            index[:, :, i, j] = (i * sh + first // kw) * w + j * sw + first % kw
+    picked = x.flatten(2).gather(2, torch.from_numpy(index.reshape(n, c, -1)))
+    return picked.reshape(n, c, rows, cols)
+
+
 def torch_backprop(torch, graph: Graph, params: dict[str, np.ndarray], x: np.ndarray, label: int):
     """The digit networks rebuilt with torch.nn.functional from the engine's own parameters (inference mode): the
     loss, each node's output gradient and each parameter's gradient."""
     F = torch.nn.functional
+    engine_acts = graph.forward(x, params).activations
     tensors = {k: torch.tensor(v, requires_grad=k in graph.trainable_names()) for k, v in params.items()}
     acts = {INPUT: torch.tensor(x, requires_grad=True)}
     for node in graph.nodes:
@@ -289,7 +308,7 @@ def torch_backprop(torch, graph: Graph, params: dict[str, np.ndarray], x: np.nda
         elif op.op == "relu":
             out = F.relu(ins[0])
         elif op.op == "max_pool2d":
-            out = F.max_pool2d(ins[0], op.kernel, op.stride)
+            out = max_pool_as_routed(torch, ins[0], engine_acts[node.inputs[0]], op.kernel, op.stride)
         elif op.op == "add":
             out = ins[0] + ins[1]
         elif op.op == "flatten":
