@@ -149,8 +149,8 @@ def test_a_new_drawing_cancels_the_previous_drawings_map_fetches(page):
         page.mouse.up()
 
     page.get_by_role("button", name="Clear").click()
-    stroke(0.5)
-    page.wait_for_function("document.querySelectorAll('#network .layer').length > 0")
+    with page.expect_request("**/nodes/conv1.png"):  # the first stroke's run, its maps asked for
+        stroke(0.5)
     page.wait_for_timeout(300)
     first_urls = {route.request.url for route in held}
     assert first_urls, "the first stroke's maps were not requested"
