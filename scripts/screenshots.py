@@ -31,6 +31,14 @@ VIEWS = [
      "document.querySelector('#detail [data-action=next]').click();"
      "document.querySelector('#detail').scrollIntoView()", True),
     ("explorer-lecture-mode.png", "/?model=digits_classic&lecture=1&layer=conv2", ".layer.current.loaded", None, False),
+    # a lecture hall's projector at 1280×720: large type, the sidebar folded away, the lecture ending on the answer
+    ("explorer-projector.png", "/?model=efficientnet_lite0&sample=cat.jpg&lecture=1&projector=1&layer=(probabilities)",
+     ".layer.probabilities.current", None, False),
+    # the whole network as a graph (digits_resnet: its skip connection drawn as an arc)
+    ("explorer-overview.png", "/?model=digits_resnet&overview=1&layer=conv2", "#overview svg .ov-node", None, False),
+    # the kernel sliding over the real input map of a convolution, its output built step by step
+    ("explorer-kernel-slide.png", "/?model=digits_classic&unit=conv1,0,5,5", "#detail .slide-figure canvas",
+     "document.querySelector('#detail .slide-figure').scrollIntoView()", False),
     ("arithmetic.png", "/arithmetic?size=8&stride=3&step=3", "#input-grid .cell.window", None, True),
     ("receptive-fields.png", "/receptive-fields?source=spec&layer=pool2", "#rf-table tr.selected", None, True),
     ("attention.png", "/attention?model=efficientnet_lite0&sample=cat.jpg&compare=gradcam,layercam,saliency",
@@ -118,6 +126,9 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 720}, base_url=base)
+                # a returning visitor (no first-visit guide over the shots) whose mode is only what each address says
+                page.add_init_script('try { localStorage.setItem("cnn-vis-guide-seen", "1");'
+                                     ' sessionStorage.removeItem("cnn-vis-projector"); } catch (e) {}')
                 for name, path, selector, script, full_page in VIEWS:
                     if args.only and name not in args.only:
                         continue
@@ -133,6 +144,14 @@ def main() -> None:
                     page.wait_for_timeout(600)  # let images decode and transitions settle
                     page.screenshot(path=args.out / name, full_page=full_page)
                     print(f"{args.out / name}")
+                if not args.only or "explorer-guide.png" in args.only:
+                    # a first visit: the guide's first step over the maps it explains
+                    first = browser.new_page(viewport={"width": 1280, "height": 720}, base_url=base)
+                    first.goto("/?model=digits_classic")
+                    first.wait_for_selector("#guide:not([hidden])", timeout=60_000)
+                    first.wait_for_timeout(600)
+                    first.screenshot(path=args.out / "explorer-guide.png")
+                    print(f"{args.out / 'explorer-guide.png'}")
                 browser.close()
         finally:
             server.terminate()
