@@ -16,10 +16,10 @@ const STEPS = [
   },
   {
     title: "The colours are numbers",
-    text: "Dark is a small number, bright a large one (the colour scale in the sidebar; with the signed blue–red " +
+    text: "Dark is a small number, bright a large one (the colour bar just above the maps; with the signed blue–red " +
       "scale, white is 0). Each map is coloured from its own smallest to its largest number unless you choose one " +
       "range for the whole layer.",
-    target: () => $("scale-legend")?.closest(".control") ?? $("scale"),
+    target: () => $("map-legend") ?? $("scale"),
   },
   {
     title: "The numbers under a map",

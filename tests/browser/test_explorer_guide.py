@@ -90,3 +90,16 @@ def test_the_numbers_under_a_map_and_a_maps_channel_are_explained_on_hover(page)
     title = tiles.get_attribute("title")
     assert title.startswith("channel ") and not title.startswith("channel 0,"), title
     page.console.check()
+
+
+def test_the_colour_legend_stands_right_above_the_maps(page):
+    # not at the bottom of the sidebar (which projector mode folds away): between the lesson and the maps
+    for url in ("/?model=digits_classic", "/?model=digits_classic&projector=1"):
+        page.goto(url)
+        page.wait_for_selector('.layer.loaded[data-node="conv1"]')
+        legend = page.locator("#map-legend").bounding_box()
+        maps = page.locator("#network").bounding_box()
+        assert page.locator("#scale-legend").is_visible(), url
+        assert 0 <= maps["y"] - (legend["y"] + legend["height"]) < 40, (url, legend, maps)
+        assert "minimum" in page.locator("#scale-ends").inner_text()
+    page.console.check()
