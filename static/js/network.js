@@ -48,6 +48,9 @@ export class NetworkView {
     this.range = "map"; // "map": grey 0..255 is each map's own minimum..maximum; "layer": the whole layer's
     this.generation = 0;
     this.fetches = new AbortController(); // aborted when the columns are replaced
+    // the connections follow the columns when the strip changes size (maps arriving, the window resized)
+    new ResizeObserver(() => { if (this.lastLinks) this.drawConnections(this.lastLinks.boxes, this.lastLinks.unit); })
+      .observe(container);
     this.observer = new IntersectionObserver((entries) => {
       for (const entry of entries) {
         if (entry.isIntersecting) this.load(this.byId.get(entry.target.dataset.node));
@@ -85,7 +88,8 @@ export class NetworkView {
       fragment.append(column.element);
     });
     this.before = this.makeBefore();
-    this.container.replaceChildren(this.before.element, fragment);
+    this.links = svg("svg", { class: "connections", id: "connections", "aria-hidden": "true" });
+    this.container.replaceChildren(this.before.element, fragment, this.links);
     for (const column of this.columns) this.observer.observe(column.element);
     // the first columns are on screen at once: fetch them now rather than after the observer's first callback,
     // the first layer's maps before the input's (they are what the user waits for)
@@ -432,5 +436,42 @@ export class NetworkView {
       }
     }
     if (this.before?.column) this.fillBefore(this.before.column); // its picture carries the outlines too
+    this.lastLinks = { boxes, unit };
+    this.drawConnections(boxes, unit);
+  }
+
+  /**
+   * CNN Explainer's connections: lines from the unit's input patch on every channel of its input column (at most
+   * 64) to the unit itself, over the strip (not in lecture mode, whose left slot is a picture). In the strip's own
+   * coordinates, so they scroll with it; redrawn when the strip is resized.
+   */
+  drawConnections(boxes, unit) {
+    const links = this.links;
+    if (!links) return;
+    links.replaceChildren();
+    const column = unit && unit.y !== null ? this.byId.get(unit.node) : null;
+    if (!column?.grey || column.vector || document.body.classList.contains("lecture")) return;
+    const from = column.node.chain ? this.archById?.get(column.node.chain[0])?.inputs : column.arch?.inputs;
+    const origin = this.container.getBoundingClientRect();
+    const at = (col, tile, x, y) => {
+      const r = col.canvas.getBoundingClientRect();
+      const t = tileRect(col.layout, tile);
+      return [r.left - origin.left + this.container.scrollLeft + ((t.x + x) / col.canvas.width) * r.width,
+        r.top - origin.top + this.container.scrollTop + ((t.y + y) / col.canvas.height) * r.height];
+    };
+    const [tx, ty] = at(column, unit.channel, unit.x + 0.5, unit.y + 0.5);
+    links.setAttribute("width", String(this.container.scrollWidth));
+    links.setAttribute("height", String(this.container.scrollHeight));
+    for (const id of from ?? []) {
+      const source = this.byId.get(id);
+      const box = boxes?.[id];
+      if (!source?.grey || source.vector || !box) continue;
+      for (let c = 0; c < Math.min(source.layout.tiles, 64); c += 1) {
+        const cx = (Math.max(0, box.x[0]) + Math.min(source.layout.tile_width - 1, box.x[1]) + 1) / 2;
+        const cy = (Math.max(0, box.y[0]) + Math.min(source.layout.tile_height - 1, box.y[1]) + 1) / 2;
+        const [sx, sy] = at(source, c, cx, cy);
+        links.append(svg("line", { x1: sx, y1: sy, x2: tx, y2: ty, "data-from": `${id}:${c}` }));
+      }
+    }
   }
 }

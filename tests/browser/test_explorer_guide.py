@@ -1,5 +1,6 @@
-"""The explorer's first-visit guide (issue 13): a student alone is told what a feature map is, what the colours and
-the numbers under a map mean and how to pick a neuron; the guide closes, stays closed and reopens on demand."""
+"""What the explorer tells a student alone (issue 13): the first-visit guide (what a feature map is, what the colours
+and the numbers under a map mean, how to pick a neuron; it closes, stays closed and reopens on demand), the tooltips,
+the colour legend above the maps, and a selected neuron's connections to its input patch."""
 
 from __future__ import annotations
 
@@ -102,4 +103,32 @@ def test_the_colour_legend_stands_right_above_the_maps(page):
         assert page.locator("#scale-legend").is_visible(), url
         assert 0 <= maps["y"] - (legend["y"] + legend["height"]) < 40, (url, legend, maps)
         assert "minimum" in page.locator("#scale-ends").inner_text()
+    page.console.check()
+
+
+def test_a_selected_neuron_is_connected_to_its_patch_on_every_input_channel(page):
+    # CNN Explainer's hover view: conv2 (5×5 over pool1's 8 channels): 8 lines, each from the outlined patch of one
+    # pool1 map to the neuron on conv2's map
+    page.goto("/?model=digits_classic&filter=all&unit=conv2,3,4,4")
+    page.wait_for_selector('.layer.loaded.in-field[data-node="pool1"]')
+    page.wait_for_function("document.querySelectorAll('#connections line').length === 8")
+    ends = page.evaluate("""() => {
+      const strip = document.querySelector('#network').getBoundingClientRect();
+      const sx = document.querySelector('#network').scrollLeft;
+      const box = (sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+        return [r.left - strip.left + sx, r.top - strip.top, r.right - strip.left + sx, r.bottom - strip.top]; };
+      return { lines: [...document.querySelectorAll('#connections line')].map((l) => [+l.getAttribute('x1'),
+                 +l.getAttribute('y1'), +l.getAttribute('x2'), +l.getAttribute('y2'), l.dataset.from]),
+               source: box('.layer[data-node="pool1"] canvas.tiles'),
+               target: box('.layer[data-node="conv2"] canvas.tiles') };
+    }""")
+    s, t = ends["source"], ends["target"]
+    assert sorted(line[4] for line in ends["lines"]) == [f"pool1:{c}" for c in range(8)]
+    for x1, y1, x2, y2, _ in ends["lines"]:
+        assert s[0] <= x1 <= s[2] and s[1] <= y1 <= s[3], (x1, y1, s)
+        assert t[0] <= x2 <= t[2] and t[1] <= y2 <= t[3], (x2, y2, t)
+    assert len({(round(x2), round(y2)) for _, _, x2, y2, _ in ends["lines"]}) == 1  # all meet at the one neuron
+    # closing the detail removes them
+    page.locator("#detail-close").click()
+    page.wait_for_function("document.querySelectorAll('#connections line').length === 0")
     page.console.check()
