@@ -3,7 +3,7 @@
 import { api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { Grid, formatNumber } from "./grid.js";
-import { presenterKeys } from "./presenter.js";
+import { animatorSteps, presenterKeys } from "./presenter.js";
 import { bindControl, createState } from "./state.js";
 import { drawVolumes } from "./volume.js";
 import { VolumeWindow } from "./volume_window.js";
@@ -199,14 +199,9 @@ const volumeWindow = new VolumeWindow($("volume-window"));
 bindAnimatorControls(animator, $("window-panel"));
 $("speed").addEventListener("change", () => { animator.interval = Number($("speed").value); });
 // the clicker's keys (presenter.js): the window's positions, as the panel's buttons step them
-const stepBy = (work) => () => { animator.pause(); work(); };
 presenterKeys({
   name: "the sliding window's positions (one output number per step); Space plays them",
-  next: stepBy(() => animator.next()),
-  prev: stepBy(() => animator.prev()),
-  first: stepBy(() => animator.goto(0)),
-  last: stepBy(() => animator.goto(animator.count - 1)),
-  toggle: () => animator.toggle(),
+  ...animatorSteps(animator),
 });
 
 // Convert the API's playground answer into grid coordinates (the padded input) once per answer.

@@ -13,7 +13,7 @@ import { OverviewView, mainLayers } from "./overview.js";
 import { bindControl, createState } from "./state.js";
 import { $, el } from "./dom.js";
 import { Guide } from "./guide.js";
-import { presenterKeys, projectorOn } from "./presenter.js";
+import { animatorSteps, presenterKeys, projectorOn } from "./presenter.js";
 
 // digit: one of the 10,000 shipped MNIST digits by index (-1: none), as the learned page's atlas links to it
 const DEFAULTS = {
@@ -584,14 +584,9 @@ $("sidebar-toggle").addEventListener("click", () => {
   $("sidebar-toggle").setAttribute("aria-expanded", String(open));
 });
 // the clicker's keys (presenter.js): the layers; Esc closes the detail, then leaves lecture mode
-const stepBy = (work) => () => { animator.pause(); work(); };
 presenterKeys({
   name: "the network's layers (a forward pass, one layer per step)",
-  next: stepBy(() => animator.next()),
-  prev: stepBy(() => animator.prev()),
-  first: stepBy(() => animator.goto(0)),
-  last: stepBy(() => animator.goto(animator.count - 1)),
-  toggle: () => animator.toggle(),
+  ...animatorSteps(animator),
   escape: () => {
     if (!$("detail").hidden) $("detail-close").click();
     else if (state.values.lecture) state.set({ lecture: false });

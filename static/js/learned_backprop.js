@@ -16,7 +16,7 @@ import { el, gridBlock } from "./explain/common.js";
 import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
 import { InputPicker, inputRequest } from "./input_picker.js";
 import { architecture, archNodes, fillModelSelect } from "./models.js";
-import { presenterKeys } from "./presenter.js";
+import { animatorSteps, presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { svg, within } from "./dom.js";
 
@@ -166,19 +166,11 @@ function applyLecture() {
 
 /** The clicker's keys (presenter.js) while this view is shown: the pass's nodes, from the loss back to the input. */
 function clickerKeys() {
-  const stepBy = (work) => () => {
-    if (!answer) return; // the pass is still being computed: nothing to step yet
-    animator.pause();
-    work();
-  };
   return {
     name: "the backward pass, one node per step from the loss back to the input; Space plays it",
     active: () => !root.hidden,
-    next: stepBy(() => animator.next()),
-    prev: stepBy(() => animator.prev()),
-    first: stepBy(() => animator.goto(0)),
-    last: stepBy(() => animator.goto(animator.count - 1)),
-    toggle: () => { if (answer) animator.toggle(); },
+    // while the pass is still being computed there is nothing to step yet
+    ...animatorSteps(animator, () => Boolean(answer)),
     escape: () => {
       if (state.values.bpLecture) {
         state.set({ bpLecture: false }, { push: true, silent: true });

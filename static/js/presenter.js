@@ -25,6 +25,25 @@ export function presenterKeys(keys) {
   };
 }
 
+/**
+ * An Animator's steps for `presenterKeys`: each key pauses, then steps; Space plays or pauses. `ready()` (default:
+ * always) says whether there is anything to step yet (a pass still being computed has not).
+ */
+export function animatorSteps(animator, ready = () => true) {
+  const stepBy = (work) => () => {
+    if (!ready()) return;
+    animator.pause();
+    work();
+  };
+  return {
+    next: stepBy(() => animator.next()),
+    prev: stepBy(() => animator.prev()),
+    first: stepBy(() => animator.goto(0)),
+    last: stepBy(() => animator.goto(animator.count - 1)),
+    toggle: () => { if (ready()) animator.toggle(); },
+  };
+}
+
 function current() {
   for (let i = registrations.length - 1; i >= 0; i -= 1) if (registrations[i].active()) return registrations[i];
   return null;

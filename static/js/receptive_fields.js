@@ -5,7 +5,7 @@ import { Animator, bindAnimatorControls } from "./animator.js";
 import { opTitle } from "./lessons.js";
 import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
 import { GATE_EXPLANATION, fieldOf, gateNote, perAxis, unitSpan } from "./receptive.js";
-import { presenterKeys } from "./presenter.js";
+import { animatorSteps, presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { $, escapeHtml as esc, svg as svgEl } from "./dom.js";
 
@@ -434,14 +434,9 @@ function drawGrowth(index, archById) {
 const animator = new Animator({ figure: $("picture-panel"), render: renderStep, interval: 900 });
 bindAnimatorControls(animator, $("picture-controls"));
 // the clicker's keys (presenter.js): the layers where the field changes, as the picture's buttons step them
-const stepBy = (work) => () => { animator.pause(); work(); };
 presenterKeys({
   name: "the layers where the receptive field changes (one layer per step); Space plays them",
-  next: stepBy(() => animator.next()),
-  prev: stepBy(() => animator.prev()),
-  first: stepBy(() => animator.goto(0)),
-  last: stepBy(() => animator.goto(animator.count - 1)),
-  toggle: () => animator.toggle(),
+  ...animatorSteps(animator),
 });
 
 showSource();

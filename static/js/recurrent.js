@@ -20,7 +20,7 @@ import { AttentionOverTime } from "./recurrent_attention.js";
 import {
   Strip, colourScale, drawMatrix, drawSequence, drawStepLine, matrixCellAt, placeBand, rangeOf,
 } from "./sequence_views.js";
-import { presenterKeys } from "./presenter.js";
+import { animatorSteps, presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import { $ } from "./dom.js";
 
@@ -480,18 +480,9 @@ applyLecture();
 // the clicker's keys (presenter.js): the rows, one step each. A strip of cells keeps its arrows (its own handler
 // moves along the cells and marks them handled), while Page Down and Page Up still step there; the drawing pad
 // keeps its keys. Esc closes the unit's explanation, then leaves lecture mode.
-const stepBy = (work) => () => {
-  if (!view) return;
-  animator.pause();
-  work();
-};
 presenterKeys({
   name: "the rows of the digit as the network reads them (one row per step); Space plays them",
-  next: stepBy(() => animator.next()),
-  prev: stepBy(() => animator.prev()),
-  first: stepBy(() => animator.goto(0)),
-  last: stepBy(() => animator.goto(animator.count - 1)),
-  toggle: () => { if (view) animator.toggle(); },
+  ...animatorSteps(animator, () => Boolean(view)),
   escape: () => {
     if (!$("unit-detail").hidden) $("unit-close").click();
     else if (state.values.lecture) {
