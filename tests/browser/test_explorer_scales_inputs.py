@@ -110,9 +110,10 @@ def test_the_signed_scale_paints_zero_white_and_is_symmetric_about_it(page, serv
 
 
 def test_a_real_layers_signed_maps_are_centred_per_map_then_per_layer(page, server):
-    # block1.project.bn: a projection's batch norm, no activation after it: negative and positive numbers
-    node = "block1.project.bn"
-    page.goto("/?model=efficientnet_lite0&scale=rdbu")
+    # conv1 of the classic digit CNN: a convolution before its ReLU, negative and positive numbers (a small layer:
+    # the whole painted canvas is read back through the page)
+    node = "conv1"
+    page.goto("/?model=digits_classic&scale=rdbu&filter=all")
     column_loaded(page, node)
     table = np.array(page.evaluate(READ_LUT), dtype=np.uint8).reshape(256, 3)
     _, tiles, run_id = painted_tiles(page, node)
