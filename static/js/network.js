@@ -4,7 +4,7 @@ import { api, field, showError } from "./api.js";
 import { drawBars } from "./bars.js";
 import { SIGNED } from "./colormap.js";
 import { VOLUME_COLOURS, cuboid, logSide } from "./cuboid.js";
-import { svg } from "./dom.js";
+import { el, svg } from "./dom.js";
 import { loadTiles, paint, reflowVector, tileAt, tileRect } from "./featuremaps.js";
 import { formatNumber } from "./grid.js";
 import { columnTitles } from "./lessons.js";
@@ -31,6 +31,14 @@ function expectedRatio(node) {
   const l = node.layout;
   if (!l?.columns || !l?.rows) return 1;
   return (l.columns * l.tile_width + (l.columns - 1) * (l.gap ?? 0)) / (l.rows * l.tile_height + (l.rows - 1) * (l.gap ?? 0));
+}
+
+/** A column's article and header (its volume, name, what it does, its shape), as the strip's columns share them. */
+function columnFrame(node, index, className, name, opText, shape) {
+  const header = el("header", {}, miniVolume(node.shape), el("h3", { text: name }), el("span", { class: "op", text: opText }),
+    el("span", { class: "shape mono", text: shape }));
+  const element = el("article", { class: className, "data-node": node.id, "data-index": String(index) }, header);
+  return { element, header };
 }
 
 export function shapeText(shape) {
@@ -158,46 +166,22 @@ export class NetworkView {
 
   /** The lecture's last step: the softmax of the class scores, the top classes as labelled bars (the API's). */
   makeProbabilities(node, index) {
-    const element = document.createElement("article");
-    element.className = "layer probabilities loaded";
-    element.dataset.node = node.id;
-    element.dataset.index = String(index);
-    const header = document.createElement("header");
-    const title = document.createElement("h3");
-    title.textContent = "probabilities";
-    const op = document.createElement("span");
-    op.className = "op";
-    op.textContent = "Softmax";
-    const shape = document.createElement("span");
-    shape.className = "shape mono";
-    shape.textContent = `top ${node.classes.length} of ${node.shape[0]} classes`;
-    header.append(miniVolume(node.shape), title, op, shape);
+    const { element, header } = columnFrame(node, index, "layer probabilities loaded", "probabilities", "Softmax",
+      `top ${node.classes.length} of ${node.shape[0]} classes`);
     const bars = document.createElement("div");
     bars.className = "bars probability-bars";
     drawBars(bars, node.classes);
     const note = document.createElement("p");
     note.className = "stats small muted";
     note.textContent = `e^score / Σ e^score over all ${node.shape[0]} scores of ${node.from}`;
-    element.append(header, bars, note);
+    element.append(bars, note);
     return { node, element, synthetic: true, loading: Promise.resolve() };
   }
 
   makeColumn(node, arch, index, previous) {
     if (node.synthetic === "probabilities") return this.makeProbabilities(node, index);
-    const element = document.createElement("article");
-    element.className = "layer";
-    element.dataset.node = node.id;
-    element.dataset.index = String(index);
-    const header = document.createElement("header");
-    const title = document.createElement("h3");
-    title.textContent = node.id;
-    const op = document.createElement("span");
-    op.className = "op";
-    op.textContent = columnTitles(node, this.archById).map((t) => t.replace("Batch normalisation", "BN")).join(" → ");
-    const shape = document.createElement("span");
-    shape.className = "shape mono";
-    shape.textContent = shapeText(node.shape);
-    header.append(miniVolume(node.shape), title, op, shape);
+    const ops = columnTitles(node, this.archById).map((t) => t.replace("Batch normalisation", "BN")).join(" → ");
+    const { element, header } = columnFrame(node, index, "layer", node.id, ops, shapeText(node.shape));
     // where the data comes from, when it is not simply the column on the left: skip connections, branches
     const sources = (node.chain ? this.archById?.get(node.chain[0])?.inputs : arch?.inputs) ?? [];
     if (sources.length > 1 || (sources.length === 1 && previous && sources[0] !== previous.id)) {
@@ -228,7 +212,7 @@ export class NetworkView {
       (node.zero_fraction > 0.01 ? ` · ${Math.round(node.zero_fraction * 100)}% zeros` : "");
     stats.title = `The smallest and the largest number in ${node.id} (all its maps)` +
       (node.zero_fraction > 0.01 ? `; ${Math.round(node.zero_fraction * 100)}% of its numbers are exactly 0 (a ReLU switched those neurons off)` : "");
-    element.append(header, figure, stats);
+    element.append(figure, stats);
     const column = { node, arch, element, canvas, overlay, vector, grey: null, layout: node.layout, loading: null };
     canvas.addEventListener("click", (event) => this.pick(column, event));
     // the channel and position under the pointer, as a tooltip (what a click would explain)
