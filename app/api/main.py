@@ -11,6 +11,7 @@ from app.api.routes import (
     attention,
     backprop,
     channels,
+    compare,
     feature_vis,
     health,
     jobs,
@@ -23,6 +24,6 @@ from app.api.routes import (
 )
 
 api_router = APIRouter(prefix="/api")
-for _routes in (health, arithmetic, architecture, playground, models, runs, receptive_field, attention, training, jobs,
-                channels, representations, backprop, adversarial, feature_vis):
+for _routes in (health, arithmetic, architecture, playground, models, runs, compare, receptive_field, attention,
+                training, jobs, channels, representations, backprop, adversarial, feature_vis):
     api_router.include_router(_routes.router)

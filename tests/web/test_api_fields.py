@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.schemas.compare import NodeDifference
 from app.schemas.models import Architecture, ModelDetail, ModelList, NodeInfo, PredictResponse
 from app.schemas.runs import ActivationsResponse, NodeActivation, TileLayout
 
@@ -39,7 +40,7 @@ def test_the_fields_the_pages_require_are_the_schemas_own():
     """Every field the pages read through ``field()`` exists in the API's schemas, as a list or an object."""
     kinds: dict[str, set[str]] = {}
     for model in (Architecture, ModelDetail, ModelList, NodeInfo, PredictResponse, ActivationsResponse, NodeActivation,
-                  TileLayout):
+                  TileLayout, NodeDifference):
         for name, info in model.model_fields.items():
             origin = getattr(info.annotation, "__origin__", info.annotation)
             kinds.setdefault(name, set()).add("list" if origin is list else "object")
