@@ -4,6 +4,7 @@ import { api, clearError, field, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { drawBars } from "./bars.js";
 import { SCALES, SIGNED, legend } from "./colormap.js";
+import { CompareView } from "./compare.js";
 import { DetailView } from "./detail.js";
 import { DrawingPad, acceptImages, showSamplesFor } from "./inputs.js";
 import { columnTitles, lesson, opTitle } from "./lessons.js";
@@ -65,8 +66,16 @@ const network = new NetworkView($("network"), {
 window.cnnVis = { firstFeatureMapMs: null, network };
 
 // --- state ------------------------------------------------------------------------------------------
+// a second input beside the first (compare.js): its maps and the API's difference A − B for the selected layer
+const compare = new CompareView({
+  select: $("compare"), panel: $("compare-panel"), onUnit: (unit) => selectUnit(unit),
+  context: () => ({ model: state.values.model, info: modelInfo(), run, layer: state.values.layer || state.values.unit[0] || "",
+    scale: state.values.scale, range: state.values.range, inputName: currentInput?.name }),
+});
+
 const state = createState(DEFAULTS, (changed) => {
   controls.forEach((show) => show());
+  compare.refresh();
   if (changed.includes("model")) {
     loadModel().catch((err) => showError(err));
     return;
@@ -151,6 +160,7 @@ async function loadModel() {
   const digits = inputChannels(info) === 1;
   $("draw-box").hidden = !digits;
   showSamplesFor(digits);
+  compare.setModel(info);
   run = null;
   showAtlasLink(null);
   if (state.values.sample) await runSample(state.values.sample);
@@ -268,6 +278,7 @@ async function runImage(blob, name, { keepStart = false } = {}) {
   if (run.classes) drawBars($("predictions"), run.classes);
   else predict(blob, name);
   $("explain-softmax").hidden = !run.classes;
+  compare.refresh();
   showModelInput(run, name);
   showKindNote(blob, name, token);
 }
@@ -293,6 +304,7 @@ function showNoInput(message) {
   $("lesson-title").textContent = "";
   $("lesson-text").textContent = LESSON_IDLE;
   $("timing").textContent = "";
+  compare.refresh();
 }
 
 // --- what the model sees, and whether it is the kind of picture it was trained on --------------------------
@@ -496,6 +508,7 @@ function renderNetwork() {
 function renderLayer(index) {
   const node = visible[index];
   if (!node) return;
+  compare.refresh(); // the layer compared follows the step
   network.setStep(index, { reveal: animator.playing || state.values.lecture });
   if (node.synthetic === "probabilities") {
     $("lesson-title").textContent = `${index + 1}. Softmax · the probabilities`;
