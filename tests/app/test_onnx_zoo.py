@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.app.onnx_models import run_onnxruntime
-from tests.app.torch_zoo import ARCHITECTURES, EXPORTERS, build, export
+from tests.app.torch_zoo import ARCHITECTURES, EXPORTERS, exported
 
 pytestmark = pytest.mark.torch
 
@@ -39,18 +39,13 @@ TOLERANCE = 1e-4
 
 def _exported(torch, name: str, exporter: str) -> tuple[bytes, np.ndarray, np.ndarray]:
     pytest.importorskip("onnxruntime", reason="onnxruntime (a test-only reference) is not installed")
-    model = build(name)
-    if model is None:
-        pytest.skip(f"{ARCHITECTURES[name].source} is not installed: {name} skipped")
-    size = ARCHITECTURES[name].size
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     try:
-        data = export(model, x, exporter)
+        found = exported(name, exporter)
     except (ImportError, ModuleNotFoundError) as error:  # the dynamo exporter needs onnxscript
         pytest.skip(f"the {exporter} exporter is not usable here: {error}")
-    with torch.no_grad():
-        expected = model(x).numpy()
-    return data, x.numpy(), expected
+    if found is None:
+        pytest.skip(f"{ARCHITECTURES[name].source} is not installed: {name} skipped")
+    return found
 
 
 @pytest.mark.parametrize("name, exporter", CASES, ids=[f"{n}-{e}" for n, e in CASES])

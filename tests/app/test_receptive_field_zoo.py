@@ -42,12 +42,10 @@ def _old_global(graph: Graph) -> set[str]:
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 @pytest.mark.parametrize("name", list(SE_BLOCKS))
 def test_a_real_squeeze_excite_network_keeps_its_outlines(torch_or_skip, name, exporter):
-    torch = torch_or_skip
-    model = torch_zoo.build(name)
-    if model is None:
+    found = torch_zoo.exported(name, exporter)  # shared with test_onnx_zoo.py: exported once
+    if found is None:
         pytest.skip("torchvision is not installed")
-    size = torch_zoo.ARCHITECTURES[name].size
-    spec, _, _ = import_onnx(torch_zoo.export(model, torch.randn(1, 3, size, size), exporter))
+    spec, _, _ = import_onnx(found[0])
     graph = Graph(spec)
     rfs = receptive_fields(graph)
     gate_joins = [n.id for n in graph.nodes if rfs[n.id].gates]
@@ -83,12 +81,10 @@ def _channels_last(graph: Graph) -> set[str]:
 
 @pytest.mark.parametrize("exporter", list(CONVNEXT))
 def test_convnext_keeps_its_outlines_through_channels_last_blocks(torch_or_skip, exporter):
-    torch = torch_or_skip
-    model = torch_zoo.build("convnext_tiny")
-    if model is None:
+    found = torch_zoo.exported("convnext_tiny", exporter)  # shared with test_onnx_zoo.py: exported once
+    if found is None:
         pytest.skip("torchvision is not installed")
-    size = torch_zoo.ARCHITECTURES["convnext_tiny"].size
-    spec, params, _ = import_onnx(torch_zoo.export(model, torch.randn(1, 3, size, size), exporter))
+    spec, params, _ = import_onnx(found[0])
     graph = Graph(spec)
     rfs = receptive_fields(graph)
     statuses = [rfs[n.id].status for n in graph.nodes]
@@ -122,7 +118,7 @@ def test_convnext_keeps_its_outlines_through_channels_last_blocks(torch_or_skip,
     # the engine's gradient of one unit of the first GELU ((16, 16, 384), channels-last) fills exactly its box
     gelu = next(n.id for n in graph.nodes if n.op.op == "gelu")
     assert gelu in moved
-    x = np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=found[1].shape).astype(np.float32)
     trace = graph.forward(x, params, stop_at=gelu)
     grad = graph.backward(trace, graph.unit_seed(trace, gelu, (8, 5, 7)), params=False).input[0]
     rows, cols = np.nonzero(np.abs(grad).sum(axis=0))

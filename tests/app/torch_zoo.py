@@ -162,3 +162,33 @@ def export(model: Any, x: Any, exporter: str) -> bytes:
             return buffer.getvalue()
         program = torch.onnx.export(model, (x,), dynamo=True, opset_version=18, verbose=False)
         return program.model_proto.SerializeToString()
+
+
+#: exports that several tests read (the zoo's import test, its negative control and the receptive-field tests):
+#: kept for the session, so each is exported once (a dynamo export takes 5-35 s)
+SHARED_EXPORTS = {("convnext_tiny", e) for e in ("torchscript", "dynamo", "torchscript-opset13")} | {
+    (name, e) for name in ("mobilenet_v3_small", "efficientnet_b0") for e in EXPORTERS}
+_shared: dict[tuple[str, str], tuple[bytes, Any, Any]] = {}
+
+
+def exported(name: str, exporter: str) -> tuple[bytes, Any, Any] | None:
+    """``(ONNX bytes, x, PyTorch's output on x)`` for the architecture's model with random weights (``build``) on
+    a random image ``x: (1, 3, size, size)`` (seed 1) as NumPy arrays; None where its library is absent. Those in
+    ``SHARED_EXPORTS`` are exported once per session. ImportError where the exporter cannot run here."""
+    found = _shared.get((name, exporter))
+    if found is not None:
+        return found
+    import torch
+
+    model = build(name)
+    if model is None:
+        return None
+    size = ARCHITECTURES[name].size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    data = export(model, x, exporter)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    found = data, x.numpy(), expected
+    if (name, exporter) in SHARED_EXPORTS:
+        _shared[(name, exporter)] = found
+    return found
