@@ -3,7 +3,11 @@ need Redis use ``redis_url`` (or ``fresh_redis``) and skip cleanly without redis
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,3 +42,30 @@ def fresh_redis(redis_url: str) -> str:
     """``redis_url``, emptied before the test (FLUSHALL)."""
     flush(redis_url)
     return redis_url
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """When this session runs the zoo's import tests (tests/app/test_onnx_zoo.py), export their architectures in a
+    background process meanwhile (tests/app/zoo_exports.py says why and how)."""
+    cases = [(item.callspec.params["name"], item.callspec.params["exporter"]) for item in items
+             if item.path.name == "test_onnx_zoo.py" and hasattr(item, "callspec")
+             and {"name", "exporter"} <= item.callspec.params.keys()]
+    if not cases or any(importlib.util.find_spec(m) is None for m in ("torch", "onnxruntime")):
+        return
+    from tests.app import torch_zoo
+
+    directory = Path(tempfile.mkdtemp(prefix="zoo-exports-"))
+    config.stash[ZOO_EXPORTS] = directory
+    torch_zoo.export_in_background(list(dict.fromkeys(cases)), directory)
+
+
+ZOO_EXPORTS = pytest.StashKey[Path]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    directory = session.config.stash.get(ZOO_EXPORTS, None)
+    if directory is not None:
+        from tests.app import torch_zoo
+
+        torch_zoo.stop_background()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -15,12 +15,17 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+import os
+import subprocess
 import sys
 import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -171,13 +176,10 @@ SHARED_EXPORTS = {("convnext_tiny", e) for e in ("torchscript", "dynamo", "torch
 _shared: dict[tuple[str, str], tuple[bytes, Any, Any]] = {}
 
 
-def exported(name: str, exporter: str) -> tuple[bytes, Any, Any] | None:
+def compute_export(name: str, exporter: str) -> tuple[bytes, Any, Any] | None:
     """``(ONNX bytes, x, PyTorch's output on x)`` for the architecture's model with random weights (``build``) on
-    a random image ``x: (1, 3, size, size)`` (seed 1) as NumPy arrays; None where its library is absent. Those in
-    ``SHARED_EXPORTS`` are exported once per session. ImportError where the exporter cannot run here."""
-    found = _shared.get((name, exporter))
-    if found is not None:
-        return found
+    a random image ``x: (1, 3, size, size)`` (seed 1) as NumPy arrays; None where its library is absent.
+    ImportError where the exporter cannot run here."""
     import torch
 
     model = build(name)
@@ -188,7 +190,62 @@ def exported(name: str, exporter: str) -> tuple[bytes, Any, Any] | None:
     data = export(model, x, exporter)
     with torch.no_grad():
         expected = model(x).numpy()
-    found = data, x.numpy(), expected
-    if (name, exporter) in SHARED_EXPORTS:
+    return data, x.numpy(), expected
+
+
+#: the process exporting ahead of the tests (tests/app/zoo_exports.py), and where it writes
+_background: tuple[subprocess.Popen, Path] | None = None
+
+
+def export_in_background(cases: list[tuple[str, str]], directory: Path) -> None:
+    """Start exporting ``cases`` (name, exporter), in this order, in a low-priority process writing to
+    ``directory``; ``exported`` reads its files. Stopped by ``stop_background``."""
+    global _background
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.app.zoo_exports", str(directory), *(f"{n}:{e}" for n, e in cases)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.nice(19))
+    _background = process, directory
+
+
+def stop_background() -> None:
+    global _background
+    if _background is not None:
+        process, _ = _background
+        process.kill()
+        process.wait()
+        _background = None
+
+
+def _from_background(name: str, exporter: str) -> tuple[bytes, Any, Any] | None:
+    """The background process's export of the case if it is written already, else None: then the process is
+    behind the tests (or gone), so it is stopped and the caller exports the case and the rest itself (a test never
+    waits for a low-priority process, which a busy machine may starve)."""
+    from tests.app.zoo_exports import case_file
+
+    if _background is None:
+        return None
+    _, directory = _background
+    found = case_file(directory, name, exporter, "npz")
+    if found.exists():
+        with np.load(found) as data:
+            answer = data["onnx"].tobytes(), data["x"], data["expected"]
+        found.unlink()
+        return answer
+    skipped = case_file(directory, name, exporter, "skip")
+    if skipped.exists():
+        raise ImportError(skipped.read_text())
+    stop_background()
+    return None
+
+
+def exported(name: str, exporter: str) -> tuple[bytes, Any, Any] | None:
+    """``compute_export``'s answer, from the background process when it exported the case (tests/conftest.py
+    starts it), else computed here. Those in ``SHARED_EXPORTS`` are kept for the session."""
+    found = _shared.get((name, exporter))
+    if found is not None:
+        return found
+    found = _from_background(name, exporter) or compute_export(name, exporter)
+    if found is not None and (name, exporter) in SHARED_EXPORTS:
         _shared[(name, exporter)] = found
     return found
