@@ -15,6 +15,7 @@ PAGES = [
     ("/?model=efficientnet_lite0&sample=cat.jpg&overview=1", "#overview svg .ov-node"),
     ("/?model=digits_classic&lecture=1&layer=pool1&unit=pool1,2,7,7", ".layer.current.loaded"),
     ("/?model=digits_classic&layer=conv1&compare=digit-7.png", "#compare-panel .compare-channel"),
+    ("/?model=digits_classic&layer=fc", ".layer.current.loaded .neurons li"),  # a vector's bars and numbers
     ("/arithmetic", "#input-grid .cell.window"),
     ("/receptive-fields?model=digits_classic", "#rf-table tr[data-node]"),
     ("/attention?model=digits_classic&sample=coffee.jpg", ".map-card.done"),
