@@ -11,16 +11,17 @@ import { columnTitles } from "./lessons.js";
 
 const AUTO_MAIN_ABOVE = 40; // "automatic" shows every node of a network of at most this many nodes (input included)
 
-const SLOT_W = 124; // a node: its volume, then three lines of text (name, ops, shape)
+const SLOT_W = 152; // a node: its volume, then three lines of text (name, ops, shape)
 const AXIS = 44; // the volume's front face is centred this far below the slot's top: edges meet there
-const LINE = 11; // the text lines' spacing (9.5px type)
-const TEXT_TOP = AXIS + 18 + 11; // the first line's baseline: under the tallest front face (36)
+const LINE = 14; // the text lines' spacing (12px type: a student reads it at the screen's normal size)
+const TEXT_TOP = AXIS + 18 + 13; // the first line's baseline: under the tallest front face (36)
 const SLOT_H = TEXT_TOP + 2 * LINE + 5;
 const PITCH_X = SLOT_W + 36;
 const PITCH_Y = SLOT_H + 6;
 const MARGIN_TOP = 22; // room for the skip connections' arcs over the first row
 const MARGIN_X = 8;
-const NAME_CHARS = 21; // of the 9.5px monospace name line in SLOT_W
+const NAME_CHARS = 20; // of the 12px monospace name line in SLOT_W (0.6em a character)
+const OPS_CHARS = 24; // of the 12px ops line
 const SIDE = { lo: 4, step: 4.5, hi: 36 };
 const SHORT = { batch_norm: "BN", dropout: "dropout", identity: "identity" };
 
@@ -331,7 +332,7 @@ export class OverviewView {
     const cx = slot.x + SLOT_W / 2;
     const base = slot.y + TEXT_TOP;
     g.append(svg("text", { class: "ov-name", x: cx, y: base, "text-anchor": "middle" }, shorten(node.id, NAME_CHARS)));
-    g.append(svg("text", { class: "ov-ops", x: cx, y: base + LINE, "text-anchor": "middle" }, shorten(opsLine, 24)));
+    g.append(svg("text", { class: "ov-ops", x: cx, y: base + LINE, "text-anchor": "middle" }, shorten(opsLine, OPS_CHARS)));
     g.append(svg("text", { class: "ov-shape", x: cx, y: base + 2 * LINE, "text-anchor": "middle" }, shape));
     return g;
   }

@@ -253,3 +253,37 @@ def test_overview_of_a_big_network_scrolls_and_follows_the_step(page):
       return n.left >= s.left && n.right <= s.right;
     }}""")
     page.console.check()
+
+
+#: every label of every node of the overview as drawn on screen: its size (its font size times the picture's scale on
+#: screen) and whether it lies within its node's frame (so that it never runs into a neighbour's)
+OVERVIEW_LABELS = """() => [...document.querySelectorAll('.ov-node')].flatMap((g) => {
+  const frame = g.querySelector('.ov-frame').getBoundingClientRect();
+  return [...g.querySelectorAll('text')].map((t) => {
+    const m = t.getScreenCTM(), r = t.getBoundingClientRect();
+    return {node: g.dataset.node, text: t.textContent,
+            size: parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b),
+            inside: r.left >= frame.left - 0.5 && r.right <= frame.right + 0.5};
+  });
+})"""
+
+
+@pytest.mark.parametrize("model", ["branchy", "efficientnet_lite0"])
+def test_overview_labels_read_at_least_12_px_in_normal_mode(page, request, model):
+    # a student at the screen's normal size (not projector mode, which draws them at 18 px) reads them at 12 px or more
+    model_id = request.getfixturevalue("branchy_model")[0] if model == "branchy" else model
+    page.goto(f"/?model={model_id}&overview=1")
+    page.wait_for_selector(".ov-node")
+    assert page.evaluate("document.documentElement.classList.contains('projector')") is False
+    labels = page.evaluate(OVERVIEW_LABELS)
+    assert len(labels) == 3 * page.locator(".ov-node").count()
+    small = [(round(label["size"], 2), label["node"], label["text"]) for label in labels if label["size"] < 12 - 0.05]
+    assert not small, small[:20]
+    # still readable: every name, op line and shape fits its node's slot, a long name shortened (the full one in the
+    # node's tooltip)
+    outside = [(label["node"], label["text"]) for label in labels if not label["inside"]]
+    assert not outside, outside[:20]
+    if model == "branchy":
+        name = page.locator(f'.ov-node[data-node="{LONG_NAME}"] .ov-name').text_content()
+        assert "…" in name and LONG_NAME in page.locator(f'.ov-node[data-node="{LONG_NAME}"] > title').text_content()
+    page.console.check()
