@@ -34,14 +34,14 @@ export class CompareView {
    * @param {object} options
    * @param {HTMLSelectElement} options.select  the "Compare with…" control
    * @param {HTMLElement} options.panel  the panel shown while comparing (#compare-panel), its body #compare-body
-   * @param {() => object} options.context  the explorer's now: { model, info, run, layer, scale, range, inputName }
    * @param {(unit: object) => void} options.onUnit  a channel picked in the list: { node, channel, y, x }
    */
-  constructor({ select, panel, context, onUnit }) {
+  constructor({ select, panel, onUnit }) {
     this.select = select;
     this.panel = panel;
     this.body = panel.querySelector("#compare-body");
-    this.context = context;
+    this.now = {}; // the explorer's now, as `update` was last told it
+    this.info = null; // the model the choices were made for
     this.onUnit = onUnit;
     this.others = new Map(); // "model|choice" -> promise of the B run's activations answer
     this.token = 0;
@@ -70,6 +70,19 @@ export class CompareView {
     this.refresh();
   }
 
+  /**
+   * The explorer's now: { model, info (the model's entry), run (input A's activations), layer, scale, range,
+   * inputName }. The choices follow the model; the panel is drawn again only when what it shows changed.
+   */
+  update(now) {
+    this.now = now;
+    if (now.info && now.info !== this.info) {
+      this.info = now.info;
+      this.setModel(now.info);
+    }
+    this.refresh();
+  }
+
   /** Redraw from the explorer's state, once for any number of calls in one task. */
   refresh() {
     if (this.pending) return;
@@ -82,14 +95,14 @@ export class CompareView {
 
   async render() {
     const choice = this.state.values.compare;
-    const { model, info, run, layer, scale, range, inputName } = this.context();
+    const { model, info, run, layer, scale, range, inputName } = this.now;
     if (!choice) {
       this.retire();
-      this.panel.hidden = true;
-      this.body.replaceChildren();
+      if (!this.panel.hidden) this.panel.hidden = true;
+      if (this.body.firstChild) this.body.replaceChildren();
       return;
     }
-    this.panel.hidden = false;
+    if (this.panel.hidden) this.panel.hidden = false;
     if (!run || run.model_id !== model) { // no input A yet, or the last model's while the new one loads
       this.retire();
       this.message(`No input A yet: the explorer's input (a sample, an upload or a drawing) is A, ${choiceName(choice)} ` +
@@ -150,16 +163,18 @@ export class CompareView {
     return this.token;
   }
 
-  /** Only a message in the panel (nothing of an earlier comparison stays). */
+  /** Only a message in the panel (nothing of an earlier comparison stays); the same message again changes nothing. */
   message(text) {
     this.shows("");
+    const first = this.body.firstElementChild;
+    if (this.body.children.length === 1 && first.classList.contains("compare-message") && first.textContent === text) return;
     this.body.replaceChildren(el("p", { class: "muted compare-message", text }));
   }
 
   /** Mark the panel's body: the layer it shows ("" for none), and whether a newer comparison is on its way. */
   shows(node, busy = false) {
-    this.body.dataset.node = node;
-    this.body.setAttribute("aria-busy", String(busy));
+    if (this.body.dataset.node !== node) this.body.dataset.node = node;
+    if (this.body.getAttribute("aria-busy") !== String(busy)) this.body.setAttribute("aria-busy", String(busy));
   }
 
   /** B's run: the choice through the same model (POST /api/models/{id}/activations), once per model and choice. */

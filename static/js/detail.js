@@ -194,9 +194,11 @@ export class DetailView {
   }
 
   // --- receptive field --------------------------------------------------------------------------------
-  /** The API's receptive field of a unit: its box in the input per axis (and, if asked, the effective field). */
-  unitField(nodeId, unit, effective = false) {
-    const { model, run } = this.context;
+  /**
+   * The API's receptive field of a unit: its box in the input per axis (and, if asked, the effective field), for the
+   * model and run of the explanation shown, or of `context` ({ model, run }).
+   */
+  unitField(nodeId, unit, effective = false, { model, run } = this.context) {
     const index = [unit.channel, unit.y, unit.x];
     const key = `${model}|${nodeId}|${index}|${effective ? run.run_id : ""}`;
     return cachedField(key, () => api(`/api/models/${encodeURIComponent(model)}/receptive-field`, {
@@ -276,14 +278,14 @@ export class DetailView {
 
   /**
    * Boxes to outline on every earlier layer the unit depends on: per ancestor node id, the range of its own
-   * positions the unit depends on, as the API works them out (`layers` of /receptive-field).
+   * positions the unit depends on, as the API works them out (`layers` of /receptive-field). `context`: the model,
+   * its architecture and the run ({ model, arch, archById, run }), by default the explanation's.
    */
-  async fieldBoxes(unit) {
-    if (!this.context) return null;
-    if (unit.y === null) return null;
-    const axes = this.context.arch?.architecture?.spatial_axes ?? ["H", "W"];
-    if (fieldOf(this.context.archById, unit.node, axes.length).status !== "local") return null;
-    const { layers } = await this.unitField(unit.node, unit);
+  async fieldBoxes(unit, context = this.context) {
+    if (!context || unit.y === null) return null;
+    const axes = context.arch?.architecture?.spatial_axes ?? ["H", "W"];
+    if (fieldOf(context.archById, unit.node, axes.length).status !== "local") return null;
+    const { layers } = await this.unitField(unit.node, unit, false, context);
     const boxes = {};
     for (const [id, ranges] of Object.entries(layers ?? {})) {
       if (ranges.length === 2) boxes[id] = { y: ranges[0], x: ranges[1] };

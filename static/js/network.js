@@ -56,6 +56,9 @@ export class NetworkView {
     this.range = "map"; // "map": grey 0..255 is each map's own minimum..maximum; "layer": the whole layer's
     this.generation = 0;
     this.fetches = new AbortController(); // aborted when the columns are replaced
+    this.drawn = {}; // what the strip was last drawn from (`render`): { run, columns } or { message }
+    this.marked = ""; // the step marked ("index|reveal|asked"), "" for none
+    this.scaled = Promise.resolve(); // resolves once the maps are painted at `scale`
     // the connections follow the columns when the strip changes size (maps arriving, the window resized)
     new ResizeObserver(() => { if (this.lastLinks) this.drawConnections(this.lastLinks.boxes, this.lastLinks.unit); })
       .observe(container);
@@ -66,10 +69,36 @@ export class NetworkView {
     }, { root: container, rootMargin: "0px 600px 0px 600px" });
   }
 
+  /**
+   * Bring the strip in line with the explorer's state and data (explorer_render.js), redrawing only what changed: the
+   * columns are rebuilt when the run, the column list or the maps' range changed; another scale repaints them
+   * (`scaled` resolves once painted); the step is marked again when it changed or was asked for again. With a
+   * `message` (no input) the strip shows it instead; with neither (the next answer is on its way) it stays as it is.
+   * `step`: { index (-1: none marked), reveal (dim the later columns), asked (how often a step was asked for) }.
+   */
+  render({ run, columns, archById, labels, scale, range, message, step }) {
+    if (message) {
+      if (this.drawn.message !== message) this.clear(message);
+    } else if (run && (this.drawn.run !== run || this.drawn.columns !== columns || this.range !== range)) {
+      this.scale = scale;
+      this.range = range;
+      this.show(run, columns, archById, labels);
+    }
+    this.range = range; // the next columns' maps are fetched at it
+    if (scale !== this.scale) this.scaled = this.setScale(scale);
+    const mark = step.index >= 0 ? `${step.index}|${step.reveal}|${step.asked}` : "";
+    if (mark === this.marked) return;
+    this.marked = mark;
+    if (step.index >= 0) this.setStep(step.index, { reveal: step.reveal });
+    else this.clearStep();
+  }
+
   /** Remove every column: the empty state, with `message` in its place. */
   clear(message) {
     this.retire();
     this.observer.disconnect();
+    this.drawn = { message };
+    this.marked = "";
     this.run = null;
     this.columns = [];
     this.byId.clear();
@@ -84,6 +113,8 @@ export class NetworkView {
     this.labels = labels;
     this.retire();
     this.observer.disconnect();
+    this.drawn = { run, columns: nodes };
+    this.marked = "";
     this.run = run;
     this.archById = archById;
     this.columns = [];

@@ -158,29 +158,6 @@ export class OverviewView {
     if (this.root.open !== Boolean(open)) this.root.open = Boolean(open);
   }
 
-  /**
-   * Mark here the column the strip marks: wraps the NetworkView's setStep / clearStep / show / clear (as
-   * bindAnimatorControls wraps the animator's render), so every way the strip's step changes reaches the overview.
-   */
-  follow(network) {
-    const wrap = (name, after) => {
-      const original = network[name].bind(network);
-      network[name] = (...args) => {
-        const result = original(...args);
-        after(...args);
-        return result;
-      };
-    };
-    // a step of the strip that is no node of the graph (the probabilities after the output) marks the node it is from
-    wrap("setStep", (index) => {
-      const node = network.columns[index]?.node;
-      this.setCurrent((node?.synthetic ? node.from : node?.id) ?? null);
-    });
-    wrap("clearStep", () => this.setCurrent(null));
-    wrap("show", () => this.setCurrent(null));
-    wrap("clear", () => this.setCurrent(null));
-  }
-
   /** Draw a model's graph (`detail`: GET /api/models/{id}); `filter`: the explorer's "Layers shown" (auto/all/main). */
   show(detail, filter = "auto") {
     if (!detail) return;

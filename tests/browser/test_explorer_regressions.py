@@ -161,3 +161,28 @@ def test_a_new_drawing_cancels_the_previous_drawings_map_fetches(page):
         with contextlib.suppress(Exception):  # an aborted request cannot be continued
             route.continue_()
     page.console.check()
+
+
+# the DOM changes one more render of the whole page makes (synchronously: no answer can arrive in between)
+RENDER_AGAIN = """() => {
+  const observer = new MutationObserver(() => {});
+  observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+  window.cnnVis.render();
+  window.cnnVis.render();
+  const changes = observer.takeRecords().map((m) => [m.type, m.target.id || m.target.className || m.target.nodeName,
+    m.attributeName].join(" "));
+  observer.disconnect();
+  return changes;
+}"""
+
+
+@pytest.mark.parametrize("url", ["/?model=digits_classic&unit=conv2,5,4,4&layer=conv1&compare=digit-7.png",
+                                 "/?model=digits_classic&lecture=1&speed=4", "/?model=digits_classic&overview=1"])
+def test_drawing_the_explorer_again_changes_nothing(page, url):
+    # the page is drawn from its state and data (explorer_render.js): once drawn, drawing it again is no change
+    page.goto(url)
+    first_maps_ready(page)
+    page.wait_for_selector(".layer.current.loaded, #detail-body .field-block, .ov-node", state="attached")
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate(RENDER_AGAIN) == []
+    page.console.check()
