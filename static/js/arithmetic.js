@@ -1,5 +1,7 @@
 // The arithmetic playground: sliders -> one state object (in the URL) -> the API's output-size formula,
 // the API's sliding-window steps (animated over editable grids), and the API's volume view.
+// state -> data -> render: handlers only change the state, `load` only fills `data` with the API's answers, and
+// `render(state, data)` brings the whole page in line with both (docs/frontend.md, "The other pages").
 import { api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { Grid, formatNumber } from "./grid.js";
@@ -7,6 +9,7 @@ import { animatorSteps, presenterKeys } from "./presenter.js";
 import { bindControl, createState } from "./state.js";
 import { drawVolumes } from "./volume.js";
 import { VolumeWindow } from "./volume_window.js";
+import { changeTracker } from "./redraw.js";
 import { $, el } from "./dom.js";
 
 
@@ -71,6 +74,22 @@ function currentKernel(s) {
   return unflatten(s.w, s.kernel) ?? defaultKernel(s.kernel);
 }
 
+// --- what the page knows from the API ---------------------------------------------------------------------
+const data = {
+  request: 0, // the latest load's number: an answer to an older one is dropped
+  size: null, // the output-size answer (the last one that came)
+  sizeFailed: false, // the latest output-size request failed: no size, so nothing to make whole
+  volume: null, // the 3D view's answer
+  playground: null, // the sliding window's answer, in grid coordinates (null after a failure)
+  playgroundFailed: false, // the latest sliding-window request failed
+  depth: null, // one filter through the whole depth (VolumeWindow.load)
+};
+
+/** The settings an answer depends on (everything but the step): an answer for other settings is not drawn on the grids. */
+function settingsKey(s) {
+  return JSON.stringify({ ...s, step: 0 });
+}
+
 // --- rendering ---------------------------------------------------------------------------------------
 const inputGrid = new Grid($("input-grid"), {
   label: "input", editable: true,
@@ -81,24 +100,62 @@ const kernelGrid = new Grid($("kernel-grid"), {
   onEdit: () => state.set({ w: kernelGrid.values.flat() }),
 });
 const outputGrid = new Grid($("output-grid"), { label: "output" });
+const fresh = changeTracker();
 
-let playground = null; // the API's answer for the current settings
-let controllers = [];
+/** The whole page from the state and the API's answers; calling it again changes nothing. */
+function render(state, data) {
+  const s = state.values;
+  controls.forEach((show) => show());
+  renderStaticParts(s);
+  renderFormula(data);
+  if (fresh("volume", [data.volume])) renderVolume(data.volume);
+  renderWindow(s, data);
+  volumeWindow.show(data.depth);
+}
 
-function renderFormula(result) {
-  $("formula").textContent = result.formula; // the engine writes the lecture's letters: F kernel, d dilation
-  $("worked").textContent = result.worked;
-  $("out-size").textContent = `${result.size} × ${result.size}`;
+function renderStaticParts(s) {
+  const conv = s.op === "conv";
+  $("kernel-box").hidden = !conv;
+  $("bias-control").hidden = !conv;
+  $("ceil-control").hidden = conv;
+  $("volume-panel").hidden = !conv;
+  $("volume-window").hidden = !conv;
+  $("input-caption").textContent = `${s.size} × ${s.size}, padding ${s.padding}`;
+  $("kernel-caption").textContent = `${s.kernel} × ${s.kernel}${s.dilation > 1 ? `, dilation ${s.dilation}` : ""}`;
+  if (fresh("intro", [s.op, s.kernel])) {
+    $("window-intro").replaceChildren(...(conv
+      ? ["The window (orange) visits every position; at each one it multiplies the numbers under it by the kernel's, " +
+        "adds them up with the bias, and writes one output number. The ", el("em", { text: "same" }),
+        " kernel is used everywhere: that is weight sharing."]
+      : [`The ${s.kernel}×${s.kernel} window visits every position and keeps the ${s.op === "max_pool" ? "largest number (red frame)" : "average"} ` +
+        "of each channel's numbers: pooling down-samples the map; it has no weights to learn."]));
+  }
+  for (const key of ["size", "kernel", "padding", "stride", "dilation", "depth", "filters"]) {
+    $(`${key}-out`).textContent = String(s[key]);
+  }
+}
+
+function renderFormula(data) {
+  const result = data.size;
+  if (!fresh("formula", [result, data.sizeFailed])) return;
+  const ok = Boolean(result) && !data.sizeFailed;
+  if (result) {
+    // the last answer's formula and notes stay after a failure; its numbers and suggestions do not
+    $("formula").textContent = result.formula; // the engine writes the lecture's letters: F kernel, d dilation
+    $("explanation").textContent = result.explanation || "";
+    $("notes").replaceChildren(...(result.notes || []).map((note) => el("li", { text: note })));
+  }
+  $("worked").textContent = ok ? result.worked : "";
+  $("out-size").textContent = ok ? `${result.size} × ${result.size}` : "–";
   const badge = $("exact-badge");
-  badge.textContent = result.exact ? "a whole number: every window fits" : "not a whole number";
-  badge.className = `badge ${result.exact ? "ok" : "warn"}`;
-  $("inexact").hidden = result.exact;
-  $("explanation").textContent = result.explanation || "";
+  badge.textContent = !ok ? "" : result.exact ? "a whole number: every window fits" : "not a whole number";
+  badge.className = !ok ? "badge" : `badge ${result.exact ? "ok" : "warn"}`;
+  $("inexact").hidden = !ok || result.exact;
   // a button only for what these controls can set, so that every button does what it says; the rest (padding one
   // side only, a value beyond a slider) is listed as text, with the reason
   const buttons = [];
   const others = [];
-  for (const suggestion of result.suggestions || []) {
+  for (const suggestion of ok ? result.suggestions || [] : []) {
     const { patch, reason } = suggestionPatch(suggestion);
     if (patch) {
       const button = el("button", { type: "button", class: "secondary", text: suggestion.text });
@@ -112,11 +169,6 @@ function renderFormula(result) {
   $("suggestions-intro").hidden = buttons.length === 0;
   $("other-suggestions").replaceChildren(...others);
   $("other-fixes").hidden = others.length === 0;
-  $("notes").replaceChildren(...(result.notes || []).map((note) => {
-    const li = document.createElement("li");
-    li.textContent = note;
-    return li;
-  }));
 }
 
 /** The state change a suggestion asks for, if the page's sliders can make it (else `patch` is null and `reason` says why). */
@@ -137,64 +189,86 @@ function suggestionPatch(suggestion) {
 }
 
 function renderVolume(volume) {
+  if (!volume) return;
   drawVolumes($("volume-svg"), volume, $("volume-legend"));
-  $("volume-lines").replaceChildren(...(volume.explanation || []).map((line) => {
-    const li = document.createElement("li");
-    li.textContent = line;
-    return li;
-  }));
+  $("volume-lines").replaceChildren(...(volume.explanation || []).map((line) => el("li", { text: line })));
 }
 
-function stepText(step, op) {
-  const products = step.products ?? [];
+/** One step's sum, as text and spans: the products (conv), the numbers (max, average), the result. */
+function stepParts(step, op) {
   const values = step.values ?? [];
+  const result = el("span", { class: "result", text: formatNumber(step.result) });
+  const head = `out[${step.out_index.join(", ")}] = `;
   if (op === "conv") {
-    const terms = products.flat(Infinity).length
-      ? flatTerms(values, step.kernel ?? [], products)
-      : "";
-    return `out[${step.out_index.join(", ")}] = ${terms} + b(${formatNumber(step.bias ?? 0)}) = ` +
-      `${formatNumber(step.sum)} + ${formatNumber(step.bias ?? 0)} = <span class="result">${formatNumber(step.result)}</span>`;
+    const bias = formatNumber(step.bias ?? 0);
+    return [head, ...termParts(values, step.kernel ?? [], step.products ?? []),
+      ` + b(${bias}) = ${formatNumber(step.sum)} + ${bias} = `, result];
   }
-  const flat = values.flat(Infinity).map(formatNumber).join(", ");
-  if (op === "max_pool") return `out[${step.out_index.join(", ")}] = max(${flat}) = <span class="result">${formatNumber(step.result)}</span>`;
-  return `out[${step.out_index.join(", ")}] = (${values.flat(Infinity).map(formatNumber).join(" + ")}) / ${step.divisor} = ` +
-    `<span class="result">${formatNumber(step.result)}</span>`;
+  if (op === "max_pool") return [`${head}max(${values.flat(Infinity).map(formatNumber).join(", ")}) = `, result];
+  return [`${head}(${values.flat(Infinity).map(formatNumber).join(" + ")}) / ${step.divisor} = `, result];
 }
 
-function flatTerms(values, kernel, products) {
+function termParts(values, kernel, products) {
   const v = values.flat(Infinity);
   const k = kernel.flat(Infinity);
   const p = products.flat(Infinity);
   const signed = (x) => (x < 0 ? `(${formatNumber(x).replace("-", "−")})` : formatNumber(x));
-  return p.map((_, i) => `<span class="term">${signed(v[i])}·${signed(k[i])}</span>`).join(" + ");
+  return p.flatMap((_, i) => [...(i ? [" + "] : []), el("span", { class: "term", text: `${signed(v[i])}·${signed(k[i])}` })]);
 }
 
-function renderStep(index) {
-  if (!playground) return;
-  const step = playground.steps[index];
-  const s = state.values;
-  inputGrid.mark("window", step.window);
+/** The grids and the step's sum: the input (marked by the answer for these settings), the kernel, the output so far. */
+function renderWindow(s, data) {
+  const played = data.playground;
+  const current = played && played.key === settingsKey(s) ? played : null;
+  const input = currentInput(s);
+  const pad = current ? current.pad : [s.padding, s.padding, s.padding, s.padding];
+  const padText = s.op === "max_pool" ? "−∞" : "0";
+  if (fresh("input", [JSON.stringify([input, pad, padText])])) inputGrid.set(input, { pad, padText });
+  if (s.op === "conv" && fresh("kernel", [JSON.stringify(currentKernel(s))])) kernelGrid.set(currentKernel(s));
+  const index = played ? Math.max(0, Math.min(played.steps.length - 1, s.step)) : 0;
+  if (!fresh("window", [played, data.playgroundFailed, current, index, inputGrid.cells])) return;
+  // the input: the window at this step, and the cells no window ever reads
+  const step = current?.steps[index];
   inputGrid.clear("window-span");
-  // outputs computed so far
-  const out = playground.output.map((row) => row.map(() => null));
-  for (let i = 0; i <= index; i += 1) {
-    const [r, c] = playground.steps[i].out_index;
-    out[r][c] = playground.steps[i].result;
-  }
-  outputGrid.set(out, { scale: playground.scale });
-  outputGrid.markData("current", [step.out_index]);
-  if (s.op === "conv") {
-    inputGrid.annotate(step.window.map(([r, c], i) => ({ r, c, text: `×${formatNumber(step.kernelFlat[i])}` })));
+  if (step) {
+    inputGrid.mark("window", step.window);
+    inputGrid.markData("unread", current.unread);
   } else {
-    inputGrid.annotate([]);
-    if (step.argmax) inputGrid.mark("argmax", [step.argmax]);
-    else inputGrid.clear("argmax");
+    inputGrid.clear("window");
+    inputGrid.clear("unread");
   }
-  $("step-text").innerHTML = stepText(step, s.op);
-  if (state.values.step !== index) state.set({ step: index }, { silent: true });
+  if (step && s.op === "conv") inputGrid.annotate(step.window.map(([r, c], i) => ({ r, c, text: `×${formatNumber(step.kernelFlat[i])}` })));
+  else inputGrid.annotate([]);
+  if (step?.argmax && s.op !== "conv") inputGrid.mark("argmax", [step.argmax]);
+  else inputGrid.clear("argmax");
+  // the output: the last answer (an error leaves none), filled up to this step
+  if (!played) {
+    if (data.playgroundFailed) outputGrid.set([[null]]);
+    $("step-text").replaceChildren();
+    $("output-caption").textContent = "";
+    return;
+  }
+  const out = played.output.map((row) => row.map(() => null));
+  for (let i = 0; i <= index; i += 1) {
+    const [r, c] = played.steps[i].out_index;
+    out[r][c] = played.steps[i].result;
+  }
+  outputGrid.set(out, { scale: played.scale });
+  outputGrid.markData("current", [played.steps[index].out_index]);
+  $("step-text").replaceChildren(...stepParts(played.steps[index], played.op));
+  $("output-caption").textContent = `${played.output.length} × ${played.output[0]?.length ?? 0}` +
+    (played.unread.length ? ` · ${played.unread.length} input cells never read` : "");
 }
 
-const animator = new Animator({ figure: $("window-panel"), render: renderStep, interval: 600 });
+// the animator steps the state's `step` (its buttons, the range, the clicker's keys); the page redraws from it
+const animator = new Animator({
+  figure: $("window-panel"),
+  render: (index) => {
+    state.set({ step: index }, { silent: true });
+    render(state, data);
+  },
+  interval: 600,
+});
 const volumeWindow = new VolumeWindow($("volume-window"));
 bindAnimatorControls(animator, $("window-panel"));
 $("speed").addEventListener("change", () => { animator.interval = Number($("speed").value); });
@@ -214,104 +288,83 @@ function preparePlayground(result, s) {
   });
   const finite = result.output.flat().filter(Number.isFinite);
   const [[top, bottom], [left, right]] = result.padding;
-  return { ...result, steps, pad: [top, bottom, left, right], scale: Math.max(1e-9, ...finite.map(Math.abs)) };
-}
-
-function markUnread(s) {
+  const pad = [top, bottom, left, right];
   // input cells no window ever covers: what floor() throws away when the stride does not divide evenly
   const seen = new Set();
-  for (const step of playground.steps) for (const [r, c] of step.window) seen.add(`${r},${c}`);
+  for (const step of steps) for (const [r, c] of step.window) seen.add(`${r},${c}`);
   const unread = [];
   for (let r = 0; r < s.size; r += 1) {
     for (let c = 0; c < s.size; c += 1) {
-      if (!seen.has(`${r + playground.pad[0]},${c + playground.pad[2]}`)) unread.push([r, c]);
+      if (!seen.has(`${r + pad[0]},${c + pad[2]}`)) unread.push([r, c]);
     }
   }
-  inputGrid.markData("unread", unread);
-  return unread.length;
+  return { ...result, steps, pad, unread, op: s.op, key: settingsKey(s), scale: Math.max(1e-9, ...finite.map(Math.abs)) };
 }
 
-let refreshTimer = null;
-function scheduleRefresh(changed = []) {
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => refresh(changed), 60);
+// --- loading: fill `data` for the current settings, then render ------------------------------------------------
+let controllers = [];
+let loadTimer = null;
+function scheduleLoad(keepStep) {
+  clearTimeout(loadTimer);
+  loadTimer = setTimeout(() => load(keepStep), 60);
 }
 
-async function refresh(changed = []) {
+async function load(keepStep) {
+  const request = ++data.request;
+  const latest = () => request === data.request;
   const s = { ...state.values };
   controllers.forEach((c) => c.abort());
   controllers = [new AbortController(), new AbortController(), new AbortController(), new AbortController()];
   const [sizeCtl, volumeCtl, stepsCtl, depthCtl] = controllers;
-  showStaticParts(s);
-  const input = currentInput(s);
-  const kernel = currentKernel(s);
-  inputGrid.set(input, { pad: [s.padding, s.padding, s.padding, s.padding] });
-  if (s.op === "conv") kernelGrid.set(kernel);
   clearError();
-  const sizePromise = fetchOutputSize(s, sizeCtl.signal).then(renderFormula);
-  const volumePromise = s.op === "conv"
-    ? fetchVolume(s, volumeCtl.signal).then(renderVolume)
-    : Promise.resolve();
-  const stepsPromise = fetchSteps(s, input, kernel, stepsCtl.signal).then((result) => {
-    playground = preparePlayground(result, s);
-    inputGrid.set(input, { pad: playground.pad, padText: s.op === "max_pool" ? "−∞" : "0" });
-    const unread = markUnread(s);
-    $("output-caption").textContent = `${result.output.length} × ${result.output[0]?.length ?? 0}` +
-      (unread ? ` · ${unread} input cells never read` : "");
-    const keepStep = changed.length === 0 ? s.step : 0;
-    animator.setSteps(playground.steps.length, keepStep);
+  render(state, data);
+  const sizePromise = fetchOutputSize(s, sizeCtl.signal).then((answer) => {
+    if (!latest()) return;
+    data.size = answer;
+    data.sizeFailed = false;
+    render(state, data);
   });
-  const depthPromise = s.op === "conv" ? volumeWindow.update(s, depthCtl.signal) : Promise.resolve();
+  const volumePromise = s.op === "conv" ? fetchVolume(s, volumeCtl.signal).then((answer) => {
+    if (!latest()) return;
+    data.volume = answer;
+    render(state, data);
+  }) : Promise.resolve();
+  const stepsPromise = fetchSteps(s, currentInput(s), currentKernel(s), stepsCtl.signal).then((result) => {
+    if (!latest()) return;
+    data.playground = preparePlayground(result, s);
+    data.playgroundFailed = false;
+    animator.setSteps(data.playground.steps.length, keepStep ? s.step : 0); // sets the step, renders
+    render(state, data);
+  });
+  const depthPromise = s.op === "conv" ? VolumeWindow.load(s, depthCtl.signal).then((answer) => {
+    if (!latest()) return;
+    data.depth = answer;
+    render(state, data);
+  }) : Promise.resolve();
   const results = await Promise.allSettled([sizePromise, volumePromise, stepsPromise, depthPromise]);
+  if (!latest()) return;
   const failure = results.find((r) => r.status === "rejected" && r.reason?.name !== "AbortError");
-  if (failure) {
-    showError(failure.reason);
-    if (results[2].status === "rejected") {
-      playground = null;
-      outputGrid.set([[null]]);
-      $("step-text").textContent = "";
-    }
-    if (results[0].status === "rejected") {
-      // no size, so nothing to make whole: the last answer's suggestions would set sliders for other settings
-      $("out-size").textContent = "–";
-      $("worked").textContent = "";
-      $("exact-badge").textContent = "";
-      $("exact-badge").className = "badge";
-      $("inexact").hidden = true;
-      $("suggestions").replaceChildren();
-      $("other-suggestions").replaceChildren();
-    }
+  if (!failure) return;
+  showError(failure.reason);
+  if (results[2].status === "rejected") {
+    data.playground = null;
+    data.playgroundFailed = true;
   }
-}
-
-function showStaticParts(s) {
-  const conv = s.op === "conv";
-  $("kernel-box").hidden = !conv;
-  $("bias-control").hidden = !conv;
-  $("ceil-control").hidden = conv;
-  $("volume-panel").hidden = !conv;
-  $("volume-window").hidden = !conv;
-  $("input-caption").textContent = `${s.size} × ${s.size}, padding ${s.padding}`;
-  $("kernel-caption").textContent = `${s.kernel} × ${s.kernel}${s.dilation > 1 ? `, dilation ${s.dilation}` : ""}`;
-  $("window-intro").innerHTML = conv
-    ? "The window (orange) visits every position; at each one it multiplies the numbers under it by the kernel's, " +
-      "adds them up with the bias, and writes one output number. The <em>same</em> kernel is used everywhere: that is weight sharing."
-    : `The ${s.kernel}×${s.kernel} window visits every position and keeps the ${s.op === "max_pool" ? "largest number (red frame)" : "average"} ` +
-      "of each channel's numbers: pooling down-samples the map; it has no weights to learn.";
-  for (const key of ["size", "kernel", "padding", "stride", "dilation", "depth", "filters"]) {
-    $(`${key}-out`).textContent = String(s[key]);
-  }
+  if (results[0].status === "rejected") data.sizeFailed = true;
+  render(state, data);
 }
 
 const state = createState(DEFAULTS, (changed) => {
-  controls.forEach((show) => show());
   if (changed.length === 1 && changed[0] === "step") {
-    animator.goto(state.values.step);
+    animator.goto(state.values.step); // sets the step, renders
     return;
   }
-  if (changed.includes("size")) state.values.x = unflatten(state.values.x, state.values.size) ? state.values.x : [];
-  if (changed.includes("kernel")) state.values.w = unflatten(state.values.w, state.values.kernel) ? state.values.w : [];
-  scheduleRefresh(changed);
+  // numbers typed for another size of grid do not fit this one: back to the default numbers
+  const s = state.values;
+  if (changed.includes("size") && !unflatten(s.x, s.size)) state.set({ x: [] }, { silent: true });
+  if (changed.includes("kernel") && !unflatten(s.w, s.kernel)) state.set({ w: [] }, { silent: true });
+  render(state, data);
+  scheduleLoad(false);
 });
 
 const controls = ["op", "size", "kernel", "padding", "stride", "dilation", "ceil", "bias", "depth", "filters"]
@@ -319,4 +372,4 @@ const controls = ["op", "size", "kernel", "padding", "stride", "dilation", "ceil
 
 $("reset-grids").addEventListener("click", () => state.set({ x: [], w: [] }));
 
-refresh();
+load(true);

@@ -118,13 +118,18 @@ function slice(image, index, width, height, className) {
   return canvas;
 }
 
-/**
- * A volume's answer: the D depth slices of the API's pictures (`picture_png`: the frames the model saw;
- * `input_map_png`: the coloured map), each slice's map laid over its frame with `opacity`, labelled d = 0, 1, …
- */
-export async function volumeView(answer, opacity) {
-  const [depth, height, width] = answer.input_shape;
+/** A volume's answer's two pictures (`picture_png`: the frames the model saw; `input_map_png`: the coloured map), decoded. */
+export async function volumeImages(answer) {
   const [picture, heat] = await Promise.all([loadImage(answer.picture_png), loadImage(answer.input_map_png)]);
+  return { picture, heat };
+}
+
+/**
+ * A volume's answer: the D depth slices of its pictures (`images`, from `volumeImages`), each slice's map laid over
+ * its frame with `opacity`, labelled d = 0, 1, …
+ */
+export function volumeView(answer, { picture, heat }, opacity) {
+  const [depth, height, width] = answer.input_shape;
   const view = el("div", { class: "volume-view" });
   view.dataset.slices = String(depth);
   for (let d = 0; d < depth; d += 1) {

@@ -1,7 +1,7 @@
 // The input picker of a learned view (templates/_input_macros.html, model_and_input): the shipped samples of the
-// model's kind, an upload, or a file dropped on the drop zone. It holds the chosen input and says when it changes;
-// the view decides what to compute with it.
-import { api, showError } from "./api.js";
+// model's kind, an upload, or a file dropped on the drop zone. It says when the input changes (the view keeps the
+// input in its data and decides what to compute with it) and is drawn from the view's state and data (`show`).
+import { api } from "./api.js";
 import { inputChannels } from "./models.js";
 
 /** "digit" for a one-channel model, else "photo": the samples (data-kind) a model can read. */
@@ -17,23 +17,34 @@ export function inputRequest(input) {
   return { body, headers: {} };
 }
 
+/** Fetch the shipped sample ``file`` as an input (throws the API's error). */
+export async function fetchSample(file) {
+  const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
+  return { blob, name: file, tensor: false, uploaded: false };
+}
+
+/** A file the user chose or dropped, as an input (a `.npy` is sent as a tensor). */
+export function fileInput(file) {
+  return { blob: file, name: file.name || "your image", tensor: (file.name || "").toLowerCase().endsWith(".npy"), uploaded: true };
+}
+
 export class InputPicker {
   /**
    * @param {Element} root the view's element
    * @param {string} prefix the ids' prefix (`adv`: #adv-samples, #adv-file, #adv-input-name)
    * @param {{ onSample: (file: string) => void, onFile: (input: object) => void }} handlers a sample button was
-   *   pressed (the view records it in its state, then calls load); a file was chosen or dropped (already taken)
+   *   pressed (the view records it in its state, then loads it); a file was chosen or dropped (as an input for the
+   *   view's data). The picker keeps nothing: the view draws it with `show`.
    */
   constructor(root, prefix, { onSample, onFile }) {
     this.root = root;
     this.prefix = prefix;
-    this.input = null; // { blob, name, tensor }
     this.buttons().forEach((button) => button.addEventListener("click", () => onSample(button.dataset.file)));
     const chooser = this.byId("file");
     chooser.addEventListener("change", () => {
       const file = chooser.files?.[0];
       chooser.value = "";
-      if (file) onFile(this.take(file));
+      if (file) onFile(fileInput(file));
     });
     const drop = root.querySelector(".dropzone");
     drop.addEventListener("dragover", (event) => event.preventDefault());
@@ -41,7 +52,7 @@ export class InputPicker {
       const file = event.dataTransfer?.files?.[0];
       if (file) {
         event.preventDefault();
-        onFile(this.take(file));
+        onFile(fileInput(file));
       }
     });
   }
@@ -54,41 +65,21 @@ export class InputPicker {
     return this.root.querySelectorAll(`#${this.prefix}-samples .sample`);
   }
 
-  /** Show only the samples ``model`` reads; the file of the first of them (or null). */
-  showKind(model) {
-    const kind = kindOf(model);
-    this.buttons().forEach((button) => { button.hidden = button.dataset.kind !== kind; });
-    return this.root.querySelector(`#${this.prefix}-samples .sample[data-kind="${kind}"]`)?.dataset.file ?? null;
+  /**
+   * Draw the picker from a view's state and data: the samples ``model`` reads (none hidden without a model), the
+   * sample ``file`` pressed (none for "" or an upload), and the name of an uploaded ``input``.
+   */
+  show({ model, file, input }) {
+    const kind = model ? kindOf(model) : null;
+    this.buttons().forEach((button) => {
+      if (kind) button.hidden = button.dataset.kind !== kind;
+      button.setAttribute("aria-pressed", String(Boolean(file) && button.dataset.file === file));
+    });
+    this.byId("input-name").textContent = input?.uploaded ? `Your file: ${input.name}` : "";
   }
 
-  /** Mark ``file``'s button pressed (none for "" or an upload). */
-  press(file) {
-    this.buttons().forEach((b) => b.setAttribute("aria-pressed", String(Boolean(file) && b.dataset.file === file)));
-  }
-
-  /** Fetch the shipped sample ``file`` as the input; null (and the error shown) when it cannot be loaded. */
-  async load(file) {
-    this.press(file);
-    try {
-      const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
-      this.input = { blob, name: file, tensor: false };
-      this.byId("input-name").textContent = "";
-      return this.input;
-    } catch (err) {
-      showError(err, `sample ${file}`);
-      return null;
-    }
-  }
-
-  /** A file the user chose or dropped, as the input (a `.npy` is sent as a tensor). */
-  take(file) {
-    this.input = { blob: file, name: file.name || "your image", tensor: (file.name || "").toLowerCase().endsWith(".npy") };
-    this.press("");
-    this.byId("input-name").textContent = `Your file: ${this.input.name}`;
-    return this.input;
-  }
-
-  clear() {
-    this.input = null;
+  /** The first sample ``model`` reads (or null). */
+  firstSample(model) {
+    return this.root.querySelector(`#${this.prefix}-samples .sample[data-kind="${kindOf(model)}"]`)?.dataset.file ?? null;
   }
 }

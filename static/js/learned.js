@@ -1,5 +1,6 @@
 // What the network learned: four views on one page, one ES module each, mounted the first time it is shown.
 // The view is in the URL (?view=...), so a link opens the same view; each module keeps its own state there too.
+// Each follows state -> data -> render (docs/frontend.md, "The other pages").
 import { presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
 import * as adversarial from "./learned_adversarial.js";
@@ -8,12 +9,14 @@ import * as channels from "./learned_channels.js";
 import * as representations from "./learned_representations.js";
 
 const VIEWS = { channels, representations, backprop, adversarial };
-const mounted = new Set();
+// what the page knows: which views are mounted (a view asks the API for its own data the first time it is shown)
+const data = { mounted: new Set() };
 
-const state = createState({ view: "channels" }, () => show(state.values.view));
+const state = createState({ view: "channels" }, () => render(state, data));
 
-function show(name) {
-  const view = VIEWS[name] ? name : "channels";
+/** The tabs and the view the state names (mounted the first time); calling it again changes nothing. */
+function render(state, data) {
+  const view = VIEWS[state.values.view] ? state.values.view : "channels";
   for (const key of Object.keys(VIEWS)) {
     const selected = key === view;
     document.getElementById(`view-${key}`).hidden = !selected;
@@ -21,8 +24,8 @@ function show(name) {
     tab.setAttribute("aria-selected", String(selected));
     tab.tabIndex = selected ? 0 : -1;
   }
-  if (!mounted.has(view)) {
-    mounted.add(view);
+  if (!data.mounted.has(view)) {
+    data.mounted.add(view);
     VIEWS[view].mount(document.getElementById(`view-${view}`));
   }
 }
@@ -46,4 +49,4 @@ presenterKeys({
   first: showView(() => 0),
   last: showView(() => names.length - 1),
 });
-show(state.values.view);
+render(state, data);

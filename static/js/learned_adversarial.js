@@ -5,12 +5,15 @@
 // is drawn as a chart, the current ε marked on it.
 //
 // Every number is the API's. The state (adv*) is in the URL beside the page's `view`.
+// state -> data -> render: handlers only change the state (or take an input), the loaders only fill `data` with the
+// API's answers, and `render(state, data)` brings the view in line with both.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { drawBars } from "./bars.js";
 import { el, fmt } from "./explain/common.js";
-import { InputPicker, inputRequest, kindOf } from "./input_picker.js";
+import { InputPicker, fetchSample, inputRequest, kindOf } from "./input_picker.js";
 import { fetchResult, progressText } from "./jobs.js";
-import { architecture, fillModelSelect } from "./models.js";
+import { architecture, listModels } from "./models.js";
+import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
 import { createState } from "./state.js";
 import { within } from "./dom.js";
 
@@ -19,6 +22,7 @@ const DEFAULTS = {
   advModel: "", advSample: "", advMethod: "fgsm", advEps: 0.2, advSteps: 10, advRandom: false, advSeed: 0,
   advTarget: -1, advPgdCurve: false,
 };
+const ATTACK_KEYS = ["advMethod", "advEps", "advSteps", "advRandom", "advSeed", "advTarget"];
 const PREFERRED_MODEL = "digits_classic";
 // ε suggested when the model changes: the issue's 0.2 for digits, about 8/255 for photos
 const SUGGESTED_EPS = { digit: 0.2, photo: 0.03 };
@@ -27,16 +31,23 @@ const SERIES = { fgsm: { name: "FGSM", colour: "#1f5fbf" }, pgd: { name: "PGD, 1
 
 let root = null;
 let state = null;
-let models = [];
-let model = null; // the chosen model's summary
-let labels = [];
-let picker = null; // the model select's samples and upload: the input attacked
-let attackToken = 0;
+let picker = null; // the model's samples and the upload (the input itself is data.input)
+// what the view knows from the API (and the input it attacks)
+const data = {
+  models: null, // the models with an image input
+  detail: null, // the chosen model's architecture (its labels: the targets)
+  input: null, // { blob, name, tensor, uploaded }: the input attacked
+  inputRequest: 0,
+  attack: null, // the last attack's answer
+  attackMessage: "Pick an input to attack.", // what the verdict says while there is no answer
+  attackRequest: 0,
+  curves: {}, // method -> the API's RobustnessResponse for the chosen model, or an Error (replaced, never changed)
+  curveProgress: null, // { method, summary } while a curve's job runs
+  curveRequest: 0,
+};
 let attackAbort = null;
-let answer = null; // the last attack's answer
-let curveToken = 0;
 let curveAbort = null;
-const curves = {}; // method -> the API's RobustnessResponse for the chosen model, or an Error
+const fresh = changeTracker();
 
 const $ = within(() => root);
 const pct = (p) => `${(100 * p).toFixed(1)}%`;
@@ -47,83 +58,60 @@ export function mount(element) {
   root = element;
   root.dataset.mounted = "1";
   state = createState(DEFAULTS, (changed) => {
-    // Back / Forward: the controls follow the state, then whatever changed is redone
-    showControls();
     if (changed.includes("advModel")) loadModel();
-    else if (changed.includes("advSample")) loadSample();
+    else if (changed.includes("advSample")) loadInput();
     else {
       if (changed.includes("advPgdCurve")) loadCurves();
-      attack();
+      if (changed.some((key) => ATTACK_KEYS.includes(key))) attack();
     }
+    render(state, data);
   });
   bind();
-  showControls();
+  render(state, data);
   init();
 }
 
+// --- the handlers: they change the state, or take an input ----------------------------------------------------------
 function bind() {
   $("adv-model").addEventListener("change", () => {
-    const chosen = models.find((m) => m.id === $("adv-model").value);
+    const chosen = data.models?.find((m) => m.id === $("adv-model").value);
     state.set({ advModel: $("adv-model").value, advSample: "", advTarget: -1, advEps: SUGGESTED_EPS[kindOf(chosen)] },
-      { push: true, silent: true });
-    showControls();
-    loadModel();
+      { push: true });
   });
   picker = new InputPicker(root, "adv", {
-    onSample: (file) => {
-      state.set({ advSample: file }, { push: true, silent: true });
-      loadSample();
-    },
-    onFile: () => {
+    // the same sample again is attacked again
+    onSample: (file) => { if (!state.set({ advSample: file }, { push: true }).length) loadInput(); },
+    onFile: (input) => {
+      data.input = input;
       state.set({ advSample: "" }, { silent: true });
+      render(state, data);
       attack();
     },
   });
   const controls = [
-    ["adv-method", "advMethod", (e) => e.value, "change"],
-    ["adv-eps", "advEps", (e) => Number(e.value), "change"],
-    ["adv-steps", "advSteps", (e) => Math.round(Number(e.value)), "change"],
-    ["adv-random", "advRandom", (e) => e.checked, "change"],
-    ["adv-seed", "advSeed", (e) => Math.round(Number(e.value)), "change"],
-    ["adv-target", "advTarget", (e) => Number(e.value), "change"],
+    ["adv-method", "advMethod", (e) => e.value],
+    ["adv-eps", "advEps", (e) => Number(e.value)],
+    ["adv-steps", "advSteps", (e) => Math.round(Number(e.value))],
+    ["adv-random", "advRandom", (e) => e.checked],
+    ["adv-seed", "advSeed", (e) => Math.round(Number(e.value))],
+    ["adv-target", "advTarget", (e) => Number(e.value)],
   ];
-  for (const [id, key, read, event] of controls) {
-    $(id).addEventListener(event, () => {
-      state.set({ [key]: read($(id)) }, { silent: true });
-      showControls();
-      attack();
-    });
-  }
+  for (const [id, key, read] of controls) $(id).addEventListener("change", () => state.set({ [key]: read($(id)) }));
+  // the slider's own echo while it is dragged; letting go sets the state
   $("adv-eps").addEventListener("input", () => { $("adv-eps-out").textContent = $("adv-eps").value; });
-  $("adv-curve-pgd").addEventListener("click", () => {
-    state.set({ advPgdCurve: true }, { push: true, silent: true });
-    loadCurves();
-  });
+  $("adv-curve-pgd").addEventListener("click", () => state.set({ advPgdCurve: true }, { push: true }));
 }
 
-/** The controls show the state; PGD's options only for PGD. */
-function showControls() {
-  const v = state.values;
-  $("adv-method").value = v.advMethod;
-  $("adv-eps").value = v.advEps;
-  $("adv-eps-out").textContent = String(v.advEps);
-  $("adv-steps").value = v.advSteps;
-  $("adv-random").checked = v.advRandom;
-  $("adv-seed").value = v.advSeed;
-  $("adv-seed").disabled = !v.advRandom;
-  $("adv-target").value = String(v.advTarget);
-  $("adv-pgd").hidden = v.advMethod !== "pgd";
-  $("adv-alpha").textContent = v.advMethod === "pgd"
-    ? `step α = 2.5 · ε / steps = ${fmt((2.5 * v.advEps) / Math.max(1, v.advSteps))} (the API's default)` : "";
-  if (answer) markEpsilon();
+// --- loading: fill `data`, then render -------------------------------------------------------------------------------
+function currentModel() {
+  return data.models?.find((m) => m.id === state.values.advModel) ?? null;
 }
 
 async function init() {
   try {
-    const wanted = state.values.advModel || PREFERRED_MODEL;
-    const filled = await fillModelSelect($("adv-model"), wanted, { filter: (m) => (m.input_shape ?? []).length === 3 });
-    models = filled.models;
-    state.set({ advModel: filled.chosen }, { silent: true });
+    const models = (await listModels()).filter((m) => (m.input_shape ?? []).length === 3);
+    data.models = models;
+    state.set({ advModel: chooseModel(models, state.values.advModel || PREFERRED_MODEL) }, { silent: true });
     await loadModel();
   } catch (err) {
     showError(err);
@@ -131,32 +119,52 @@ async function init() {
 }
 
 async function loadModel() {
-  model = models.find((m) => m.id === state.values.advModel) ?? null;
-  $("adv-model").value = state.values.advModel;
-  picker.clear();
-  clearResult("Pick an input to attack.");
-  for (const key of Object.keys(curves)) delete curves[key];
+  const model = currentModel();
+  data.input = null;
+  data.detail = null;
+  ++data.attackRequest;
+  attackAbort?.abort();
+  data.attack = null;
+  data.attackMessage = "Pick an input to attack.";
+  ++data.curveRequest;
+  curveAbort?.abort();
+  data.curves = {};
+  data.curveProgress = null;
+  render(state, data);
   if (!model) return;
-  const first = picker.showKind(model);
+  let detail;
   try {
-    const detail = await architecture(model.id);
-    labels = detail.labels ?? [];
-    $("adv-target").replaceChildren(new Option("none: away from the prediction", "-1"),
-      ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
-    $("adv-target").value = String(state.values.advTarget);
+    detail = await architecture(model.id);
   } catch (err) {
     showError(err, `model ${model.id}`);
     return;
   }
+  if (currentModel() !== model) return;
+  data.detail = detail;
+  render(state, data);
   loadCurves();
+  const first = picker.firstSample(model);
   if (!state.values.advSample && first) state.set({ advSample: first }, { silent: true });
-  await loadSample();
+  await loadInput();
 }
 
-async function loadSample() {
+/** The state's sample as the input, then the attack on it. */
+async function loadInput() {
   const file = state.values.advSample;
-  picker.press(file);
-  if (file && await picker.load(file)) attack();
+  render(state, data);
+  if (!file) return;
+  const request = ++data.inputRequest;
+  let input;
+  try {
+    input = await fetchSample(file);
+  } catch (err) {
+    showError(err, `sample ${file}`);
+    return;
+  }
+  if (request !== data.inputRequest || state.values.advSample !== file) return;
+  data.input = input;
+  render(state, data);
+  attack();
 }
 
 function query() {
@@ -174,26 +182,98 @@ function query() {
 }
 
 async function attack() {
-  if (!model || !picker.input) return;
-  const token = ++attackToken;
+  const model = currentModel();
+  if (!model || !data.input) return;
+  const request = ++data.attackRequest;
   attackAbort?.abort();
   attackAbort = new AbortController();
   try {
     const result = await api(`/api/models/${encodeURIComponent(model.id)}/adversarial?${query()}`,
-      { ...inputRequest(picker.input), label: "Attacking…", signal: attackAbort.signal });
-    if (token !== attackToken) return;
+      { ...inputRequest(data.input), label: "Attacking…", signal: attackAbort.signal });
+    if (request !== data.attackRequest) return;
     clearError();
-    answer = result;
-    render(result);
+    data.attack = result;
+    render(state, data);
   } catch (err) {
-    if (token !== attackToken || err.name === "AbortError") return;
-    clearResult("The attack was refused: see the message above.");
+    if (request !== data.attackRequest || err.name === "AbortError") return;
+    data.attack = null;
+    data.attackMessage = "The attack was refused: see the message above.";
+    render(state, data);
     showError(err, "attack");
   }
 }
 
+// the accuracy-against-ε curves of the chosen model: FGSM, and PGD when asked for
+async function loadCurves() {
+  const model = currentModel();
+  if (!model || !data.detail) return;
+  const request = ++data.curveRequest;
+  curveAbort?.abort();
+  curveAbort = new AbortController();
+  const methods = state.values.advPgdCurve ? ["fgsm", "pgd"] : ["fgsm"];
+  for (const method of methods) {
+    if (data.curves[method]) continue;
+    const steps = method === "pgd" ? `&steps=${CURVE_PGD_STEPS}` : "";
+    let curve;
+    try {
+      curve = await fetchResult(`/api/models/${encodeURIComponent(model.id)}/adversarial/robustness?method=${method}${steps}`, {
+        label: "Measuring accuracy against ε…",
+        signal: curveAbort.signal,
+        onProgress: (summary) => {
+          if (request !== data.curveRequest) return;
+          data.curveProgress = { method, summary };
+          render(state, data);
+        },
+      });
+    } catch (err) {
+      if (request !== data.curveRequest || err.name === "AbortError") return;
+      // a 422: not a digit model, and the API says why
+      if (!(err instanceof ApiError && err.status === 422)) showError(err, "the accuracy curve");
+      curve = err;
+    }
+    if (request !== data.curveRequest) return;
+    data.curves = { ...data.curves, [method]: curve };
+    data.curveProgress = null;
+    render(state, data);
+  }
+}
+
+// --- rendering: the view from the state and `data` -----------------------------------------------------------------
+/** The whole view from the state and what it knows; calling it again changes nothing. */
+function render(state, data) {
+  const v = state.values;
+  const model = currentModel();
+  showModelOptions($("adv-model"), data.models, v.advModel);
+  picker.show({ model, file: v.advSample, input: data.input });
+  if (fresh("targets", [data.detail])) {
+    const labels = data.detail?.labels ?? [];
+    $("adv-target").replaceChildren(new Option("none: away from the prediction", "-1"),
+      ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
+  }
+  renderControls(v);
+  if (fresh("result", [data.attack, data.attackMessage])) {
+    if (data.attack) renderResult(data.attack);
+    else clearResult(data.attackMessage);
+  }
+  renderCurves(v, data, model);
+}
+
+/** The controls show the state; PGD's options only for PGD. */
+function renderControls(v) {
+  $("adv-method").value = v.advMethod;
+  $("adv-eps").value = v.advEps;
+  $("adv-eps-out").textContent = String(v.advEps);
+  $("adv-steps").value = v.advSteps;
+  $("adv-random").checked = v.advRandom;
+  $("adv-seed").value = v.advSeed;
+  $("adv-seed").disabled = !v.advRandom;
+  $("adv-target").value = String(v.advTarget);
+  $("adv-pgd").hidden = v.advMethod !== "pgd";
+  $("adv-alpha").textContent = v.advMethod === "pgd"
+    ? `step α = 2.5 · ε / steps = ${fmt((2.5 * v.advEps) / Math.max(1, v.advSteps))} (the API's default)` : "";
+}
+
 function clearResult(message) {
-  answer = null;
   $("adv-verdict").textContent = message;
   $("adv-figures").hidden = true;
   $("adv-attention").hidden = true;
@@ -222,7 +302,7 @@ function verdict(a) {
     : `Not fooled: after ${how} the network still says ${quoted(after)} (was ${quoted(before)}).`;
 }
 
-function render(a) {
+function renderResult(a) {
   $("adv-verdict").textContent = verdict(a);
   $("adv-verdict").dataset.fooled = String(a.targeted ? a.reached_target : a.fooled);
   $("adv-figures").hidden = false;
@@ -246,7 +326,6 @@ function render(a) {
     el("a", { href: p.npy_url, download: "perturbation.npy", text: "perturbation (pixel units)" }), " · ",
     el("a", { href: a.adversarial.npy_url, download: "adversarial.npy", text: "adversarial" }),
     " (the two inputs as the model reads them, normalised; POST them to any page's API)");
-  markEpsilon();
 }
 
 /** The perturbation's colour scale with its numbers: −ε blue, 0 white, +ε red (δ × amplification in [−1, 1]). */
@@ -284,71 +363,32 @@ function renderAttention(a) {
 }
 
 // --- the accuracy-against-ε curve -------------------------------------------------------------------------
-
-async function loadCurves() {
-  if (!model) return;
-  const token = ++curveToken;
-  curveAbort?.abort();
-  curveAbort = new AbortController();
-  $("adv-curve-pgd").hidden = state.values.advPgdCurve;
-  const methods = state.values.advPgdCurve ? ["fgsm", "pgd"] : ["fgsm"];
-  drawCurves();
-  for (const method of methods) {
-    if (curves[method]) continue;
-    const steps = method === "pgd" ? `&steps=${CURVE_PGD_STEPS}` : "";
-    try {
-      curves[method] = await fetchResult(`/api/models/${encodeURIComponent(model.id)}/adversarial/robustness?method=${method}${steps}`, {
-        label: "Measuring accuracy against ε…",
-        signal: curveAbort.signal,
-        onProgress: (summary) => showProgress(token, method, summary),
-      });
-    } catch (err) {
-      if (token !== curveToken || err.name === "AbortError") return;
-      if (err instanceof ApiError && err.status === 422) {
-        curves[method] = err; // not a digit model: the API says why
-      } else {
-        showError(err, "the accuracy curve");
-        curves[method] = err;
-      }
-    }
-    if (token !== curveToken) return;
-    $("adv-curve-progress").hidden = true;
-    drawCurves();
+/** The curves (or why there are none), the progress of the one being measured, the state's ε marked. */
+function renderCurves(v, data, model) {
+  const ready = Object.entries(data.curves).filter(([, c]) => !(c instanceof Error));
+  const refused = Object.values(data.curves).find((c) => c instanceof Error);
+  const off = Boolean(refused) && !ready.length;
+  $("adv-curve").classList.toggle("adv-curve-off", off);
+  $("adv-curve-pgd").hidden = v.advPgdCurve || off;
+  if (fresh("curves", [data.curves])) {
+    $("adv-chart").replaceChildren(...(ready.length ? [chartSvg(ready)] : []));
+    if (ready.length || off) $("adv-curve-table").replaceChildren(...(ready.length ? [curveTable(ready)] : []));
   }
-}
-
-function showProgress(token, method, summary) {
-  if (token !== curveToken) return;
+  const progress = data.curveProgress;
   const bar = $("adv-curve-progress");
-  bar.hidden = summary.status === "done";
-  bar.max = summary.total || 1;
-  bar.value = summary.done || 0;
-  $("adv-curve-note").textContent = `${SERIES[method].name}: ${progressText(summary, "batches")}`;
-}
-
-function drawCurves() {
-  const ready = Object.entries(curves).filter(([, c]) => !(c instanceof Error));
-  const refused = Object.values(curves).find((c) => c instanceof Error);
-  const chart = $("adv-chart");
-  if (refused && !ready.length) {
-    $("adv-curve").classList.add("adv-curve-off");
+  bar.hidden = !progress || progress.summary.status === "done";
+  if (progress) {
+    bar.max = progress.summary.total || 1;
+    bar.value = progress.summary.done || 0;
+    $("adv-curve-note").textContent = `${SERIES[progress.method].name}: ${progressText(progress.summary, "batches")}`;
+  } else if (off) {
     $("adv-curve-note").textContent = refused.detail ?? refused.message;
-    $("adv-curve-pgd").hidden = true;
-    chart.replaceChildren();
-    $("adv-curve-table").replaceChildren();
-    return;
+  } else if (ready.length && model) {
+    const first = ready[0][1];
+    $("adv-curve-note").textContent = `${model.name ?? model.id}: the first ${first.n.toLocaleString("en")} held-out ` +
+      `digits (${first.correct.toLocaleString("en")} right without an attack), every one attacked at every ε, ` +
+      "untargeted; pixels in [0, 1].";
   }
-  $("adv-curve").classList.remove("adv-curve-off");
-  if (!ready.length) {
-    chart.replaceChildren();
-    return;
-  }
-  const first = ready[0][1];
-  $("adv-curve-note").textContent = `${model.name ?? model.id}: the first ${first.n.toLocaleString("en")} held-out ` +
-    `digits (${first.correct.toLocaleString("en")} right without an attack), every one attacked at every ε, ` +
-    "untargeted; pixels in [0, 1].";
-  chart.replaceChildren(chartSvg(ready));
-  $("adv-curve-table").replaceChildren(curveTable(ready));
   markEpsilon();
 }
 
@@ -407,7 +447,7 @@ function chartSvg(ready) {
 function markEpsilon() {
   const line = root.querySelector("#adv-eps-line");
   const label = root.querySelector("#adv-eps-label");
-  const ready = Object.values(curves).find((c) => c && !(c instanceof Error));
+  const ready = Object.values(data.curves).find((c) => c && !(c instanceof Error));
   if (!line || !ready) return;
   const eps = state.values.advEps;
   const { x, xMax } = axes(ready.epsilons);

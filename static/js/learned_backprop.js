@@ -8,15 +8,18 @@
 // of rates: a small one lowers the loss, a too-large one overshoots.
 //
 // Every number is the API's. The state (bp*) is in the URL beside the page's `view`.
+// state -> data -> render: handlers only change the state (or take an input), the loaders only fill `data` with the
+// API's answers, and `render(state, data)` brings the view in line with both.
 import { api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { drawBars } from "./bars.js";
 import { legend } from "./colormap.js";
 import { el, gridBlock } from "./explain/common.js";
 import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
-import { InputPicker, inputRequest } from "./input_picker.js";
-import { architecture, archNodes, fillModelSelect } from "./models.js";
+import { InputPicker, fetchSample, inputRequest } from "./input_picker.js";
+import { architecture, archNodes, listModels } from "./models.js";
 import { animatorSteps, presenterKeys } from "./presenter.js";
+import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
 import { createState } from "./state.js";
 import { svg, within } from "./dom.js";
 
@@ -31,18 +34,29 @@ const MAX_TILE_CACHE = 80;
 
 let root = null;
 let state = null;
-let models = [];
-let model = null;
-let detail = null; // the model's architecture (labels, nodes and their inputs)
-let picker = null; // the model select's samples and upload: the input backpropagated
-let answer = null; // the BackpropResponse shown
+let picker = null; // the model's samples and the upload (the input itself is data.input)
 let animator = null;
-let passToken = 0;
-let drawToken = 0;
-let chainToken = 0;
-let sgdToken = 0;
-let sweep = null; // { key, rates, outcomes } of the SGD step shown
+// what the view knows from the API (and the input it backpropagates)
+const data = {
+  models: null, // the models with an image input
+  detail: null, // the model's architecture (labels, nodes and their inputs)
+  input: null, // { blob, name, tensor, uploaded }: the input backpropagated
+  inputRequest: 0,
+  pass: null, // the BackpropResponse shown
+  passMessage: "Pick an input.", // what stands in the loss's place while there is no pass
+  passRequest: 0,
+  maps: null, // { key, node, scale, gradient, activation }: the tiles of the node shown
+  mapsRequest: 0,
+  chain: null, // the chain rule at the chosen unit
+  chainRequest: 0,
+  sgd: null, // { result, outcome }: one SGD step and the outcome shown
+  sweep: null, // { key, rates, outcomes } of the SGD step shown
+  sgdRequest: 0,
+};
 const tiles = new Map(); // url -> Promise<{ grey, layout }>
+const fresh = changeTracker();
+let chainFilter = null; // the chain rule's filter block: its grids follow the state's channel
+let sgdFilter = null; // the SGD step's filter grids, likewise
 
 const $ = within(() => root);
 
@@ -61,50 +75,49 @@ export function mount(element) {
   root = element;
   root.dataset.mounted = "1";
   state = createState(DEFAULTS, (changed) => {
-    // Back / Forward: the controls follow the state, then whatever changed is redone
-    showControls();
     if (changed.includes("bpModel")) loadModel();
-    else if (changed.includes("bpSample") || changed.includes("bpLabel")) loadSample();
+    else if (changed.includes("bpSample")) loadInput();
+    else if (changed.includes("bpLabel")) runBackprop();
     else {
-      if (changed.includes("bpStep") || changed.includes("bpScale")) animator.goto(state.values.bpStep);
+      if (changed.includes("bpStep") || changed.includes("bpScale")) loadMaps();
       if (changed.includes("bpUnit")) explainUnit();
-      if (["bpSgdNode", "bpFilter", "bpScope", "bpRate", "bpChannel"].some((k) => changed.includes(k))) runSgd();
-      if (changed.includes("bpLecture")) applyLecture();
+      if (["bpSgdNode", "bpFilter", "bpScope", "bpRate"].some((k) => changed.includes(k))) runSgd();
     }
+    render(state, data);
   });
-  animator = new Animator({ figure: $("bp-pass"), render: renderStep, interval: PLAY_MS });
+  animator = new Animator({
+    figure: $("bp-pass"),
+    render: (step) => {
+      if (!data.pass?.nodes[step]) return;
+      state.set({ bpStep: step }, { silent: true });
+      render(state, data);
+      loadMaps();
+    },
+    interval: PLAY_MS,
+  });
   bindAnimatorControls(animator, $("bp-pass"));
   bind();
-  showControls();
-  applyLecture();
   legend($("bp-legend"), "rdbu");
+  render(state, data);
   init();
 }
 
+// --- the handlers: they change the state, or take an input ----------------------------------------------------------
 function bind() {
-  $("bp-model").addEventListener("change", () => {
-    state.set({ bpModel: $("bp-model").value, bpSample: "", bpLabel: -1, bpStep: 0, bpUnit: "", bpSgdNode: "",
-      bpFilter: 0, bpChannel: 0 }, { push: true, silent: true });
-    loadModel();
-  });
+  $("bp-model").addEventListener("change", () => state.set({ bpModel: $("bp-model").value, bpSample: "", bpLabel: -1,
+    bpStep: 0, bpUnit: "", bpSgdNode: "", bpFilter: 0, bpChannel: 0 }, { push: true }));
   picker = new InputPicker(root, "bp", {
-    onSample: (file) => {
-      state.set({ bpSample: file, bpUnit: "" }, { push: true, silent: true });
-      loadSample();
-    },
-    onFile: () => {
+    // the same sample again is read again
+    onSample: (file) => { if (!state.set({ bpSample: file, bpUnit: "" }, { push: true }).length) loadInput(); },
+    onFile: (input) => {
+      data.input = input;
       state.set({ bpSample: "", bpUnit: "" }, { silent: true });
+      render(state, data);
       runBackprop();
     },
   });
-  $("bp-label").addEventListener("change", () => {
-    state.set({ bpLabel: Number($("bp-label").value), bpUnit: "" }, { push: true, silent: true });
-    runBackprop();
-  });
-  root.querySelectorAll('input[name="bp-scale"]').forEach((radio) => radio.addEventListener("change", () => {
-    state.set({ bpScale: radio.value }, { silent: true });
-    drawNode();
-  }));
+  $("bp-label").addEventListener("change", () => state.set({ bpLabel: Number($("bp-label").value), bpUnit: "" }, { push: true }));
+  root.querySelectorAll('input[name="bp-scale"]').forEach((radio) => radio.addEventListener("change", () => state.set({ bpScale: radio.value })));
   $("bp-grad").addEventListener("click", pickUnit);
   $("bp-strip").addEventListener("click", (event) => {
     const chip = event.target.closest("[data-step]");
@@ -112,56 +125,28 @@ function bind() {
     animator.pause();
     animator.goto(Number(chip.dataset.step));
   });
-  $("bp-lecture").addEventListener("click", () => {
-    state.set({ bpLecture: !state.values.bpLecture }, { push: true, silent: true });
-    applyLecture();
+  $("bp-lecture").addEventListener("click", () => state.set({ bpLecture: !state.values.bpLecture }, { push: true }));
+  $("bp-sgd-node").addEventListener("change", () => state.set({ bpSgdNode: $("bp-sgd-node").value, bpFilter: 0, bpChannel: 0 }, { push: true }));
+  $("bp-filter").addEventListener("change", () => state.set({ bpFilter: Math.max(0, Math.round(Number($("bp-filter").value) || 0)), bpChannel: 0 }));
+  $("bp-scope").addEventListener("change", () => state.set({ bpScope: $("bp-scope").value }));
+  // dragging the rate shows it; letting go takes the step at it
+  $("bp-rate").addEventListener("input", () => {
+    state.set({ bpRate: Number($("bp-rate").value) }, { silent: true });
+    render(state, data);
   });
-  $("bp-sgd-node").addEventListener("change", () => {
-    state.set({ bpSgdNode: $("bp-sgd-node").value, bpFilter: 0, bpChannel: 0 }, { push: true, silent: true });
-    showControls();
-    runSgd();
+  $("bp-rate").addEventListener("change", () => {
+    if (!state.set({ bpRate: Number($("bp-rate").value) }).length) runSgd();
   });
-  const sgdControls = [
-    ["bp-filter", "bpFilter", (e) => Math.max(0, Math.round(Number(e.value) || 0))],
-    ["bp-scope", "bpScope", (e) => e.value],
-    ["bp-rate", "bpRate", (e) => Number(e.value)],
-  ];
-  for (const [id, key, read] of sgdControls) {
-    $(id).addEventListener("change", () => {
-      state.set({ [key]: read($(id)), ...(key === "bpFilter" ? { bpChannel: 0 } : {}) }, { silent: true });
-      showControls();
-      runSgd();
-    });
-  }
-  $("bp-rate").addEventListener("input", () => showRate(Number($("bp-rate").value)));
   presenterKeys(clickerKeys());
   window.addEventListener("resize", () => fitCanvases());
 }
 
-function showControls() {
-  const v = state.values;
-  $("bp-label").value = String(v.bpLabel);
-  root.querySelectorAll('input[name="bp-scale"]').forEach((radio) => { radio.checked = radio.value === v.bpScale; });
-  $("bp-filter").value = String(v.bpFilter);
-  $("bp-scope").value = v.bpScope;
-  $("bp-rate").value = String(v.bpRate);
-  if ($("bp-sgd-node").querySelector(`option[value="${CSS.escape(v.bpSgdNode)}"]`)) $("bp-sgd-node").value = v.bpSgdNode;
-  showRate(v.bpRate);
-}
-
-function showRate(index) {
-  const rate = sweep?.rates[index];
-  $("bp-rate-out").textContent = rate === undefined ? "" : num(rate);
-}
-
-// --- lecture mode and the clicker keys ----------------------------------------------------------------------------
-function applyLecture() {
-  const on = state.values.bpLecture;
-  document.body.classList.toggle("lecture", on);
-  document.body.classList.toggle("bp-lecture", on);
-  $("bp-lecture").setAttribute("aria-pressed", String(on));
-  if (on) window.scrollTo(0, 0);
-  requestAnimationFrame(() => fitCanvases());
+function pickUnit(event) {
+  if (!data.pass) return;
+  const index = unitAt($("bp-grad"), event);
+  if (!index) return;
+  const node = data.pass.nodes[state.values.bpStep];
+  state.set({ bpUnit: `${node.id}@${index.join(",")}` }, { push: true });
 }
 
 /** The clicker's keys (presenter.js) while this view is shown: the pass's nodes, from the loss back to the input. */
@@ -170,89 +155,257 @@ function clickerKeys() {
     name: "the backward pass, one node per step from the loss back to the input; Space plays it",
     active: () => !root.hidden,
     // while the pass is still being computed there is nothing to step yet
-    ...animatorSteps(animator, () => Boolean(answer)),
+    ...animatorSteps(animator, () => Boolean(data.pass)),
     escape: () => {
-      if (state.values.bpLecture) {
-        state.set({ bpLecture: false }, { push: true, silent: true });
-        applyLecture();
-      }
+      if (state.values.bpLecture) state.set({ bpLecture: false }, { push: true });
     },
   };
 }
 
-// --- model, input, label --------------------------------------------------------------------------------------------
+// --- loading: fill `data`, then render -------------------------------------------------------------------------------
+function currentModel() {
+  return data.models?.find((m) => m.id === state.values.bpModel) ?? null;
+}
+
+function modelPath(suffix) {
+  return `/api/models/${encodeURIComponent(currentModel().id)}/${suffix}`;
+}
+
 async function init() {
   try {
-    const wanted = state.values.bpModel || PREFERRED_MODEL;
-    const filled = await fillModelSelect($("bp-model"), wanted, { filter: (m) => (m.input_shape ?? []).length === 3 });
-    models = filled.models;
-    state.set({ bpModel: filled.chosen }, { silent: true });
+    const models = (await listModels()).filter((m) => (m.input_shape ?? []).length === 3);
+    data.models = models;
+    state.set({ bpModel: chooseModel(models, state.values.bpModel || PREFERRED_MODEL) }, { silent: true });
     await loadModel();
   } catch (err) {
     showError(err, "loading the models");
   }
 }
 
+/** Nothing of an earlier pass stays: no loss, strip, maps, chain rule or SGD step; `message` in the loss's place. */
+function forgetPass(message) {
+  data.pass = null;
+  data.passMessage = message;
+  data.maps = null;
+  data.chain = null;
+  data.sgd = null;
+  data.sweep = null;
+}
+
 async function loadModel() {
-  model = models.find((m) => m.id === state.values.bpModel) ?? null;
-  $("bp-model").value = state.values.bpModel;
-  picker.clear();
-  answer = null;
-  sweep = null;
-  clearPass("Pick an input.");
+  const model = currentModel();
+  data.input = null;
+  data.detail = null;
+  ++data.passRequest;
+  forgetPass("Pick an input.");
+  render(state, data);
   if (!model) return;
-  const first = picker.showKind(model);
+  let detail;
   try {
     detail = await architecture(model.id);
   } catch (err) {
     showError(err, `model ${model.id}`);
     return;
   }
-  const labels = detail.labels ?? [];
-  $("bp-label").replaceChildren(new Option("the model's prediction", "-1"),
-    ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
-  $("bp-label").value = String(state.values.bpLabel);
+  if (currentModel() !== model) return;
+  data.detail = detail;
+  const first = picker.firstSample(model);
   if (!state.values.bpSample && first) state.set({ bpSample: first }, { silent: true });
-  await loadSample();
+  render(state, data);
+  await loadInput();
 }
 
-async function loadSample() {
+/** The state's sample as the input (none: the uploaded input again), then its pass. */
+async function loadInput() {
   const file = state.values.bpSample;
-  picker.press(file);
+  render(state, data);
   if (!file) {
-    if (picker.input) runBackprop();
+    if (data.input) runBackprop();
     return;
   }
-  if (await picker.load(file)) await runBackprop();
-}
-
-function modelPath(suffix) {
-  return `/api/models/${encodeURIComponent(model.id)}/${suffix}`;
+  const request = ++data.inputRequest;
+  let input;
+  try {
+    input = await fetchSample(file);
+  } catch (err) {
+    showError(err, `sample ${file}`);
+    return;
+  }
+  if (request !== data.inputRequest || state.values.bpSample !== file) return;
+  data.input = input;
+  render(state, data);
+  await runBackprop();
 }
 
 // --- the loss and the backward pass ----------------------------------------------------------------------------------
 async function runBackprop() {
-  if (!model || !picker.input) return;
-  const token = ++passToken;
+  const model = currentModel();
+  if (!model || !data.input || !data.detail) return;
+  const request = ++data.passRequest;
   const label = state.values.bpLabel >= 0 ? `?label=${state.values.bpLabel}` : "";
   try {
-    const result = await api(modelPath(`backprop${label}`), { ...inputRequest(picker.input), label: "Backpropagating…" });
-    if (token !== passToken) return;
+    const result = await api(modelPath(`backprop${label}`), { ...inputRequest(data.input), label: "Backpropagating…" });
+    if (request !== data.passRequest) return;
     clearError();
-    answer = result;
-    sweep = null;
-    renderLoss(result);
-    renderStrip(result);
-    fillSgdNodes(result);
-    animator.setSteps(result.nodes.length, Math.min(state.values.bpStep, result.nodes.length - 1));
+    data.pass = result;
+    data.sweep = null;
+    // the state keeps to this pass: a step it has, a node with filters for the SGD step and one of its filters
+    const withFilters = [...result.nodes].reverse().filter((n) => n.filters);
+    const wanted = withFilters.find((n) => n.id === state.values.bpSgdNode) ?? withFilters[0];
+    if (wanted) state.set({ bpSgdNode: wanted.id, bpFilter: Math.min(state.values.bpFilter, wanted.filters - 1) }, { silent: true });
+    state.set({ bpStep: Math.max(0, Math.min(state.values.bpStep, result.nodes.length - 1)) }, { silent: true });
+    render(state, data);
+    loadMaps();
     runSgd();
     explainUnit();
   } catch (err) {
-    if (token !== passToken) return;
-    answer = null;
-    clearPass("Backpropagation was refused: see the message above.");
+    if (request !== data.passRequest) return;
+    forgetPass("Backpropagation was refused: see the message above.");
+    render(state, data);
     showError(err, "backpropagation");
   }
+}
+
+function tilesOf(url) {
+  if (!tiles.has(url)) {
+    if (tiles.size >= MAX_TILE_CACHE) tiles.delete(tiles.keys().next().value);
+    const promise = loadTiles(url, null).catch((err) => {
+      tiles.delete(url);
+      throw err;
+    });
+    tiles.set(url, promise);
+  }
+  return tiles.get(url);
+}
+
+/** A vector's strip as a near-square block (the click then reads the index row by row). */
+function shown(loaded) {
+  const { grey, layout } = loaded;
+  if (layout.tiles === 1 && layout.tile_height === 1) return { grey: reflowVector(grey), layout: null, vector: true };
+  return { grey, layout, vector: false };
+}
+
+/** The gradient and activation tiles of the node shown, at the state's scale. */
+async function loadMaps() {
+  const answer = data.pass;
+  const node = answer?.nodes[state.values.bpStep];
+  if (!node) return;
+  const scale = state.values.bpScale;
+  const key = `${node.png_url}?scale=${scale}|${node.activation_png_url}`;
+  if (data.maps?.key === key) return;
+  const request = ++data.mapsRequest;
+  try {
+    const [gradient, activation] = await Promise.all([tilesOf(`${node.png_url}?scale=${scale}`),
+      tilesOf(node.activation_png_url)]);
+    if (request !== data.mapsRequest || data.pass !== answer) return;
+    data.maps = { key, node, scale, gradient, activation };
+    render(state, data);
+  } catch (err) {
+    if (request === data.mapsRequest) showError(err, `the maps of ${node.id}`);
+  }
+}
+
+async function explainUnit() {
+  const answer = data.pass;
+  const unit = chosenUnit();
+  if (!answer || !unit || !answer.nodes.some((n) => n.id === unit.nodeId)) return;
+  const request = ++data.chainRequest;
+  const params = new URLSearchParams({ label: String(answer.label), node: unit.nodeId, unit: unit.index.join(",") });
+  try {
+    const result = await api(modelPath(`backprop/chain-rule?${params}`), { ...inputRequest(data.input), label: "The chain rule…" });
+    if (request !== data.chainRequest) return;
+    data.chain = result;
+    render(state, data);
+  } catch (err) {
+    if (request === data.chainRequest) showError(err, "the chain rule");
+  }
+}
+
+async function runSgd() {
+  const answer = data.pass;
+  if (!answer || !state.values.bpSgdNode) return;
+  const v = state.values;
+  const node = answer.nodes.find((n) => n.id === v.bpSgdNode);
+  if (!node) return;
+  const filter = Math.min(v.bpFilter, node.filters - 1);
+  const key = [answer.run_id, answer.label, v.bpSgdNode, filter, v.bpScope].join("|");
+  const params = new URLSearchParams({ label: String(answer.label), node: v.bpSgdNode, filter: String(filter), scope: v.bpScope });
+  const known = data.sweep?.key === key ? data.sweep : null;
+  if (known) { // the sweep is known: ask for the step at the chosen rate only
+    const rate = known.rates[Math.min(v.bpRate, known.rates.length - 1)];
+    params.set("lr", String(rate));
+    params.set("lrs", String(rate));
+  }
+  const request = ++data.sgdRequest;
+  try {
+    const result = await api(modelPath(`sgd-step?${params}`), { ...inputRequest(data.input), label: "Taking one SGD step…" });
+    if (request !== data.sgdRequest) return;
+    if (!known) {
+      data.sweep = { key, rates: result.sweep.map((o) => o.lr), outcomes: result.sweep };
+      const index = Math.min(v.bpRate, data.sweep.rates.length - 1);
+      if (data.sweep.rates[index] !== result.lr) { // the step shown is at the chosen rate of the sweep
+        data.sgd = { result, outcome: data.sweep.outcomes[index] };
+        render(state, data);
+        return runSgd();
+      }
+    }
+    data.sgd = { result, outcome: result.outcome };
+    render(state, data);
+  } catch (err) {
+    if (request === data.sgdRequest) showError(err, "the SGD step");
+  }
+}
+
+// --- rendering: the view from the state and `data` -----------------------------------------------------------------
+/** The whole view from the state and what it knows; calling it again changes nothing. */
+function render(state, data) {
+  const v = state.values;
+  const model = currentModel();
+  showModelOptions($("bp-model"), data.models, v.bpModel);
+  picker.show({ model, file: v.bpSample, input: data.input });
+  if (fresh("labels", [data.detail])) {
+    const labels = data.detail?.labels ?? [];
+    $("bp-label").replaceChildren(new Option("the model's prediction", "-1"),
+      ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
+  }
+  $("bp-label").value = String(v.bpLabel);
+  root.querySelectorAll('input[name="bp-scale"]').forEach((radio) => { radio.checked = radio.value === v.bpScale; });
+  renderLecture(v);
+  const answer = data.pass;
+  if (fresh("pass", [answer, data.passMessage])) {
+    if (answer) {
+      renderLoss(answer);
+      renderStrip(answer);
+      fillSgdNodes(answer);
+    } else clearPass(data.passMessage);
+  }
+  const step = answer ? Math.max(0, Math.min(v.bpStep, answer.nodes.length - 1)) : 0;
+  if (answer && fresh("step", [answer, step, data.detail])) renderStep(answer, step);
+  if (data.maps && fresh("maps", [data.maps])) drawMaps(data.maps);
+  placeMarker();
+  renderSgdControls(v, data);
+  if (data.chain && fresh("chain", [data.chain])) renderChain(data.chain);
+  if (data.sgd && fresh("sgd", [data.sgd])) renderSgd(data.sweep, data.sgd.result, data.sgd.outcome);
+  for (const part of [chainFilter, sgdFilter]) if (part && fresh(part.name, [part, v.bpChannel])) part.draw(v.bpChannel);
+  renderAnimator(answer, step);
+}
+
+function renderLecture(v) {
+  const on = v.bpLecture;
+  document.body.classList.toggle("lecture", on);
+  document.body.classList.toggle("bp-lecture", on);
+  $("bp-lecture").setAttribute("aria-pressed", String(on));
+  if (fresh("lecture", [on])) {
+    if (on) window.scrollTo(0, 0);
+    requestAnimationFrame(() => fitCanvases());
+  }
+}
+
+/** The animator's steps and step (its range and label) in line with the pass and the state's step. */
+function renderAnimator(answer, step) {
+  const count = answer?.nodes.length ?? 0;
+  if (animator.count === count && (count === 0 || animator.step === step)) return;
+  animator.setSteps(count, step); // its step is the state's: it renders
 }
 
 function clearPass(message) {
@@ -272,7 +425,8 @@ function clearPass(message) {
   $("bp-sgd-filter").replaceChildren();
   $("bp-sgd-chart").replaceChildren();
   $("bp-sgd-verdict").textContent = "";
-  animator?.setSteps(0);
+  chainFilter = null;
+  sgdFilter = null;
 }
 
 function renderLoss(a) {
@@ -306,13 +460,13 @@ function renderStrip(a) {
 }
 
 /** The nodes that read ``nodeId`` and have a gradient (the loss, for the logits). */
-function readersOf(nodeId) {
+function readersOf(answer, detail, nodeId) {
   const withGradient = new Set(answer.nodes.map((n) => n.id));
   const found = archNodes(detail).filter((n) => withGradient.has(n.id) && (n.inputs ?? []).includes(nodeId)).map((n) => n.id);
   return nodeId === answer.logits_node ? ["the loss", ...found] : found;
 }
 
-function lessonFor(node, step) {
+function lessonFor(answer, detail, node, step) {
   const count = answer.nodes.length;
   const head = `Step ${step + 1} of ${count}: `;
   if (step === 0) {
@@ -323,16 +477,13 @@ function lessonFor(node, step) {
     return `${head}the input. dL/dx says which pixels would change the loss most: the gradient has reached the ` +
       "image (the saliency map). It trains nothing, but an attack can follow it.";
   }
-  const readers = readersOf(node.id);
+  const readers = readersOf(answer, detail, node.id);
   return `${head}${node.id} (${node.op}). Its gradient is the sum, over what reads it (${readers.join(", ")}), of ` +
     "their gradient × the local derivative. Click a unit to see the numbers.";
 }
 
-function renderStep(step) {
-  if (!answer) return;
+function renderStep(answer, step) {
   const node = answer.nodes[step];
-  if (!node) return;
-  state.set({ bpStep: step }, { silent: true });
   const strip = $("bp-strip");
   strip.querySelectorAll(".bp-chip").forEach((chip) => {
     const current = Number(chip.dataset.step) === step;
@@ -344,56 +495,23 @@ function renderStep(step) {
   const chip = strip.querySelector(`[data-step="${step}"]`)?.parentElement;
   if (chip) strip.scrollLeft = chip.offsetLeft - strip.clientWidth / 2 + chip.offsetWidth / 2; // never the page
   $("bp-step").dataset.step = String(step);
-  $("bp-lesson").textContent = lessonFor(node, step);
+  $("bp-lesson").textContent = data.detail ? lessonFor(answer, data.detail, node, step) : "";
   $("bp-grad-caption").textContent = `dL/d(${node.id}): the gradient reaching ${node.id}, shape [${node.shape.join(", ")}]`;
   $("bp-act-caption").textContent = node.id === "input" ? "The input (forward pass)" : `${node.id}'s output (forward pass)`;
   $("bp-stats").textContent = `min ${num(node.min)} · max ${num(node.max)} · mean |g| ${num(node.mean_abs)} · ` +
     `‖g‖ ${num(node.norm)}`;
-  drawNode();
 }
 
-function tilesOf(url) {
-  if (!tiles.has(url)) {
-    if (tiles.size >= MAX_TILE_CACHE) tiles.delete(tiles.keys().next().value);
-    const promise = loadTiles(url, null).catch((err) => {
-      tiles.delete(url);
-      throw err;
-    });
-    tiles.set(url, promise);
-  }
-  return tiles.get(url);
-}
-
-/** A vector's strip as a near-square block (the click then reads the index row by row). */
-function shown(loaded) {
-  const { grey, layout } = loaded;
-  if (layout.tiles === 1 && layout.tile_height === 1) return { grey: reflowVector(grey), layout: null, vector: true };
-  return { grey, layout, vector: false };
-}
-
-async function drawNode() {
-  if (!answer) return;
-  const node = answer.nodes[state.values.bpStep];
-  if (!node) return;
-  const token = ++drawToken;
-  const scale = state.values.bpScale;
-  try {
-    const [gradient, activation] = await Promise.all([tilesOf(`${node.png_url}?scale=${scale}`),
-      tilesOf(node.activation_png_url)]);
-    if (token !== drawToken) return;
-    const g = shown(gradient);
-    const a = shown(activation);
-    paint($("bp-grad"), g.grey, "rdbu", g.layout);
-    paint($("bp-act"), a.grey, "viridis", a.layout);
-    $("bp-grad").dataset.node = node.id;
-    $("bp-grad").dataset.layout = JSON.stringify(gradient.layout);
-    $("bp-grad").dataset.vector = String(g.vector);
-    fitCanvases();
-    showLegend(node, scale);
-    placeMarker();
-  } catch (err) {
-    if (token === drawToken) showError(err, `the maps of ${node.id}`);
-  }
+function drawMaps({ node, scale, gradient, activation }) {
+  const g = shown(gradient);
+  const a = shown(activation);
+  paint($("bp-grad"), g.grey, "rdbu", g.layout);
+  paint($("bp-act"), a.grey, "viridis", a.layout);
+  $("bp-grad").dataset.node = node.id;
+  $("bp-grad").dataset.layout = JSON.stringify(gradient.layout);
+  $("bp-grad").dataset.vector = String(g.vector);
+  fitCanvases();
+  showLegend(node, scale);
 }
 
 function showLegend(node, scale) {
@@ -423,7 +541,7 @@ function unitAt(canvas, event) {
   const rect = canvas.getBoundingClientRect();
   const px = ((event.clientX - rect.left) / rect.width) * canvas.width;
   const py = ((event.clientY - rect.top) / rect.height) * canvas.height;
-  const node = answer.nodes[state.values.bpStep];
+  const node = data.pass.nodes[state.values.bpStep];
   if (canvas.dataset.vector === "true") {
     const i = Math.floor(py) * canvas.width + Math.floor(px); // a vector (F,) or a single row (1, L)
     if (i >= node.shape.at(-1)) return null;
@@ -435,16 +553,6 @@ function unitAt(canvas, event) {
   if (node.shape.length === 3) return [hit.channel, hit.y, hit.x];
   if (node.shape.length === 2) return layout.time === "rows" ? [hit.y, hit.x] : [hit.channel, hit.x];
   return null;
-}
-
-function pickUnit(event) {
-  if (!answer) return;
-  const index = unitAt($("bp-grad"), event);
-  if (!index) return;
-  const node = answer.nodes[state.values.bpStep];
-  state.set({ bpUnit: `${node.id}@${index.join(",")}` }, { push: true, silent: true });
-  placeMarker();
-  explainUnit();
 }
 
 function chosenUnit() {
@@ -459,7 +567,7 @@ function placeMarker() {
   const unit = chosenUnit();
   const canvas = $("bp-grad");
   const layout = JSON.parse(canvas.dataset.layout || "null");
-  if (!unit || !answer || unit.nodeId !== canvas.dataset.node || !layout) {
+  if (!unit || !data.pass || unit.nodeId !== canvas.dataset.node || !layout) {
     marker.hidden = true;
     return;
   }
@@ -480,20 +588,6 @@ function placeMarker() {
   marker.style.width = `${Math.max(4, sx) + 4}px`;
   marker.style.height = `${Math.max(4, sy) + 4}px`;
   marker.hidden = false;
-}
-
-async function explainUnit() {
-  const unit = chosenUnit();
-  if (!answer || !unit || !answer.nodes.some((n) => n.id === unit.nodeId)) return;
-  const token = ++chainToken;
-  const params = new URLSearchParams({ label: String(answer.label), node: unit.nodeId, unit: unit.index.join(",") });
-  try {
-    const result = await api(modelPath(`backprop/chain-rule?${params}`), { ...inputRequest(picker.input), label: "The chain rule…" });
-    if (token !== chainToken) return;
-    renderChain(result);
-  } catch (err) {
-    if (token === chainToken) showError(err, "the chain rule");
-  }
 }
 
 function agree(total, engine) {
@@ -564,7 +658,8 @@ function renderChain(c) {
   } else {
     parts.push(el("p", { class: "small muted", text: "u is a number of the input image: nothing feeds it, so the backward pass ends here." }));
   }
-  if (c.filter) parts.push(...filterBlock(c.filter));
+  chainFilter = c.filter ? filterBlock(c.filter) : null;
+  if (chainFilter) parts.push(...chainFilter.nodes);
   $("bp-chain-body").replaceChildren(...parts);
 }
 
@@ -583,33 +678,32 @@ function channelGrid(values, shape, channel) {
   return rows;
 }
 
-function channelPicker(shape, onPick) {
-  if (shape.length === 1 || shape[0] === 1) return [];
+/** A select of the filter's input channel (none for one channel): it sets the state's channel. */
+function channelPicker(shape) {
+  if (shape.length === 1 || shape[0] === 1) return null;
   const select = el("select", { id: `bp-channel-${Math.random().toString(36).slice(2, 7)}`, "aria-label": "Input channel of the filter" },
     ...Array.from({ length: shape[0] }, (_, c) => new Option(`input channel ${c}`, String(c))));
-  select.value = String(Math.min(state.values.bpChannel, shape[0] - 1));
-  select.addEventListener("change", () => {
-    state.set({ bpChannel: Number(select.value) }, { silent: true });
-    onPick();
-  });
-  return [el("label", { class: "small", text: "Show " }, select)];
+  select.addEventListener("change", () => state.set({ bpChannel: Number(select.value) }));
+  return select;
 }
 
+/** The chain rule's weight gradient of a filter: `{ nodes, draw(channel) }`, its grids drawn for one input channel. */
 function filterBlock(f) {
   const holder = el("div", { class: "bp-grids" });
-  const draw = () => {
-    const c = Math.min(state.values.bpChannel, f.shape.length > 1 ? f.shape[0] - 1 : 0);
+  const select = channelPicker(f.shape);
+  const draw = (channel) => {
+    const c = Math.min(channel, f.shape.length > 1 ? f.shape[0] - 1 : 0);
+    if (select) select.value = String(c);
     holder.replaceChildren(gridBlock(`w[${f.filter}]${f.shape.length > 1 ? `, channel ${c}` : ""}`, channelGrid(f.weight, f.shape, c)),
       gridBlock("dL/dw (the formula)", channelGrid(f.gradient, f.shape, c)));
   };
-  draw();
   const bias = f.bias === null ? "no bias" : `bias ${num(f.bias)}, dL/db = Σ_o dL/dy[${f.filter}, o] = ${num(f.bias_gradient)}`;
   const what = f.op === "linear"
     ? `dL/dW[${f.filter}, i] = dL/dy[${f.filter}] × x[i]`
     : `dL/dw[${f.filter}, c, i, j] = Σ over the ${f.upstream_positions} output positions o of dL/dy[${f.filter}, o] × the input the weight met at o`;
   const out = [el("h4", { text: `The weight gradient of filter ${f.filter} of ${f.node}` }),
     el("p", { class: "small", text: `${what}. Shape [${f.shape.join(", ")}]; ${bias}.` }),
-    ...channelPicker(f.shape, draw), holder];
+    ...(select ? [el("label", { class: "small", text: "Show " }, select)] : []), holder];
   if (f.example) {
     const e = f.example;
     const engine = f.engine_gradient[flatIndex(e.weight.slice(1), f.shape)];
@@ -618,7 +712,7 @@ function filterBlock(f) {
         (t) => [`[${t.output.join(", ")}] reads [${t.input.join(", ")}]`, num(t.upstream), signedNum(t.value), num(t.product)]),
       el("p", { class: "bp-total" }, el("span", { text: `Σ = ${num(e.total)} ` }), agree(e.total, engine)));
   }
-  return out;
+  return { name: "chain-filter", nodes: out, draw };
 }
 
 function flatIndex(index, shape) {
@@ -630,48 +724,19 @@ function fillSgdNodes(a) {
   const withFilters = [...a.nodes].reverse().filter((n) => n.filters);
   $("bp-sgd").hidden = !withFilters.length;
   $("bp-sgd-node").replaceChildren(...withFilters.map((n) => new Option(`${n.id} (${n.op}, ${n.filters} filters)`, n.id)));
-  const wanted = withFilters.find((n) => n.id === state.values.bpSgdNode) ?? withFilters[0];
-  if (wanted) {
-    state.set({ bpSgdNode: wanted.id, bpFilter: Math.min(state.values.bpFilter, wanted.filters - 1) }, { silent: true });
-    $("bp-filter").max = String(wanted.filters - 1);
-  }
-  showControls();
 }
 
-async function runSgd() {
-  if (!answer || !state.values.bpSgdNode) return;
-  const v = state.values;
-  const node = answer.nodes.find((n) => n.id === v.bpSgdNode);
-  if (!node) return;
-  const filter = Math.min(v.bpFilter, node.filters - 1);
-  $("bp-filter").max = String(node.filters - 1);
-  const key = [answer.run_id, answer.label, v.bpSgdNode, filter, v.bpScope].join("|");
-  const params = new URLSearchParams({ label: String(answer.label), node: v.bpSgdNode, filter: String(filter), scope: v.bpScope });
-  const known = sweep?.key === key ? sweep : null;
-  if (known) { // the sweep is known: ask for the step at the chosen rate only
-    const rate = known.rates[Math.min(v.bpRate, known.rates.length - 1)];
-    params.set("lr", String(rate));
-    params.set("lrs", String(rate));
-  }
-  const token = ++sgdToken;
-  try {
-    const result = await api(modelPath(`sgd-step?${params}`), { ...inputRequest(picker.input), label: "Taking one SGD step…" });
-    if (token !== sgdToken) return;
-    if (!known) {
-      sweep = { key, rates: result.sweep.map((o) => o.lr), outcomes: result.sweep };
-      $("bp-rate").max = String(sweep.rates.length - 1);
-      const index = Math.min(v.bpRate, sweep.rates.length - 1);
-      if (sweep.rates[index] !== result.lr) { // the step shown is at the chosen rate of the sweep
-        renderSgd(result, sweep.outcomes[index]);
-        showRate(index);
-        return runSgd();
-      }
-    }
-    showRate(Math.min(v.bpRate, sweep.rates.length - 1));
-    renderSgd(result, result.outcome);
-  } catch (err) {
-    if (token === sgdToken) showError(err, "the SGD step");
-  }
+/** The SGD step's controls: the node, the filter (up to its count), the scope, the rate (an index into the sweep). */
+function renderSgdControls(v, data) {
+  if ($("bp-sgd-node").querySelector(`option[value="${CSS.escape(v.bpSgdNode)}"]`)) $("bp-sgd-node").value = v.bpSgdNode;
+  const node = data.pass?.nodes.find((n) => n.id === v.bpSgdNode);
+  if (node?.filters) $("bp-filter").max = String(node.filters - 1);
+  $("bp-filter").value = String(v.bpFilter);
+  $("bp-scope").value = v.bpScope;
+  if (data.sweep) $("bp-rate").max = String(data.sweep.rates.length - 1);
+  $("bp-rate").value = String(v.bpRate);
+  const rate = data.sweep?.rates[v.bpRate];
+  $("bp-rate-out").textContent = rate === undefined ? "" : num(rate);
 }
 
 function sgdVerdict(r, o) {
@@ -686,27 +751,29 @@ function sgdVerdict(r, o) {
     `${num(o.label_probability)} and the model says “${o.prediction_label}”.`;
 }
 
-function renderSgd(r, o) {
+function renderSgd(sweep, r, o) {
   $("bp-sgd-verdict").textContent = sgdVerdict(r, o);
   $("bp-sgd-verdict").dataset.change = o.diverged ? "diverged" : o.loss_change < 0 ? "fell" : "rose";
   const holder = el("div", { class: "bp-grids" });
-  const draw = () => {
-    const c = Math.min(state.values.bpChannel, r.shape.length > 1 ? r.shape[0] - 1 : 0);
+  const select = channelPicker(r.shape);
+  const draw = (channel) => {
+    const c = Math.min(channel, r.shape.length > 1 ? r.shape[0] - 1 : 0);
+    if (select) select.value = String(c);
     holder.replaceChildren(gridBlock("w before", channelGrid(r.weight_before, r.shape, c)),
       gridBlock("dL/dw", channelGrid(r.gradient, r.shape, c)),
       gridBlock(`w after = w − ${num(r.lr)} · dL/dw`, channelGrid(r.weight_after, r.shape, c)));
   };
-  draw();
+  sgdFilter = { name: "sgd-filter", draw };
   const bias = r.bias_before === null ? [] : [el("p", { class: "small mono", text:
     `bias: ${num(r.bias_before)} − ${num(r.lr)} × ${signedNum(r.bias_gradient)} = ${num(r.bias_after)}` })];
-  $("bp-sgd-filter").replaceChildren(...channelPicker(r.shape, draw), holder, ...bias);
-  $("bp-sgd-chart").replaceChildren(sweepChart(r, o));
+  $("bp-sgd-filter").replaceChildren(...(select ? [el("label", { class: "small", text: "Show " }, select)] : []), holder, ...bias);
+  $("bp-sgd-chart").replaceChildren(sweepChart(sweep, r, o));
 }
 
 const BOX = { width: 560, height: 250, left: 56, right: 16, top: 22, bottom: 40 };
 
 /** The loss after one step against the rate (log axis), the loss before as a line, the chosen rate marked. */
-function sweepChart(r, chosen) {
+function sweepChart(sweep, r, chosen) {
   const outcomes = sweep?.outcomes ?? [];
   const w = BOX.width - BOX.left - BOX.right;
   const h = BOX.height - BOX.top - BOX.bottom;

@@ -8,11 +8,14 @@
 //
 // What applies to a model, and its layers, come from GET /api/models/{id}/representations. Every number is the
 // API's. The state (rep*) is in the URL beside the page's `view`.
+// state -> data -> render: handlers only change the state (or take a photo), the loaders only fill `data` with the
+// API's answers, and `render(state, data)` brings the view in line with both.
 import { ApiError, api, clearError, showError } from "./api.js";
 import { el, fmt } from "./explain/common.js";
 import { fetchResult, progressText } from "./jobs.js";
-import { fillModelSelect } from "./models.js";
+import { listModels } from "./models.js";
 import { fetchNpy } from "./npy.js";
+import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
 import { createState } from "./state.js";
 import { svg, within } from "./dom.js";
 
@@ -29,15 +32,21 @@ const BUSY_RETRIES = 60;
 
 let root = null;
 let state = null;
-let models = [];
-let support = null; // the API's RepresentationsSupport for the chosen model
-let projection = null; // the API's projection answer being shown
-let frame = null; // { x, y, step }: a t-SNE preview while it runs
-let hovered = -1;
-let sprite = null; // the sprite sheet as an <img>, once loaded
-let photo = null; // { blob, name } for the neighbours
-const tokens = { projection: 0, probes: 0, neighbours: 0 };
+// what the view knows from the API (and the photo it compares)
+const data = {
+  models: null, // the models with an image input (and the digit models: sequence models read [1, 28, 28] too)
+  support: null, // the API's RepresentationsSupport for the chosen model
+  sprite: null, // { url, image, loaded }: the sprite sheet of the digits
+  // the projection: `note` says what its text is (computing, waiting, frame, done, failed; "" none)
+  projection: { node: "", method: "", answer: null, frame: null, progress: null, note: "" },
+  probes: { answer: null, progress: null, note: "" }, // likewise (after-projection, training, waiting, done, failed)
+  photo: null, // { blob, name, url, uploaded }: the photo whose neighbours are asked for
+  neighbours: null, // { answer, photo } or { failed: true }
+};
+const requests = { projection: 0, probes: 0, neighbours: 0, photo: 0 };
 const aborts = {};
+let hovered = -1; // the point under the pointer (or chosen with the arrow keys), -1 none: not in the URL
+const fresh = changeTracker();
 
 const $ = within(() => root);
 const pct = (p) => `${(100 * p).toFixed(2)}%`;
@@ -47,107 +56,99 @@ export function mount(element) {
   root = element;
   root.dataset.mounted = "1";
   state = createState(DEFAULTS, (changed) => {
-    showControls();
     if (changed.includes("repModel")) loadModel();
     else {
       if (changed.includes("repNode") || changed.includes("repMethod")) loadProjection();
-      if (changed.includes("repNode") || changed.includes("repK") || changed.includes("repPhoto")) loadPhoto();
+      if (changed.includes("repPhoto")) loadPhoto();
+      else if (changed.includes("repNode") || changed.includes("repK")) findNeighbours();
     }
+    render(state, data);
   });
   bind();
-  showControls();
+  render(state, data);
   init();
 }
 
-// --- controls ---------------------------------------------------------------------------------------------------
+// --- the handlers: they change the state, or take a photo, or point at a digit ---------------------------------------
 function bind() {
-  $("rep-model").addEventListener("change", () => {
-    state.set({ repModel: $("rep-model").value, repNode: "" }, { push: true, silent: true });
-    loadModel();
-  });
-  $("rep-node").addEventListener("change", () => {
-    state.set({ repNode: $("rep-node").value }, { push: true, silent: true });
-    showNodeFeatures();
-    loadProjection();
-    findNeighbours();
-  });
-  $("rep-method").addEventListener("change", () => {
-    state.set({ repMethod: $("rep-method").value }, { push: true, silent: true });
-    loadProjection();
-  });
+  $("rep-model").addEventListener("change", () => state.set({ repModel: $("rep-model").value, repNode: "" }, { push: true }));
+  $("rep-node").addEventListener("change", () => state.set({ repNode: $("rep-node").value }, { push: true }));
+  $("rep-method").addEventListener("change", () => state.set({ repMethod: $("rep-method").value }, { push: true }));
   $("rep-k").addEventListener("change", () => {
     const k = Math.min(16, Math.max(1, Math.round(Number($("rep-k").value)) || 1));
-    state.set({ repK: k }, { silent: true });
-    showControls();
-    findNeighbours();
+    if (!state.set({ repK: k }).length) render(state, data); // the field shows the k kept
   });
   root.querySelectorAll("#rep-photos .sample").forEach((button) => {
-    button.addEventListener("click", () => {
-      state.set({ repPhoto: button.dataset.file }, { push: true, silent: true });
-      loadPhoto();
-    });
+    // the same photo again is compared again
+    button.addEventListener("click", () => { if (!state.set({ repPhoto: button.dataset.file }, { push: true }).length) loadPhoto(); });
   });
   $("rep-file").addEventListener("change", () => {
     const file = $("rep-file").files?.[0];
     $("rep-file").value = "";
     if (!file) return;
-    photo = { blob: file, name: file.name || "your photo", url: URL.createObjectURL(file) };
+    data.photo = { blob: file, name: file.name || "your photo", url: URL.createObjectURL(file), uploaded: true };
+    ++requests.photo;
     state.set({ repPhoto: "" }, { silent: true });
-    showControls();
-    $("rep-photo-name").textContent = `Your photo: ${photo.name}`;
+    render(state, data);
     findNeighbours();
   });
   const canvas = $("rep-scatter");
   canvas.addEventListener("mousemove", (event) => {
     const box = canvas.getBoundingClientRect();
-    hover(nearestPoint(event.clientX - box.left, event.clientY - box.top));
+    point(nearestPoint(event.clientX - box.left, event.clientY - box.top));
   });
-  canvas.addEventListener("mouseleave", () => hover(-1));
+  canvas.addEventListener("mouseleave", () => point(-1));
   canvas.addEventListener("keydown", (event) => {
     const n = shownPoints()?.x.length ?? 0;
     if (!n) return;
     const moves = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 };
     if (event.key in moves) {
       event.preventDefault();
-      hover(hovered < 0 ? 0 : (hovered + moves[event.key] + n) % n);
+      point(hovered < 0 ? 0 : (hovered + moves[event.key] + n) % n);
     } else if (event.key === "Escape") {
-      hover(-1);
+      point(-1);
     }
   });
-  new ResizeObserver(() => drawScatter()).observe(canvas.parentElement);
+  new ResizeObserver(() => renderScatter(true)).observe(canvas.parentElement);
 }
 
-/** The controls show the state. */
-function showControls() {
-  const v = state.values;
-  if ([...$("rep-node").options].some((o) => o.value === v.repNode)) $("rep-node").value = v.repNode;
-  $("rep-method").value = v.repMethod;
-  $("rep-k").value = String(v.repK);
-  root.querySelectorAll("#rep-photos .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === v.repPhoto)));
+/** Point at digit `i` (-1: none). */
+function point(i) {
+  const points = shownPoints();
+  hovered = points && i >= 0 && i < points.x.length ? i : -1;
+  render(state, data);
 }
 
+// --- loading: fill `data`, then render -------------------------------------------------------------------------------
 async function init() {
   try {
-    const wanted = state.values.repModel || PREFERRED_MODEL;
-    // image models and the digit models (sequence models read [1, 28, 28] too); the API says what applies
-    const filled = await fillModelSelect($("rep-model"), wanted, { filter: (m) => (m.input_shape ?? []).length === 3 });
-    models = filled.models;
-    state.set({ repModel: filled.chosen }, { silent: true });
-    sprite = null;
+    const models = (await listModels()).filter((m) => (m.input_shape ?? []).length === 3);
+    data.models = models;
+    state.set({ repModel: chooseModel(models, state.values.repModel || PREFERRED_MODEL) }, { silent: true });
     await loadModel();
   } catch (err) {
     showError(err);
   }
 }
 
+function forget(kind) {
+  requests[kind] += 1;
+  aborts[kind]?.abort();
+}
+
 async function loadModel() {
   const id = state.values.repModel;
-  $("rep-model").value = id;
-  support = null;
-  clearProjection("");
-  clearProbes();
-  $("rep-neighbours-list").replaceChildren();
+  forget("projection");
+  forget("probes");
+  forget("neighbours");
+  data.support = null;
+  data.projection = { node: "", method: "", answer: null, frame: null, progress: null, note: "" };
+  data.probes = { answer: null, progress: null, note: "" };
+  data.neighbours = null;
+  hovered = -1;
+  render(state, data);
   if (!id) return;
+  let support;
   try {
     support = await api(`${api_(id)}/representations`, { label: "Loading what applies…" });
   } catch (err) {
@@ -155,44 +156,30 @@ async function loadModel() {
     return;
   }
   if (support.model_id !== state.values.repModel) return;
-  const nodes = support.nodes;
-  $("rep-node").replaceChildren(...nodes.map((n) => new Option(n === "input" ? "input (the pixels)" : n, n)));
-  const node = nodes.includes(state.values.repNode) ? state.values.repNode : support.default_node;
+  data.support = support;
+  const node = support.nodes.includes(state.values.repNode) ? state.values.repNode : support.default_node;
   state.set({ repNode: node }, { silent: true });
-  showControls();
-  showNodeFeatures();
   const digits = support.takes_digits;
-  $("rep-projection").hidden = !digits;
-  $("rep-probes").hidden = !digits;
-  $("rep-method-control").hidden = !digits;
-  // photos through a digit model mean little: its own neighbours are the digits' projection above
-  const photos = support.takes_images && !digits;
-  $("rep-neighbours").hidden = !photos;
-  $("rep-note").hidden = digits;
-  $("rep-note").textContent = digits ? "" : `Projections and probes use the shipped digits: ${support.digits_reason}. ` +
-    "Pick a digit model for them.";
   if (digits) {
     loadSprite(support.sprite);
     // one analysis at a time from this page: the server runs few at once, for everyone
-    $("rep-probes-info").textContent = "The probes are trained once the projection is drawn.";
-    const model = support.model_id;
-    loadProjection().finally(() => { if (support?.model_id === model) loadProbes(); });
-  }
-  if (photos) loadPhoto();
-}
-
-function showNodeFeatures() {
-  const node = state.values.repNode;
-  $("rep-node-features").textContent = node === "input" ? "The raw input: the normalised pixels, the baseline." : "";
+    data.probes = { answer: null, progress: null, note: "after-projection" };
+    render(state, data);
+    loadProjection().finally(() => { if (data.support === support) loadProbes(); });
+  } else render(state, data);
+  // photos through a digit model mean little: its own neighbours are the digits' projection above
+  if (support.takes_images && !digits) loadPhoto();
 }
 
 function loadSprite(info) {
-  if (!info || sprite?.dataset.url === info.url) return;
-  const image = new Image();
-  image.dataset.url = info.url;
-  image.onload = () => { if (hovered >= 0) hover(hovered); };
-  image.src = info.url;
-  sprite = image;
+  if (!info || data.sprite?.url === info.url) return;
+  const sprite = { url: info.url, image: new Image(), loaded: false };
+  sprite.image.onload = () => {
+    sprite.loaded = true;
+    render(state, data);
+  };
+  sprite.image.src = info.url;
+  data.sprite = sprite;
 }
 
 /** `work()`, asked again every few seconds while the server answers 429 (as many analyses running as it allows). */
@@ -215,101 +202,239 @@ async function patiently(work, onWait, signal) {
 }
 
 // --- the projection ---------------------------------------------------------------------------------------------
-function clearProjection(message) {
-  projection = null;
-  frame = null;
-  hovered = -1;
-  $("rep-hover").hidden = true;
-  $("rep-projection-info").textContent = message;
-  $("rep-projection-progress").hidden = true;
-  $("rep-kl").hidden = true;
-  $("rep-legend").replaceChildren();
-  drawScatter();
-}
-
 async function loadProjection() {
-  if (!support?.takes_digits) return;
+  if (!data.support?.takes_digits) return;
   const { repModel: id, repNode: node, repMethod: method } = state.values;
-  const token = ++tokens.projection;
-  aborts.projection?.abort();
+  forget("projection");
+  const request = requests.projection;
   aborts.projection = new AbortController();
+  const projection = { node, method, answer: null, frame: null, progress: null, note: "computing" };
+  data.projection = projection;
+  hovered = -1;
+  render(state, data);
   const name = method === "tsne" ? "t-SNE" : "PCA";
-  clearProjection(`Computing the ${name} of the 2,000 held-out digits at ${node}…`);
-  $("rep-projection-title").textContent = `The 2,000 held-out digits at ${node === "input" ? "the pixels" : node}, by ${name}`;
   const params = new URLSearchParams({ node, method });
   const signal = aborts.projection.signal;
+  const latest = () => request === requests.projection;
   try {
     const answer = await patiently(() => fetchResult(`${api_(id)}/projection?${params}`, {
       label: `Computing the ${name}…`, signal,
-      onProgress: (summary) => { if (token === tokens.projection) showProjectionProgress(summary, token); },
+      onProgress: (summary) => {
+        if (!latest()) return;
+        projection.progress = summary;
+        render(state, data);
+        loadFrame(projection, summary.preview_url, latest);
+      },
     }), () => {
-      if (token === tokens.projection) {
-        $("rep-projection-info").textContent = "The server is busy with other analyses: waiting for a free slot…";
-      }
+      if (!latest()) return;
+      projection.note = "waiting";
+      render(state, data);
     }, signal);
-    if (token !== tokens.projection) return;
+    if (!latest()) return;
     clearError();
-    $("rep-projection-progress").hidden = true;
-    projection = answer;
-    frame = null;
-    renderProjection();
+    Object.assign(projection, { answer, frame: null, progress: null, note: "done" });
+    hovered = -1;
+    render(state, data);
   } catch (err) {
-    if (token !== tokens.projection || err.name === "AbortError") return;
-    $("rep-projection-progress").hidden = true;
-    $("rep-projection-info").textContent = "The projection could not be computed: see the message above.";
+    if (!latest() || err.name === "AbortError") return;
+    Object.assign(projection, { progress: null, note: "failed" });
+    render(state, data);
     showError(err, "projection");
   }
 }
 
-function showProjectionProgress(summary, token) {
-  $("rep-projection-progress").hidden = summary.status === "done";
-  $("rep-projection-bar").max = summary.total || 1;
-  $("rep-projection-bar").value = summary.done || 0;
-  $("rep-projection-progress-text").textContent = progressText(summary, "steps");
-  const url = summary.preview_url;
-  if (url && url !== frame?.url) {
-    fetchNpy(url, "Fetching the embedding so far…").then((array) => {
-      if (token !== tokens.projection || projection) return;
-      const n = array.shape[0];
-      const x = new Float64Array(n);
-      const y = new Float64Array(n);
-      for (let i = 0; i < n; i += 1) {
-        x[i] = array.data[2 * i];
-        y[i] = array.data[2 * i + 1];
-      }
-      const step = Number(/embedding-(\d+)\.npy/.exec(url)?.[1] ?? 0);
-      frame = { x, y, url, step };
-      if (!$("rep-legend").children.length && support?.sprite) {
-        renderLegend(Array.from({ length: 10 }, (_, k) => String(k)), support.sprite.labels);
-      }
-      $("rep-projection-info").textContent = `t-SNE at work: the embedding after ${step} of its steps (the final one ` +
-        "comes with its numbers when it is done).";
-      drawScatter();
-    }).catch(() => {});
+/** A t-SNE preview while it runs: the embedding so far (its numbers fetched once per preview). */
+function loadFrame(projection, url, latest) {
+  if (!url || url === projection.frame?.url) return;
+  fetchNpy(url, "Fetching the embedding so far…").then((array) => {
+    if (!latest() || projection.answer) return;
+    const n = array.shape[0];
+    const x = new Float64Array(n);
+    const y = new Float64Array(n);
+    for (let i = 0; i < n; i += 1) {
+      x[i] = array.data[2 * i];
+      y[i] = array.data[2 * i + 1];
+    }
+    const step = Number(/embedding-(\d+)\.npy/.exec(url)?.[1] ?? 0);
+    projection.frame = { x, y, url, step };
+    projection.note = "frame";
+    render(state, data);
+  }).catch(() => {});
+}
+
+// --- the probes -------------------------------------------------------------------------------------------------
+async function loadProbes() {
+  if (!data.support?.takes_digits) return;
+  const id = state.values.repModel;
+  forget("probes");
+  const request = requests.probes;
+  aborts.probes = new AbortController();
+  const probes = { answer: null, progress: null, note: "training" };
+  data.probes = probes;
+  render(state, data);
+  const signal = aborts.probes.signal;
+  const latest = () => request === requests.probes;
+  try {
+    const answer = await patiently(() => fetchResult(`${api_(id)}/probes`, {
+      label: "Training the probes…", signal,
+      onProgress: (summary) => {
+        if (!latest()) return;
+        probes.progress = summary;
+        render(state, data);
+      },
+    }), () => {
+      if (!latest()) return;
+      probes.note = "waiting";
+      render(state, data);
+    }, signal);
+    if (!latest()) return;
+    Object.assign(probes, { answer, progress: null, note: "done" });
+    render(state, data);
+  } catch (err) {
+    if (!latest() || err.name === "AbortError") return;
+    Object.assign(probes, { progress: null, note: "failed" });
+    render(state, data);
+    showError(err, "probes");
   }
 }
 
-function renderProjection() {
-  const p = projection;
+// --- the nearest photos -----------------------------------------------------------------------------------------
+/** The state's sample photo (the first one when none was chosen or uploaded), then its neighbours. */
+async function loadPhoto() {
+  const { support } = data;
+  if (!support?.takes_images || support.takes_digits) return;
+  let file = state.values.repPhoto;
+  if (!file && !data.photo) {
+    file = root.querySelector("#rep-photos .sample")?.dataset.file ?? "";
+    if (file) state.set({ repPhoto: file }, { silent: true });
+  }
+  render(state, data);
+  if (file) {
+    const request = ++requests.photo;
+    try {
+      const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the photo…" });
+      if (request !== requests.photo) return;
+      data.photo = { blob, name: file, url: `/static/samples/${encodeURIComponent(file)}`, uploaded: false };
+      render(state, data);
+    } catch (err) {
+      showError(err, `photo ${file}`);
+      return;
+    }
+  }
+  findNeighbours();
+}
+
+async function findNeighbours() {
+  const { support, photo } = data;
+  if (!support?.takes_images || support.takes_digits || !photo) return;
+  const { repModel: id, repNode: node, repK: k } = state.values;
+  forget("neighbours");
+  const request = requests.neighbours;
+  aborts.neighbours = new AbortController();
+  const body = new FormData();
+  body.append("image", photo.blob, photo.name.includes(".") ? photo.name : `${photo.name}.png`);
+  const params = new URLSearchParams({ node, k: String(k) });
+  try {
+    const answer = await api(`${api_(id)}/neighbours?${params}`, { body, label: "Comparing the photos…",
+      signal: aborts.neighbours.signal });
+    if (request !== requests.neighbours) return;
+    data.neighbours = { answer, photo };
+    render(state, data);
+  } catch (err) {
+    if (request !== requests.neighbours || err.name === "AbortError") return;
+    data.neighbours = { failed: true };
+    render(state, data);
+    showError(err, "neighbours");
+  }
+}
+
+// --- rendering: the view from the state and `data` -----------------------------------------------------------------
+/** The whole view from the state and what it knows; calling it again changes nothing. */
+function render(state, data) {
+  const v = state.values;
+  const { support } = data;
+  showModelOptions($("rep-model"), data.models, v.repModel);
+  if (support && fresh("support", [support])) {
+    $("rep-node").replaceChildren(...support.nodes.map((n) => new Option(n === "input" ? "input (the pixels)" : n, n)));
+    const digits = support.takes_digits;
+    $("rep-projection").hidden = !digits;
+    $("rep-probes").hidden = !digits;
+    $("rep-method-control").hidden = !digits;
+    $("rep-neighbours").hidden = !(support.takes_images && !digits);
+    $("rep-note").hidden = digits;
+    $("rep-note").textContent = digits ? "" : `Projections and probes use the shipped digits: ${support.digits_reason}. ` +
+      "Pick a digit model for them.";
+  }
+  if ([...$("rep-node").options].some((o) => o.value === v.repNode)) $("rep-node").value = v.repNode;
+  $("rep-method").value = v.repMethod;
+  $("rep-k").value = String(v.repK);
+  root.querySelectorAll("#rep-photos .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === v.repPhoto)));
+  if (support) {
+    $("rep-node-features").textContent = v.repNode === "input" ? "The raw input: the normalised pixels, the baseline." : "";
+  }
+  renderProjection(data);
+  renderScatter(false);
+  renderHover(data);
+  renderProbes(data);
+  $("rep-photo-name").textContent = data.photo?.uploaded ? `Your photo: ${data.photo.name}` : "";
+  if (fresh("neighbours", [data.neighbours])) {
+    const n = data.neighbours;
+    if (!n) $("rep-neighbours-list").replaceChildren();
+    else if (n.failed) $("rep-neighbours-list").replaceChildren(el("p", { class: "small", text: "No neighbours: see the message above." }));
+    else renderNeighbours(n.answer, n.photo);
+  }
+}
+
+/** The projection's title, text, progress, legend and KL curve. */
+function renderProjection(data) {
+  const p = data.projection;
+  const name = p.method === "tsne" ? "t-SNE" : "PCA";
+  if (p.node) {
+    $("rep-projection-title").textContent = `The 2,000 held-out digits at ${p.node === "input" ? "the pixels" : p.node}, by ${name}`;
+  }
+  const notes = {
+    "": "",
+    computing: `Computing the ${name} of the 2,000 held-out digits at ${p.node}…`,
+    waiting: "The server is busy with other analyses: waiting for a free slot…",
+    frame: `t-SNE at work: the embedding after ${p.frame?.step} of its steps (the final one comes with its numbers ` +
+      "when it is done).",
+    failed: "The projection could not be computed: see the message above.",
+  };
+  $("rep-projection-info").textContent = p.note === "done" ? projectionText(p.answer) : notes[p.note];
+  const progress = p.progress;
+  $("rep-projection-progress").hidden = !progress || progress.status === "done";
+  if (progress) {
+    $("rep-projection-bar").max = progress.total || 1;
+    $("rep-projection-bar").value = progress.done || 0;
+    $("rep-projection-progress-text").textContent = progressText(progress, "steps");
+  }
+  const sprite = data.support?.sprite;
+  if (fresh("legend", [p.answer, Boolean(p.frame) && Boolean(sprite)])) {
+    if (p.answer) renderLegend(p.answer.classes, p.answer.labels);
+    else if (p.frame && sprite) renderLegend(Array.from({ length: 10 }, (_, k) => String(k)), sprite.labels);
+    else $("rep-legend").replaceChildren();
+  }
+  if (fresh("kl", [p.answer])) {
+    if (p.answer?.method === "tsne") drawKl(p.answer.kl);
+    else $("rep-kl").hidden = true;
+  }
+}
+
+function projectionText(p) {
   const features = p.features.description;
   let text;
   if (p.method === "pca") {
     const [a, b] = p.explained_variance_ratio;
     text = `PCA: the first axis holds ${pct(a)} of the features' variance, the second ${pct(b)} ` +
       `(${pct(p.explained_variance_total)} together). Features: ${features}.`;
-    $("rep-kl").hidden = true;
   } else {
     const reduced = p.pca_dims ? ` The features were first reduced by PCA to ${p.pca_dims} dimensions ` +
       `(keeping ${pct(p.pca_variance_ratio)} of the variance).` : "";
     text = `t-SNE: KL(P‖Q) = ${p.final_kl.toFixed(3)} nats after ${p.iterations} steps (perplexity ${p.perplexity}, ` +
       `seed ${p.seed}). Distances between clusters and their sizes mean little; neighbours do.${reduced} ` +
       `Features: ${features}.`;
-    drawKl(p.kl);
   }
-  $("rep-projection-info").textContent = `${text} Computed in ${fmt(p.seconds)} s.`;
-  renderLegend(p.classes, p.labels);
-  hovered = -1;
-  drawScatter();
+  return `${text} Computed in ${fmt(p.seconds)} s.`;
 }
 
 /** The colour of each digit, with how many of the points it has. */
@@ -325,9 +450,17 @@ function renderLegend(classes, labels) {
 
 /** The points drawn: the answer's, or a t-SNE preview's (in the sprite sheet's order, whose labels it gives). */
 function shownPoints() {
-  if (projection) return { x: projection.x, y: projection.y, labels: projection.labels };
-  if (frame) return { x: frame.x, y: frame.y, labels: support?.sprite?.labels ?? null };
+  const { answer, frame } = data.projection;
+  if (answer) return { x: answer.x, y: answer.y, labels: answer.labels };
+  if (frame) return { x: frame.x, y: frame.y, labels: data.support?.sprite?.labels ?? null };
   return null;
+}
+
+/** The scatter of the points shown, the pointed one ringed (redrawn when they change, or `always`: a new size). */
+function renderScatter(always) {
+  const { answer, frame } = data.projection;
+  if (!fresh("scatter", [answer, frame, hovered]) && !always) return;
+  drawScatter(shownPoints(), answer?.method ?? "tsne");
 }
 
 /** Ticks at 1, 2 or 5 times a power of ten covering [lo, hi]. */
@@ -343,7 +476,7 @@ function ticks(lo, hi, count = 5) {
 
 let layout = null; // the scatter's mapping from data to canvas pixels, for hovering
 
-function drawScatter() {
+function drawScatter(points, method) {
   const canvas = $("rep-scatter");
   if (!canvas) return;
   const width = canvas.parentElement.clientWidth || 600;
@@ -356,7 +489,6 @@ function drawScatter() {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
-  const points = shownPoints();
   layout = null;
   if (!points) return;
   const { x, y } = points;
@@ -397,7 +529,6 @@ function drawScatter() {
     ctx.beginPath(); ctx.moveTo(m.left - 4, py(t)); ctx.lineTo(m.left, py(t)); ctx.stroke();
     ctx.fillText(fmt(t), m.left - 6, py(t));
   }
-  const method = projection?.method ?? "tsne";
   ctx.textAlign = "center";
   ctx.textBaseline = "bottom";
   ctx.font = "12px system-ui, sans-serif";
@@ -449,14 +580,15 @@ function nearestPoint(mx, my) {
   return best;
 }
 
-/** Show point `i` (its digit from the sprite sheet, its label and coordinates), or nothing for -1. */
-function hover(i) {
+/** The pointed digit (from the sprite sheet), its label and coordinates beside it; nothing for none. */
+function renderHover(data) {
   const points = shownPoints();
-  hovered = points && i >= 0 && i < points.x.length ? i : -1;
-  drawScatter();
+  const answer = data.projection.answer;
+  const info = answer?.sprite ?? data.support?.sprite;
+  const sprite = data.sprite;
+  if (!fresh("hover", [points?.x, hovered, info, sprite?.loaded])) return;
   const box = $("rep-hover");
-  const info = projection?.sprite ?? support?.sprite;
-  if (hovered < 0 || !info) {
+  if (hovered < 0 || !points || !info || !layout) {
     box.hidden = true;
     return;
   }
@@ -465,16 +597,16 @@ function hover(i) {
   ctx.imageSmoothingEnabled = false;
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, digit.width, digit.height);
-  if (sprite?.complete && sprite.naturalWidth) {
+  if (sprite?.loaded && sprite.image.naturalWidth) {
     const row = Math.floor(hovered / info.columns);
     const column = hovered % info.columns;
-    ctx.drawImage(sprite, column * info.cell, row * info.cell, info.cell, info.cell, 0, 0, digit.width, digit.height);
+    ctx.drawImage(sprite.image, column * info.cell, row * info.cell, info.cell, info.cell, 0, 0, digit.width, digit.height);
   }
-  const label = projection ? projection.labels[hovered] : info.labels[hovered];
+  const label = answer ? answer.labels[hovered] : info.labels[hovered];
   const where = `(${fmt(points.x[hovered])}, ${fmt(points.y[hovered])})`;
-  $("rep-hover-text").textContent = projection
-    ? `Digit ${projection.classes[label]} · held-out digit ${hovered + 1} of ${projection.points} (shipped digit ` +
-      `#${projection.indices[hovered]}) · ${where}`
+  $("rep-hover-text").textContent = answer
+    ? `Digit ${answer.classes[label]} · held-out digit ${hovered + 1} of ${answer.points} (shipped digit ` +
+      `#${answer.indices[hovered]}) · ${where}`
     : `Digit ${label} · held-out digit ${hovered + 1} of ${info.count} · ${where} (t-SNE still at work)`;
   box.dataset.index = String(hovered);
   box.dataset.label = String(label);
@@ -515,50 +647,33 @@ function drawKl(records) {
 }
 
 // --- the probes -------------------------------------------------------------------------------------------------
-function clearProbes() {
-  tokens.probes += 1;
-  aborts.probes?.abort();
-  $("rep-probes-info").textContent = "";
-  $("rep-probes-progress").hidden = true;
-  $("rep-probes-chart").replaceChildren();
-  $("rep-probes-table").replaceChildren();
-}
-
-async function loadProbes() {
-  if (!support?.takes_digits) return;
-  const id = state.values.repModel;
-  clearProbes();
-  const token = tokens.probes;
-  aborts.probes = new AbortController();
-  $("rep-probes-info").textContent = "Training a probe per layer on the 8,000 training digits (once per model)…";
-  const signal = aborts.probes.signal;
-  try {
-    const answer = await patiently(() => fetchResult(`${api_(id)}/probes`, {
-      label: "Training the probes…", signal,
-      onProgress: (summary) => {
-        if (token !== tokens.probes) return;
-        $("rep-probes-progress").hidden = summary.status === "done";
-        $("rep-probes-bar").max = summary.total || 1;
-        $("rep-probes-bar").value = summary.done || 0;
-        $("rep-probes-progress-text").textContent = progressText(summary, "layers");
-      },
-    }), () => {
-      if (token === tokens.probes) {
-        $("rep-probes-info").textContent = "The server is busy with other analyses: waiting for a free slot…";
-      }
-    }, signal);
-    if (token !== tokens.probes) return;
-    $("rep-probes-progress").hidden = true;
-    renderProbes(answer);
-  } catch (err) {
-    if (token !== tokens.probes || err.name === "AbortError") return;
-    $("rep-probes-progress").hidden = true;
-    $("rep-probes-info").textContent = "The probes could not be trained: see the message above.";
-    showError(err, "probes");
+/** The probes' text, progress, chart and table. */
+function renderProbes(data) {
+  const p = data.probes;
+  const notes = {
+    "": "",
+    "after-projection": "The probes are trained once the projection is drawn.",
+    training: "Training a probe per layer on the 8,000 training digits (once per model)…",
+    waiting: "The server is busy with other analyses: waiting for a free slot…",
+    failed: "The probes could not be trained: see the message above.",
+  };
+  const progress = p.progress;
+  $("rep-probes-progress").hidden = !progress || progress.status === "done";
+  if (progress) {
+    $("rep-probes-bar").max = progress.total || 1;
+    $("rep-probes-bar").value = progress.done || 0;
+    $("rep-probes-progress-text").textContent = progressText(progress, "layers");
+  }
+  if (p.note !== "done") $("rep-probes-info").textContent = notes[p.note];
+  if (!fresh("probes", [p.answer])) return;
+  if (p.answer) showProbes(p.answer);
+  else {
+    $("rep-probes-chart").replaceChildren();
+    $("rep-probes-table").replaceChildren();
   }
 }
 
-function renderProbes(answer) {
+function showProbes(answer) {
   const probes = answer.probes;
   const pixels = probes[0];
   const best = probes.reduce((a, b) => (b.test_accuracy > a.test_accuracy ? b : a));
@@ -622,49 +737,7 @@ function drawProbeChart(probes) {
 }
 
 // --- the nearest photos -----------------------------------------------------------------------------------------
-async function loadPhoto() {
-  if (!support?.takes_images || support.takes_digits) return;
-  let file = state.values.repPhoto;
-  if (!file && !photo) {
-    file = root.querySelector("#rep-photos .sample")?.dataset.file ?? "";
-    if (file) state.set({ repPhoto: file }, { silent: true });
-  }
-  showControls();
-  if (file) {
-    try {
-      const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the photo…" });
-      photo = { blob, name: file, url: `/static/samples/${encodeURIComponent(file)}` };
-      $("rep-photo-name").textContent = "";
-    } catch (err) {
-      showError(err, `photo ${file}`);
-      return;
-    }
-  }
-  findNeighbours();
-}
-
-async function findNeighbours() {
-  if (!support?.takes_images || support.takes_digits || !photo) return;
-  const { repModel: id, repNode: node, repK: k } = state.values;
-  const token = ++tokens.neighbours;
-  aborts.neighbours?.abort();
-  aborts.neighbours = new AbortController();
-  const body = new FormData();
-  body.append("image", photo.blob, photo.name.includes(".") ? photo.name : `${photo.name}.png`);
-  const params = new URLSearchParams({ node, k: String(k) });
-  try {
-    const answer = await api(`${api_(id)}/neighbours?${params}`, { body, label: "Comparing the photos…",
-      signal: aborts.neighbours.signal });
-    if (token !== tokens.neighbours) return;
-    renderNeighbours(answer);
-  } catch (err) {
-    if (token !== tokens.neighbours || err.name === "AbortError") return;
-    $("rep-neighbours-list").replaceChildren(el("p", { class: "small", text: "No neighbours: see the message above." }));
-    showError(err, "neighbours");
-  }
-}
-
-function renderNeighbours(answer) {
+function renderNeighbours(answer, photo) {
   const query = el("figure", { class: "rep-neighbour rep-query" },
     el("img", { src: photo.url, alt: `Your photo: ${photo.name}` }),
     el("figcaption", { text: `Compared: ${photo.name}` }));

@@ -1,13 +1,16 @@
 // Receptive fields: per-layer r, S, P from the API (a built-in model's architecture, or any graph spec sent to
 // /api/architecture/analyze), the centre neuron's field drawn on the input, growing layer by layer.
+// state -> data -> render: handlers only change the state, `load` only fills `data` with the API's answers, and
+// `render(state, data)` brings the whole page in line with both (docs/frontend.md, "The other pages").
 import { api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { opTitle } from "./lessons.js";
-import { architecture, fillModelSelect, nodeAttributes } from "./models.js";
+import { architecture, listModels, nodeAttributes } from "./models.js";
 import { GATE_EXPLANATION, fieldOf, gateNote, perAxis, unitSpan } from "./receptive.js";
 import { animatorSteps, presenterKeys } from "./presenter.js";
 import { createState } from "./state.js";
-import { $, escapeHtml as esc, svg as svgEl } from "./dom.js";
+import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
+import { $, el, svg as svgEl } from "./dom.js";
 
 
 const EXAMPLE = {
@@ -36,16 +39,19 @@ const EXAMPLE_BRANCH = {
   ],
 };
 
-const state = createState({ source: "model", model: "", layer: "", spec: "" }, (changed) => {
-  showSource();
-  if (changed.includes("source") || changed.includes("model") || changed.includes("spec")) load();
-  else if (changed.includes("layer")) selectLayer(state.values.layer);
-});
+// --- what the page knows from the API ---------------------------------------------------------------------
+const data = {
+  request: 0, // the latest load's number: an older answer arriving late is dropped
+  models: null, // the API's model list
+  arch: null, // the API's Architecture (null after a failed load: nothing of an earlier one stays on screen)
+  steps: [], // nodes where the field changes, for the picture
+  background: null, // { image, name, pixelated } drawn under the fields, or null
+};
 
-let arch = null; // the API's Architecture
-let steps = []; // nodes where the field changes, for the picture
-let background = null; // { image, name, pixelated } drawn under the fields, or null
-let loads = 0; // the latest load's number: an older answer arriving late is dropped
+const state = createState({ source: "model", model: "", layer: "", spec: "" }, (changed) => {
+  if (changed.includes("source") || changed.includes("model") || changed.includes("spec")) load();
+  else render(state, data);
+});
 
 /** The shipped held-out MNIST digit drawn under the fields of a digit model. */
 const DIGIT_INDEX = 0;
@@ -57,90 +63,78 @@ function specText(spec) {
   return `{\n  "input_shape": ${JSON.stringify(spec.input_shape)},\n  "nodes": [\n${nodes}\n  ]\n}`;
 }
 
-function showSource() {
-  const spec = state.values.source === "spec";
-  $("source-model").checked = !spec;
-  $("source-spec").checked = spec;
-  $("model-control").hidden = spec;
-  $("spec-control").hidden = !spec;
-}
-
+// --- the handlers: they change the state (or ask for the same spec again) ----------------------------------------
 document.querySelectorAll('input[name="source"]').forEach((radio) => {
   radio.addEventListener("change", () => state.set({ source: radio.value, layer: "" }, { push: true }));
 });
 $("model").addEventListener("change", () => state.set({ model: $("model").value, layer: "" }, { push: true }));
-$("analyze").addEventListener("click", () => {
-  const text = $("spec").value;
+/** Analyse `text`: a new spec is a new state; the same one again is analysed again. */
+function analyse(text) {
   if (text === state.values.spec) load();
   else state.set({ spec: text, layer: "" }, { push: true });
-});
-$("example").addEventListener("click", () => {
-  $("spec").value = specText(EXAMPLE);
-  state.set({ spec: $("spec").value, layer: "" }, { push: true });
-});
-$("example-branch").addEventListener("click", () => {
-  $("spec").value = specText(EXAMPLE_BRANCH);
-  state.set({ spec: $("spec").value, layer: "" }, { push: true });
-});
+}
+$("analyze").addEventListener("click", () => analyse($("spec").value));
+$("example").addEventListener("click", () => analyse(specText(EXAMPLE)));
+$("example-branch").addEventListener("click", () => analyse(specText(EXAMPLE_BRANCH)));
 
+// --- loading: fill `data` for the state's model or spec, then render ----------------------------------------------
 async function load() {
-  const token = ++loads;
+  const request = ++data.request;
+  const latest = () => request === data.request;
   clearError();
+  if (state.values.source === "spec" && !state.values.spec) state.set({ spec: specText(EXAMPLE) }, { silent: true });
+  render(state, data);
   try {
+    let arch;
+    let background = null;
     if (state.values.source === "spec") {
-      if (!state.values.spec) {
-        $("spec").value = specText(EXAMPLE);
-        state.set({ spec: $("spec").value }, { silent: true });
-      }
-      $("spec").value = state.values.spec;
       let spec;
       try {
         spec = JSON.parse(state.values.spec);
       } catch (err) {
         throw new Error(`the spec is not valid JSON (${err.message}): check the brackets, quotes and commas`);
       }
-      const answer = await api("/api/architecture/analyze", { json: spec, label: "Analysing the architecture…" });
-      if (token !== loads) return;
-      arch = answer;
-      background = null;
+      arch = await api("/api/architecture/analyze", { json: spec, label: "Analysing the architecture…" });
     } else {
-      const { chosen, models } = await fillModelSelect($("model"), state.values.model);
+      const models = await listModels();
+      if (!latest()) return;
+      data.models = models;
+      const chosen = chooseModel(models, state.values.model);
       if (chosen !== state.values.model) state.set({ model: chosen }, { silent: true });
+      render(state, data);
       const detail = await architecture(chosen);
-      const model = models.find((m) => m.id === chosen);
-      const picture = await sampleBackground(model);
-      if (token !== loads) return;
+      background = await sampleBackground(models.find((m) => m.id === chosen));
       arch = detail.architecture;
-      background = picture;
     }
-    render();
+    if (!latest()) return;
+    data.arch = arch;
+    data.steps = fieldSteps(arch);
+    data.background = background;
+    render(state, data);
   } catch (err) {
-    if (token !== loads) return;
-    clearView();
+    if (!latest()) return;
+    data.arch = null;
+    data.steps = [];
+    data.background = null;
+    render(state, data); // cleared before the error is shown
     showError(err);
   }
 }
 
-/** Nothing of an earlier architecture stays on screen after a failed load: no table, picture, text or chart. */
-function clearView() {
-  arch = null;
-  steps = [];
-  background = null;
-  animator.pause();
-  animator.count = 0;
-  animator.step = 0;
-  $("rf-table").tBodies[0].replaceChildren();
-  $("totals").textContent = "";
-  const canvas = $("field-canvas");
-  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
-  delete canvas.dataset.background;
-  $("field-text").replaceChildren();
-  $("picture-caption").textContent = "";
-  $("growth").replaceChildren();
-  const range = $("picture-controls").querySelector("[data-role=step]");
-  range.max = "0";
-  range.value = "0";
-  $("picture-controls").querySelector("[data-role=step-label]").textContent = "";
+/** The input, then every node whose field differs from its input's: the picture's steps. */
+function fieldSteps(arch) {
+  const archById = new Map(arch.nodes.map((n) => [n.id, n]));
+  const axes = arch.spatial_axes.length;
+  const steps = [{ id: "input", op: "input", output_shape: arch.input_shape, attributes: {}, params: 0, macs: 0 }];
+  let previous = "";
+  for (const node of arch.nodes) {
+    const field = fieldOf(archById, node.id, axes);
+    // a new step where the field changes, and where a global gate first joins (same outline, now modulated)
+    const key = field.status === "local" ? JSON.stringify([field.axes, Boolean(field.global_modulation)]) : field.status;
+    if (key !== previous && field.status !== "undefined") steps.push(node);
+    previous = key;
+  }
+  return steps;
 }
 
 /** Whether a model reads the shipped MNIST digits as images ([1, 28, 28]). */
@@ -171,11 +165,85 @@ async function sampleBackground(model) {
   }
 }
 
-function render() {
+// --- rendering: the page from the state and `data` ---------------------------------------------------------------
+const fresh = changeTracker();
+let syncing = false; // the animator is being brought in line with the state: its steps change no state
+
+/** The whole page from the state and the API's answers; calling it again changes nothing. */
+function render(state, data) {
+  const s = state.values;
+  const spec = s.source === "spec";
+  $("source-model").checked = !spec;
+  $("source-spec").checked = spec;
+  $("model-control").hidden = spec;
+  $("spec-control").hidden = !spec;
+  showModelOptions($("model"), data.models, s.model);
+  // the spec field is the user's draft: it shows the state's spec when that changes, or when a load starts
+  if (spec && fresh("spec", [s.spec, data.request])) $("spec").value = s.spec;
+  renderTable(data);
+  const { index, named } = where(s, data);
+  const shownId = named?.id ?? data.steps[index]?.id;
+  renderSelection(shownId, data);
+  if (fresh("picture", [data.arch, data.background, index, shownId])) {
+    if (data.arch) drawPicture(data, index, named);
+    else clearPicture();
+  }
+  if (fresh("growth", [data.arch, index])) {
+    if (data.arch) drawGrowth(data, index);
+    else $("growth").replaceChildren();
+  }
+  renderAnimator(data, index);
+}
+
+/**
+ * The picture's step for the state's layer, and the node to name: a node whose field equals an earlier step's shows
+ * that step's picture but is named itself; an unknown layer shows the input.
+ */
+function where(s, data) {
+  const { steps, arch } = data;
+  const index = steps.findIndex((n) => n.id === s.layer);
+  if (index >= 0) return { index, named: null };
+  const node = arch ? arch.nodes.find((n) => n.id === s.layer) : null;
+  if (!node) return { index: 0, named: null };
+  const position = arch.nodes.indexOf(node);
+  const before = steps.filter((step) => step.id === "input" || arch.nodes.indexOf(step) <= position);
+  return { index: Math.max(0, before.length - 1), named: node };
+}
+
+/** The animator's steps and step (its range and label) in line with the state. */
+function renderAnimator(data, index) {
+  const count = data.steps.length;
+  if (animator.count === count && animator.step === index) return;
+  if (count === 0) {
+    animator.pause();
+    animator.count = 0;
+    animator.step = 0;
+    const range = $("picture-controls").querySelector("[data-role=step]");
+    range.max = "0";
+    range.value = "0";
+    $("picture-controls").querySelector("[data-role=step-label]").textContent = "";
+    return;
+  }
+  syncing = true;
+  try {
+    animator.setSteps(count, index);
+  } finally {
+    syncing = false;
+  }
+}
+
+/** The table: every node of the architecture, or nothing after a failed load. */
+function renderTable(data) {
+  if (!fresh("table", [data.arch])) return;
+  const { arch } = data;
+  if (!arch) {
+    $("rf-table").tBodies[0].replaceChildren();
+    $("totals").textContent = "";
+    return;
+  }
   const archById = new Map(arch.nodes.map((n) => [n.id, n]));
   const axes = arch.spatial_axes.length;
-  // the table: every node
-  const rows = [{ id: "input", op: "input", output_shape: arch.input_shape, attributes: {}, params: 0, macs: 0 }, ...arch.nodes];
+  const rows = [data.steps[0], ...arch.nodes];
   $("rf-table").tBodies[0].replaceChildren(...rows.map((node, i) => {
     const field = fieldOf(archById, node.id, axes);
     const attrs = nodeAttributes(node);
@@ -204,22 +272,26 @@ function render() {
   }));
   $("totals").textContent = `${arch.nodes.length} nodes · ${arch.totals.params.toLocaleString()} parameters · ` +
     `${arch.totals.macs.toLocaleString()} multiply-accumulates per input · axes ${arch.spatial_axes.join(", ")}`;
-  // the picture: the input, then every node whose field differs from its input's
-  steps = [rows[0]];
-  let previous = "";
-  for (const node of arch.nodes) {
-    const field = fieldOf(archById, node.id, axes);
-    // a new step where the field changes, and where a global gate first joins (same outline, now modulated)
-    const key = field.status === "local" ? JSON.stringify([field.axes, Boolean(field.global_modulation)]) : field.status;
-    if (key !== previous && field.status !== "undefined") steps.push(node);
-    previous = key;
+}
+
+/** The shown node's row marked, and scrolled into the table's view (the table scrolls, not the page) when it changes. */
+function renderSelection(id, data) {
+  const rows = [...$("rf-table").tBodies[0].rows];
+  for (const tr of rows) tr.classList.toggle("selected", tr.dataset.node === id);
+  if (!fresh("scroll", [id, data.arch])) return;
+  const row = rows.find((tr) => tr.dataset.node === id);
+  const box = row?.closest(".table-scroll");
+  if (row && box && (row.offsetTop < box.scrollTop || row.offsetTop > box.scrollTop + box.clientHeight - row.offsetHeight)) {
+    box.scrollTop = row.offsetTop - box.clientHeight / 2;
   }
-  const wanted = state.values.layer;
-  animator.setSteps(steps.length, Math.max(0, steps.findIndex((n) => n.id === wanted)));
-  if (wanted && !steps.some((n) => n.id === wanted)) {
-    state.set({ layer: wanted }, { silent: true });
-    selectLayer(wanted);
-  }
+}
+
+function clearPicture() {
+  const canvas = $("field-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.background;
+  $("field-text").replaceChildren();
+  $("picture-caption").textContent = "";
 }
 
 /** A small badge for a global gate: `text` shown, `title` on hover. */
@@ -237,7 +309,7 @@ function fmtAttr(value) {
   return value.every((v) => v === value[0]) ? String(value[0]) : value.join("×");
 }
 
-function centreBox(node, archById) {
+function centreBox(arch, node, archById) {
   // the field of the centre neuron of a node (per axis [start, end] in input positions), or the whole input
   const field = fieldOf(archById, node.id, arch.spatial_axes.length);
   const spatial = arch.input_shape.slice(1);
@@ -253,50 +325,13 @@ function centreBox(node, archById) {
   };
 }
 
-function renderStep(index) {
-  if (!arch) return;
+function drawPicture(data, index, named) {
+  const { arch, steps, background } = data;
   const archById = new Map(arch.nodes.map((n) => [n.id, n]));
-  const node = steps[index];
-  if (!node) return;
-  if (state.values.layer !== node.id) state.set({ layer: node.id }, { silent: true });
-  highlightRow(node.id);
-  drawPicture(index, archById);
-  drawGrowth(index, archById);
-}
-
-function highlightRow(id) {
-  for (const tr of $("rf-table").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.node === id);
-  // scroll the table (not the page) to the row
-  const row = [...$("rf-table").tBodies[0].rows].find((tr) => tr.dataset.node === id);
-  const box = row?.closest(".table-scroll");
-  if (row && box && (row.offsetTop < box.scrollTop || row.offsetTop > box.scrollTop + box.clientHeight - row.offsetHeight)) {
-    box.scrollTop = row.offsetTop - box.clientHeight / 2;
-  }
-}
-
-function selectLayer(id) {
-  if (!arch) return;
-  const index = steps.findIndex((n) => n.id === id);
-  if (index >= 0) {
-    animator.goto(index);
-    return;
-  }
-  // a node whose field equals an earlier step's: show that step's picture, but name this node
-  const archById = new Map(arch.nodes.map((n) => [n.id, n]));
-  const node = arch.nodes.find((n) => n.id === id);
-  if (!node) return;
-  const position = arch.nodes.indexOf(node);
-  const before = steps.filter((s) => s.id === "input" || arch.nodes.indexOf(s) <= position);
-  animator.step = Math.max(0, before.length - 1);
-  highlightRow(id);
-  drawPicture(animator.step, archById, node);
-}
-
-function drawPicture(index, archById, named = null) {
   const canvas = $("field-canvas");
   const ctx = canvas.getContext("2d");
   const [H, W] = arch.input_shape.length >= 3 ? arch.input_shape.slice(1, 3) : [1, arch.input_shape[1]];
-  const boxes = steps.slice(0, index + 1).map((node) => ({ node, box: centreBox(node, archById) }));
+  const boxes = steps.slice(0, index + 1).map((node) => ({ node, box: centreBox(arch, node, archById) }));
   const lo = Math.min(0, ...boxes.flatMap(({ box }) => [box.y[0], box.x[0]]));
   const hi = Math.max(H - 1, W - 1, ...boxes.flatMap(({ box }) => [box.y[1], box.x[1]]));
   const span = hi - lo + 1;
@@ -357,10 +392,10 @@ function drawPicture(index, archById, named = null) {
       (box.y[0] < 0 || box.x[0] < 0 || box.y[1] >= H || box.x[1] >= W ? " (part of it is padding, outside the image)" : "");
   const field = box.field;
   const numbers = field ? `r = ${perAxis(field, "size")}, S = ${perAxis(field, "stride")}, P = ${perAxis(field, "padding")}. ` : "";
-  $("field-text").innerHTML = `<strong>${esc(shown.id)}</strong> (${esc(opTitle(shown))}, output ${shown.output_shape.join(" × ")}): ` +
-    `${numbers}Its centre neuron ${where}.`;
   const gate = box.global ? "" : gateNote(fieldOf(archById, shown.id, arch.spatial_axes.length), archById);
-  if (gate) $("field-text").append(" ", gateBadge(gate, GATE_EXPLANATION));
+  $("field-text").replaceChildren(el("strong", { text: shown.id }),
+    ` (${opTitle(shown)}, output ${shown.output_shape.join(" × ")}): ${numbers}Its centre neuron ${where}.`,
+    ...(gate ? [" ", gateBadge(gate, GATE_EXPLANATION)] : []));
   $("picture-caption").textContent = `The ${H}×${W} input${background ? ` (${background.name})` : ""}` +
     `${lo < 0 ? " with the padding around it" : ""}; orange: the field of each layer's centre neuron, the current layer's filled.`;
 }
@@ -377,7 +412,9 @@ function tickStep(top, count = 5) {
  * The field's size r (input pixels, the larger axis) at each step of the picture, as bars: the y axis numbered in
  * input pixels, the x axis by layer index (the table's # column), the input's size dashed. A bar opens its step.
  */
-function drawGrowth(index, archById) {
+function drawGrowth(data, index) {
+  const { arch, steps } = data;
+  const archById = new Map(arch.nodes.map((n) => [n.id, n]));
   const svg = $("growth");
   svg.replaceChildren();
   const width = svg.clientWidth || 500;
@@ -431,7 +468,16 @@ function drawGrowth(index, archById) {
   add("text", { ...font, x: left, y: height - 6 }, "layer # where the field changes →");
 }
 
-const animator = new Animator({ figure: $("picture-panel"), render: renderStep, interval: 900 });
+// the animator steps the state's layer (its buttons, the range, the growth chart's bars, the clicker's keys)
+const animator = new Animator({
+  figure: $("picture-panel"),
+  render: (index) => {
+    const node = data.steps[index];
+    if (!syncing && node) state.set({ layer: node.id }, { silent: true });
+    render(state, data);
+  },
+  interval: 900,
+});
 bindAnimatorControls(animator, $("picture-controls"));
 // the clicker's keys (presenter.js): the layers where the field changes, as the picture's buttons step them
 presenterKeys({
@@ -439,5 +485,4 @@ presenterKeys({
   ...animatorSteps(animator),
 });
 
-showSource();
 load();

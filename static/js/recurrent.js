@@ -7,6 +7,9 @@
 // Which models are recurrent, which node records the steps and which pools them with attention is the API's to say
 // (each architecture node's `sequence`); every number comes from the API: the run's activations, the per-step states
 // and predictions (GET /api/runs/{run}/nodes/{node}/steps), the unit explanations, /predict and /receptive-field.
+//
+// state -> data -> render: handlers only change the state (or take a new digit), the loaders only fill `data` with the
+// API's answers, and `render(state, data)` brings the whole page in line with both (docs/frontend.md, "The other pages").
 import { ApiError, api, clearError, showError } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { drawBars } from "./bars.js";
@@ -21,6 +24,7 @@ import {
   Strip, colourScale, drawMatrix, drawSequence, drawStepLine, matrixCellAt, placeBand, rangeOf,
 } from "./sequence_views.js";
 import { animatorSteps, presenterKeys } from "./presenter.js";
+import { changeTracker } from "./redraw.js";
 import { createState } from "./state.js";
 import { $ } from "./dom.js";
 
@@ -30,40 +34,33 @@ const CELL_NAMES = { lstm: "LSTM", gru: "GRU", rnn: "RNN" };
 const BARS = 3; // classes shown in the prediction so far
 const pct = (p) => `${Math.round(100 * p)}%`;
 
-let recurrentModels = []; // [{ model, detail, node }]: models with a recurrent node (node: its architecture entry)
-let attentionModels = []; // [{ model, detail, node, reads }]: models with attention over steps
-let cnnChoice = null; // { model, detail }: the CNN beside the RNN
-let input = null; // the digit: { blob, name }
-let inputVersion = 0;
-let runs = new Map(); // per model id, the promise of its activations on the current digit
-let predictions = new Map(); // per model id, the promise of its /predict answer on the current digit
-let view = null; // the chosen recurrent model's numbers on the digit
-let strips = [];
-let unitToken = 0;
+// --- what the page knows: the models the API offers, the digit, and the networks' numbers on it --------------------
+const data = {
+  ready: false, // the models are known
+  recurrentModels: [], // [{ model, detail, node }]: models with a recurrent node (node: its architecture entry)
+  attentionModels: [], // [{ model, detail, node, recurrent }]: models with attention over steps
+  cnnChoice: null, // { model, detail }: the CNN beside the RNN
+  sample: "", // the sample the digit is (or is being loaded from); "" for a drawing or an upload
+  input: null, // the digit: { blob, name, version }
+  inputVersion: 0,
+  runs: new Map(), // per model id, the promise of its activations on the current digit
+  predictions: new Map(), // per model id, the promise of its /predict answer on the current digit
+  view: null, // the chosen recurrent model's numbers on the digit
+  attention: null, // the attention model's weights, states and output on the digit
+  cnn: null, // the CNN's run and answer on the digit
+  unit: null, // { view, t, u, explanation } or { view, t, u, error }: one unit at one step, explained by the API
+  unitWanted: null, // the unit whose explanation was last asked for
+  unitRequest: 0,
+};
 
 const state = createState(DEFAULTS, (changed) => {
-  // only Back / Forward land here: the page's own changes are silent and act directly
-  if (changed.includes("model")) {
-    showModel().catch((err) => showError(err));
-    showAttention(() => false).catch((err) => showError(err, "attention over the rows"));
-    return;
-  }
-  if (changed.includes("sample") && state.values.sample) {
-    loadSample(state.values.sample);
-    return;
-  }
-  if (changed.includes("lecture")) applyLecture();
-  if (changed.includes("step") && view) animator.goto(stepWanted());
-  if (changed.includes("unit")) showUnit();
-  if (changed.includes("feature")) attention.showFeature(state.values.feature);
+  if (changed.includes("model")) loadChosen();
+  if (changed.includes("sample") && state.values.sample) loadSample(state.values.sample);
+  render(state, data);
+  loadUnit();
 });
 
-const attention = new AttentionOverTime({
-  onFeature: (j) => {
-    state.set({ feature: j }, { silent: true });
-    attention.showFeature(j);
-  },
-});
+const attention = new AttentionOverTime({ onFeature: (j) => state.set({ feature: j }) });
 const compare = new CnnVsRnn({ onPick: (row) => { animator.pause(); animator.goto(row); } });
 
 // --- the models: which are recurrent, which attend over the steps (the API's architecture says) -------------------
@@ -78,29 +75,26 @@ async function init() {
     for (const entry of found.filter(Boolean)) {
       const recurrent = entry.nodes.find((n) => n.sequence?.kind === "recurrent");
       const pool = entry.nodes.find((n) => n.sequence?.kind === "attention");
-      if (recurrent) recurrentModels.push({ model: entry.model, detail: entry.detail, node: recurrent });
-      if (pool) attentionModels.push({ model: entry.model, detail: entry.detail, node: pool, recurrent });
-      if (entry.model.id === state.values.cnn) cnnChoice = { model: entry.model, detail: entry.detail };
+      if (recurrent) data.recurrentModels.push({ model: entry.model, detail: entry.detail, node: recurrent });
+      if (pool) data.attentionModels.push({ model: entry.model, detail: entry.detail, node: pool, recurrent });
+      if (entry.model.id === state.values.cnn) data.cnnChoice = { model: entry.model, detail: entry.detail };
     }
-    if (!recurrentModels.length) {
+    if (!data.recurrentModels.length) {
       showError("the server offers no recurrent network (a model with an rnn, lstm or gru node) for digits");
       return;
     }
-    $("model").replaceChildren(...recurrentModels.map(({ model }) => new Option(model.name ?? model.id, model.id)));
-    if (!recurrentModels.some((e) => e.model.id === state.values.model)) {
-      state.set({ model: recurrentModels[0].model.id }, { silent: true });
+    if (!data.recurrentModels.some((e) => e.model.id === state.values.model)) {
+      state.set({ model: data.recurrentModels[0].model.id }, { silent: true });
     }
-    $("model").value = state.values.model;
-    $("attention-panel").hidden = !attentionModels.length;
-    $("cnn-card").hidden = !cnnChoice;
-    showSamplesFor(true);
+    data.ready = true;
+    render(state, data);
     if (state.values.sample) await loadSample(state.values.sample);
     else {
       const first = document.querySelector('#samples .sample[data-kind="digit"]');
-      if (first) await loadSample(first.dataset.file, { remember: false });
+      if (first) await loadSample(first.dataset.file);
       else {
         pad.drawText("3");
-        await readDigit(await pad.toBlob28(), "your drawing");
+        await readDigit(await pad.toBlob28(), "your drawing", "");
       }
     }
   } catch (err) {
@@ -109,33 +103,18 @@ async function init() {
 }
 
 function chosen() {
-  return recurrentModels.find((e) => e.model.id === state.values.model) ?? recurrentModels[0];
+  return data.recurrentModels.find((e) => e.model.id === state.values.model) ?? data.recurrentModels[0];
 }
 
-$("model").addEventListener("change", () => {
-  state.set({ model: $("model").value, unit: -1 }, { push: true, silent: true });
-  showModel().catch((err) => showError(err));
-  showAttention(() => false).catch((err) => showError(err, "attention over the rows"));
-});
+// --- the handlers: they change the state, or take a new digit ---------------------------------------------------
+$("model").addEventListener("change", () => state.set({ model: $("model").value, unit: -1 }, { push: true }));
 
-// --- the digit --------------------------------------------------------------------------------------------------
 document.querySelectorAll("#samples .sample").forEach((button) => {
   button.addEventListener("click", () => {
-    state.set({ sample: button.dataset.file }, { push: true, silent: true });
-    loadSample(button.dataset.file);
+    // the same sample again is read again
+    if (state.set({ sample: button.dataset.file }, { push: true }).length === 0) loadSample(button.dataset.file);
   });
 });
-
-async function loadSample(file, { remember = true } = {}) {
-  document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === file)));
-  try {
-    const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the digit…" });
-    if (remember) state.set({ sample: file }, { silent: true });
-    await readDigit(blob, file);
-  } catch (err) {
-    showError(err, `sample ${file}`);
-  }
-}
 
 const pad = new DrawingPad($("draw"), { onStroke: () => readDrawing() });
 $("draw-clear").addEventListener("click", () => pad.clear());
@@ -145,20 +124,47 @@ function readDrawing() {
   if (pad.empty) return;
   clearTimeout(drawTimer);
   drawTimer = setTimeout(async () => {
-    document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
-    state.set({ sample: "" }, { silent: true });
-    readDigit(await pad.toBlob28(), "your drawing");
+    state.set({ sample: "" });
+    readDigit(await pad.toBlob28(), "your drawing", "");
   }, 150);
 }
 
 acceptImages({
   fileInput: $("file"),
   onImage: (blob, name) => {
-    document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", "false"));
-    state.set({ sample: "" }, { silent: true });
-    readDigit(blob, name);
+    state.set({ sample: "" });
+    readDigit(blob, name, "");
   },
 });
+
+$("memory").addEventListener("click", (event) => {
+  if (!data.view) return;
+  const [t, u] = matrixCellAt($("memory"), event);
+  animator.pause();
+  animator.goto(t);
+  pickUnit(u);
+});
+
+function pickUnit(u) {
+  state.set({ unit: u }, { push: true });
+}
+
+$("unit-close").addEventListener("click", () => state.set({ unit: -1 }, { push: true }));
+$("lecture").addEventListener("click", () => state.set({ lecture: !state.values.lecture }, { push: true }));
+
+// --- loading: fill `data`, then render ---------------------------------------------------------------------------
+/** A shipped sample as the digit (`file`: the name under /static/samples). */
+async function loadSample(file) {
+  data.sample = file;
+  render(state, data);
+  try {
+    const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the digit…" });
+    if (data.sample !== file) return; // another digit was chosen meanwhile
+    await readDigit(blob, file, file);
+  } catch (err) {
+    showError(err, `sample ${file}`);
+  }
+}
 
 function imageForm(blob, name) {
   const form = new FormData();
@@ -168,8 +174,9 @@ function imageForm(blob, name) {
 
 /** The activations of `modelId` on the current digit (one request per model and digit). */
 function runOf(modelId) {
+  const { runs } = data;
   if (!runs.has(modelId)) {
-    const { blob, name } = input;
+    const { blob, name } = data.input;
     runs.set(modelId, api(`/api/models/${encodeURIComponent(modelId)}/activations`, {
       body: imageForm(blob, name), label: "Running the network…",
     }));
@@ -179,8 +186,9 @@ function runOf(modelId) {
 
 /** /predict of `modelId` on the current digit. */
 function predictionOf(modelId) {
+  const { predictions } = data;
   if (!predictions.has(modelId)) {
-    const { blob, name } = input;
+    const { blob, name } = data.input;
     predictions.set(modelId, api(`/api/models/${encodeURIComponent(modelId)}/predict?top_k=${BARS}`, {
       body: imageForm(blob, name), label: "Predicting…",
     }));
@@ -198,30 +206,35 @@ async function rowsOf(run, nodeId) {
   return Array.from({ length: T }, (_, t) => Array.from(data.subarray(t * F, (t + 1) * F)));
 }
 
-/** A new digit: every network on the page reads it. */
-async function readDigit(blob, name) {
-  input = { blob, name };
-  inputVersion += 1;
-  runs = new Map();
-  predictions = new Map();
+/** A new digit (`sample`: the sample it is, or ""): every network on the page reads it. */
+async function readDigit(blob, name, sample) {
+  data.inputVersion += 1;
+  data.input = { blob, name, version: data.inputVersion };
+  data.sample = sample;
+  data.runs = new Map();
+  data.predictions = new Map();
   clearError();
-  const version = inputVersion;
-  const stale = () => version !== inputVersion;
+  render(state, data);
+  const version = data.inputVersion;
+  const stale = () => version !== data.inputVersion;
   await Promise.all([
-    showModel(stale),
-    showAttention(stale).catch((err) => { if (!stale()) showError(err, "attention over the rows"); }),
-    showCnn(stale).catch((err) => { if (!stale()) showError(err, "the CNN"); }),
+    loadModel(stale),
+    loadAttention(stale).catch((err) => { if (!stale()) showError(err, "attention over the rows"); }),
+    loadCnn(stale).catch((err) => { if (!stale()) showError(err, "the CNN"); }),
   ]);
 }
 
-// --- the network unrolled in time -------------------------------------------------------------------------------
-/** The chosen recurrent model on the current digit: its steps, memory and predictions, then the step wanted. */
-async function showModel(stale = () => false) {
-  if (!input) return;
+/** Another recurrent model chosen: its numbers, and the attention model that goes with it. */
+function loadChosen() {
+  loadModel().catch((err) => showError(err));
+  loadAttention(() => false).catch((err) => showError(err, "attention over the rows"));
+}
+
+/** The chosen recurrent model on the current digit: its steps, memory and predictions. */
+async function loadModel(stale = () => false) {
+  if (!data.input) return;
   const entry = chosen();
-  $("model").value = entry.model.id;
   const { model, node } = entry;
-  $("model-info").textContent = model.description ?? "";
   const cellName = CELL_NAMES[node.sequence.cell] ?? node.op;
   try {
     const run = await runOf(model.id);
@@ -237,23 +250,140 @@ async function showModel(stale = () => false) {
     const top = steps.num_layers - 1;
     const shown = steps.arrays.filter((a) => a.layer === top && a.direction === "forward");
     const memory = shown.find((a) => a.quantity === "h");
-    view = { entry, model, node, cellName, run, steps, rows, memory, shown, classes: predicted.classes, T: steps.steps };
-    drawUnrolled();
-    compare.showRnn({ model, cellName, rows, memory: memory.values, classes: predicted.classes });
-    animator.setSteps(view.T, stepWanted());
-    showUnit();
+    data.view = { entry, model, node, cellName, run, steps, rows, memory, shown, classes: predicted.classes, T: steps.steps };
+    render(state, data);
+    loadUnit();
   } catch (err) {
     if (!stale()) showError(err, `reading the digit with ${model.name ?? model.id}`);
   }
 }
 
+/** The attention over the rows: the chosen model's own, else the first model that has attention over steps. */
+async function loadAttention(stale) {
+  const entry = data.attentionModels.find((e) => e.model.id === state.values.model) ?? data.attentionModels[0];
+  if (!entry || !data.input) return;
+  const { model, node } = entry;
+  const run = await runOf(model.id);
+  const runNode = run.nodes.find((n) => n.id === node.id);
+  const url = runNode?.steps_url ?? `/api/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(node.id)}/steps`;
+  const pooledFrom = node.inputs[0];
+  const [steps, pooled, output, rows] = await Promise.all([
+    api(url, { label: "Weighing the rows…" }),
+    rowsOf(run, pooledFrom),
+    rowsOf(run, node.id),
+    rowsOf(run, entry.recurrent?.inputs[0] ?? pooledFrom),
+  ]);
+  if (stale()) return;
+  data.attention = { rows, steps, pooled, output: output[0], model: model.name ?? model.id, node: node.id, pooledFrom };
+  render(state, data);
+}
+
+/** The CNN beside it, on the same digit. */
+async function loadCnn(stale) {
+  if (!data.cnnChoice || !data.input) return;
+  const { model, detail } = data.cnnChoice;
+  const [run, predicted] = await Promise.all([runOf(model.id), predictionOf(model.id)]);
+  const image = await rowsOf(run, "input");
+  if (stale()) return;
+  data.cnn = { model, detail, run, input: image, classes: predicted.classes };
+  render(state, data);
+}
+
+/** The explanation of the state's unit at this step, unless it was asked for already. */
+async function loadUnit() {
+  const { view } = data;
+  const u = state.values.unit;
+  if (!view || u < 0) return;
+  const t = stepWanted();
+  const wanted = data.unitWanted;
+  if (wanted && wanted.view === view && wanted.t === t && wanted.u === u) return;
+  data.unitWanted = { view, t, u };
+  const request = ++data.unitRequest;
+  const { run, node, steps } = view;
+  const unit = steps.first_unit + u;
+  const shape = node.sequence.unit_shape ?? [view.T, steps.hidden_size * steps.directions];
+  const index = shape.length === 3 ? [steps.num_layers - 1, t, unit] : [t, unit];
+  try {
+    const explanation = await api(`/api/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(node.id)}/units/` +
+      `${index.join(",")}`, { label: "Explaining the unit…" });
+    if (request !== data.unitRequest) return;
+    data.unit = { view, t, u, explanation };
+  } catch (err) {
+    if (request !== data.unitRequest) return;
+    data.unit = { view, t, u, error: err instanceof ApiError ? err.detail : String(err.message ?? err) };
+  }
+  render(state, data);
+}
+
+// --- rendering: the page from the state and `data` ---------------------------------------------------------------
+const fresh = changeTracker();
+let strips = []; // the strips of the states and gates drawn for data.view
+
+/** The step shown: the state's (-1: the last), within the chosen model's steps. */
 function stepWanted() {
+  const { view } = data;
   const step = state.values.step;
   return step < 0 || !view ? (view?.T ?? 1) - 1 : Math.min(step, view.T - 1);
 }
 
+/** The whole page from the state and what the page knows; calling it again changes nothing. */
+function render(state, data) {
+  const s = state.values;
+  renderLecture(s);
+  document.querySelectorAll("#samples .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === data.sample)));
+  if (data.ready) {
+    if (fresh("models", [data.recurrentModels])) {
+      $("model").replaceChildren(...data.recurrentModels.map(({ model }) => new Option(model.name ?? model.id, model.id)));
+      $("attention-panel").hidden = !data.attentionModels.length;
+      $("cnn-card").hidden = !data.cnnChoice;
+      showSamplesFor(true);
+    }
+    const entry = chosen();
+    if ($("model").value !== entry.model.id) $("model").value = entry.model.id;
+    if (data.input) $("model-info").textContent = entry.model.description ?? "";
+  }
+  const { view } = data;
+  if (view && fresh("unrolled", [view])) {
+    drawUnrolled(view);
+    compare.showRnn({ model: view.model, cellName: view.cellName, rows: view.rows, memory: view.memory.values, classes: view.classes });
+  }
+  if (data.cnn && fresh("cnn", [data.cnn])) compare.showCnn(data.cnn).catch((err) => showError(err, "the CNN"));
+  const t = stepWanted();
+  if (view) {
+    if (fresh("step", [view, t])) renderStep(view, t);
+    const memoryStrip = strips.find((strip) => strip.array === view.memory)?.strip;
+    if (memoryStrip && fresh("unit-mark", [strips, s.unit, t])) memoryStrip.select(s.unit);
+    if (fresh("compare-step", [view, data.cnn, t, compare.column])) {
+      compare.step(t).catch((err) => showError(err, "the CNN's receptive field"));
+    }
+    renderAnimator(view, t);
+  }
+  renderUnit(s, data, t);
+  if (data.attention) {
+    if (fresh("attention", [data.attention])) attention.show(data.attention);
+    if (fresh("feature", [data.attention, s.feature])) {
+      const out = data.attention.output;
+      const largest = out.reduce((best, v, j) => (Math.abs(v) > Math.abs(out[best]) ? j : best), 0);
+      attention.showFeature(s.feature >= 0 ? s.feature : largest);
+    }
+  }
+}
+
+function renderLecture(s) {
+  const on = s.lecture;
+  document.body.classList.toggle("lecture", on);
+  $("lecture").setAttribute("aria-pressed", String(on));
+  if (fresh("lecture", [on]) && on) window.scrollTo(0, 0);
+}
+
+/** The animator's steps and step (its range and label) in line with the chosen model and the state's step. */
+function renderAnimator(view, t) {
+  if (animator.count !== view.T || animator.step !== t) animator.setSteps(view.T, t); // its step is the state's: it renders
+  $("step-label").textContent = `row ${animator.step} · step ${animator.step + 1} of ${view.T}`;
+}
+
 /** The parts that stay while stepping: the digit, the memory over all steps, the strips' rows. */
-function drawUnrolled() {
+function drawUnrolled(view) {
   const { rows, memory, shown, steps, cellName, T } = view;
   drawSequence($("digit"), rows);
   const hScale = colourScale(rangeOf(memory.values));
@@ -281,22 +411,17 @@ function drawUnrolled() {
   $("so-far-title").textContent = steps.predictions.available ? "Prediction so far" : "Prediction";
 }
 
-function renderStep(t) {
-  if (!view) return;
-  const { T, memory } = view;
+/** Step t: the row being read, the states and gates at it, the prediction so far, the lesson. */
+function renderStep(view, t) {
+  const { T } = view;
   placeBand($("digit-band"), $("digit-unread"), t, T);
   placeBand($("memory-band"), $("memory-unread"), t, T);
   for (const { array, scale, strip } of strips) strip.set(array.values[t], scale);
-  const memoryStrip = strips.find((s) => s.array === memory)?.strip;
-  if (memoryStrip && state.values.unit >= 0) memoryStrip.select(state.values.unit);
-  renderPrediction(t);
-  renderLesson(t);
-  compare.step(t).catch((err) => showError(err, "the CNN's receptive field"));
-  if (state.values.step !== t) state.set({ step: t }, { silent: true });
-  if (state.values.unit >= 0 && !$("unit-detail").hidden) explainUnit(t, state.values.unit);
+  renderPrediction(view, t);
+  renderLesson(view, t);
 }
 
-function renderPrediction(t) {
+function renderPrediction(view, t) {
   const { steps, classes, T } = view;
   const so = steps.predictions;
   if (so.available) {
@@ -318,7 +443,7 @@ function renderPrediction(t) {
   }
 }
 
-function mean(quantity, t) {
+function mean(view, quantity, t) {
   const array = view.shown.find((a) => a.quantity === quantity);
   if (!array) return null;
   const row = array.values[t];
@@ -326,171 +451,104 @@ function mean(quantity, t) {
 }
 
 /** Lecture mode's sentence for step t, in the lecture's words, with this digit's numbers. */
-function renderLesson(t) {
+function renderLesson(view, t) {
   const { T, cellName, rows, steps, classes, memory } = view;
   const F = rows[0].length;
   const H = memory.values[0].length;
   const lstm = view.node.sequence.cell === "lstm";
-  const sub = (i) => `<sub>${i}</sub>`;
+  const x = (i) => ["x", el("sub", { text: String(i) })];
+  const h = (i) => ["h", el("sub", { text: String(i) })];
   let text;
   if (t === 0) {
-    text = `The ${cellName} reads the top row, x${sub(0)} (${F} pixels). Its memory starts empty (h = 0${lstm ? ", c = 0" : ""}), ` +
-      `so its first state h${sub(0)} (${H} numbers) depends on this row alone.`;
+    text = [`The ${cellName} reads the top row, `, ...x(0), ` (${F} pixels). Its memory starts empty (h = 0${lstm ? ", c = 0" : ""}), ` +
+      "so its first state ", ...h(0), ` (${H} numbers) depends on this row alone.`];
   } else {
-    text = `Row ${t} (x${sub(t)}) goes in with the memory h${sub(t - 1)} of rows 0–${t - 1}: each neuron uses its internal ` +
-      "memory to maintain information about the previous input.";
-    const [f, i, o, z, r] = ["f", "i", "o", "z", "r"].map((q) => mean(q, t));
+    text = [`Row ${t} (`, ...x(t), ") goes in with the memory ", ...h(t - 1), ` of rows 0–${t - 1}: each neuron uses its internal ` +
+      "memory to maintain information about the previous input."];
+    const [f, i, o, z, r] = ["f", "i", "o", "z", "r"].map((q) => mean(view, q, t));
     if (f !== null && i !== null) {
-      text += ` On average the forget gate keeps ${pct(f)} of the cell state, the input gate writes ${pct(i)} of the ` +
-        `candidate${o !== null ? `, the output gate shows ${pct(o)}` : ""}.`;
+      text.push(` On average the forget gate keeps ${pct(f)} of the cell state, the input gate writes ${pct(i)} of the ` +
+        `candidate${o !== null ? `, the output gate shows ${pct(o)}` : ""}.`);
     } else if (z !== null) {
-      text += ` On average the update gate keeps ${pct(z)} of the previous state; the candidate, read through the ` +
-        `reset gate (${pct(r ?? 0)} open), gives the rest.`;
+      text.push(` On average the update gate keeps ${pct(z)} of the previous state; the candidate, read through the ` +
+        `reset gate (${pct(r ?? 0)} open), gives the rest.`);
     }
   }
   const so = steps.predictions;
   if (so.available) {
     const now = so.steps[t].classes[0];
-    text += t < T - 1
-      ? ` Stopped here, it would answer “${esc(now.label)}” (${pct(now.probability)}).`
-      : ` Last row: this memory is all the classifier reads. It answers “${esc(now.label)}” (${pct(now.probability)}).`;
+    text.push(t < T - 1
+      ? ` Stopped here, it would answer “${now.label}” (${pct(now.probability)}).`
+      : ` Last row: this memory is all the classifier reads. It answers “${now.label}” (${pct(now.probability)}).`);
   } else if (t === T - 1) {
-    text += ` Every row read: attention weighs the ${T} states (below), and the answer is “${esc(classes[0].label)}” ` +
-      `(${pct(classes[0].probability)}).`;
+    text.push(` Every row read: attention weighs the ${T} states (below), and the answer is “${classes[0].label}” ` +
+      `(${pct(classes[0].probability)}).`);
   }
   $("lesson-title").textContent = `Step ${t + 1} of ${T}: reading row ${t}`;
-  $("lesson-text").innerHTML = text;
+  $("lesson-text").replaceChildren(...text);
   $("lesson-text").classList.remove("muted");
 }
 
-const animator = new Animator({ figure: $("unrolled-panel"), render: renderStep, interval: 650 });
+/** One unit at one step: its title at once, the API's explanation when it came (the last one stays until then). */
+function renderUnit(s, data, t) {
+  const { view } = data;
+  const open = Boolean(view) && s.unit >= 0;
+  $("unit-detail").hidden = !open;
+  if (!open) return;
+  const unit = view.steps.first_unit + s.unit;
+  $("unit-title").textContent = `${view.cellName} unit ${unit} at step ${t} (row ${t})`;
+  const body = $("unit-body");
+  const answer = data.unit;
+  if (!answer || answer.view !== view || answer.t !== t || answer.u !== s.unit) {
+    if (!body.firstChild) body.append(el("p", { class: "muted", text: "Fetching the numbers…" }));
+    return;
+  }
+  if (!fresh("unit", [answer])) return;
+  if (answer.error) {
+    body.replaceChildren(el("p", { class: "callout", text: answer.error }));
+    return;
+  }
+  const { explanation } = answer;
+  const draw = VIEWS[explanation.family];
+  const shown = draw
+    ? draw(explanation, { unit: { channel: unit, y: null, x: null }, labels: [], animate: null })
+    : el("p", { class: "small muted", text: `This page cannot draw a ${explanation.family} explanation yet.` });
+  shown.dataset.family = explanation.family;
+  shown.dataset.step = String(t);
+  shown.dataset.unit = String(unit);
+  body.replaceChildren(shown);
+}
+
+// the animator steps the state's step (its buttons, the range, the memory, the CNN's digit, the clicker's keys)
+const animator = new Animator({
+  figure: $("unrolled-panel"),
+  render: (t) => {
+    if (!data.view) return;
+    state.set({ step: t }, { silent: true });
+    render(state, data);
+    loadUnit();
+  },
+  interval: 650,
+});
 bindAnimatorControls(animator, $("toolbar"));
 const labelled = animator.render;
 animator.render = (t) => {
   labelled(t);
-  if (view) $("step-label").textContent = `row ${t} · step ${t + 1} of ${view.T}`;
+  if (data.view) $("step-label").textContent = `row ${t} · step ${t + 1} of ${data.view.T}`;
 };
-
-$("memory").addEventListener("click", (event) => {
-  if (!view) return;
-  const [t, u] = matrixCellAt($("memory"), event);
-  animator.pause();
-  animator.goto(t);
-  pickUnit(u);
-});
-
-// --- one unit at one step, explained by the API ------------------------------------------------------------------
-function pickUnit(u) {
-  state.set({ unit: u }, { push: true, silent: true });
-  showUnit();
-}
-
-function showUnit() {
-  const u = state.values.unit;
-  const memoryStrip = strips.find((s) => s.array === view?.memory)?.strip;
-  if (u < 0 || !view) {
-    $("unit-detail").hidden = true;
-    memoryStrip?.select(-1);
-    return;
-  }
-  memoryStrip?.select(u);
-  $("unit-detail").hidden = false;
-  explainUnit(animator.step, u);
-}
-
-async function explainUnit(t, u) {
-  const token = ++unitToken;
-  const { run, node, cellName, steps } = view;
-  const unit = steps.first_unit + u;
-  const shape = node.sequence.unit_shape ?? [view.T, steps.hidden_size * steps.directions];
-  const index = shape.length === 3 ? [steps.num_layers - 1, t, unit] : [t, unit];
-  $("unit-title").textContent = `${cellName} unit ${unit} at step ${t} (row ${t})`;
-  const body = $("unit-body");
-  if (!body.firstChild) body.append(el("p", { class: "muted", text: "Fetching the numbers…" }));
-  try {
-    const explanation = await api(`/api/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(node.id)}/units/` +
-      `${index.join(",")}`, { label: "Explaining the unit…" });
-    if (token !== unitToken) return;
-    const draw = VIEWS[explanation.family];
-    const shown = draw
-      ? draw(explanation, { unit: { channel: unit, y: null, x: null }, labels: [], animate: null })
-      : el("p", { class: "small muted", text: `This page cannot draw a ${explanation.family} explanation yet.` });
-    shown.dataset.family = explanation.family;
-    shown.dataset.step = String(t);
-    shown.dataset.unit = String(unit);
-    body.replaceChildren(shown);
-  } catch (err) {
-    if (token !== unitToken) return;
-    body.replaceChildren(el("p", { class: "callout", text: err instanceof ApiError ? err.detail : String(err.message ?? err) }));
-  }
-}
-
-$("unit-close").addEventListener("click", () => {
-  state.set({ unit: -1 }, { push: true, silent: true });
-  showUnit();
-});
-
-// --- attention over the rows ---------------------------------------------------------------------------------------
-async function showAttention(stale) {
-  // the chosen model's own attention, else the first model that has attention over steps
-  const entry = attentionModels.find((e) => e.model.id === state.values.model) ?? attentionModels[0];
-  if (!entry || !input) return;
-  const { model, node } = entry;
-  const run = await runOf(model.id);
-  const runNode = run.nodes.find((n) => n.id === node.id);
-  const url = runNode?.steps_url ?? `/api/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(node.id)}/steps`;
-  const pooledFrom = node.inputs[0];
-  const [steps, pooled, output, rows] = await Promise.all([
-    api(url, { label: "Weighing the rows…" }),
-    rowsOf(run, pooledFrom),
-    rowsOf(run, node.id),
-    rowsOf(run, entry.recurrent?.inputs[0] ?? pooledFrom),
-  ]);
-  if (stale()) return;
-  attention.show({ rows, steps, pooled, output: output[0], model: model.name ?? model.id, node: node.id, pooledFrom });
-  const out = output[0];
-  const largest = out.reduce((best, v, j) => (Math.abs(v) > Math.abs(out[best]) ? j : best), 0);
-  attention.showFeature(state.values.feature >= 0 ? state.values.feature : largest);
-}
-
-// --- the CNN beside it ---------------------------------------------------------------------------------------------
-async function showCnn(stale) {
-  if (!cnnChoice || !input) return;
-  const { model, detail } = cnnChoice;
-  const [run, predicted] = await Promise.all([runOf(model.id), predictionOf(model.id)]);
-  const image = await rowsOf(run, "input");
-  if (stale()) return;
-  await compare.showCnn({ model, detail, run, input: image, classes: predicted.classes });
-  if (view) await compare.step(animator.step);
-}
-
-// --- lecture mode and the clicker keys ------------------------------------------------------------------------------
-function applyLecture() {
-  const on = state.values.lecture;
-  document.body.classList.toggle("lecture", on);
-  $("lecture").setAttribute("aria-pressed", String(on));
-  if (on) window.scrollTo(0, 0);
-}
-$("lecture").addEventListener("click", () => {
-  state.set({ lecture: !state.values.lecture }, { push: true, silent: true });
-  applyLecture();
-});
-applyLecture();
 
 // the clicker's keys (presenter.js): the rows, one step each. A strip of cells keeps its arrows (its own handler
 // moves along the cells and marks them handled), while Page Down and Page Up still step there; the drawing pad
 // keeps its keys. Esc closes the unit's explanation, then leaves lecture mode.
 presenterKeys({
   name: "the rows of the digit as the network reads them (one row per step); Space plays them",
-  ...animatorSteps(animator, () => Boolean(view)),
+  ...animatorSteps(animator, () => Boolean(data.view)),
   escape: () => {
-    if (!$("unit-detail").hidden) $("unit-close").click();
-    else if (state.values.lecture) {
-      state.set({ lecture: false }, { push: true, silent: true });
-      applyLecture();
-    }
+    if (state.values.unit >= 0 && data.view) state.set({ unit: -1 }, { push: true });
+    else if (state.values.lecture) state.set({ lecture: false }, { push: true });
   },
   ignore: "canvas#draw",
 });
 
+render(state, data);
 init();

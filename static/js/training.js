@@ -2,10 +2,13 @@
 // (POST /api/training/jobs), followed through server-sent events. Every number drawn comes from the events;
 // the curves of both runs share one pair of charts. Request and event shapes: app/schemas/training.py and
 // app/api/routes/training.py.
+// state -> data -> render: handlers only change the state (or start, stop and follow runs, which fill `data`), and
+// `render(state, data)` brings the whole page in line with both (docs/frontend.md, "The other pages").
 import { api, clearError, showError } from "./api.js";
 import { presenterKeys } from "./presenter.js";
+import { changeTracker } from "./redraw.js";
 import { createState } from "./state.js";
-import { $ } from "./dom.js";
+import { $, el } from "./dom.js";
 
 const RUNS = ["a", "b"];
 const COLORS = { a: "#1f5fbf", b: "#c2410c" };
@@ -59,12 +62,31 @@ const PRESETS = {
   },
 };
 
-const state = createState(DEFAULTS, onStateChange);
-const runs = { a: emptyRun(), b: emptyRun() };
+// --- what the page knows: each run's job and the points its events brought ------------------------------------
+const data = {
+  runs: { a: emptyRun(), b: emptyRun() },
+  preset: "", // the ready-made comparison last chosen (its note stays until another is chosen)
+};
+const sources = { a: null, b: null }; // the event stream each run is followed through
+const state = createState(DEFAULTS, () => render(state, data));
+const fresh = changeTracker();
 let drawQueued = false;
 
+/** A run: its job (the API's), its status and progress, its points, its latest pictures; `gone`: its link is stale. */
 function emptyRun() {
-  return { job: null, epochs: [], batches: [], status: "idle", progress: null, source: null };
+  return { job: null, epochs: [], batches: [], status: "idle", progress: null, pictures: null, gone: false };
+}
+
+/** The whole page from the state and the runs; calling it again changes nothing. */
+function render(state, data) {
+  showControls();
+  for (const run of RUNS) {
+    showStatus(run, data.runs[run]);
+    const { pictures } = data.runs[run];
+    if (pictures && fresh(`pictures-${run}`, [pictures])) showPictures(run, pictures);
+  }
+  $("preset-note").textContent = data.preset ? `${PRESETS[data.preset].note} Press “Train A and B together”.` : "";
+  queueDraw();
 }
 
 // --- forms <-> state ----------------------------------------------------------------------------------
@@ -99,11 +121,6 @@ function showControls() {
   $("both-row").hidden = !compare;
 }
 
-function onStateChange() {
-  showControls();
-  queueDraw();
-}
-
 // a control marked data-only="deep" (or "lstm gru_attention") applies to those networks only
 function applies(el, run) {
   return el.dataset.only.split(" ").includes(state.values[`${run}_network`]);
@@ -126,13 +143,14 @@ function applyPreset(name) {
   for (const run of RUNS) {
     for (const [key, value] of Object.entries({ ...RUN_DEFAULTS, ...preset[run] })) patch[`${run}_${key}`] = value;
   }
+  data.preset = name;
   state.set(patch, { push: true });
-  $("preset-note").textContent = `${preset.note} Press “Train A and B together”.`;
+  render(state, data);
 }
 
 // --- jobs ------------------------------------------------------------------------------------------------
 function isRunning(run) {
-  return runs[run].status === "running";
+  return data.runs[run].status === "running";
 }
 
 async function startRun(run) {
@@ -149,49 +167,50 @@ async function startRun(run) {
   follow(run, job);
 }
 
+/** Follow `job` as run `run`: a new record in `data.runs`, filled by the job's events (an older stream is closed). */
 function follow(run, job) {
-  runs[run].source?.close();
-  const data = (runs[run] = emptyRun());
-  data.job = job;
-  data.status = job.status;
-  data.progress = job.progress;
-  showStatus(run);
-  queueDraw();
+  sources[run]?.close();
+  const record = (data.runs[run] = emptyRun());
+  record.job = job;
+  record.status = job.status;
+  record.progress = job.progress;
+  render(state, data);
   const source = new EventSource(job.events_url);
-  data.source = source;
+  sources[run] = source;
   source.addEventListener("epoch", (e) => {
     const point = JSON.parse(e.data);
-    data.epochs = data.epochs.filter((p) => p.epoch !== point.epoch).concat([point]);
-    queueDraw();
+    record.epochs = record.epochs.filter((p) => p.epoch !== point.epoch).concat([point]);
+    render(state, data);
   });
   source.addEventListener("batch", (e) => {
     const point = JSON.parse(e.data);
-    if (!data.batches.length || data.batches[data.batches.length - 1].step < point.step) data.batches.push(point);
-    data.progress = { ...data.progress, ...point };
-    showStatus(run);
-    queueDraw();
+    if (!record.batches.length || record.batches[record.batches.length - 1].step < point.step) record.batches.push(point);
+    record.progress = { ...record.progress, ...point };
+    render(state, data);
   });
-  source.addEventListener("images", (e) => showPictures(run, JSON.parse(e.data)));
+  source.addEventListener("images", (e) => {
+    record.pictures = JSON.parse(e.data);
+    render(state, data);
+  });
   source.addEventListener("end", (e) => {
     source.close();
     const final = JSON.parse(e.data);
-    data.status = final.status;
-    data.progress = final.progress;
-    data.job = { ...data.job, ...final };
-    showStatus(run);
-    queueDraw();
+    record.status = final.status;
+    record.progress = final.progress;
+    record.job = { ...record.job, ...final };
+    render(state, data);
     if (final.status === "failed") showError(final.error, `Run ${run.toUpperCase()} failed`);
   });
   source.addEventListener("error", () => {
     // the browser reconnects by itself (resuming after the last event); only a closed stream is final
-    if (source.readyState === EventSource.CLOSED && data.status === "running") {
+    if (source.readyState === EventSource.CLOSED && record.status === "running") {
       showError(`lost the connection to run ${run.toUpperCase()}'s progress; reload the page to follow it again`);
     }
   });
 }
 
 async function cancelRun(run) {
-  const job = runs[run].job;
+  const job = data.runs[run].job;
   if (!job || !isRunning(run)) return;
   try {
     await api(`/api/training/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE", label: "Stopping…" });
@@ -201,7 +220,7 @@ async function cancelRun(run) {
 }
 
 async function openInExplorer(run) {
-  const job = runs[run].job;
+  const job = data.runs[run].job;
   if (!job) return;
   try {
     const answer = await api(`/api/training/jobs/${encodeURIComponent(job.id)}/model`, {
@@ -221,8 +240,9 @@ async function resume(run) {
   } catch (err) {
     if (err.status === 404) {
       // results are kept until the server restarts: an old link points to a job that is gone
+      data.runs[run].gone = true;
       state.set({ [`${run}_job`]: "" });
-      $(`${run}-status`).textContent = "The run in this link is no longer on the server (it restarted). Train again.";
+      render(state, data);
     } else {
       showError(err, `Loading run ${run.toUpperCase()}`);
     }
@@ -236,8 +256,7 @@ function seconds(s) {
   return `${Math.floor(s / 60)} min ${String(Math.ceil(s % 60)).padStart(2, "0")} s`;
 }
 
-function showStatus(run) {
-  const data = runs[run];
+function showStatus(run, data) {
   const p = data.progress || {};
   const bar = $(`${run}-progress`);
   bar.value = p.steps ? p.step / p.steps : 0;
@@ -249,7 +268,9 @@ function showStatus(run) {
     cancelled: `Stopped after ${p.step} of ${p.steps} steps.`,
     failed: `Failed: ${data.job?.error || "see the message above"}`,
   };
-  $(`${run}-status`).textContent = words[data.status] || data.status;
+  $(`${run}-status`).textContent = data.gone
+    ? "The run in this link is no longer on the server (it restarted). Train again."
+    : words[data.status] || data.status;
   $(`${run}-start`).disabled = data.status === "running";
   // a run opened from someone else's link can be watched, not stopped or opened as a model (the server says 403)
   const theirs = data.job?.owned === false;
@@ -302,6 +323,7 @@ function showPictures(run, pictures) {
 }
 
 // --- charts (drawn from the runs' points) ------------------------------------------------------------------
+/** The charts and the summary table, drawn once per frame however often the page renders. */
 function queueDraw() {
   if (drawQueued) return;
   drawQueued = true;
@@ -313,19 +335,19 @@ function queueDraw() {
 }
 
 function shownRuns() {
-  return RUNS.filter((run) => (run === "a" || state.values.compare) && runs[run].job);
+  return RUNS.filter((run) => (run === "a" || state.values.compare) && data.runs[run].job);
 }
 
 function seriesFor(metric) {
   const series = [];
   for (const run of shownRuns()) {
-    const data = runs[run];
+    const record = data.runs[run];
     const testKey = `test_${metric}`;
-    const start = data.epochs.find((p) => p.epoch === 0);
+    const start = record.epochs.find((p) => p.epoch === 0);
     const training = (start && start[metric] !== null ? [{ x: 0, y: start[metric] }] : [])
-      .concat(data.batches.map((b) => ({ x: b.x, y: b[metric] })));
+      .concat(record.batches.map((b) => ({ x: b.x, y: b[metric] })));
     series.push({ color: COLORS[run], dashed: true, points: training });
-    const test = data.epochs.filter((p) => p[testKey] !== null).map((p) => ({ x: p.epoch, y: p[testKey] }));
+    const test = record.epochs.filter((p) => p[testKey] !== null).map((p) => ({ x: p.epoch, y: p[testKey] }));
     series.push({ color: COLORS[run], dashed: false, markers: true, points: test });
   }
   return series;
@@ -387,7 +409,7 @@ function drawChart(canvas, series, { yMax, yStep, format, xMax }) {
 
 function drawCharts() {
   const shown = shownRuns();
-  const xMax = Math.max(1, ...shown.map((run) => runs[run].job.settings.epochs));
+  const xMax = Math.max(1, ...shown.map((run) => data.runs[run].job.settings.epochs));
   const lossSeries = seriesFor("loss");
   // the loss axis: 0 to the highest point rounded up to a half (at most 5: a diverging run is clipped)
   const highest = Math.max(0.5, ...lossSeries.flatMap((s) => s.points.map((p) => p.y)));
@@ -397,7 +419,8 @@ function drawCharts() {
   drawChart($("accuracy-chart"), seriesFor("accuracy"), { yMax: 1, yStep: 0.25, xMax,
     format: (y) => `${Math.round(y * 100)} %` });
   const described = shown.map((run) => {
-    const last = runs[run].epochs[runs[run].epochs.length - 1];
+    const { epochs } = data.runs[run];
+    const last = epochs[epochs.length - 1];
     return last ? `run ${run.toUpperCase()} epoch ${last.epoch}: test loss ${last.test_loss?.toFixed(3)}, `
       + `test accuracy ${Math.round((last.test_accuracy || 0) * 100)} %` : `run ${run.toUpperCase()}: no epoch yet`;
   });
@@ -416,21 +439,19 @@ function showSummary() {
   const body = $("summary").querySelector("tbody");
   body.replaceChildren();
   for (const run of shownRuns()) {
-    const data = runs[run];
-    const lastEpoch = data.epochs[data.epochs.length - 1] || {};
-    const lastBatch = data.batches[data.batches.length - 1];
+    const record = data.runs[run];
+    const lastEpoch = record.epochs[record.epochs.length - 1] || {};
+    const lastBatch = record.batches[record.batches.length - 1];
     const trainLoss = lastBatch ? lastBatch.loss : lastEpoch.loss;
     const trainAcc = lastBatch ? lastBatch.accuracy : lastEpoch.accuracy;
     const fmt = (v, pct = false) => (v === null || v === undefined ? "–" : pct ? `${(v * 100).toFixed(1)} %` : v.toFixed(3));
     const tr = document.createElement("tr");
-    const name = document.createElement("th");
-    name.scope = "row";
-    name.innerHTML = `<span class="run-key run-${run}" aria-hidden="true"></span>`;
-    name.append(`${run.toUpperCase()}: ${data.job.name}`);
-    tr.append(name, cell(data.status), cell(`${lastEpoch.epoch ?? 0} / ${data.job.settings.epochs}`, true),
+    const name = el("th", { scope: "row" }, el("span", { class: `run-key run-${run}`, "aria-hidden": "true" }),
+      `${run.toUpperCase()}: ${record.job.name}`);
+    tr.append(name, cell(record.status), cell(`${lastEpoch.epoch ?? 0} / ${record.job.settings.epochs}`, true),
       cell(fmt(trainLoss), true), cell(fmt(lastEpoch.test_loss), true), cell(fmt(trainAcc, true), true),
       cell(fmt(lastEpoch.test_accuracy, true), true),
-      cell(data.status === "running" ? seconds(data.progress?.eta) : "–", true));
+      cell(record.status === "running" ? seconds(record.progress?.eta) : "–", true));
     body.append(tr);
   }
 }
@@ -482,7 +503,7 @@ function showPreset(pick) {
 
 let starting = false; // between the key and the server's answer: a second press must not start the runs twice
 async function trainOrStop() {
-  const mine = RUNS.filter((run) => isRunning(run) && runs[run].job?.owned !== false);
+  const mine = RUNS.filter((run) => isRunning(run) && data.runs[run].job?.owned !== false);
   if (mine.length) {
     await Promise.all(mine.map(cancelRun));
     return;
@@ -505,10 +526,8 @@ presenterKeys({
   toggle: trainOrStop,
 });
 
-window.addEventListener("resize", queueDraw);
-window.addEventListener("beforeunload", () => RUNS.forEach((run) => runs[run].source?.close()));
+window.addEventListener("resize", () => render(state, data));
+window.addEventListener("beforeunload", () => RUNS.forEach((run) => sources[run]?.close()));
 
-showControls();
-RUNS.forEach(showStatus);
-queueDraw();
+render(state, data);
 RUNS.forEach(resume);

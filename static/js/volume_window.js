@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { Animator, bindAnimatorControls } from "./animator.js";
 import { Grid, formatNumber as fmt } from "./grid.js";
+import { el } from "./dom.js";
 
 /** Example numbers for channel d: a different pattern on each channel, so each slice of the filter finds something. */
 function channelInput(n, d) {
@@ -33,35 +34,45 @@ export class VolumeWindow {
     this.text = root.querySelector("[data-role=text]");
     this.animator = new Animator({ figure: root, render: (i) => this.render(i), interval: 700 });
     bindAnimatorControls(this.animator, root);
+    this.shown = null; // the answer of `load` on screen
     this.result = null;
   }
 
-  async update(s, signal) {
+  /** Ask the API for one filter's steps through a volume of these settings: the answer `show` draws. */
+  static async load(s, signal) {
     const depth = s.depth;
     const input = Array.from({ length: depth }, (_, d) => channelInput(s.size, d));
     const kernel = Array.from({ length: depth }, (_, d) => channelKernel(s.kernel, d));
     const body = { input, kernel, bias: s.bias, stride: s.stride, padding: s.padding, dilation: s.dilation };
     const result = await api("/api/playground/conv", { json: body, signal, label: "Sliding the filter through the volume…" });
     const [[top, bottom], [left, right]] = result.padding;
-    this.pad = [top, bottom, left, right];
-    this.inputGrids = input.map((channel, d) => {
-      const holder = document.createElement("div");
-      holder.className = "grid-block";
-      holder.innerHTML = `<p class="grid-caption">channel ${d}</p><div class="grid-scroll"></div>`;
-      const grid = new Grid(holder.querySelector(".grid-scroll"), { label: `volume channel ${d}`, compact: true });
-      grid.set(channel, { pad: this.pad });
+    return { input, kernel, result, pad: [top, bottom, left, right] };
+  }
+
+  /** Draw an answer of `load` (null: nothing), from its first step; the same answer again changes nothing. */
+  show(answer) {
+    if (answer === this.shown) return;
+    this.shown = answer;
+    this.result = answer?.result ?? null;
+    const block = (caption, label, values, pad) => {
+      const holder = el("div", { class: "grid-block" }, el("p", { class: "grid-caption", text: caption }));
+      const scroll = el("div", { class: "grid-scroll" });
+      holder.append(scroll);
+      const grid = new Grid(scroll, { label, compact: true });
+      grid.set(values, { pad });
       return { holder, grid };
-    });
+    };
+    this.inputGrids = (answer?.input ?? []).map((channel, d) => block(`channel ${d}`, `volume channel ${d}`, channel, answer.pad));
     this.inputs.replaceChildren(...this.inputGrids.map((g) => g.holder));
-    this.kernels.replaceChildren(...kernel.map((slice, d) => {
-      const holder = document.createElement("div");
-      holder.className = "grid-block";
-      holder.innerHTML = `<p class="grid-caption">slice ${d}</p><div class="grid-scroll"></div>`;
-      new Grid(holder.querySelector(".grid-scroll"), { label: `filter slice ${d}`, compact: true }).set(slice);
-      return holder;
-    }));
-    this.result = result;
-    this.animator.setSteps(result.steps.length, 0);
+    this.kernels.replaceChildren(...(answer?.kernel ?? []).map((slice, d) => block(`slice ${d}`, `filter slice ${d}`, slice).holder));
+    if (!answer) {
+      this.animator.pause();
+      this.animator.count = 0;
+      this.output.set([[null]]);
+      this.text.replaceChildren();
+      return;
+    }
+    this.animator.setSteps(answer.result.steps.length, 0);
   }
 
   render(index) {
@@ -79,7 +90,8 @@ export class VolumeWindow {
     this.output.markData("current", [step.out]);
     // each channel's share: the sum of that channel's products (the API lists the products per channel)
     const perChannel = step.products.map((slice) => slice.flat().reduce((a, b) => a + b, 0));
-    this.text.innerHTML = `out[${step.out.join(", ")}] = ${perChannel.map((v, d) => `<span class="term">${fmt(v)}<sub>ch ${d}</sub></span>`).join(" + ")}` +
-      ` + b(${fmt(step.bias)}) = ${fmt(step.sum)} + ${fmt(step.bias)} = <span class="result">${fmt(step.result)}</span>`;
+    const terms = perChannel.flatMap((v, d) => [...(d ? [" + "] : []), el("span", { class: "term" }, fmt(v), el("sub", { text: `ch ${d}` }))]);
+    this.text.replaceChildren(`out[${step.out.join(", ")}] = `, ...terms,
+      ` + b(${fmt(step.bias)}) = ${fmt(step.sum)} + ${fmt(step.bias)} = `, el("span", { class: "result", text: fmt(step.result) }));
   }
 }
