@@ -32,7 +32,7 @@ run: install
 
 test: install-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: install-test
 	$(PY) -m ruff check .

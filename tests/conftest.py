@@ -4,6 +4,7 @@ need Redis use ``redis_url`` (or ``fresh_redis``) and skip cleanly without redis
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -47,6 +48,11 @@ def fresh_redis(redis_url: str) -> str:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """When this session runs the zoo's import tests (tests/app/test_onnx_zoo.py), export their architectures in a
     background process meanwhile (tests/app/zoo_exports.py says why and how)."""
+    for item in items:  # under pytest-xdist (-n 2 --dist loadgroup), one worker runs every browser test in order
+        if "browser" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the other worker exports meanwhile: no background process (each worker would start one)
     cases = [(item.callspec.params["name"], item.callspec.params["exporter"]) for item in items
              if item.path.name == "test_onnx_zoo.py" and hasattr(item, "callspec")
              and {"name", "exporter"} <= item.callspec.params.keys()]
