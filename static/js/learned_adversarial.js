@@ -13,7 +13,7 @@ import { el, fmt } from "./explain/common.js";
 import { InputPicker, fetchSample, inputRequest, kindOf } from "./input_picker.js";
 import { fetchResult, progressText } from "./jobs.js";
 import { architecture, listModels } from "./models.js";
-import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
+import { changeTracker, chooseModel, showControl, showModelOptions } from "./redraw.js";
 import { createState } from "./state.js";
 import { within } from "./dom.js";
 
@@ -260,14 +260,14 @@ function render(state, data) {
 
 /** The controls show the state; PGD's options only for PGD. */
 function renderControls(v) {
-  $("adv-method").value = v.advMethod;
-  $("adv-eps").value = v.advEps;
+  showControl($("adv-method"), v.advMethod);
+  showControl($("adv-eps"), v.advEps);
   $("adv-eps-out").textContent = String(v.advEps);
-  $("adv-steps").value = v.advSteps;
-  $("adv-random").checked = v.advRandom;
-  $("adv-seed").value = v.advSeed;
+  showControl($("adv-steps"), v.advSteps);
+  showControl($("adv-random"), v.advRandom, { checked: true });
+  showControl($("adv-seed"), v.advSeed);
   $("adv-seed").disabled = !v.advRandom;
-  $("adv-target").value = String(v.advTarget);
+  $("adv-target").value = String(v.advTarget); // a menu: its options may just have been made again
   $("adv-pgd").hidden = v.advMethod !== "pgd";
   $("adv-alpha").textContent = v.advMethod === "pgd"
     ? `step α = 2.5 · ε / steps = ${fmt((2.5 * v.advEps) / Math.max(1, v.advSteps))} (the API's default)` : "";

@@ -19,7 +19,7 @@ import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
 import { InputPicker, fetchSample, inputRequest } from "./input_picker.js";
 import { architecture, archNodes, listModels } from "./models.js";
 import { animatorSteps, presenterKeys } from "./presenter.js";
-import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
+import { changeTracker, chooseModel, showControl, showModelOptions } from "./redraw.js";
 import { createState } from "./state.js";
 import { svg, within } from "./dom.js";
 
@@ -368,7 +368,7 @@ function render(state, data) {
     $("bp-label").replaceChildren(new Option("the model's prediction", "-1"),
       ...labels.map((label, k) => new Option(`${k}: ${label}`, String(k))));
   }
-  $("bp-label").value = String(v.bpLabel);
+  $("bp-label").value = String(v.bpLabel); // a menu: its options may just have been made again
   root.querySelectorAll('input[name="bp-scale"]').forEach((radio) => { radio.checked = radio.value === v.bpScale; });
   renderLecture(v);
   const answer = data.pass;
@@ -731,10 +731,10 @@ function renderSgdControls(v, data) {
   if ($("bp-sgd-node").querySelector(`option[value="${CSS.escape(v.bpSgdNode)}"]`)) $("bp-sgd-node").value = v.bpSgdNode;
   const node = data.pass?.nodes.find((n) => n.id === v.bpSgdNode);
   if (node?.filters) $("bp-filter").max = String(node.filters - 1);
-  $("bp-filter").value = String(v.bpFilter);
-  $("bp-scope").value = v.bpScope;
+  showControl($("bp-filter"), String(v.bpFilter));
+  showControl($("bp-scope"), v.bpScope);
   if (data.sweep) $("bp-rate").max = String(data.sweep.rates.length - 1);
-  $("bp-rate").value = String(v.bpRate);
+  showControl($("bp-rate"), String(v.bpRate));
   const rate = data.sweep?.rates[v.bpRate];
   $("bp-rate-out").textContent = rate === undefined ? "" : num(rate);
 }

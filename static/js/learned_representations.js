@@ -15,7 +15,7 @@ import { el, fmt } from "./explain/common.js";
 import { fetchResult, progressText } from "./jobs.js";
 import { listModels } from "./models.js";
 import { fetchNpy } from "./npy.js";
-import { changeTracker, chooseModel, showModelOptions } from "./redraw.js";
+import { changeTracker, chooseModel, showControl, showModelOptions } from "./redraw.js";
 import { createState } from "./state.js";
 import { svg, within } from "./dom.js";
 
@@ -366,8 +366,8 @@ function render(state, data) {
       "Pick a digit model for them.";
   }
   if ([...$("rep-node").options].some((o) => o.value === v.repNode)) $("rep-node").value = v.repNode;
-  $("rep-method").value = v.repMethod;
-  $("rep-k").value = String(v.repK);
+  showControl($("rep-method"), v.repMethod);
+  showControl($("rep-k"), String(v.repK));
   root.querySelectorAll("#rep-photos .sample").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.file === v.repPhoto)));
   if (support) {
     $("rep-node-features").textContent = v.repNode === "input" ? "The raw input: the normalised pixels, the baseline." : "";

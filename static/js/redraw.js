@@ -34,3 +34,17 @@ export function showModelOptions(select, models, value) {
   }
   if (select.value !== value) select.value = value;
 }
+
+const shownValues = new WeakMap(); // form control -> the state value it last showed
+
+/**
+ * Show a state value in a form control (`checked` for a checkbox) only when the value differs from the one the
+ * control last showed: a render for another reason (an answer arriving) never overwrites what the user is typing or
+ * dragging before its change event has set the state.
+ */
+export function showControl(element, value, { checked = false } = {}) {
+  if (shownValues.has(element) && shownValues.get(element) === value) return;
+  shownValues.set(element, value);
+  if (checked) element.checked = Boolean(value);
+  else element.value = String(value);
+}
