@@ -1,7 +1,7 @@
 // The input picker of a learned view (templates/_input_macros.html, model_and_input): the shipped samples of the
 // model's kind, an upload, or a file dropped on the drop zone. It says when the input changes (the view keeps the
 // input in its data and decides what to compute with it) and is drawn from the view's state and data (`show`).
-import { api } from "./api.js";
+import { api, showError } from "./api.js";
 import { inputChannels } from "./models.js";
 
 /** "digit" for a one-channel model, else "photo": the samples (data-kind) a model can read. */
@@ -21,6 +21,22 @@ export function inputRequest(input) {
 export async function fetchSample(file) {
   const blob = await api(`/static/samples/${encodeURIComponent(file)}`, { as: "blob", label: "Loading the sample…" });
   return { blob, name: file, tensor: false, uploaded: false };
+}
+
+/**
+ * The shipped sample ``file`` as a view's input, counted in ``data.inputRequest``: null when the fetch failed (its
+ * error shown), or when a later load, or a sample no longer wanted (``stillWanted()`` false), has taken over.
+ */
+export async function loadSample(data, file, stillWanted) {
+  const request = ++data.inputRequest;
+  let input;
+  try {
+    input = await fetchSample(file);
+  } catch (err) {
+    showError(err, `sample ${file}`);
+    return null;
+  }
+  return request === data.inputRequest && stillWanted() ? input : null;
 }
 
 /** A file the user chose or dropped, as an input (a `.npy` is sent as a tensor). */

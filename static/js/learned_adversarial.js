@@ -10,7 +10,7 @@
 import { ApiError, api, clearError, showError } from "./api.js";
 import { drawBars } from "./bars.js";
 import { el, fmt } from "./explain/common.js";
-import { InputPicker, fetchSample, inputRequest, kindOf } from "./input_picker.js";
+import { InputPicker, inputRequest, loadSample, kindOf } from "./input_picker.js";
 import { fetchResult, progressText } from "./jobs.js";
 import { architecture, listModels } from "./models.js";
 import { changeTracker, chooseModel, showControl, showModelOptions } from "./redraw.js";
@@ -153,15 +153,8 @@ async function loadInput() {
   const file = state.values.advSample;
   render(state, data);
   if (!file) return;
-  const request = ++data.inputRequest;
-  let input;
-  try {
-    input = await fetchSample(file);
-  } catch (err) {
-    showError(err, `sample ${file}`);
-    return;
-  }
-  if (request !== data.inputRequest || state.values.advSample !== file) return;
+  const input = await loadSample(data, file, () => state.values.advSample === file);
+  if (!input) return;
   data.input = input;
   render(state, data);
   attack();

@@ -16,7 +16,7 @@ import { drawBars } from "./bars.js";
 import { legend } from "./colormap.js";
 import { el, gridBlock } from "./explain/common.js";
 import { loadTiles, paint, reflowVector, tileAt } from "./featuremaps.js";
-import { InputPicker, fetchSample, inputRequest } from "./input_picker.js";
+import { InputPicker, inputRequest, loadSample } from "./input_picker.js";
 import { architecture, archNodes, listModels } from "./models.js";
 import { animatorSteps, presenterKeys } from "./presenter.js";
 import { changeTracker, chooseModel, showControl, showModelOptions } from "./redraw.js";
@@ -223,15 +223,8 @@ async function loadInput() {
     if (data.input) runBackprop();
     return;
   }
-  const request = ++data.inputRequest;
-  let input;
-  try {
-    input = await fetchSample(file);
-  } catch (err) {
-    showError(err, `sample ${file}`);
-    return;
-  }
-  if (request !== data.inputRequest || state.values.bpSample !== file) return;
+  const input = await loadSample(data, file, () => state.values.bpSample === file);
+  if (!input) return;
   data.input = input;
   render(state, data);
   await runBackprop();
