@@ -33,10 +33,10 @@ from app.services.compute import forward_gmacs, unbounded
 from app.services.finite import overflow_error
 from app.services.models import StoredModel
 from app.services.predictions import label_of
-from app.services.runs import Run
+from app.services.runs import Run, node_op
 from app.services.single_flight import KeyedLocks
 from app.services.tiles import Scale, as_channels, encode_png, tile_layout
-from engine.graph import INPUT, Trace
+from engine.graph import Trace
 from engine.learned.backprop import Backprop, backpropagate, check_label, gradient_summary
 from engine.learned.weight_gradient import filter_ops
 from engine.training import logits_node
@@ -201,7 +201,7 @@ def gradient_nodes(model: StoredModel, run: Run, entry: Gradients) -> list[Gradi
     nodes = []
     for node_id in entry.order:
         base = gradient_url(run.run_id, entry.label, node_id)
-        op = "input" if node_id == INPUT else graph.node(node_id).op.op
+        op = node_op(graph, node_id)
         shape = list(entry.nodes[node_id].shape[1:])
         nodes.append(GradientNode(id=node_id, op=op, shape=shape, **entry.summary(node_id), png_url=f"{base}.png",
                                   npy_url=f"{base}.npy", json_url=f"{base}.json",

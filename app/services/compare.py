@@ -16,7 +16,6 @@ from app.services.models import ModelStore
 from app.services.runs import Run, RunStore, activation_of
 from app.services.tiles import Scale, as_channels, tile_layout
 from engine.compare import TOP_K, activation_difference
-from engine.graph import INPUT
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,3 @@ def node_difference(pair: Pair, node_id: str, op: str, scale: Scale, top_k: int 
         other_png_url=f"/api/runs/{other.run_id}/nodes/{node_id}.png",
         layout=tile_layout(a.shape, np.stack([-m, m], axis=1).tolist(), scale, time_axis), time_axis=time_axis)
 
-
-def node_op(graph, node_id: str) -> str:
-    """The node's op ('input' for the input)."""
-    return "input" if node_id == INPUT else graph.node(node_id).op.op

@@ -89,6 +89,11 @@ def activation_of(run: Run, node_id: str) -> np.ndarray:
     return activation
 
 
+def node_op(graph, node_id: str) -> str:
+    """The node's op name, or 'input' for the input."""
+    return "input" if node_id == INPUT else graph.node(node_id).op.op
+
+
 def make_run_id(model: StoredModel, x: np.ndarray) -> str:
     """Hash of model id, model version and the preprocessed input (float32 bytes and shape)."""
     x = np.ascontiguousarray(x, dtype=np.float32)

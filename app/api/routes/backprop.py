@@ -51,7 +51,7 @@ from app.services.backprop import (
 from app.services.compute import forward_gmacs
 from app.services.inputs import INPUT_OPENAPI, prepare_input
 from app.services.models import StoredModel
-from app.services.runs import Run, RunStore
+from app.services.runs import Run, RunStore, node_op
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import as_channels, tile_layout
 from engine.graph import INPUT
@@ -148,7 +148,7 @@ def read_gradient_json(run_id: RunIdPath, label: LabelPath, node_id: NodePath, r
     time_axis = run.time_axes.get(node_id)
     m = signed_ranges(as_channels(gradient[0].astype(np.float32), time_axis), scale)
     base = gradient_url(run_id, entry.label, node_id)
-    op = "input" if node_id == INPUT else model.graph.node(node_id).op.op
+    op = node_op(model.graph, node_id)
     return GradientMap(id=node_id, op=op, shape=list(gradient.shape[1:]), label=entry.label,
                        **entry.summary(node_id), png_url=f"{base}.png?scale={scale}", npy_url=f"{base}.npy",
                        layout=tile_layout(tuple(gradient.shape[1:]), np.stack([-m, m], axis=1).tolist(), scale,

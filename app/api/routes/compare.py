@@ -11,7 +11,7 @@ from app.api.deps import ModelStoreDep, RunStoreDep
 from app.api.routes.runs import CACHE_HEADERS, NodeId, RunId
 from app.schemas.compare import NodeDifference
 from app.services import compare as service
-from app.services.runs import activation_of
+from app.services.runs import activation_of, node_op
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import Scale
 from engine.compare import TOP_K
@@ -39,7 +39,7 @@ def read_node_difference(run_id: RunId, other_run_id: OtherRunId, node_id: NodeI
     PNG's layout with each tile's symmetric range [−m, +m]."""
     pair = service.runs_to_compare(run_id, other_run_id, runs, models)
     activation_of(pair.run, node_id)  # UnknownNodeError (404) for an unknown node
-    op = service.node_op(models.get(pair.run.model_id).graph, node_id)
+    op = node_op(models.get(pair.run.model_id).graph, node_id)
     return service.node_difference(pair, node_id, op, scale, top_k)
 
 

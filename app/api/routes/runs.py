@@ -17,7 +17,7 @@ from app.schemas.explanations import UnitExplanation
 from app.schemas.runs import NodeActivation, TileLayout
 from app.schemas.steps import NodeSteps
 from app.services.models import takes_images
-from app.services.runs import activation_of
+from app.services.runs import activation_of, node_op
 from app.services.steps import node_steps, sequence_fields
 from app.services.tensors import NPY_MEDIA_TYPE, to_npy
 from app.services.tiles import as_channels, tile_layout, tile_ranges
@@ -106,7 +106,7 @@ def read_node_json(run_id: RunId, node_id: NodeId, runs: RunStoreDep, models: Mo
     low, high = tile_ranges(as_channels(maps, time_axis), scale, runs.channel_ranges(run, node_id))  # the PNG's
     layout: TileLayout = tile_layout(tuple(maps.shape), np.stack([low, high], axis=1).tolist(), scale, time_axis)
     graph = models.get(run.model_id).graph
-    op = "input" if node_id == INPUT else graph.node(node_id).op.op
+    op = node_op(graph, node_id)
     base = f"/api/runs/{run_id}/nodes/{node_id}"
     return NodeActivation(id=node_id, op=op, shape=list(maps.shape), **runs.stats(run, node_id),
                           png_url=f"{base}.png", npy_url=f"{base}.npy", layout=layout,
